@@ -1,0 +1,1 @@
+"""The per-user rootless world around the engine: namespace, connector, ports, sandboxes, CLI."""
