@@ -103,6 +103,20 @@ class Netns:
         return self.run(["cat", f"/proc/sys/{path}"]).stdout.strip()
 
     def close(self) -> None:
+        """Kill every process still inside the namespace (daemons a test started), then the holder."""
+        try:
+            ino = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            ino = None
+        if ino is not None:
+            for entry in os.listdir("/proc"):
+                if not entry.isdigit() or int(entry) == self.proc.pid:
+                    continue
+                try:
+                    if os.stat(f"/proc/{entry}/ns/net").st_ino == ino:
+                        os.kill(int(entry), signal.SIGKILL)
+                except (FileNotFoundError, ProcessLookupError, PermissionError):
+                    pass
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
