@@ -1,0 +1,55 @@
+"""Firewall backends behind one Protocol (`types.Firewall`) and one factory, `select`.
+
+The backend is chosen by the `--firewall-driver` flag, else env `NETAVARK_FW`, else nftables.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from netns.errors import BurrowError
+from netns.firewall.base import StatefulFirewall
+from netns.firewall.iptables import IptablesBackend
+from netns.firewall.nftables import NftablesBackend
+from netns.firewall.none import NoFirewall
+from netns.firewall.runner import Runner, subprocess_runner
+from netns.firewall.state import StateStore
+from netns.firewall.types import Firewall, NetworkFw, PortFw
+
+DEFAULT = "nftables"
+CHOICES = ("nftables", "iptables", "none")
+_TOOLS = {"nftables": ("nft",), "iptables": ("iptables-restore", "ip6tables-restore", "iptables")}
+
+
+def select(
+    name: str | None, config_dir: Path, env: Mapping[str, str], *,
+    argv_prefix: Sequence[str] = (), runner: Runner = subprocess_runner,
+) -> Firewall:
+    """The firewall for this request.
+
+    `argv_prefix` runs every firewall exec through a wrapper (e.g. `nsenter -t PID -n --`);
+    `runner` replaces the exec itself (tests). State lives in `<config_dir>/firewall/`.
+    """
+    chosen = (name or env.get("NETAVARK_FW") or DEFAULT).strip().lower()
+    if chosen not in CHOICES:
+        raise BurrowError(
+            f"unknown firewall driver {chosen!r}: valid choices are {', '.join(CHOICES)}"
+        )
+    if chosen == "none":
+        return NoFirewall()
+    if runner is subprocess_runner:
+        missing = [t for t in _TOOLS[chosen] if shutil.which(t) is None]
+        if missing:
+            raise BurrowError(
+                f"firewall ({chosen}): {missing[0]} is not installed (not found in PATH); "
+                f"install it or choose another --firewall-driver ({', '.join(CHOICES)})"
+            )
+    store = StateStore(config_dir)
+    if chosen == "iptables":
+        return StatefulFirewall(IptablesBackend(argv_prefix=argv_prefix, runner=runner), store)
+    return StatefulFirewall(NftablesBackend(argv_prefix=argv_prefix, runner=runner), store)
+
+
+__all__ = ["CHOICES", "DEFAULT", "Firewall", "NetworkFw", "PortFw", "select"]
