@@ -1,0 +1,360 @@
+"""The only pyroute2 importer: apply plan operations in the host and container netns.
+
+Uses `IPRoute` (never NDB: no background thread, no in-memory database). The container socket
+is opened after a thread-local `setns` into the container netns, so one process can hold both
+without a helper child; netlink sockets stay bound to the netns they were created in.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from pyroute2 import IPRoute  # noqa: TID251 - this module is the one allowed importer
+from pyroute2.netlink.exceptions import NetlinkError  # noqa: TID251
+
+from netns.errors import BurrowError
+from netns.plan import (
+    AddMacvlan,
+    AddRoute,
+    AddVeth,
+    ConfigureInterface,
+    DeleteBridgeIfUnused,
+    DeleteLink,
+    EnsureBridge,
+    Op,
+    RequireLink,
+    Sysctl,
+    Where,
+    describe,
+)
+
+CLONE_NEWNET = 0x40000000
+RTPROT_STATIC = 4
+ROUTE_TYPES = {"unicast": 1, "blackhole": 6, "unreachable": 7, "prohibit": 8}
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
+@contextmanager
+def entered(fd: int) -> Iterator[None]:
+    """Run the block with this thread inside netns `fd`, then come back."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _setns(fd)
+        try:
+            yield
+        finally:
+            _setns(home)
+    finally:
+        os.close(home)
+
+
+def netlink_error(exc: NetlinkError) -> BurrowError:
+    code = exc.code or errno.EIO
+    return BurrowError(f"Netlink error: {os.strerror(code)} (os error {code})")
+
+
+def sysctl_error(path: str, exc: OSError) -> BurrowError:
+    return BurrowError(f"Sysctl error: {exc.strerror or exc} for /proc/sys/{path}")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    undo: Op | None = None
+    deleted: bool = False  # DeleteBridgeIfUnused: the bridge is gone
+
+
+def _kind(link: Any) -> str | None:
+    info = link.get_attr("IFLA_LINKINFO")
+    return info.get_attr("IFLA_INFO_KIND") if info is not None else None
+
+
+class Netlink:
+    """Handles on the host netns (the caller's) and, optionally, one container netns."""
+
+    def __init__(self, container_fd: int | None) -> None:
+        self.container_fd = container_fd
+        self.host = IPRoute()
+        self.ctr: IPRoute | None = None
+        if container_fd is not None:
+            with entered(container_fd):
+                self.ctr = IPRoute()
+
+    def close(self) -> None:
+        self.host.close()
+        if self.ctr is not None:
+            self.ctr.close()
+
+    def __enter__(self) -> Netlink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _ipr(self, where: Where) -> IPRoute:
+        if where == "host":
+            return self.host
+        if self.ctr is None:
+            raise BurrowError("the container network namespace is not available")
+        return self.ctr
+
+    def _index(self, where: Where, name: str) -> int | None:
+        found = self._ipr(where).link_lookup(ifname=name)
+        return found[0] if found else None
+
+    def _link(self, where: Where, name: str) -> Any | None:
+        idx = self._index(where, name)
+        return self._ipr(where).get_links(idx)[0] if idx is not None else None
+
+    def write_sysctl(self, where: Where, path: str, value: str) -> None:
+        def write() -> None:
+            with open(f"/proc/sys/{path}", "w") as f:
+                f.write(value)
+
+        if where == "container":
+            if self.container_fd is None:
+                raise BurrowError("the container network namespace is not available")
+            with entered(self.container_fd):
+                write()
+        else:
+            write()
+
+    def mac(self, ifname: str) -> str:
+        link = self._link("container", ifname)
+        if link is None:
+            raise BurrowError(f"interface {ifname} vanished from the container namespace")
+        return str(link.get_attr("IFLA_ADDRESS"))
+
+    # -- checks before the first change ---------------------------------------------------
+
+    def preflight(self, ops: Sequence[Op]) -> None:
+        """Fail on kernel state that would stop the plan, before anything is changed."""
+        for op in ops:
+            match op:
+                case EnsureBridge(name):
+                    link = self._link("host", name)
+                    if link is not None and _kind(link) != "bridge":
+                        raise BurrowError(
+                            f"bridge interface {name} already exists but is a "
+                            f"{_kind(link) or 'plain'} interface"
+                        )
+                case RequireLink(where, name, kind):
+                    link = self._link(where, name)
+                    if link is None:
+                        raise BurrowError(f"interface {name} does not exist ({where})")
+                    if kind is not None and _kind(link) != kind:
+                        raise BurrowError(f"interface {name} is not a {kind}")
+                case AddVeth(_, ifname, host_ifname) | AddMacvlan(_, ifname) as add:
+                    if self._index("container", ifname) is not None:
+                        what = "create veth pair" if isinstance(add, AddVeth) else "create macvlan"
+                        raise BurrowError(
+                            f"{what}: interface {ifname} already exists on container namespace: "
+                            "Netlink error: File exists (os error 17)"
+                        )
+                    if isinstance(add, AddVeth) and host_ifname and self._index("host", host_ifname):
+                        raise BurrowError(
+                            f"create veth pair: host interface {host_ifname} already exists: "
+                            "Netlink error: File exists (os error 17)"
+                        )
+                case _:
+                    pass
+
+    # -- apply -------------------------------------------------------------------------
+
+    def apply(self, op: Op) -> Outcome:
+        try:
+            return self._apply(op)
+        except NetlinkError as exc:
+            raise netlink_error(exc).wrap(describe(op)) from exc
+        except BurrowError as exc:
+            raise exc.wrap(describe(op)) from exc
+        except OSError as exc:
+            raise BurrowError(f"{describe(op)}: IO error: {exc.strerror} (os error {exc.errno})") from exc
+
+    def _apply(self, op: Op) -> Outcome:
+        match op:
+            case Sysctl(where, path, value, tolerate):
+                try:
+                    self.write_sysctl(where, path, value)
+                except OSError as exc:
+                    if tolerate and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                        return Outcome()
+                    raise sysctl_error(path, exc) from exc
+                return Outcome()
+            case EnsureBridge():
+                return self._ensure_bridge(op)
+            case RequireLink():
+                self.preflight((op,))
+                return Outcome()
+            case AddVeth():
+                return self._add_veth(op)
+            case AddMacvlan():
+                return self._add_macvlan(op)
+            case ConfigureInterface():
+                self._configure(op)
+                return Outcome()
+            case AddRoute():
+                self._add_route(op)
+                return Outcome()
+            case DeleteLink(where, name, missing_ok):
+                idx = self._index(where, name)
+                if idx is None:
+                    if missing_ok:
+                        return Outcome(deleted=True)
+                    raise BurrowError(f"Netlink error: No such device (os error {errno.ENODEV})")
+                self._ipr(where).link("del", index=idx)
+                return Outcome(deleted=True)
+            case DeleteBridgeIfUnused(name):
+                idx = self._index("host", name)
+                if idx is None:
+                    return Outcome(deleted=True)
+                if self.host.get_links(master=idx):
+                    return Outcome(deleted=False)
+                self.host.link("del", index=idx)
+                return Outcome(deleted=True)
+        raise AssertionError(op)
+
+    def _ensure_bridge(self, op: EnsureBridge) -> Outcome:
+        if self._index("host", op.name) is not None:
+            self.preflight((op,))
+            return Outcome()
+        args: dict[str, Any] = {"ifname": op.name, "kind": "bridge", "br_stp_state": 0}
+        if op.mtu:
+            args["mtu"] = op.mtu
+        try:
+            self.host.link("add", **args)
+        except NetlinkError as exc:
+            if exc.code == errno.EEXIST:  # a parallel setup made it first
+                self.preflight((op,))
+                return Outcome()
+            raise
+        idx = self._index("host", op.name)
+        assert idx is not None
+        if op.ipv6:
+            # Before the addresses: DAD would hold the gateway "tentative" for a second or more.
+            for key in ("accept_dad", "accept_ra"):
+                self.write_sysctl("host", f"net/ipv6/conf/{op.name}/{key}", "0")
+        for addr in op.addresses:
+            self.host.addr("add", index=idx, address=str(addr.ip), prefixlen=addr.network.prefixlen)
+        self.host.link("set", index=idx, state="up")
+        return Outcome(undo=DeleteBridgeIfUnused(op.name))
+
+    def _add_veth(self, op: AddVeth) -> Outcome:
+        assert self.container_fd is not None
+        bridge = self._index("host", op.bridge)
+        if bridge is None:
+            raise BurrowError(f"bridge {op.bridge} does not exist")
+        peer: dict[str, Any] = {"ifname": op.ifname, "net_ns_fd": self.container_fd}
+        if op.mac:
+            peer["address"] = op.mac
+        if op.mtu:
+            peer["mtu"] = op.mtu
+        args: dict[str, Any] = {"kind": "veth", "peer": peer}
+        if op.host_ifname:
+            args["ifname"] = op.host_ifname
+        self.host.link("add", **args)
+        undo = DeleteLink("container", op.ifname)
+        try:
+            link = self._link("container", op.ifname)
+            assert link is not None
+            host_idx = link.get_attr("IFLA_LINK")
+            host_name = self.host.get_links(host_idx)[0].get_attr("IFLA_IFNAME")
+            if op.ipv6:
+                self.write_sysctl("host", f"net/ipv6/conf/{host_name}/accept_dad", "0")
+            set_args: dict[str, Any] = {"master": bridge, "state": "up"}
+            if op.mtu:
+                set_args["mtu"] = op.mtu
+            self.host.link("set", index=host_idx, **set_args)
+        except BaseException:
+            self._apply(undo)
+            raise
+        return Outcome(undo=undo)
+
+    def _add_macvlan(self, op: AddMacvlan) -> Outcome:
+        assert self.container_fd is not None
+        if op.parent:
+            parent = self._index("host", op.parent)
+        else:
+            routes = self.host.route("get", dst="0.0.0.0") if self.host.get_default_routes() else []
+            parent = routes[0].get_attr("RTA_OIF") if routes else None
+        if parent is None:
+            raise BurrowError("no parent interface given and the host has no default route")
+        args: dict[str, Any] = {
+            "ifname": op.ifname, "kind": "macvlan", "link": parent,
+            "macvlan_mode": op.mode, "net_ns_fd": self.container_fd,
+        }  # fmt: skip
+        if op.mac:
+            args["address"] = op.mac
+        if op.mtu:
+            args["mtu"] = op.mtu
+        self.host.link("add", **args)
+        return Outcome(undo=DeleteLink("container", op.ifname))
+
+    def _configure(self, op: ConfigureInterface) -> None:
+        ctr = self._ipr("container")
+        idx = self._index("container", op.ifname)
+        if idx is None:
+            raise BurrowError(f"interface {op.ifname} is missing in the container namespace")
+        if op.ipv6:
+            for key in ("autoconf", "accept_dad"):
+                self.write_sysctl("container", f"net/ipv6/conf/{op.ifname}/{key}", "0")
+        for addr in op.addresses:
+            ctr.addr("add", index=idx, address=str(addr.ip), prefixlen=addr.network.prefixlen)
+        lo = self._index("container", "lo")
+        if lo is not None:
+            ctr.link("set", index=lo, state="up")
+        ctr.link("set", index=idx, state="up")
+
+    def _add_route(self, op: AddRoute) -> None:
+        ipr = self._ipr(op.where)
+        args: dict[str, Any] = {
+            "dst": str(op.destination),
+            "family": 10 if op.destination.version == 6 else 2,
+            "priority": op.metric,
+            "proto": RTPROT_STATIC,
+            "type": ROUTE_TYPES[op.route_type],
+        }
+        if op.gateway is not None:
+            args["gateway"] = str(op.gateway)
+        if op.ifname is not None:
+            idx = self._index(op.where, op.ifname)
+            if idx is None:
+                raise BurrowError(f"interface {op.ifname} does not exist")
+            args["oif"] = idx
+        ipr.route("add", **args)
+
+
+def apply_all(nl: Netlink, ops: Sequence[Op], undo: list[Op]) -> list[Outcome]:
+    """Apply in order, pushing each undo onto `undo` (the caller rolls back on failure)."""
+    outcomes = []
+    for op in ops:
+        out = nl.apply(op)
+        if out.undo is not None:
+            undo.append(out.undo)
+        outcomes.append(out)
+    return outcomes
+
+
+def rollback(nl: Netlink, undo: list[Op]) -> list[BurrowError]:
+    """Undo in reverse; collect (don't raise) failures so every step is attempted."""
+    errors: list[BurrowError] = []
+    while undo:
+        op = undo.pop()
+        try:
+            nl.apply(op)
+        except BurrowError as exc:
+            errors.append(exc.wrap("rollback"))
+    return errors

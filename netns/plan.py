@@ -1,0 +1,133 @@
+"""Operations a driver plans and the netlink adapter applies (pure data).
+
+A plan is a tuple of these. Applying one may return an undo operation, so a failure part-way
+through can be rolled back in reverse order; a transcript of a plan is a readable test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from netns.schema import IPAddress, IPInterface, IPNetwork
+
+Where = Literal["host", "container"]
+
+
+@dataclass(frozen=True)
+class Sysctl:
+    where: Where
+    path: str  # below /proc/sys, '/'-separated (interface names may contain dots)
+    value: str
+    # Netavark tolerates a read-only /proc for the global forwarding switches.
+    tolerate_readonly: bool = False
+
+
+@dataclass(frozen=True)
+class EnsureBridge:
+    """Create the bridge if missing (MTU, v6 sysctls, gateway addresses, up); else check its kind."""
+
+    name: str
+    mtu: int
+    addresses: tuple[IPInterface, ...]
+    ipv6: bool
+
+
+@dataclass(frozen=True)
+class RequireLink:
+    """An existing link (unmanaged bridge, macvlan parent) that must be there."""
+
+    where: Where
+    name: str
+    kind: str | None = None
+
+
+@dataclass(frozen=True)
+class AddVeth:
+    """A veth whose peer is created straight inside the container netns, host end on the bridge."""
+
+    bridge: str
+    ifname: str
+    host_ifname: str | None  # None: kernel picks vethN, as netavark 1.4 does
+    mac: str | None
+    mtu: int
+    ipv6: bool
+
+
+@dataclass(frozen=True)
+class AddMacvlan:
+    parent: str | None  # None: the interface of the host's default route
+    ifname: str
+    mode: str
+    mac: str | None
+    mtu: int
+
+
+@dataclass(frozen=True)
+class ConfigureInterface:
+    """Inside the container: no SLAAC, no DAD, addresses, lo and the interface up."""
+
+    ifname: str
+    addresses: tuple[IPInterface, ...]
+    ipv6: bool
+
+
+@dataclass(frozen=True)
+class AddRoute:
+    where: Where
+    destination: IPNetwork
+    gateway: IPAddress | None
+    ifname: str | None
+    metric: int
+    route_type: str = "unicast"
+
+
+@dataclass(frozen=True)
+class DeleteLink:
+    where: Where
+    name: str
+    missing_ok: bool = True
+
+
+@dataclass(frozen=True)
+class DeleteBridgeIfUnused:
+    """Delete the bridge when no port is left on it; the result says whether it went."""
+
+    name: str
+
+
+Op = (
+    Sysctl
+    | EnsureBridge
+    | RequireLink
+    | AddVeth
+    | AddMacvlan
+    | ConfigureInterface
+    | AddRoute
+    | DeleteLink
+    | DeleteBridgeIfUnused
+)
+
+
+def describe(op: Op) -> str:
+    """A short human description, used as the context of an error."""
+    match op:
+        case Sysctl(where, path, value):
+            return f"set sysctl {path}={value} ({where})"
+        case EnsureBridge(name):
+            return f"set up bridge {name}"
+        case RequireLink(where, name):
+            return f"find interface {name} ({where})"
+        case AddVeth(bridge, ifname):
+            return "create veth pair"
+        case AddMacvlan(parent, ifname):
+            return f"create macvlan {ifname} on {parent or 'the default-route interface'}"
+        case ConfigureInterface(ifname):
+            return f"configure container interface {ifname}"
+        case AddRoute(where, dest, gw):
+            return f"add route {dest} via {gw or 'link'} ({where})"
+        case DeleteLink(where, name):
+            return f"failed to delete {'container veth' if where == 'container' else 'link'} {name}"
+        case DeleteBridgeIfUnused(name):
+            return f"delete bridge {name}"
+    raise AssertionError(op)

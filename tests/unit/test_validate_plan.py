@@ -1,0 +1,152 @@
+"""Validation of whole requests and the plans the pure drivers produce."""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+from typing import Any
+
+import pytest
+
+from netns import validate
+from netns.drivers import bridge, macvlan
+from netns.errors import BurrowError
+from netns.plan import (
+    AddMacvlan,
+    AddRoute,
+    AddVeth,
+    ConfigureInterface,
+    DeleteBridgeIfUnused,
+    DeleteLink,
+    EnsureBridge,
+    RequireLink,
+    Sysctl,
+)
+from netns.schema import NetworkOptions
+from tests.samples import records
+
+BASE = records()["rootful-setup-2nets-static-ip-mac-alias-ports-tcp-udp-range.json"]["stdin"]
+
+
+def req(mutate: Any = None) -> validate.Request:
+    raw = copy.deepcopy(BASE)
+    if mutate:
+        mutate(raw)
+    return validate.request(NetworkOptions.from_json(raw))
+
+
+def test_sample_validates() -> None:
+    r = req()
+    a1, a2 = r.attachments
+    assert a1.bridge == "podman1" and a1.ifname == "eth0" and a1.mac == "92:d0:c6:0a:29:10"
+    assert [str(a) for a in a1.addresses] == ["10.89.7.10/24", "fd89:7::10/64"]
+    assert [str(g) for g in a1.gateways] == ["10.89.7.1/24", "fd89:7::1/64"]
+    assert a1.ipv6 and not a2.ipv6
+    assert a1.metric == 100 and a1.default_route and a1.isolate == "false"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d["network_info"]["pdnet1"]["subnets"][0].update(gateway="10.90.0.1"), "gateway 10.90.0.1 is not in subnet"),
+        (lambda d: d["networks"]["pdnet1"].update(static_ips=["10.89.8.10", "fd89:7::10"]), "not in subnet 10.89.7.0/24"),
+        (lambda d: d["networks"]["pdnet1"].update(static_ips=["10.89.7.10"]), "wrong number of static ips"),
+        (lambda d: d["networks"]["pdnet1"].pop("static_ips"), "no static ips provided"),
+        (lambda d: d["networks"]["pdnet1"].update(static_ips=["10.89.7.1", "fd89:7::10"]), "is the gateway"),
+        (lambda d: d["networks"]["pdnet1"].update(static_mac="92:d0:c6:0a:29"), "invalid static mac"),
+        (lambda d: d["networks"]["pdnet1"].update(static_mac="93:d0:c6:0a:29:10"), "multicast"),
+        (lambda d: d["networks"]["pdnet1"].update(interface_name="a" * 16), "too long"),
+        (lambda d: d["networks"]["pdnet1"].update(interface_name="eth 0"), "not valid"),
+        (lambda d: d["networks"]["pdnet2"].update(interface_name="eth0"), "used twice"),
+        (lambda d: d["network_info"]["pdnet1"].update(driver="ipvlan"), "unknown network driver 'ipvlan'"),
+        (lambda d: d["network_info"]["pdnet1"].update(options={"colour": "blue"}), "unsupported bridge network option 'colour'"),
+        (lambda d: d["network_info"]["pdnet1"].update(options={"isolate": "maybe"}), "isolate"),
+        (lambda d: d["network_info"]["pdnet1"].update(options={"mtu": "big"}), "unable to parse 'mtu'"),
+        (lambda d: d["network_info"]["pdnet1"].update(options={"vrf": "v1"}), "no VRF"),
+        (lambda d: d["network_info"]["pdnet1"].update(network_interface=""), "no bridge interface name given"),
+        (lambda d: d["network_info"]["pdnet1"].update(ipam_options={"driver": "dhcp"}), "dhcp"),
+        (lambda d: d["network_info"].pop("pdnet2"), "network info for network pdnet2 not found"),
+        (lambda d: d["port_mappings"][0].update(host_port=0), "host port must be 1-65535"),
+        (lambda d: d["port_mappings"][1].update(host_port=65534, range=3), "goes past 65535"),
+        (lambda d: d["port_mappings"][0].update(host_ip="127.0.0.300"), "invalid host_ip"),
+        (lambda d: d["port_mappings"][0].update(protocol="icmp"), "unknown protocol 'icmp'"),
+        (lambda d: d["port_mappings"][0].update(range=0), "range must be at least 1"),
+        (lambda d: d.update(container_id="a b"), "invalid container id"),
+        (lambda d: d["networks"]["pdnet1"].update(aliases=["x,y"]), "invalid alias"),
+    ],
+)
+def test_bad_input_is_rejected_with_context(mutate: Any, message: str) -> None:
+    with pytest.raises(BurrowError, match=message):
+        req(mutate)
+
+
+def test_v6_host_ip_needs_v6_container() -> None:
+    def m(d: dict[str, Any]) -> None:
+        d["networks"] = {"pdnet2": d["networks"]["pdnet2"]}
+        d["port_mappings"][0]["host_ip"] = "::1"
+
+    with pytest.raises(BurrowError, match="no IPv6 address"):
+        req(m)
+
+
+def test_bridge_plan_transcript() -> None:
+    a1 = req().attachments[0]
+    plan = bridge.plan_setup(a1, has_ports=True)
+    gw4, gw6 = a1.gateways
+    assert plan == (
+        Sysctl("host", "net/ipv4/ip_forward", "1", tolerate_readonly=True),
+        Sysctl("host", "net/ipv6/conf/all/forwarding", "1", tolerate_readonly=True),
+        EnsureBridge("podman1", 0, (gw4, gw6), True),
+        AddVeth("podman1", "eth0", None, "92:d0:c6:0a:29:10", 0, True),
+        ConfigureInterface("eth0", a1.addresses, True),
+        AddRoute("container", ipaddress.ip_network("0.0.0.0/0"), gw4.ip, "eth0", 100),
+        AddRoute("container", ipaddress.ip_network("::/0"), gw6.ip, "eth0", 100),
+        Sysctl("host", "net/ipv4/conf/podman1/route_localnet", "1"),
+    )
+    assert bridge.plan_teardown(a1) == (DeleteLink("container", "eth0"), DeleteBridgeIfUnused("podman1"))
+
+
+def test_internal_network_has_no_routes_and_no_forwarding() -> None:
+    a = req(lambda d: d["network_info"]["pdnet2"].update(internal=True)).attachments[1]
+    plan = bridge.plan_setup(a, has_ports=True)
+    assert not [op for op in plan if isinstance(op, AddRoute)]
+    assert Sysctl("host", "net/ipv4/conf/podman2/forwarding", "0") in plan
+    assert not [op for op in plan if isinstance(op, Sysctl) and "route_localnet" in op.path]
+
+
+def test_2x_options_metric_no_default_route_routes_unmanaged_host_ifname() -> None:
+    def m(d: dict[str, Any]) -> None:
+        d["network_info"]["pdnet1"]["options"] = {"metric": "250", "mode": "unmanaged", "mtu": "9000"}
+        d["network_info"]["pdnet1"]["routes"] = [
+            {"destination": "10.99.0.0/16", "gateway": "10.89.7.5"},
+            {"destination": "10.98.0.0/16", "route_type": "blackhole"},
+        ]
+        d["networks"]["pdnet1"]["options"] = {"host_interface_name": "vethpda"}
+        d["network_info"]["pdnet2"]["options"] = {"no_default_route": "true"}
+
+    a1, a2 = req(m).attachments
+    p1 = bridge.plan_setup(a1, has_ports=False)
+    assert RequireLink("host", "podman1", "bridge") in p1
+    assert not any(isinstance(op, EnsureBridge) for op in p1)
+    assert AddVeth("podman1", "eth0", "vethpda", "92:d0:c6:0a:29:10", 9000, True) in p1
+    routes = [op for op in p1 if isinstance(op, AddRoute)]
+    assert [(str(r.destination), r.metric, r.route_type, r.ifname) for r in routes] == [
+        ("0.0.0.0/0", 250, "unicast", "eth0"),
+        ("::/0", 250, "unicast", "eth0"),
+        ("10.99.0.0/16", 250, "unicast", "eth0"),
+        ("10.98.0.0/16", 250, "blackhole", None),
+    ]
+    assert bridge.plan_teardown(a1) == (DeleteLink("container", "eth0"),)
+    assert not any(isinstance(op, AddRoute) for op in bridge.plan_setup(a2, has_ports=False))
+
+
+def test_macvlan_plan() -> None:
+    def m(d: dict[str, Any]) -> None:
+        d["network_info"]["pdnet2"].update(driver="macvlan", network_interface="ens9", options={"mode": "private", "mtu": "1400"})
+
+    a2 = req(m).attachments[1]
+    plan = macvlan.plan_setup(a2)
+    assert plan[:2] == (RequireLink("host", "ens9"), AddMacvlan("ens9", "eth1", "private", "92:d0:c6:0a:29:20", 1400))
+    assert macvlan.plan_teardown(a2) == (DeleteLink("container", "eth1"),)
+    with pytest.raises(BurrowError, match="macvlan mode 'weird'"):
+        req(lambda d: (m(d), d["network_info"]["pdnet2"]["options"].update(mode="weird")))
