@@ -1,0 +1,144 @@
+"""The state-driven transaction: files, one exec per call, rollback of state, the factory."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from netns.errors import BurrowError
+from netns.firewall import select
+from netns.firewall.none import NoFirewall
+from netns.firewall.runner import ExecResult
+from netns.firewall.state import (
+    StateStore,
+    network_from_json,
+    network_to_json,
+    port_from_json,
+    port_to_json,
+)
+from tests.unit.test_firewall_rules import CID, NET_ID, net, pf, pm
+
+
+class Recorder:
+    def __init__(self, rc: int = 0) -> None:
+        self.calls: list[tuple[list[str], str]] = []
+        self.rc = rc
+
+    def __call__(self, argv: Sequence[str], stdin: str) -> ExecResult:
+        self.calls.append((list(argv), stdin))
+        return ExecResult(self.rc, "", "Error: Could not process rule: No such file or directory\n"
+                          if self.rc else "")
+
+
+def files(cfg: Path) -> list[str]:
+    root = cfg / "firewall"
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def test_codec_round_trip() -> None:
+    n = net(isolate="strict", dns_port=1053)
+    assert network_from_json(json.loads(json.dumps(network_to_json(n)))) == n
+    p = pf(pm(proto="tcp,udp", host_ip="10.0.0.1", rng=4))
+    assert port_from_json(json.loads(json.dumps(port_to_json(p)))) == p
+
+
+def test_setup_teardown_files_and_one_exec_each(tmp_path: Path) -> None:
+    rec = Recorder()
+    fw = select("nftables", tmp_path, {}, runner=rec)
+    fw.setup([net()], [pf(pm())])
+    assert files(tmp_path) == ["firewall-driver", "lock", f"networks/{NET_ID}.json",
+                               f"ports/{NET_ID}_{CID}.json"]
+    assert (tmp_path / "firewall/firewall-driver").read_text() == "nftables"
+    assert len(rec.calls) == 1
+    fw.teardown([], [pf(pm())])  # container gone, network stays
+    assert files(tmp_path) == ["firewall-driver", "lock", f"networks/{NET_ID}.json"]
+    fw.setup([net()], [pf(pm())])
+    fw.teardown([net()], [])  # network gone takes its port forwards along
+    assert files(tmp_path) == ["firewall-driver", "lock"]
+    assert len(rec.calls) == 4
+    assert json.loads(rec.calls[-1][1])["nftables"][-1] == {
+        "delete": {"table": {"family": "inet", "name": "netavark"}}}
+
+
+def test_failed_apply_restores_state_and_names_the_backend(tmp_path: Path) -> None:
+    fw = select("nftables", tmp_path, {}, runner=Recorder())
+    fw.setup([net()], [])
+    before = {p: (tmp_path / "firewall" / p).read_text() for p in files(tmp_path)}
+    bad = select("nftables", tmp_path, {}, runner=Recorder(rc=1))
+    with pytest.raises(BurrowError) as err:
+        bad.setup([net(name="other", bridge="br2", nid="22222222")], [pf(pm())])
+    assert str(err.value) == ("firewall (nftables): apply batch: Error: Could not process rule: "
+                              "No such file or directory")
+    assert {p: (tmp_path / "firewall" / p).read_text() for p in files(tmp_path)} == before
+
+
+def test_invalid_intent_fails_before_any_exec_or_write(tmp_path: Path) -> None:
+    rec = Recorder()
+    fw = select("iptables", tmp_path, {}, runner=rec)
+    with pytest.raises(BurrowError, match=r'^firewall \(iptables\): invalid host ip "nope"'):
+        fw.setup([net()], [pf(pm(host_ip="nope"))])
+    assert rec.calls == [] and not (tmp_path / "firewall/networks").exists()
+
+
+def test_reload_reapplies_persisted_state(tmp_path: Path) -> None:
+    rec = Recorder()
+    select("nftables", tmp_path, {}, runner=rec).setup([net()], [pf(pm())])
+    select("nftables", tmp_path, {}, runner=rec).reload()
+    assert rec.calls[0] == rec.calls[1]
+
+
+def test_iptables_records_installed_jumps(tmp_path: Path) -> None:
+    rec = Recorder()
+    fw = select("iptables", tmp_path, {}, runner=rec)
+    fw.setup([net(dual=False)], [])
+    assert StateStore(tmp_path).load().installed == {
+        "v4 filter FORWARD", "v4 nat OUTPUT", "v4 nat POSTROUTING", "v4 nat PREROUTING"}
+    fw.teardown([net(dual=False)], [])
+    assert StateStore(tmp_path).load().installed == frozenset()
+    assert [a[0] for a, _ in rec.calls] == ["iptables-restore", "iptables-restore"]
+
+
+def test_parallel_setups_lose_nothing(tmp_path: Path) -> None:
+    rec = Recorder()
+    ports = [pf(pm(host_port=10000 + i)) for i in range(12)]
+    ports = [type(p)(f"{CID[:60]}{i:04d}", p.network, p.container_v4, p.container_v6, p.mappings)
+             for i, p in enumerate(ports)]
+    threads = [threading.Thread(target=select("nftables", tmp_path, {}, runner=rec).setup,
+                                args=([net()], [p])) for p in ports]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(StateStore(tmp_path).load().ports) == 12
+    last = json.loads(rec.calls[-1][1])
+    assert sum(1 for c in last["nftables"] if c.get("add", {}).get("rule", {}).get("chain")
+               == "NETAVARK-HOSTPORT-DNAT") == 24  # 12 ports x 2 families
+
+
+def test_select_precedence_and_errors(tmp_path: Path) -> None:
+    rec = Recorder()
+    assert select(None, tmp_path, {}, runner=rec).name == "nftables"
+    assert select(None, tmp_path, {"NETAVARK_FW": "iptables"}, runner=rec).name == "iptables"
+    assert select("nftables", tmp_path, {"NETAVARK_FW": "iptables"}, runner=rec).name == "nftables"
+    assert isinstance(select("none", tmp_path, {}), NoFirewall)
+    with pytest.raises(BurrowError, match="unknown firewall driver 'firewalld': valid choices "
+                       "are nftables, iptables, none"):
+        select("firewalld", tmp_path, {})
+
+
+def test_select_missing_tool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(BurrowError, match=r"firewall \(nftables\): nft is not installed"):
+        select("nftables", tmp_path, {})
+
+
+def test_none_does_nothing(tmp_path: Path) -> None:
+    fw = NoFirewall()
+    fw.setup([net()], [pf(pm())])
+    fw.teardown([net()], [pf(pm())])
+    fw.reload()
+    assert not (tmp_path / "firewall").exists()
