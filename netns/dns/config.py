@@ -1,0 +1,133 @@
+"""Parse aardvark-dns's config directory (the 1.4 form and the newest `%int` form).
+
+One file per network, named after the network. Line 1 is `listen_ip[,listen_ip] [dns,dns]`;
+every other non-empty line is `ctr_id v4[,v4]|"" v6[,v6]|"" name[,alias...] [dns,dns]`, fields
+separated by single spaces (so an empty v4 or v6 list is two spaces in a row). A `%int` suffix
+on the file name marks an internal network, which must never forward.
+
+A bad file is reported and skipped: one broken network must not take the others down
+(aardvark 1.4 aborted the whole load, spec §2.1 bug 3).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+
+PID_FILE = "aardvark.pid"
+INTERNAL_SUFFIX = "%int"
+
+
+class ConfigError(Exception):
+    """A network file that cannot be used; the message names the file and the line."""
+
+
+@dataclass(frozen=True)
+class Container:
+    id: str
+    v4: tuple[str, ...]
+    v6: tuple[str, ...]
+    names: tuple[str, ...]  # lower-cased; the first is the container name, the rest aliases
+    dns_servers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Network:
+    name: str
+    internal: bool
+    listen_ips: tuple[str, ...]
+    dns_servers: tuple[str, ...]
+    containers: tuple[Container, ...]
+
+
+@dataclass(frozen=True)
+class Loaded:
+    networks: tuple[Network, ...]
+    errors: tuple[str, ...]  # one message per skipped file
+
+
+def _ips(field: str, version: int | None, what: str) -> tuple[str, ...]:
+    """Comma-separated IPs in canonical text (the form the kernel reports as a source)."""
+    if not field:
+        return ()
+    out: list[str] = []
+    for item in field.split(","):
+        try:
+            ip = ipaddress.ip_address(item)
+        except ValueError:
+            raise ConfigError(f"invalid {what} address {item!r}") from None
+        if version is not None and ip.version != version:
+            raise ConfigError(f"invalid {what} address {item!r}: not IPv{version}")
+        out.append(str(ip))
+    return tuple(out)
+
+
+def _servers(field: str) -> tuple[str, ...]:
+    """Upstream servers; link-local IPv6 may carry a `%zone`, which is kept for connect()."""
+    out: list[str] = []
+    for item in field.split(",") if field else ():
+        try:
+            ipaddress.ip_address(item)
+        except ValueError:
+            raise ConfigError(f"invalid dns server {item!r}") from None
+        out.append(item)
+    return tuple(out)
+
+
+def parse_network(filename: str, text: str) -> Network:
+    internal = filename.endswith(INTERNAL_SUFFIX)
+    name = filename[: -len(INTERNAL_SUFFIX)] if internal else filename
+    lines = [ln.rstrip("\r") for ln in text.split("\n")]
+    numbered = [(i + 1, ln) for i, ln in enumerate(lines) if ln.strip()]
+    if not numbered:
+        raise ConfigError("empty file: missing the listen address line")
+    where, header = numbered[0]
+    try:
+        head = header.split(" ")
+        if len(head) > 2:
+            raise ConfigError("too many fields in the listen address line")
+        listen = _ips(head[0], None, "listen")
+        if not listen:
+            raise ConfigError("no listen address")
+        net_dns = _servers(head[1]) if len(head) == 2 else ()
+        containers: list[Container] = []
+        for where, line in numbered[1:]:  # noqa: B007 (`where` names the bad line below)
+            containers.append(_parse_container(line))
+    except ConfigError as exc:
+        raise ConfigError(f"line {where}: {exc}") from None
+    return Network(name, internal, listen, net_dns, tuple(containers))
+
+
+def _parse_container(line: str) -> Container:
+    fields = line.split(" ")
+    if len(fields) < 4:
+        raise ConfigError("improperly formatted - too few entries")
+    ctr_id, v4, v6, names = fields[:4]
+    if not ctr_id:
+        raise ConfigError("empty container id")
+    name_list = tuple(n.lower() for n in names.split(","))
+    if not all(name_list):
+        raise ConfigError(f"empty name in {names!r}")
+    dns = _servers(fields[4]) if len(fields) >= 5 else ()
+    return Container(ctr_id.lower(), _ips(v4, 4, "ipv4"), _ips(v6, 6, "ipv6"), name_list, dns)
+
+
+def load_dir(path: str) -> Loaded:
+    """Every regular file but the pid file is a network. Raises OSError if the dir is unreadable."""
+    networks: list[Network] = []
+    errors: list[str] = []
+    with os.scandir(path) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for entry in entries:
+        if entry.name == PID_FILE or entry.name.startswith("."):
+            continue
+        try:
+            if not entry.is_file():
+                continue
+            with open(entry.path, "rb") as f:
+                text = f.read().decode("utf-8")
+            networks.append(parse_network(entry.name, text))
+        except (OSError, UnicodeDecodeError, ConfigError) as exc:
+            errors.append(f"skipping network config {entry.path}: {exc}")
+    return Loaded(tuple(networks), tuple(errors))

@@ -1,0 +1,149 @@
+"""The pure resolver: (query bytes, scope) -> a reply, a decision to forward, or a drop.
+
+No sockets here. Forwarding is only *decided*: the server hands a `Forward` to the upstream
+module, which owns the I/O. Semantics follow the newest aardvark where it fixed 1.4 (spec §1,
+§2.1): search domain stripped case-insensitively everywhere, one PTR answer owned by the
+qname, TTL 0, RA mirrors RD, AD/CD and EDNS echoed, empty NOERROR for a known name asked for
+a type it has no record of, NXDOMAIN instead of forwarding for the search domain, for
+internal-only requesters and under AARDVARK_NO_PROXY.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from dnslib import AAAA, OPCODE, PTR, QTYPE, RCODE, RR, A, DNSError, DNSHeader, DNSRecord
+
+from netns.dns.table import Scope
+
+TTL = 0  # aardvark >= 1.13: the config can change at any SIGHUP, so clients must not cache
+MIN_UDP = 512
+MAX_UDP = 4096  # never build UDP replies larger than this, whatever the client advertises
+
+
+@dataclass(frozen=True)
+class Policy:
+    search_domain: tuple[bytes, ...] = (b"dns", b"podman")
+    no_proxy: bool = False  # AARDVARK_NO_PROXY: never forward, answer NXDOMAIN
+
+    @staticmethod
+    def make(search_domain: str, no_proxy: bool) -> Policy:
+        labels = tuple(x.encode().lower() for x in search_domain.strip(".").split(".") if x)
+        return Policy(labels, no_proxy)
+
+
+@dataclass(frozen=True)
+class Reply:
+    wire: bytes
+    cacheable: bool = True  # a pure function of (scope, query bytes after the id)
+
+
+@dataclass(frozen=True)
+class Forward:
+    """Not ours: relay the original bytes. Empty servers means the host's resolv.conf."""
+
+    servers: tuple[str, ...]
+
+
+Outcome = Reply | Forward | None  # None: drop (unparseable, or not a query)
+
+
+def _reply_header(req: DNSRecord, rcode: int) -> DNSHeader:
+    h = req.header
+    return DNSHeader(
+        id=h.id, qr=1, opcode=h.opcode, aa=0, tc=0, rd=h.rd, ra=h.rd, ad=h.ad, cd=h.cd,
+        rcode=rcode,
+    )
+
+
+def _edns(req: DNSRecord) -> RR | None:
+    for rr in req.ar:
+        if rr.rtype == QTYPE.OPT:
+            # Echo size, version and DO, but not the client's options (e.g. a COOKIE we
+            # did not mint).
+            return RR(".", QTYPE.OPT, rclass=rr.rclass, ttl=rr.ttl & 0xFFFF8000, rdata=[])
+    return None
+
+
+def _finish(req: DNSRecord, rcode: int, answers: list[RR], tcp: bool) -> Reply:
+    reply = DNSRecord(_reply_header(req, rcode), q=req.questions[0] if req.questions else None)
+    opt = _edns(req)
+    for rr in answers:
+        reply.add_answer(rr)
+    if opt is not None:
+        reply.add_ar(opt)
+    wire = reply.pack()
+    if not tcp:
+        limit = min(max(opt.rclass if opt is not None else 0, MIN_UDP), MAX_UDP)
+        if len(wire) > limit:
+            # Truncated: flag it and send the question alone; the client retries over TCP.
+            reply.rr = []
+            reply.header.tc = 1
+            wire = reply.pack()
+    return Reply(wire)
+
+
+def error_reply(wire: bytes, rcode: int) -> bytes | None:
+    """A bare reply with `rcode` (e.g. SERVFAIL after every upstream failed)."""
+    try:
+        req = DNSRecord.parse(wire)
+    except (DNSError, ValueError, IndexError, UnicodeError):
+        return None
+    return _finish(req, rcode, [], tcp=True).wire
+
+
+def reverse_ip(labels: tuple[bytes, ...]) -> str | None:
+    """`4.3.2.1.in-addr.arpa` / nibble `ip6.arpa` -> canonical IP text, else None."""
+    try:
+        if labels[-2:] == (b"in-addr", b"arpa") and len(labels) == 6:
+            return str(ipaddress.IPv4Address(".".join(x.decode() for x in reversed(labels[:4]))))
+        if labels[-2:] == (b"ip6", b"arpa") and len(labels) == 34:
+            nibbles = "".join(x.decode() for x in reversed(labels[:32]))
+            if all(len(x) == 1 for x in labels[:32]):
+                return str(ipaddress.IPv6Address(int(nibbles, 16)))
+    except (ValueError, UnicodeError):
+        return None
+    return None
+
+
+def resolve(wire: bytes, scope: Scope, policy: Policy, *, tcp: bool) -> Outcome:
+    try:
+        req = DNSRecord.parse(wire)
+    except (DNSError, ValueError, IndexError, UnicodeError, TypeError):
+        return None  # aardvark drops what it cannot parse (no FORMERR)
+    if req.header.qr:
+        return None  # a response sent to us: answering it could start a reflection loop
+    if req.header.opcode != OPCODE.QUERY:
+        return _finish(req, RCODE.NOTIMP, [], tcp)
+    if not req.questions:
+        return _finish(req, RCODE.FORMERR, [], tcp)
+    q = req.questions[0]  # like aardvark, only the first question counts
+    labels = tuple(x.lower() for x in q.qname.label)
+    qtype = q.qtype
+
+    if qtype == QTYPE.PTR:
+        ip = reverse_ip(labels)
+        found = scope.view.reverse.get(ip) if ip is not None else None
+        if found:
+            rrs = [RR(q.qname, QTYPE.PTR, ttl=TTL, rdata=PTR(n + ".")) for n in found]
+            return _finish(req, RCODE.NOERROR, rrs, tcp)
+
+    sd = policy.search_domain
+    in_search_domain = bool(sd) and labels[-len(sd):] == sd
+    local = labels[: -len(sd)] if in_search_domain else labels
+    records = None
+    if len(local) == 1:  # container names are single labels
+        records = scope.view.names.get(local[0].decode("latin-1"))
+    if records is not None:
+        if qtype == QTYPE.A:
+            rrs = [RR(q.qname, QTYPE.A, ttl=TTL, rdata=A(ip)) for ip in records[0]]
+        elif qtype == QTYPE.AAAA:
+            rrs = [RR(q.qname, QTYPE.AAAA, ttl=TTL, rdata=AAAA(ip)) for ip in records[1]]
+        else:
+            rrs = []  # known name, no record of this type: empty NOERROR
+        return _finish(req, RCODE.NOERROR, rrs, tcp)
+
+    if in_search_domain or not scope.may_forward or policy.no_proxy:
+        return _finish(req, RCODE.NXDOMAIN, [], tcp)
+    return Forward(scope.upstreams)

@@ -1,0 +1,256 @@
+"""Forwarding names that are not ours, keeping the client's transport.
+
+Servers are tried one after another (the container's own, else its networks', else the host's
+resolv.conf, chosen by the resolver/server); each attempt gets `timeout / len(servers)` so a
+dead first server still leaves time for a good one (aardvark HEAD). The first reply of any
+rcode is relayed verbatim with the client's id restored. When every server failed the caller
+gets None and answers SERVFAIL: unlike aardvark, the client is never left to time out.
+
+UDP uses one connected socket per upstream with random transaction ids (aardvark 1.4 built a
+socket and a client per query, which is what capped its forwarded rate); TCP opens one
+connection per query.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import random
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from netns.dns.loop import IN, OUT, Loop, Timer
+
+PORT = 53
+RESOLV_CONF_ENV = "BURROW_DNS_RESOLV_CONF"  # tests point this at their own file
+TIMEOUT_ENV = "BURROW_DNS_UPSTREAM_TIMEOUT"
+DEFAULT_TIMEOUT = 4.0  # total per query: below the 5 s clients wait, so SERVFAIL arrives in time
+MAX_RESOLV_SERVERS = 3
+
+Deliver = Callable[[bytes | None], None]  # reply with the client's id, or None: all failed
+
+
+def parse_resolv_conf(text: str) -> tuple[str, ...]:
+    out: list[str] = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[0] == "nameserver":
+            try:
+                ipaddress.ip_address(fields[1])  # accepts a %zone on link-local IPv6
+            except ValueError:
+                continue
+            out.append(fields[1])
+    return tuple(out[:MAX_RESOLV_SERVERS])
+
+
+class HostResolvers:
+    """The host's nameservers, re-read whenever resolv.conf changes (stat is cheaper than
+    inotify plumbing and is only paid on forwards that have no configured servers)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._stamp: tuple[int, int, int] | None = None
+        self._servers: tuple[str, ...] = ()
+
+    def servers(self) -> tuple[str, ...]:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            self._stamp, self._servers = None, ()
+            return ()
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if stamp != self._stamp:
+            try:
+                with open(self.path, encoding="utf-8", errors="replace") as f:
+                    self._servers = parse_resolv_conf(f.read())
+            except OSError:
+                self._servers = ()
+            self._stamp = stamp
+        return self._servers
+
+
+def question_end(wire: bytes) -> int:
+    """Offset just past the first question, or 12 if it cannot be walked cheaply."""
+    i = 12
+    try:
+        while True:
+            n = wire[i]
+            if n == 0:
+                return i + 5
+            if n & 0xC0:
+                return 12
+            i += n + 1
+    except IndexError:
+        return 12
+
+
+def _sockaddr(server: str, kind: int) -> tuple[int, Any]:
+    info = socket.getaddrinfo(server, PORT, type=kind, flags=socket.AI_NUMERICHOST)[0]
+    return info[0], info[4]
+
+
+class _Query:
+    __slots__ = ("wire", "question", "servers", "index", "deliver", "timer", "qid", "slice")
+
+    def __init__(self, wire: bytes, servers: tuple[str, ...], deliver: Deliver, budget: float):
+        self.wire = wire
+        self.question = wire[12 : question_end(wire)].lower()
+        self.servers = servers
+        self.index = 0
+        self.deliver = deliver
+        self.timer: Timer | None = None
+        self.qid = 0
+        self.slice = budget / max(1, len(servers))
+
+
+class _UdpUpstream:
+    def __init__(self, fwd: Forwarder, server: str) -> None:
+        family, addr = _sockaddr(server, socket.SOCK_DGRAM)
+        self.fwd = fwd
+        self.sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
+        self.sock.connect(addr)  # connected: the kernel drops datagrams from anyone else
+        self.pending: dict[int, _Query] = {}
+        fwd.loop.add(self.sock.fileno(), self._on_read)
+
+    def send(self, q: _Query) -> None:
+        pending = self.pending
+        if len(pending) > 60000:
+            raise OSError(errno.ENOBUFS, "too many queries in flight")
+        qid = random.getrandbits(16)
+        while qid in pending:
+            qid = random.getrandbits(16)
+        self.sock.send(qid.to_bytes(2, "big") + q.wire[2:])
+        q.qid = qid
+        pending[qid] = q
+        q.timer = self.fwd.loop.call_later(q.slice, lambda: self._expire(q))
+
+    def _expire(self, q: _Query) -> None:
+        if self.pending.get(q.qid) is q:
+            del self.pending[q.qid]
+            self.fwd.next_udp(q)
+
+    def _on_read(self, events: int) -> None:
+        for _ in range(64):
+            try:
+                data = self.sock.recv(65535)
+            except BlockingIOError:
+                return
+            except OSError:
+                # ICMP unreachable on the connected socket: nobody listens there, so every
+                # query waiting on this server moves on now rather than at its timeout.
+                failed = list(self.pending.values())
+                self.pending.clear()
+                for q in failed:
+                    if q.timer is not None:
+                        q.timer.cancel()
+                    self.fwd.next_udp(q)
+                return
+            if len(data) < 12:
+                continue
+            got = self.pending.get(int.from_bytes(data[:2], "big"))
+            if got is None or data[12 : 12 + len(got.question)].lower() != got.question:
+                continue  # late, or not an answer to what we asked
+            del self.pending[got.qid]
+            if got.timer is not None:
+                got.timer.cancel()
+            got.deliver(got.wire[:2] + data[2:])
+
+
+class _TcpAttempt:
+    """One query over one TCP connection: connect, send the frame, read one framed reply."""
+
+    def __init__(self, fwd: Forwarder, q: _Query, server: str) -> None:
+        family, addr = _sockaddr(server, socket.SOCK_STREAM)
+        self.fwd, self.q = fwd, q
+        self.sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        self.buf = bytearray()
+        self.out = len(q.wire).to_bytes(2, "big") + q.wire
+        err = self.sock.connect_ex(addr)
+        if err not in (0, errno.EINPROGRESS):
+            self.sock.close()
+            raise OSError(err, os.strerror(err))
+        fwd.loop.add(self.sock.fileno(), self._on_event, OUT)
+        self.timer = fwd.loop.call_later(q.slice, self._fail)
+
+    def _close(self) -> None:
+        self.timer.cancel()
+        self.fwd.loop.remove(self.sock.fileno())
+        self.sock.close()
+
+    def _fail(self) -> None:
+        self._close()
+        self.fwd.next_tcp(self.q)
+
+    def _on_event(self, events: int) -> None:
+        try:
+            if self.out:
+                err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    raise OSError(err, os.strerror(err))
+                sent = self.sock.send(self.out)
+                self.out = self.out[sent:]
+                if not self.out:
+                    self.fwd.loop.modify(self.sock.fileno(), IN)
+                return
+            chunk = self.sock.recv(65537)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._fail()
+            return
+        if not chunk:
+            self._fail()
+            return
+        self.buf += chunk
+        if len(self.buf) >= 2:
+            size = int.from_bytes(self.buf[:2], "big")
+            if len(self.buf) >= 2 + size:
+                reply = bytes(self.buf[2 : 2 + size])
+                self._close()
+                if size >= 12:
+                    self.q.deliver(self.q.wire[:2] + reply[2:])
+                else:
+                    self.fwd.next_tcp(self.q)
+
+
+class Forwarder:
+    def __init__(self, loop: Loop, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.loop = loop
+        self.timeout = timeout
+        self.own: frozenset[str] = frozenset()  # our own listen IPs: never forward to ourselves
+        self._udp: dict[str, _UdpUpstream] = {}
+
+    def forward(self, wire: bytes, servers: tuple[str, ...], deliver: Deliver, tcp: bool) -> None:
+        servers = tuple(s for s in servers if s not in self.own)
+        q = _Query(wire, servers, deliver, self.timeout)
+        if tcp:
+            self.next_tcp(q)
+        else:
+            self.next_udp(q)
+
+    def next_udp(self, q: _Query) -> None:
+        while q.index < len(q.servers):
+            server = q.servers[q.index]
+            q.index += 1
+            try:
+                up = self._udp.get(server)
+                if up is None:
+                    up = self._udp[server] = _UdpUpstream(self, server)
+                up.send(q)
+                return
+            except OSError:
+                continue
+        q.deliver(None)
+
+    def next_tcp(self, q: _Query) -> None:
+        while q.index < len(q.servers):
+            server = q.servers[q.index]
+            q.index += 1
+            try:
+                _TcpAttempt(self, q, server)
+                return
+            except OSError:
+                continue
+        q.deliver(None)
