@@ -102,7 +102,11 @@ class AardvarkConfig:
                     lines = path.read_text().splitlines()
                 except FileNotFoundError:
                     continue
-                kept = [ln for i, ln in enumerate(lines) if i == 0 or container_id not in ln.split(" ")[:1]]
+                kept = [
+                    ln
+                    for i, ln in enumerate(lines)
+                    if i == 0 or container_id not in ln.split(" ")[:1]
+                ]
                 if len(kept) <= 1:
                     path.unlink(missing_ok=True)
                 else:
@@ -171,4 +175,3 @@ def dns_port(env: dict[str, str] | os._Environ[str]) -> int:
     except ValueError as exc:
         raise BurrowError(f"Invalid NETAVARK_DNS_PORT {text}: {exc}") from None
     return port
-

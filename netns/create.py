@@ -21,7 +21,7 @@ MAX_BRIDGES = 100_000
 
 
 def _overlaps(net: IPNetwork, used: Iterable[IPNetwork]) -> bool:
-    return any(net.version == u.version and net.overlaps(u) for u in used)  # type: ignore[arg-type]
+    return any(net.version == u.version and net.overlaps(u) for u in used)
 
 
 def free_subnet(pools: Iterable[dict[str, Any]], used: list[IPNetwork]) -> IPNetwork:
@@ -40,7 +40,9 @@ def free_subnet(pools: Iterable[dict[str, Any]], used: list[IPNetwork]) -> IPNet
 def free_ula(used: list[IPNetwork]) -> IPNetwork:
     # Podman picks a random /64 under fd00::/8 for --ipv6 without a subnet.
     for _ in range(1000):
-        candidate = ipaddress.ip_network(f"fd{secrets.token_hex(1)}:{secrets.token_hex(2)}:{secrets.token_hex(2)}::/64")
+        candidate = ipaddress.ip_network(
+            f"fd{secrets.token_hex(1)}:{secrets.token_hex(2)}:{secrets.token_hex(2)}::/64"
+        )
         if not _overlaps(candidate, used):
             return candidate
     raise BurrowError("could not find a free IPv6 subnet")

@@ -184,7 +184,9 @@ def _setup(ctx: Context, req: Request, fd: int) -> dict[str, StatusBlock]:
 
     plans = [(att, plan_setup(att, bool(req.ports))) for att in req.attachments]
     fw_nets = [network_fw(ctx, a) for a in req.attachments if _firewalled(a)]
-    fw_ports = [port_fw(ctx, req, a) for a in req.attachments if _firewalled(a)] if req.ports else []
+    fw_ports = (
+        [port_fw(ctx, req, a) for a in req.attachments if _firewalled(a)] if req.ports else []
+    )
     entries = [dns_entry(ctx, req, a) for a in req.attachments if _dns_on(ctx, a)]
     undo: list[Op] = []
     status: dict[str, StatusBlock] = {}
@@ -236,7 +238,9 @@ def _undo_setup(
     created = {op.name for op in undo if isinstance(op, DeleteBridgeIfUnused)}
     errors.extend(rollback(nl, undo))
     if stage == "dns":  # a failed firewall batch applied nothing
-        gone = [network_fw(ctx, a) for a in req.attachments if _firewalled(a) and a.bridge in created]
+        gone = [
+            network_fw(ctx, a) for a in req.attachments if _firewalled(a) and a.bridge in created
+        ]
         try:
             ctx.firewall.teardown(gone, fw_ports)
         except BurrowError as exc:
@@ -272,7 +276,9 @@ def teardown(ctx: Context, stdin: bytes, netns_path: str) -> None:
                         complete.append(att)
             fw_nets = [network_fw(ctx, a) for a in complete if _firewalled(a)]
             fw_ports = (
-                [port_fw(ctx, req, a) for a in req.attachments if _firewalled(a)] if req.ports else []
+                [port_fw(ctx, req, a) for a in req.attachments if _firewalled(a)]
+                if req.ports
+                else []
             )
             if fw_nets or fw_ports:
                 try:
@@ -312,5 +318,7 @@ def create(stdin: bytes) -> str:
     try:
         obj = json.loads(stdin)
     except ValueError as exc:
-        raise BurrowError(f"failed to load network create options: JSON Decoding error: {exc}") from None
+        raise BurrowError(
+            f"failed to load network create options: JSON Decoding error: {exc}"
+        ) from None
     return json.dumps(create_network(obj), separators=(",", ":"))

@@ -31,11 +31,15 @@ def ifname(name: str, what: str) -> str:
 def mac(text: str, what: str = "static mac") -> str:
     """A unicast MAC, normalised to lower case as netlink reports it back."""
     if not _MAC.match(text):
-        raise BurrowError(f"invalid {what} {text!r}: expected six hex octets like 92:d0:c6:0a:29:10")
+        raise BurrowError(
+            f"invalid {what} {text!r}: expected six hex octets like 92:d0:c6:0a:29:10"
+        )
     if int(text[:2], 16) & 1:
         raise BurrowError(f"invalid {what} {text!r}: a multicast address can't be an interface MAC")
     if text.replace(":", "") == "000000000000":
-        raise BurrowError(f"invalid {what} {text!r}: the all-zero address can't be an interface MAC")
+        raise BurrowError(
+            f"invalid {what} {text!r}: the all-zero address can't be an interface MAC"
+        )
     return text.lower()
 
 

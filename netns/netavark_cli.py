@@ -188,9 +188,7 @@ def version_json() -> str:
     )
 
 
-def run(
-    argv: Sequence[str], stdin: bytes, env: Mapping[str, str]
-) -> tuple[str, str, int]:
+def run(argv: Sequence[str], stdin: bytes, env: Mapping[str, str]) -> tuple[str, str, int]:
     """Run one Netavark command. Returns (stdout, stderr, exit code); never raises."""
     err = io.StringIO()
     try:

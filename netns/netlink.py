@@ -60,6 +60,13 @@ def entered(fd: int) -> Iterator[None]:
         os.close(home)
 
 
+def random_mac() -> str:
+    """A random locally administered unicast MAC."""
+    octets = bytearray(os.urandom(6))
+    octets[0] = (octets[0] & 0xFC) | 0x02
+    return ":".join(f"{b:02x}" for b in octets)
+
+
 def netlink_error(exc: NetlinkError) -> BurrowError:
     code = exc.code or errno.EIO
     return BurrowError(f"Netlink error: {os.strerror(code)} (os error {code})")
@@ -157,14 +164,15 @@ class Netlink:
                         raise BurrowError(f"interface {name} does not exist ({where})")
                     if kind is not None and _kind(link) != kind:
                         raise BurrowError(f"interface {name} is not a {kind}")
-                case AddVeth(_, ifname, host_ifname) | AddMacvlan(_, ifname) as add:
-                    if self._index("container", ifname) is not None:
-                        what = "create veth pair" if isinstance(add, AddVeth) else "create macvlan"
+                case AddVeth() | AddMacvlan():
+                    if self._index("container", op.ifname) is not None:
+                        what = "create veth pair" if isinstance(op, AddVeth) else "create macvlan"
                         raise BurrowError(
-                            f"{what}: interface {ifname} already exists on container namespace: "
+                            f"{what}: interface {op.ifname} already exists on container namespace: "
                             "Netlink error: File exists (os error 17)"
                         )
-                    if isinstance(add, AddVeth) and host_ifname and self._index("host", host_ifname):
+                    host_ifname = op.host_ifname if isinstance(op, AddVeth) else None
+                    if host_ifname and self._index("host", host_ifname) is not None:
                         raise BurrowError(
                             f"create veth pair: host interface {host_ifname} already exists: "
                             "Netlink error: File exists (os error 17)"
@@ -182,7 +190,9 @@ class Netlink:
         except BurrowError as exc:
             raise exc.wrap(describe(op)) from exc
         except OSError as exc:
-            raise BurrowError(f"{describe(op)}: IO error: {exc.strerror} (os error {exc.errno})") from exc
+            raise BurrowError(
+                f"{describe(op)}: IO error: {exc.strerror} (os error {exc.errno})"
+            ) from exc
 
     def _apply(self, op: Op) -> Outcome:
         match op:
@@ -231,7 +241,11 @@ class Netlink:
         if self._index("host", op.name) is not None:
             self.preflight((op,))
             return Outcome()
-        args: dict[str, Any] = {"ifname": op.name, "kind": "bridge", "br_stp_state": 0}
+        # A fixed MAC: otherwise the bridge takes its lowest port's MAC and changes it when that
+        # container leaves, and the others' ARP caches point at a MAC nobody answers for.
+        args: dict[str, Any] = {
+            "ifname": op.name, "kind": "bridge", "br_stp_state": 0, "address": random_mac(),
+        }  # fmt: skip
         if op.mtu:
             args["mtu"] = op.mtu
         try:
@@ -334,7 +348,9 @@ class Netlink:
             if idx is None:
                 raise BurrowError(f"interface {op.ifname} does not exist")
             args["oif"] = idx
-        ipr.route("add", **args)
+        # "append", not "add": a container on two networks has two default routes with the
+        # same metric (as netavark makes them), which an exclusive add refuses with EEXIST.
+        ipr.route("append", **args)
 
 
 def apply_all(nl: Netlink, ops: Sequence[Op], undo: list[Op]) -> list[Outcome]:

@@ -118,7 +118,7 @@ def describe(op: Op) -> str:
             return f"set up bridge {name}"
         case RequireLink(where, name):
             return f"find interface {name} ({where})"
-        case AddVeth(bridge, ifname):
+        case AddVeth():
             return "create veth pair"
         case AddMacvlan(parent, ifname):
             return f"create macvlan {ifname} on {parent or 'the default-route interface'}"

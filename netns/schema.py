@@ -197,7 +197,9 @@ class Network:
             options=_str_map(obj, "options", where),
             ipam_options=_str_map(obj, "ipam_options", where),
             network_dns_servers=_str_list(obj, "network_dns_servers", where),
-            routes=None if routes_raw is None else tuple(Route.from_json(r, where) for r in routes_raw),
+            routes=None
+            if routes_raw is None
+            else tuple(Route.from_json(r, where) for r in routes_raw),
             extra=_extra(obj, _NETWORK_KEYS),
         )
 
@@ -210,7 +212,11 @@ class Network:
         out["dns_enabled"] = self.dns_enabled
         _put(out, "options", self.options)
         _put(out, "ipam_options", self.ipam_options)
-        _put(out, "network_dns_servers", list(self.network_dns_servers) if self.network_dns_servers is not None else None)
+        _put(
+            out,
+            "network_dns_servers",
+            list(self.network_dns_servers) if self.network_dns_servers is not None else None,
+        )
         _put(out, "routes", [r.to_json() for r in self.routes] if self.routes is not None else None)
         out.update(self.extra)
         return out
@@ -223,7 +229,9 @@ class Network:
         return (self.ipam_options or {}).get("driver") or "host-local"
 
 
-_PER_NETWORK_KEYS = frozenset({"interface_name", "static_ips", "aliases", "static_mac", "options", "name"})
+_PER_NETWORK_KEYS = frozenset(
+    {"interface_name", "static_ips", "aliases", "static_mac", "options", "name"}
+)
 
 
 @dataclass(frozen=True)
@@ -241,7 +249,9 @@ class PerNetworkOptions:
         ips = _str_list(obj, "static_ips", where)
         return cls(
             interface_name=_req(obj, "interface_name", str, where),
-            static_ips=None if ips is None else tuple(parse_ip(i, f"static ip in {where}") for i in ips),
+            static_ips=None
+            if ips is None
+            else tuple(parse_ip(i, f"static ip in {where}") for i in ips),
             aliases=_str_list(obj, "aliases", where),
             static_mac=_opt(obj, "static_mac", str, where),
             options=_str_map(obj, "options", where),
@@ -250,7 +260,11 @@ class PerNetworkOptions:
 
     def to_json(self) -> Json:
         out: Json = {}
-        _put(out, "static_ips", [str(i) for i in self.static_ips] if self.static_ips is not None else None)
+        _put(
+            out,
+            "static_ips",
+            [str(i) for i in self.static_ips] if self.static_ips is not None else None,
+        )
         _put(out, "aliases", list(self.aliases) if self.aliases is not None else None)
         _put(out, "static_mac", self.static_mac)
         out["interface_name"] = self.interface_name
@@ -353,10 +367,14 @@ class NetworkOptions:
             for item in raw_networks:
                 item = _typed(item, "networks[]", dict, where)
                 name = _req(item, "name", str, "networks[]")
-                networks.append((name, PerNetworkOptions.from_json(item, f"options for network {name}")))
+                networks.append(
+                    (name, PerNetworkOptions.from_json(item, f"options for network {name}"))
+                )
         elif isinstance(raw_networks, dict):
             for name, item in raw_networks.items():
-                networks.append((name, PerNetworkOptions.from_json(item, f"options for network {name}")))
+                networks.append(
+                    (name, PerNetworkOptions.from_json(item, f"options for network {name}"))
+                )
         else:
             raise _decode_error("invalid type for `networks`: expected a map or an array")
         info_raw = _req(obj, "network_info", dict, where)
@@ -367,7 +385,9 @@ class NetworkOptions:
             container_name=_req(obj, "container_name", str, where),
             networks=tuple(networks),
             network_info=info,
-            port_mappings=None if ports_raw is None else tuple(PortMapping.from_json(p) for p in ports_raw),
+            port_mappings=None
+            if ports_raw is None
+            else tuple(PortMapping.from_json(p) for p in ports_raw),
             dns_servers=_str_list(obj, "dns_servers", where),
             container_hostname=_opt(obj, "container_hostname", str, where),
             networks_as_array=as_array,
@@ -453,7 +473,9 @@ class StatusBlock:
         return cls(
             dns_search_domains=tuple(obj.get("dns_search_domains") or ()),
             dns_server_ips=tuple(obj.get("dns_server_ips") or ()),
-            interfaces={k: NetInterface.from_json(v) for k, v in (obj.get("interfaces") or {}).items()},
+            interfaces={
+                k: NetInterface.from_json(v) for k, v in (obj.get("interfaces") or {}).items()
+            },
         )
 
 

@@ -119,7 +119,7 @@ def _isolate(net: Network) -> Isolate:
         return "strict"
     if text == "false" or text == "":
         return "false"
-    raise BurrowError(f"unable to parse \"isolate\": {text!r} is not `true`, `false` or `strict`")
+    raise BurrowError(f'unable to parse "isolate": {text!r} is not `true`, `false` or `strict`')
 
 
 def _check_options(net: Network, allowed: frozenset[str]) -> None:
@@ -180,7 +180,9 @@ def _gateways(net: Network) -> tuple[IPInterface, ...]:
 
 def attachment(net: Network, per: PerNetworkOptions) -> Attachment:
     if net.driver not in DRIVERS:
-        raise BurrowError(f"unknown network driver {net.driver!r} (supported: {', '.join(DRIVERS)})")
+        raise BurrowError(
+            f"unknown network driver {net.driver!r} (supported: {', '.join(DRIVERS)})"
+        )
     ifname = names.ifname(per.interface_name, "container interface")
     for alias in per.aliases or ():
         names.config_token(alias, "alias")
@@ -252,7 +254,9 @@ def request(opts: NetworkOptions) -> Request:
         except BurrowError as exc:
             raise exc.wrap(f"network {name}") from None
         if att.ifname in seen_if:
-            raise BurrowError(f"network {name}: interface name {att.ifname} is used twice in the request")
+            raise BurrowError(
+                f"network {name}: interface name {att.ifname} is used twice in the request"
+            )
         seen_if.add(att.ifname)
         attachments.append(att)
     has_v6 = any(a.first_address(6) for a in attachments)
@@ -262,7 +266,11 @@ def request(opts: NetworkOptions) -> Request:
         addr = pm.host_address
         if addr is not None and attachments:
             if addr.version == 6 and not has_v6:
-                raise BurrowError(f"port mapping on host_ip {addr}: the container has no IPv6 address")
+                raise BurrowError(
+                    f"port mapping on host_ip {addr}: the container has no IPv6 address"
+                )
             if addr.version == 4 and not has_v4:
-                raise BurrowError(f"port mapping on host_ip {addr}: the container has no IPv4 address")
+                raise BurrowError(
+                    f"port mapping on host_ip {addr}: the container has no IPv4 address"
+                )
     return Request(options=opts, attachments=tuple(attachments), ports=opts.ports)
