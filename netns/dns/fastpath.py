@@ -11,9 +11,11 @@ both through one reference, which is the invalidation.
 
 from __future__ import annotations
 
-from typing import Final
-
 from netns.dns.table import Scope
+
+TYPE_CHECKING = False  # typing costs milliseconds at start-up, which is benchmarked
+if TYPE_CHECKING:
+    from typing import Final
 
 FORWARD: Final = b""  # sentinel: a real cached body is never empty (a header alone is 10 bytes)
 MAX_ENTRIES = 65536  # random names (or a fuzzer) must not grow memory without bound

@@ -30,9 +30,16 @@ class Timer:
 
     def cancel(self) -> None:
         self.cancelled = True
+        # Drop the callback now: it usually closes over an object that holds this timer, and
+        # that cycle would otherwise live on until the cyclic GC (a latency spike) finds it.
+        self.callback = _noop
 
     def __lt__(self, other: Timer) -> bool:
         return self.when < other.when
+
+
+def _noop() -> None:
+    pass
 
 
 def _ignore(signum: int, frame: FrameType | None) -> None:

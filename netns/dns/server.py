@@ -13,12 +13,15 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from netns.dns import config, fastpath, table
 from netns.dns.loop import IN, OUT, Loop
 from netns.dns.resolver import Forward, Policy, Reply, error_reply, resolve
 from netns.dns.upstream import Forwarder, HostResolvers
+
+TYPE_CHECKING = False  # typing costs milliseconds at start-up, which is benchmarked
+if TYPE_CHECKING:
+    from typing import Any
 
 Log = Callable[[str], None]
 TCP_IDLE = 3.0  # seconds a TCP client may sit between messages (aardvark HEAD)

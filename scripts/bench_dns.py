@@ -1,0 +1,283 @@
+#!/usr/bin/env python3
+"""burrow-dns vs aardvark-dns 1.4, side by side, inside throwaway namespaces.
+
+Setup (spec/aardvark.md §3.1, without touching the machine's network): a "server" netns with
+veth 10.89.0.1/24 and a "client" netns with its peer 10.89.0.2/24 (= container ctr0, so the
+queries come from a known container). The server netns gets its own /etc/resolv.conf (bind
+mount inside its private mount namespace) naming a fake upstream on 127.0.0.1:53 that this
+script starts there. Servers are pinned to CPU 0, dnsperf to CPU 1, rounds are interleaved.
+
+Rows: dnsperf qps and average latency (10 clients, 100 outstanding) for local container
+names and for forwarded names; p99 latency at the same fixed offered load for both servers
+(a `dnsperf -v` pass with -Q); start-to-first-answer (median); RSS with 1,000 containers.
+
+    .venv/bin/python scripts/bench_dns.py [--rounds 2] [--seconds 8] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests.nsutil import Netns, unique  # noqa: E402
+
+AARDVARK = "/usr/lib/podman/aardvark-dns"
+BURROW = str(REPO / ".venv" / "bin" / "burrow-dns")
+PY = sys.executable
+SERVER_IP = "10.89.0.1"
+CLIENT_IP = "10.89.0.2"
+
+UPSTREAM = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+s.bind(("127.0.0.1", 53))
+ANSWER = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\xc0\x00\x02\x01"
+print("ready", flush=True)
+while True:
+    data, addr = s.recvfrom(4096)
+    i = 12
+    while i < len(data) and data[i]:
+        i += data[i] + 1
+    q = data[12:i + 5]
+    s.sendto(data[:2] + b"\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00" + q + ANSWER, addr)
+"""
+
+FIRST_ANSWER = r"""
+import os, socket, subprocess, sys, time
+argv = sys.argv[1:]
+q = bytes.fromhex("abcd01000001000000000000046374723000000100 01".replace(" ", ""))
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(0.001)
+t0 = time.perf_counter()
+p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+while time.perf_counter() - t0 < 5:
+    s.sendto(q, ("10.89.0.1", 53))
+    try:
+        s.recv(512)
+        break
+    except OSError:
+        pass
+print((time.perf_counter() - t0) * 1000)
+p.wait()
+"""
+
+
+def write_config(path: Path, count: int) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    lines = [SERVER_IP]
+    for i in range(count):
+        ip = f"10.89.{(i + 2) // 256}.{(i + 2) % 256}"
+        lines.append(f"{i:064x} {ip} fd89::{i + 2:x} ctr{i},alias{i}")
+    (path / "adnet").write_text("\n".join(lines) + "\n")
+
+
+class World:
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.srv = Netns()
+        self.cli = Netns()
+        veth = unique("dn")
+        self.srv.run(["ip", "link", "add", veth, "type", "veth", "peer", "name", veth + "p"])
+        self.srv.run(["ip", "link", "set", veth + "p", "netns", str(self.cli.pid)])
+        self.srv.run(["ip", "addr", "add", f"{SERVER_IP}/16", "dev", veth])
+        self.srv.run(["ip", "link", "set", veth, "up"])
+        self.cli.run(["ip", "addr", "add", f"{CLIENT_IP}/16", "dev", veth + "p"])
+        self.cli.run(["ip", "link", "set", veth + "p", "up"])
+        resolv = work / "resolv.conf"
+        resolv.write_text("nameserver 127.0.0.1\n")
+        self.srv.run(["mount", "--bind", str(resolv), "/etc/resolv.conf"])
+        self.upstream = self.srv.popen([PY, "-c", UPSTREAM], stdout=-1)
+        assert self.upstream.stdout is not None
+        self.upstream.stdout.readline()
+        write_config(work / "cfg100", 100)
+        write_config(work / "cfg1000", 1000)
+        (work / "q_local.txt").write_text("".join(f"ctr{i} A\n" for i in range(100)))
+        (work / "q_fwd.txt").write_text("".join(f"host{i}.example.test A\n" for i in range(100)))
+
+    def close(self) -> None:
+        self.srv.close()
+        self.cli.close()
+
+
+def argv_for(server: str, cfg: Path) -> list[str]:
+    binary = BURROW if server == "burrow" else AARDVARK
+    return [binary, "--config", str(cfg), "-p", "53", "run"]
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def start(world: World, server: str, cfg: Path) -> int:
+    pidf = cfg / "aardvark.pid"
+    pidf.unlink(missing_ok=True)
+    world.srv.run(["taskset", "-c", "0", *argv_for(server, cfg)], env={**os.environ})
+    deadline = time.monotonic() + 5
+    while not pidf.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    pid = int(pidf.read_text())
+    time.sleep(0.3)  # aardvark 1.4 is "ready" before it binds
+    return pid
+
+
+def stop(pid: int, cfg: Path) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + 5
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (cfg / "aardvark.pid").unlink(missing_ok=True)
+
+
+def cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def dnsperf(world: World, qfile: str, seconds: float, *extra: str) -> str:
+    cmd = ["taskset", "-c", "1", "dnsperf", "-s", SERVER_IP, "-d", str(world.work / qfile),
+           "-l", str(seconds), "-c", "10", "-q", "100", *extra]
+    return world.cli.run(cmd, timeout=seconds + 30).stdout
+
+
+def qps_run(world: World, pid: int, qfile: str, seconds: float) -> dict[str, float]:
+    t0, c0 = time.monotonic(), cpu_ticks(pid)
+    out = dnsperf(world, qfile, seconds)
+    cpu = (cpu_ticks(pid) - c0) / os.sysconf("SC_CLK_TCK") / (time.monotonic() - t0)
+    qps = float(re.search(r"Queries per second:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    avg = float(re.search(r"Average Latency \(s\):\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    lost = re.search(r"Queries lost:\s+(\d+)", out)
+    codes = re.search(r"Response codes:\s+(.*)", out)
+    if not codes or not codes.group(1).startswith("NOERROR") or "," in codes.group(1):
+        raise RuntimeError(f"unexpected answers from the server under test:\n{out}")
+    return {"qps": qps, "avg_ms": avg * 1000, "cpu": cpu * 100,
+            "lost": float(lost.group(1)) if lost else 0.0}
+
+
+def p99_run(world: World, qfile: str, rate: int, seconds: float) -> float:
+    out = dnsperf(world, qfile, seconds, "-v", "-Q", str(rate))
+    lat = sorted(float(m) for m in re.findall(r"^> \S+ .* ([\d.]+)$", out, re.M))
+    if not lat:
+        return float("nan")
+    return lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
+
+
+def first_answer(world: World, server: str, runs: int) -> float:
+    cfg = world.work / "cfg100"
+    times = []
+    for _ in range(runs):
+        out = world.srv.run([PY, "-c", FIRST_ANSWER, *argv_for(server, cfg)]).stdout
+        times.append(float(out.split()[-1]))
+        pid = int((cfg / "aardvark.pid").read_text())
+        stop(pid, cfg)
+        time.sleep(0.1)
+    return statistics.median(times)
+
+
+def rss_kb(world: World, server: str) -> int:
+    cfg = world.work / "cfg1000"
+    pid = start(world, server, cfg)
+    dnsperf(world, "q_local.txt", 1)
+    rss = int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1))  # type: ignore[union-attr]
+    stop(pid, cfg)
+    return rss
+
+
+def run(rounds: int, seconds: float, p99_rate: int, starts: int,
+        say: Callable[[str], None] = print) -> dict[str, dict[str, list[float]]]:
+    res: dict[str, dict[str, list[float]]] = {s: {} for s in ("burrow", "aardvark")}
+
+    def add(server: str, key: str, value: float) -> None:
+        res[server].setdefault(key, []).append(value)
+
+    with tempfile.TemporaryDirectory(prefix="dnbench") as tmp:
+        world = World(Path(tmp))
+        try:
+            for rnd in range(rounds):
+                order = ["aardvark", "burrow"] if rnd % 2 == 0 else ["burrow", "aardvark"]
+                for server in order:
+                    cfg = world.work / "cfg100"
+                    pid = start(world, server, cfg)
+                    dnsperf(world, "q_local.txt", 1)  # warm-up (fills burrow's reply cache)
+                    loc = qps_run(world, pid, "q_local.txt", seconds)
+                    fwd = qps_run(world, pid, "q_fwd.txt", seconds)
+                    p_loc = p99_run(world, "q_local.txt", p99_rate, min(seconds, 4))
+                    p_fwd = p99_run(world, "q_fwd.txt", p99_rate // 4, min(seconds, 4))
+                    stop(pid, cfg)
+                    for k, v in loc.items():
+                        add(server, "local_" + k, v)
+                    for k, v in fwd.items():
+                        add(server, "fwd_" + k, v)
+                    add(server, "local_p99", p_loc)
+                    add(server, "fwd_p99", p_fwd)
+                    say(f"round {rnd + 1} {server}: local {loc['qps']:.0f} qps "
+                        f"(cpu {loc['cpu']:.0f}%), fwd {fwd['qps']:.0f} qps, "
+                        f"p99 {p_loc:.2f}/{p_fwd:.2f} ms")
+            for server in ("aardvark", "burrow"):
+                add(server, "start_ms", first_answer(world, server, starts))
+                add(server, "rss_kb", float(rss_kb(world, server)))
+        finally:
+            world.close()
+    return res
+
+
+def table(res: dict[str, dict[str, list[float]]], p99_rate: int) -> str:
+    rows = [
+        ("local names: qps (10 clients x 100 outstanding)", "local_qps", "{:,.0f}", True),
+        ("local names: avg latency ms", "local_avg_ms", "{:.3f}", False),
+        (f"local names: p99 ms at {p99_rate:,} qps", "local_p99", "{:.3f}", False),
+        ("local names: server CPU %", "local_cpu", "{:.0f}", None),
+        ("forwarded names: qps", "fwd_qps", "{:,.0f}", True),
+        ("forwarded names: avg latency ms", "fwd_avg_ms", "{:.3f}", False),
+        (f"forwarded names: p99 ms at {p99_rate // 4:,} qps", "fwd_p99", "{:.3f}", False),
+        ("start to first answer ms (median)", "start_ms", "{:.1f}", False),
+        ("RSS with 1,000 containers KiB", "rss_kb", "{:,.0f}", False),
+    ]
+    out = ["| metric | burrow-dns | aardvark-dns 1.4 | burrow/aardvark |", "|---|---|---|---|"]
+    for label, key, fmt, _higher_better in rows:
+        b = statistics.mean(res["burrow"][key])
+        a = statistics.mean(res["aardvark"][key])
+        ratio = f"{b / a:.2f}x" if a else "-"
+        out.append(f"| {label} | {fmt.format(b)} | {fmt.format(a)} | {ratio} |")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=8)
+    ap.add_argument("--p99-rate", type=int, default=40000)
+    ap.add_argument("--starts", type=int, default=7)
+    ap.add_argument("--quick", action="store_true", help="1 round of 3 s (smoke run)")
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench_dns: needs root (throwaway namespaces)", file=sys.stderr)
+        return 1
+    if args.quick:
+        args.rounds, args.seconds, args.starts = 1, 3, 3
+    res = run(args.rounds, args.seconds, args.p99_rate, args.starts,
+              say=lambda s: print(s, file=sys.stderr))
+    print(table(res, args.p99_rate))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
