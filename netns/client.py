@@ -1,0 +1,423 @@
+"""`burrow-netavark`: the thin client Podman execs, which hands the request to a warm engine.
+
+Why this file looks the way it does: Podman execs netavark once per container setup and
+teardown, so interpreter start-up is on every call's critical path. Importing the engine
+(pyroute2 alone is ~150 ms) per call cannot beat Netavark's native binary, so this module
+imports nothing beyond what `site` has already loaded plus the C module `_socket` (~0.1 ms;
+the `socket` wrapper would cost ~2 ms), and forwards the request to a long-lived engine
+(`netns.server`) over a unix socket. Anything unusual falls back to running the command
+in-process through `netns.netavark_cli.run`: slower, never wrong.
+
+Wire protocol (version 1), one request per connection:
+
+1. client connects; the server checks the peer (same uid, same net/user/mnt namespaces) and
+   writes an 8-byte hello: `HELLO_OK`, or `HELLO_WRONG_WORLD` (client falls back in-process).
+   A peer with another uid is just disconnected. Nothing has run before the hello, so the
+   client may safely fall back on any failure up to here.
+2. client sends `REQUEST_MAGIC`, a u32 body length, and the body (a list of length-prefixed
+   fields, see `encode_request`), with the opened container netns attached as SCM_RIGHTS to
+   the first byte, for setup/teardown.
+3. server replies with a u32 length and fields: exit code, stdout, stderr, engine info.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# typing and collections.abc cost ~2-7 ms to import, more than everything else here: keep
+# them for the type checker only (mypy treats a name TYPE_CHECKING as true).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from _socket import socket as _Sock
+    from collections.abc import Mapping, Sequence
+
+PROTOCOL = b"1"
+HELLO_OK = b"burrow" + PROTOCOL + b"+"
+HELLO_WRONG_WORLD = b"burrow" + PROTOCOL + b"W"
+REQUEST_MAGIC = b"BRWREQ" + PROTOCOL + b"\n"
+SOCKET_NAME = "burrow-engine.sock"
+
+# Subcommands worth starting an engine for. Everything else (version, --help, usage errors)
+# uses an engine that is already running, but never starts one.
+ENGINE_COMMANDS = frozenset(("setup", "teardown", "update", "create", "firewall-reload"))
+NETNS_COMMANDS = frozenset(("setup", "teardown"))
+STDIN_COMMANDS = frozenset(("setup", "teardown", "create"))
+
+# Must match netavark_cli._VALUE_OPTS (a unit test checks): the options that take a value.
+VALUE_OPTS = frozenset((
+    "-f", "--file", "-c", "--config", "-r", "--rootless", "-a", "--aardvark-binary",
+    "--firewall-driver", "--log-level", "--plugin-directory",
+))  # fmt: skip
+
+# How long to wait for the engine's hello. The engine serves one request at a time, so a
+# busy engine delays the hello; past this we stop queueing and run in-process instead.
+HELLO_TIMEOUT = 5.0
+# A reply that takes longer than this means a wedged engine: report it rather than hang Podman.
+REPLY_TIMEOUT = 600.0
+# sockaddr_un.sun_path is 108 bytes including the NUL.
+_SUN_PATH_MAX = 107
+
+
+class Peek:
+    """What the client needs from argv, found without argparse or netavark_cli."""
+
+    __slots__ = ("command", "config", "netns_index", "has_file")
+
+    def __init__(
+        self, command: str | None, config: str | None, netns_index: int | None, has_file: bool
+    ) -> None:
+        self.command = command  # None: no (valid) subcommand, or --help/--version
+        self.config = config
+        self.netns_index = netns_index  # argv index of <NETNS_PATH> for setup/teardown
+        self.has_file = has_file
+
+    def __repr__(self) -> str:
+        return (f"Peek(command={self.command!r}, config={self.config!r}, "
+                f"netns_index={self.netns_index!r}, has_file={self.has_file!r})")  # fmt: skip
+
+    @property
+    def needs_stdin(self) -> bool:
+        return self.command in STDIN_COMMANDS and not self.has_file
+
+
+def peek(argv: Sequence[str]) -> Peek:
+    """Mirror netavark_cli.parse_args just far enough to route the call.
+
+    A usage error here yields command=None; the full parser (in the engine or in-process)
+    then produces the real message, so the two never have to agree on error text.
+    """
+    opts: dict[str, str] = {}
+    i = 0
+    n = len(argv)
+    while i < n:
+        word = argv[i]
+        if word in ("-h", "--help", "-V", "--version"):
+            return Peek(None, opts.get("config"), None, "file" in opts)
+        if word.startswith("--") and "=" in word:
+            key, value = word.split("=", 1)
+            if key not in VALUE_OPTS:
+                break
+            opts[key.lstrip("-")] = value
+        elif word in VALUE_OPTS:
+            if i + 1 >= n:
+                break
+            opts[word.lstrip("-")] = argv[i + 1]
+            i += 1
+        elif word.startswith("-"):
+            break
+        else:
+            rest = n - i - 1
+            index = i + 1 if word in NETNS_COMMANDS and rest == 1 and argv[i + 1] else None
+            return Peek(word, _opt(opts, "c", "config"), index, _opt(opts, "f", "file") is not None)
+        i += 1
+    return Peek(None, _opt(opts, "c", "config"), None, False)
+
+
+def _opt(opts: Mapping[str, str], short: str, long: str) -> str | None:
+    # parse_args keeps the last occurrence of either spelling; so do we, close enough for
+    # routing (the engine re-parses argv itself).
+    return opts.get(long, opts.get(short))
+
+
+def socket_path(config: str | None, env: Mapping[str, str]) -> str:
+    """Where the engine for this "network world" (+ config dir) listens.
+
+    With --config (Podman always passes it) the socket lives in that directory, so rootful
+    and each rootless user get their own engine. Without it, the name carries the inodes of
+    this process's net and user namespaces, so two worlds never share an engine by accident
+    (the server still checks; this just avoids fighting over one path).
+    """
+    if config:
+        return os.path.join(os.path.abspath(config), SOCKET_NAME)
+    net = os.stat("/proc/self/ns/net").st_ino
+    user = os.stat("/proc/self/ns/user").st_ino
+    name = f"engine-{net}-{user}.sock"
+    euid = os.geteuid()
+    if euid == 0:
+        return f"/run/burrow/{name}"
+    runtime = env.get("XDG_RUNTIME_DIR", "")
+    if runtime.startswith("/"):
+        return f"{runtime}/burrow/{name}"
+    return f"/tmp/burrow-{euid}/{name}"
+
+
+# --- framing --------------------------------------------------------------------------------
+
+
+def pack_fields(fields: Sequence[bytes]) -> bytes:
+    """u32 big-endian length + bytes, per field."""
+    return b"".join(len(f).to_bytes(4, "big") + f for f in fields)
+
+
+def unpack_fields(body: bytes) -> list[bytes]:
+    fields: list[bytes] = []
+    i = 0
+    while i < len(body):
+        if i + 4 > len(body):
+            raise ValueError("truncated field header")
+        size = int.from_bytes(body[i : i + 4], "big")
+        i += 4
+        if i + size > len(body):
+            raise ValueError("truncated field")
+        fields.append(body[i : i + size])
+        i += size
+    return fields
+
+
+def encode_strings(items: Sequence[bytes]) -> bytes:
+    """NUL-terminated list: argv and environ entries cannot contain NUL, so this is lossless."""
+    return b"".join(item + b"\0" for item in items)
+
+
+def decode_strings(data: bytes) -> list[bytes]:
+    return data.split(b"\0")[:-1]
+
+
+def encode_request(
+    argv: Sequence[str], env: Mapping[bytes, bytes], stdin: bytes, cwd: bytes, umask: int
+) -> bytes:
+    body = pack_fields([
+        encode_strings([os.fsencode(a) for a in argv]),
+        encode_strings([k + b"=" + v for k, v in env.items()]),
+        cwd,
+        b"%o" % umask,
+        stdin,
+    ])  # fmt: skip
+    return REQUEST_MAGIC + len(body).to_bytes(4, "big") + body
+
+
+# --- talking to the engine -------------------------------------------------------------------
+
+
+class Reply:
+    """One command's result: exactly what netavark_cli.run returns, as bytes, plus who ran it."""
+
+    __slots__ = ("code", "stdout", "stderr", "info")
+
+    def __init__(self, code: int, stdout: bytes, stderr: bytes, info: str) -> None:
+        self.code = code
+        self.stdout = stdout
+        self.stderr = stderr
+        self.info = info
+
+
+class Fallback(Exception):
+    """The engine did not serve this request; `reason` says why (shown by BURROW_ENGINE_STATS).
+
+    `spawn` is set when nothing is listening, so starting an engine would help.
+    """
+
+    def __init__(self, reason: str, *, spawn: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.spawn = spawn
+
+
+def _recv_exact(sock: _Sock, size: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < size:
+        chunk = sock.recv(min(size - len(buf), 1 << 20))
+        if not chunk:
+            raise EOFError(f"engine closed the connection after {len(buf)} of {size} bytes")
+        buf += chunk
+    return bytes(buf)
+
+
+def _connect(path: str) -> _Sock:
+    import _socket
+
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+    sock.settimeout(HELLO_TIMEOUT)
+    try:
+        if len(os.fsencode(path)) <= _SUN_PATH_MAX:
+            sock.connect(path)
+        else:
+            # Too long for sockaddr_un: reach it through an O_PATH fd of its directory.
+            dfd = os.open(os.path.dirname(path), os.O_PATH | os.O_CLOEXEC)
+            try:
+                sock.connect(f"/proc/self/fd/{dfd}/{os.path.basename(path)}")
+            finally:
+                os.close(dfd)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def request_engine(path: str, argv: Sequence[str], stdin: bytes, netns_fd: int | None) -> Reply:
+    """Run one request on the engine at `path`. Raises Fallback if it was not served."""
+    import _socket
+
+    try:
+        sock = _connect(path)
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        # Missing socket or a stale one (engine dead): worth starting an engine.
+        raise Fallback(f"no-engine ({exc.strerror})", spawn=True) from None
+    except OSError as exc:
+        raise Fallback(f"unreachable ({exc.strerror or exc})") from None
+    try:
+        # The engine must be ours: our env and netns fd must not reach another user.
+        cred = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
+        if int.from_bytes(cred[4:8], sys.byteorder) != os.geteuid():
+            raise Fallback("refused (engine has another uid)")
+        try:
+            hello = _recv_exact(sock, len(HELLO_OK))
+        except (EOFError, OSError) as exc:
+            # Closed before the hello: another uid, an engine shutting down, or too busy.
+            # Nothing ran, so in-process is safe.
+            raise Fallback(f"refused ({exc})") from None
+        if hello == HELLO_WRONG_WORLD:
+            raise Fallback("wrong-world")
+        if hello != HELLO_OK:
+            raise Fallback(f"protocol mismatch (hello {hello!r})")
+
+        umask = os.umask(0o022)
+        os.umask(umask)
+        data = encode_request(argv, os.environb, stdin, os.getcwdb(), umask)
+        sock.settimeout(REPLY_TIMEOUT)
+        try:
+            if netns_fd is None:
+                sock.sendall(data)
+            else:
+                fd_bytes = netns_fd.to_bytes(4, sys.byteorder)
+                sent = sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fd_bytes)])
+                if sent < len(data):
+                    sock.sendall(data[sent:])
+            size = int.from_bytes(_recv_exact(sock, 4), "big")
+            fields = unpack_fields(_recv_exact(sock, size))
+        except TimeoutError:
+            # It may still be working on it; re-running could double-apply. Report instead.
+            return Reply(
+                1,
+                b'{"error":"burrow engine did not answer within %d s (see %s)"}\n'
+                % (REPLY_TIMEOUT, os.fsencode(_log_path(path))),
+                b"",
+                "timeout",
+            )
+        except (EOFError, OSError, ValueError) as exc:
+            # The engine died mid-request. Re-running in-process is the best we can do:
+            # teardown is idempotent, and setup validates before changing anything.
+            raise Fallback(f"lost ({exc})") from None
+        code, out, err, info = fields
+        return Reply(int(code), out, err, info.decode("ascii", "replace"))
+    finally:
+        sock.close()
+
+
+def _log_path(sock_path: str) -> str:
+    base = sock_path[:-5] if sock_path.endswith(".sock") else sock_path
+    return base + ".log"
+
+
+def spawn_engine(sock_path: str) -> int:
+    """Start a detached engine for `sock_path`; returns its pid. Only on the slow path."""
+    import subprocess
+
+    # Inherit the environment (the engine's own lookups, e.g. XDG_RUNTIME_DIR, must match
+    # the caller's) minus what would make it impersonate a service or the caller's unit.
+    drop = ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "BURROW_ENGINE")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    # Find netns/ through this file, not cwd: the engine runs from / and must load the same
+    # code as this client even from a source tree.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = (
+        "import sys; sys.path.insert(0, sys.argv.pop(1)); "
+        "from netns.server import main; sys.exit(main())"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-P", "-c", code, root, "--socket", sock_path],
+        stdin=subprocess.DEVNULL,
+        # Never hand Podman's pipes to the engine: Podman waits for them to close.
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        close_fds=True,
+        start_new_session=True,  # no controlling tty, no signals aimed at our process group
+        cwd="/",
+        env=env,
+    )
+    return proc.pid
+
+
+# --- entry point -----------------------------------------------------------------------------
+
+
+def _emit(out: bytes, err: bytes) -> None:
+    # Same order as netavark_cli.main: stderr first, then the JSON line on stdout.
+    if err:
+        sys.stderr.buffer.write(err)
+        sys.stderr.flush()
+    if out:
+        sys.stdout.buffer.write(out)
+        sys.stdout.flush()
+
+
+def run_in_process(argv: Sequence[str], stdin: bytes) -> Reply:
+    from netns import netavark_cli
+
+    out, err, code = netavark_cli.run(argv, stdin, os.environ)
+    return Reply(code, out.encode("utf-8", "surrogateescape"),
+                 err.encode("utf-8", "surrogateescape"), "in-process")  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    env = os.environ
+    p = peek(args)
+    stdin = b""
+    if p.needs_stdin and sys.stdin is not None:
+        stdin = sys.stdin.buffer.read()
+
+    reply: Reply | None = None
+    if env.get("BURROW_ENGINE") == "off":
+        reason = "off"
+    else:
+        reply, reason = _try_engine(p, args, stdin, env)
+    if reply is None:
+        reply = run_in_process(args, stdin)
+        reply.info = f"in-process reason={reason}"
+    else:
+        reply.info = f"engine {reply.info}"
+    err = reply.stderr
+    if env.get("BURROW_ENGINE_STATS"):
+        err += b"burrow-engine: served-by=" + reply.info.encode() + b"\n"
+    _emit(reply.stdout, err)
+    return reply.code
+
+
+def _try_engine(
+    p: Peek, args: Sequence[str], stdin: bytes, env: Mapping[str, str]
+) -> tuple[Reply | None, str]:
+    try:
+        path = socket_path(p.config, env)
+    except OSError as exc:
+        return None, f"no-socket-path ({exc})"
+    netns_fd: int | None = None
+    if p.netns_index is not None:
+        try:
+            # Open it here: /run/netns/... may be visible only in our mount namespace, and
+            # /proc/self/... means us. O_NONBLOCK so a FIFO cannot wedge the client.
+            netns_fd = os.open(args[p.netns_index], os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            # Send the path as is: the engine shares our mount namespace (it checks), so
+            # it fails to open it in exactly the way in-process would (teardown tolerates a
+            # vanished netns; setup reports "invalid namespace path: ...").
+            netns_fd = None
+    try:
+        return request_engine(path, args, stdin, netns_fd), ""
+    except Fallback as fb:
+        reason = fb.reason
+        if fb.spawn and p.command in ENGINE_COMMANDS:
+            try:
+                spawn_engine(path)
+                reason = "spawned"
+            except OSError as exc:
+                reason = f"spawn-failed ({exc})"
+        return None, reason
+    finally:
+        if netns_fd is not None:
+            os.close(netns_fd)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
