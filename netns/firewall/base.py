@@ -22,9 +22,9 @@ from netns.firewall.types import NetworkFw, PortFw
 class Backend(Protocol):
     name: str
 
-    def apply(self, old: rules.Ruleset, new: rules.Ruleset, installed: frozenset[str]) -> (
-        frozenset[str]
-    ):
+    def apply(
+        self, old: rules.Ruleset, new: rules.Ruleset, installed: frozenset[str]
+    ) -> frozenset[str]:
         """Make the kernel match `new` (`old` was the last applied). Returns the new bookkeeping."""
 
 

@@ -195,9 +195,9 @@ class IptablesBackend:
 
     name = "iptables"
 
-    def __init__(self, *, argv_prefix: Sequence[str] = (), runner: Runner = subprocess_runner) -> (
-        None
-    ):
+    def __init__(
+        self, *, argv_prefix: Sequence[str] = (), runner: Runner = subprocess_runner
+    ) -> None:
         self.prefix = list(argv_prefix)
         self.runner = runner
 
@@ -225,9 +225,9 @@ class IptablesBackend:
             raise
         return frozenset(result)
 
-    def _apply_family(self, family: int, old: Ruleset, new: Ruleset, present: frozenset[str]) -> (
-        frozenset[str]
-    ):
+    def _apply_family(
+        self, family: int, old: Ruleset, new: Ruleset, present: frozenset[str]
+    ) -> frozenset[str]:
         restore = TOOLS[family][0]
         argv = [*self.prefix, restore, "-w", "--noflush"]
         res = self.runner(argv, render(family, old, new, present))
