@@ -73,14 +73,14 @@ def _finish(req: DNSRecord, rcode: int, answers: list[RR], tcp: bool) -> Reply:
         reply.add_answer(rr)
     if opt is not None:
         reply.add_ar(opt)
-    wire = reply.pack()
+    wire = bytes(reply.pack())  # dnslib packs into a bytearray
     if not tcp:
         limit = min(max(opt.rclass if opt is not None else 0, MIN_UDP), MAX_UDP)
         if len(wire) > limit:
             # Truncated: flag it and send the question alone; the client retries over TCP.
             reply.rr = []
             reply.header.tc = 1
-            wire = reply.pack()
+            wire = bytes(reply.pack())  # dnslib packs into a bytearray
     return Reply(wire)
 
 
