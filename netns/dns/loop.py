@@ -8,11 +8,11 @@ loop, never from inside a handler) can never interleave with a query.
 
 from __future__ import annotations
 
-import heapq
 import os
 import select
 import signal
 import time
+from collections import deque
 from collections.abc import Callable
 from types import FrameType
 
@@ -34,9 +34,6 @@ class Timer:
         # that cycle would otherwise live on until the cyclic GC (a latency spike) finds it.
         self.callback = _noop
 
-    def __lt__(self, other: Timer) -> bool:
-        return self.when < other.when
-
 
 def _noop() -> None:
     pass
@@ -50,7 +47,7 @@ class Loop:
     def __init__(self) -> None:
         self._ep = select.epoll()
         self._handlers: dict[int, Callable[[int], None]] = {}
-        self._timers: list[Timer] = []
+        self._timers: dict[float, deque[Timer]] = {}
         self._signals: dict[int, Callable[[], None]] = {}
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._running = False
@@ -71,13 +68,14 @@ class Loop:
                 pass
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        # One FIFO per distinct delay: deadlines in a FIFO are monotonic, so push, cancel and
+        # expiry are all O(1). (A heap would need periodic compaction of the thousands of
+        # cancelled timeouts of answered forwards: a multi-millisecond latency spike.)
         t = Timer(time.monotonic() + delay, callback)
-        timers = self._timers
-        if len(timers) >= 4096 and len(timers) & 4095 == 0:
-            # Cancelled timers (answered forwards) would otherwise pile up until they expire.
-            timers[:] = [x for x in timers if not x.cancelled]
-            heapq.heapify(timers)
-        heapq.heappush(timers, t)
+        q = self._timers.get(delay)
+        if q is None:
+            q = self._timers[delay] = deque()
+        q.append(t)
         return t
 
     def on_signal(self, signum: int, callback: Callable[[], None]) -> None:
@@ -105,15 +103,19 @@ class Loop:
         poll = self._ep.poll
         while self._running:
             timeout = -1.0
-            if timers:
-                timeout = max(0.0, timers[0].when - time.monotonic())
+            for q in timers.values():
+                while q and q[0].cancelled:
+                    q.popleft()
+                if q:
+                    wait = max(0.0, q[0].when - time.monotonic())
+                    timeout = wait if timeout < 0 else min(timeout, wait)
             for fd, ev in poll(timeout, 256):
                 h = handlers.get(fd)
                 if h is not None:
                     h(ev)
-            if timers:
-                now = time.monotonic()
-                while timers and timers[0].when <= now:
-                    t = heapq.heappop(timers)
+            now = time.monotonic()
+            for q in list(timers.values()):
+                while q and q[0].when <= now:
+                    t = q.popleft()
                     if not t.cancelled:
                         t.callback()
