@@ -32,3 +32,29 @@ def host_ns(netns_factory: Callable[[], Netns]) -> Netns:
 @pytest.fixture
 def ctr_ns(netns_factory: Callable[[], Netns]) -> Netns:
     return netns_factory()
+
+
+# --- rootless: burrow run as an unprivileged user (tests/rootless_user.py) ---------------------
+from typing import Any  # noqa: E402  (this block is appended; the top stays untouched)
+
+
+@pytest.fixture(scope="session")
+def rootless_user() -> Iterator[Any]:
+    """The unprivileged test user; created (idempotently) by root, used for every rootless test."""
+    from tests.rootless_user import HarnessError, RootlessUser
+
+    if not is_root():
+        pytest.skip("environment: creating the unprivileged test user needs root (run as root)")
+    try:
+        yield RootlessUser.ensure()
+    except HarnessError as e:
+        pytest.fail(f"rootless harness: {e}")
+
+
+@pytest.fixture
+def rl(rootless_user: Any) -> Iterator[Any]:
+    """A private burrow world for one test; after it, nothing of it may be left running."""
+    session = rootless_user.session()
+    yield session
+    left = session.close()
+    assert not left, f"processes left after `burrow down`: {left}"
