@@ -79,6 +79,7 @@ def run(config_dir: str, port: int, search_domain: str, log_file: str | None) ->
     from netns.dns.server import Server, StartError
 
     log = _Log()
+    config_dir = os.path.abspath(config_dir)  # the daemon leaves the cwd; reloads must still work
     pid_file = os.path.join(config_dir, PID_FILE)
     policy = Policy.make(search_domain, no_proxy=bool(os.environ.get("AARDVARK_NO_PROXY")))
     try:
@@ -127,6 +128,7 @@ def _daemon(server: object, pid_file: str, log: _Log, log_fd: int | None, ready:
 
     assert isinstance(server, Server)
     os.setsid()
+    os.chdir("/")  # do not pin whatever mount the caller stood in
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
     os.dup2(null, 1)

@@ -9,6 +9,7 @@ Sockets are bound before the caller daemonizes, so "ready" really means "serving
 from __future__ import annotations
 
 import os
+import select
 import socket
 import time
 from collections.abc import Callable
@@ -313,9 +314,12 @@ class TcpConn:
             self.server.conns.discard(self)
 
     def _on_event(self, events: int) -> None:
+        if events & (select.EPOLLHUP | select.EPOLLERR):
+            self.close()  # reset, or both directions shut: nobody left to answer
+            return
         if events & OUT:
             self._flush()
-        if events & ~OUT and self.fd >= 0:
+        if events & IN and self.fd >= 0:
             self._read()
 
     def _read(self) -> None:
@@ -327,7 +331,10 @@ class TcpConn:
             self.close()
             return
         if not chunk:
+            # Half-closed: answer what is in flight, but stop polling for input, or the
+            # level-triggered EOF would spin the CPU until then.
             self.eof = True
+            self._rearm()
             self._maybe_finish()
             return
         self.buf += chunk
@@ -383,8 +390,12 @@ class TcpConn:
             self.close()
             return
         del self.out[:sent]
-        self.loop.modify(self.fd, IN | OUT if self.out else IN)
+        self._rearm()
         self._maybe_finish()
+
+    def _rearm(self) -> None:
+        if self.fd >= 0:
+            self.loop.modify(self.fd, (0 if self.eof else IN) | (OUT if self.out else 0))
 
     def _maybe_finish(self) -> None:
         if self.eof and not self.out and self.pending <= 0:

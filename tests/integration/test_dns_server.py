@@ -301,3 +301,25 @@ def test_internal_network_never_forwards(world: World) -> None:
 def test_server_still_alive(world: World) -> None:
     assert alive(world.pid)
     assert os.path.exists(world.cfg / "aardvark.pid")
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_tcp_half_close_waits_for_the_answer_without_spinning(world: World) -> None:
+    q = dns.message.make_query("halfclose.example.test", "A")
+    s = ns_socket(world.ns, socket.AF_INET, socket.SOCK_STREAM, ("127.0.0.1", 0))
+    before = _cpu_seconds(world.pid)
+    with s:
+        s.settimeout(5)
+        s.connect((LE, 53))  # dne's only upstream never answers: SERVFAIL after the timeout
+        wire = q.to_wire()
+        s.sendall(len(wire).to_bytes(2, "big") + wire)
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := s.recv(65535):  # the reply, then the server closes
+            data += chunk
+    assert dns.message.from_wire(data[2:]).rcode() == dns.rcode.SERVFAIL
+    assert _cpu_seconds(world.pid) - before < 0.5  # the ~1 s wait was not a busy loop

@@ -162,6 +162,8 @@ class FakeUpstream:
                     reply = self._reply(wire, "tcp")
                     if reply is not None:
                         conn.sendall(struct.pack("!H", len(reply)) + reply)
+                    else:
+                        conn.recv(1)  # silent: hold the connection until the asker gives up
                 except OSError:
                     pass
 
