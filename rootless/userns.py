@@ -236,7 +236,10 @@ def _inner_setup(holder: Holder) -> None:
     # One exec for all of it. A tmpfs for the sandbox netns files keeps their bind mounts
     # private to this mount ns (nothing to clean on the host if we are killed); DAD off so the
     # DNS server can bind gateway v6 addresses at once; forwarding on for the bridges.
+    # A procfs of the holder's PID namespace: tools inside (unshare --net=FILE, ip netns)
+    # resolve /proc/PID with the PIDs they see; the host's procfs would name other processes.
     script = f"""set -e
+mount -t proc proc /proc
 ip link set lo up
 mount -t tmpfs -o mode=0700 burrow-netns '{netns_dir}'
 for f in ipv6/conf/default/accept_dad ipv6/conf/all/accept_dad; do echo 0 > /proc/sys/net/$f; done
