@@ -105,6 +105,225 @@ def down() -> None:
     print("stopped" if had else "nothing running")
 
 
+
+def _mtu(c: Ctx) -> int | None:
+    from rootless.connectors.base import CONNECTOR_MTU
+
+    return CONNECTOR_MTU
+
+
+# -- sandboxes ------------------------------------------------------------------------------
+@sandbox_app.command("create")
+def sandbox_create(
+    name: str,
+    network: Annotated[list[str] | None, typer.Option(
+        "--network", "--net", help="NET[:ip=..,ip6=..,mac=..,alias=..]; repeatable "
+        "(default: the dual-stack network `burrow`)")] = None,
+    publish: Annotated[list[str] | None, typer.Option(
+        "-p", "--publish", help="[IP:]HOST[-END]:CTR[-END][/tcp|udp]; repeatable")] = None,
+    dns: Annotated[list[str] | None, typer.Option("--dns", help="extra DNS server")] = None,
+) -> None:
+    """Create a sandbox (a network namespace) attached to networks."""
+    from rootless import sandbox
+    from rootless.ports.spec import PortSpec
+
+    c = ctx()
+    attaches = [sandbox.Attach.parse(n) for n in network or []]
+    ports = [p for spec in publish or [] for p in PortSpec.parse(spec)]
+    rec = sandbox.create(c.paths, c.opts, name, attaches, ports, dns or [], _mtu(c))
+    ips = [ip for a in rec["networks"].values() for ip in a["static_ips"]]
+    print(f"{name} {' '.join(ips)}")
+
+
+def _sandbox_row(rec: dict[str, Any]) -> dict[str, Any]:
+    from rootless.ports.spec import PortSpec
+
+    return {"name": rec["name"], "networks": list(rec.get("networks", {})),
+            "ips": [ip for a in rec.get("networks", {}).values() for ip in a["static_ips"]],
+            "ports": [str(PortSpec.from_json(p)) for p in rec.get("ports", [])],
+            "state": rec.get("state", "")}
+
+
+@sandbox_app.command("ls")
+def sandbox_ls(fmt: FormatOpt = "table") -> None:
+    """List sandboxes."""
+    from rootless.store import Store
+
+    rows = [_sandbox_row(r) for r in Store(ctx().paths).sandboxes().values()]
+    emit(rows, fmt, ["name", "networks", "ips", "ports", "state"])
+
+
+@sandbox_app.command("inspect")
+def sandbox_inspect(name: str) -> None:
+    """Everything burrow knows about a sandbox, as JSON."""
+    from rootless.store import Store
+
+    print(json.dumps(Store(ctx().paths).sandbox(name), indent=2))
+
+
+@sandbox_app.command("rm")
+def sandbox_rm(names: list[str]) -> None:
+    """Remove sandboxes; removing the last one stops the namespace."""
+    from rootless import sandbox
+
+    for n in names:
+        stopped = sandbox.remove(ctx().paths, n)
+        print(n + (" (last sandbox: namespace stopped)" if stopped else ""))
+
+
+@app.command("exec", context_settings={"allow_extra_args": True,
+                                       "ignore_unknown_options": True})
+def exec_(name: str, cmd: Annotated[list[str], typer.Argument()]) -> None:
+    """Run CMD inside a sandbox: `burrow exec NAME -- CMD...`."""
+    from rootless import sandbox
+
+    argv = sandbox.exec_argv(ctx().paths, name, cmd)
+    env = dict(os.environ)
+    env["PATH"] = env.get("PATH", "") + ":/usr/sbin:/sbin"
+    sys.stdout.flush()
+    os.execvpe(argv[0], argv, env)
+
+
+# -- networks -------------------------------------------------------------------------------
+@network_app.command("create")
+def network_create(
+    name: str,
+    subnet: Annotated[list[str] | None, typer.Option("--subnet")] = None,
+    gateway: Annotated[list[str] | None, typer.Option("--gateway")] = None,
+    ip_range: Annotated[list[str] | None, typer.Option("--ip-range")] = None,
+    ipv6: Annotated[bool, typer.Option("--ipv6")] = False,
+    internal: Annotated[bool, typer.Option("--internal")] = False,
+    disable_dns: Annotated[bool, typer.Option("--disable-dns")] = False,
+    dns: Annotated[list[str] | None, typer.Option("--dns")] = None,
+    driver: Annotated[str, typer.Option("--driver", "-d")] = "bridge",
+    opt: Annotated[list[str] | None, typer.Option("--opt", "-o",
+                                                  help="mtu=..,isolate=..")] = None,
+) -> None:
+    """Create a network (Podman's flags and JSON format)."""
+    from rootless import netconf
+    from rootless.store import Store
+
+    req = netconf.NetworkRequest(name, tuple(subnet or ()), tuple(gateway or ()),
+                                 tuple(ip_range or ()), ipv6, internal, disable_dns,
+                                 tuple(dns or ()), driver, netconf.parse_opts(opt or []))
+    store = Store(ctx().paths)
+    with store.lock():
+        net = netconf.make_network(req, store.networks(), _mtu(ctx()))
+        store.save_network(net)
+    print(name)
+
+
+def _network_row(net: dict[str, Any]) -> dict[str, Any]:
+    return {"name": net["name"], "driver": net.get("driver"),
+            "subnets": [s["subnet"] for s in net.get("subnets", [])],
+            "interface": net.get("network_interface"), "dns": net.get("dns_enabled"),
+            "internal": net.get("internal")}
+
+
+@network_app.command("ls")
+def network_ls(fmt: FormatOpt = "table") -> None:
+    """List networks."""
+    from rootless.store import Store
+
+    rows = [_network_row(n) for n in Store(ctx().paths).networks().values()]
+    emit(rows, fmt, ["name", "driver", "subnets", "interface", "dns", "internal"])
+
+
+@network_app.command("inspect")
+def network_inspect(names: list[str]) -> None:
+    """Networks as Podman-format JSON."""
+    from rootless.store import Store
+
+    store = Store(ctx().paths)
+    print(json.dumps([store.network(n) for n in names], indent=2))
+
+
+@network_app.command("rm")
+def network_rm(names: list[str]) -> None:
+    """Remove networks no sandbox uses."""
+    from rootless.store import Store
+
+    store = Store(ctx().paths)
+    with store.lock():
+        for n in names:
+            store.network(n)
+            users = store.users_of(n)
+            if users:
+                raise BurrowError(f"network {n} is used by sandbox(es) {', '.join(users)}; "
+                                  f"remove them first (`burrow sandbox rm {users[0]}`) or "
+                                  f"`burrow network disconnect {n} {users[0]}`")
+            store.delete_network(n)
+            print(n)
+
+
+@network_app.command("prune")
+def network_prune() -> None:
+    """Remove every network no sandbox uses."""
+    from rootless.store import Store
+
+    store = Store(ctx().paths)
+    with store.lock():
+        for n in store.networks():
+            if not store.users_of(n):
+                store.delete_network(n)
+                print(n)
+
+
+@network_app.command("connect")
+def network_connect(
+    network: str, name: str,
+    ip: Annotated[str | None, typer.Option("--ip")] = None,
+    ip6: Annotated[str | None, typer.Option("--ip6")] = None,
+    mac: Annotated[str | None, typer.Option("--mac")] = None,
+    alias: Annotated[list[str] | None, typer.Option("--alias")] = None,
+) -> None:
+    """Attach a sandbox to one more network."""
+    from rootless import sandbox
+
+    opts = [f"ip={ip}"] * bool(ip) + [f"ip6={ip6}"] * bool(ip6) + [f"mac={mac}"] * bool(mac)
+    opts += [f"alias={a}" for a in alias or []]
+    att = sandbox.Attach.parse(network + (":" + ",".join(opts) if opts else ""))
+    sandbox.connect(ctx().paths, ctx().opts, att, name)
+
+
+@network_app.command("disconnect")
+def network_disconnect(network: str, name: str) -> None:
+    """Detach a sandbox from a network."""
+    from rootless import sandbox
+
+    sandbox.disconnect(ctx().paths, network, name)
+
+
+# -- ports ----------------------------------------------------------------------------------
+@port_app.command("ls")
+def port_ls(fmt: FormatOpt = "table") -> None:
+    """Published ports of every sandbox."""
+    from rootless.ports.spec import PortSpec
+    from rootless.store import Store
+
+    rows = [{"sandbox": n, **PortSpec.from_json(p).to_json(), "spec": str(PortSpec.from_json(p))}
+            for n, rec in Store(ctx().paths).sandboxes().items() for p in rec.get("ports", [])]
+    emit(rows, fmt, ["sandbox", "spec", "host_ip", "host_port", "container_port", "range",
+                     "protocol"])
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                               "help_option_names": []})
+def netavark(args: Annotated[list[str] | None, typer.Argument()] = None) -> None:
+    """The engine's Netavark-compatible CLI (`burrow netavark setup ...`)."""
+    from netns import netavark_cli
+
+    raise SystemExit(netavark_cli.main(list(args or [])))
+
+
+@app.command()
+def demo() -> None:
+    """Two sandboxes, one serving HTTP; reach it by name (v4, v6) and from the host."""
+    import rootless.demo as demo_mod
+
+    raise SystemExit(demo_mod.run(ctx().paths, ctx().opts))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         app(args=list(argv) if argv is not None else None, prog_name="burrow",
@@ -131,4 +350,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
-_ = os  # kept for subcommand modules that import cli helpers

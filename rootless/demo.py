@@ -1,0 +1,96 @@
+"""`burrow demo`: the README's first command, end to end, cleaning up after itself."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+from netns.errors import BurrowError
+from rootless import sandbox, world
+from rootless.paths import StatePaths
+from rootless.ports.spec import PortSpec
+
+PY = "/usr/bin/python3" if sys.executable else "python3"
+FETCH = (
+    "import socket,sys,urllib.request\n"
+    "fam={'4':socket.AF_INET,'6':socket.AF_INET6}[sys.argv[2]]\n"
+    "ip=socket.getaddrinfo(sys.argv[1],80,fam,socket.SOCK_STREAM)[0][4][0]\n"
+    "url='http://'+(('['+ip+']') if ':' in ip else ip)+'/'\n"
+    "body=urllib.request.urlopen(url,timeout=5).read().decode().strip()\n"
+    "print(f'  {sys.argv[1]} -> {ip} -> {body!r}')\n"
+)
+
+
+def _free_port() -> int:
+    for port in (8080, 18080):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _step(text: str) -> None:
+    print(text, flush=True)
+
+
+def run(paths: StatePaths, opts: world.WorldOptions) -> int:
+    web, client = "demo-web", "demo-client"
+    port = _free_port()
+    server: subprocess.Popen[bytes] | None = None
+    made: list[str] = []
+    try:
+        _step(f"1. sandbox {web} on the default dual-stack network, port 127.0.0.1:{port} -> 80")
+        rec = sandbox.create(paths, opts, web, [], PortSpec.parse(f"127.0.0.1:{port}:80"), [],
+                             65520)
+        made.append(web)
+        v4, v6 = sandbox.addresses(rec)
+        _step(f"   {web}: {v4} {v6}")
+        _step(f"2. sandbox {client}")
+        made.append(client)
+        sandbox.create(paths, opts, client, [], [], [], 65520)
+        _step(f"3. HTTP server in {web} on [::]:80")
+        cmd = ("mkdir -p /tmp/burrow-demo-www && cd /tmp/burrow-demo-www && "
+               f"echo 'hello from {web}' > index.html && exec {PY} -m http.server 80 --bind ::")
+        server = subprocess.Popen(sandbox.exec_argv(paths, web, ["sh", "-c", cmd]),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_port(paths, client, web)
+        _step(f"4. {client} reaches {web} by name over IPv4 and IPv6")
+        for fam in ("4", "6"):
+            res = subprocess.run(sandbox.exec_argv(paths, client, [PY, "-c", FETCH, web, fam]),
+                                 capture_output=True, text=True, timeout=30)
+            if res.returncode:
+                raise BurrowError(f"demo: {client} -> {web} over IPv{fam} failed: "
+                                  f"{res.stderr.strip().splitlines()[-1:]}")
+            print(res.stdout, end="")
+        _step(f"5. the host reaches {web} through the published port")
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read()
+        _step(f"  127.0.0.1:{port} -> {body.decode().strip()!r}")
+        _step("demo OK")
+        return 0
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait()
+        for name in reversed(made):
+            try:
+                sandbox.remove(paths, name)
+            except BurrowError as e:
+                print(f"cleanup: {e}", file=sys.stderr)
+        _step("cleaned up")
+
+
+def _wait_port(paths: StatePaths, client: str, web: str) -> None:
+    probe = (f"import socket,time\nfor _ in range(100):\n try:\n"
+             f"  socket.create_connection(('{web}',80),1).close();break\n"
+             f" except OSError: time.sleep(0.05)\n")
+    subprocess.run(sandbox.exec_argv(paths, client, [PY, "-c", probe]), timeout=30,
+                   capture_output=True)
+    time.sleep(0.05)

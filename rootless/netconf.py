@@ -1,0 +1,206 @@
+"""Networks in Podman's JSON format, and IPAM (pure: no files, no locks; see store.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from netns.errors import BurrowError
+
+NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+MAX_NAME = 63  # a DNS label: sandbox names and aliases are looked up by name
+DEFAULT_NETWORK = "burrow"
+DEFAULT_V4 = "10.88.0.0/16"
+DEFAULT_V6 = "fd88::/64"
+V4_POOL = ipaddress.ip_network("10.89.0.0/16")
+V6_POOL_BASE = 0xfd890000  # fd89:0:N::/64 for N = 0..65535
+BRIDGE_PREFIX = "burrow"
+VALID_OPTS = ("mtu", "isolate", "metric")
+IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def check_name(name: str, what: str) -> str:
+    if len(name) > MAX_NAME:
+        raise BurrowError(f"{what} name {name[:20]}... is {len(name)} characters; the limit is "
+                          f"{MAX_NAME} (it must be a DNS label)")
+    if not NAME_RE.match(name):
+        raise BurrowError(f"{what} name {name!r} is invalid: use letters, digits, '_', '.', '-', "
+                          "starting with a letter or digit")
+    return name
+
+
+@dataclass(frozen=True)
+class NetworkRequest:
+    """`burrow network create` flags, Podman's names."""
+    name: str
+    subnets: tuple[str, ...] = ()
+    gateways: tuple[str, ...] = ()
+    ip_ranges: tuple[str, ...] = ()
+    ipv6: bool = False
+    internal: bool = False
+    disable_dns: bool = False
+    dns: tuple[str, ...] = ()
+    driver: str = "bridge"
+    options: tuple[tuple[str, str], ...] = ()
+
+
+def parse_opts(raw: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    out: list[tuple[str, str]] = []
+    for item in raw:
+        for kv in item.split(","):
+            k, sep, v = kv.partition("=")
+            if not sep:
+                raise BurrowError(f"invalid --opt {kv!r}: expected KEY=VALUE")
+            k = k.strip()
+            if k not in VALID_OPTS:
+                raise BurrowError(f"unsupported --opt {k!r}; supported: {', '.join(VALID_OPTS)}")
+            if k in ("mtu", "metric") and not v.isdigit():
+                raise BurrowError(f"invalid --opt {k}={v}: expected a number")
+            if k == "isolate" and v not in ("true", "false", "strict"):
+                raise BurrowError(f"invalid --opt isolate={v}: expected true, false or strict")
+            out.append((k, v))
+    return tuple(out)
+
+
+def _net(text: str) -> IPNet:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise BurrowError(f"invalid subnet {text!r}: expected CIDR, e.g. 10.89.5.0/24") from None
+
+
+def free_subnets(used: Iterable[IPNet], v6: bool) -> IPNet:
+    taken = list(used)
+    if v6:
+        for n in range(1, 65536):
+            cand = ipaddress.IPv6Network(((V6_POOL_BASE << 96) | (n << 80), 64))
+            if not any(cand.overlaps(u) for u in taken if u.version == 6):
+                return cand
+        raise BurrowError("no free IPv6 subnet left in fd89::/32; remove unused networks "
+                          "(`burrow network prune`)")
+    for cand4 in V4_POOL.subnets(new_prefix=24):
+        if not any(cand4.overlaps(u) for u in taken if u.version == 4):
+            return cand4
+    raise BurrowError("no free IPv4 subnet left in 10.89.0.0/16; remove unused networks "
+                      "(`burrow network prune`)")
+
+
+def make_network(req: NetworkRequest, existing: Mapping[str, dict[str, Any]],
+                 default_mtu: int | None) -> dict[str, Any]:
+    """A Podman network config from the request; validates everything, touches nothing."""
+    check_name(req.name, "network")
+    if req.name in existing:
+        raise BurrowError(f"network {req.name} already exists; remove it with "
+                          f"`burrow network rm {req.name}` or pick another name")
+    if req.driver != "bridge":
+        raise BurrowError(f"driver {req.driver!r} is not supported rootless; use bridge")
+    used = [_net(s["subnet"]) for n in existing.values() for s in n.get("subnets", [])]
+    nets: list[IPNet] = [_net(s) for s in req.subnets]
+    for i, a in enumerate(nets):
+        for b in nets[i + 1:]:
+            if a.overlaps(b):
+                raise BurrowError(f"subnets {a} and {b} overlap")
+        for name, other in existing.items():
+            for osub in other.get("subnets", []):
+                if a.overlaps(_net(osub["subnet"])):
+                    raise BurrowError(f"subnet {a} is already used by network {name}; pick "
+                                      "another --subnet")
+    if not any(n.version == 4 for n in nets) and not (req.ipv6 and nets):
+        if not nets:
+            nets.append(free_subnets(used, v6=False))
+    if req.ipv6 and not any(n.version == 6 for n in nets):
+        nets.append(free_subnets(used + nets, v6=True))
+    if len(req.gateways) > len(nets):
+        raise BurrowError("more --gateway than --subnet values")
+    subnets: list[dict[str, Any]] = []
+    for i, n in enumerate(nets):
+        if n.num_addresses < 4:
+            raise BurrowError(f"subnet {n} is too small for a gateway and a sandbox")
+        gw = ipaddress.ip_address(req.gateways[i]) if i < len(req.gateways) else n[1]
+        if gw not in n or gw in (n.network_address, n.broadcast_address) and n.version == 4:
+            raise BurrowError(f"gateway {gw} is not a usable address of subnet {n}")
+        sub: dict[str, Any] = {"subnet": str(n), "gateway": str(gw)}
+        ranges = [r for r in req.ip_ranges if _net(r).version == n.version]
+        if ranges:
+            rng = _net(ranges[0])
+            if not rng.subnet_of(n):  # type: ignore[arg-type]
+                raise BurrowError(f"--ip-range {rng} is not inside subnet {n}")
+            sub["lease_range"] = {"start_ip": str(rng[1] if rng.num_addresses > 2 else rng[0]),
+                                  "end_ip": str(rng[-2] if rng.num_addresses > 2 else rng[-1])}
+        subnets.append(sub)
+    for d in req.dns:
+        try:
+            ipaddress.ip_address(d)
+        except ValueError:
+            raise BurrowError(f"invalid --dns {d!r}: expected an IP address") from None
+    opts = dict(req.options)
+    if default_mtu and "mtu" not in opts:
+        opts["mtu"] = str(default_mtu)
+    used_if = {n.get("network_interface") for n in existing.values()}
+    idx = next(i for i in range(10000) if f"{BRIDGE_PREFIX}{i}" not in used_if)
+    net: dict[str, Any] = {
+        "name": req.name,
+        "id": hashlib.sha256(f"{req.name}{time.time_ns()}{os.getpid()}".encode()).hexdigest(),
+        "driver": "bridge",
+        "network_interface": f"{BRIDGE_PREFIX}{idx}",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "subnets": subnets,
+        "ipv6_enabled": any(_net(s["subnet"]).version == 6 for s in subnets),
+        "internal": req.internal,
+        "dns_enabled": not req.disable_dns,
+        "ipam_options": {"driver": "host-local"},
+    }
+    if opts:
+        net["options"] = opts
+    if req.dns:
+        net["network_dns_servers"] = list(req.dns)
+    return net
+
+
+def default_request() -> NetworkRequest:
+    return NetworkRequest(DEFAULT_NETWORK, subnets=(DEFAULT_V4, DEFAULT_V6), ipv6=True)
+
+
+def allocate(network: dict[str, Any], used: set[str], static: Sequence[str]) -> list[str]:
+    """One address per subnet (static ones matched by family), never one in `used`."""
+    out: list[str] = []
+    statics = [ipaddress.ip_address(s) for s in static]
+    for sub in network.get("subnets", []):
+        n = _net(sub["subnet"])
+        gw = sub.get("gateway")
+        want = [s for s in statics if s.version == n.version]
+        if want:
+            ip = want[0]
+            if ip not in n:
+                raise BurrowError(f"address {ip} is not in network {network['name']}'s subnet "
+                                  f"{n}")
+            if str(ip) in used or str(ip) == gw or ip == n.network_address:
+                raise BurrowError(f"address {ip} is already in use on network "
+                                  f"{network['name']}; pick another or let burrow choose")
+            out.append(str(ip))
+            continue
+        lr = sub.get("lease_range") or {}
+        start = ipaddress.ip_address(lr["start_ip"]) if lr.get("start_ip") else n[2]
+        end = ipaddress.ip_address(lr["end_ip"]) if lr.get("end_ip") else (
+            n[-2] if n.version == 4 else n[min(n.num_addresses - 1, 65535)])
+        ip_int = int(start)
+        while ip_int <= int(end):
+            cand: IPAddr = ipaddress.ip_address(ip_int)
+            if str(cand) not in used and str(cand) != gw and cand in n:
+                out.append(str(cand))
+                break
+            ip_int += 1
+        else:
+            raise BurrowError(f"network {network['name']} has no free address in {n}")
+    for s in statics:
+        if not any(ipaddress.ip_address(a).version == s.version for a in out):
+            raise BurrowError(f"address {s} does not match any subnet of network "
+                              f"{network['name']}")
+    return out

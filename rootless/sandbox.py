@@ -1,0 +1,293 @@
+"""Sandboxes: network namespaces owned by the user namespace, attached to networks by the engine.
+
+A sandbox's netns is a bind mount on the holder's private tmpfs (`<state>/netns/NAME`), so it
+needs no process to stay alive and vanishes with the namespace. Commands run in it through
+`burrow exec`, with a private mount namespace that shows them their own resolv.conf and hosts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from netns.errors import BurrowError
+from rootless import netconf, world
+from rootless.engine_call import netavark
+from rootless.paths import StatePaths
+from rootless.ports import control
+from rootless.ports.spec import PortSpec, overlaps
+from rootless.store import Store
+from rootless.userns import Holder
+
+MAC_RE = re.compile(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
+
+
+@dataclass(frozen=True)
+class Attach:
+    """`--network NET[:ip=..,ip6=..,mac=..,alias=..]`"""
+    network: str
+    ips: tuple[str, ...] = ()
+    mac: str | None = None
+    aliases: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> Attach:
+        name, _, opts = text.partition(":")
+        netconf.check_name(name, "network")
+        ips: list[str] = []
+        aliases: list[str] = []
+        mac = None
+        for kv in filter(None, opts.split(",")):
+            k, sep, v = kv.partition("=")
+            if not sep:
+                raise BurrowError(f"invalid --network option {kv!r}: expected KEY=VALUE with "
+                                  "ip, ip6, mac or alias")
+            if k in ("ip", "ip6"):
+                try:
+                    addr = ipaddress.ip_address(v)
+                except ValueError:
+                    raise BurrowError(f"invalid {k}={v}: not an IP address") from None
+                if (addr.version == 6) != (k == "ip6"):
+                    raise BurrowError(f"invalid {k}={v}: use ip= for IPv4 and ip6= for IPv6")
+                ips.append(str(addr))
+            elif k == "mac":
+                if not MAC_RE.match(v):
+                    raise BurrowError(f"invalid mac={v}: expected aa:bb:cc:dd:ee:ff")
+                mac = v.lower()
+            elif k == "alias":
+                aliases.append(netconf.check_name(v, "alias"))
+            else:
+                raise BurrowError(f"unknown --network option {k!r}; use ip, ip6, mac or alias")
+        return cls(name, tuple(ips), mac, tuple(aliases))
+
+
+def _world(paths: StatePaths, opts: world.WorldOptions) -> Holder:
+    return world.ensure(paths, opts).holder
+
+
+def _options(rec: dict[str, Any], store: Store, only: Sequence[str] | None = None
+             ) -> dict[str, Any]:
+    nets = {n: a for n, a in rec["networks"].items() if only is None or n in only}
+    return {
+        "container_id": rec["id"], "container_name": rec["name"],
+        "networks": {n: {k: v for k, v in a.items() if v not in (None, [], "")}
+                     for n, a in nets.items()},
+        "network_info": {n: store.network(n) for n in nets},
+        "dns_servers": rec.get("dns") or None,
+    }
+
+
+def _ensure_default(store: Store, mtu: int | None) -> None:
+    if netconf.DEFAULT_NETWORK not in store.networks():
+        store.save_network(netconf.make_network(netconf.default_request(), store.networks(), mtu))
+
+
+def _port_clash(store: Store, name: str, ports: Sequence[PortSpec]) -> None:
+    for other, rec in store.sandboxes().items():
+        for p in (PortSpec.from_json(x) for x in rec.get("ports", [])):
+            for mine in ports:
+                if overlaps(mine, p):
+                    raise BurrowError(f"host port {mine.host_port}/{mine.protocol} is already "
+                                      f"published by sandbox {other}; pick another host port")
+
+
+def create(paths: StatePaths, opts: world.WorldOptions, name: str, attaches: Sequence[Attach],
+           ports: Sequence[PortSpec], dns: Sequence[str], mtu: int | None) -> dict[str, Any]:
+    netconf.check_name(name, "sandbox")
+    for d in dns:
+        try:
+            ipaddress.ip_address(d)
+        except ValueError:
+            raise BurrowError(f"invalid --dns {d!r}: expected an IP address") from None
+    store = Store(paths)
+    attaches = list(attaches) or [Attach(netconf.DEFAULT_NETWORK)]
+    if len({a.network for a in attaches}) != len(attaches):
+        raise BurrowError("a network is given twice; use one --network per network")
+    with store.lock():
+        if (paths.sandboxes_dir / f"{name}.json").exists():
+            raise BurrowError(f"sandbox {name} already exists; remove it with "
+                              f"`burrow sandbox rm {name}` or pick another name")
+        if any(a.network == netconf.DEFAULT_NETWORK for a in attaches):
+            _ensure_default(store, mtu)
+        networks: dict[str, Any] = {}
+        for i, a in enumerate(attaches):
+            net = store.network(a.network)
+            ips = netconf.allocate(net, store.used_ips(a.network), a.ips)
+            networks[a.network] = {"interface_name": f"eth{i}", "static_ips": ips,
+                                   "aliases": list(a.aliases), "static_mac": a.mac}
+        _port_clash(store, name, ports)
+        rec: dict[str, Any] = {
+            "name": name,
+            "id": hashlib.sha256(f"{name}{time.time_ns()}{os.getpid()}".encode()).hexdigest(),
+            "networks": networks, "ports": [p.to_json() for p in ports], "dns": list(dns),
+            "created": time.time(), "state": "creating",
+        }
+        store.save_sandbox(rec)  # the reservation: addresses are now taken
+    try:
+        holder = _world(paths, opts)
+        rec["netns"] = holder.sandbox_netns(name)
+        holder.run(["sh", "-c", f"touch '{rec['netns']}' && unshare --net='{rec['netns']}' true"],
+                   what=f"create sandbox {name}")
+        try:
+            rec["status"] = netavark(holder, "setup", rec["netns"], _options(rec, store))
+            _publish(holder, rec)
+        except BaseException:
+            _teardown_ns(holder, rec, store)
+            raise
+    except BaseException:
+        store.delete_sandbox(name)
+        raise
+    rec["state"] = "running"
+    store.save_sandbox(rec)
+    write_resolv(store, rec, holder)
+    return rec
+
+
+def addresses(rec: dict[str, Any]) -> tuple[str | None, str | None]:
+    v4 = v6 = None
+    for att in rec.get("networks", {}).values():
+        for ip in att.get("static_ips", []):
+            if ":" in ip:
+                v6 = v6 or ip
+            else:
+                v4 = v4 or ip
+    return v4, v6
+
+
+def _publish(holder: Holder, rec: dict[str, Any]) -> None:
+    if not rec.get("ports"):
+        return
+    control.ensure(holder)
+    ip4, ip6 = addresses(rec)
+    control.request(holder.paths, {"op": "add", "sandbox": rec["name"], "netns": rec["netns"],
+                                   "ip4": ip4, "ip6": ip6, "ports": rec["ports"]})
+
+
+def _teardown_ns(holder: Holder, rec: dict[str, Any], store: Store) -> list[str]:
+    errors: list[str] = []
+    if rec.get("ports") and control.running(holder.paths):
+        try:
+            control.request(holder.paths, {"op": "remove", "sandbox": rec["name"]})
+        except BurrowError as e:
+            errors.append(str(e))
+    if rec.get("netns"):
+        try:
+            netavark(holder, "teardown", rec["netns"], _options(rec, store))
+        except BurrowError as e:
+            errors.append(str(e))
+        res = holder.run(["sh", "-c", f"umount '{rec['netns']}'; rm -f '{rec['netns']}'"],
+                         check=False)
+        if res.returncode:
+            errors.append(res.stderr.strip())
+    return errors
+
+
+def remove(paths: StatePaths, name: str, *, last_stops_world: bool = True) -> bool:
+    """Remove a sandbox; when it was the last one, stop the whole world. True if it did."""
+    store = Store(paths)
+    rec = store.sandbox(name)
+    w = world.current(paths)
+    errors: list[str] = []
+    if w is not None:
+        errors = _teardown_ns(w.holder, rec, store)
+    with store.lock():
+        store.delete_sandbox(name)
+        last = not store.sandboxes()
+    if errors:
+        raise BurrowError(f"remove sandbox {name}: " + "; ".join(errors))
+    if last and last_stops_world and w is not None:
+        world.teardown(paths)
+        return True
+    return False
+
+
+def connect(paths: StatePaths, opts: world.WorldOptions, att: Attach, name: str) -> None:
+    store = Store(paths)
+    with store.lock():
+        rec = store.sandbox(name)
+        if att.network in rec["networks"]:
+            raise BurrowError(f"sandbox {name} is already on network {att.network}")
+        net = store.network(att.network)
+        used_if = {a["interface_name"] for a in rec["networks"].values()}
+        ifname = next(f"eth{i}" for i in range(100) if f"eth{i}" not in used_if)
+        ips = netconf.allocate(net, store.used_ips(att.network), att.ips)
+        rec["networks"][att.network] = {"interface_name": ifname, "static_ips": ips,
+                                        "aliases": list(att.aliases), "static_mac": att.mac}
+        store.save_sandbox(rec)
+    holder = world.require(paths).holder
+    try:
+        status = netavark(holder, "setup", rec["netns"], _options(rec, store, [att.network]))
+    except BaseException:
+        with store.lock():
+            rec["networks"].pop(att.network)
+            store.save_sandbox(rec)
+        raise
+    rec.setdefault("status", {}).update(status)
+    store.save_sandbox(rec)
+    write_resolv(store, rec, holder)
+
+
+def disconnect(paths: StatePaths, network: str, name: str) -> None:
+    store = Store(paths)
+    rec = store.sandbox(name)
+    if network not in rec["networks"]:
+        raise BurrowError(f"sandbox {name} is not on network {network}")
+    holder = world.require(paths).holder
+    netavark(holder, "teardown", rec["netns"], _options(rec, store, [network]))
+    with store.lock():
+        rec["networks"].pop(network)
+        rec.get("status", {}).pop(network, None)
+        store.save_sandbox(rec)
+    write_resolv(store, rec, holder)
+
+
+def write_resolv(store: Store, rec: dict[str, Any], holder: Holder) -> None:
+    """resolv.conf: burrow-dns on each network's gateways, `dns.podman` search; hosts: self."""
+    servers: list[str] = []
+    search: list[str] = []
+    for block in rec.get("status", {}).values():
+        servers += [s for s in block.get("dns_server_ips", []) if s not in servers]
+        search += [s for s in block.get("dns_search_domains", []) if s not in search]
+    servers += [d for d in rec.get("dns", []) if d not in servers]
+    if not servers:
+        conn = world.current(store.paths)
+        kind = conn.connector.kind if conn and conn.connector else ""
+        servers = ["10.0.2.3"] if kind == "slirp4netns" else _host_servers()
+    lines = [f"search {' '.join(search)}"] if search else []
+    lines += [f"nameserver {s}" for s in servers[:3]]
+    store.file(rec["name"], ".resolv.conf").write_text("\n".join(lines) + "\n")
+    hosts = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    for att in rec["networks"].values():
+        names = " ".join([rec["name"], *att.get("aliases", [])])
+        hosts += [f"{ip}\t{names}" for ip in att.get("static_ips", [])]
+    store.file(rec["name"], ".hosts").write_text("\n".join(hosts) + "\n")
+
+
+def _host_servers() -> list[str]:
+    try:
+        with open("/etc/resolv.conf") as f:
+            return [ln.split()[1] for ln in f if ln.startswith("nameserver") and
+                    len(ln.split()) > 1]
+    except OSError:
+        return []
+
+
+def exec_argv(paths: StatePaths, name: str, cmd: Sequence[str]) -> list[str]:
+    store = Store(paths)
+    rec = store.sandbox(name)
+    holder = world.require(paths).holder
+    resolv, hosts = store.file(name, ".resolv.conf"), store.file(name, ".hosts")
+    # Joins the holder's user, mount and PID namespaces and the sandbox's netns (opened from
+    # the host side through /proc/H/root), then a private mount ns for resolv.conf and hosts.
+    script = ('r=$1; h=$2; shift 2; mount --bind "$r" /etc/resolv.conf && '
+              'mount --bind "$h" /etc/hosts && exec "$@"')
+    return ["nsenter", "--preserve-credentials", "-U", "-m", "-p", "-t", str(holder.pid),
+            f"--net={holder.sandbox_netns_outside(name)}", "--",
+            "unshare", "--mount", "--propagation", "private", "--",
+            "sh", "-c", script, "sh", str(resolv), str(hosts), *cmd] if rec else []
