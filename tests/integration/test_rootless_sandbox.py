@@ -1,0 +1,245 @@
+"""Sandboxes, networks, DNS, port forwarding and egress, with burrow run as an unprivileged
+user. Every address used is inside namespaces these tests create, or the host's loopback."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.rootless
+
+PY = "/usr/bin/python3"
+# TCP echo-ish server: replies "<tag>:<data>" and closes after the client half-closes.
+TCP_SERVER = """
+import socket,sys,threading
+tag=sys.argv[2].encode()
+def serve(port):
+    s=socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
+    s.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,0); s.bind(('::',port)); s.listen(64)
+    while True:
+        c,_=s.accept(); buf=b''
+        while (d:=c.recv(65536)): buf+=d
+        c.sendall(tag+b':'+buf); c.close()
+def udp(port):
+    u=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM)
+    u.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,0); u.bind(('::',port))
+    while True:
+        d,a=u.recvfrom(65535); u.sendto(tag+b':'+d,a)
+for spec in sys.argv[1].split(','):
+    proto,port=spec.split(':')
+    threading.Thread(target=serve if proto=='t' else udp,args=(int(port),),daemon=True).start()
+print('up',flush=True)
+threading.Event().wait()
+"""
+
+
+def serve(rl: Any, name: str, ports: str, tag: str) -> subprocess.Popen[str]:
+    p = rl.popen(["burrow", "exec", name, "--", PY, "-c", TCP_SERVER, ports, tag],
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout is not None
+    assert p.stdout.readline().strip() == "up", p.stderr.read() if p.stderr else ""
+    return p
+
+
+def tcp(addr: str, port: int, data: bytes = b"hi", timeout: float = 5) -> bytes:
+    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    with socket.socket(fam) as c:
+        c.settimeout(timeout)
+        c.connect((addr, port))
+        c.sendall(data)
+        c.shutdown(socket.SHUT_WR)  # half-close: the server answers only after our FIN
+        out = b""
+        while chunk := c.recv(65536):
+            out += chunk
+        return out
+
+
+def udp(addr: str, port: int, data: bytes = b"u") -> bytes:
+    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_DGRAM) as u:
+        u.settimeout(5)
+        u.sendto(data, (addr, port))
+        return u.recvfrom(65535)[0]
+
+
+def free_ports(n: int) -> int:
+    """A base port with n consecutive free TCP and UDP ports on the host's loopback."""
+    for base in range(20000 + (time.time_ns() // 1000) % 20000, 60000, 37):
+        ok = True
+        for p in range(base, base + n):
+            for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                with socket.socket(socket.AF_INET6, kind) as s:
+                    try:
+                        s.bind(("::", p))
+                    except OSError:
+                        ok = False
+        if ok:
+            return base
+    raise AssertionError("no free ports")
+
+
+def sh(rl: Any, name: str, cmd: str, check: bool = True) -> Any:
+    return rl.burrow("exec", name, "--", "sh", "-c", cmd, check=check, timeout=30)
+
+
+def test_ports_tcp_udp_v4_v6_ranges_runtime(rl: Any) -> None:
+    base = free_ports(8)
+    rl.burrow("sandbox", "create", "web", "-p", f"{base}:80", "-p", f"[::1]:{base + 1}:81",
+              "-p", f"127.0.0.1:{base + 2}-{base + 3}:90-91/udp", "-p",
+              f"{base + 4}-{base + 5}:92-93/tcp", check=True, timeout=60)
+    serve(rl, "web", "t:80,t:81,u:90,u:91,t:92,t:93", "web")
+    assert tcp("127.0.0.1", base) == b"web:hi"
+    assert tcp("::1", base) == b"web:hi"              # dual-stack listener
+    assert tcp("::1", base + 1) == b"web:hi"          # [::1] only
+    with pytest.raises(OSError):
+        tcp("127.0.0.1", base + 1, timeout=2)
+    assert udp("127.0.0.1", base + 2) == b"web:u"
+    assert udp("127.0.0.1", base + 3) == b"web:u"
+    assert tcp("127.0.0.1", base + 5) == b"web:hi"
+    big = bytes(range(256)) * 8192                    # 2 MiB both ways through splice
+    assert tcp("127.0.0.1", base, big, timeout=20) == b"web:" + big
+    ls = json.loads(rl.burrow("port", "ls", "--format", "json", check=True).out)
+    assert {(p["host_port"], p["protocol"]) for p in ls} >= {(base, "tcp"), (base + 2, "udp")}
+    # Runtime add and remove: a second sandbox publishes a port, then goes away.
+    rl.burrow("sandbox", "create", "api", "-p", f"{base + 6}:80", check=True, timeout=60)
+    serve(rl, "api", "t:80", "api")
+    assert tcp("127.0.0.1", base + 6) == b"api:hi"
+    rl.burrow("sandbox", "rm", "api", check=True, timeout=60)
+    with pytest.raises(ConnectionRefusedError):
+        tcp("127.0.0.1", base + 6)
+    assert tcp("127.0.0.1", base) == b"web:hi"
+
+
+def test_backend_down_is_refused_at_once(rl: Any) -> None:
+    base = free_ports(1)
+    rl.burrow("sandbox", "create", "idle", "-p", f"127.0.0.1:{base}:80", check=True, timeout=60)
+    t = time.monotonic()
+    with pytest.raises((ConnectionResetError, ConnectionRefusedError, BrokenPipeError)):
+        tcp("127.0.0.1", base)
+    assert time.monotonic() - t < 1.0
+
+
+def test_dns_across_networks_and_isolation(rl: Any) -> None:
+    for net in ("rla", "rlb"):
+        rl.burrow("network", "create", net, "--ipv6", "--opt", "isolate=true", check=True)
+    rl.burrow("sandbox", "create", "a", "--network", "rla:alias=alpha", check=True, timeout=60)
+    rl.burrow("sandbox", "create", "b", "--network", "rla", "--network", "rlb", check=True,
+              timeout=60)
+    rl.burrow("sandbox", "create", "c", "--network", "rlb", check=True, timeout=60)
+    # By name, both families, through burrow-dns and the dns.podman search domain.
+    out = sh(rl, "b", "getent ahosts alpha; getent ahostsv4 c; cat /etc/resolv.conf").out
+    assert "search dns.podman" in out
+    a = json.loads(rl.burrow("sandbox", "inspect", "a", check=True).out)
+    c = json.loads(rl.burrow("sandbox", "inspect", "c", check=True).out)
+    a_ips = a["networks"]["rla"]["static_ips"]
+    assert all(ip in out for ip in a_ips)
+    assert c["networks"]["rlb"]["static_ips"][0] in out
+    sh(rl, "a", f"ping -c1 -W2 {a_ips[0]}")  # itself
+    sh(rl, "b", "ping -c1 -W2 a && ping -6 -c1 -W2 a && ping -c1 -W2 c")
+    # Own names come from the private /etc/hosts.
+    assert a_ips[0] in sh(rl, "a", "getent ahostsv4 a").out
+    # Isolation: a is not on rlb, so c's name is unknown to it and c is unreachable.
+    assert sh(rl, "a", "getent hosts c", check=False).rc != 0
+    c_ip = c["networks"]["rlb"]["static_ips"][0]
+    assert sh(rl, "a", f"ping -c1 -W1 {c_ip}", check=False).rc != 0
+    # connect/disconnect at runtime
+    rl.burrow("network", "connect", "rlb", "a", check=True, timeout=60)
+    sh(rl, "a", "getent hosts c && ping -c1 -W2 c")
+    rl.burrow("network", "disconnect", "rlb", "a", check=True, timeout=60)
+    assert sh(rl, "a", "getent hosts c", check=False).rc != 0
+    res = rl.burrow("network", "rm", "rla")
+    assert res.rc != 0 and "burrow sandbox rm" in res.err
+
+
+@pytest.mark.parametrize("connector", ["slirp4netns", "pasta"])
+def test_egress_to_host_loopback(rl: Any, connector: str) -> None:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    port = srv.getsockname()[1]
+    try:
+        rl.burrow("--connector", connector, "--allow-host-loopback", "sandbox", "create", "eg",
+                  check=True, timeout=60)
+        st = json.loads(rl.burrow("status", "--format", "json", check=True).out)
+        host = st["connector"]["host_v4"]
+        p = rl.popen(["burrow", "exec", "eg", "--", PY, "-c",
+                      f"import socket;c=socket.create_connection(('{host}',{port}),5);"
+                      "print(c.recv(10).decode())"], stdout=subprocess.PIPE)
+        srv.settimeout(10)
+        conn, peer = srv.accept()
+        conn.sendall(b"hello")
+        conn.close()
+        out, _ = p.communicate(timeout=10)
+        assert out.strip() == "hello"
+        assert peer[0] == "127.0.0.1"
+    finally:
+        srv.close()
+
+
+def test_host_loopback_closed_by_default(rl: Any) -> None:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    port = srv.getsockname()[1]
+    try:
+        rl.burrow("--connector", "slirp4netns", "sandbox", "create", "eg", check=True,
+                  timeout=60)
+        res = sh(rl, "eg", f"{PY} -c \"import socket;socket.create_connection(('10.0.2.2',"
+                 f"{port}),3)\"", check=False)
+        assert res.rc != 0
+    finally:
+        srv.close()
+
+
+def test_bad_input_names_the_fix(rl: Any) -> None:
+    res = rl.burrow("sandbox", "create", "x", "--network", "nosuch")
+    assert res.rc != 0 and "burrow network create nosuch" in res.err
+    res = rl.burrow("sandbox", "create", "x", "-p", "80:abc")
+    assert res.rc != 0 and "invalid port spec" in res.err
+    res = rl.burrow("sandbox", "create", "x" * 64)
+    assert res.rc != 0 and "limit is 63" in res.err
+    res = rl.burrow("sandbox", "create", "x", "-p", "80:80")
+    assert res.rc != 0 and "ip_unprivileged_port_start" in res.err
+    rl.burrow("network", "create", "rlc", "--subnet", "10.90.1.0/24", check=True)
+    rl.burrow("sandbox", "create", "s1", "--network", "rlc:ip=10.90.1.5", check=True, timeout=60)
+    res = rl.burrow("sandbox", "create", "s2", "--network", "rlc:ip=10.90.1.5")
+    assert res.rc != 0 and "already in use" in res.err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        res = rl.burrow("sandbox", "create", "s3", "-p", f"127.0.0.1:{port}:80")
+        assert res.rc != 0 and "already in use" in res.err
+    # Failed creates leave nothing behind.
+    names = [r["name"] for r in json.loads(
+        rl.burrow("sandbox", "ls", "--format", "json", check=True).out)]
+    assert names == ["s1"]
+
+
+def test_network_cli(rl: Any) -> None:
+    rl.burrow("network", "create", "rld", "--subnet", "10.91.0.0/24", "--subnet",
+              "fd91::/64", "--gateway", "10.91.0.254", "--internal", "--disable-dns",
+              "--opt", "mtu=9000", check=True)
+    net = json.loads(rl.burrow("network", "inspect", "rld", check=True).out)[0]
+    assert net["subnets"][0] == {"subnet": "10.91.0.0/24", "gateway": "10.91.0.254"}
+    assert net["internal"] and not net["dns_enabled"] and net["options"]["mtu"] == "9000"
+    assert net["ipv6_enabled"] and len(net["id"]) == 64
+    rows = json.loads(rl.burrow("network", "ls", "--format", "json", check=True).out)
+    assert [r["name"] for r in rows] == ["rld"]
+    res = rl.burrow("network", "create", "rle", "--subnet", "10.91.0.128/25")
+    assert res.rc != 0 and "already used by network rld" in res.err
+    assert "rld" in rl.burrow("network", "prune", check=True).out
+    res = rl.burrow("network", "inspect", "rld")
+    assert res.rc != 0 and "does not exist" in res.err
+
+
+def test_demo(rl: Any) -> None:
+    res = rl.burrow("demo", timeout=120)
+    assert res.rc == 0, res.err
+    assert "demo OK" in res.out and "cleaned up" in res.out
+    assert rl.leftover_pids() == []

@@ -1,0 +1,104 @@
+"""Pure parsing and IPAM: port specs, --network options, network configs, address choice."""
+
+from __future__ import annotations
+
+import pytest
+
+from netns.errors import BurrowError
+from rootless import netconf
+from rootless.netconf import NetworkRequest, allocate, make_network, parse_opts
+from rootless.ports.spec import PortSpec, overlaps
+from rootless.sandbox import Attach
+
+
+@pytest.mark.parametrize("text,want", [
+    ("8080:80", [PortSpec("", 8080, 80, 1, "tcp")]),
+    ("127.0.0.1:8080:80/udp", [PortSpec("127.0.0.1", 8080, 80, 1, "udp")]),
+    ("[::1]:8080:80", [PortSpec("::1", 8080, 80, 1, "tcp")]),
+    ("9000-9002:80-82/tcp,udp", [PortSpec("", 9000, 80, 3, "tcp"),
+                                 PortSpec("", 9000, 80, 3, "udp")]),
+    ("9000-9002:80", [PortSpec("", 9000, 80, 3, "tcp")]),
+])
+def test_port_spec_parse(text: str, want: list[PortSpec]) -> None:
+    assert PortSpec.parse(text) == want
+    for p in want:
+        assert PortSpec.parse(str(p)) == [p]
+        assert PortSpec.from_json(p.to_json()) == p
+
+
+@pytest.mark.parametrize("bad,msg", [
+    ("80", "expected"), ("a:80", "not a port"), ("0:80", "outside"), ("8080:70000", "outside"),
+    ("90-80:80", "reversed"), ("8080-8082:80-81", "differ in length"),
+    ("8080:80/sctp", "protocol"), ("1.2.3:8080:80", "not an IP"), ("[::1:8080:80", "expected"),
+])
+def test_port_spec_rejects(bad: str, msg: str) -> None:
+    with pytest.raises(BurrowError, match=msg):
+        PortSpec.parse(bad)
+
+
+def test_port_overlap() -> None:
+    a = PortSpec("", 9000, 80, 3, "tcp")
+    assert overlaps(a, PortSpec("127.0.0.1", 9002, 1, 1, "tcp"))
+    assert not overlaps(a, PortSpec("", 9003, 1, 1, "tcp"))
+    assert not overlaps(a, PortSpec("", 9000, 1, 1, "udp"))
+    assert not overlaps(PortSpec("127.0.0.1", 1, 1, 1, "tcp"), PortSpec("::1", 1, 1, 1, "tcp"))
+
+
+def test_attach_parse() -> None:
+    a = Attach.parse("web:ip=10.89.0.5,ip6=fd89::5,mac=AA:bb:cc:dd:ee:ff,alias=www,alias=w")
+    assert a == Attach("web", ("10.89.0.5", "fd89::5"), "aa:bb:cc:dd:ee:ff", ("www", "w"))
+    for bad in ("web:ip=fd00::1", "web:mac=zz", "web:color=red", "web:ip", "w b"):
+        with pytest.raises(BurrowError):
+            Attach.parse(bad)
+
+
+def test_names() -> None:
+    netconf.check_name("a" * 63, "sandbox")
+    with pytest.raises(BurrowError, match="limit is 63"):
+        netconf.check_name("a" * 64, "sandbox")
+    with pytest.raises(BurrowError, match="invalid"):
+        netconf.check_name("-x", "sandbox")
+
+
+def test_make_network_auto_subnets_and_mtu() -> None:
+    nets: dict[str, dict[str, object]] = {}
+    a = make_network(NetworkRequest("a", ipv6=True), nets, 65520)
+    nets["a"] = a
+    b = make_network(NetworkRequest("b"), nets, 65520)
+    assert [s["subnet"] for s in a["subnets"]] == ["10.89.0.0/24", "fd89:0:1::/64"]
+    assert [s["subnet"] for s in b["subnets"]] == ["10.89.1.0/24"]
+    assert a["options"] == {"mtu": "65520"} and a["network_interface"] == "burrow0"
+    assert b["network_interface"] == "burrow1"
+    assert a["dns_enabled"] and not a["internal"] and a["ipam_options"]["driver"] == "host-local"
+    with pytest.raises(BurrowError, match="already exists"):
+        make_network(NetworkRequest("a"), nets, None)
+    with pytest.raises(BurrowError, match="already used by network a"):
+        make_network(NetworkRequest("c", subnets=("10.89.0.128/25",)), nets, None)
+
+
+def test_make_network_flags() -> None:
+    n = make_network(NetworkRequest("x", subnets=("10.5.0.0/16",), gateways=("10.5.0.254",),
+                                    ip_ranges=("10.5.3.0/24",), dns=("9.9.9.9",),
+                                    options=parse_opts(["mtu=1400,isolate=true"])), {}, 65520)
+    assert n["subnets"] == [{"subnet": "10.5.0.0/16", "gateway": "10.5.0.254",
+                             "lease_range": {"start_ip": "10.5.3.1", "end_ip": "10.5.3.254"}}]
+    assert n["options"] == {"mtu": "1400", "isolate": "true"}
+    assert n["network_dns_servers"] == ["9.9.9.9"]
+    for bad in (["mtu=big"], ["color=red"], ["isolate=maybe"]):
+        with pytest.raises(BurrowError):
+            parse_opts(bad)
+    with pytest.raises(BurrowError, match="not supported"):
+        make_network(NetworkRequest("m", driver="macvlan"), {}, None)
+
+
+def test_allocate() -> None:
+    net = make_network(NetworkRequest("n", subnets=("10.7.0.0/29", "fd07::/64")), {}, None)
+    assert allocate(net, set(), []) == ["10.7.0.2", "fd07::2"]
+    assert allocate(net, {"10.7.0.2", "fd07::2"}, []) == ["10.7.0.3", "fd07::3"]
+    assert allocate(net, set(), ["10.7.0.6"]) == ["10.7.0.6", "fd07::2"]
+    with pytest.raises(BurrowError, match="already in use"):
+        allocate(net, {"10.7.0.6"}, ["10.7.0.6"])
+    with pytest.raises(BurrowError, match="not in network"):
+        allocate(net, set(), ["10.8.0.6"])
+    with pytest.raises(BurrowError, match="no free address"):
+        allocate(net, {f"10.7.0.{i}" for i in range(2, 7)}, [])
