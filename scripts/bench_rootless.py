@@ -1,0 +1,309 @@
+#!/usr/bin/env python3
+"""Rootless bench rows, all measured in one run, as an unprivileged user.
+
+- inbound forwarding, host 127.0.0.1:P -> iperf3 server in a sandbox: burrow's forwarder vs
+  Podman's rootlessport (same sandbox) vs pasta's own -t forwarding (pasta's namespace), with
+  host loopback as the ceiling; Gbit/s (iperf3) and connections/s (connect, read, close);
+- outbound, sandbox -> host loopback iperf3 server through slirp4netns and pasta (up and -R);
+- time to create a sandbox on a warm and on a cold namespace.
+
+Run as root (it re-runs itself as the test user from tests/rootless_user.py) or as any user:
+    .venv/bin/python scripts/bench_rootless.py [--seconds 3] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+ROOTLESSPORT = "/usr/lib/podman/rootlessport"
+ECHO_SERVER = """
+import socket,sys
+s=socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
+s.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,0); s.bind(('::',int(sys.argv[1]))); s.listen(512)
+while True:
+    c,_=s.accept(); c.sendall(b'hello\\n'); c.close()
+"""
+
+
+def burrow(*args: str, check: bool = True, timeout: float = 120) -> str:
+    res = subprocess.run([str(BIN / "burrow"), *args], capture_output=True, text=True,
+                         timeout=timeout)
+    if check and res.returncode:
+        raise SystemExit(f"burrow {' '.join(args)} failed: {res.stderr.strip()}")
+    return res.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"port {port} never came up (at {sys._getframe(1).f_lineno})")
+
+
+def wait_backend(port: int, timeout: float = 15) -> None:
+    """A forwarder accepts before its backend listens; ready means not reset at once."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), 1) as c:
+                c.settimeout(0.3)
+                try:
+                    if c.recv(16):
+                        return  # the echo server spoke
+                except TimeoutError:
+                    return  # iperf3 waits for our cookie: it is there
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"backend behind port {port} never came up")
+
+
+def iperf(port: int, seconds: float, runs: int, host: str = "127.0.0.1",
+          prefix: Sequence[str] = (), reverse: bool = False) -> tuple[float, list[float]]:
+    vals = []
+    for _ in range(runs):
+        argv = [*prefix, "iperf3", "-c", host, "-p", str(port), "-t", str(seconds), "-J"]
+        if reverse:
+            argv.append("-R")
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
+        try:
+            data = json.loads(res.stdout)
+            vals.append(data["end"]["sum_received"]["bits_per_second"] / 1e9)
+        except (ValueError, KeyError):
+            vals.append(0.0)
+    return statistics.median(vals), vals
+
+
+def conn_rate(port: int, seconds: float) -> float:
+    n = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), 2) as c:
+                while c.recv(64):
+                    pass
+            n += 1
+        except OSError:
+            pass
+    return n / seconds
+
+
+def _fds_to_3_4(a: int, b: int) -> None:
+    # rootlessport reads ExitFD 3 and writes ReadyFD 4; dup first so neither clobbers the other.
+    a2, b2 = os.dup(a), os.dup(b)
+    os.dup2(a2, 3)
+    os.dup2(b2, 4)
+
+
+def holder_pid() -> int:
+    return int(json.loads(burrow("status", "--format", "json"))["namespace"]["holder_pid"])
+
+
+def bg(argv: Sequence[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def stop(p: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(p.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        p.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+
+
+def inbound(seconds: float, runs: int) -> list[tuple[str, float, list[float], float]]:
+    rows = []
+    # Ceiling: host loopback, no forwarder.
+    lp, ep = free_port(), free_port()
+    procs = [bg(["iperf3", "-s", "-p", str(lp)]),
+             bg([sys.executable, "-c", ECHO_SERVER, str(ep)])]
+    wait_port(lp)
+    wait_port(ep)
+    rows.append(("host loopback (no forwarder)", *iperf(lp, seconds, runs),
+                 conn_rate(ep, seconds)))
+    for p in procs:
+        stop(p)
+
+    # burrow: sandbox behind the bridge; iperf3 and echo servers inside it.
+    bp, bep, rp, rep = free_port(), free_port(), free_port(), free_port()
+    burrow("sandbox", "create", "bench", "-p", f"127.0.0.1:{bp}:5201",
+           "-p", f"127.0.0.1:{bep}:5301")
+    rec = json.loads(burrow("sandbox", "inspect", "bench"))
+    ip4 = next(ip for a in rec["networks"].values() for ip in a["static_ips"] if ":" not in ip)
+    servers = [bg([str(BIN / "burrow"), "exec", "bench", "--", "iperf3", "-s", "-p", "5201"]),
+               bg([str(BIN / "burrow"), "exec", "bench", "--", sys.executable, "-c",
+                   ECHO_SERVER, "5301"])]
+    wait_backend(bp)
+    wait_backend(bep)
+    rows.append(("burrow forwarder (splice, fd-passing dialer)", *iperf(bp, seconds, runs),
+                 conn_rate(bep, seconds)))
+
+    # rootlessport: Podman's forwarder, into the same sandbox (child in the sandbox netns).
+    if os.access(ROOTLESSPORT, os.X_OK):
+        h = holder_pid()
+        tmp = Path(tempfile.mkdtemp(prefix="rlport-", dir=os.environ.get("XDG_RUNTIME_DIR")))
+        cfg = {"Mappings": [
+            {"host_ip": "127.0.0.1", "container_port": 5201, "host_port": rp, "range": 1,
+             "protocol": "tcp"},
+            {"host_ip": "127.0.0.1", "container_port": 5301, "host_port": rep, "range": 1,
+             "protocol": "tcp"}],
+            "NetNSPath": rec["netns"], "ExitFD": 3, "ReadyFD": 4, "TmpDir": str(tmp),
+            "ChildIP": ip4, "ContainerID": "bench", "RootlessCNI": True}
+        exit_r, exit_w = os.pipe()
+        ready_r, ready_w = os.pipe()
+        rl = subprocess.Popen(
+            ["nsenter", "--preserve-credentials", "-U", "-m", "-p", "-t", str(h), "--", ROOTLESSPORT],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=open(tmp / "log", "w"),
+            pass_fds=[3, 4], start_new_session=True,
+            preexec_fn=lambda: _fds_to_3_4(exit_r, ready_w))
+        assert rl.stdin is not None
+        rl.stdin.write(json.dumps(cfg).encode())
+        rl.stdin.close()
+        os.close(exit_r)
+        os.close(ready_w)
+        if os.read(ready_r, 1) != b"1":
+            raise SystemExit(f"rootlessport: {(tmp / 'log').read_text().strip()}")
+        wait_backend(rp)
+        wait_backend(rep)
+        rows.append(("podman rootlessport", *iperf(rp, seconds, runs), conn_rate(rep, seconds)))
+        os.close(exit_w)
+        stop(rl)
+        shutil.rmtree(tmp, ignore_errors=True)
+    for s in servers:
+        stop(s)
+    burrow("sandbox", "rm", "bench")
+
+    # pasta's own forwarding (-t), into pasta's own namespace (not behind a bridge).
+    if shutil.which("pasta"):
+        pp, pep = free_port(), free_port()
+        script = Path(tempfile.mkdtemp(dir=os.environ.get("XDG_RUNTIME_DIR"))) / "echo.py"
+        script.write_text(ECHO_SERVER)
+        pasta = subprocess.Popen(
+            ["pasta", "--config-net", "-f", "-t", f"{pp}:5201,{pep}:5301", "-u", "none", "-T",
+             "none", "-U", "none", "--", "sh", "-c",
+             f"iperf3 -s -p 5201 >/dev/null & exec {sys.executable} {script} 5301"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
+        wait_backend(pp)
+        wait_backend(pep)
+        rows.append(("pasta -t (own namespace*)", *iperf(pp, seconds, runs),
+                     conn_rate(pep, seconds)))
+        stop(pasta)
+        shutil.rmtree(script.parent, ignore_errors=True)
+    return rows
+
+
+def outbound(seconds: float, runs: int) -> list[tuple[str, float, float]]:
+    rows = []
+    for conn in ("slirp4netns", "pasta"):
+        if not shutil.which(conn):
+            continue
+        port = free_port()
+        srv = bg(["iperf3", "-s", "-p", str(port)])
+        wait_port(port)
+        burrow("--connector", conn, "--allow-host-loopback", "sandbox", "create", "out")
+        host = json.loads(burrow("status", "--format", "json"))["connector"]["host_v4"]
+        prefix = [str(BIN / "burrow"), "exec", "out", "--"]
+        up = iperf(port, seconds, runs, host, prefix)[0]
+        down = iperf(port, seconds, runs, host, prefix, reverse=True)[0]
+        rows.append((conn, up, down))
+        burrow("sandbox", "rm", "out")
+        stop(srv)
+    return rows
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def create_times(n: int) -> tuple[float, float]:
+    cold, warm = [], []
+    for i in range(n):
+        burrow("down")
+        cold.append(timed(lambda i=i: burrow("sandbox", "create", f"c{i}")))
+        warm.append(timed(lambda i=i: burrow("sandbox", "create", f"w{i}")))
+    burrow("down")
+    return statistics.median(warm), statistics.median(cold)
+
+
+def worker(args: argparse.Namespace) -> int:
+    print(f"# burrow rootless bench ({args.runs}x{args.seconds:g}s iperf3, median; "
+          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})", flush=True)
+    rows = inbound(args.seconds, args.runs)
+    print("\n## inbound port forwarding: host 127.0.0.1 -> server in a sandbox")
+    print(f"{'forwarder':48} {'Gbit/s':>7} {'runs':22} {'conn/s':>7}")
+    for name, gbps, vals, rate in rows:
+        print(f"{name:48} {gbps:7.2f} {' '.join(f'{v:.2f}' for v in vals):22} {rate:7.0f}")
+    by = {r[0].split(" (")[0]: r for r in rows}
+    b = by.get("burrow forwarder")
+    if b:
+        print()
+        for other in ("podman rootlessport", "pasta -t", "host loopback"):
+            o = by.get(other)
+            if o and o[1] and o[3]:
+                print(f"burrow / {other:20} throughput {b[1] / o[1]:.2f}x   conn/s "
+                      f"{b[3] / o[3]:.2f}x")
+    print("* pasta forwards into its own namespace (no bridge hop), as in spec §3b.")
+    out = outbound(args.seconds, args.runs)
+    print("\n## outbound: sandbox -> host loopback iperf3 (bridge+veth MTU 65520)")
+    print(f"{'connector':14} {'upload Gbit/s':>14} {'download (-R)':>14}")
+    for name, up, down in out:
+        print(f"{name:14} {up:14.2f} {down:14.2f}")
+    warm, cold = create_times(args.create_runs)
+    print("\n## sandbox create (CLI wall time, median of "
+          f"{args.create_runs})\nwarm namespace: {warm * 1000:.0f} ms\n"
+          f"cold (namespace + connector + sandbox): {cold * 1000:.0f} ms")
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--create-runs", type=int, default=3)
+    args = ap.parse_args()
+    if os.geteuid() == 0:
+        sys.path.insert(0, str(REPO))
+        from tests.rootless_user import RootlessUser
+
+        session = RootlessUser.ensure().session()
+        try:
+            return subprocess.call(session.argv([sys.executable, __file__, *sys.argv[1:]]),
+                                   cwd="/")
+        finally:
+            session.close()
+    return worker(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
