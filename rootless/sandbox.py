@@ -22,6 +22,7 @@ from rootless.engine_call import netavark
 from rootless.paths import StatePaths
 from rootless.ports import control
 from rootless.ports.spec import PortSpec, overlaps
+from rootless.procs import ProcRef
 from rootless.store import Store
 from rootless.userns import Holder
 
@@ -127,6 +128,7 @@ def create(paths: StatePaths, opts: world.WorldOptions, name: str, attaches: Seq
             "id": hashlib.sha256(f"{name}{time.time_ns()}{os.getpid()}".encode()).hexdigest(),
             "networks": networks, "ports": [p.to_json() for p in ports], "dns": list(dns),
             "created": time.time(), "state": "creating",
+            "creator": (ProcRef.of(os.getpid()) or ProcRef(os.getpid(), 0)).to_json(),
         }
         store.save_sandbox(rec)  # the reservation: addresses are now taken
     try:

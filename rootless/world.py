@@ -87,14 +87,19 @@ def _stop_recorded(paths: StatePaths) -> None:
         ref.stop(grace=1.0)
 
 
-def _forget(paths: StatePaths) -> None:
+def _forget(paths: StatePaths, *, everything: bool) -> None:
     for p in (paths.connector, paths.forwarder, paths.holder, paths.slirp_socket,
               paths.pasta_pid, paths.forwarder_socket):
         remove(p)
-    # Sandboxes lived in the namespace; DNS records and engine state belonged to it too.
+    # Sandboxes lived in the namespace; DNS records and engine state belonged to it too. A
+    # record another command is still creating (its reservation) must survive a repair.
     if paths.sandboxes_dir.exists():
         for f in paths.sandboxes_dir.iterdir():
-            remove(f)
+            rec = read_json(f) if f.suffix == ".json" else None
+            creator = ProcRef.from_json(rec.get("creator")) if rec else None
+            if everything or rec is None or rec.get("state") != "creating" or \
+                    creator is None or not creator.alive():
+                remove(f)
     if paths.netavark_config.exists():
         shutil.rmtree(paths.netavark_config, ignore_errors=True)
         paths.netavark_config.mkdir(mode=0o700, exist_ok=True)
@@ -106,8 +111,9 @@ def repair(paths: StatePaths) -> bool:
         return False
     stale = any(p.exists() for p in (paths.holder, paths.connector, paths.forwarder,
                                      paths.slirp_socket, paths.forwarder_socket))
-    _stop_recorded(paths)
-    _forget(paths)
+    if stale:
+        _stop_recorded(paths)
+        _forget(paths, everything=False)
     return stale
 
 
@@ -120,7 +126,7 @@ def teardown(paths: StatePaths) -> bool:
         _stop_recorded(paths)
         if holder is not None:
             userns.destroy(holder)
-        _forget(paths)
+        _forget(paths, everything=True)
         return holder is not None
 
 

@@ -234,7 +234,10 @@ def main(argv: list[str]) -> int:
         cmd = cmd[1:]
     session = user.session()
     print(f"XDG_RUNTIME_DIR={session.runtime}", file=sys.stderr)
-    return subprocess.call(session.argv(cmd), cwd="/")
+    try:
+        return subprocess.call(session.argv(cmd), cwd="/")
+    finally:
+        session.close()  # `burrow down` and remove the private runtime dir
 
 
 if __name__ == "__main__":

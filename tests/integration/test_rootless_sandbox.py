@@ -243,3 +243,39 @@ def test_demo(rl: Any) -> None:
     assert res.rc == 0, res.err
     assert "demo OK" in res.out and "cleaned up" in res.out
     assert rl.leftover_pids() == []
+
+
+def test_parallel_creates_get_distinct_addresses(rl: Any) -> None:
+    procs = [rl.popen(["burrow", "sandbox", "create", f"p{i}"], stdout=subprocess.PIPE,
+                      stderr=subprocess.PIPE) for i in range(4)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    rows = json.loads(rl.burrow("sandbox", "ls", "--format", "json", check=True).out)
+    ips = [ip for r in rows for ip in r["ips"]]
+    assert len(rows) == 4 and len(ips) == 8 and len(set(ips)) == 8
+
+
+def test_udp_flows_time_out(rl: Any) -> None:
+    base = free_ports(1)
+    rl.run(["env", "BURROW_UDP_TIMEOUT=1", "burrow", "sandbox", "create", "u", "-p",
+            f"127.0.0.1:{base}:90/udp"], check=True, timeout=60)
+    serve(rl, "u", "u:90", "u")
+    st = json.loads(rl.burrow("status", "--format", "json", check=True).out)
+    fpid = st["forwarder"]["pid"]
+
+    def fds() -> int:
+        import os
+        return len(os.listdir(f"/proc/{fpid}/fd"))
+
+    assert udp("127.0.0.1", base) == b"u:u"
+    open_flow = fds()  # includes the flow's socket inside the sandbox
+    deadline = time.monotonic() + 5
+    while fds() >= open_flow and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert fds() == open_flow - 1
+    assert udp("127.0.0.1", base) == b"u:u"  # a new flow after expiry
+
+
+def test_netavark_passthrough(rl: Any) -> None:
+    res = rl.burrow("netavark", "version", check=True)
+    assert json.loads(res.out)["version"]
