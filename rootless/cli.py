@@ -23,6 +23,9 @@ port_app = typer.Typer(no_args_is_help=True, help="Published ports.")
 app.add_typer(network_app, name="network")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(port_app, name="port")
+from rootless.podman import podman_app  # noqa: E402  (its heavier imports are lazy, per command)
+
+app.add_typer(podman_app, name="podman")
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -1,0 +1,480 @@
+"""`burrow podman`: make real Podman use burrow as its network backend, and undo it.
+
+Podman 4.x finds `netavark` and `aardvark-dns` by searching `helper_binaries_dir` (containers.conf,
+[engine]) in order. `enable` therefore:
+
+1. makes a burrow-owned *helper directory* holding two symlinks, `netavark` ->
+   `.venv/bin/burrow-netavark` and `aardvark-dns` -> `.venv/bin/burrow-dns` (symlinks, not
+   wrapper scripts: no extra exec or interpreter start on Podman's critical path);
+2. writes one containers.conf drop-in, `99-burrow.conf`, whose `helper_binaries_dir` lists that
+   directory first, followed by the directories Podman searched before (so `rootlessport`,
+   `catatonit` etc. are still found), and which sets `network_backend = "netavark"`.
+
+`disable` removes exactly those files. Both print what they change before they change it and
+are idempotent. `status` reads the same chain of containers.conf files Podman 4.3 reads and says
+which `netavark` / `aardvark-dns` Podman will run.
+
+Scopes (Podman's own config locations):
+- `--system` (root only): /etc/containers/containers.conf.d/, helper dir <venv>/libexec/burrow-podman
+- `--user`: $XDG_CONFIG_HOME/containers/containers.conf.d/ (default ~/.config/...), helper dir
+  $XDG_DATA_HOME/burrow/podman (default ~/.local/share/burrow/podman)
+Both directories can be redirected (`--conf-dir`/`BURROW_PODMAN_CONF_DIR`, `--helper-dir`/
+`BURROW_PODMAN_HELPER_DIR`), which is what the tests do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from netns.errors import BurrowError
+
+DROPIN_NAME = "99-burrow.conf"
+MARKER = "# Written by `burrow podman enable`."
+HELPER_MARKER = ".burrow-podman-helpers"
+# Podman 4.3's built-in helper_binaries_dir (containers/common v0.50, Linux).
+PODMAN_DEFAULT_HELPER_DIRS = (
+    "/usr/local/libexec/podman",
+    "/usr/local/lib/podman",
+    "/usr/libexec/podman",
+    "/usr/lib/podman",
+)
+SYSTEM_CONF = Path("/usr/share/containers/containers.conf")
+ETC_CONF = Path("/etc/containers/containers.conf")
+ETC_DROPIN_DIR = Path("/etc/containers/containers.conf.d")
+# The two binaries Podman looks up in helper_binaries_dir, and burrow's entry point for each.
+HELPERS = {"netavark": "burrow-netavark", "aardvark-dns": "burrow-dns"}
+
+
+# -- where things are -------------------------------------------------------------------------
+def _home(env: Mapping[str, str]) -> Path:
+    return Path(env.get("HOME") or os.path.expanduser("~"))
+
+
+def user_config_home(env: Mapping[str, str]) -> Path:
+    xdg = env.get("XDG_CONFIG_HOME", "")
+    return Path(xdg) if xdg.startswith("/") else _home(env) / ".config"
+
+
+def user_data_home(env: Mapping[str, str]) -> Path:
+    xdg = env.get("XDG_DATA_HOME", "")
+    return Path(xdg) if xdg.startswith("/") else _home(env) / ".local" / "share"
+
+
+def entry_point(name: str) -> Path:
+    """`.venv/bin/<name>` of the installation running this code (not resolved: keep the venv)."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return candidate.absolute()
+    import shutil
+
+    found = shutil.which(name)
+    if found:
+        return Path(found).absolute()
+    raise BurrowError(f"cannot find burrow's `{name}` entry point next to {sys.executable} "
+                      f"or on PATH; install burrow first (scripts/install)")
+
+
+@dataclass(frozen=True)
+class Scope:
+    name: str  # "system" or "user"
+    conf_dir: Path  # the containers.conf.d directory the drop-in goes to
+    helper_dir: Path
+
+    @property
+    def dropin(self) -> Path:
+        return self.conf_dir / DROPIN_NAME
+
+
+def resolve_scope(system: bool, user: bool, conf_dir: str | None, helper_dir: str | None,
+                  env: Mapping[str, str] | None = None, euid: int | None = None,
+                  *, writing: bool = True) -> Scope:
+    env = os.environ if env is None else env
+    euid = os.geteuid() if euid is None else euid
+    if system and user:
+        raise BurrowError("use either --system or --user, not both")
+    name = "system" if system else "user" if user else ("system" if euid == 0 else "user")
+    conf_dir = conf_dir or env.get("BURROW_PODMAN_CONF_DIR") or None
+    helper_dir = helper_dir or env.get("BURROW_PODMAN_HELPER_DIR") or None
+    if name == "system":
+        if writing and euid != 0 and conf_dir is None:
+            raise BurrowError("--system changes /etc/containers/containers.conf.d/ and needs root; "
+                              "run it with sudo, or use --user for your own Podman")
+        cdir = Path(conf_dir) if conf_dir else ETC_DROPIN_DIR
+        hdir = Path(helper_dir) if helper_dir else Path(sys.prefix) / "libexec" / "burrow-podman"
+    else:
+        cdir = Path(conf_dir) if conf_dir else user_config_home(env) / "containers" / "containers.conf.d"
+        hdir = Path(helper_dir) if helper_dir else user_data_home(env) / "burrow" / "podman"
+    return Scope(name, cdir.absolute(), hdir.absolute())
+
+
+# -- Podman's config chain --------------------------------------------------------------------
+def config_chain(rootless: bool, env: Mapping[str, str], extra_dropin_dir: Path | None = None
+                 ) -> list[Path]:
+    """The files Podman 4.3 merges, in order (later wins), as containers/common v0.50 does:
+    /usr/share/containers/containers.conf, /etc/containers/containers.conf, its `.d/*.conf`,
+    then (rootless only) $XDG_CONFIG_HOME/containers/containers.conf and its `.d/*.conf`.
+
+    CONTAINERS_CONF replaces the whole chain with that one file. `extra_dropin_dir` is a
+    redirected drop-in directory (`--conf-dir`), read after the standard ones of its scope.
+    """
+    only = env.get("CONTAINERS_CONF")
+    if only:
+        return [Path(only)]
+    files = [f for f in (SYSTEM_CONF, ETC_CONF) if f.is_file()]
+    seen = [ETC_DROPIN_DIR]
+    files += _dropins(ETC_DROPIN_DIR)
+    if not rootless and extra_dropin_dir is not None and extra_dropin_dir not in seen:
+        files += _dropins(extra_dropin_dir)
+    if rootless:
+        user_conf = user_config_home(env) / "containers" / "containers.conf"
+        if user_conf.is_file():
+            files.append(user_conf)
+        udir = Path(str(user_conf) + ".d")
+        seen.append(udir)
+        files += _dropins(udir)
+        if extra_dropin_dir is not None and extra_dropin_dir not in seen:
+            files += _dropins(extra_dropin_dir)
+    return files
+
+
+def _dropins(d: Path) -> list[Path]:
+    try:
+        return sorted(p for p in d.iterdir() if p.suffix == ".conf" and p.is_file())
+    except OSError:
+        return []
+
+
+@dataclass
+class Effective:
+    helper_binaries_dir: list[str] = field(default_factory=lambda: list(PODMAN_DEFAULT_HELPER_DIRS))
+    helper_source: str = "built-in default"
+    network_backend: str = ""
+    backend_source: str = "built-in default"
+    errors: list[str] = field(default_factory=list)
+
+
+def merge(files: Sequence[Path], skip: Path | None = None) -> Effective:
+    import tomllib
+
+    eff = Effective()
+    for f in files:
+        if skip is not None and f.absolute() == skip:
+            continue
+        try:
+            data = tomllib.loads(f.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            eff.errors.append(f"{f}: {exc}")
+            continue
+        engine = data.get("engine", {})
+        if isinstance(engine, dict) and isinstance(engine.get("helper_binaries_dir"), list):
+            eff.helper_binaries_dir = [str(x) for x in engine["helper_binaries_dir"]]
+            eff.helper_source = str(f)
+        network = data.get("network", {})
+        if isinstance(network, dict) and isinstance(network.get("network_backend"), str):
+            eff.network_backend = network["network_backend"]
+            eff.backend_source = str(f)
+    return eff
+
+
+def find_helper(name: str, dirs: Sequence[str]) -> Path | None:
+    """Podman's FindHelperBinary: the first dir holding an executable file of that name."""
+    for d in dirs:
+        p = Path(os.path.expanduser(d)) / name
+        if p.is_file() and os.access(p, os.X_OK):
+            return p
+    return None
+
+
+def is_burrow(path: Path | None) -> bool:
+    if path is None:
+        return False
+    try:
+        real = path.resolve()
+    except OSError:
+        return False
+    if real.name in HELPERS.values():
+        return True
+    try:  # a generated script rather than a link
+        head = real.read_bytes()[:512]
+    except OSError:
+        return False
+    return b"netns.client" in head or b"netns.dns" in head
+
+
+# -- the change --------------------------------------------------------------------------------
+def render_dropin(helper_dir: Path, search_after: Sequence[str]) -> str:
+    dirs = [str(helper_dir)] + [d for d in search_after if d != str(helper_dir)]
+    body = ",\n".join(f"  {json.dumps(d)}" for d in dirs)
+    return (
+        f"{MARKER}\n"
+        "# Podman runs burrow's `netavark` and `aardvark-dns` from the first directory below.\n"
+        "# Undo with `burrow podman disable` (or delete this file).\n"
+        "[engine]\n"
+        f"helper_binaries_dir = [\n{body},\n]\n"
+        "\n[network]\n"
+        'network_backend = "netavark"\n'
+    )
+
+
+@dataclass(frozen=True)
+class Change:
+    """What enable/disable will do; `lines()` is what the user is shown before it is done."""
+
+    scope: Scope
+    dropin_old: str | None
+    dropin_new: str | None  # None: remove
+    links: dict[str, Path | None]  # helper name -> target (None: remove)
+    links_now: dict[str, str | None]
+    rmdir_helper: bool = False
+
+    @property
+    def empty(self) -> bool:
+        links_same = all(
+            (str(t) if t is not None else None) == self.links_now.get(n) for n, t in self.links.items())
+        return self.dropin_old == self.dropin_new and links_same and not self.rmdir_helper
+
+    def lines(self) -> list[str]:
+        import difflib
+
+        out: list[str] = []
+        path = self.scope.dropin
+        if self.dropin_old != self.dropin_new:
+            if self.dropin_new is None:
+                out.append(f"remove {path}")
+            else:
+                out.append(f"{'create' if self.dropin_old is None else 'update'} {path}:")
+            out += [ln.rstrip("\n") for ln in difflib.unified_diff(
+                (self.dropin_old or "").splitlines(True), (self.dropin_new or "").splitlines(True),
+                fromfile=str(path) if self.dropin_old is not None else "/dev/null",
+                tofile=str(path) if self.dropin_new is not None else "/dev/null")]
+        for name, target in self.links.items():
+            now = self.links_now.get(name)
+            want = str(target) if target is not None else None
+            if now == want:
+                continue
+            link = self.scope.helper_dir / name
+            if want is None:
+                out.append(f"remove {link} (-> {now})")
+            else:
+                out.append(f"link   {link} -> {want}" + (f" (was {now})" if now else ""))
+        if self.rmdir_helper:
+            out.append(f"remove {self.scope.helper_dir}/")
+        return out
+
+
+def _read(p: Path) -> str | None:
+    try:
+        return p.read_text()
+    except FileNotFoundError:
+        return None
+
+
+def _link_now(p: Path) -> str | None:
+    try:
+        return os.readlink(p)
+    except FileNotFoundError:
+        return None
+    except OSError:  # a regular file: not ours
+        return f"<file {p}>" if p.exists() else None
+
+
+def plan_enable(scope: Scope, env: Mapping[str, str] | None = None) -> Change:
+    env = os.environ if env is None else env
+    old = _read(scope.dropin)
+    if old is not None and MARKER not in old:
+        raise BurrowError(f"{scope.dropin} exists and was not written by burrow; "
+                          "move it away or pick another --conf-dir")
+    rootless = scope.name == "user"
+    # What Podman would search without our drop-in, so we only put ourselves in front.
+    before = merge(config_chain(rootless, env, scope.conf_dir), skip=scope.dropin)
+    new = render_dropin(scope.helper_dir, before.helper_binaries_dir)
+    links: dict[str, Path | None] = {n: entry_point(ep) for n, ep in HELPERS.items()}
+    now = {n: _link_now(scope.helper_dir / n) for n in HELPERS}
+    for n, cur in now.items():
+        if cur is not None and cur.startswith("<file"):
+            raise BurrowError(f"{scope.helper_dir / n} is a regular file, not burrow's link; "
+                              "remove it or pick another --helper-dir")
+    return Change(scope, old, new, links, now)
+
+
+def plan_disable(scope: Scope) -> Change:
+    old = _read(scope.dropin)
+    if old is not None and MARKER not in old:
+        raise BurrowError(f"{scope.dropin} was not written by burrow; leaving it alone")
+    now = {n: _link_now(scope.helper_dir / n) for n in HELPERS}
+    links: dict[str, Path | None] = {}
+    for n, cur in now.items():
+        if cur is None:
+            continue
+        if cur.startswith("<file") or Path(cur).name != HELPERS[n]:
+            raise BurrowError(f"{scope.helper_dir / n} is not burrow's link ({cur}); leaving it alone")
+        links[n] = None
+    rmdir = (scope.helper_dir / HELPER_MARKER).exists()
+    return Change(scope, old, None, links, now, rmdir_helper=rmdir)
+
+
+def apply(change: Change) -> None:
+    s = change.scope
+    if change.dropin_new is not None:
+        s.helper_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+        (s.helper_dir / HELPER_MARKER).write_text(
+            "Made by `burrow podman enable`; `burrow podman disable` removes this directory.\n")
+    for name, target in change.links.items():
+        link = s.helper_dir / name
+        if target is None:
+            link.unlink(missing_ok=True)
+        elif change.links_now.get(name) != str(target):
+            tmp = link.with_name(f".{name}.tmp{os.getpid()}")
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(target)
+            tmp.replace(link)
+    if change.dropin_new is None:
+        s.dropin.unlink(missing_ok=True)
+    elif change.dropin_old != change.dropin_new:
+        s.conf_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+        tmp = s.dropin.with_name(f".{DROPIN_NAME}.tmp{os.getpid()}")
+        tmp.write_text(change.dropin_new)
+        tmp.chmod(0o644)
+        tmp.replace(s.dropin)
+    if change.rmdir_helper:
+        (s.helper_dir / HELPER_MARKER).unlink(missing_ok=True)
+        try:
+            s.helper_dir.rmdir()
+        except OSError:
+            pass  # something else lives there: leave it
+
+
+def collect_status(scope: Scope, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    env = os.environ if env is None else env
+    rootless = scope.name == "user"
+    chain = config_chain(rootless, env, scope.conf_dir)
+    eff = merge(chain)
+    nv = find_helper("netavark", eff.helper_binaries_dir)
+    dns = find_helper("aardvark-dns", eff.helper_binaries_dir)
+    backend = eff.network_backend or "netavark (Podman's choice when unset and no CNI state exists)"
+    using = nv is not None and is_burrow(nv) and (eff.network_backend in ("", "netavark"))
+    return {
+        "scope": scope.name,
+        "rootless": rootless,
+        "enabled": scope.dropin.exists(),
+        "dropin": str(scope.dropin),
+        "helper_dir": str(scope.helper_dir),
+        "containers_conf_env": env.get("CONTAINERS_CONF") or None,
+        "config_files": [str(f) for f in chain],
+        "helper_binaries_dir": eff.helper_binaries_dir,
+        "helper_binaries_dir_from": eff.helper_source,
+        "network_backend": backend,
+        "network_backend_from": eff.backend_source,
+        "netavark": str(nv) if nv else None,
+        "netavark_is_burrow": is_burrow(nv),
+        "aardvark_dns": str(dns) if dns else None,
+        "aardvark_dns_is_burrow": is_burrow(dns),
+        "podman_uses_burrow": using,
+        "errors": eff.errors,
+    }
+
+
+def render_status(info: Mapping[str, Any]) -> str:
+    def who(path: str | None, mine: bool) -> str:
+        if path is None:
+            return "not found"
+        real = os.path.realpath(path)
+        return f"{path}" + (f" -> {real}" if real != path else "") + (" (burrow)" if mine else "")
+
+    lines = [
+        f"scope:            {info['scope']}{' (rootless)' if info['rootless'] else ''}",
+        f"burrow drop-in:   {info['dropin']} ({'present' if info['enabled'] else 'absent'})",
+        f"network backend:  {info['network_backend']}  [from {info['network_backend_from']}]",
+        f"netavark:         {who(info['netavark'], info['netavark_is_burrow'])}",
+        f"aardvark-dns:     {who(info['aardvark_dns'], info['aardvark_dns_is_burrow'])}",
+        f"helper dirs:      {', '.join(info['helper_binaries_dir'])}  "
+        f"[from {info['helper_binaries_dir_from']}]",
+        f"config files:     {', '.join(info['config_files']) or '(none)'}",
+        f"Podman uses burrow: {'yes' if info['podman_uses_burrow'] else 'no'}",
+    ]
+    if info["containers_conf_env"]:
+        lines.append(f"note: CONTAINERS_CONF={info['containers_conf_env']} makes Podman read only that "
+                     "file; drop-ins are ignored while it is set")
+    lines += [f"warning: cannot read {e}" for e in info["errors"]]
+    return "\n".join(lines)
+
+
+# -- CLI --------------------------------------------------------------------------------------
+podman_app = typer.Typer(no_args_is_help=True,
+                         help="Use burrow as real Podman's network backend (netavark + aardvark-dns).")
+
+SystemOpt = Annotated[bool, typer.Option("--system", help="all users: /etc/containers (root only)")]
+UserOpt = Annotated[bool, typer.Option("--user", help="your own Podman: ~/.config/containers")]
+ConfDirOpt = Annotated[str | None, typer.Option(
+    "--conf-dir", help="containers.conf.d directory to write to instead (env BURROW_PODMAN_CONF_DIR)")]
+HelperDirOpt = Annotated[str | None, typer.Option(
+    "--helper-dir", help="where the netavark/aardvark-dns links go (env BURROW_PODMAN_HELPER_DIR)")]
+
+
+def _show(change: Change) -> None:
+    for line in change.lines():
+        print(line)
+
+
+@podman_app.command("enable")
+def enable(system: SystemOpt = False, user: UserOpt = False, conf_dir: ConfDirOpt = None,
+           helper_dir: HelperDirOpt = None,
+           dry_run: Annotated[bool, typer.Option("--dry-run", help="only show the change")] = False,
+           ) -> None:
+    """Make Podman run burrow's netavark and aardvark-dns (shows the change, then writes it)."""
+    scope = resolve_scope(system, user, conf_dir, helper_dir)
+    change = plan_enable(scope)
+    if change.empty:
+        print(f"already enabled ({scope.name}): {scope.dropin}; nothing to change")
+        return
+    _show(change)
+    if dry_run:
+        print("dry run: nothing written")
+        return
+    apply(change)
+    print(f"enabled ({scope.name}). Undo with `burrow podman disable --{scope.name}`.")
+    if os.environ.get("CONTAINERS_CONF"):
+        print(f"note: CONTAINERS_CONF={os.environ['CONTAINERS_CONF']} is set; Podman ignores "
+              "drop-ins while it is", file=sys.stderr)
+
+
+@podman_app.command("disable")
+def disable(system: SystemOpt = False, user: UserOpt = False, conf_dir: ConfDirOpt = None,
+            helper_dir: HelperDirOpt = None,
+            dry_run: Annotated[bool, typer.Option("--dry-run", help="only show the change")] = False,
+            ) -> None:
+    """Remove burrow's drop-in and helper links; Podman goes back to its own netavark."""
+    scope = resolve_scope(system, user, conf_dir, helper_dir)
+    change = plan_disable(scope)
+    if change.empty:
+        print(f"not enabled ({scope.name}): nothing to remove")
+        return
+    _show(change)
+    if dry_run:
+        print("dry run: nothing removed")
+        return
+    apply(change)
+    print(f"disabled ({scope.name})")
+
+
+@podman_app.command("status")
+def status(system: SystemOpt = False, user: UserOpt = False, conf_dir: ConfDirOpt = None,
+           helper_dir: HelperDirOpt = None,
+           fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table") -> None:
+    """Which netavark and aardvark-dns Podman will run, and from which config file."""
+    scope = resolve_scope(system, user, conf_dir, helper_dir, writing=False)
+    info = collect_status(scope)
+    if fmt == "json":
+        print(json.dumps(info, indent=2))
+    elif fmt == "table":
+        print(render_status(info))
+    else:
+        raise BurrowError(f"unknown --format {fmt!r}; use table or json")
