@@ -92,6 +92,7 @@ class Netlink:
 
     def __init__(self, container_fd: int | None) -> None:
         self.container_fd = container_fd
+        self._indexes: dict[tuple[Where, str], int] = {}
         self.host = IPRoute()
         self.ctr: IPRoute | None = None
         if container_fd is not None:
@@ -118,13 +119,27 @@ class Netlink:
             raise BurrowError("the container network namespace is not available")
         return self.ctr
 
-    def _index(self, where: Where, name: str) -> int | None:
-        found = self._ipr(where).link_lookup(ifname=name)
-        return found[0] if found else None
-
     def _link(self, where: Where, name: str) -> Any | None:
-        idx = self._index(where, name)
-        return self._ipr(where).get_links(idx)[0] if idx is not None else None
+        """One RTM_GETLINK by name (a dump of every link is slow on a host with many veths)."""
+        try:
+            link = self._ipr(where).link("get", ifname=name)[0]
+        except NetlinkError as exc:
+            if exc.code == errno.ENODEV:
+                self._indexes.pop((where, name), None)
+                return None
+            raise
+        self._indexes[(where, name)] = link["index"]
+        return link
+
+    def _index(self, where: Where, name: str) -> int | None:
+        # Cached per request: a setup asks for the same few names many times.
+        if (where, name) in self._indexes:
+            return self._indexes[(where, name)]
+        link = self._link(where, name)
+        return None if link is None else int(link["index"])
+
+    def _forget(self, where: Where, name: str) -> None:
+        self._indexes.pop((where, name), None)
 
     def write_sysctl(self, where: Where, path: str, value: str) -> None:
         def write() -> None:
@@ -226,6 +241,7 @@ class Netlink:
                         return Outcome(deleted=True)
                     raise BurrowError(f"Netlink error: No such device (os error {errno.ENODEV})")
                 self._ipr(where).link("del", index=idx)
+                self._forget(where, name)
                 return Outcome(deleted=True)
             case DeleteBridgeIfUnused(name):
                 idx = self._index("host", name)
@@ -234,6 +250,7 @@ class Netlink:
                 if self.host.get_links(master=idx):
                     return Outcome(deleted=False)
                 self.host.link("del", index=idx)
+                self._forget("host", name)
                 return Outcome(deleted=True)
         raise AssertionError(op)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from netns.errors import BurrowError
 from netns.firewall.base import StatefulFirewall
 from netns.firewall.iptables import IptablesBackend
+from netns.firewall.libnft import LibNftables
 from netns.firewall.nftables import NftablesBackend
 from netns.firewall.none import NoFirewall
 from netns.firewall.runner import Runner, subprocess_runner
@@ -49,6 +50,11 @@ def select(
     store = StateStore(config_dir)
     if chosen == "iptables":
         return StatefulFirewall(IptablesBackend(argv_prefix=argv_prefix, runner=runner), store)
+    if runner is subprocess_runner and not argv_prefix and env.get("BURROW_NFT_EXEC") != "1":
+        # In-process libnftables: same JSON batch, same atomic transaction, no exec.
+        lib = LibNftables.load()
+        if lib is not None:
+            runner = lib
     return StatefulFirewall(NftablesBackend(argv_prefix=argv_prefix, runner=runner), store)
 
 

@@ -61,9 +61,10 @@ class StatefulFirewall:
         self._transact(remove)
 
     def reload(self) -> None:
-        self._transact(lambda s: s)
+        # Reload exists to repair what someone flushed: forget what was applied before.
+        self._transact(lambda s: s, assume_empty=True)
 
-    def _transact(self, change: Callable[[Snapshot], Snapshot]) -> None:
+    def _transact(self, change: Callable[[Snapshot], Snapshot], *, assume_empty: bool = False) -> None:
         where = f"firewall ({self.name})"
         with self.store.locked():
             old = self.store.load()
@@ -71,6 +72,8 @@ class StatefulFirewall:
             try:
                 # Validate the whole desired ruleset before the first side effect.
                 old_rules, new_rules = ruleset_of(old), ruleset_of(new)
+                if assume_empty:
+                    old_rules = rules.Ruleset()
             except BurrowError as exc:
                 raise exc.wrap(where) from exc
             self.store.save(old, new, self.name)

@@ -139,4 +139,19 @@ def test_backend_is_one_exec_with_the_batch_on_stdin() -> None:
     backend.apply(rules.Ruleset(), rs, frozenset())
     assert len(calls) == 1
     assert calls[0][0] == ["nsenter", "-t", "1", "-n", "--", "nft", "-j", "-f", "-"]
-    assert json.loads(calls[0][1]) == nft.render(rs)
+    assert json.loads(calls[0][1]) == nft.render(rs, rules.Ruleset())
+
+
+def test_incremental_setup_only_appends_and_teardown_flushes_what_changed() -> None:
+    first = rules.build([net()], [])
+    both = rules.build([net()], [pf(pm())])
+    grow = nft.render(both, first, skeleton=True)["nftables"]
+    # Adding a container's ports deletes nothing (a delete costs the kernel an RCU wait).
+    assert not [c for c in grow if "flush" in c or "delete" in c]
+    assert [c for c in grow if "rule" in c.get("add", {})]
+    shrink = nft.render(first, both, skeleton=True)["nftables"]
+    flushed = {c["flush"]["chain"]["name"] for c in shrink if "flush" in c}
+    assert "NETAVARK-HOSTPORT-DNAT" in flushed and "FORWARD" not in flushed
+    gone = nft.render(rules.Ruleset(), first, skeleton=True)["nftables"]
+    assert {"delete": {"table": {"family": "inet", "name": "netavark"}}} not in gone
+    assert all(c["delete"]["chain"]["name"].startswith("nv_") for c in gone if "delete" in c)

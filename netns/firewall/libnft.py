@@ -1,0 +1,62 @@
+"""Apply an nft JSON batch in-process through libnftables (what `nft -j -f -` does, minus the exec).
+
+Each `nft` exec costs 10-15 ms here (a process start and the library's own start-up); the
+library call is one netlink transaction in the caller's current netns. Used only when
+libnftables.so.1 loads; otherwise the backend execs `nft` as before.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from collections.abc import Sequence
+
+from netns.firewall.runner import ExecResult
+
+NFT_CTX_OUTPUT_JSON = 1 << 4  # also makes nft_run_cmd_from_buffer parse JSON input
+
+
+class LibNftables:
+    """A `Runner` for `nft -j -f -` that calls the library instead of exec'ing."""
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        self.lib = lib
+        lib.nft_ctx_new.restype = ctypes.c_void_p
+        lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
+        lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_output_set_flags.argtypes = [ctypes.c_void_p, ctypes.c_uint]
+        lib.nft_ctx_buffer_output.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
+        lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_get_output_buffer.restype = ctypes.c_char_p
+        lib.nft_ctx_get_output_buffer.argtypes = [ctypes.c_void_p]
+        lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        lib.nft_run_cmd_from_buffer.restype = ctypes.c_int
+
+    @classmethod
+    @functools.cache
+    def load(cls) -> LibNftables | None:
+        """The library, loaded once per process (the warm engine keeps it)."""
+        try:
+            return cls(ctypes.CDLL("libnftables.so.1", use_errno=True))
+        except (OSError, AttributeError):
+            return None
+
+    def __call__(self, argv: Sequence[str], stdin: str) -> ExecResult:
+        if list(argv[-3:]) != ["-j", "-f", "-"] or len(argv) != 4:
+            raise ValueError(f"LibNftables only runs `nft -j -f -`, not {list(argv)}")
+        # A fresh context per call: its netlink socket binds to the netns current at creation.
+        ctx = self.lib.nft_ctx_new(0)
+        if not ctx:
+            return ExecResult(1, "", "libnftables: nft_ctx_new failed")
+        try:
+            self.lib.nft_ctx_output_set_flags(ctx, NFT_CTX_OUTPUT_JSON)
+            self.lib.nft_ctx_buffer_output(ctx)
+            self.lib.nft_ctx_buffer_error(ctx)
+            rc = self.lib.nft_run_cmd_from_buffer(ctx, stdin.encode())
+            out = (self.lib.nft_ctx_get_output_buffer(ctx) or b"").decode(errors="replace")
+            err = (self.lib.nft_ctx_get_error_buffer(ctx) or b"").decode(errors="replace")
+            return ExecResult(1 if rc else 0, out, err)
+        finally:
+            self.lib.nft_ctx_free(ctx)
