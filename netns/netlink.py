@@ -309,6 +309,10 @@ class Netlink:
             if op.mtu:
                 set_args["mtu"] = op.mtu
             self.host.link("set", index=host_idx, **set_args)
+            # Hairpin: a container reaching its own published port (DNAT back to itself) needs
+            # the bridge to send the frame out of the port it came in on; with bridge netfilter
+            # on (as here), that is otherwise dropped.
+            self.host.brport("set", index=host_idx, mode=1)
         except BaseException:
             self._apply(undo)
             raise

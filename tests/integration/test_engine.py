@@ -87,7 +87,8 @@ def test_dual_stack_setup_traffic_and_clean_teardown(world: World, netns_factory
     assert request(h, "10.77.0.1", 8080) == "hello 80"
     assert request(h, "fd77::1", 8080) == "hello 80"
     assert request(h, "fd77::1", 8443) == "hello 80"  # host_ip v6
-    assert request(c2, "10.77.0.1", 8080) == "hello 80"  # hairpin from the same network
+    assert request(c2, "10.77.0.1", 8080) == "hello 80"  # from another container on the network
+    assert request(c1, "10.77.0.1", 8080) == "hello 80"  # hairpin: the container to itself
     assert "8080" in firewall_dump(world)
 
     world.teardown(c1, o1)
