@@ -57,7 +57,11 @@ from netns.client import (
 DEFAULT_IDLE = 30.0
 # Modules to load before binding. Missing ones are skipped: the engine is written in
 # parallel, and a request that needs a missing module fails in `run` exactly as in-process.
-PRELOAD = ("netns.netavark_cli", "netns.engine", "netns.netlink")
+PRELOAD = (
+    "netns.netavark_cli", "netns.engine", "netns.netlink",
+    # burrow-dns is started by forking the engine (netns/aardvark.py): have it warm too.
+    "netns.dns.cli", "netns.dns.server", "netns.dns.resolver", "netns.dns.loop", "netns.dns.upstream",
+)
 _PR_SET_CHILD_SUBREAPER = 36
 _NS_KINDS = ("net", "user", "mnt")
 _MAX_REQUEST = 64 << 20  # stdin is a few KB of JSON; refuse anything absurd
