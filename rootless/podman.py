@@ -322,6 +322,13 @@ def plan_disable(scope: Scope) -> Change:
 
 
 def apply(change: Change) -> None:
+    try:
+        _apply(change)
+    except OSError as exc:
+        raise BurrowError(f"{exc.filename or change.scope.dropin}: {exc.strerror}") from exc
+
+
+def _apply(change: Change) -> None:
     s = change.scope
     if change.dropin_new is not None:
         s.helper_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
