@@ -56,7 +56,7 @@ def normalise(rec: dict[str, Any]) -> Any:
         # against what Podman asked for, not across worlds.
         ifaces = block.get("interfaces", {})
         assert list(ifaces) == [nets[name]["interface_name"]], (ifaces, nets[name])
-        block["interfaces"] = {"<as-requested>": v for v in ifaces.values()}
+        block["interfaces"] = {"<as-requested>": next(iter(ifaces.values()))}
         for iface in block["interfaces"].values():
             if not static:
                 iface["mac_address"] = "<generated>"

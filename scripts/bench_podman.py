@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""`podman run --rm IMG true` overhead over `--network none`: burrow vs netavark 1.4 vs CNI.
+
+Variants per backend: bridge without DNS, bridge with DNS, bridge + DNS + one published port
+(CNI has no DNS plugin here, so its "dns" row is a plain bridge). Every round runs every
+variant of every backend back to back (interleaved), which cancels slow load drift.
+Rootful runs in private net+mount namespaces (tests/e2e/podman_env.RootfulWorld: nothing of
+the machine's network or Podman state is touched); rootless runs as the harness user
+(tests/rootless_user.py) with private XDG dirs, one config home per backend.
+
+usage: sudo .venv/bin/python scripts/bench_podman.py [--rounds N] [--mode rootful|rootless|both]
+Target (issue 5): burrow's overhead <= 0.6 x netavark's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.e2e.podman_env import (  # noqa: E402
+    BASE_CONF,
+    IMAGE,
+    RootfulWorld,
+    RootlessWorld,
+    build_rootfs_tar,
+    ensure_host_fixes,
+    environment_problem,
+)
+
+BACKENDS = ("burrow", "netavark", "cni")
+VARIANTS = ("none", "nodns", "dns", "dns+1port")
+
+
+def net_args(variant: str, port: int) -> list[str]:
+    return {"none": ["--network", "none"], "nodns": ["--network", "bnodns"],
+            "dns": ["--network", "bdns"],
+            "dns+1port": ["--network", "bdns", "-p", f"127.0.0.1:{port}:80"]}[variant]
+
+
+def make_networks(podman: Any) -> None:
+    podman("network", "create", "--disable-dns", "--subnet", "10.89.60.0/24", "bnodns")
+    podman("network", "create", "--subnet", "10.89.61.0/24", "bdns")
+
+
+def rootful_runners(base: Path, tar: Path) -> tuple[dict[str, Any], list[Any]]:
+    worlds, runners = [], {}
+    for b in BACKENDS:
+        w = RootfulWorld(base / b, tar, backend=b)
+        worlds.append(w)
+        make_networks(w.podman)
+        runners[b] = (lambda w: lambda args: w.ns.run(w.podman_argv("run", "--rm", *args, IMAGE, "true"),
+                                                       check=False, env=w.env(), timeout=120))(w)
+    return runners, worlds
+
+
+def rootless_runners(base: Path, tar: Path) -> tuple[dict[str, Any], list[Any]]:
+    from tests.rootless_user import RootlessUser
+
+    user = RootlessUser.ensure()
+    worlds, runners = [], {}
+    for b in BACKENDS:
+        d = Path(tempfile.mkdtemp(prefix=f"burrow-bench-{b}-", dir="/tmp"))
+        d.chmod(0o755)
+        w = RootlessWorld(user, d / "w", tar)
+        conf = w.config_home / "containers"
+        if b != "burrow":
+            w.run([str(REPO / ".venv/bin/burrow"), "podman", "disable", "--user"], check=True)
+        (conf / "containers.conf").write_text(BASE_CONF.format(backend="cni" if b == "cni" else "netavark"))
+        if b == "cni":  # CNI keeps its config in ~/.config/cni/net.d (XDG_CONFIG_HOME) rootless
+            w.podman("image", "ls")
+        worlds.append(w)
+        make_networks(w.podman)
+        runners[b] = (lambda w: lambda args: w.run(["podman", "run", "--rm", *args, IMAGE, "true"],
+                                                    timeout=120))(w)
+    return runners, worlds
+
+
+def bench(mode: str, rounds: int, tar: Path) -> dict[str, Any]:
+    base = Path(tempfile.mkdtemp(prefix="burrow-bench-"))
+    runners, worlds = (rootful_runners if mode == "rootful" else rootless_runners)(base, tar)
+    port = 18190 if mode == "rootful" else 28190
+    raw: dict[str, list[float]] = {f"{b} {v}": [] for b in BACKENDS for v in VARIANTS}
+    fails: dict[str, int] = {k: 0 for k in raw}
+    try:
+        for r in range(rounds + 1):  # round 0 is warm-up
+            for b in BACKENDS:
+                for v in VARIANTS:
+                    t = time.monotonic()
+                    res = runners[b](net_args(v, port))
+                    dt = (time.monotonic() - t) * 1000
+                    rc = res.returncode if hasattr(res, "returncode") else res.rc
+                    if rc != 0:
+                        fails[f"{b} {v}"] += 1
+                        err = res.stderr if hasattr(res, "stderr") else res.err
+                        print(f"FAIL {mode} {b} {v}: {err.strip()[-300:]}", file=sys.stderr)
+                    elif r > 0:
+                        raw[f"{b} {v}"].append(dt)
+    finally:
+        for w in worlds:
+            w.close()
+    med = {k: statistics.median(v) if v else float("nan") for k, v in raw.items()}
+    return {"mode": mode, "rounds": rounds, "raw": raw, "median": med, "fails": fails}
+
+
+def table(res: dict[str, Any]) -> str:
+    med = res["median"]
+    lines = [f"\n{res['mode']} ({res['rounds']} interleaved rounds; median ms, +overhead over --network none)",
+             f"{'variant':<10}" + "".join(f"{b:>22}" for b in BACKENDS) + f"{'burrow/netavark':>18}"]
+    for v in VARIANTS:
+        cells, over = [], {}
+        for b in BACKENDS:
+            m, none = med[f"{b} {v}"], med[f"{b} none"]
+            over[b] = m - none
+            cells.append(f"{m:8.1f}" + ("" if v == "none" else f" (+{over[b]:6.1f})").rjust(14))
+        ratio = "" if v == "none" else f"{over['burrow'] / over['netavark']:.2f}x" if over["netavark"] > 0 else "-"
+        lines.append(f"{v:<10}" + "".join(f"{c:>22}" for c in cells) + f"{ratio:>18}")
+    lines.append("(CNI has no DNS plugin here: its dns rows are a plain bridge; target burrow/netavark <= 0.6x)")
+    if any(res["fails"].values()):
+        lines.append(f"failures: { {k: n for k, n in res['fails'].items() if n} }")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--mode", choices=("rootful", "rootless", "both"), default="both")
+    ap.add_argument("--json", help="write raw results here")
+    a = ap.parse_args()
+    problem = environment_problem()
+    if problem:
+        print(problem, file=sys.stderr)
+        return 1
+    ensure_host_fixes()
+    tar = build_rootfs_tar(Path(tempfile.mkdtemp(prefix="burrow-bench-img-", dir="/tmp")))
+    tar.parent.chmod(0o755)
+    out = []
+    for mode in (("rootful", "rootless") if a.mode == "both" else (a.mode,)):
+        res = bench(mode, a.rounds, tar)
+        out.append(res)
+        print(table(res), flush=True)
+    if a.json:
+        Path(a.json).write_text(json.dumps(out, indent=1))
+    subprocess.run(["rm", "-rf", str(tar.parent)], check=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
