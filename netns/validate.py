@@ -259,18 +259,9 @@ def request(opts: NetworkOptions) -> Request:
             )
         seen_if.add(att.ifname)
         attachments.append(att)
-    has_v6 = any(a.first_address(6) for a in attachments)
-    has_v4 = any(a.first_address(4) for a in attachments)
     for pm in opts.ports:
+        # A host_ip of a family the container lacks on these networks is not an error: rootless
+        # Podman's `network connect` sends all the container's mappings with only the new
+        # network. Such a mapping simply gets no rule here, as with netavark.
         pm.validate()
-        addr = pm.host_address
-        if addr is not None and attachments:
-            if addr.version == 6 and not has_v6:
-                raise BurrowError(
-                    f"port mapping on host_ip {addr}: the container has no IPv6 address"
-                )
-            if addr.version == 4 and not has_v4:
-                raise BurrowError(
-                    f"port mapping on host_ip {addr}: the container has no IPv4 address"
-                )
     return Request(options=opts, attachments=tuple(attachments), ports=opts.ports)

@@ -338,15 +338,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except SystemExit as e:
         return int(e.code or 0) if isinstance(e.code, int) or e.code is None else 1
-    except Exception as e:  # click's usage errors
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+    except Exception as e:
+        # Usage errors come from the click copy that typer bundles (typer._click), so match
+        # them by shape rather than importing a `click` that may not be installed.
+        if hasattr(e, "show") and isinstance(getattr(e, "exit_code", None), int):
             e.show()
             return int(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
+        if type(e).__name__ == "Abort":
             return 1
-        raise
+        if os.environ.get("BURROW_DEBUG"):
+            raise
+        print(f"Error: {type(e).__name__}: {e} (set BURROW_DEBUG=1 for a traceback)", file=sys.stderr)
+        return 1
     return 0
 
 

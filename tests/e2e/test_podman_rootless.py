@@ -107,9 +107,6 @@ def test_rootless_ports_on_host_loopback(rworld: tuple[RootlessWorld, int]) -> N
         assert probe(host, "tcp", "127.0.0.1", port + 2 + i) == f"tcp{8100 + i}:hi"
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: netns/validate.py rejects a v4-only network on "
-                   "`network connect` when the container publishes a port on ::1 (rootless Podman "
-                   "passes all port_mappings with only the new network); netavark 1.4 accepts it")
 def test_rootless_connect_v4_network_to_container_with_v6_port(rworld: tuple[RootlessWorld, int]) -> None:
     w, port = rworld
     w.podman("run", "-d", "--name", "prc", "--network", "r1", "-p", f"[::1]:{port + 5}:80", IMAGE,

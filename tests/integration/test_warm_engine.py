@@ -278,3 +278,16 @@ def test_concurrent_clients_are_all_served_correctly(ns: Netns, config: str) -> 
         ))  # fmt: skip
     assert all(r.contract() == expected for r in results)
     assert sum(r.warm for r in results) >= 8  # queued on the one engine, not refused
+
+
+def test_peer_in_another_mount_ns_with_the_same_state_dir_is_served_warm(ns: Netns, config: str) -> None:
+    """Rootless Podman runs each netavark call in a fresh mount ns of its rootless netns."""
+    pid = start_engine(ns, config)
+    cmd = ["unshare", "--mount", "--propagation", "private", CLI, "--config", config, "setup",
+           "/nonexistent/netns"]  # fmt: skip
+    env = _env(BURROW_ENGINE_STATS="1")
+    res = subprocess.run(ns.argv(cmd), input=b"{}", capture_output=True, env=env, cwd=REPO, timeout=60)
+    match = STATS.search(res.stderr)
+    assert match and match.group(1).decode().startswith("engine"), res.stderr
+    assert f"pid={pid}".encode() in match.group(1)
+    assert res.returncode == 1 and b"invalid namespace path" in res.stdout
