@@ -204,10 +204,12 @@ class Engine:
         reached by path. So a different mount namespace is accepted when that directory, seen
         from the caller's root, is the very same directory (device and inode) as ours.
         """
-        peer = peer_ns_ids(pid)
-        if peer == self.world:
+        peer, world = peer_ns_ids(pid), self.world
+        if peer is None or world is None:
+            return False
+        if peer == world:
             return True
-        if peer[:2] != self.world[:2]:
+        if peer[:2] != world[:2]:
             return False
         directory = os.path.dirname(os.path.abspath(self.sock_path))
         try:

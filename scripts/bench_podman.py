@@ -58,8 +58,8 @@ def rootful_runners(base: Path, tar: Path) -> tuple[dict[str, Any], list[Any]]:
         w = RootfulWorld(base / b, tar, backend=b)
         worlds.append(w)
         make_networks(w.podman)
-        runners[b] = (lambda w: lambda args: w.ns.run(w.podman_argv("run", "--rm", *args, IMAGE, "true"),
-                                                       check=False, env=w.env(), timeout=120))(w)
+        runners[b] = (lambda w: lambda args: w.ns.run(w.podman_argv("run", "--rm", *args, IMAGE, "true"),  # noqa: B023 - w is bound by the outer lambda
+                                                       check=False, env=w.env(), timeout=120))(w)  # noqa: B023
     return runners, worlds
 
 
@@ -80,7 +80,7 @@ def rootless_runners(base: Path, tar: Path) -> tuple[dict[str, Any], list[Any]]:
             w.podman("image", "ls")
         worlds.append(w)
         make_networks(w.podman)
-        runners[b] = (lambda w: lambda args: w.run(["podman", "run", "--rm", *args, IMAGE, "true"],
+        runners[b] = (lambda w: lambda args: w.run(["podman", "run", "--rm", *args, IMAGE, "true"],  # noqa: B023 - w is bound by the outer lambda
                                                     timeout=120))(w)
     return runners, worlds
 

@@ -314,7 +314,7 @@ def test_dns_glue(dns_server: str, host_ns: Netns, netns_factory: Callable[[], N
     pid = int((w.config / "aardvark-dns" / "aardvark.pid").read_text())
 
     def dig(name: str, qtype: str = "A") -> str:
-        return c2.run(["dig", "+short", "+time=2", "+tries=2", f"@10.78.0.1", name, qtype], check=False).stdout.strip()
+        return c2.run(["dig", "+short", "+time=2", "+tries=2", "@10.78.0.1", name, qtype], check=False).stdout.strip()
 
     assert wait_for(lambda: dig("web") == "10.78.0.2")
     assert dig("web1", "AAAA") == "fd78::2"

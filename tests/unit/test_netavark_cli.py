@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from netns.netavark_cli import parse_args, run
 from netns.create import create_network
 from netns.errors import BurrowError
+from netns.netavark_cli import parse_args, run
 
 
 def test_podman_argv() -> None:
