@@ -343,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # them by shape rather than importing a `click` that may not be installed.
         if hasattr(e, "show") and isinstance(getattr(e, "exit_code", None), int):
             e.show()
-            return int(e.exit_code)
+            return int(getattr(e, "exit_code"))  # noqa: B009 - duck-typed click exception
         if type(e).__name__ == "Abort":
             return 1
         if os.environ.get("BURROW_DEBUG"):
