@@ -1,14 +1,16 @@
 """The warm engine behind `burrow-netavark`: `python -m netns.server --socket PATH`.
 
-One engine serves one "network world" (net + user + mount namespace) and config dir. It
+One engine serves one user namespace and config dir, in whatever network namespace each
+caller is in (it enters the caller's netns for the request). It
 imports the heavy engine once, before it binds, so that the first request it accepts is
 already warm, then serves requests one at a time (the engine takes its own locks; a queue of
 short requests is simpler and no slower than threads fighting over those locks).
 
 Security: the socket is mode 0600, every peer must have our euid (SO_PEERCRED), and the
-client checks the same of us. A peer in another net, user or mount namespace gets
-HELLO_WRONG_WORLD and runs the command itself: paths, netlink and firewall state would all
-mean something else here.
+client checks the same of us. A peer in another user namespace, or one whose view of the
+state directory is not ours (another mount namespace with other files there), gets
+HELLO_WRONG_WORLD and runs the command itself: uids, paths and state would mean something
+else here.
 
 Lifetime: started on demand by the client (detached, own session, stdio to the log file),
 exits after BURROW_ENGINE_IDLE seconds (default 30) without a request, or as soon as its
@@ -27,6 +29,7 @@ a `subprocess.run` inside a request still gets its own child's status.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -40,7 +43,7 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from types import FrameType
 from typing import TextIO
 
@@ -187,7 +190,8 @@ class Engine:
 
         fields, fds = read_request(conn)
         try:
-            reply = self.execute(fields, fds[0] if fds else None)
+            with entered_netns(pid):
+                reply = self.execute(fields, fds[0] if fds else None)
         finally:
             for fd in fds:
                 os.close(fd)
@@ -195,22 +199,24 @@ class Engine:
         conn.sendall(len(reply).to_bytes(4, "big") + reply)
 
     def same_world(self, pid: int) -> bool:
-        """Same net and user namespace, and the same files where it matters.
+        """Same user namespace, and the same files where it matters; any network namespace.
 
-        Rootless Podman runs every netavark call in a fresh mount namespace of its rootless
-        netns, all set up alike. Requiring the identical mount namespace would send each of
-        those calls in-process (~150 ms of imports). What the engine needs to share with the
-        caller is the state directory: the one holding our socket, which the caller just
-        reached by path. So a different mount namespace is accepted when that directory, seen
-        from the caller's root, is the very same directory (device and inode) as ours.
+        - The network namespace may differ: the engine enters the caller's for the request
+          (`entered_netns`). Rootless Podman makes a new rootless netns whenever its last
+          container has gone; an engine per netns would be cold for every such `run --rm`.
+        - The mount namespace may differ too: rootless Podman runs every netavark call in a
+          fresh one, all set up alike. What the engine must share with the caller is the
+          state directory: the one holding our socket, which the caller just reached by path.
+          So it is accepted when that directory, seen from the caller's root, is the very
+          same directory (device and inode) as ours.
         """
         peer, world = peer_ns_ids(pid), self.world
         if peer is None or world is None:
             return False
-        if peer == world:
-            return True
-        if peer[:2] != world[:2]:
+        if peer[1] != world[1]:  # user namespace: privileges and uids mean something else
             return False
+        if peer[2] == world[2]:
+            return True
         directory = os.path.dirname(os.path.abspath(self.sock_path))
         try:
             theirs = os.stat(f"/proc/{pid}/root{directory}")
@@ -337,6 +343,42 @@ def ns_ids(pid: str) -> NsIds:
 def _ns_id(path: str) -> tuple[int, int]:
     st = os.stat(path)
     return (st.st_dev, st.st_ino)
+
+
+_CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, _CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+@contextlib.contextmanager
+def entered_netns(pid: int) -> Iterator[None]:
+    """Run the request in the caller's network namespace (its "host"), then come back.
+
+    Everything the engine creates during the request (netlink and nftables sockets, sysctl
+    files, a forked DNS server) then belongs to the caller's netns, exactly as if the caller
+    had run the command itself.
+    """
+    here = os.stat("/proc/thread-self/ns/net")
+    there = os.stat(f"/proc/{pid}/ns/net")
+    if (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino):
+        yield
+        return
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _setns(target)
+        try:
+            yield
+        finally:
+            _setns(home)
+    finally:
+        os.close(target)
+        os.close(home)
 
 
 def peer_ns_ids(pid: int) -> NsIds | None:

@@ -9,6 +9,7 @@ that is how these tests tell warm from in-process, never by timing.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -207,19 +208,43 @@ def test_contract_is_identical_warm_and_in_process(
         assert re.fullmatch(rb'\{"error":".+"\}\n', warm.out), warm.out
 
 
-def test_peer_in_another_netns_is_sent_back_in_process(
+def test_peer_in_another_netns_is_served_in_its_own_netns(
     ns: Netns, netns_factory: Callable[[], Netns], config: str
 ) -> None:
+    """Rootless Podman re-creates its netns after the last container: one engine serves all."""
+    from tests.engine_util import network, options
+
     pid = start_engine(ns, config)
-    other = netns_factory()
-    res = call(other, config, "setup", "/nonexistent/netns", stdin=b"{}")
-    assert res.served_by == "in-process reason=wrong-world"
-    assert res.contract() == in_process(other, config, "setup", "/nonexistent/netns",
-                                        stdin=b"{}").contract()  # fmt: skip
-    # The engine of the other world keeps serving its own, and nobody spawned a rival.
+    other, ctr = netns_factory(), netns_factory()
+    bridge = unique("wb")
+    net = network(unique("n"), bridge, [("10.79.0.0/24", "10.79.0.1")])
+    opts = options("c", [(net, {"interface_name": "eth0", "static_ips": ["10.79.0.2"]})])
+    res = call(other, config, "--firewall-driver", "none", "setup", ctr.path,
+               stdin=json.dumps(opts).encode())  # fmt: skip
+    assert res.code == 0, res.out
+    assert res.warm and res.engine_pid == pid
+    # The work happened in the caller's netns, not the engine's.
+    assert bridge in other.link_names() and bridge not in ns.link_names()
+    res = call(other, config, "--firewall-driver", "none", "teardown", ctr.path,
+               stdin=json.dumps(opts).encode())  # fmt: skip
+    assert res.code == 0 and res.warm
+    assert other.link_names() == {"lo"}
+    # The engine is back home: it still serves its own world.
     assert call(ns, config, "version").engine_pid == pid
-    log = Path(config, "burrow-engine.log").read_text()
-    assert "another network world" in log
+
+
+def test_peer_in_another_user_ns_is_sent_back_in_process(ns: Netns, config: str) -> None:
+    pid = start_engine(ns, config)
+    cmd = ["unshare", "--user", "--map-root-user", CLI, "--config", config, "setup", "/nonexistent/netns"]
+    env = _env(BURROW_ENGINE_STATS="1")
+    res = subprocess.run(ns.argv(cmd), input=b"{}", capture_output=True, env=env, cwd=REPO, timeout=60)
+    match = STATS.search(res.stderr)
+    assert match, res.stderr
+    # A peer in another user namespace is not ours to serve (its uids mean something else);
+    # the peer's SO_PEERCRED uid maps to ours, so the engine explains instead of hanging up.
+    assert match.group(1).decode().startswith("in-process"), match.group(1)
+    assert res.returncode == 1 and b"invalid namespace path" in res.stdout
+    assert call(ns, config, "version").engine_pid == pid
 
 
 @pytest.mark.skipif(not have("setpriv"), reason="environment: setpriv (util-linux) missing")
