@@ -22,7 +22,7 @@ from netns.aardvark import AardvarkConfig, Entry, dns_port
 from netns.drivers import bridge, macvlan
 from netns.errors import BurrowError, MultiError
 from netns.firewall.types import Firewall, NetworkFw, PortFw
-from netns.plan import DeleteBridgeIfUnused, Op
+from netns.plan import DeleteBridgeIfUnused, DetachFromBridge, Op
 from netns.schema import (
     NetAddress,
     NetInterface,
@@ -272,7 +272,7 @@ def teardown(ctx: Context, stdin: bytes, netns_path: str) -> None:
                     except BurrowError as exc:
                         errors.append(exc)
                         continue
-                    if isinstance(op, DeleteBridgeIfUnused) and out.deleted:
+                    if isinstance(op, DeleteBridgeIfUnused | DetachFromBridge) and out.deleted:
                         complete.append(att)
             fw_nets = [network_fw(ctx, a) for a in complete if _firewalled(a)]
             fw_ports = (

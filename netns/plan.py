@@ -90,6 +90,15 @@ class DeleteLink:
 
 
 @dataclass(frozen=True)
+class DetachFromBridge:
+    """Teardown of one bridge port: delete the container's veth and, if it was the bridge's
+    last port, the bridge too (the result says whether the bridge went)."""
+
+    ifname: str
+    bridge: str
+
+
+@dataclass(frozen=True)
 class DeleteBridgeIfUnused:
     """Delete the bridge when no port is left on it; the result says whether it went."""
 
@@ -105,6 +114,7 @@ Op = (
     | ConfigureInterface
     | AddRoute
     | DeleteLink
+    | DetachFromBridge
     | DeleteBridgeIfUnused
 )
 
@@ -128,6 +138,8 @@ def describe(op: Op) -> str:
             return f"add route {dest} via {gw or 'link'} ({where})"
         case DeleteLink(where, name):
             return f"failed to delete {'container veth' if where == 'container' else 'link'} {name}"
+        case DetachFromBridge(ifname, bridge):
+            return f"failed to delete container veth {ifname} (bridge {bridge})"
         case DeleteBridgeIfUnused(name):
             return f"delete bridge {name}"
     raise AssertionError(op)

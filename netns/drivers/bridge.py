@@ -8,8 +8,8 @@ from netns.plan import (
     AddRoute,
     AddVeth,
     ConfigureInterface,
-    DeleteBridgeIfUnused,
     DeleteLink,
+    DetachFromBridge,
     EnsureBridge,
     Op,
     RequireLink,
@@ -71,7 +71,6 @@ def plan_setup(att: Attachment, *, has_ports: bool) -> tuple[Op, ...]:
 
 
 def plan_teardown(att: Attachment) -> tuple[Op, ...]:
-    ops: list[Op] = [DeleteLink("container", att.ifname)]
     if att.managed:
-        ops.append(DeleteBridgeIfUnused(att.bridge))
-    return tuple(ops)
+        return (DetachFromBridge(att.ifname, att.bridge),)
+    return (DeleteLink("container", att.ifname),)

@@ -16,8 +16,8 @@ from netns.plan import (
     AddRoute,
     AddVeth,
     ConfigureInterface,
-    DeleteBridgeIfUnused,
     DeleteLink,
+    DetachFromBridge,
     EnsureBridge,
     RequireLink,
     Sysctl,
@@ -104,7 +104,7 @@ def test_bridge_plan_transcript() -> None:
         AddRoute("container", ipaddress.ip_network("::/0"), gw6.ip, "eth0", 100),
         Sysctl("host", "net/ipv4/conf/podman1/route_localnet", "1"),
     )
-    assert bridge.plan_teardown(a1) == (DeleteLink("container", "eth0"), DeleteBridgeIfUnused("podman1"))
+    assert bridge.plan_teardown(a1) == (DetachFromBridge("eth0", "podman1"),)
 
 
 def test_internal_network_has_no_routes_and_no_forwarding() -> None:
