@@ -95,6 +95,7 @@ class Netlink:
     def __init__(self, container_fd: int | None) -> None:
         self.container_fd = container_fd
         self._indexes: dict[tuple[Where, str], int] = {}
+        self._macs: dict[tuple[Where, str], str] = {}
         self.host = IPRoute()
         self.ctr: IPRoute | None = None
         if container_fd is not None:
@@ -131,6 +132,7 @@ class Netlink:
                 return None
             raise
         self._indexes[(where, name)] = link["index"]
+        self._macs[(where, name)] = str(link.get_attr("IFLA_ADDRESS"))
         return link
 
     def _index(self, where: Where, name: str) -> int | None:
@@ -142,6 +144,7 @@ class Netlink:
 
     def _forget(self, where: Where, name: str) -> None:
         self._indexes.pop((where, name), None)
+        self._macs.pop((where, name), None)
 
     def write_sysctl(self, where: Where, path: str, value: str) -> None:
         def write() -> None:
@@ -157,6 +160,9 @@ class Netlink:
             write()
 
     def mac(self, ifname: str) -> str:
+        # Read back when the veth was created (a MAC never changes by bringing a link up).
+        if ("container", ifname) in self._macs:
+            return self._macs[("container", ifname)]
         link = self._link("container", ifname)
         if link is None:
             raise BurrowError(f"interface {ifname} vanished from the container namespace")
@@ -327,8 +333,8 @@ class Netlink:
             link = self._link("container", op.ifname)
             assert link is not None
             host_idx = link.get_attr("IFLA_LINK")
-            host_name = self.host.get_links(host_idx)[0].get_attr("IFLA_IFNAME")
             if op.ipv6:
+                host_name = self.host.get_links(host_idx)[0].get_attr("IFLA_IFNAME")
                 self.write_sysctl("host", f"net/ipv6/conf/{host_name}/accept_dad", "0")
             set_args: dict[str, Any] = {"master": bridge, "state": "up"}
             if op.mtu:
@@ -373,9 +379,11 @@ class Netlink:
                 self.write_sysctl("container", f"net/ipv6/conf/{op.ifname}/{key}", "0")
         for addr in op.addresses:
             ctr.addr("add", index=idx, address=str(addr.ip), prefixlen=addr.network.prefixlen)
-        lo = self._index("container", "lo")
-        if lo is not None:
-            ctr.link("set", index=lo, state="up")
+        try:  # loopback is ifindex 1 in every network namespace
+            ctr.link("set", index=1, state="up")
+        except NetlinkError as exc:
+            if exc.code != errno.ENODEV:
+                raise
         ctr.link("set", index=idx, state="up")
 
     def _add_route(self, op: AddRoute) -> None:
