@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
 from netns.errors import BurrowError
-from rootless import world
+from rootless.backend import World
 from rootless.paths import StatePaths
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -32,8 +33,29 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @dataclass(frozen=True)
 class Ctx:
-    paths: StatePaths
-    opts: world.WorldOptions
+    world: World
+
+    @property
+    def paths(self) -> StatePaths:
+        return self.world.paths
+
+
+STATE_DIR_ENV = "BURROW_STATE_DIR"
+
+
+def make_world(connector: str | None, allow_host_loopback: bool,
+               env: Mapping[str, str] | None = None) -> World:
+    """The one place that decides rootless or rootful: real root (euid 0 in the initial user
+    namespace) gets the rootful world, everyone else the per-user namespace."""
+    from rootless import rootful, world
+
+    env = os.environ if env is None else env
+    override = env.get(STATE_DIR_ENV, "")
+    if rootful.is_initial_root():
+        # --connector/--allow-host-loopback do not apply: no connector, the host is right here.
+        return rootful.RootfulWorld(StatePaths(Path(override or rootful.ROOTFUL_STATE_DIR)))
+    paths = StatePaths(Path(override)) if override else StatePaths.for_user(env)
+    return world.RootlessWorld(paths, world.WorldOptions(connector, allow_host_loopback))
 
 
 _CTX: list[Ctx] = []  # set once by the callback; the only module-level handle
@@ -57,7 +79,7 @@ def _main(
         help="let sandboxes reach the host's 127.0.0.1/::1 through the connector "
              "(10.0.2.2/fd00::2 with slirp4netns); closed by default")] = False,
 ) -> None:
-    _CTX[:] = [Ctx(StatePaths.for_user(), world.WorldOptions(connector, allow_host_loopback))]
+    _CTX[:] = [Ctx(make_world(connector, allow_host_loopback))]
 
 
 def emit(rows: Sequence[dict[str, Any]], fmt: str, columns: Sequence[str]) -> None:
@@ -82,11 +104,8 @@ def _cell(v: Any) -> str:
 @app.command()
 def up() -> None:
     """Create the user namespace and its connector now (the first sandbox otherwise does)."""
-    c = ctx()
-    w = world.ensure(c.paths, c.opts)
-    conn = w.connector
-    print(f"namespace holder {w.holder.pid}, connector {conn.kind if conn else '-'}"
-          f"{' (created)' if w.created else ''}")
+    w = ctx().world
+    print(w.up_message(w.ensure()))
 
 
 @app.command()
@@ -94,25 +113,23 @@ def status(fmt: FormatOpt = "table") -> None:
     """The namespace, connector, DNS, forwarder and sandboxes."""
     from rootless import status as status_mod
 
-    info = status_mod.collect(ctx().paths)
+    info = status_mod.collect(ctx().world)
     if fmt == "json":
         print(json.dumps(info, indent=2))
     else:
-        print(status_mod.render(info))
+        print(status_mod.render(ctx().world, info))
 
 
 @app.command()
 def down() -> None:
     """Remove every sandbox and stop the namespace, connector, DNS server and forwarder."""
-    had = world.teardown(ctx().paths)
+    had = ctx().world.teardown()
     print("stopped" if had else "nothing running")
 
 
 
 def _mtu(c: Ctx) -> int | None:
-    from rootless.connectors.base import CONNECTOR_MTU
-
-    return CONNECTOR_MTU
+    return c.world.network_mtu
 
 
 # -- sandboxes ------------------------------------------------------------------------------
@@ -133,7 +150,7 @@ def sandbox_create(
     c = ctx()
     attaches = [sandbox.Attach.parse(n) for n in network or []]
     ports = [p for spec in publish or [] for p in PortSpec.parse(spec)]
-    rec = sandbox.create(c.paths, c.opts, name, attaches, ports, dns or [], _mtu(c))
+    rec = sandbox.create(c.world, name, attaches, ports, dns or [], _mtu(c))
     ips = [ip for a in rec["networks"].values() for ip in a["static_ips"]]
     print(f"{name} {' '.join(ips)}")
 
@@ -170,7 +187,7 @@ def sandbox_rm(names: list[str]) -> None:
     from rootless import sandbox
 
     for n in names:
-        stopped = sandbox.remove(ctx().paths, n)
+        stopped = sandbox.remove(ctx().world, n)
         print(n + (" (last sandbox: namespace stopped)" if stopped else ""))
 
 
@@ -180,7 +197,7 @@ def exec_(name: str, cmd: Annotated[list[str], typer.Argument()]) -> None:
     """Run CMD inside a sandbox: `burrow exec NAME -- CMD...`."""
     from rootless import sandbox
 
-    argv = sandbox.exec_argv(ctx().paths, name, cmd)
+    argv = sandbox.exec_argv(ctx().world, name, cmd)
     env = dict(os.environ)
     env["PATH"] = env.get("PATH", "") + ":/usr/sbin:/sbin"
     sys.stdout.flush()
@@ -286,7 +303,7 @@ def network_connect(
     opts = [f"ip={ip}"] * bool(ip) + [f"ip6={ip6}"] * bool(ip6) + [f"mac={mac}"] * bool(mac)
     opts += [f"alias={a}" for a in alias or []]
     att = sandbox.Attach.parse(network + (":" + ",".join(opts) if opts else ""))
-    sandbox.connect(ctx().paths, ctx().opts, att, name)
+    sandbox.connect(ctx().world, att, name)
 
 
 @network_app.command("disconnect")
@@ -294,7 +311,7 @@ def network_disconnect(network: str, name: str) -> None:
     """Detach a sandbox from a network."""
     from rootless import sandbox
 
-    sandbox.disconnect(ctx().paths, network, name)
+    sandbox.disconnect(ctx().world, network, name)
 
 
 # -- ports ----------------------------------------------------------------------------------
@@ -324,7 +341,7 @@ def demo() -> None:
     """Two sandboxes, one serving HTTP; reach it by name (v4, v6) and from the host."""
     import rootless.demo as demo_mod
 
-    raise SystemExit(demo_mod.run(ctx().paths, ctx().opts))
+    raise SystemExit(demo_mod.run(ctx().world))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

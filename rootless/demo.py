@@ -9,9 +9,10 @@ import time
 import urllib.request
 
 from netns.errors import BurrowError
-from rootless import sandbox, world
-from rootless.paths import StatePaths
+from rootless import sandbox
+from rootless.backend import World
 from rootless.ports.spec import PortSpec
+from rootless.ports.userspace import addresses
 
 PY = "/usr/bin/python3" if sys.executable else "python3"
 FETCH = (
@@ -41,30 +42,30 @@ def _step(text: str) -> None:
     print(text, flush=True)
 
 
-def run(paths: StatePaths, opts: world.WorldOptions) -> int:
+def run(w: World) -> int:
     web, client = "demo-web", "demo-client"
     port = _free_port()
     server: subprocess.Popen[bytes] | None = None
     made: list[str] = []
     try:
         _step(f"1. sandbox {web} on the default dual-stack network, port 127.0.0.1:{port} -> 80")
-        rec = sandbox.create(paths, opts, web, [], PortSpec.parse(f"127.0.0.1:{port}:80"), [],
-                             65520)
+        rec = sandbox.create(w, web, [], PortSpec.parse(f"127.0.0.1:{port}:80"), [],
+                             w.network_mtu)
         made.append(web)
-        v4, v6 = sandbox.addresses(rec)
+        v4, v6 = addresses(rec)
         _step(f"   {web}: {v4} {v6}")
         _step(f"2. sandbox {client}")
         made.append(client)
-        sandbox.create(paths, opts, client, [], [], [], 65520)
+        sandbox.create(w, client, [], [], [], w.network_mtu)
         _step(f"3. HTTP server in {web} on [::]:80")
         cmd = ("mkdir -p /tmp/burrow-demo-www && cd /tmp/burrow-demo-www && "
                f"echo 'hello from {web}' > index.html && exec {PY} -m http.server 80 --bind ::")
-        server = subprocess.Popen(sandbox.exec_argv(paths, web, ["sh", "-c", cmd]),
+        server = subprocess.Popen(sandbox.exec_argv(w, web, ["sh", "-c", cmd]),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_port(paths, client, web)
+        _wait_port(w, client, web)
         _step(f"4. {client} reaches {web} by name over IPv4 and IPv6")
         for fam in ("4", "6"):
-            res = subprocess.run(sandbox.exec_argv(paths, client, [PY, "-c", FETCH, web, fam]),
+            res = subprocess.run(sandbox.exec_argv(w, client, [PY, "-c", FETCH, web, fam]),
                                  capture_output=True, text=True, timeout=30)
             if res.returncode:
                 raise BurrowError(f"demo: {client} -> {web} over IPv{fam} failed: "
@@ -81,16 +82,16 @@ def run(paths: StatePaths, opts: world.WorldOptions) -> int:
             server.wait()
         for name in reversed(made):
             try:
-                sandbox.remove(paths, name)
+                sandbox.remove(w, name)
             except BurrowError as e:
                 print(f"cleanup: {e}", file=sys.stderr)
         _step("cleaned up")
 
 
-def _wait_port(paths: StatePaths, client: str, web: str) -> None:
+def _wait_port(w: World, client: str, web: str) -> None:
     probe = (f"import socket,time\nfor _ in range(100):\n try:\n"
              f"  socket.create_connection(('{web}',80),1).close();break\n"
              f" except OSError: time.sleep(0.05)\n")
-    subprocess.run(sandbox.exec_argv(paths, client, [PY, "-c", probe]), timeout=30,
+    subprocess.run(sandbox.exec_argv(w, client, [PY, "-c", probe]), timeout=30,
                    capture_output=True)
     time.sleep(0.05)

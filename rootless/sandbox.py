@@ -1,8 +1,10 @@
-"""Sandboxes: network namespaces owned by the user namespace, attached to networks by the engine.
+"""Sandboxes: network namespaces in the world (`rootless.backend.World`), attached to networks
+by the engine.
 
-A sandbox's netns is a bind mount on the holder's private tmpfs (`<state>/netns/NAME`), so it
-needs no process to stay alive and vanishes with the namespace. Commands run in it through
-`burrow exec`, with a private mount namespace that shows them their own resolv.conf and hosts.
+A sandbox's netns is a bind mount on `<state>/netns/NAME` (rootless: on the holder's private
+tmpfs, so it vanishes with the namespace), so it needs no process to stay alive. Commands run
+in it through `burrow exec`, with a private mount namespace that shows them their own
+resolv.conf and hosts. How its ports are published is the world's business (`Ports`).
 """
 
 from __future__ import annotations
@@ -17,14 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from netns.errors import BurrowError
-from rootless import netconf, world
-from rootless.engine_call import netavark
-from rootless.paths import StatePaths
-from rootless.ports import control
+from rootless import netconf
+from rootless.backend import Runtime, World, require
+from rootless.engine_call import netavark, options, teardown_sandbox
 from rootless.ports.spec import PortSpec, overlaps
 from rootless.procs import ProcRef
 from rootless.store import Store
-from rootless.userns import Holder
 
 MAC_RE = re.compile(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
 
@@ -68,22 +68,6 @@ class Attach:
         return cls(name, tuple(ips), mac, tuple(aliases))
 
 
-def _world(paths: StatePaths, opts: world.WorldOptions) -> Holder:
-    return world.ensure(paths, opts).holder
-
-
-def _options(rec: dict[str, Any], store: Store, only: Sequence[str] | None = None
-             ) -> dict[str, Any]:
-    nets = {n: a for n, a in rec["networks"].items() if only is None or n in only}
-    return {
-        "container_id": rec["id"], "container_name": rec["name"],
-        "networks": {n: {k: v for k, v in a.items() if v not in (None, [], "")}
-                     for n, a in nets.items()},
-        "network_info": {n: store.network(n) for n in nets},
-        "dns_servers": rec.get("dns") or None,
-    }
-
-
 def _ensure_default(store: Store, mtu: int | None) -> None:
     if netconf.DEFAULT_NETWORK not in store.networks():
         store.save_network(netconf.make_network(netconf.default_request(), store.networks(), mtu))
@@ -98,8 +82,9 @@ def _port_clash(store: Store, name: str, ports: Sequence[PortSpec]) -> None:
                                       f"published by sandbox {other}; pick another host port")
 
 
-def create(paths: StatePaths, opts: world.WorldOptions, name: str, attaches: Sequence[Attach],
-           ports: Sequence[PortSpec], dns: Sequence[str], mtu: int | None) -> dict[str, Any]:
+def create(w: World, name: str, attaches: Sequence[Attach], ports: Sequence[PortSpec],
+           dns: Sequence[str], mtu: int | None) -> dict[str, Any]:
+    paths = w.paths
     netconf.check_name(name, "sandbox")
     for d in dns:
         try:
@@ -132,85 +117,45 @@ def create(paths: StatePaths, opts: world.WorldOptions, name: str, attaches: Seq
         }
         store.save_sandbox(rec)  # the reservation: addresses are now taken
     try:
-        holder = _world(paths, opts)
-        rec["netns"] = holder.sandbox_netns(name)
-        holder.run(["sh", "-c", f"touch '{rec['netns']}' && unshare --net='{rec['netns']}' true"],
-                   what=f"create sandbox {name}")
+        rt = w.ensure()
+        rt.ports.check(ports)
+        rec["netns"] = rt.create_netns(name)
         try:
-            rec["status"] = netavark(holder, "setup", rec["netns"], _options(rec, store))
-            _publish(holder, rec)
+            rec["status"] = netavark(rt, "setup", rec["netns"], options(rt, rec, store))
+            rt.ports.publish(rec)
         except BaseException:
-            _teardown_ns(holder, rec, store)
+            teardown_sandbox(rt, rec, store)
             raise
     except BaseException:
         store.delete_sandbox(name)
         raise
     rec["state"] = "running"
     store.save_sandbox(rec)
-    write_resolv(store, rec, holder)
+    write_resolv(store, rec, rt)
     return rec
 
 
-def addresses(rec: dict[str, Any]) -> tuple[str | None, str | None]:
-    v4 = v6 = None
-    for att in rec.get("networks", {}).values():
-        for ip in att.get("static_ips", []):
-            if ":" in ip:
-                v6 = v6 or ip
-            else:
-                v4 = v4 or ip
-    return v4, v6
-
-
-def _publish(holder: Holder, rec: dict[str, Any]) -> None:
-    if not rec.get("ports"):
-        return
-    control.ensure(holder)
-    ip4, ip6 = addresses(rec)
-    control.request(holder.paths, {"op": "add", "sandbox": rec["name"], "netns": rec["netns"],
-                                   "ip4": ip4, "ip6": ip6, "ports": rec["ports"]})
-
-
-def _teardown_ns(holder: Holder, rec: dict[str, Any], store: Store) -> list[str]:
-    errors: list[str] = []
-    if rec.get("ports") and control.running(holder.paths):
-        try:
-            control.request(holder.paths, {"op": "remove", "sandbox": rec["name"]})
-        except BurrowError as e:
-            errors.append(str(e))
-    if rec.get("netns"):
-        try:
-            netavark(holder, "teardown", rec["netns"], _options(rec, store))
-        except BurrowError as e:
-            errors.append(str(e))
-        res = holder.run(["sh", "-c", f"umount '{rec['netns']}'; rm -f '{rec['netns']}'"],
-                         check=False)
-        if res.returncode:
-            errors.append(res.stderr.strip())
-    return errors
-
-
-def remove(paths: StatePaths, name: str, *, last_stops_world: bool = True) -> bool:
+def remove(w: World, name: str, *, last_stops_world: bool = True) -> bool:
     """Remove a sandbox; when it was the last one, stop the whole world. True if it did."""
-    store = Store(paths)
+    store = Store(w.paths)
     rec = store.sandbox(name)
-    w = world.current(paths)
+    rt = w.current()
     errors: list[str] = []
-    if w is not None:
-        errors = _teardown_ns(w.holder, rec, store)
+    if rt is not None:
+        errors = teardown_sandbox(rt, rec, store)
     with store.lock():
         store.delete_sandbox(name)
         last = not store.sandboxes()
     if errors:
         raise BurrowError(f"remove sandbox {name}: " + "; ".join(errors))
-    if last and last_stops_world and w is not None:
-        world.teardown(paths)
+    if last and last_stops_world and rt is not None:
+        w.teardown()
         return True
     return False
 
 
-def connect(paths: StatePaths, opts: world.WorldOptions, att: Attach, name: str) -> None:
-    store = Store(paths)
+def connect(w: World, att: Attach, name: str) -> None:
+    store = Store(w.paths)
     with store.lock():
         rec = store.sandbox(name)
         if att.network in rec["networks"]:
@@ -222,9 +167,9 @@ def connect(paths: StatePaths, opts: world.WorldOptions, att: Attach, name: str)
         rec["networks"][att.network] = {"interface_name": ifname, "static_ips": ips,
                                         "aliases": list(att.aliases), "static_mac": att.mac}
         store.save_sandbox(rec)
-    holder = world.require(paths).holder
+    rt = require(w)
     try:
-        status = netavark(holder, "setup", rec["netns"], _options(rec, store, [att.network]))
+        status = netavark(rt, "setup", rec["netns"], options(rt, rec, store, [att.network]))
     except BaseException:
         with store.lock():
             rec["networks"].pop(att.network)
@@ -232,24 +177,24 @@ def connect(paths: StatePaths, opts: world.WorldOptions, att: Attach, name: str)
         raise
     rec.setdefault("status", {}).update(status)
     store.save_sandbox(rec)
-    write_resolv(store, rec, holder)
+    write_resolv(store, rec, rt)
 
 
-def disconnect(paths: StatePaths, network: str, name: str) -> None:
-    store = Store(paths)
+def disconnect(w: World, network: str, name: str) -> None:
+    store = Store(w.paths)
     rec = store.sandbox(name)
     if network not in rec["networks"]:
         raise BurrowError(f"sandbox {name} is not on network {network}")
-    holder = world.require(paths).holder
-    netavark(holder, "teardown", rec["netns"], _options(rec, store, [network]))
+    rt = require(w)
+    netavark(rt, "teardown", rec["netns"], options(rt, rec, store, [network]))
     with store.lock():
         rec["networks"].pop(network)
         rec.get("status", {}).pop(network, None)
         store.save_sandbox(rec)
-    write_resolv(store, rec, holder)
+    write_resolv(store, rec, rt)
 
 
-def write_resolv(store: Store, rec: dict[str, Any], holder: Holder) -> None:
+def write_resolv(store: Store, rec: dict[str, Any], rt: Runtime) -> None:
     """resolv.conf: burrow-dns on each network's gateways, `dns.podman` search; hosts: self."""
     servers: list[str] = []
     search: list[str] = []
@@ -258,9 +203,7 @@ def write_resolv(store: Store, rec: dict[str, Any], holder: Holder) -> None:
         search += [s for s in block.get("dns_search_domains", []) if s not in search]
     servers += [d for d in rec.get("dns", []) if d not in servers]
     if not servers:
-        conn = world.current(store.paths)
-        kind = conn.connector.kind if conn and conn.connector else ""
-        servers = ["10.0.2.3"] if kind == "slirp4netns" else _host_servers()
+        servers = rt.default_dns()
     lines = [f"search {' '.join(search)}"] if search else []
     lines += [f"nameserver {s}" for s in servers[:3]]
     store.file(rec["name"], ".resolv.conf").write_text("\n".join(lines) + "\n")
@@ -271,25 +214,13 @@ def write_resolv(store: Store, rec: dict[str, Any], holder: Holder) -> None:
     store.file(rec["name"], ".hosts").write_text("\n".join(hosts) + "\n")
 
 
-def _host_servers() -> list[str]:
-    try:
-        with open("/etc/resolv.conf") as f:
-            return [ln.split()[1] for ln in f if ln.startswith("nameserver") and
-                    len(ln.split()) > 1]
-    except OSError:
-        return []
-
-
-def exec_argv(paths: StatePaths, name: str, cmd: Sequence[str]) -> list[str]:
-    store = Store(paths)
-    rec = store.sandbox(name)
-    holder = world.require(paths).holder
+def exec_argv(w: World, name: str, cmd: Sequence[str]) -> list[str]:
+    store = Store(w.paths)
+    store.sandbox(name)
+    rt = require(w)
     resolv, hosts = store.file(name, ".resolv.conf"), store.file(name, ".hosts")
-    # Joins the holder's user, mount and PID namespaces and the sandbox's netns (opened from
-    # the host side through /proc/H/root), then a private mount ns for resolv.conf and hosts.
+    # Into the sandbox's netns, then a private mount ns for its resolv.conf and hosts.
     script = ('r=$1; h=$2; shift 2; mount --bind "$r" /etc/resolv.conf && '
               'mount --bind "$h" /etc/hosts && exec "$@"')
-    return ["nsenter", "--preserve-credentials", "-U", "-m", "-p", "-t", str(holder.pid),
-            f"--net={holder.sandbox_netns_outside(name)}", "--",
-            "unshare", "--mount", "--propagation", "private", "--",
-            "sh", "-c", script, "sh", str(resolv), str(hosts), *cmd] if rec else []
+    return [*rt.exec_prefix(name), "unshare", "--mount", "--propagation", "private", "--",
+            "sh", "-c", script, "sh", str(resolv), str(hosts), *cmd]

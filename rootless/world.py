@@ -8,12 +8,17 @@ sharing one namespace. `teardown()` removes everything the world owns.
 from __future__ import annotations
 
 import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from netns.errors import BurrowError
 from rootless import connectors, userns
+from rootless.backend import Runtime
 from rootless.connectors import ConnectorInfo
+from rootless.hostdns import host_servers
 from rootless.paths import StatePaths, locked, read_json, remove, write_json
+from rootless.ports.userspace import ForwarderPorts
 from rootless.procs import ProcRef
 from rootless.userns import Holder
 
@@ -130,9 +135,120 @@ def teardown(paths: StatePaths) -> bool:
         return holder is not None
 
 
-def require(paths: StatePaths) -> World:
-    w = current(paths)
-    if w is None:
-        raise BurrowError("no burrow namespace is running; create a sandbox first "
-                          "(`burrow sandbox create NAME`)")
-    return w
+# -- the rootless implementation of rootless.backend.World ----------------------------------
+@dataclass(frozen=True)
+class RootlessRuntime:
+    """A running per-user namespace: commands run in it through `nsenter` into the holder."""
+    holder: Holder
+    connector: ConnectorInfo | None
+    created: bool = False
+    rootless: bool = True
+
+    @property
+    def paths(self) -> StatePaths:
+        return self.holder.paths
+
+    @property
+    def ports(self) -> ForwarderPorts:
+        return ForwarderPorts(self.holder)
+
+    def run(
+        self, cmd: Sequence[str], *, input: str | None = None, check: bool = True,
+        timeout: float = 60, what: str | None = None, env: Mapping[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        return self.holder.run(cmd, input=input, check=check, timeout=timeout, what=what,
+                               env=env)
+
+    def create_netns(self, name: str) -> str:
+        path = self.holder.sandbox_netns(name)
+        self.holder.run(["sh", "-c", f"touch '{path}' && unshare --net='{path}' true"],
+                        what=f"create sandbox {name}")
+        return path
+
+    def destroy_netns(self, name: str, path: str) -> list[str]:
+        # Processes in it belong to the holder's PID namespace and go with the world.
+        res = self.holder.run(["sh", "-c", f"umount '{path}'; rm -f '{path}'"], check=False)
+        return [res.stderr.strip()] if res.returncode else []
+
+    def exec_prefix(self, name: str) -> list[str]:
+        # The holder's user, mount and PID namespaces, and the sandbox's netns opened from the
+        # host side through /proc/H/root (it lives on the holder's private tmpfs).
+        return ["nsenter", "--preserve-credentials", "-U", "-m", "-p", "-t",
+                str(self.holder.pid), f"--net={self.holder.sandbox_netns_outside(name)}", "--"]
+
+    def default_dns(self) -> list[str]:
+        kind = self.connector.kind if self.connector else ""
+        return ["10.0.2.3"] if kind == "slirp4netns" else host_servers()
+
+
+@dataclass(frozen=True)
+class RootlessWorld:
+    paths: StatePaths
+    opts: WorldOptions
+    mode: str = "rootless"
+
+    @property
+    def network_mtu(self) -> int | None:
+        from rootless.connectors.base import CONNECTOR_MTU
+
+        return CONNECTOR_MTU  # bridges behind a connector use its tap MTU
+
+    @staticmethod
+    def _runtime(w: World | None) -> RootlessRuntime | None:
+        return None if w is None else RootlessRuntime(w.holder, w.connector, w.created)
+
+    def ensure(self) -> RootlessRuntime:
+        rt = self._runtime(ensure(self.paths, self.opts))
+        assert rt is not None
+        return rt
+
+    def current(self) -> RootlessRuntime | None:
+        return self._runtime(current(self.paths))
+
+    def teardown(self) -> bool:
+        return teardown(self.paths)
+
+    def up_message(self, rt: Runtime) -> str:
+        assert isinstance(rt, RootlessRuntime)
+        conn = rt.connector
+        return (f"namespace holder {rt.holder.pid}, connector {conn.kind if conn else '-'}"
+                f"{' (created)' if rt.created else ''}")
+
+    def status(self) -> dict[str, Any]:
+        paths = self.paths
+        info: dict[str, Any] = {"namespace": None, "connector": None, "dns": None,
+                                "forwarder": None}
+        w = current(paths)
+        if w is None:
+            return info
+        info["namespace"] = {"holder_pid": w.holder.pid, "netns": w.holder.netns_path}
+        if w.connector:
+            c = w.connector
+            info["connector"] = {"kind": c.kind, "pid": c.proc.pid, "alive": c.proc.alive(),
+                                 "interface": c.interface, "host_loopback": c.host_loopback,
+                                 "host_v4": c.host_v4, "host_v6": c.host_v6}
+        pidfile = paths.netavark_config / "aardvark-dns" / "aardvark.pid"
+        try:
+            info["dns"] = {"pid_in_namespace": int(pidfile.read_text().strip())}
+        except (FileNotFoundError, ValueError):
+            pass
+        fwd = read_json(paths.forwarder)
+        ref = ProcRef.from_json(fwd.get("proc") if fwd else None)
+        if ref is not None and ref.alive():
+            info["forwarder"] = {"pid": ref.pid, "socket": str(paths.forwarder_socket)}
+        return info
+
+    def status_lines(self, info: dict[str, Any]) -> list[str]:
+        ns, c, d, f = info["namespace"], info["connector"], info["dns"], info["forwarder"]
+        lines = [f"namespace:  {'holder pid ' + str(ns['holder_pid']) if ns else 'not running'}"]
+        if c:
+            loop = "open" if c["host_loopback"] else "closed"
+            lines.append(f"connector:  {c['kind']} pid {c['pid']} "
+                         f"({'up' if c['alive'] else 'DEAD'}), {c['interface']}, "
+                         f"host loopback {loop}")
+        else:
+            lines.append("connector:  -")
+        lines.append("dns:        " + (f"burrow-dns pid {d['pid_in_namespace']} (in ns)" if d
+                                       else "-"))
+        lines.append(f"forwarder:  {'pid ' + str(f['pid']) if f else '-'}")
+        return lines

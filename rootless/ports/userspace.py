@@ -1,0 +1,57 @@
+"""Rootless published ports: burrow's userspace forwarder (`rootless.ports.forwarder`).
+
+It listens on the host as the user and reaches the sandbox through a dialer inside the user
+namespace, so the engine gets no `port_mappings` (DNAT inside the namespace would be useless).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from netns.errors import BurrowError
+from rootless.ports import control
+from rootless.ports.spec import PortSpec
+from rootless.userns import Holder
+
+
+def addresses(rec: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """The sandbox's first IPv4 and first IPv6 address over all its networks."""
+    v4 = v6 = None
+    for att in rec.get("networks", {}).values():
+        for ip in att.get("static_ips", []):
+            if ":" in ip:
+                v6 = v6 or ip
+            else:
+                v4 = v4 or ip
+    return v4, v6
+
+
+@dataclass(frozen=True)
+class ForwarderPorts:
+    holder: Holder
+
+    def check(self, ports: Sequence[PortSpec]) -> None:
+        return None  # the forwarder binds on `add` and reports in-use/privileged ports itself
+
+    def engine_ports(self, rec: Mapping[str, Any]) -> list[dict[str, Any]]:
+        return []
+
+    def publish(self, rec: Mapping[str, Any]) -> None:
+        if not rec.get("ports"):
+            return
+        control.ensure(self.holder)
+        ip4, ip6 = addresses(rec)
+        control.request(self.holder.paths, {"op": "add", "sandbox": rec["name"],
+                                            "netns": rec["netns"], "ip4": ip4, "ip6": ip6,
+                                            "ports": rec["ports"]})
+
+    def unpublish(self, rec: Mapping[str, Any]) -> list[str]:
+        if not rec.get("ports") or not control.running(self.holder.paths):
+            return []
+        try:
+            control.request(self.holder.paths, {"op": "remove", "sandbox": rec["name"]})
+        except BurrowError as e:
+            return [str(e)]
+        return []
