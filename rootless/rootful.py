@@ -31,7 +31,9 @@ from rootless.ports.kernel import KernelPorts
 from rootless.procs import ProcRef
 
 ROOTFUL_STATE_DIR = "/run/burrow"
-FW_FAMILY, FW_TABLE = "inet", "netavark"  # the engine's nftables table
+# The engine's nftables table for the burrow CLI's state dir. Not Podman's `netavark`: rootful
+# Podman (with burrow or netavark) may share this netns, and each state dir owns its table.
+FW_FAMILY, FW_TABLE = "inet", "burrow"
 SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -122,6 +124,7 @@ class RootfulRuntime:
     ) -> subprocess.CompletedProcess[str]:
         full = dict(os.environ)
         full["PATH"] = f"{Path(sys.executable).parent}:{full.get('PATH', '')}:{SBIN_PATH}"
+        full["BURROW_NFT_TABLE"] = FW_TABLE
         full.update(env or {})
         res = subprocess.run(list(cmd), input=input, capture_output=True, text=True, env=full,
                              timeout=timeout, stdin=None if input is not None else

@@ -55,7 +55,8 @@ def select(
         lib = LibNftables.load()
         if lib is not None:
             runner = lib
-    return StatefulFirewall(NftablesBackend(argv_prefix=argv_prefix, runner=runner), store)
+    table = env.get("BURROW_NFT_TABLE") or "netavark"
+    return StatefulFirewall(NftablesBackend(argv_prefix=argv_prefix, runner=runner, table=table), store)
 
 
 __all__ = ["CHOICES", "DEFAULT", "Firewall", "NetworkFw", "PortFw", "select"]

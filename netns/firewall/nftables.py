@@ -9,6 +9,7 @@ Layout follows Netavark's nftables driver (spec §4.2).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from ipaddress import IPv4Network, IPv6Network
 from typing import Any
@@ -270,16 +271,26 @@ class NftablesBackend:
     name = "nftables"
 
     def __init__(self, *, argv_prefix: Sequence[str] = (), runner: Runner = subprocess_runner,
-                 nft: str = "nft") -> None:
+                 nft: str = "nft", table: str = TABLE) -> None:
         self.argv = [*argv_prefix, nft, "-j", "-f", "-"]
         self.runner = runner
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,31}", table):
+            raise BurrowError(f"invalid nftables table name {table!r}")
+        # Each state dir owns its table: two worlds sharing one netns (rootful Podman and the
+        # rootful burrow CLI) must never flush or rebuild each other's rules.
+        self.table = table
+
+    def _dump(self, batch: Json) -> str:
+        if self.table != TABLE:
+            batch = _retable(batch, self.table)
+        return json.dumps(batch, separators=(",", ":"))
 
     def apply(self, old: Ruleset, new: Ruleset, installed: frozenset[str]) -> frozenset[str]:
         batch = render(new, old, skeleton=SKELETON in installed)
-        res = self.runner(self.argv, json.dumps(batch, separators=(",", ":")))
+        res = self.runner(self.argv, self._dump(batch))
         if res.returncode != 0:
             # The kernel's table is not what state says (flushed by someone): rebuild it whole.
-            res = self.runner(self.argv, json.dumps(render(new), separators=(",", ":")))
+            res = self.runner(self.argv, self._dump(render(new)))
             if res.returncode == 0:
                 return frozenset({SKELETON}) if not new.empty else frozenset()
         if res.returncode != 0:
@@ -287,3 +298,17 @@ class NftablesBackend:
         # Every non-full render leaves the table and its base chains in place.
         return frozenset({SKELETON})
 
+
+
+def _retable(obj: Any, name: str) -> Any:
+    """The same batch aimed at table `name` instead of TABLE."""
+    if isinstance(obj, list):
+        return [_retable(x, name) for x in obj]
+    if not isinstance(obj, dict):
+        return obj
+    out = {k: _retable(v, name) for k, v in obj.items()}
+    if out.get("table") == TABLE:  # chains and rules name their table
+        out["table"] = name
+    if isinstance(obj.get("table"), dict) and obj["table"].get("name") == TABLE:
+        out["table"] = {**out["table"], "name": name}
+    return out

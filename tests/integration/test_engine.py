@@ -335,3 +335,23 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return ""
+
+
+def test_two_state_dirs_in_one_netns_keep_their_own_tables(host_ns: Netns, netns_factory: Callable[[], Netns],
+                                                          tmp_path: Path) -> None:
+    """Rootful Podman and the rootful burrow CLI may share a netns: neither touches the other's rules."""
+    a = World(host_ns, tmp_path / "a", "nftables")
+    b = World(host_ns, tmp_path / "b", "nftables", env={"BURROW_NFT_TABLE": "burrow"})
+    c1, c2 = netns_factory(), netns_factory()
+    n1 = network(unique("n"), unique("bt"), [("10.80.0.0/24", "10.80.0.1")])
+    n2 = network(unique("n"), unique("bt"), [("10.81.0.0/24", "10.81.0.1")])
+    o1 = options("a", [(n1, {"interface_name": "eth0", "static_ips": ["10.80.0.2"]})], [port(8080, 80)])
+    o2 = options("b", [(n2, {"interface_name": "eth0", "static_ips": ["10.81.0.2"]})], [port(8081, 80)])
+    a.setup(c1, o1)
+    b.setup(c2, o2)
+    b.netavark("firewall-reload", None, None)  # a rebuild of b's table ...
+    b.teardown(c2, o2)
+    dump = firewall_dump(a)
+    assert "10.80.0.0/24" in dump and "8080" in dump  # ... never touched a's rules
+    assert "table inet burrow" in dump and "10.81.0.0" not in dump
+    a.teardown(c1, o1)

@@ -463,7 +463,7 @@ def test_rootful_ports_are_kernel_dnat_with_hairpin(rf: Rootful) -> None:
     base = free_ports(1)
     rf.burrow("sandbox", "create", "h", "-p", f"{base}:80", check=True, timeout=60)
     serve(rf, "h", "t:80", "h")
-    rules = rf.ns.run(["nft", "list", "table", "inet", "netavark"]).stdout
+    rules = rf.ns.run(["nft", "list", "table", "inet", "burrow"]).stdout
     assert f"dport {base}" in rules and "dnat" in rules
     # No userspace forwarder: nothing listens on the host port.
     assert f":{base} " not in rf.ns.run(["ss", "-Htln"]).stdout
