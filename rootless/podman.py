@@ -431,6 +431,20 @@ def _show(change: Change) -> None:
         print(line)
 
 
+def _carry_out(change: Change, dry_run: bool, *, unchanged: str, done: str) -> bool:
+    """Show the change, then make it unless it's a dry run; True when something was written."""
+    if change.empty:
+        print(unchanged)
+        return False
+    _show(change)
+    if dry_run:
+        print("dry run: nothing changed")
+        return False
+    apply(change)
+    print(done)
+    return True
+
+
 @podman_app.command("enable")
 def enable(system: SystemOpt = False, user: UserOpt = False, conf_dir: ConfDirOpt = None,
            helper_dir: HelperDirOpt = None,
@@ -438,16 +452,10 @@ def enable(system: SystemOpt = False, user: UserOpt = False, conf_dir: ConfDirOp
            ) -> None:
     """Make Podman run burrow's netavark and aardvark-dns (shows the change, then writes it)."""
     scope = resolve_scope(system, user, conf_dir, helper_dir)
-    change = plan_enable(scope)
-    if change.empty:
-        print(f"already enabled ({scope.name}): {scope.dropin}; nothing to change")
+    if not _carry_out(plan_enable(scope), dry_run,
+                      unchanged=f"already enabled ({scope.name}): {scope.dropin}; nothing to change",
+                      done=f"enabled ({scope.name}). Undo with `burrow podman disable --{scope.name}`."):
         return
-    _show(change)
-    if dry_run:
-        print("dry run: nothing written")
-        return
-    apply(change)
-    print(f"enabled ({scope.name}). Undo with `burrow podman disable --{scope.name}`.")
     if os.environ.get("CONTAINERS_CONF"):
         print(f"note: CONTAINERS_CONF={os.environ['CONTAINERS_CONF']} is set; Podman ignores "
               "drop-ins while it is", file=sys.stderr)
@@ -460,16 +468,8 @@ def disable(system: SystemOpt = False, user: UserOpt = False, conf_dir: ConfDirO
             ) -> None:
     """Remove burrow's drop-in and helper links; Podman goes back to its own netavark."""
     scope = resolve_scope(system, user, conf_dir, helper_dir)
-    change = plan_disable(scope)
-    if change.empty:
-        print(f"not enabled ({scope.name}): nothing to remove")
-        return
-    _show(change)
-    if dry_run:
-        print("dry run: nothing removed")
-        return
-    apply(change)
-    print(f"disabled ({scope.name})")
+    _carry_out(plan_disable(scope), dry_run, unchanged=f"not enabled ({scope.name}): nothing to remove",
+               done=f"disabled ({scope.name})")
 
 
 @podman_app.command("status")
