@@ -18,21 +18,24 @@ PY = "/usr/bin/python3"
 TCP_SERVER = """
 import socket,sys,threading
 tag=sys.argv[2].encode()
-def serve(port):
-    s=socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
-    s.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,0); s.bind(('::',port)); s.listen(64)
+def bound(proto,port):
+    # Bind before printing 'up': the test connects as soon as it reads it.
+    s=socket.socket(socket.AF_INET6,socket.SOCK_STREAM if proto=='t' else socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
+    s.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,0); s.bind(('::',port))
+    if proto=='t': s.listen(64)
+    return s
+def serve(s):
     while True:
         c,_=s.accept(); buf=b''
         while (d:=c.recv(65536)): buf+=d
         c.sendall(tag+b':'+buf); c.close()
-def udp(port):
-    u=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM)
-    u.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,0); u.bind(('::',port))
+def udp(u):
     while True:
         d,a=u.recvfrom(65535); u.sendto(tag+b':'+d,a)
-for spec in sys.argv[1].split(','):
-    proto,port=spec.split(':')
-    threading.Thread(target=serve if proto=='t' else udp,args=(int(port),),daemon=True).start()
+socks=[(proto,bound(proto,int(port))) for proto,port in (spec.split(':') for spec in sys.argv[1].split(','))]
+for proto,s in socks:
+    threading.Thread(target=serve if proto=='t' else udp,args=(s,),daemon=True).start()
 print('up',flush=True)
 threading.Event().wait()
 """
