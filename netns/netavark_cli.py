@@ -37,7 +37,7 @@ Options:
   -f, --file <FILE>               read the JSON input from FILE instead of stdin
   -c, --config <DIR>              state directory (Podman: /run/containers/networks)
   -r, --rootless <true|false>     running inside a rootless user namespace
-  -a, --aardvark-binary <PATH>    DNS server to start (aardvark-dns or burrow-dns)
+  -a, --aardvark-binary <PATH>    DNS server to start (default: burrow-dns, else aardvark-dns)
       --firewall-driver <NAME>    nftables (default), iptables or none; env NETAVARK_FW
       --log-level <LEVEL>         error, warn, info, debug, trace; env RUST_LOG
       --plugin-directory <DIR>    accepted for compatibility; plugins are not supported
@@ -45,7 +45,16 @@ Options:
   -V, --version                   print the version
 """
 
-DEFAULT_AARDVARK = "/usr/lib/podman/aardvark-dns"
+PODMAN_AARDVARK = "/usr/lib/podman/aardvark-dns"
+
+
+def default_dns_binary() -> str:
+    """burrow-dns beside this interpreter (the venv's bin/), else Debian's aardvark-dns.
+
+    Podman always names the binary (`--aardvark-binary=`); this is for direct use.
+    """
+    ours = os.path.join(os.path.dirname(sys.executable), "burrow-dns")
+    return ours if os.access(ours, os.X_OK) else PODMAN_AARDVARK
 
 
 @dataclass(frozen=True)
@@ -217,7 +226,7 @@ def _dispatch(args: Args, stdin: bytes, env: Mapping[str, str]) -> str:
     ctx = engine.Context.build(
         config=args.config,
         rootless=args.rootless,
-        aardvark_binary=args.aardvark_binary or DEFAULT_AARDVARK,
+        aardvark_binary=args.aardvark_binary or default_dns_binary(),
         firewall_driver=args.firewall_driver,
         env=env,
     )

@@ -87,3 +87,12 @@ def test_create_fills_in_subnet_gateway_and_bridge() -> None:
 def test_create_rejects(net: dict[str, object], message: str) -> None:
     with pytest.raises(BurrowError, match=message):
         create_network({"network": net, "used": {"names": ["podman"], "subnets": ["10.89.0.0/24"]}})
+
+
+def test_default_dns_server_is_burrow_dns() -> None:
+    from pathlib import Path
+
+    from netns.netavark_cli import default_dns_binary
+
+    binary = default_dns_binary()
+    assert Path(binary).name == "burrow-dns", binary
