@@ -355,3 +355,19 @@ def test_two_state_dirs_in_one_netns_keep_their_own_tables(host_ns: Netns, netns
     assert "10.80.0.0/24" in dump and "8080" in dump  # ... never touched a's rules
     assert "table inet burrow" in dump and "10.81.0.0" not in dump
     a.teardown(c1, o1)
+
+
+def test_dns_server_failure_rolls_everything_back(host_ns: Netns, ctr_ns: Netns, tmp_path: Path) -> None:
+    broken = tmp_path / "broken-dns"
+    broken.write_text("#!/bin/sh\necho 'failed to bind udp listener on 10.82.0.1:53: Address in use' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    w = World(host_ns, tmp_path / "cfg", "nftables", aardvark=str(broken))
+    net = network(unique("n"), unique("bt"), [("10.82.0.0/24", "10.82.0.1")], dns_enabled=True)
+    o = options("a", [(net, {"interface_name": "eth0", "static_ips": ["10.82.0.2"]})], [port(8080, 80)])
+    res = w.netavark("setup", ctr_ns, o, check=False)
+    assert res.returncode == 1
+    assert json.loads(res.stdout)["error"] == (
+        "aardvark-dns failed to start: failed to bind udp listener on 10.82.0.1:53: Address in use")
+    assert host_ns.link_names() == {"lo"} and ctr_ns.link_names() == {"lo"}
+    assert "10.82.0.0" not in firewall_dump(w) and "8080" not in firewall_dump(w)
+    assert not (w.config / "aardvark-dns" / net["name"]).exists()
