@@ -76,6 +76,16 @@ sys.exit(p.returncode)
 '''
 
 
+
+def in_netns_of(pid: int, ctr: str, cmd: Sequence[str], check: bool, timeout: float
+                ) -> subprocess.CompletedProcess[str]:
+    """A host tool (dig, python) run in a container's network namespace, by its pid."""
+    res = subprocess.run(["nsenter", "-t", str(pid), "-n", "--", *cmd],
+                         capture_output=True, text=True, timeout=timeout)
+    if check and res.returncode != 0:
+        raise AssertionError(f"{cmd} in {ctr} failed rc={res.returncode}: {res.stdout}{res.stderr}")
+    return res
+
 class EnvironmentProblem(RuntimeError):
     """The machine cannot run Podman e2e tests; the message names the environment reason."""
 
@@ -227,11 +237,7 @@ class RootfulWorld:
     def in_ctr(self, ctr: str, cmd: Sequence[str], check: bool = True, timeout: float = 30
                ) -> subprocess.CompletedProcess[str]:
         """A host tool (dig, python) run in the container's network namespace."""
-        res = subprocess.run(["nsenter", "-t", str(self.pid(ctr)), "-n", "--", *cmd],
-                             capture_output=True, text=True, timeout=timeout)
-        if check and res.returncode != 0:
-            raise AssertionError(f"{cmd} in {ctr} failed rc={res.returncode}: {res.stdout}{res.stderr}")
-        return res
+        return in_netns_of(self.pid(ctr), ctr, cmd, check, timeout)
 
     def links(self) -> list[dict[str, Any]]:
         return json.loads(self.run(["ip", "-j", "-d", "link", "show"]).stdout)
@@ -304,11 +310,7 @@ class RootlessWorld:
     def in_ctr(self, ctr: str, cmd: Sequence[str], check: bool = True, timeout: float = 30
                ) -> subprocess.CompletedProcess[str]:
         """Root joins the container's netns (a child of the user's userns) to run host tools."""
-        res = subprocess.run(["nsenter", "-t", str(self.pid(ctr)), "-n", "--", *cmd],
-                             capture_output=True, text=True, timeout=timeout)
-        if check and res.returncode != 0:
-            raise AssertionError(f"{cmd} in {ctr} failed rc={res.returncode}: {res.stdout}{res.stderr}")
-        return res
+        return in_netns_of(self.pid(ctr), ctr, cmd, check, timeout)
 
     def in_rootless_netns(self, cmd: Sequence[str]) -> subprocess.CompletedProcess[str]:
         ns = self.rootless_netns()

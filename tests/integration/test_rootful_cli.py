@@ -24,40 +24,15 @@ from typing import Any, Protocol
 
 import pytest
 
-from tests.integration.test_rootless_sandbox import free_ports
+from tests.integration.test_rootless_sandbox import TCP_SERVER, free_ports
 from tests.nsutil import VENV_BIN, Netns, unique
 from tests.rootless_user import Result, Session
 
 PY = "/usr/bin/python3"
 PATH = f"{VENV_BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-# Replies "<tag>:<data>" (TCP: after the client's half-close). Every socket is bound before
-# "up" is printed, so a client started after "up" never races the server's start.
-SERVER = """
-import socket,sys,threading
-tag=sys.argv[2].encode()
-def sock(kind,port):
-    s=socket.socket(socket.AF_INET6,kind); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
-    s.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,0); s.bind(('::',port)); return s
-def tcp(s):
-    s.listen(64)
-    while True:
-        c,_=s.accept(); buf=b''
-        while (d:=c.recv(65536)): buf+=d
-        c.sendall(tag+b':'+buf); c.close()
-def udp(u):
-    while True:
-        d,a=u.recvfrom(65535); u.sendto(tag+b':'+d,a)
-jobs=[]
-for spec in sys.argv[1].split(','):
-    proto,port=spec.split(':')
-    s=sock(socket.SOCK_STREAM if proto=='t' else socket.SOCK_DGRAM,int(port))
-    if proto=='t': s.listen(64)
-    jobs.append((tcp if proto=='t' else udp,s))
-for fn,s in jobs: threading.Thread(target=fn,args=(s,),daemon=True).start()
-print('up',flush=True)
-threading.Event().wait()
-"""
+# The sandbox tests' server (binds every socket before it says 'up'), shared by both modes.
+SERVER = TCP_SERVER
 # Client run inside the rootful "host" netns: data on stdin (base64), reply or error on stdout.
 CLIENT = """
 import base64,socket,sys
