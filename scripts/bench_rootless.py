@@ -3,7 +3,10 @@
 
 - inbound forwarding, host 127.0.0.1:P -> iperf3 server in a sandbox: burrow's forwarder vs
   Podman's rootlessport (same sandbox) vs pasta's own -t forwarding (pasta's namespace), with
-  host loopback as the ceiling; Gbit/s (iperf3) and connections/s (connect, read, close);
+  host loopback as the ceiling; Gbit/s (iperf3), connections/s (connect, read, close) and the
+  round trip of a small request/response on an open connection (microseconds);
+- what this machine's loopback carries with two TCP streams at once: every forwarder moves
+  each byte over two loopback connections, so this bounds any of them;
 - outbound, sandbox -> host loopback iperf3 server through slirp4netns and pasta (up and -R);
 - time to create a sandbox on a warm and on a cold namespace.
 
@@ -37,6 +40,18 @@ s.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,0); s.bind(('::',int(sys.arg
 while True:
     c,_=s.accept(); c.sendall(b'hello\\n'); c.close()
 """
+# Echoes every read at once, connection kept open: request/response round trips.
+RR_SERVER = """
+import socket,sys,threading
+s=socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
+s.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,0); s.bind(('::',int(sys.argv[1]))); s.listen(512)
+def one(c):
+    c.setsockopt(socket.IPPROTO_TCP,socket.TCP_NODELAY,1)
+    while (d:=c.recv(65536)): c.sendall(d)
+while True:
+    threading.Thread(target=one,args=(s.accept()[0],),daemon=True).start()
+"""
+RR_ROUNDS = 2000
 
 
 def burrow(*args: str, check: bool = True, timeout: float = 120) -> str:
@@ -112,6 +127,39 @@ def conn_rate(port: int, seconds: float) -> float:
     return n / seconds
 
 
+def round_trip_us(port: int, rounds: int = RR_ROUNDS) -> float:
+    """Mean round trip of a 64-byte request and its echo on one open connection."""
+    msg = b"x" * 64
+    with socket.create_connection(("127.0.0.1", port), 5) as c:
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        c.settimeout(5)
+        t = time.perf_counter()
+        for _ in range(rounds):
+            c.sendall(msg)
+            got = 0
+            while got < len(msg):
+                got += len(c.recv(len(msg) - got))
+        return (time.perf_counter() - t) / rounds * 1e6
+
+
+def two_streams(seconds: float, runs: int) -> tuple[float, list[float]]:
+    """Aggregate Gbit/s of two loopback iperf3 streams at once (-P 2)."""
+    port = free_port()
+    srv = bg(["iperf3", "-s", "-p", str(port)])
+    wait_port(port)
+    vals = []
+    for _ in range(runs):
+        res = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds),
+                              "-P", "2", "-J"], capture_output=True, text=True,
+                             timeout=seconds + 30)
+        try:
+            vals.append(json.loads(res.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9)
+        except (ValueError, KeyError):
+            vals.append(0.0)
+    stop(srv)
+    return statistics.median(vals), vals
+
+
 def _fds_to_3_4(a: int, b: int) -> None:
     # rootlessport reads ExitFD 3 and writes ReadyFD 4; dup first so neither clobbers the other.
     a2, b2 = os.dup(a), os.dup(b)
@@ -140,32 +188,35 @@ def stop(p: subprocess.Popen[bytes]) -> None:
         p.wait()
 
 
-def inbound(seconds: float, runs: int) -> list[tuple[str, float, list[float], float]]:
+def inbound(seconds: float, runs: int) -> list[tuple[str, float, list[float], float, float]]:
     rows = []
     # Ceiling: host loopback, no forwarder.
-    lp, ep = free_port(), free_port()
+    lp, ep, rrp = free_port(), free_port(), free_port()
     procs = [bg(["iperf3", "-s", "-p", str(lp)]),
-             bg([sys.executable, "-c", ECHO_SERVER, str(ep)])]
-    wait_port(lp)
-    wait_port(ep)
+             bg([sys.executable, "-c", ECHO_SERVER, str(ep)]),
+             bg([sys.executable, "-c", RR_SERVER, str(rrp)])]
+    for port in (lp, ep, rrp):
+        wait_port(port)
     rows.append(("host loopback (no forwarder)", *iperf(lp, seconds, runs),
-                 conn_rate(ep, seconds)))
+                 conn_rate(ep, seconds), round_trip_us(rrp)))
     for p in procs:
         stop(p)
 
     # burrow: sandbox behind the bridge; iperf3 and echo servers inside it.
-    bp, bep, rp, rep = free_port(), free_port(), free_port(), free_port()
+    bp, bep, brr, rp, rep, rrr = (free_port() for _ in range(6))
     burrow("sandbox", "create", "bench", "-p", f"127.0.0.1:{bp}:5201",
-           "-p", f"127.0.0.1:{bep}:5301")
+           "-p", f"127.0.0.1:{bep}:5301", "-p", f"127.0.0.1:{brr}:5401")
     rec = json.loads(burrow("sandbox", "inspect", "bench"))
     ip4 = next(ip for a in rec["networks"].values() for ip in a["static_ips"] if ":" not in ip)
     servers = [bg([str(BIN / "burrow"), "exec", "bench", "--", "iperf3", "-s", "-p", "5201"]),
                bg([str(BIN / "burrow"), "exec", "bench", "--", sys.executable, "-c",
-                   ECHO_SERVER, "5301"])]
-    wait_backend(bp)
-    wait_backend(bep)
+                   ECHO_SERVER, "5301"]),
+               bg([str(BIN / "burrow"), "exec", "bench", "--", sys.executable, "-c",
+                   RR_SERVER, "5401"])]
+    for port in (bp, bep, brr):
+        wait_backend(port)
     rows.append(("burrow forwarder (splice, fd-passing dialer)", *iperf(bp, seconds, runs),
-                 conn_rate(bep, seconds)))
+                 conn_rate(bep, seconds), round_trip_us(brr)))
 
     # rootlessport: Podman's forwarder, into the same sandbox (child in the sandbox netns).
     if os.access(ROOTLESSPORT, os.X_OK):
@@ -175,6 +226,8 @@ def inbound(seconds: float, runs: int) -> list[tuple[str, float, list[float], fl
             {"host_ip": "127.0.0.1", "container_port": 5201, "host_port": rp, "range": 1,
              "protocol": "tcp"},
             {"host_ip": "127.0.0.1", "container_port": 5301, "host_port": rep, "range": 1,
+             "protocol": "tcp"},
+            {"host_ip": "127.0.0.1", "container_port": 5401, "host_port": rrr, "range": 1,
              "protocol": "tcp"}],
             "NetNSPath": rec["netns"], "ExitFD": 3, "ReadyFD": 4, "TmpDir": str(tmp),
             "ChildIP": ip4, "ContainerID": "bench", "RootlessCNI": True}
@@ -192,9 +245,10 @@ def inbound(seconds: float, runs: int) -> list[tuple[str, float, list[float], fl
         os.close(ready_w)
         if os.read(ready_r, 1) != b"1":
             raise SystemExit(f"rootlessport: {(tmp / 'log').read_text().strip()}")
-        wait_backend(rp)
-        wait_backend(rep)
-        rows.append(("podman rootlessport", *iperf(rp, seconds, runs), conn_rate(rep, seconds)))
+        for port in (rp, rep, rrr):
+            wait_backend(port)
+        rows.append(("podman rootlessport", *iperf(rp, seconds, runs), conn_rate(rep, seconds),
+                     round_trip_us(rrr)))
         os.close(exit_w)
         stop(rl)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -204,18 +258,20 @@ def inbound(seconds: float, runs: int) -> list[tuple[str, float, list[float], fl
 
     # pasta's own forwarding (-t), into pasta's own namespace (not behind a bridge).
     if shutil.which("pasta"):
-        pp, pep = free_port(), free_port()
+        pp, pep, prr = free_port(), free_port(), free_port()
         script = Path(tempfile.mkdtemp(dir=os.environ.get("XDG_RUNTIME_DIR"))) / "echo.py"
         script.write_text(ECHO_SERVER)
+        (script.parent / "rr.py").write_text(RR_SERVER)
         pasta = subprocess.Popen(
-            ["pasta", "--config-net", "-f", "-t", f"{pp}:5201,{pep}:5301", "-u", "none", "-T",
-             "none", "-U", "none", "--", "sh", "-c",
-             f"iperf3 -s -p 5201 >/dev/null & exec {sys.executable} {script} 5301"],
+            ["pasta", "--config-net", "-f", "-t", f"{pp}:5201,{pep}:5301,{prr}:5401", "-u",
+             "none", "-T", "none", "-U", "none", "--", "sh", "-c",
+             f"iperf3 -s -p 5201 >/dev/null & {sys.executable} {script.parent}/rr.py 5401 & "
+             f"exec {sys.executable} {script} 5301"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
-        wait_backend(pp)
-        wait_backend(pep)
+        for port in (pp, pep, prr):
+            wait_backend(port)
         rows.append(("pasta -t (own namespace*)", *iperf(pp, seconds, runs),
-                     conn_rate(pep, seconds)))
+                     conn_rate(pep, seconds), round_trip_us(prr)))
         stop(pasta)
         shutil.rmtree(script.parent, ignore_errors=True)
     return rows
@@ -261,19 +317,25 @@ def worker(args: argparse.Namespace) -> int:
           f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})", flush=True)
     rows = inbound(args.seconds, args.runs)
     print("\n## inbound port forwarding: host 127.0.0.1 -> server in a sandbox")
-    print(f"{'forwarder':48} {'Gbit/s':>7} {'runs':22} {'conn/s':>7}")
-    for name, gbps, vals, rate in rows:
-        print(f"{name:48} {gbps:7.2f} {' '.join(f'{v:.2f}' for v in vals):22} {rate:7.0f}")
+    print(f"{'forwarder':48} {'Gbit/s':>7} {'runs':22} {'conn/s':>7} {'rtt us':>7}")
+    for name, gbps, vals, rate, rtt in rows:
+        print(f"{name:48} {gbps:7.2f} {' '.join(f'{v:.2f}' for v in vals):22} {rate:7.0f} "
+              f"{rtt:7.1f}")
+    both, both_vals = two_streams(args.seconds, args.runs)
+    print(f"{'two loopback streams at once (-P 2), total':48} {both:7.2f} "
+          f"{' '.join(f'{v:.2f}' for v in both_vals):22}")
     by = {r[0].split(" (")[0]: r for r in rows}
     b = by.get("burrow forwarder")
     if b:
         print()
         for other in ("podman rootlessport", "pasta -t", "host loopback"):
             o = by.get(other)
-            if o and o[1] and o[3]:
+            if o and o[1] and o[3] and b[4]:
                 print(f"burrow / {other:20} throughput {b[1] / o[1]:.2f}x   conn/s "
-                      f"{b[3] / o[3]:.2f}x")
+                      f"{b[3] / o[3]:.2f}x   round trip {b[4] / o[4]:.2f}x (lower is better)")
     print("* pasta forwards into its own namespace (no bridge hop), as in spec §3b.")
+    print("A forwarder carries each byte over two loopback TCP connections; the -P 2 total is "
+          "what this machine's loopback carries over two at once.")
     out = outbound(args.seconds, args.runs)
     print("\n## outbound: sandbox -> host loopback iperf3 (bridge+veth MTU 65520)")
     print(f"{'connector':14} {'upload Gbit/s':>14} {'download (-R)':>14}")

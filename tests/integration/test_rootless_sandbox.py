@@ -14,28 +14,34 @@ import pytest
 pytestmark = pytest.mark.rootless
 
 PY = "/usr/bin/python3"
-# TCP echo-ish server: replies "<tag>:<data>" and closes after the client half-closes.
+# TCP echo-ish server: replies "<tag>:<data>" and closes after the client half-closes;
+# proto 'e' echoes every read at once instead (a request/response protocol).
 TCP_SERVER = """
 import socket,sys,threading
 tag=sys.argv[2].encode()
 def bound(proto,port):
     # Bind before printing 'up': the test connects as soon as it reads it.
-    s=socket.socket(socket.AF_INET6,socket.SOCK_STREAM if proto=='t' else socket.SOCK_DGRAM)
+    s=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM if proto=='u' else socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
     s.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,0); s.bind(('::',port))
-    if proto=='t': s.listen(64)
+    if proto in 'te': s.listen(64)
     return s
 def serve(s):
     while True:
         c,_=s.accept(); buf=b''
         while (d:=c.recv(65536)): buf+=d
         c.sendall(tag+b':'+buf); c.close()
+def echo(s):
+    def one(c):
+        while (d:=c.recv(65536)): c.sendall(d)
+    while True:
+        threading.Thread(target=one,args=(s.accept()[0],),daemon=True).start()
 def udp(u):
     while True:
         d,a=u.recvfrom(65535); u.sendto(tag+b':'+d,a)
 socks=[(proto,bound(proto,int(port))) for proto,port in (spec.split(':') for spec in sys.argv[1].split(','))]
 for proto,s in socks:
-    threading.Thread(target=serve if proto=='t' else udp,args=(s,),daemon=True).start()
+    threading.Thread(target={'t':serve,'e':echo,'u':udp}[proto],args=(s,),daemon=True).start()
 print('up',flush=True)
 threading.Event().wait()
 """
@@ -116,6 +122,28 @@ def test_ports_tcp_udp_v4_v6_ranges_runtime(rl: Any) -> None:
     with pytest.raises(ConnectionRefusedError):
         tcp("127.0.0.1", base + 6)
     assert tcp("127.0.0.1", base) == b"web:hi"
+
+
+def test_request_response_is_not_held_back(rl: Any) -> None:
+    """Small messages go through at once, both ways, on a connection that stays open.
+
+    Regression: writing with SPLICE_F_MORE made TCP hold every sub-MSS message until more
+    data came, a ~200 ms stall per message (20 round trips took 8 s). The bound below is 25x
+    looser than that stall allows and far above a normal round trip (well under 1 ms)."""
+    base = free_ports(1)
+    rl.burrow("sandbox", "create", "rr", "-p", f"127.0.0.1:{base}:7", check=True, timeout=60)
+    serve(rl, "rr", "e:7", "rr")
+    with socket.create_connection(("127.0.0.1", base), 5) as c:
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        t = time.monotonic()
+        for i in range(20):
+            msg = f"request {i}\n".encode()
+            c.sendall(msg)
+            got = b""
+            while len(got) < len(msg):
+                got += c.recv(len(msg) - len(got))
+            assert got == msg
+        assert time.monotonic() - t < 2.0
 
 
 def test_backend_down_is_refused_at_once(rl: Any) -> None:
