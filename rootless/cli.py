@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -216,19 +217,33 @@ def network_create(
     disable_dns: Annotated[bool, typer.Option("--disable-dns")] = False,
     dns: Annotated[list[str] | None, typer.Option("--dns")] = None,
     driver: Annotated[str, typer.Option("--driver", "-d")] = "bridge",
-    opt: Annotated[list[str] | None, typer.Option("--opt", "-o",
-                                                  help="mtu=..,isolate=..")] = None,
+    opt: Annotated[list[str] | None, typer.Option(
+        "--opt", "-o", help="bridge: mtu=..,isolate=true|false|strict,metric=..; "
+        "macvlan: parent=IF,mode=bridge|private|vepa|passthru,mtu=..,metric=..")] = None,
 ) -> None:
-    """Create a network (Podman's flags and JSON format)."""
+    """Create a network (Podman's flags and JSON format).
+
+    --driver bridge (the default) gives the network a bridge of its own, with DNS, NAT and
+    published ports. --driver macvlan (real root only) puts sandboxes straight on a host LAN:
+    `burrow network create lan -d macvlan -o parent=eth0 --subnet 192.168.1.0/24
+    --ip-range 192.168.1.200/29`."""
     from rootless import netconf
     from rootless.store import Store
 
     req = netconf.NetworkRequest(name, tuple(subnet or ()), tuple(gateway or ()),
                                  tuple(ip_range or ()), ipv6, internal, disable_dns,
                                  tuple(dns or ()), driver, netconf.parse_opts(opt or []))
+    rootless = ctx().world.mode == "rootless"
+    parent = dict(req.options).get("parent")
+    if parent and not rootless:
+        try:
+            socket.if_nametoindex(parent)
+        except OSError:
+            raise BurrowError(f"macvlan parent interface {parent!r} does not exist in this "
+                              "network namespace; see `ip link`") from None
     store = Store(ctx().paths)
     with store.lock():
-        net = netconf.make_network(req, store.networks(), _mtu(ctx()))
+        net = netconf.make_network(req, store.networks(), _mtu(ctx()), rootless=rootless)
         store.save_network(net)
     print(name)
 

@@ -21,7 +21,11 @@ DEFAULT_V6 = "fd88::/64"
 V4_POOL = ipaddress.ip_network("10.89.0.0/16")
 V6_POOL_BASE = 0xfd890000  # fd89:0:N::/64 for N = 0..65535
 BRIDGE_PREFIX = "burrow"
-VALID_OPTS = ("mtu", "isolate", "metric")
+VALID_OPTS = ("mtu", "isolate", "metric", "parent", "mode")
+DRIVERS = ("bridge", "macvlan")
+MACVLAN_MODES = ("bridge", "private", "vepa", "passthru")
+# Options that make sense for one driver only; the engine would refuse them later anyway.
+DRIVER_OPTS = {"bridge": ("mtu", "isolate", "metric"), "macvlan": ("mtu", "metric", "parent", "mode")}
 IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -65,6 +69,9 @@ def parse_opts(raw: Sequence[str]) -> tuple[tuple[str, str], ...]:
                 raise BurrowError(f"invalid --opt {k}={v}: expected a number")
             if k == "isolate" and v not in ("true", "false", "strict"):
                 raise BurrowError(f"invalid --opt isolate={v}: expected true, false or strict")
+            if k == "mode" and v not in MACVLAN_MODES:
+                raise BurrowError(f"invalid --opt mode={v}: expected one of "
+                                  f"{', '.join(MACVLAN_MODES)}")
             out.append((k, v))
     return tuple(out)
 
@@ -92,15 +99,35 @@ def free_subnets(used: Iterable[IPNet], v6: bool) -> IPNet:
                       "(`burrow network prune`)")
 
 
+def _check_driver(req: NetworkRequest, rootless: bool) -> None:
+    if req.driver not in DRIVERS:
+        raise BurrowError(f"unknown driver {req.driver!r}; use bridge (or macvlan, as root)")
+    if req.driver == "macvlan":
+        if rootless:
+            raise BurrowError("driver macvlan needs real root: a rootless namespace has no host "
+                              "interface to attach to; use bridge, or run as root")
+        if not req.subnets:
+            raise BurrowError(f"macvlan network {req.name} needs --subnet (the subnet of the "
+                              "parent's LAN): burrow hands out static addresses, it runs no DHCP")
+        if req.internal:
+            raise BurrowError("--internal applies to bridge networks only")
+    wrong = [k for k, _ in req.options if k not in DRIVER_OPTS[req.driver]]
+    if wrong:
+        raise BurrowError(f"--opt {wrong[0]} does not apply to driver {req.driver}; it takes "
+                          f"{', '.join(DRIVER_OPTS[req.driver])}")
+
+
 def make_network(req: NetworkRequest, existing: Mapping[str, dict[str, Any]],
-                 default_mtu: int | None) -> dict[str, Any]:
-    """A Podman network config from the request; validates everything, touches nothing."""
+                 default_mtu: int | None, rootless: bool = True) -> dict[str, Any]:
+    """A Podman network config from the request; validates everything, touches nothing.
+
+    bridge networks get a bridge of their own (`burrowN`); macvlan ones (real root only) sit
+    on `--opt parent=IF`, or on the interface of the host's default route, as in Podman."""
     check_name(req.name, "network")
     if req.name in existing:
         raise BurrowError(f"network {req.name} already exists; remove it with "
                           f"`burrow network rm {req.name}` or pick another name")
-    if req.driver != "bridge":
-        raise BurrowError(f"driver {req.driver!r} is not supported rootless; use bridge")
+    _check_driver(req, rootless)
     used = [_net(s["subnet"]) for n in existing.values() for s in n.get("subnets", [])]
     nets: list[IPNet] = [_net(s) for s in req.subnets]
     for i, a in enumerate(nets):
@@ -141,20 +168,29 @@ def make_network(req: NetworkRequest, existing: Mapping[str, dict[str, Any]],
         except ValueError:
             raise BurrowError(f"invalid --dns {d!r}: expected an IP address") from None
     opts = dict(req.options)
-    if default_mtu and "mtu" not in opts:
-        opts["mtu"] = str(default_mtu)
-    used_if = {n.get("network_interface") for n in existing.values()}
-    idx = next(i for i in range(10000) if f"{BRIDGE_PREFIX}{i}" not in used_if)
+    if req.driver == "macvlan":
+        # Podman's shape: the parent is the network's interface, not an option. Behind no
+        # connector, so the rootless default MTU does not apply. No DNS: aardvark (and
+        # burrow-dns) serve bridge networks only.
+        interface = opts.pop("parent", "")
+        dns_enabled = False
+    else:
+        if default_mtu and "mtu" not in opts:
+            opts["mtu"] = str(default_mtu)
+        used_if = {n.get("network_interface") for n in existing.values()}
+        idx = next(i for i in range(10000) if f"{BRIDGE_PREFIX}{i}" not in used_if)
+        interface = f"{BRIDGE_PREFIX}{idx}"
+        dns_enabled = not req.disable_dns
     net: dict[str, Any] = {
         "name": req.name,
         "id": hashlib.sha256(f"{req.name}{time.time_ns()}{os.getpid()}".encode()).hexdigest(),
-        "driver": "bridge",
-        "network_interface": f"{BRIDGE_PREFIX}{idx}",
+        "driver": req.driver,
+        "network_interface": interface,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "subnets": subnets,
         "ipv6_enabled": any(_net(s["subnet"]).version == 6 for s in subnets),
         "internal": req.internal,
-        "dns_enabled": not req.disable_dns,
+        "dns_enabled": dns_enabled,
         "ipam_options": {"driver": "host-local"},
     }
     if opts:

@@ -480,3 +480,43 @@ def test_rootful_demo(rf: Rootful) -> None:
     assert res.rc == 0, res.err
     assert "demo OK" in res.out and "cleaned up" in res.out
     rf.assert_clean()
+
+
+def test_rootful_macvlan_puts_a_sandbox_on_the_lan(rf: Rootful,
+                                                   netns_factory: Callable[[], Netns]) -> None:
+    """-d macvlan -o parent=IF: the sandbox is a peer on the parent's LAN, no bridge, no NAT.
+
+    The LAN is a veth pair: the parent end stays in the rootful "host" netns, the other end is
+    a LAN host in a namespace of its own."""
+    lan = netns_factory()
+    parent, far = unique("rfm"), unique("rfl")
+    idx = int.from_bytes(os.urandom(1), "big")
+    subnet, lan_host = f"10.66.{idx}.0/24", f"10.66.{idx}.1"
+    rf.ns.run(["sh", "-c", f"ip link add {parent} type veth peer name {far} && "
+               f"ip link set {far} netns {lan.pid} && ip link set {parent} up"])
+    lan.run(["sh", "-c", f"ip link set {far} up && ip addr add {lan_host}/24 dev {far}"])
+    rf.burrow("network", "create", "lan", "-d", "macvlan", "-o", f"parent={parent}",
+              "--subnet", subnet, "--ip-range", f"10.66.{idx}.16/28", check=True)
+    net = json.loads(rf.burrow("network", "inspect", "lan", check=True).out)[0]
+    assert (net["driver"], net["network_interface"], net["dns_enabled"]) == \
+        ("macvlan", parent, False)
+    rf.burrow("sandbox", "create", "m", "--network", "lan", check=True, timeout=60)
+    ip = inspect(rf, "m")["networks"]["lan"]["static_ips"][0]
+    assert ip.startswith(f"10.66.{idx}.") and 16 <= int(ip.rsplit(".", 1)[1]) < 32
+    serve(rf, "m", "t:80", "m")
+    # The LAN host reaches the sandbox at its own address, straight over the parent.
+    res = lan.run([PY, "-c", CLIENT, "tcp", ip, "80", "5"], input=base64.b64encode(b"x").decode())
+    assert res.stdout.strip() == "OK " + base64.b64encode(b"m:x").decode()
+    assert parent in rf.ns.link_names() and not any(
+        n.startswith("burrow") for n in rf.ns.link_names())  # no bridge was made
+    # Wrong input is refused before anything is made.
+    bad = rf.burrow("network", "create", "lan2", "-d", "macvlan", "-o", "parent=nosuchif0",
+                    "--subnet", "10.67.0.0/24")
+    assert bad.rc != 0 and "nosuchif0" in bad.err and "does not exist" in bad.err
+    bad = rf.burrow("network", "create", "lan3", "-d", "macvlan", "-o", f"parent={parent}")
+    assert bad.rc != 0 and "--subnet" in bad.err
+    bad = rf.burrow("sandbox", "create", "m2", "--network", "lan", "-p", "8080:80", timeout=60)
+    assert bad.rc != 0 and "bridge" in bad.err, bad.err
+    assert "m2" not in rf.burrow("sandbox", "ls", check=True).out
+    rf.burrow("sandbox", "rm", "m", check=True, timeout=60)
+    rf.burrow("network", "rm", "lan", check=True)

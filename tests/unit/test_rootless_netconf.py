@@ -87,8 +87,34 @@ def test_make_network_flags() -> None:
     for bad in (["mtu=big"], ["color=red"], ["isolate=maybe"]):
         with pytest.raises(BurrowError):
             parse_opts(bad)
-    with pytest.raises(BurrowError, match="not supported"):
+    with pytest.raises(BurrowError, match="needs real root"):
         make_network(NetworkRequest("m", driver="macvlan"), {}, None)
+
+
+def test_macvlan_network_rootful() -> None:
+    req = NetworkRequest("lan", subnets=("192.168.7.0/24",), ip_ranges=("192.168.7.200/29",),
+                         driver="macvlan", options=parse_opts(["parent=eth1,mode=private"]))
+    n = make_network(req, {}, 65520, rootless=False)
+    assert (n["driver"], n["network_interface"], n["dns_enabled"]) == ("macvlan", "eth1", False)
+    assert n["options"] == {"mode": "private"}  # no connector MTU, parent is the interface
+    assert n["subnets"][0]["lease_range"] == {"start_ip": "192.168.7.201",
+                                              "end_ip": "192.168.7.206"}
+    # Without a parent the engine takes the default route's interface, as netavark does.
+    assert make_network(NetworkRequest("d", subnets=("10.9.0.0/24",), driver="macvlan"), {},
+                        None, rootless=False)["network_interface"] == ""
+    for bad, match in [
+        (NetworkRequest("a", driver="macvlan"), "needs --subnet"),
+        (NetworkRequest("b", subnets=("10.9.0.0/24",), driver="macvlan", internal=True),
+         "bridge networks only"),
+        (NetworkRequest("c", subnets=("10.9.0.0/24",), driver="macvlan",
+                        options=parse_opts(["isolate=true"])), "does not apply to driver macvlan"),
+        (NetworkRequest("e", options=parse_opts(["parent=eth0"])), "does not apply to driver bridge"),
+        (NetworkRequest("f", driver="ipvlan"), "unknown driver"),
+    ]:
+        with pytest.raises(BurrowError, match=match):
+            make_network(bad, {}, None, rootless=False)
+    with pytest.raises(BurrowError, match="mode=fast"):
+        parse_opts(["mode=fast"])
 
 
 def test_allocate() -> None:
