@@ -51,7 +51,7 @@ def one(c):
 while True:
     threading.Thread(target=one,args=(s.accept()[0],),daemon=True).start()
 """
-RR_ROUNDS = 2000
+RR_ROUNDS = 1000
 
 
 def burrow(*args: str, check: bool = True, timeout: float = 120) -> str:
@@ -97,20 +97,34 @@ def wait_backend(port: int, timeout: float = 15) -> None:
     raise SystemExit(f"backend behind port {port} never came up")
 
 
+def cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as f:
+        vals = [int(v) for v in f.readline().split()[1:]]
+    idle = vals[3] + vals[4]  # idle + iowait
+    return sum(vals) - idle, sum(vals)
+
+
 def iperf(port: int, seconds: float, runs: int, host: str = "127.0.0.1",
-          prefix: Sequence[str] = (), reverse: bool = False) -> tuple[float, list[float]]:
-    vals = []
+          prefix: Sequence[str] = (), reverse: bool = False,
+          extra: Sequence[str] = ()) -> tuple[float, list[float], float]:
+    """Median Gbit/s, every run's, and the median share of all CPUs busy during a run."""
+    vals, busy = [], []
     for _ in range(runs):
-        argv = [*prefix, "iperf3", "-c", host, "-p", str(port), "-t", str(seconds), "-J"]
+        argv = [*prefix, "iperf3", "-c", host, "-p", str(port), "-t", str(seconds), "-J",
+                *extra]
         if reverse:
             argv.append("-R")
+        b0, t0 = cpu_times()
         res = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
+        b1, t1 = cpu_times()
+        busy.append((b1 - b0) / max(1, t1 - t0))
         try:
             data = json.loads(res.stdout)
             vals.append(data["end"]["sum_received"]["bits_per_second"] / 1e9)
         except (ValueError, KeyError):
             vals.append(0.0)
-    return statistics.median(vals), vals
+    return statistics.median(vals), vals, statistics.median(busy)
 
 
 def conn_rate(port: int, seconds: float) -> float:
@@ -127,37 +141,34 @@ def conn_rate(port: int, seconds: float) -> float:
     return n / seconds
 
 
-def round_trip_us(port: int, rounds: int = RR_ROUNDS) -> float:
-    """Mean round trip of a 64-byte request and its echo on one open connection."""
+def round_trip_us(port: int, rounds: int = RR_ROUNDS, batches: int = 5) -> float:
+    """Round trip of a 64-byte request and its echo on one open connection: the median over
+    `batches` batches of the mean per batch (single round trips are too noisy on a VM)."""
     msg = b"x" * 64
+    means = []
     with socket.create_connection(("127.0.0.1", port), 5) as c:
         c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         c.settimeout(5)
-        t = time.perf_counter()
-        for _ in range(rounds):
-            c.sendall(msg)
-            got = 0
-            while got < len(msg):
-                got += len(c.recv(len(msg) - got))
-        return (time.perf_counter() - t) / rounds * 1e6
+        for _ in range(batches):
+            t = time.perf_counter()
+            for _ in range(rounds):
+                c.sendall(msg)
+                got = 0
+                while got < len(msg):
+                    got += len(c.recv(len(msg) - got))
+            means.append((time.perf_counter() - t) / rounds * 1e6)
+    return statistics.median(means)
 
 
-def two_streams(seconds: float, runs: int) -> tuple[float, list[float]]:
-    """Aggregate Gbit/s of two loopback iperf3 streams at once (-P 2)."""
+def two_streams(seconds: float, runs: int) -> tuple[float, list[float], float]:
+    """Two loopback iperf3 streams at once (-P 2): their total."""
     port = free_port()
     srv = bg(["iperf3", "-s", "-p", str(port)])
     wait_port(port)
-    vals = []
-    for _ in range(runs):
-        res = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds),
-                              "-P", "2", "-J"], capture_output=True, text=True,
-                             timeout=seconds + 30)
-        try:
-            vals.append(json.loads(res.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9)
-        except (ValueError, KeyError):
-            vals.append(0.0)
-    stop(srv)
-    return statistics.median(vals), vals
+    try:
+        return iperf(port, seconds, runs, extra=("-P", "2"))
+    finally:
+        stop(srv)
 
 
 def _fds_to_3_4(a: int, b: int) -> None:
@@ -188,7 +199,10 @@ def stop(p: subprocess.Popen[bytes]) -> None:
         p.wait()
 
 
-def inbound(seconds: float, runs: int) -> list[tuple[str, float, list[float], float, float]]:
+Row = tuple[str, float, list[float], float, float, float]  # name Gbit/s runs busy conn/s rtt
+
+
+def inbound(seconds: float, runs: int) -> list[Row]:
     rows = []
     # Ceiling: host loopback, no forwarder.
     lp, ep, rrp = free_port(), free_port(), free_port()
@@ -317,25 +331,28 @@ def worker(args: argparse.Namespace) -> int:
           f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})", flush=True)
     rows = inbound(args.seconds, args.runs)
     print("\n## inbound port forwarding: host 127.0.0.1 -> server in a sandbox")
-    print(f"{'forwarder':48} {'Gbit/s':>7} {'runs':22} {'conn/s':>7} {'rtt us':>7}")
-    for name, gbps, vals, rate, rtt in rows:
-        print(f"{name:48} {gbps:7.2f} {' '.join(f'{v:.2f}' for v in vals):22} {rate:7.0f} "
-              f"{rtt:7.1f}")
-    both, both_vals = two_streams(args.seconds, args.runs)
-    print(f"{'two loopback streams at once (-P 2), total':48} {both:7.2f} "
-          f"{' '.join(f'{v:.2f}' for v in both_vals):22}")
+    both = ("two loopback streams at once (-P 2), total", *two_streams(args.seconds, args.runs),
+            0.0, 0.0)
+    print(f"{'forwarder':46} {'Gbit/s':>6} {'runs':17} {'CPU':>4} {'Gb/s@2c':>7} "
+          f"{'conn/s':>6} {'rtt us':>6}")
+    for name, gbps, vals, busy, rate, rtt in [*rows, both]:
+        print(f"{name:46} {gbps:6.2f} {' '.join(f'{v:.1f}' for v in vals):17} "
+              f"{busy * 100:3.0f}% {gbps / busy if busy else 0:7.1f} "
+              + (f"{rate:6.0f} {rtt:6.1f}" if rate else ""))
     by = {r[0].split(" (")[0]: r for r in rows}
     b = by.get("burrow forwarder")
     if b:
         print()
         for other in ("podman rootlessport", "pasta -t", "host loopback"):
             o = by.get(other)
-            if o and o[1] and o[3] and b[4]:
+            if o and o[1] and o[4] and b[5]:
                 print(f"burrow / {other:20} throughput {b[1] / o[1]:.2f}x   conn/s "
-                      f"{b[3] / o[3]:.2f}x   round trip {b[4] / o[4]:.2f}x (lower is better)")
+                      f"{b[4] / o[4]:.2f}x   round trip {b[5] / o[5]:.2f}x (lower is better)")
     print("* pasta forwards into its own namespace (no bridge hop), as in spec §3b.")
-    print("A forwarder carries each byte over two loopback TCP connections; the -P 2 total is "
-          "what this machine's loopback carries over two at once.")
+    print("CPU: share of all CPUs busy during the iperf3 runs (whole machine). Gb/s@2c: the "
+          "throughput if all of it\nscaled to every CPU busy, a ceiling for that path here. A "
+          "forwarder carries each byte over two\nloopback TCP connections; -P 2 is what this "
+          "machine's loopback carries over two at once.")
     out = outbound(args.seconds, args.runs)
     print("\n## outbound: sandbox -> host loopback iperf3 (bridge+veth MTU 65520)")
     print(f"{'connector':14} {'upload Gbit/s':>14} {'download (-R)':>14}")
