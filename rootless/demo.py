@@ -25,6 +25,25 @@ FETCH = (
 )
 
 
+# The page is served from memory: a file under /tmp would be left behind, and would belong to
+# the first user who ran the demo.
+SERVE = (
+    "import http.server,socket,sys\n"
+    "body=('hello from '+sys.argv[1]+'\\n').encode()\n"
+    "class H(http.server.BaseHTTPRequestHandler):\n"
+    "    def do_GET(self):\n"
+    "        self.send_response(200); self.send_header('Content-Length',str(len(body)))\n"
+    "        self.end_headers(); self.wfile.write(body)\n"
+    "    def log_message(self,*a): pass\n"
+    "class S(http.server.ThreadingHTTPServer):\n"
+    "    address_family=socket.AF_INET6\n"
+    "    def server_bind(self):\n"
+    "        self.socket.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,0)  # v4 and v6\n"
+    "        super().server_bind()\n"
+    "S(('::',80),H).serve_forever()\n"
+)
+
+
 def _free_port() -> int:
     for port in (8080, 18080):
         with socket.socket() as s:
@@ -58,9 +77,7 @@ def run(w: World) -> int:
         made.append(client)
         sandbox.create(w, client, [], [], [], w.network_mtu)
         _step(f"3. HTTP server in {web} on [::]:80")
-        cmd = ("mkdir -p /tmp/burrow-demo-www && cd /tmp/burrow-demo-www && "
-               f"echo 'hello from {web}' > index.html && exec {PY} -m http.server 80 --bind ::")
-        server = subprocess.Popen(sandbox.exec_argv(w, web, ["sh", "-c", cmd]),
+        server = subprocess.Popen(sandbox.exec_argv(w, web, [PY, "-c", SERVE, web]),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_port(w, client, web)
         _step(f"4. {client} reaches {web} by name over IPv4 and IPv6")

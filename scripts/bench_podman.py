@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -69,7 +70,7 @@ def rootless_runners(base: Path, tar: Path) -> tuple[dict[str, Any], list[Any]]:
     user = RootlessUser.ensure()
     worlds, runners = [], {}
     for b in BACKENDS:
-        d = Path(tempfile.mkdtemp(prefix=f"burrow-bench-{b}-", dir="/tmp"))
+        d = Path(tempfile.mkdtemp(prefix=f"{b}-", dir=base))  # removed with base
         d.chmod(0o755)
         w = RootlessWorld(user, d / "w", tar)
         conf = w.config_home / "containers"
@@ -86,7 +87,15 @@ def rootless_runners(base: Path, tar: Path) -> tuple[dict[str, Any], list[Any]]:
 
 
 def bench(mode: str, rounds: int, tar: Path) -> dict[str, Any]:
-    base = Path(tempfile.mkdtemp(prefix="burrow-bench-"))
+    base = Path(tempfile.mkdtemp(prefix="burrow-bench-", dir="/tmp"))
+    base.chmod(0o755)  # the rootless worlds below it belong to the test user
+    try:
+        return _bench(mode, rounds, tar, base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _bench(mode: str, rounds: int, tar: Path, base: Path) -> dict[str, Any]:
     runners, worlds = (rootful_runners if mode == "rootful" else rootless_runners)(base, tar)
     port = 18190 if mode == "rootful" else 28190
     raw: dict[str, list[float]] = {f"{b} {v}": [] for b in BACKENDS for v in VARIANTS}

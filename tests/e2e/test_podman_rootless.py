@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
@@ -66,6 +67,7 @@ def rworld(podman_rootfs: Path, rootless_user: Any, tmp_path_factory: pytest.Tem
             e.kill()
             e.wait()
         w.close()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_enable_user_status(rworld: tuple[RootlessWorld, int]) -> None:

@@ -4,6 +4,7 @@ user. Every address used is inside namespaces these tests create, or the host's 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import time
@@ -144,6 +145,55 @@ def test_request_response_is_not_held_back(rl: Any) -> None:
                 got += c.recv(len(msg) - len(got))
             assert got == msg
         assert time.monotonic() - t < 2.0
+
+
+def test_many_connections_and_a_bounded_pipe_budget(rl: Any) -> None:
+    """400 connections open at once, all answered; bulk ones get big pipes, a bounded number.
+
+    Each connection costs the forwarder 6 fds: with the usual soft RLIMIT_NOFILE of 1024 it
+    stopped at ~170. And 1 MiB pipes for every connection would eat the user's whole pipe
+    budget (fs.pipe-user-pages-soft), which the user's other programs share."""
+    import fcntl
+
+    from rootless.ports.forwarder import BIG_PIPE, F_GETPIPE_SZ, MAX_BIG_PIPES
+
+    base = free_ports(1)
+    rl.burrow("sandbox", "create", "many", "-p", f"127.0.0.1:{base}:7", check=True, timeout=60)
+    serve(rl, "many", "e:7", "many")
+    conns = []
+    try:
+        for _ in range(400):
+            c = socket.create_connection(("127.0.0.1", base), 10)
+            c.settimeout(10)
+            conns.append(c)
+        blob = bytes(range(256)) * 4096  # 1 MiB each way on 40 connections at once
+        for c in conns[:40]:
+            c.sendall(blob[:65536])
+        for i, c in enumerate(conns):
+            msg = blob if i < 40 else f"hello {i}".encode()
+            if i < 40:
+                c.sendall(blob[65536:])
+            else:
+                c.sendall(msg)
+            got = b""
+            while len(got) < len(msg):
+                got += c.recv(len(msg) - len(got))
+            assert got == msg, i
+        pid = json.loads(rl.burrow("status", "--format", "json", check=True).out)["forwarder"]["pid"]
+        sizes = []
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("pipe:"):
+                f = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDONLY | os.O_NONBLOCK)
+                try:
+                    sizes.append(fcntl.fcntl(f, F_GETPIPE_SZ))
+                finally:
+                    os.close(f)
+        assert len(sizes) >= 4 * 400 / 2  # two pipes (4 fds, counted by end) per connection
+        big = sum(1 for z in sizes if z >= BIG_PIPE) // 2  # both ends of a pipe are listed
+        assert 0 < big <= MAX_BIG_PIPES
+    finally:
+        for c in conns:
+            c.close()
 
 
 def test_backend_down_is_refused_at_once(rl: Any) -> None:
