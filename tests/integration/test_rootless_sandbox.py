@@ -196,6 +196,46 @@ def test_many_connections_and_a_bounded_pipe_budget(rl: Any) -> None:
             c.close()
 
 
+def test_out_of_fds_refuses_clients_and_recovers(rl: Any) -> None:
+    """With few fds, extra clients are reset at once; the forwarder neither hangs nor spins."""
+    base = free_ports(1)
+    # The world (and its forwarder) starts with this command, so it inherits the limit.
+    rl.run(["prlimit", "--nofile=120:120", "burrow", "sandbox", "create", "fd", "-p",
+            f"127.0.0.1:{base}:7"], check=True, timeout=60)
+    serve(rl, "fd", "e:7", "fd")
+    pid = json.loads(rl.burrow("status", "--format", "json", check=True).out)["forwarder"]["pid"]
+    answered = refused = 0
+    conns = []
+    try:
+        for _ in range(60):  # 6 fds each: far more than 120 fds hold
+            c = socket.create_connection(("127.0.0.1", base), 5)
+            c.settimeout(5)  # a hang would raise TimeoutError and fail the test
+            conns.append(c)
+            try:
+                c.sendall(b"hi")
+                answered += c.recv(10) == b"hi"
+            except (ConnectionResetError, BrokenPipeError):
+                refused += 1
+        assert answered > 0 and refused > 0 and answered + refused == 60
+
+        def cpu() -> float:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+        before = cpu()
+        time.sleep(1)
+        assert cpu() - before < 0.5  # a listener it cannot serve must not make it spin
+    finally:
+        for c in conns:
+            c.close()
+    time.sleep(0.3)
+    with socket.create_connection(("127.0.0.1", base), 5) as c:  # fds back: served again
+        c.settimeout(5)
+        c.sendall(b"again")
+        assert c.recv(10) == b"again"
+
+
 def test_backend_down_is_refused_at_once(rl: Any) -> None:
     base = free_ports(1)
     rl.burrow("sandbox", "create", "idle", "-p", f"127.0.0.1:{base}:80", check=True, timeout=60)
