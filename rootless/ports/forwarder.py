@@ -189,6 +189,7 @@ class Forwarder:
         # Kept free for accept() when out of fds: close it, accept, reset, reopen. Without it a
         # level-triggered listener with a queued connection would spin at 100% CPU.
         self.spare_fd: int | None = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+        self.shed_logged = 0.0
         self.running = True
         self.dialer = dialer
         self._watch(dialer.fileno(), select.EPOLLIN, self._on_dialer)
@@ -475,6 +476,13 @@ class Forwarder:
 
     def _shed(self, listener: socket.socket) -> bool:
         """Out of fds: refuse (RST) one queued client with the spare fd. False if impossible."""
+        now = time.monotonic()
+        if now - self.shed_logged > 10:  # the log is $XDG_RUNTIME_DIR/burrow/log/forwarder.log
+            self.shed_logged = now
+            limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            print(f"forwarder: out of file descriptors (limit {limit}, {len(self.conns) // 2} "
+                  "connections open): refusing new clients; raise the hard limit (`ulimit -Hn`, "
+                  "limits.conf) and run `burrow down`", file=sys.stderr, flush=True)
         if self.spare_fd is None:
             return False
         os.close(self.spare_fd)

@@ -234,6 +234,8 @@ def test_out_of_fds_refuses_clients_and_recovers(rl: Any) -> None:
         c.settimeout(5)
         c.sendall(b"again")
         assert c.recv(10) == b"again"
+    log = rl.run(["sh", "-c", 'cat "$XDG_RUNTIME_DIR/burrow/log/forwarder.log"'], check=True).out
+    assert "out of file descriptors (limit 120" in log
 
 
 def test_backend_down_is_refused_at_once(rl: Any) -> None:
