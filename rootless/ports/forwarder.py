@@ -48,6 +48,7 @@ MAX_BIG_PIPES = 16
 CHUNK = 1 << 20
 POOL_LOW, POOL_BATCH = 8, 32
 MAX_FDS_PER_MSG = 250  # SCM_MAX_FD is 253
+UDP_QUEUE = 64  # datagrams held per new UDP flow while its socket comes from the dialer
 ET = select.EPOLLET
 RW = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | ET
 # Edge-triggered: data to read on a socket feeds its outbound pipe, room to write drains the
@@ -179,6 +180,7 @@ class Forwarder:
         self.conns: dict[int, TcpConn] = {}
         self.flows: dict[tuple[int, Any], UdpFlow] = {}
         self.flow_by_fd: dict[int, UdpFlow] = {}
+        self.udp_opening: dict[tuple[int, Any], list[bytes]] = {}
         self.pools: dict[tuple[str, int, str], deque[socket.socket]] = {}
         self.waiting: dict[tuple[str, int, str], deque[Callable[[socket.socket | None], None]]] \
             = {}
@@ -618,20 +620,34 @@ class Forwarder:
                 except OSError:
                     pass
                 continue
+            queued = self.udp_opening.get(key)
+            if queued is not None:
+                # Its socket is still on the way from the dialer: without this queue each
+                # datagram would open a flow of its own (the server would see several source
+                # ports) and all but the last would leak.
+                if len(queued) < UDP_QUEUE:
+                    queued.append(data)
+                continue
             pick = lst.target.pick(lst.sock.family if not _is_mapped(addr) else socket.AF_INET)
             if pick is None:
                 continue
             fam, ip = pick
+            self.udp_opening[key] = [data]
             self._get_socket((lst.target.netns, fam, "udp"),
-                             partial(self._udp_open, key, lst, ip, data))
+                             partial(self._udp_open, key, lst, ip))
 
-    def _udp_open(self, key: tuple[int, Any], lst: Listener, ip: str, data: bytes,
+    def _udp_open(self, key: tuple[int, Any], lst: Listener, ip: str,
                   b: socket.socket | None) -> None:
+        queued = self.udp_opening.pop(key, [])
         if b is None:
+            return
+        if lst.sock.fileno() < 0:  # the port was removed meanwhile
+            b.close()
             return
         try:
             b.connect((ip, lst.ctr_port))
-            b.send(data)
+            for data in queued:
+                b.send(data)
         except OSError:
             b.close()
             return

@@ -16,13 +16,14 @@ pytestmark = pytest.mark.rootless
 
 PY = "/usr/bin/python3"
 # TCP echo-ish server: replies "<tag>:<data>" and closes after the client half-closes;
-# proto 'e' echoes every read at once instead (a request/response protocol).
+# proto 'e' echoes every read at once instead (a request/response protocol); UDP proto 'p'
+# answers every datagram with the sender's port.
 TCP_SERVER = """
 import socket,sys,threading
 tag=sys.argv[2].encode()
 def bound(proto,port):
     # Bind before printing 'up': the test connects as soon as it reads it.
-    s=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM if proto=='u' else socket.SOCK_STREAM)
+    s=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM if proto in 'up' else socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
     s.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,0); s.bind(('::',port))
     if proto in 'te': s.listen(64)
@@ -37,12 +38,15 @@ def echo(s):
         while (d:=c.recv(65536)): c.sendall(d)
     while True:
         threading.Thread(target=one,args=(s.accept()[0],),daemon=True).start()
+def port_of(u):
+    while True:
+        d,a=u.recvfrom(65535); u.sendto(str(a[1]).encode(),a)
 def udp(u):
     while True:
         d,a=u.recvfrom(65535); u.sendto(tag+b':'+d,a)
 socks=[(proto,bound(proto,int(port))) for proto,port in (spec.split(':') for spec in sys.argv[1].split(','))]
 for proto,s in socks:
-    threading.Thread(target={'t':serve,'e':echo,'u':udp}[proto],args=(s,),daemon=True).start()
+    threading.Thread(target={'t':serve,'e':echo,'u':udp,'p':port_of}[proto],args=(s,),daemon=True).start()
 print('up',flush=True)
 threading.Event().wait()
 """
@@ -236,6 +240,20 @@ def test_out_of_fds_refuses_clients_and_recovers(rl: Any) -> None:
         assert c.recv(10) == b"again"
     log = rl.run(["sh", "-c", 'cat "$XDG_RUNTIME_DIR/burrow/log/forwarder.log"'], check=True).out
     assert "out of file descriptors (limit 120" in log
+
+
+def test_a_new_udp_client_is_one_flow(rl: Any) -> None:
+    """Datagrams sent before the flow's socket is ready join that flow: one source port."""
+    base = free_ports(1)
+    rl.burrow("sandbox", "create", "u1", "-p", f"127.0.0.1:{base}:53/udp", check=True,
+              timeout=60)
+    serve(rl, "u1", "p:53", "u1")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        u.settimeout(5)
+        for i in range(5):  # back to back: the first flow's socket is still on its way
+            u.sendto(f"q{i}".encode(), ("127.0.0.1", base))
+        ports = {u.recvfrom(100)[0] for _ in range(5)}
+    assert len(ports) == 1, ports
 
 
 def test_backend_down_is_refused_at_once(rl: Any) -> None:
