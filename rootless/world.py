@@ -13,11 +13,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from netns.errors import BurrowError
 from rootless import connectors, userns
 from rootless.backend import Runtime
 from rootless.connectors import ConnectorInfo
 from rootless.hostdns import host_servers
 from rootless.paths import StatePaths, locked, read_json, remove, write_json
+from rootless.ports import control
 from rootless.ports.userspace import ForwarderPorts
 from rootless.procs import ProcRef
 from rootless.userns import Holder
@@ -236,6 +238,11 @@ class RootlessWorld:
         ref = ProcRef.from_json(fwd.get("proc") if fwd else None)
         if ref is not None and ref.alive():
             info["forwarder"] = {"pid": ref.pid, "socket": str(paths.forwarder_socket)}
+            try:
+                live = control.request(paths, {"op": "ping"}, timeout=2)
+                info["forwarder"].update({k: v for k, v in live.items() if k not in ("ok", "pid")})
+            except (BurrowError, OSError, ValueError):
+                pass  # busy or going away: the pid is still worth showing
         return info
 
     def status_lines(self, info: dict[str, Any]) -> list[str]:
@@ -250,5 +257,16 @@ class RootlessWorld:
             lines.append("connector:  -")
         lines.append("dns:        " + (f"burrow-dns pid {d['pid_in_namespace']} (in ns)" if d
                                        else "-"))
-        lines.append(f"forwarder:  {'pid ' + str(f['pid']) if f else '-'}")
+        lines.append(f"forwarder:  {_forwarder_line(f) if f else '-'}")
         return lines
+
+
+def _forwarder_line(f: dict[str, Any]) -> str:
+    line = f"pid {f['pid']}"
+    if "tcp_connections" in f:
+        line += (f", {f['tcp_connections']} TCP connections, {f['udp_flows']} UDP flows, "
+                 f"fd limit {f['fd_limit']}")
+        if f.get("refused_out_of_fds"):
+            line += (f", {f['refused_out_of_fds']} clients refused for want of fds (see "
+                     "log/forwarder.log)")
+    return line

@@ -192,6 +192,7 @@ class Forwarder:
         # level-triggered listener with a queued connection would spin at 100% CPU.
         self.spare_fd: int | None = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
         self.shed_logged = 0.0
+        self.refused = 0  # clients reset for want of fds
         self.running = True
         self.dialer = dialer
         self._watch(dialer.fileno(), select.EPOLLIN, self._on_dialer)
@@ -276,7 +277,10 @@ class Forwarder:
     def handle(self, req: dict[str, Any]) -> dict[str, Any]:
         op = req.get("op")
         if op == "ping":
-            return {"ok": True, "pid": os.getpid()}
+            return {"ok": True, "pid": os.getpid(), "tcp_connections": len(self.conns) // 2,
+                    "udp_flows": len(self.flows), "big_pipes": self.big_pipes,
+                    "fd_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+                    "refused_out_of_fds": self.refused}
         if op == "list":
             return {"ok": True, "ports": [
                 {"sandbox": name, **lst[0].spec.to_json()} for name, lsts in
@@ -492,6 +496,7 @@ class Forwarder:
         try:
             a, _ = listener.accept()
             self._reset(a)
+            self.refused += 1
             return True
         except OSError:
             return False
@@ -533,6 +538,7 @@ class Forwarder:
             try:
                 c.ab, c.ba = _pipes()
             except OSError:  # out of fds: this client is refused, the others go on
+                self.refused += 1
                 self._close(c, reset=True)
                 return
         assert c.ab is not None and c.ba is not None

@@ -241,6 +241,9 @@ def test_out_of_fds_refuses_clients_and_recovers(rl: Any) -> None:
         assert c.recv(10) == b"again"
     log = rl.run(["sh", "-c", 'cat "$XDG_RUNTIME_DIR/burrow/log/forwarder.log"'], check=True).out
     assert "out of file descriptors (limit 120" in log
+    fwd = json.loads(rl.burrow("status", "--format", "json", check=True).out)["forwarder"]
+    assert fwd["fd_limit"] == 120 and fwd["refused_out_of_fds"] > 0
+    assert "clients refused for want of fds" in rl.burrow("status", check=True).out
 
 
 def test_a_new_udp_client_is_one_flow(rl: Any) -> None:
