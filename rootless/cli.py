@@ -17,11 +17,13 @@ from netns.errors import BurrowError
 from rootless.backend import World
 from rootless.paths import StatePaths
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
-                  help="Container networking for people without root.")
-network_app = typer.Typer(no_args_is_help=True, help="Manage networks.")
-sandbox_app = typer.Typer(no_args_is_help=True, help="Manage sandboxes (network namespaces).")
-port_app = typer.Typer(no_args_is_help=True, help="Published ports.")
+# Help text is shown as written: rich markup would read `[/tcp|udp]` in -p's help as a tag.
+PLAIN: Any = {"no_args_is_help": True, "rich_markup_mode": None}
+app = typer.Typer(add_completion=False, help="Container networking for people without root.",
+                  **PLAIN)
+network_app = typer.Typer(help="Manage networks.", **PLAIN)
+sandbox_app = typer.Typer(help="Manage sandboxes (network namespaces).", **PLAIN)
+port_app = typer.Typer(help="Published ports.", **PLAIN)
 app.add_typer(network_app, name="network")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(port_app, name="port")
@@ -209,14 +211,23 @@ def exec_(name: str, cmd: Annotated[list[str], typer.Argument()]) -> None:
 @network_app.command("create")
 def network_create(
     name: str,
-    subnet: Annotated[list[str] | None, typer.Option("--subnet")] = None,
-    gateway: Annotated[list[str] | None, typer.Option("--gateway")] = None,
-    ip_range: Annotated[list[str] | None, typer.Option("--ip-range")] = None,
-    ipv6: Annotated[bool, typer.Option("--ipv6")] = False,
-    internal: Annotated[bool, typer.Option("--internal")] = False,
-    disable_dns: Annotated[bool, typer.Option("--disable-dns")] = False,
-    dns: Annotated[list[str] | None, typer.Option("--dns")] = None,
-    driver: Annotated[str, typer.Option("--driver", "-d")] = "bridge",
+    subnet: Annotated[list[str] | None, typer.Option(
+        "--subnet", help="CIDR; repeat for dual-stack (default: a free /24 in 10.89.0.0/16)")] = None,
+    gateway: Annotated[list[str] | None, typer.Option(
+        "--gateway", help="per --subnet, in order (default: the subnet's first address)")] = None,
+    ip_range: Annotated[list[str] | None, typer.Option(
+        "--ip-range", help="CIDR inside a subnet: where automatic addresses come from")] = None,
+    ipv6: Annotated[bool, typer.Option(
+        "--ipv6", help="add an IPv6 subnet (a free /64 in fd89::/32 unless --subnet gives one)")
+    ] = False,
+    internal: Annotated[bool, typer.Option(
+        "--internal", help="no route out: sandboxes reach each other only")] = False,
+    disable_dns: Annotated[bool, typer.Option(
+        "--disable-dns", help="no burrow-dns on this network")] = False,
+    dns: Annotated[list[str] | None, typer.Option(
+        "--dns", help="upstream DNS server for names burrow-dns does not know")] = None,
+    driver: Annotated[str, typer.Option("--driver", "-d", help="bridge, or macvlan (root)")
+                      ] = "bridge",
     opt: Annotated[list[str] | None, typer.Option(
         "--opt", "-o", help="bridge: mtu=..,isolate=true|false|strict,metric=..; "
         "macvlan: parent=IF,mode=bridge|private|vepa|passthru,mtu=..,metric=..")] = None,
@@ -307,10 +318,14 @@ def network_prune() -> None:
 @network_app.command("connect")
 def network_connect(
     network: str, name: str,
-    ip: Annotated[str | None, typer.Option("--ip")] = None,
-    ip6: Annotated[str | None, typer.Option("--ip6")] = None,
-    mac: Annotated[str | None, typer.Option("--mac")] = None,
-    alias: Annotated[list[str] | None, typer.Option("--alias")] = None,
+    ip: Annotated[str | None, typer.Option("--ip", help="static IPv4 (default: the next free)")
+                  ] = None,
+    ip6: Annotated[str | None, typer.Option("--ip6", help="static IPv6 (default: the next free)")
+                   ] = None,
+    mac: Annotated[str | None, typer.Option("--mac", help="static MAC, e.g. 92:d0:c6:0a:00:10")
+                   ] = None,
+    alias: Annotated[list[str] | None, typer.Option(
+        "--alias", help="another name this sandbox answers to on NET; repeatable")] = None,
 ) -> None:
     """Attach a sandbox to one more network."""
     from rootless import sandbox

@@ -415,7 +415,7 @@ def render_status(info: Mapping[str, Any]) -> str:
 
 
 # -- CLI --------------------------------------------------------------------------------------
-podman_app = typer.Typer(no_args_is_help=True,
+podman_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                          help="Use burrow as real Podman's network backend (netavark + aardvark-dns).")
 
 SystemOpt = Annotated[bool, typer.Option("--system", help="all users: /etc/containers (root only)")]
