@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from netns import validate
 from netns.errors import BurrowError
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
@@ -21,11 +22,11 @@ DEFAULT_V6 = "fd88::/64"
 V4_POOL = ipaddress.ip_network("10.89.0.0/16")
 V6_POOL_BASE = 0xfd890000  # fd89:0:N::/64 for N = 0..65535
 BRIDGE_PREFIX = "burrow"
-VALID_OPTS = ("mtu", "isolate", "metric", "parent", "mode")
-DRIVERS = ("bridge", "macvlan")
-MACVLAN_MODES = ("bridge", "private", "vepa", "passthru")
 # Options that make sense for one driver only; the engine would refuse them later anyway.
 DRIVER_OPTS = {"bridge": ("mtu", "isolate", "metric"), "macvlan": ("mtu", "metric", "parent", "mode")}
+VALID_OPTS = tuple(dict.fromkeys(k for opts in DRIVER_OPTS.values() for k in opts))
+# The engine also takes `source`, which needs per-MAC lists this CLI has no flag for.
+MACVLAN_MODES = tuple(m for m in validate.MACVLAN_MODES if m != "source")
 IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -100,7 +101,7 @@ def free_subnets(used: Iterable[IPNet], v6: bool) -> IPNet:
 
 
 def _check_driver(req: NetworkRequest, rootless: bool) -> None:
-    if req.driver not in DRIVERS:
+    if req.driver not in validate.DRIVERS:
         raise BurrowError(f"unknown driver {req.driver!r}; use bridge (or macvlan, as root)")
     if req.driver == "macvlan":
         if rootless:

@@ -102,14 +102,14 @@ def create(w: World, name: str, attaches: Sequence[Attach], ports: Sequence[Port
         if any(a.network == netconf.DEFAULT_NETWORK for a in attaches):
             _ensure_default(store, mtu)
         networks: dict[str, Any] = {}
-        drivers = {a.network: store.network(a.network).get("driver", "bridge") for a in attaches}
-        if ports and "bridge" not in drivers.values():
-            raise BurrowError(f"-p needs a bridge network: {', '.join(drivers)} "
-                              f"{'is' if len(drivers) == 1 else 'are'} macvlan, where the LAN "
+        nets = {a.network: store.network(a.network) for a in attaches}
+        if ports and all(n.get("driver", "bridge") != "bridge" for n in nets.values()):
+            raise BurrowError(f"-p needs a bridge network: {', '.join(nets)} "
+                              f"{'is' if len(nets) == 1 else 'are'} macvlan, where the LAN "
                               "reaches the sandbox at its own address; drop -p, or add a "
                               "bridge network")
         for i, a in enumerate(attaches):
-            net = store.network(a.network)
+            net = nets[a.network]
             ips = netconf.allocate(net, store.used_ips(a.network), a.ips)
             networks[a.network] = {"interface_name": f"eth{i}", "static_ips": ips,
                                    "aliases": list(a.aliases), "static_mac": a.mac}

@@ -148,7 +148,7 @@ def _pipes() -> tuple[Pipe, Pipe]:
         raise
 
 
-def raise_fd_limit() -> int:
+def raise_fd_limit() -> None:
     """Soft RLIMIT_NOFILE up to the hard limit, as Go programs (rootlessport) do by default.
 
     A TCP connection costs the forwarder 6 fds (2 sockets, 2 pipes), so the usual soft limit of
@@ -163,10 +163,8 @@ def raise_fd_limit() -> int:
     if soft != resource.RLIM_INFINITY and soft < hard:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            return hard
         except (OSError, ValueError):
-            pass
-    return soft
+            pass  # keep the soft limit: clients beyond it are shed, see _shed
 
 
 class Forwarder:

@@ -24,15 +24,13 @@ from typing import Any, Protocol
 
 import pytest
 
-from tests.integration.test_rootless_sandbox import TCP_SERVER, free_ports
+from tests.integration.test_rootless_sandbox import free_ports, serve
 from tests.nsutil import VENV_BIN, Netns, unique
 from tests.rootless_user import Result, Session
 
 PY = "/usr/bin/python3"
 PATH = f"{VENV_BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-# The sandbox tests' server (binds every socket before it says 'up'), shared by both modes.
-SERVER = TCP_SERVER
 # Client run inside the rootful "host" netns: data on stdin (base64), reply or error on stdout.
 CLIENT = """
 import base64,socket,sys
@@ -242,14 +240,6 @@ def w(request: pytest.FixtureRequest) -> World:
 
 
 # -- helpers -----------------------------------------------------------------------------------
-def serve(w: World, name: str, ports: str, tag: str) -> subprocess.Popen[str]:
-    p = w.popen(["burrow", "exec", name, "--", PY, "-c", SERVER, ports, tag],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert p.stdout is not None
-    assert p.stdout.readline().strip() == "up", p.stderr.read() if p.stderr else ""
-    return p
-
-
 def sh(w: World, name: str, cmd: str, check: bool = True) -> Result:
     return w.burrow("exec", name, "--", "sh", "-c", cmd, check=check, timeout=30)
 
