@@ -7,7 +7,6 @@ is not running, setup starts it (`<bin> --config <dir> -p <port> run`, which dae
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import signal
@@ -17,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from netns import locks, statefiles
 from netns.errors import BurrowError
 
 log = logging.getLogger("netns.aardvark")
@@ -60,8 +60,8 @@ def _pid_alive(pid: int) -> bool:
 
 class AardvarkConfig:
     def __init__(self, config_dir: Path, binary: str, port: int) -> None:
-        self.dir = config_dir / "aardvark-dns"
-        self.lock_path = config_dir / "aardvark.lock"
+        self.dir = config_dir / statefiles.AARDVARK_DIR
+        self.lock_path = config_dir / statefiles.AARDVARK_LOCK
         self.binary = binary
         self.port = port
 
@@ -73,12 +73,8 @@ class AardvarkConfig:
     @contextmanager
     def locked(self) -> Iterator[None]:
         self.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with locks.locked(self.lock_path):
             yield
-        finally:
-            os.close(fd)
 
     def add(self, entries: Sequence[Entry]) -> None:
         with self.locked():
@@ -167,7 +163,7 @@ class AardvarkConfig:
 
     def _pid(self) -> int | None:
         try:
-            return int((self.dir / "aardvark.pid").read_text().strip())
+            return int((self.dir / statefiles.AARDVARK_PID).read_text().strip())
         except (OSError, ValueError):
             return None
 

@@ -25,6 +25,8 @@ from __future__ import annotations
 import os
 import sys
 
+from netns import statefiles
+
 # typing and collections.abc cost ~2-7 ms to import, more than everything else here: keep
 # them for the type checker only (mypy treats a name TYPE_CHECKING as true).
 TYPE_CHECKING = False
@@ -36,7 +38,7 @@ PROTOCOL = b"1"
 HELLO_OK = b"burrow" + PROTOCOL + b"+"
 HELLO_WRONG_WORLD = b"burrow" + PROTOCOL + b"W"
 REQUEST_MAGIC = b"BRWREQ" + PROTOCOL + b"\n"
-SOCKET_NAME = "burrow-engine.sock"
+SOCKET_NAME = statefiles.ENGINE_SOCK
 
 # Subcommands worth starting an engine for. Everything else (version, --help, usage errors)
 # uses an engine that is already running, but never starts one.
@@ -132,7 +134,7 @@ def socket_path(config: str | None, env: Mapping[str, str]) -> str:
         return os.path.join(os.path.abspath(config), SOCKET_NAME)
     net = os.stat("/proc/self/ns/net").st_ino
     user = os.stat("/proc/self/ns/user").st_ino
-    name = f"engine-{net}-{user}.sock"
+    name = statefiles.engine_sock_for(net, user)
     euid = os.geteuid()
     if euid == 0:
         return f"/run/burrow/{name}"

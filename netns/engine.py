@@ -6,7 +6,6 @@ reverse and the error is returned. Teardown attempts every step and reports all 
 
 from __future__ import annotations
 
-import fcntl
 import ipaddress
 import json
 import logging
@@ -17,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from netns import validate
+from netns import locks, statefiles, validate
 from netns.aardvark import AardvarkConfig, Entry, dns_port
 from netns.drivers import bridge, macvlan
 from netns.errors import BurrowError, MultiError
@@ -75,12 +74,8 @@ class Context:
     def locked(self) -> Iterator[None]:
         """One setup/teardown at a time per config dir: bridges and rules are shared state."""
         self.config_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.config_dir / "burrow.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with locks.locked(self.config_dir / statefiles.ENGINE_LOCK):
             yield
-        finally:
-            os.close(fd)
 
 
 def open_netns(path: str) -> int:
@@ -306,9 +301,9 @@ def update(ctx: Context, network: str, servers: Sequence[str]) -> None:
         except ValueError:
             raise BurrowError(f"invalid DNS server {s!r}: not an IP address") from None
     ctx.dns.update_dns(network, servers)
-    pid_file = ctx.dns.dir / "aardvark.pid"
+    pid_file = ctx.dns.dir / statefiles.AARDVARK_PID
     if not pid_file.exists():
-        raise BurrowError("DNS server is not running: no aardvark.pid to signal")
+        raise BurrowError(f"DNS server is not running: no {statefiles.AARDVARK_PID} to signal")
     ctx.dns.notify(start=False)
 
 

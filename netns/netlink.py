@@ -7,12 +7,10 @@ without a helper child; netlink sockets stay bound to the netns they were create
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import random
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +18,7 @@ from pyroute2 import IPRoute  # noqa: TID251 - this module is the one allowed im
 from pyroute2.netlink.exceptions import NetlinkError  # noqa: TID251
 
 from netns.errors import BurrowError
+from netns.nsenter import entered
 from netns.plan import (
     AddMacvlan,
     AddRoute,
@@ -36,30 +35,8 @@ from netns.plan import (
     describe,
 )
 
-CLONE_NEWNET = 0x40000000
 RTPROT_STATIC = 4
 ROUTE_TYPES = {"unicast": 1, "blackhole": 6, "unreachable": 7, "prohibit": 8}
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
-
-
-@contextmanager
-def entered(fd: int) -> Iterator[None]:
-    """Run the block with this thread inside netns `fd`, then come back."""
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        _setns(fd)
-        try:
-            yield
-        finally:
-            _setns(home)
-    finally:
-        os.close(home)
 
 
 def random_mac() -> str:

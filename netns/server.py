@@ -47,6 +47,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from types import FrameType
 from typing import TextIO
 
+from netns import statefiles
 from netns.client import (
     HELLO_OK,
     HELLO_WRONG_WORLD,
@@ -56,6 +57,7 @@ from netns.client import (
     peek,
     unpack_fields,
 )
+from netns.nsenter import setns
 
 DEFAULT_IDLE = 30.0
 # Modules to load before binding. Missing ones are skipped: the engine is written in
@@ -63,7 +65,7 @@ DEFAULT_IDLE = 30.0
 PRELOAD = (
     "netns.netavark_cli", "netns.engine", "netns.netlink",
     # burrow-dns is started by forking the engine (netns/aardvark.py): have it warm too.
-    "netns.dns.cli", "netns.dns.server", "netns.dns.resolver", "netns.dns.loop", "netns.dns.upstream",
+    "netns.dns.cli", "netns.dns.server", "netns.dns.resolver", "netns.loop", "netns.dns.upstream",
 )
 _PR_SET_CHILD_SUBREAPER = 36
 _NS_KINDS = ("net", "user", "mnt")
@@ -345,16 +347,6 @@ def _ns_id(path: str) -> tuple[int, int]:
     return (st.st_dev, st.st_ino)
 
 
-_CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, _CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
 @contextlib.contextmanager
 def entered_netns(pid: int) -> Iterator[None]:
     """Run the request in the caller's network namespace (its "host"), then come back.
@@ -371,11 +363,11 @@ def entered_netns(pid: int) -> Iterator[None]:
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        _setns(target)
+        setns(target)
         try:
             yield
         finally:
-            _setns(home)
+            setns(home)
     finally:
         os.close(target)
         os.close(home)
@@ -481,7 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     directory = os.path.dirname(sock_path)
     try:
         ensure_private_dir(
-            directory, config_dir=os.path.basename(sock_path) == "burrow-engine.sock"
+            directory, config_dir=os.path.basename(sock_path) == statefiles.ENGINE_SOCK
         )
     except OSError as exc:
         print(f"burrow engine: {exc}", file=sys.stderr)

@@ -8,18 +8,16 @@ burrow would then trust.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
 import stat
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from netns import locks
 from netns.errors import BurrowError
 
 
@@ -114,34 +112,11 @@ class StatePaths:
         return self
 
 
-class LockTimeout(BurrowError):
-    pass
-
-
 @contextmanager
 def locked(path: Path, *, timeout: float = 60.0, what: str = "burrow state") -> Iterator[None]:
-    """An exclusive flock; released by the kernel if we die, so it never goes stale."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        deadline = time.monotonic() + timeout
-        delay = 0.002
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as e:
-                if e.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() > deadline:
-                    raise LockTimeout(
-                        f"{what} is locked by another burrow command ({path}) for over "
-                        f"{timeout:.0f} s; if none is running, remove {path}"
-                    ) from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.05)
+    """The user's state locks wait at most `timeout` and then name the lock file to remove."""
+    with locks.locked(path, timeout=timeout, what=what):
         yield
-    finally:
-        os.close(fd)
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from netns import statefiles
 from netns.errors import BurrowError
 from rootless.backend import Runtime
 from rootless.hostdns import host_servers
@@ -79,7 +80,7 @@ def _stop_all(refs: Sequence[ProcRef], grace: float = 1.0) -> None:
 
 def _engine_pids(config: Path) -> list[ProcRef]:
     """The warm engine of this config dir and burrow-dns forked from it, in this netns."""
-    sock = os.fsencode(str(config / "burrow-engine.sock"))
+    sock = os.fsencode(str(config / statefiles.ENGINE_SOCK))
     mine = _netns_inode()
     out = []
     for pid in pids_in_netns(mine):
@@ -240,7 +241,7 @@ class RootfulWorld:
             return info
         info["namespace"] = {"kind": "host", "netns_inode": owner,
                              "current": owner == _netns_inode()}
-        pidfile = self.paths.netavark_config / "aardvark-dns" / "aardvark.pid"
+        pidfile = self.paths.netavark_config / statefiles.AARDVARK_DIR / statefiles.AARDVARK_PID
         try:
             ref = ProcRef.of(int(pidfile.read_text().strip()))
             if ref is not None and ref.alive():

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from netns import statefiles
 from netns.errors import BurrowError
 from rootless import connectors, userns
 from rootless.backend import Runtime
@@ -229,7 +230,7 @@ class RootlessWorld:
             info["connector"] = {"kind": c.kind, "pid": c.proc.pid, "alive": c.proc.alive(),
                                  "interface": c.interface, "host_loopback": c.host_loopback,
                                  "host_v4": c.host_v4, "host_v6": c.host_v6}
-        pidfile = paths.netavark_config / "aardvark-dns" / "aardvark.pid"
+        pidfile = paths.netavark_config / statefiles.AARDVARK_DIR / statefiles.AARDVARK_PID
         try:
             info["dns"] = {"pid_in_namespace": int(pidfile.read_text().strip())}
         except (FileNotFoundError, ValueError):

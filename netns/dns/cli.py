@@ -17,9 +17,9 @@ import sys
 import time
 from collections.abc import Sequence
 
-from netns import __version__
+from netns import __version__, statefiles
 
-PID_FILE = "aardvark.pid"
+PID_FILE = statefiles.AARDVARK_PID
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -122,9 +122,9 @@ def run(config_dir: str, port: int, search_domain: str, log_file: str | None) ->
 
 
 def _daemon(server: object, pid_file: str, log: _Log, log_fd: int | None, ready: int) -> int:
-    from netns.dns.loop import Loop
     from netns.dns.server import Server
     from netns.dns.upstream import DEFAULT_TIMEOUT, TIMEOUT_ENV
+    from netns.loop import Loop
 
     assert isinstance(server, Server)
     os.setsid()

@@ -15,7 +15,9 @@ import ipaddress
 import os
 from dataclasses import dataclass
 
-PID_FILE = "aardvark.pid"
+from netns import statefiles
+
+PID_FILE = statefiles.AARDVARK_PID
 INTERNAL_SUFFIX = "%int"
 
 

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from netns.dns import config, fastpath, table
-from netns.dns.loop import IN, OUT, Loop
 from netns.dns.resolver import Forward, Policy, Reply, error_reply, resolve
 from netns.dns.upstream import Forwarder, HostResolvers
+from netns.loop import IN, OUT, Loop
 
 TYPE_CHECKING = False  # typing costs milliseconds at start-up, which is benchmarked
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from netns.dns.loop import IN, OUT, Loop
+from netns.loop import IN, OUT, Loop
 
 TYPE_CHECKING = False  # typing costs milliseconds at start-up, which is benchmarked
 if TYPE_CHECKING:

@@ -10,7 +10,6 @@ Layout (Netavark's names, JSON content):
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from pathlib import Path
 from typing import Any
 
+from netns import locks, statefiles
 from netns.errors import context
 from netns.firewall.types import Isolate, NetworkFw, PortFw
 from netns.schema import PortMapping
@@ -47,21 +47,17 @@ def port_key(pf: PortFw) -> str:
 
 class StateStore:
     def __init__(self, config_dir: Path) -> None:
-        self.root = Path(config_dir) / "firewall"
+        self.root = Path(config_dir) / statefiles.FIREWALL_DIR
 
     @contextmanager
     def locked(self) -> Iterator[None]:
         """Exclusive flock on firewall/lock, so parallel setups read-modify-write in turn."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise context(f"firewall state {self.root}", exc) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with locks.locked(self.root / statefiles.FIREWALL_LOCK):
             yield
-        finally:
-            os.close(fd)  # closing drops the flock
 
     def load(self) -> Snapshot:
         try:

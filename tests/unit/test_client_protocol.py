@@ -116,4 +116,4 @@ def test_client_import_is_stdlib_minimal() -> None:
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=REPO, env=env, check=True)  # fmt: skip
     added = set(res.stdout.split())
-    assert added <= {"netns", "netns.client", "__future__"}, added
+    assert added <= {"netns", "netns.client", "netns.statefiles", "__future__"}, added

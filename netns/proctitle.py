@@ -1,0 +1,26 @@
+"""Process titles that say what each burrow process is, so `ps` and `pgrep -f` find them.
+
+A forked DNS server or forwarder would otherwise show the command line of whatever forked it
+(`burrow-netavark ... setup <netns>`), which looks like a hung setup.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+_PR_SET_NAME = 15
+
+
+def set_title(title: str) -> None:
+    """Set the whole command line (`ps -f`, `pgrep -f`) and the 15-byte comm (`ps`, `pgrep`)."""
+    try:
+        import setproctitle
+    except ImportError:  # the stdlib-only paths still get comm below
+        pass
+    else:
+        setproctitle.setproctitle(title)
+    comm = title.split(" ", 1)[0].encode()[:15]
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_NAME, ctypes.c_char_p(comm), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass

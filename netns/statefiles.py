@@ -1,0 +1,19 @@
+"""The names of the engine's state files, spelled once.
+
+Everything under a Netavark `--config` directory that burrow or aardvark-dns reads by name is
+listed here; `rootless/paths.py` is the one place for the per-user world's own files. Kept free
+of imports: the stdlib-only thin client reads it on every call.
+"""
+
+ENGINE_SOCK = "burrow-engine.sock"  # the warm engine of a --config dir
+ENGINE_LOCK = "burrow.lock"  # one setup/teardown at a time per --config dir
+AARDVARK_DIR = "aardvark-dns"  # Aardvark-format DNS config, one file per network
+AARDVARK_PID = "aardvark.pid"  # inside AARDVARK_DIR, as aardvark-dns writes it
+AARDVARK_LOCK = "aardvark.lock"  # beside AARDVARK_DIR, as netavark takes it
+FIREWALL_DIR = "firewall"
+FIREWALL_LOCK = "lock"  # inside FIREWALL_DIR
+
+
+def engine_sock_for(net: int, user: int) -> str:
+    """The socket of an engine started without --config, keyed by netns and user ns."""
+    return f"engine-{net}-{user}.sock"
