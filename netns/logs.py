@@ -94,6 +94,16 @@ def configure(
     _configured = True
 
 
+def reset() -> None:
+    """Forget the configuration: for a process forked from a configured one (the warm engine
+    forks burrow-dns) that becomes another daemon with its own log. Handlers are dropped, not
+    closed: their files belong to the parent."""
+    global _configured
+    for name in PACKAGES:
+        logging.getLogger(name).handlers.clear()
+    _configured = False
+
+
 @contextmanager
 def request_scope(stream: TextIO, level: int | None) -> Iterator[None]:
     """Send this request's records at `level` or above to `stream` (None: none at all)."""

@@ -10,6 +10,9 @@ ENGINE_LOCK = "burrow.lock"  # one setup/teardown at a time per --config dir
 AARDVARK_DIR = "aardvark-dns"  # Aardvark-format DNS config, one file per network
 AARDVARK_PID = "aardvark.pid"  # inside AARDVARK_DIR, as aardvark-dns writes it
 AARDVARK_LOCK = "aardvark.lock"  # beside AARDVARK_DIR, as netavark takes it
+# burrow-dns's counts for `burrow status` (netns/dns/limits.py), inside AARDVARK_DIR: a dotfile,
+# so no network can be named like it and no DNS server reads it as a network's config.
+DNS_STATS = ".burrow-dns-stats.json"
 FIREWALL_DIR = "firewall"
 FIREWALL_LOCK = "lock"  # inside FIREWALL_DIR
 

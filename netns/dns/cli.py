@@ -3,21 +3,28 @@
 Same flags and defaults as aardvark-dns, without its 1.4 start-up bugs (spec §2.1): the config
 is parsed and every listener bound *before* forking, the parent exits 0 only once the daemon
 has written its pid file and is serving, and exits 1 with the reason otherwise. Inherited fds
-are closed first. Imports stay light (no asyncio, no logging): start-to-first-answer is
-benchmarked.
+are closed first. Imports stay light (no asyncio): start-to-first-answer is benchmarked.
+
+Logging is stdlib logging (`netns.logs.configure`) to stderr: the caller's before we daemonize,
+then --log-file (or /dev/null); the level is RUST_LOG's, as for aardvark (default info). The process
+title is `burrow-dns --config DIR -p PORT run` also when the warm engine forks us
+(netns/aardvark.py calls `main()` in its fork), so `ps` never shows a hung-looking setup.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import logging
 import os
+import resource
 import signal
 import sys
-import time
 from collections.abc import Sequence
 
-from netns import __version__, statefiles
+from netns import __version__, logs, proctitle, statefiles
+
+log = logging.getLogger("netns.dns")
 
 PID_FILE = statefiles.AARDVARK_PID
 
@@ -46,22 +53,6 @@ def _port(text: str) -> int:
     return port
 
 
-class _Log:
-    """One line per event, to stderr before daemonizing and to --log-file (if any) after."""
-
-    def __init__(self) -> None:
-        self.fd: int | None = 2
-
-    def __call__(self, msg: str) -> None:
-        if self.fd is None:
-            return
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-        try:
-            os.write(self.fd, f"{stamp} burrow-dns[{os.getpid()}]: {msg}\n".encode())
-        except OSError:
-            pass
-
-
 def _remove_pid_file(path: str, only_if: int | None = None) -> None:
     try:
         if only_if is not None:
@@ -73,32 +64,53 @@ def _remove_pid_file(path: str, only_if: int | None = None) -> None:
         pass
 
 
+def _writable(log_file: str) -> bool:
+    try:
+        os.close(os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644))
+    except OSError as exc:
+        print(f"burrow-dns: open log file {log_file}: {exc.strerror}", file=sys.stderr)
+        return False
+    return True
+
+
+def _raise_fd_limit() -> None:
+    """Every TCP client and TCP upstream costs an fd; the caps assume the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError):
+            pass
+
+
 def run(config_dir: str, port: int, search_domain: str, log_file: str | None) -> int:
     os.closerange(3, 1 << 20)  # uses close_range(2): fds of whoever started us must not leak
+    from netns.dns.limits import LimitError, Limits
     from netns.dns.resolver import Policy
     from netns.dns.server import Server, StartError
 
-    log = _Log()
     config_dir = os.path.abspath(config_dir)  # the daemon leaves the cwd; reloads must still work
+    proctitle.set_title(f"burrow-dns --config {config_dir} -p {port} run")
+    logs.reset()  # forked from the warm engine: its handlers (and their fds) are not ours
+    # To stderr: the caller's until we daemonize (it shows why a start failed, and which
+    # config files were skipped), then the --log-file, which _detach puts on fd 2.
+    logs.configure("burrow-dns", level=logs.parse_level(os.environ.get("RUST_LOG")) or logging.INFO,
+                   stream=sys.stderr)
     pid_file = os.path.join(config_dir, PID_FILE)
     policy = Policy.make(search_domain, no_proxy=bool(os.environ.get("AARDVARK_NO_PROXY")))
     try:
-        server = Server.prepare(config_dir, port, policy, log)
-    except StartError as exc:
+        limits = Limits.from_env(os.environ)
+        server = Server.prepare(config_dir, port, policy, limits)
+    except (StartError, LimitError) as exc:
         print(f"burrow-dns: {exc}", file=sys.stderr)
+        return 1
+    if log_file and not _writable(log_file):
         return 1
     if not server.listeners:
         # Nothing to serve: like aardvark, succeed without leaving a process behind.
         _remove_pid_file(pid_file)
         return 0
-
-    log_fd = None
-    if log_file:
-        try:
-            log_fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            print(f"burrow-dns: open log file {log_file}: {exc.strerror}", file=sys.stderr)
-            return 1
+    _raise_fd_limit()
 
     r, w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
@@ -113,7 +125,7 @@ def run(config_dir: str, port: int, search_domain: str, log_file: str | None) ->
 
     os.close(r)
     try:
-        os._exit(_daemon(server, pid_file, log, log_fd, w))
+        os._exit(_daemon(server, pid_file, log_file, w))
     except BaseException as exc:  # anything at all: tell the waiting parent, never hang it
         try:
             os.write(w, b"0" + str(exc).encode())
@@ -121,20 +133,30 @@ def run(config_dir: str, port: int, search_domain: str, log_file: str | None) ->
             os._exit(1)
 
 
-def _daemon(server: object, pid_file: str, log: _Log, log_fd: int | None, ready: int) -> int:
-    from netns.dns.server import Server
-    from netns.dns.upstream import DEFAULT_TIMEOUT, TIMEOUT_ENV
-    from netns.loop import Loop
-
-    assert isinstance(server, Server)
+def _detach(log_file: str | None) -> None:
+    """setsid, leave the cwd, stdio on /dev/null; stderr on the log file if there is one, so
+    even a traceback that escapes everything is kept."""
     os.setsid()
     os.chdir("/")  # do not pin whatever mount the caller stood in
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
     os.dup2(null, 1)
-    os.dup2(log_fd if log_fd is not None else null, 2)
-    os.close(null)
-    log.fd = 2 if log_fd is not None else None
+    err = null
+    if log_file:
+        err = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    sys.stderr.flush()
+    os.dup2(err, 2)
+    for fd in {null, err}:
+        os.close(fd)
+
+
+def _daemon(server: object, pid_file: str, log_file: str | None, ready: int) -> int:
+    from netns.dns.server import Server
+    from netns.dns.upstream import DEFAULT_TIMEOUT, TIMEOUT_ENV
+    from netns.loop import Loop
+
+    assert isinstance(server, Server)
+    _detach(log_file)
 
     me = os.getpid()
     with open(pid_file, "w") as f:
@@ -143,26 +165,24 @@ def _daemon(server: object, pid_file: str, log: _Log, log_fd: int | None, ready:
     loop = Loop()
     server.start(loop, float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT)))
 
-    def stop() -> None:
-        loop.stop()
-
     def reload() -> None:
         server.reload()
         gc.freeze()
 
-    server.on_empty = stop
+    server.on_empty = loop.stop
     loop.on_signal(signal.SIGHUP, reload)
-    loop.on_signal(signal.SIGTERM, stop)
-    loop.on_signal(signal.SIGINT, stop)
+    loop.on_signal(signal.SIGUSR1, lambda: server.stats.write(force=True))
+    loop.on_signal(signal.SIGTERM, loop.stop)
+    loop.on_signal(signal.SIGINT, loop.stop)
     os.write(ready, b"1")
     os.close(ready)
-    log(f"serving {', '.join(server.listeners)} port {server.port}")
+    log.info("serving %s port %d", ", ".join(server.listeners), server.port)
     # The table is long-lived: keep it out of the cyclic GC's full passes (latency spikes).
     gc.freeze()
     loop.run()
     server.close()
     _remove_pid_file(pid_file, only_if=me)
-    log("exiting")
+    log.info("exiting")
     return 0
 
 

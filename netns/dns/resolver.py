@@ -11,10 +11,13 @@ internal-only requesters and under AARDVARK_NO_PROXY.
 from __future__ import annotations
 
 import ipaddress
+import struct
 from dataclasses import dataclass
 
 from dnslib import AAAA, OPCODE, PTR, QTYPE, RCODE, RR, A, DNSError, DNSHeader, DNSRecord
+from dnslib.label import DNSLabelError
 
+from netns.dns.fastpath import bare_reply
 from netns.dns.table import Scope
 
 TTL = 0  # aardvark >= 1.13: the config can change at any SIGHUP, so clients must not cache
@@ -84,13 +87,15 @@ def _finish(req: DNSRecord, rcode: int, answers: list[RR], tcp: bool) -> Reply:
     return Reply(wire)
 
 
+# What dnslib raises on a query it parsed but cannot answer (a name it accepted but will not
+# pack: a label over 63 bytes, a name over 255): the query is malformed, not our fault.
+UNPACKABLE = (DNSLabelError, DNSError, struct.error, ValueError, IndexError, UnicodeError)
+
+
 def error_reply(wire: bytes, rcode: int) -> bytes | None:
-    """A bare reply with `rcode` (e.g. SERVFAIL after every upstream failed)."""
-    try:
-        req = DNSRecord.parse(wire)
-    except (DNSError, ValueError, IndexError, UnicodeError):
-        return None
-    return _finish(req, rcode, [], tcp=True).wire
+    """A bare reply with `rcode` (e.g. SERVFAIL after every upstream failed), built from the
+    raw query: the question that reached an upstream may be one that cannot be re-packed."""
+    return bare_reply(wire, rcode)
 
 
 def reverse_ip(labels: tuple[bytes, ...]) -> str | None:
@@ -108,10 +113,19 @@ def reverse_ip(labels: tuple[bytes, ...]) -> str | None:
 
 
 def resolve(wire: bytes, scope: Scope, policy: Policy, *, tcp: bool) -> Outcome:
+    """Never raises on any input bytes (fuzzed in tests/unit/test_dns_fuzz.py)."""
     try:
         req = DNSRecord.parse(wire)
-    except (DNSError, ValueError, IndexError, UnicodeError, TypeError):
+    except Exception:  # noqa: BLE001 - hostile bytes into a parser: anything it raises = junk
         return None  # aardvark drops what it cannot parse (no FORMERR)
+    try:
+        return _resolve(req, scope, policy, tcp)
+    except UNPACKABLE:
+        bare = bare_reply(wire, RCODE.FORMERR)  # parsed, but not a name any reply can carry
+        return Reply(bare) if bare is not None else None
+
+
+def _resolve(req: DNSRecord, scope: Scope, policy: Policy, tcp: bool) -> Outcome:
     if req.header.qr:
         return None  # a response sent to us: answering it could start a reflection loop
     if req.header.opcode != OPCODE.QUERY:

@@ -3,30 +3,38 @@
 All per-config state (table + reply caches) lives in one immutable `State` reached through
 one reference, `Server.state`: a reload builds a new one and swaps it, so a query sees either
 the old table or the new one, never half of each, and the caches are invalidated with it.
-Sockets are bound before the caller daemonizes, so "ready" really means "serving".
+Sockets are bound before the caller daemonizes, so "ready" really means "serving". A listen
+address that no longer exists here (a stale config file of a network whose bridge is gone) is
+logged and left out, with its network's records, instead of failing every later start; it is
+tried again at each reload.
+
+A fault in handling one packet is contained to that packet (logged, rate-limited, and counted
+in the stats file); what a peer may hold is capped (netns/dns/limits.py, netns/dns/tcp.py).
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
-import select
 import socket
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from netns import statefiles
 from netns.dns import config, fastpath, table
+from netns.dns.limits import Limits, Stats
 from netns.dns.resolver import Forward, Policy, Reply, error_reply, resolve
+from netns.dns.tcp import TcpClients
 from netns.dns.upstream import Forwarder, HostResolvers
-from netns.loop import IN, OUT, Loop
+from netns.loop import Loop
 
 TYPE_CHECKING = False  # typing costs milliseconds at start-up, which is benchmarked
 if TYPE_CHECKING:
     from typing import Any
 
-Log = Callable[[str], None]
-TCP_IDLE = 3.0  # seconds a TCP client may sit between messages (aardvark HEAD)
-MAX_TCP_CONNS = 512
+log = logging.getLogger("netns.dns")
+STATS_EVERY = 1.0  # seconds: the stats file is rewritten at most this often
 RCVBUF = 4 << 20  # room for a burst while a reload rebuilds the table
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # root may exceed rmem_max
 
@@ -80,65 +88,126 @@ def bind(ip: str, port: int) -> Listener:
     try:
         udp = _socket(ip, port, socket.SOCK_DGRAM)
     except OSError as exc:
-        raise StartError(f"failed to bind udp listener on {host}:{port}: {exc.strerror}") from exc
+        raise BindError(f"failed to bind udp listener on {host}:{port}: {exc.strerror}",
+                        exc.errno) from exc
     try:
         tcp = _socket(ip, port, socket.SOCK_STREAM)
     except OSError as exc:
         udp.close()
-        raise StartError(f"failed to bind tcp listener on {host}:{port}: {exc.strerror}") from exc
+        raise BindError(f"failed to bind tcp listener on {host}:{port}: {exc.strerror}",
+                        exc.errno) from exc
     return Listener(ip, udp, tcp)
 
 
-def load(config_dir: str, log: Log) -> table.Table:
+class BindError(StartError):
+    def __init__(self, msg: str, err: int | None) -> None:
+        super().__init__(msg)
+        self.gone = err == errno.EADDRNOTAVAIL  # the address is not on any interface here
+
+
+def bind_all(ips: Iterable[str], port: int) -> tuple[dict[str, Listener], list[str]]:
+    """Bind every address, or raise the first real failure (a port clash) with none left open.
+
+    Addresses that no longer exist in this netns are returned as the second item, logged."""
+    listeners: dict[str, Listener] = {}
+    gone: list[str] = []
+    try:
+        for ip in ips:
+            try:
+                listeners[ip] = bind(ip, port)
+            except BindError as exc:
+                if not exc.gone:
+                    raise
+                log.warning("%s; leaving it out until a reload finds it", exc)
+                gone.append(ip)
+    except StartError:
+        for lst in listeners.values():
+            lst.close()
+        raise
+    return listeners, gone
+
+
+def read(config_dir: str) -> tuple[config.Network, ...]:
+    """Every readable network file (bad ones logged and skipped). Raises OSError."""
     loaded = config.load_dir(config_dir)
     for err in loaded.errors:
-        log(err)
-    return table.build(loaded.networks)
+        log.warning("%s", err)
+    return loaded.networks
+
+
+def listen_ips(networks: Iterable[config.Network]) -> list[str]:
+    return list(dict.fromkeys(ip for n in networks for ip in n.listen_ips))
+
+
+def build(networks: Iterable[config.Network], gone: Iterable[str]) -> table.Table:
+    """The table, leaving out the networks none of whose listen addresses exists here any
+    more: their records are stale (the bridge was removed without a teardown)."""
+    missing = set(gone)
+    kept = []
+    for n in networks:
+        if set(n.listen_ips) <= missing:
+            log.warning("network %s: none of its listen addresses (%s) exists here; left out",
+                        n.name, ", ".join(n.listen_ips))
+        else:
+            kept.append(n)
+    return table.build(kept)
 
 
 class Server:
     def __init__(
-        self, config_dir: str, port: int, policy: Policy, log: Log, tbl: table.Table,
-        listeners: dict[str, Listener],
-    ) -> None:
+        self, config_dir: str, port: int, policy: Policy, tbl: table.Table,
+        listeners: dict[str, Listener], limits: Limits | None = None,
+    ) -> None:  # fmt: skip
         self.config_dir = config_dir
         self.port = port
         self.policy = policy
-        self.log = log
         self.state = State(tbl)
         self.listeners = listeners
+        self.limits = limits or Limits()
+        self.stats = Stats(os.path.join(config_dir, statefiles.DNS_STATS), self.limits)
+        self.stats.gauges = self._gauges
         self.host = HostResolvers(os.environ.get("BURROW_DNS_RESOLV_CONF", "/etc/resolv.conf"))
         self.on_empty: Callable[[], None] = lambda: None
         self.loop: Loop | None = None
         self.forwarder: Forwarder | None = None
-        self.conns: set[TcpConn] = set()
+        self.tcp: TcpClients | None = None
 
     @classmethod
-    def prepare(cls, config_dir: str, port: int, policy: Policy, log: Log) -> Server:
+    def prepare(cls, config_dir: str, port: int, policy: Policy,
+                limits: Limits | None = None) -> Server:
         """Load the config and bind every listener, or raise StartError. No loop needed yet."""
         if not os.path.isdir(config_dir):
             raise StartError(f"config directory {config_dir} does not exist or is not a directory")
         try:
-            tbl = load(config_dir, log)
+            networks = read(config_dir)
         except OSError as exc:
             raise StartError(f"read config directory {config_dir}: {exc.strerror}") from exc
-        listeners: dict[str, Listener] = {}
-        try:
-            for ip in tbl.listen_ips:
-                listeners[ip] = bind(ip, port)
-        except StartError:
-            for lst in listeners.values():
-                lst.close()
-            raise
-        return cls(config_dir, port, policy, log, tbl, listeners)
+        listeners, gone = bind_all(listen_ips(networks), port)
+        return cls(config_dir, port, policy, build(networks, gone), listeners, limits)
 
     def start(self, loop: Loop, timeout: float) -> None:
         self.loop = loop
-        self.forwarder = Forwarder(loop, timeout)
+        loop.on_error = lambda exc: self.stats.fault("event loop", exc)
+        self.forwarder = Forwarder(loop, timeout, self.limits, self.stats)
+        self.tcp = TcpClients(self, loop, self.limits, self.stats)
         self._update_own()
         for lst in self.listeners.values():
             self._register(lst)
-        loop.call_later(1.0, self._sweep)
+        self.stats.write(force=True)
+        loop.call_later(STATS_EVERY, self._write_stats)
+
+    def _gauges(self) -> dict[str, object]:
+        fwd = self.forwarder
+        return {
+            "listen": sorted(self.listeners), "networks": len(self.state.table.networks),
+            "tcp_connections": len(self.tcp.conns) if self.tcp is not None else 0,
+            "upstream_pending": fwd.pending if fwd is not None else 0,
+        }
+
+    def _write_stats(self) -> None:
+        assert self.loop is not None
+        self.loop.call_later(STATS_EVERY, self._write_stats)  # first: a failure must not stop it
+        self.stats.write()
 
     def _update_own(self) -> None:
         assert self.forwarder is not None
@@ -147,9 +216,10 @@ class Server:
         self.forwarder.own = frozenset(own)
 
     def _register(self, lst: Listener) -> None:
-        assert self.loop is not None
+        assert self.loop is not None and self.tcp is not None
+        accept = self.tcp.accept
         self.loop.add(lst.udp.fileno(), self._udp_handler(lst))
-        self.loop.add(lst.tcp.fileno(), lambda ev: self._accept(lst))
+        self.loop.add(lst.tcp.fileno(), lambda ev: accept(lst.tcp, lst.ip))
 
     def _unregister(self, lst: Listener) -> None:
         assert self.loop is not None
@@ -160,28 +230,32 @@ class Server:
     # -- reload ---------------------------------------------------------------------------
     def reload(self) -> None:
         try:
-            tbl = load(self.config_dir, self.log)
+            networks = read(self.config_dir)
         except OSError as exc:
-            self.log(f"reload failed, keeping the old config: {exc}")
+            log.error("reload failed, keeping the old config: %s", exc)
             return
-        if not tbl.by_listen:
-            self.log("no network config left, exiting")
-            self.on_empty()
-            return
-        added = [ip for ip in tbl.listen_ips if ip not in self.listeners]
-        for ip in added:
+        gone: list[str] = []
+        for ip in listen_ips(networks):
+            if ip in self.listeners:
+                continue
             try:
                 lst = bind(ip, self.port)
-            except StartError as exc:
-                self.log(str(exc))
+            except BindError as exc:
+                log.warning("%s", exc)
+                gone += [ip] if exc.gone else []
                 continue
             self.listeners[ip] = lst
             self._register(lst)
+        tbl = build(networks, gone)
+        if not tbl.by_listen:
+            log.info("no network config left, exiting")
+            self.on_empty()
+            return
         self.state = State(tbl)  # the one atomic swap
         for ip in [ip for ip in self.listeners if ip not in tbl.by_listen]:
             self._unregister(self.listeners.pop(ip))
         self._update_own()
-        self.log(f"reloaded: networks {', '.join(tbl.networks)}")
+        log.info("reloaded: networks %s", ", ".join(tbl.networks))
 
     def close(self) -> None:
         for lst in self.listeners.values():
@@ -190,14 +264,17 @@ class Server:
             else:
                 lst.close()
         self.listeners.clear()
-        for conn in list(self.conns):
-            conn.close()
+        if self.tcp is not None:
+            self.tcp.close_all()
+        self.stats.remove()
 
     # -- UDP --------------------------------------------------------------------------------
     def _udp_handler(self, lst: Listener) -> Callable[[int], None]:
         recvfrom = lst.udp.recvfrom
         sendto = lst.udp.sendto
         ip = lst.ip
+        slow = self.slow
+        fault = self.stats.fault
 
         def on_read(events: int) -> None:
             # The hot path: one dict lookup for the scope, one for the packed reply.
@@ -210,9 +287,7 @@ class Server:
             for _ in range(64):
                 try:
                     data, addr = recvfrom(4096)
-                except BlockingIOError:
-                    return
-                except OSError:
+                except OSError:  # BlockingIOError: drained
                     return
                 scope = by_source.get(addr[0]) or default
                 body = entries.get((scope, data[2:]))
@@ -222,35 +297,24 @@ class Server:
                     except OSError:
                         pass
                     continue
-                self._slow(state, scope, data, body is not None, addr, sendto, False)
+                try:
+                    slow(state, scope, data, body is not None, addr[0], _to(sendto, addr), False)
+                except Exception as exc:  # noqa: BLE001 - one packet, never the server
+                    fault("udp", exc)
 
         return on_read
 
-    def _slow(
-        self, state: State, scope: table.Scope, data: bytes, forward_known: bool,
-        addr: Any, send: Callable[[bytes, Any], Any], tcp: bool,
+    # -- the slow path (cache misses), shared by UDP and TCP -------------------------------
+    def slow(
+        self, state: State, scope: table.Scope, data: bytes, forward_known: bool, client: str,
+        send: Callable[[bytes], object], tcp: bool,
     ) -> bool:
         """A fast-path miss: resolve with dnslib, cache, answer or forward. False = drop."""
-        cache = state.tcp if tcp else state.udp
-        if forward_known:
-            outcome: Reply | Forward | None = Forward(scope.upstreams)
-        else:
-            try:
-                outcome = resolve(data, scope, self.policy, tcp=tcp)
-            except Exception as exc:  # never let one packet take the server down
-                self.log(f"error resolving a query: {exc!r}")
-                return False
-            if isinstance(outcome, Reply) and outcome.cacheable:
-                cache.put(scope, data, outcome.wire)
-            elif isinstance(outcome, Forward):
-                cache.put(scope, data, None)
+        outcome = Forward(scope.upstreams) if forward_known else self._resolve(state, scope, data, tcp)
         if outcome is None:
             return False
         if isinstance(outcome, Reply):
-            try:
-                send(outcome.wire, addr)
-            except OSError:
-                pass
+            _send(send, outcome.wire)
             return True
         servers = outcome.servers or self.host.servers()
 
@@ -258,146 +322,29 @@ class Server:
             if reply is None:
                 reply = error_reply(data, 2)  # SERVFAIL: never leave the client to time out
             if reply is not None:
-                try:
-                    send(reply, addr)
-                except OSError:
-                    pass
+                _send(send, reply)
 
         assert self.forwarder is not None
-        self.forwarder.forward(data, servers, deliver, tcp)
+        if not self.forwarder.forward(data, servers, deliver, tcp, client) and tcp:
+            deliver(None)  # shed: a TCP client waits for each answer, so it gets SERVFAIL now
         return True
 
-    # -- TCP --------------------------------------------------------------------------------
-    def _accept(self, lst: Listener) -> None:
-        for _ in range(16):
-            try:
-                sock, addr = lst.tcp.accept()
-            except OSError:
-                return
-            if len(self.conns) >= MAX_TCP_CONNS:
-                sock.close()
-                continue
-            sock.setblocking(False)
-            self.conns.add(TcpConn(self, sock, str(addr[0]), lst.ip))
-
-    def _sweep(self) -> None:
-        assert self.loop is not None
-        now = time.monotonic()
-        for conn in [c for c in self.conns if c.idle_since and now - c.idle_since > TCP_IDLE]:
-            conn.close()
-        self.loop.call_later(1.0, self._sweep)
+    def _resolve(self, state: State, scope: table.Scope, data: bytes, tcp: bool) -> Reply | Forward | None:
+        outcome = resolve(data, scope, self.policy, tcp=tcp)
+        cache = state.tcp if tcp else state.udp
+        if isinstance(outcome, Reply) and outcome.cacheable:
+            cache.put(scope, data, outcome.wire)
+        elif isinstance(outcome, Forward):
+            cache.put(scope, data, None)
+        return outcome
 
 
-class TcpConn:
-    """Length-framed messages, several per connection; a malformed frame closes it."""
+def _to(sendto: Callable[[bytes, Any], object], addr: Any) -> Callable[[bytes], object]:
+    return lambda wire: sendto(wire, addr)
 
-    def __init__(self, server: Server, sock: socket.socket, source: str, listen_ip: str) -> None:
-        self.server = server
-        self.sock = sock
-        self.fd = sock.fileno()
-        self.source = source
-        self.listen_ip = listen_ip
-        self.buf = bytearray()
-        self.out = bytearray()
-        self.pending = 0
-        self.eof = False
-        self.idle_since = time.monotonic()
-        assert server.loop is not None
-        self.loop = server.loop
-        self.loop.add(self.fd, self._on_event)
 
-    def close(self) -> None:
-        if self.fd >= 0:
-            self.loop.remove(self.fd)
-            self.sock.close()
-            self.fd = -1
-            self.server.conns.discard(self)
-
-    def _on_event(self, events: int) -> None:
-        if events & (select.EPOLLHUP | select.EPOLLERR):
-            self.close()  # reset, or both directions shut: nobody left to answer
-            return
-        if events & OUT:
-            self._flush()
-        if events & IN and self.fd >= 0:
-            self._read()
-
-    def _read(self) -> None:
-        try:
-            chunk = self.sock.recv(65537)
-        except BlockingIOError:
-            return
-        except OSError:
-            self.close()
-            return
-        if not chunk:
-            # Half-closed: answer what is in flight, but stop polling for input, or the
-            # level-triggered EOF would spin the CPU until then.
-            self.eof = True
-            self._rearm()
-            self._maybe_finish()
-            return
-        self.buf += chunk
-        if not self.pending:
-            self.idle_since = time.monotonic()
-        while len(self.buf) >= 2 and self.fd >= 0:
-            size = int.from_bytes(self.buf[:2], "big")
-            if size < 12:
-                self.close()  # no DNS message is shorter than its header
-                return
-            if len(self.buf) < 2 + size:
-                break
-            msg = bytes(self.buf[2 : 2 + size])
-            del self.buf[: 2 + size]
-            self._handle(msg)
-
-    def _handle(self, msg: bytes) -> None:
-        server = self.server
-        state = server.state
-        default = state.table.by_listen.get(self.listen_ip)
-        if default is None:
-            self.close()
-            return
-        scope = state.table.by_source.get(self.source) or default
-        body = state.tcp.get(scope, msg)
-        if body:
-            self._write(fastpath.patch(msg, body))
-            return
-        self.pending += 1
-        self.idle_since = 0.0  # a forward in flight is not idleness
-
-        def reply(wire: bytes, addr: object) -> None:
-            self.pending -= 1
-            if not self.pending:
-                self.idle_since = time.monotonic()
-            self._write(wire)
-
-        if not server._slow(state, scope, msg, body is not None, None, reply, True):
-            self.close()  # unparseable message: drop the connection, as aardvark HEAD does
-
-    def _write(self, reply: bytes) -> None:
-        if self.fd < 0:
-            return
-        self.out += len(reply).to_bytes(2, "big") + reply
-        self._flush()
-
-    def _flush(self) -> None:
-        try:
-            sent = self.sock.send(self.out)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            self.close()
-            return
-        del self.out[:sent]
-        self._rearm()
-        self._maybe_finish()
-
-    def _rearm(self) -> None:
-        if self.fd >= 0:
-            self.loop.modify(self.fd, (0 if self.eof else IN) | (OUT if self.out else 0))
-
-    def _maybe_finish(self) -> None:
-        if self.eof and not self.out and self.pending <= 0:
-            self.close()
-
+def _send(send: Callable[[bytes], object], wire: bytes) -> None:
+    try:
+        send(wire)
+    except OSError:
+        pass

@@ -21,6 +21,8 @@ import socket
 import time
 from collections.abc import Callable
 
+from netns.dns.fastpath import question_end
+from netns.dns.limits import Limits, Stats
 from netns.loop import IN, OUT, Loop
 
 TYPE_CHECKING = False  # typing costs milliseconds at start-up, which is benchmarked
@@ -75,30 +77,20 @@ class HostResolvers:
         return self._servers
 
 
-def question_end(wire: bytes) -> int:
-    """Offset just past the first question, or 12 if it cannot be walked cheaply."""
-    i = 12
-    try:
-        while True:
-            n = wire[i]
-            if n == 0:
-                return i + 5
-            if n & 0xC0:
-                return 12
-            i += n + 1
-    except IndexError:
-        return 12
-
-
 def _sockaddr(server: str, kind: int) -> tuple[int, Any]:
     info = socket.getaddrinfo(server, PORT, type=kind, flags=socket.AI_NUMERICHOST)[0]
     return info[0], info[4]
 
 
 class _Query:
-    __slots__ = ("wire", "question", "servers", "index", "deliver", "deadline", "qid", "slice")
+    __slots__ = ("fwd", "client", "tcp", "wire", "question", "servers", "index", "deliver",
+                 "deadline", "qid", "slice")
 
-    def __init__(self, wire: bytes, servers: tuple[str, ...], deliver: Deliver, budget: float):
+    def __init__(self, fwd: Forwarder, client: str, tcp: bool, wire: bytes,
+                 servers: tuple[str, ...], deliver: Deliver) -> None:
+        self.fwd = fwd
+        self.client = client
+        self.tcp = tcp
         self.wire = wire
         self.question = wire[12 : question_end(wire)].lower()
         self.servers = servers
@@ -106,7 +98,15 @@ class _Query:
         self.deliver = deliver
         self.deadline = 0.0
         self.qid = 0
-        self.slice = budget / max(1, len(servers))
+        self.slice = fwd.timeout / max(1, len(servers))
+
+    def done(self, reply: bytes | None) -> None:
+        """The one exit of every query: give its slot back, then answer the client."""
+        self.fwd.release(self)
+        try:
+            self.deliver(reply)
+        except Exception as exc:  # noqa: BLE001 - one client's answer never stops a sweep
+            self.fwd.stats.fault("forward reply", exc)
 
 
 class _UdpUpstream:
@@ -168,7 +168,7 @@ class _UdpUpstream:
             if got is None or data[12 : 12 + len(got.question)].lower() != got.question:
                 continue  # late, or not an answer to what we asked
             del self.pending[got.qid]
-            got.deliver(got.wire[:2] + data[2:])
+            got.done(got.wire[:2] + data[2:])
 
 
 class _TcpAttempt:
@@ -223,25 +223,60 @@ class _TcpAttempt:
                 reply = bytes(self.buf[2 : 2 + size])
                 self._close()
                 if size >= 12:
-                    self.q.deliver(self.q.wire[:2] + reply[2:])
+                    self.q.done(self.q.wire[:2] + reply[2:])
                 else:
                     self.fwd.next_tcp(self.q)
 
 
 class Forwarder:
-    def __init__(self, loop: Loop, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """Upstream queries in flight, capped per client and in total (limits.Limits)."""
+
+    def __init__(self, loop: Loop, timeout: float = DEFAULT_TIMEOUT, limits: Limits | None = None,
+                 stats: Stats | None = None) -> None:
         self.loop = loop
         self.timeout = timeout
+        self.limits = limits or Limits()
+        self.stats = stats or Stats(None, self.limits)
         self.own: frozenset[str] = frozenset()  # our own listen IPs: never forward to ourselves
         self._udp: dict[str, _UdpUpstream] = {}
+        self.pending = 0
+        self.tcp_pending = 0
+        self.per_client: dict[str, int] = {}
 
-    def forward(self, wire: bytes, servers: tuple[str, ...], deliver: Deliver, tcp: bool) -> None:
+    def forward(self, wire: bytes, servers: tuple[str, ...], deliver: Deliver, tcp: bool,
+                client: str = "") -> bool:
+        """Start forwarding, or shed the query (counted) and return False: `deliver` is then
+        never called, and the caller decides what the client gets."""
+        lim = self.limits
+        held = self.per_client.get(client, 0)
+        if held >= lim.pending_per_client:
+            self.stats.shed("pending_per_client", client)
+            return False
+        if self.pending >= lim.pending_total:
+            self.stats.shed("pending_total", client)
+            return False
+        if tcp and self.tcp_pending >= lim.tcp_upstream_total:
+            self.stats.shed("tcp_upstream_total", client)
+            return False
+        self.per_client[client] = held + 1
+        self.pending += 1
+        self.tcp_pending += tcp
         servers = tuple(s for s in servers if s not in self.own)
-        q = _Query(wire, servers, deliver, self.timeout)
+        q = _Query(self, client, tcp, wire, servers, deliver)
         if tcp:
             self.next_tcp(q)
         else:
             self.next_udp(q)
+        return True
+
+    def release(self, q: _Query) -> None:
+        self.pending -= 1
+        self.tcp_pending -= q.tcp
+        left = self.per_client[q.client] - 1
+        if left:
+            self.per_client[q.client] = left
+        else:
+            del self.per_client[q.client]
 
     def next_udp(self, q: _Query) -> None:
         while q.index < len(q.servers):
@@ -255,7 +290,7 @@ class Forwarder:
                 return
             except OSError:
                 continue
-        q.deliver(None)
+        q.done(None)
 
     def next_tcp(self, q: _Query) -> None:
         while q.index < len(q.servers):
@@ -266,4 +301,4 @@ class Forwarder:
                 return
             except OSError:
                 continue
-        q.deliver(None)
+        q.done(None)

@@ -70,8 +70,9 @@ def test_netavark_14_with_burrow_dns(netns_factory: Callable[[], Netns], tmp_pat
     assert status[net]["dns_server_ips"] == ["10.89.77.1"]  # type: ignore[index]
     pid = int((cfg / "aardvark-dns" / "aardvark.pid").read_text())
     assert alive(pid)
-    cmdline = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
-    assert "--config" in cmdline and str(PORT) in cmdline  # netavark's exact argv reached us
+    # netavark's argv reached us, and the process title says so (setproctitle: one string)
+    cmdline = Path(f"/proc/{pid}/cmdline").read_text().strip("\0")
+    assert cmdline == f"burrow-dns --config {cfg / 'aardvark-dns'} -p {PORT} run"
     netavark("setup", c2, o2)  # second container: netavark only SIGHUPs the running server
     assert int((cfg / "aardvark-dns" / "aardvark.pid").read_text()) == pid
 

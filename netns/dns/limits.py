@@ -1,0 +1,141 @@
+"""What one peer (a client IP) may make burrow-dns hold, in total and per client, and the
+counts of what was shed, published as a small JSON file for `burrow status`.
+
+Everything a peer can make the server allocate is capped here: TCP connections, and upstream
+queries in flight (each UDP one is a table entry, each TCP one a socket). What goes over a cap
+is shed (a UDP query dropped, a TCP query answered SERVFAIL, a connection closed) and counted;
+log lines about it are rate-limited, so a flood cannot fill the disk either.
+
+The stats file (`statefiles.DNS_STATS`, a dotfile inside the config dir, so neither burrow-dns
+nor aardvark-dns takes it for a network) is rewritten atomically at most once a second when
+something changed, and at once on SIGUSR1. Fields (all counts since start):
+
+    pid, updated (unix time), listen (addresses served), networks,
+    tcp_connections, upstream_pending (gauges, at `updated`),
+    shed: {tcp_total, tcp_per_client, tcp_evicted, tcp_timeout, pending_total,
+           pending_per_client, tcp_upstream_total}, accept_errors, faults,
+    limits: the caps in force.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields
+
+log = logging.getLogger("netns.dns")
+
+LOG_EVERY = 10.0  # seconds between two log lines of one kind (everything is counted)
+SHED_KINDS = ("tcp_total", "tcp_per_client", "tcp_evicted", "tcp_timeout", "pending_total",
+              "pending_per_client", "tcp_upstream_total")
+ENV_PREFIX = "BURROW_DNS_"
+
+
+class LimitError(ValueError):
+    """A limit from the environment that is not a positive number."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    tcp_total: int = 512  # client TCP connections
+    tcp_per_client: int = 16
+    tcp_timeout: float = 3.0  # a whole message must arrive within this (aardvark HEAD: 3 s)
+    tcp_pending_per_conn: int = 32  # queries in flight on one connection before we stop reading
+    tcp_out_max: int = 64 << 10  # unread replies buffered per connection before we stop reading
+    pending_total: int = 16384  # upstream queries in flight
+    # dnsperf's 10 clients x 100 outstanding (scripts/bench) share one source address.
+    pending_per_client: int = 1024
+    tcp_upstream_total: int = 256  # upstream TCP connections (one socket each)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Limits:
+        """`BURROW_DNS_TCP_TOTAL=...` etc. override a field (read once, at start)."""
+        values: dict[str, float | int] = {}
+        for f in fields(cls):
+            text = env.get(ENV_PREFIX + f.name.upper())
+            if not text:
+                continue
+            kind = float if f.type in ("float", float) else int
+            try:
+                value = kind(text)
+            except ValueError:
+                raise LimitError(f"{ENV_PREFIX}{f.name.upper()}={text!r}: not a number") from None
+            if value <= 0:
+                raise LimitError(f"{ENV_PREFIX}{f.name.upper()}={text!r}: must be positive")
+            values[f.name] = value
+        return cls(**values)  # type: ignore[arg-type]
+
+
+class Stats:
+    """Counters, rate-limited log lines about faults and shedding, and the stats file."""
+
+    def __init__(self, path: str | None, limits: Limits) -> None:
+        self.path = path
+        self.limits = limits
+        self.shed_counts = dict.fromkeys(SHED_KINDS, 0)
+        self.faults = 0
+        self.accept_errors = 0
+        self.gauges: Callable[[], dict[str, object]] = dict
+        self._logged: dict[str, float] = {}
+        self._written: dict[str, object] | None = None
+
+    def _log_limited(self, kind: str, level: int, msg: str, *args: object,
+                     exc: BaseException | None = None) -> None:
+        now = time.monotonic()
+        if now - self._logged.get(kind, -LOG_EVERY) >= LOG_EVERY:
+            self._logged[kind] = now
+            log.log(level, msg, *args, exc_info=exc)
+
+    def fault(self, where: str, exc: BaseException) -> None:
+        """A handler failed on one packet or connection; that one was dropped, nothing else."""
+        self.faults += 1
+        self._log_limited("fault:" + where, logging.ERROR,
+                          "%s: dropped one request after an internal error (%d so far): %r",
+                          where, self.faults, exc, exc=exc)
+
+    def shed(self, kind: str, client: str) -> None:
+        self.shed_counts[kind] += 1
+        self._log_limited("shed:" + kind, logging.WARNING,
+                          "over the %s limit: shed a request from %s (%d so far)",
+                          kind, client, self.shed_counts[kind])
+
+    def accept_error(self, exc: OSError) -> None:
+        self.accept_errors += 1
+        self._log_limited("accept", logging.WARNING,
+                          "cannot accept TCP connections: %s; pausing the listener (%d so far)",
+                          exc.strerror, self.accept_errors)
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            **self.gauges(), "shed": dict(self.shed_counts), "accept_errors": self.accept_errors,
+            "faults": self.faults, "limits": asdict(self.limits),
+        }
+
+    def write(self, force: bool = False) -> None:
+        """Rewrite the file if anything changed (or `force`); a failure is logged, not raised."""
+        if self.path is None:
+            return
+        snap = self.snapshot()
+        if snap == self._written and not force:
+            return
+        body = {"pid": os.getpid(), "updated": round(time.time(), 3), **snap}
+        tmp = self.path + ".tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(body, f, indent=1, sort_keys=True)
+                f.write("\n")
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            self._log_limited("stats", logging.WARNING, "cannot write %s: %s", self.path, exc)
+            return
+        self._written = snap
+
+    def remove(self) -> None:
+        if self.path is not None:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
