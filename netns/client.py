@@ -8,7 +8,7 @@ the `socket` wrapper would cost ~2 ms), and forwards the request to a long-lived
 (`netns.server`) over a unix socket. Anything unusual falls back to running the command
 in-process through `netns.netavark_cli.run`: slower, never wrong.
 
-Wire protocol (version 1), one request per connection:
+Wire protocol (version 2), one request per connection:
 
 1. client connects; the server checks the peer (same uid, same net/user/mnt namespaces) and
    writes an 8-byte hello: `HELLO_OK`, or `HELLO_WRONG_WORLD` (client falls back in-process).
@@ -17,7 +17,17 @@ Wire protocol (version 1), one request per connection:
 2. client sends `REQUEST_MAGIC`, a u32 body length, and the body (a list of length-prefixed
    fields, see `encode_request`), with the opened container netns attached as SCM_RIGHTS to
    the first byte, for setup/teardown.
-3. server replies with a u32 length and fields: exit code, stdout, stderr, engine info.
+3. server replies with a u32 length and fields: exit code, stdout, stderr, engine info; or
+   with a single field, a refusal (a malformed request, or one the engine will not run, such
+   as a netns fd that is not a network namespace): nothing ran, so the client runs it itself.
+
+Crashes: an engine that dies after the request was sent may have applied any prefix of it.
+The client then runs the command in-process, and for `setup` first runs `teardown` of the
+very same request: teardown is idempotent and works on partial state, so the setup that
+follows starts from nothing and either succeeds (the state a clean setup makes) or fails and
+rolls itself back (nothing of this container is left). The engine's per-config-dir lock is an
+flock, which the kernel drops when the engine dies, so the in-process run is never blocked
+by the dead engine.
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ if TYPE_CHECKING:
     from _socket import socket as _Sock
     from collections.abc import Mapping, Sequence
 
-PROTOCOL = b"1"
+PROTOCOL = b"2"
 HELLO_OK = b"burrow" + PROTOCOL + b"+"
 HELLO_WRONG_WORLD = b"burrow" + PROTOCOL + b"W"
 REQUEST_MAGIC = b"BRWREQ" + PROTOCOL + b"\n"
@@ -64,19 +74,23 @@ _SUN_PATH_MAX = 107
 class Peek:
     """What the client needs from argv, found without argparse or netavark_cli."""
 
-    __slots__ = ("command", "config", "netns_index", "has_file")
+    __slots__ = ("command", "config", "netns_index", "file")
 
     def __init__(
-        self, command: str | None, config: str | None, netns_index: int | None, has_file: bool
+        self, command: str | None, config: str | None, netns_index: int | None, file: str | None
     ) -> None:
         self.command = command  # None: no (valid) subcommand, or --help/--version
         self.config = config
         self.netns_index = netns_index  # argv index of <NETNS_PATH> for setup/teardown
-        self.has_file = has_file
+        self.file = file  # the -f/--file input, read instead of stdin
 
     def __repr__(self) -> str:
         return (f"Peek(command={self.command!r}, config={self.config!r}, "
-                f"netns_index={self.netns_index!r}, has_file={self.has_file!r})")  # fmt: skip
+                f"netns_index={self.netns_index!r}, file={self.file!r})")  # fmt: skip
+
+    @property
+    def has_file(self) -> bool:
+        return self.file is not None
 
     @property
     def needs_stdin(self) -> bool:
@@ -95,7 +109,7 @@ def peek(argv: Sequence[str]) -> Peek:
     while i < n:
         word = argv[i]
         if word in ("-h", "--help", "-V", "--version"):
-            return Peek(None, opts.get("config"), None, "file" in opts)
+            return Peek(None, opts.get("config"), None, opts.get("file"))
         if word.startswith("--") and "=" in word:
             key, value = word.split("=", 1)
             if key not in VALUE_OPTS:
@@ -111,9 +125,9 @@ def peek(argv: Sequence[str]) -> Peek:
         else:
             rest = n - i - 1
             index = i + 1 if word in NETNS_COMMANDS and rest == 1 and argv[i + 1] else None
-            return Peek(word, _opt(opts, "c", "config"), index, _opt(opts, "f", "file") is not None)
+            return Peek(word, _opt(opts, "c", "config"), index, _opt(opts, "f", "file"))
         i += 1
-    return Peek(None, _opt(opts, "c", "config"), None, False)
+    return Peek(None, _opt(opts, "c", "config"), None, None)
 
 
 def _opt(opts: Mapping[str, str], short: str, long: str) -> str | None:
@@ -207,13 +221,16 @@ class Reply:
 class Fallback(Exception):
     """The engine did not serve this request; `reason` says why (shown by BURROW_ENGINE_STATS).
 
-    `spawn` is set when nothing is listening, so starting an engine would help.
+    `spawn` is set when nothing is listening, so starting an engine would help. `maybe_ran`
+    is set when the engine died (or hung up) after the whole request was sent: it may have
+    applied part of it, so the in-process run must start by undoing that.
     """
 
-    def __init__(self, reason: str, *, spawn: bool = False) -> None:
+    def __init__(self, reason: str, *, spawn: bool = False, maybe_ran: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.spawn = spawn
+        self.maybe_ran = maybe_ran
 
 
 def _recv_exact(sock: _Sock, size: int) -> bytes:
@@ -249,8 +266,6 @@ def _connect(path: str) -> _Sock:
 
 def request_engine(path: str, argv: Sequence[str], stdin: bytes, netns_fd: int | None) -> Reply:
     """Run one request on the engine at `path`. Raises Fallback if it was not served."""
-    import _socket
-
     try:
         sock = _connect(path)
     except (FileNotFoundError, ConnectionRefusedError) as exc:
@@ -259,33 +274,17 @@ def request_engine(path: str, argv: Sequence[str], stdin: bytes, netns_fd: int |
     except OSError as exc:
         raise Fallback(f"unreachable ({exc.strerror or exc})") from None
     try:
-        # The engine must be ours: our env and netns fd must not reach another user.
-        cred = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
-        if int.from_bytes(cred[4:8], sys.byteorder) != os.geteuid():
-            raise Fallback("refused (engine has another uid)")
-        try:
-            hello = _recv_exact(sock, len(HELLO_OK))
-        except (EOFError, OSError) as exc:
-            # Closed before the hello: another uid, an engine shutting down, or too busy.
-            # Nothing ran, so in-process is safe.
-            raise Fallback(f"refused ({exc})") from None
-        if hello == HELLO_WRONG_WORLD:
-            raise Fallback("wrong-world")
-        if hello != HELLO_OK:
-            raise Fallback(f"protocol mismatch (hello {hello!r})")
-
+        _hello(sock)
         umask = os.umask(0o022)
         os.umask(umask)
         data = encode_request(argv, os.environb, stdin, os.getcwdb(), umask)
         sock.settimeout(REPLY_TIMEOUT)
         try:
-            if netns_fd is None:
-                sock.sendall(data)
-            else:
-                fd_bytes = netns_fd.to_bytes(4, sys.byteorder)
-                sent = sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fd_bytes)])
-                if sent < len(data):
-                    sock.sendall(data[sent:])
+            _send_request(sock, data, netns_fd)
+        except OSError as exc:
+            # The engine runs a request only once all of it has arrived: nothing ran.
+            raise Fallback(f"send failed ({exc})") from None
+        try:
             size = int.from_bytes(_recv_exact(sock, 4), "big")
             fields = unpack_fields(_recv_exact(sock, size))
         except TimeoutError:
@@ -298,13 +297,47 @@ def request_engine(path: str, argv: Sequence[str], stdin: bytes, netns_fd: int |
                 "timeout",
             )
         except (EOFError, OSError, ValueError) as exc:
-            # The engine died mid-request. Re-running in-process is the best we can do:
-            # teardown is idempotent, and setup validates before changing anything.
-            raise Fallback(f"lost ({exc})") from None
-        code, out, err, info = fields
-        return Reply(int(code), out, err, info.decode("ascii", "replace"))
+            # The engine died mid-request, having applied who knows what of it.
+            raise Fallback(f"lost ({exc})", maybe_ran=True) from None
     finally:
         sock.close()
+    if len(fields) == 1:  # a refusal: the engine ran nothing
+        raise Fallback(f"refused-by-engine ({fields[0].decode('utf-8', 'replace')})")
+    if len(fields) != 4:
+        raise Fallback(f"lost (reply has {len(fields)} fields)", maybe_ran=True)
+    code, out, err, info = fields
+    return Reply(int(code), out, err, info.decode("ascii", "replace"))
+
+
+def _hello(sock: _Sock) -> None:
+    """Check the engine is ours and will serve us. Nothing has run yet: any failure is safe."""
+    import _socket
+
+    # The engine must be ours: our env and netns fd must not reach another user.
+    cred = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
+    if int.from_bytes(cred[4:8], sys.byteorder) != os.geteuid():
+        raise Fallback("refused (engine has another uid)")
+    try:
+        hello = _recv_exact(sock, len(HELLO_OK))
+    except (EOFError, OSError) as exc:
+        # Closed before the hello: another uid, an engine shutting down, or too busy.
+        raise Fallback(f"refused ({exc})") from None
+    if hello == HELLO_WRONG_WORLD:
+        raise Fallback("wrong-world")
+    if hello != HELLO_OK:
+        raise Fallback(f"protocol mismatch (hello {hello!r})")
+
+
+def _send_request(sock: _Sock, data: bytes, netns_fd: int | None) -> None:
+    import _socket
+
+    if netns_fd is None:
+        sock.sendall(data)
+        return
+    fd_bytes = netns_fd.to_bytes(4, sys.byteorder)
+    sent = sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fd_bytes)])
+    if sent < len(data):
+        sock.sendall(data[sent:])
 
 
 def _log_path(sock_path: str) -> str:
@@ -368,38 +401,82 @@ def run_in_process(argv: Sequence[str], stdin: bytes) -> Reply:
                  err.encode("utf-8", "surrogateescape"), "in-process")  # fmt: skip
 
 
+class Settings:
+    """What the client reads from the environment, once per call (no dataclasses: ~5 ms)."""
+
+    __slots__ = ("engine_off", "stats")
+    engine_off: bool
+    stats: bool
+
+    def __init__(self, *, engine_off: bool, stats: bool) -> None:
+        object.__setattr__(self, "engine_off", engine_off)
+        object.__setattr__(self, "stats", stats)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Settings is frozen: cannot set {name}")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        return cls(
+            engine_off=env.get("BURROW_ENGINE") == "off",  # always in-process (tests, debugging)
+            stats=bool(env.get("BURROW_ENGINE_STATS")),  # say on stderr who served the call
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     env = os.environ
+    settings = Settings.from_env(env)
     p = peek(args)
     stdin = b""
     if p.needs_stdin and sys.stdin is not None:
         stdin = sys.stdin.buffer.read()
 
     reply: Reply | None = None
-    if env.get("BURROW_ENGINE") == "off":
+    maybe_ran = False
+    if settings.engine_off:
         reason = "off"
     else:
-        reply, reason = _try_engine(p, args, stdin, env)
-    if reply is None:
+        reply, reason, maybe_ran = _try_engine(p, args, stdin, env)
+    if reply is None and maybe_ran and p.command == "setup" and p.netns_index is not None:
+        reply = recover_setup(args, p.netns_index - 1, stdin)
+        reply.info = f"in-process reason={reason} recovered({reply.info})"
+    elif reply is None:
         reply = run_in_process(args, stdin)
         reply.info = f"in-process reason={reason}"
     else:
         reply.info = f"engine {reply.info}"
     err = reply.stderr
-    if env.get("BURROW_ENGINE_STATS"):
+    if settings.stats:
         err += b"burrow-engine: served-by=" + reply.info.encode() + b"\n"
     _emit(reply.stdout, err)
     return reply.code
 
 
+def recover_setup(args: Sequence[str], command_index: int, stdin: bytes) -> Reply:
+    """Setup after an engine died holding it: undo whatever it applied, then set up afresh.
+
+    Teardown of the same request removes exactly what this setup would make (this container's
+    interfaces, its port rules and DNS entries, and bridges and network rules that nothing
+    else uses), and tolerates any part of it being absent. Its errors are not the caller's
+    answer: the setup that follows is, and a failed setup rolls back what it applied itself.
+    """
+    undo = list(args)
+    undo[command_index] = "teardown"
+    cleanup = run_in_process(undo, stdin)
+    reply = run_in_process(args, stdin)
+    reply.info = f"teardown-rc={cleanup.code}"
+    return reply
+
+
 def _try_engine(
     p: Peek, args: Sequence[str], stdin: bytes, env: Mapping[str, str]
-) -> tuple[Reply | None, str]:
+) -> tuple[Reply | None, str, bool]:
+    """(reply, "", False) if the engine served it; else (None, why not, whether it may have run)."""
     try:
         path = socket_path(p.config, env)
     except OSError as exc:
-        return None, f"no-socket-path ({exc})"
+        return None, f"no-socket-path ({exc})", False
     netns_fd: int | None = None
     if p.netns_index is not None:
         try:
@@ -412,7 +489,7 @@ def _try_engine(
             # vanished netns; setup reports "invalid namespace path: ...").
             netns_fd = None
     try:
-        return request_engine(path, args, stdin, netns_fd), ""
+        return request_engine(path, args, stdin, netns_fd), "", False
     except Fallback as fb:
         reason = fb.reason
         if fb.spawn and p.command in ENGINE_COMMANDS:
@@ -421,7 +498,7 @@ def _try_engine(
                 reason = "spawned"
             except OSError as exc:
                 reason = f"spawn-failed ({exc})"
-        return None, reason
+        return None, reason, fb.maybe_ran
     finally:
         if netns_fd is not None:
             os.close(netns_fd)

@@ -1,10 +1,15 @@
 """The warm engine behind `burrow-netavark`: `python -m netns.server --socket PATH`.
 
 One engine serves one user namespace and config dir, in whatever network namespace each
-caller is in (it enters the caller's netns for the request). It
-imports the heavy engine once, before it binds, so that the first request it accepts is
-already warm, then serves requests one at a time (the engine takes its own locks; a queue of
-short requests is simpler and no slower than threads fighting over those locks).
+caller is in (it enters the caller's netns for the request). It imports the heavy engine
+once, before it binds, so that the first request it accepts is already warm.
+
+Serving: one epoll loop (netns.loop) accepts peers and reads their requests side by side, each
+with a deadline and a size cap, so a peer that goes silent, trickles bytes or sends garbage
+costs the others nothing. Complete requests run one at a time (the engine takes its own
+locks; a queue of short requests is simpler and no slower than threads fighting over those
+locks). A request the engine cannot parse, or will not run (a netns fd that is not a network
+namespace, a FIFO where a file is read), gets a refusal and the client runs it in-process.
 
 Security: the socket is mode 0600, every peer must have our euid (SO_PEERCRED), and the
 client checks the same of us. A peer in another user namespace, or one whose view of the
@@ -15,6 +20,15 @@ else here.
 Lifetime: started on demand by the client (detached, own session, stdio to the log file),
 exits after BURROW_ENGINE_IDLE seconds (default 30) without a request, or as soon as its
 socket path is removed or taken over by another engine. It removes only its own socket.
+Engines started without `--config` keep their socket and log in a shared directory
+(/run/burrow, $XDG_RUNTIME_DIR/burrow), one pair per network world: such an engine removes
+its log too when it exits, and each one sweeps on start the files of engines that died
+without doing so (a log nobody holds the lock of), so only live engines' files remain.
+
+Crashes: a request is all-or-nothing across an engine crash because the client, which knows
+what it sent, finishes or undoes it in-process (see netns.client). The engine's part is to
+hold nothing that outlives it: its locks are flocks, dropped by the kernel at exit, and the
+daemons it forks close every inherited fd first.
 
 Child processes: the engine is a child subreaper, so a daemon that double-forks while the
 engine runs (aardvark-dns, burrow-dns) is re-parented to the engine, which reaps it when it
@@ -35,19 +49,20 @@ import errno
 import fcntl
 import importlib
 import json
+import logging
 import os
 import re
-import select
 import signal
 import socket
+import stat
 import struct
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from types import FrameType
+from dataclasses import dataclass
 from typing import TextIO
 
-from netns import statefiles
+from netns import logs, statefiles
 from netns.client import (
     HELLO_OK,
     HELLO_WRONG_WORLD,
@@ -57,7 +72,11 @@ from netns.client import (
     peek,
     unpack_fields,
 )
-from netns.nsenter import setns
+from netns.loop import IN, Loop, Timer
+from netns.nsenter import CLONE_NEWNET, setns
+from netns.proctitle import set_title
+
+log = logging.getLogger("netns.server")
 
 DEFAULT_IDLE = 30.0
 # Modules to load before binding. Missing ones are skipped: the engine is written in
@@ -68,30 +87,212 @@ PRELOAD = (
     "netns.dns.cli", "netns.dns.server", "netns.dns.resolver", "netns.loop", "netns.dns.upstream",
 )
 _PR_SET_CHILD_SUBREAPER = 36
+_NS_GET_NSTYPE = 0xB703  # ioctl on a namespace fd: which kind of namespace it is
 _NS_KINDS = ("net", "user", "mnt")
-_MAX_REQUEST = 64 << 20  # stdin is a few KB of JSON; refuse anything absurd
-_REQUEST_TIMEOUT = 30.0  # a client that connects and goes silent must not block the queue
+_HEAD = len(REQUEST_MAGIC) + 4
+MAX_REQUEST = 8 << 20  # stdin is a few KB of JSON; refuse (client runs in-process) beyond
+MAX_PEERS = 32  # peers reading a request at once; more are closed before the hello
+MAX_BUFFERED = 32 << 20  # bytes of unfinished requests held across all peers
+REQUEST_DEADLINE = 10.0  # from hello to the last byte: a silent or trickling peer is dropped
+_REPLY_TIMEOUT = 10.0  # a reply is a few KB; a peer that will not read it is dropped
+_TICK = 1.0  # notice a removed socket, reap daemons, check idleness
 _UCRED = struct.Struct("3i")
+_STALE = re.compile(r"engine-\d+-\d+\.(sock|log)\Z")  # names statefiles.engine_sock_for makes
 
 NsIds = tuple[tuple[int, int], ...]
 
 
-class Engine:
-    """The listening socket and the serving loop."""
+@dataclass(frozen=True)
+class Settings:
+    """The engine's environment, read once at start."""
 
-    def __init__(self, sock_path: str, idle: float, log: TextIO) -> None:
+    idle: float = DEFAULT_IDLE  # BURROW_ENGINE_IDLE: seconds without a request before exiting
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        try:
+            idle = float(env.get("BURROW_ENGINE_IDLE", DEFAULT_IDLE))
+        except ValueError:
+            idle = DEFAULT_IDLE
+        return cls(idle=idle if idle == idle and idle > 0 else DEFAULT_IDLE)  # no NaN, no <= 0
+
+
+# --- requests: framing and checks (pure, apart from fstat/ioctl on what arrived) -------------
+
+
+class Refused(Exception):
+    """This request will not run here; the client runs it in-process (nothing has run)."""
+
+
+@dataclass(frozen=True)
+class Request:
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    cwd: bytes
+    umask: int
+    stdin: bytes
+
+    @classmethod
+    def from_fields(cls, fields: Sequence[bytes]) -> Request:
+        if len(fields) != 5:
+            raise Refused(f"request has {len(fields)} fields, expected 5")
+        argv, env, cwd, umask, stdin = fields
+        try:
+            mask = int(umask, 8)
+        except ValueError:
+            raise Refused(f"bad umask {umask[:16]!r}") from None
+        if not 0 <= mask <= 0o777 or b"\0" in cwd:
+            raise Refused("bad umask or cwd")
+        return cls(
+            argv=tuple(os.fsdecode(a) for a in decode_strings(argv)),
+            env=dict(_env_item(item) for item in decode_strings(env)),
+            cwd=cwd,
+            umask=mask,
+            stdin=stdin,
+        )
+
+
+class RequestReader:
+    """One peer's request as it arrives: magic, u32 body length, body; at most one fd.
+
+    Refuses as early as the bytes allow: a wrong magic at its first wrong byte, a size over
+    the cap as soon as the length is in, a second fd or a byte past the body at once.
+    """
+
+    def __init__(self, limit: int = MAX_REQUEST) -> None:
+        self.limit = limit
+        self.buf = bytearray()
+        self.fds: list[int] = []  # owned: close() them, or take them with take_fd()
+        self.size: int | None = None
+
+    def feed(self, data: bytes, fds: Sequence[int] = ()) -> list[bytes] | None:
+        """Add what arrived; returns the request's fields once it is complete."""
+        self.fds.extend(fds)
+        if len(self.fds) > 1:
+            raise Refused(f"expected at most one fd, got {len(self.fds)}")
+        self.buf += data
+        if self.size is None:
+            seen = min(len(self.buf), len(REQUEST_MAGIC))
+            if bytes(self.buf[:seen]) != REQUEST_MAGIC[:seen]:
+                raise Refused("bad request magic (client of another protocol version?)")
+            if len(self.buf) < _HEAD:
+                return None
+            self.size = int.from_bytes(self.buf[len(REQUEST_MAGIC) : _HEAD], "big")
+            if self.size > self.limit:
+                raise Refused(f"request of {self.size} bytes is too large")
+        if len(self.buf) < _HEAD + self.size:
+            return None
+        if len(self.buf) > _HEAD + self.size:
+            raise Refused("bytes after the request (one request per connection)")
+        try:
+            return unpack_fields(bytes(self.buf[_HEAD:]))
+        except ValueError as exc:
+            raise Refused(str(exc)) from None
+
+    def take_fd(self) -> int | None:
+        return self.fds.pop() if self.fds else None
+
+    def close(self) -> None:
+        while self.fds:
+            os.close(self.fds.pop())
+
+
+def check_inputs(req: Request, netns_fd: int | None) -> None:
+    """Refuse what would make the engine block or act on the wrong object (runs in req.cwd).
+
+    In-process, a FIFO given as the netns or the input file blocks only the caller; here it
+    would block every peer, so such requests go back to the caller.
+    """
+    p = peek(req.argv)
+    if p.netns_index is not None:
+        if netns_fd is not None:
+            if not is_netns(netns_fd):
+                raise Refused("the fd sent is not a network namespace")
+        else:
+            _regular_or_missing(req.argv[p.netns_index], "netns path")
+    if p.file is not None:
+        _regular_or_missing(p.file, "input file")
+
+
+def _regular_or_missing(path: str, what: str) -> None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return  # fails in the engine exactly as in-process
+    if not stat.S_ISREG(st.st_mode):
+        raise Refused(f"{what} is not a regular file")
+
+
+def is_netns(fd: int) -> bool:
+    try:
+        return fcntl.ioctl(fd, _NS_GET_NSTYPE) == CLONE_NEWNET
+    except OSError:
+        return False
+
+
+def refusal(reason: str) -> bytes:
+    body = pack_fields([reason.encode("utf-8", "replace")])
+    return len(body).to_bytes(4, "big") + body
+
+
+def _env_item(item: bytes) -> tuple[str, str]:
+    key, _, value = item.partition(b"=")
+    return os.fsdecode(key), os.fsdecode(value)
+
+
+# --- the engine ------------------------------------------------------------------------------
+
+
+class Peer:
+    """A connection that got the hello and is sending its request."""
+
+    def __init__(self, conn: socket.socket, pid: int) -> None:
+        self.conn = conn
+        self.pid = pid
+        self.reader = RequestReader()
+        self.timer: Timer | None = None
+
+    def receive(self) -> list[bytes] | None:
+        """Read what is there; returns the fields once complete. EOFError on hang-up."""
+        while True:
+            try:
+                data, anc, _flags, _ = self.conn.recvmsg(
+                    1 << 16, socket.CMSG_SPACE(4 * 4), socket.MSG_CMSG_CLOEXEC
+                )
+            except (BlockingIOError, InterruptedError):
+                return None
+            fds: list[int] = []
+            for level, kind, payload in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    usable = len(payload) - len(payload) % 4
+                    fds.extend(struct.unpack(f"{usable // 4}i", payload[:usable]))
+            if not data and not fds:
+                raise EOFError("peer hung up mid-request")
+            fields = self.reader.feed(data, fds)
+            if fields is not None:
+                return fields
+
+    def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.reader.close()
+        self.conn.close()
+
+
+class Engine:
+    """The listening socket, the peers, and the serving loop."""
+
+    def __init__(self, sock_path: str, settings: Settings) -> None:
         self.sock_path = sock_path
-        self.idle = idle
-        self.log = log
+        self.settings = settings
         self.world = ns_ids("self")
         self.served = 0
         self.stop_reason: str | None = None
         self.listener: socket.socket | None = None
         self.sock_id: tuple[int, int] | None = None
-
-    def say(self, message: str) -> None:
-        self.log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} [{os.getpid()}] {message}\n")
-        self.log.flush()
+        self.loop = Loop()
+        self.peers: dict[int, Peer] = {}
+        self.last_request = time.monotonic()
 
     # --- socket lifecycle ------------------------------------------------------------------
 
@@ -108,10 +309,8 @@ class Engine:
         try:
             with _short_dir(directory) as short:
                 tmp = os.path.join(short, tmp_name)
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
-                except FileNotFoundError:
-                    pass
                 sock.bind(tmp)
                 sock.listen(64)
                 os.rename(tmp, os.path.join(short, name))
@@ -121,6 +320,7 @@ class Engine:
             raise
         finally:
             os.umask(old_umask)
+        sock.setblocking(False)
         self.listener = sock
         self.sock_id = (st.st_dev, st.st_ino)
 
@@ -138,67 +338,148 @@ class Engine:
             try:
                 os.unlink(self.sock_path)
             except OSError as exc:
-                self.say(f"could not remove {self.sock_path}: {exc}")
+                log.warning("could not remove %s: %s", self.sock_path, exc)
+        for peer in list(self.peers.values()):
+            self.drop(peer)
         if self.listener is not None:
             self.listener.close()
             self.listener = None
 
-    # --- main loop -------------------------------------------------------------------------
+    # --- the loop --------------------------------------------------------------------------
 
     def serve(self) -> str:
         assert self.listener is not None
-        last = time.monotonic()
+        self.loop.add(self.listener.fileno(), self._on_listener)
+        self.loop.call_later(_TICK, self._tick)
+        self.last_request = time.monotonic()
         while self.stop_reason is None:
-            reap_children()
-            if not self.socket_is_ours():
-                return "socket path removed or replaced"
-            remaining = last + self.idle - time.monotonic()
-            if remaining <= 0:
-                return f"idle for {self.idle:g} s"
-            # Wake at least once a second to notice a removed socket and reap daemons.
-            ready, _, _ = select.select([self.listener], [], [], min(remaining, 1.0))
-            if not ready:
-                continue
             try:
-                conn, _ = self.listener.accept()
-            except OSError as exc:
-                self.say(f"accept: {exc}")
-                continue
-            with conn:
-                try:
-                    self.handle(conn)
-                except Exception as exc:  # one broken client must not take the engine down
-                    self.say(f"request failed: {exc!r}")
-            last = time.monotonic()
-            if ns_ids("self") != self.world:
-                # Engine code moved our main thread into another namespace and left it
-                # there: every later request would run in the wrong world.
-                return "engine left its namespaces; refusing to serve from there"
+                self.loop.run()
+            except Exception:  # a bug in handling one peer must not end the others' service
+                log.exception("event loop")
         return self.stop_reason
 
-    def handle(self, conn: socket.socket) -> None:
-        conn.settimeout(_REQUEST_TIMEOUT)
+    def stop(self, reason: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self.loop.stop()
+
+    def on_signal(self, signum: int, _frame: object) -> None:
+        self.stop(f"signal {signal.Signals(signum).name}")
+
+    def _tick(self) -> None:
+        reap_children()
+        if not self.socket_is_ours():
+            self.stop("socket path removed or replaced")
+        elif not self.peers and time.monotonic() - self.last_request >= self.settings.idle:
+            self.stop(f"idle for {self.settings.idle:g} s")
+        else:
+            self.loop.call_later(_TICK, self._tick)
+
+    @property
+    def buffered(self) -> int:
+        return sum(len(p.reader.buf) for p in self.peers.values())
+
+    def _on_listener(self, _events: int) -> None:
+        assert self.listener is not None
+        while self.stop_reason is None:
+            try:
+                conn, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and friends: the peer waits in the backlog
+                log.warning("accept: %s", exc)
+                return
+            try:
+                self.admit(conn)
+            except Exception as exc:  # one broken peer must not take the engine down
+                log.warning("peer dropped: %r", exc)
+                conn.close()
+
+    def admit(self, conn: socket.socket) -> None:
         pid, uid, _gid = _UCRED.unpack(
             conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
         )
         if uid != os.geteuid():
-            self.say(f"refused pid {pid}: uid {uid} is not {os.geteuid()}")
-            return  # just close: the client falls back in-process
-        if pid <= 0 or not self.same_world(pid):
-            self.say(f"pid {pid} is in another network world; told it to run in-process")
-            conn.sendall(HELLO_WRONG_WORLD)
+            log.warning("refused pid %d: uid %d is not %d", pid, uid, os.geteuid())
+            conn.close()  # the client falls back in-process
             return
-        conn.sendall(HELLO_OK)
+        if len(self.peers) >= MAX_PEERS:
+            log.warning("refused pid %d: %d peers already sending requests", pid, MAX_PEERS)
+            conn.close()  # before the hello: nothing ran, the client runs it in-process
+            return
+        conn.setblocking(False)
+        if pid <= 0 or not self.same_world(pid):
+            log.info("pid %d is in another network world; told it to run in-process", pid)
+            with contextlib.suppress(OSError):
+                conn.send(HELLO_WRONG_WORLD)
+            conn.close()
+            return
+        conn.send(HELLO_OK)  # 8 bytes into an empty socket buffer: never partial
+        peer = Peer(conn, pid)
+        self.peers[conn.fileno()] = peer
+        peer.timer = self.loop.call_later(REQUEST_DEADLINE, lambda: self._expire(peer))
+        self.loop.add(conn.fileno(), lambda _ev: self._on_peer(peer), IN)
 
-        fields, fds = read_request(conn)
+    def _expire(self, peer: Peer) -> None:
+        peer.timer = None
+        log.warning("pid %d sent no complete request in %g s; dropped", peer.pid, REQUEST_DEADLINE)
+        self.drop(peer)
+
+    def drop(self, peer: Peer) -> None:
+        self.peers.pop(peer.conn.fileno(), None)
+        self.loop.remove(peer.conn.fileno())
+        peer.close()
+
+    def _on_peer(self, peer: Peer) -> None:
         try:
-            with entered_netns(pid):
-                reply = self.execute(fields, fds[0] if fds else None)
+            fields = peer.receive()
+            if fields is None and self.buffered > MAX_BUFFERED:
+                raise Refused("too many bytes of unfinished requests across peers")
+        except Refused as exc:
+            log.warning("pid %d: refused: %s", peer.pid, exc)
+            self._reply(peer, refusal(str(exc)))
+            return
+        except (EOFError, OSError) as exc:
+            log.info("pid %d: %s", peer.pid, exc)
+            self.drop(peer)
+            return
+        except Exception:  # a bug in reading one peer: drop that peer only
+            log.exception("pid %d: dropped", peer.pid)
+            self.drop(peer)
+            return
+        if fields is not None:
+            self.run(peer, fields)
+
+    def run(self, peer: Peer, fields: list[bytes]) -> None:
+        """Execute a complete request (the loop waits: one request at a time) and reply."""
+        self.loop.remove(peer.conn.fileno())
+        netns_fd = peer.reader.take_fd()
+        try:
+            reply = self.execute(Request.from_fields(fields), netns_fd, peer.pid)
+        except Refused as exc:
+            log.warning("pid %d: refused: %s", peer.pid, exc)
+            reply = refusal(str(exc))
+        except Exception as exc:  # one broken request must not take the engine down
+            log.exception("request failed")
+            reply = refusal(f"engine error: {exc!r}")
         finally:
-            for fd in fds:
-                os.close(fd)
-        conn.settimeout(_REQUEST_TIMEOUT)
-        conn.sendall(len(reply).to_bytes(4, "big") + reply)
+            if netns_fd is not None:
+                os.close(netns_fd)
+        self.last_request = time.monotonic()
+        self._reply(peer, reply)
+        if ns_ids("self") != self.world:
+            # Engine code moved our main thread into another namespace and left it there:
+            # every later request would run in the wrong world.
+            self.stop("engine left its namespaces; refusing to serve from there")
+
+    def _reply(self, peer: Peer, frame: bytes) -> None:
+        try:
+            peer.conn.settimeout(_REPLY_TIMEOUT)
+            peer.conn.sendall(frame)
+        except OSError as exc:
+            log.info("pid %d: reply not delivered: %s", peer.pid, exc)
+        self.drop(peer)
 
     def same_world(self, pid: int) -> bool:
         """Same user namespace, and the same files where it matters; any network namespace.
@@ -227,32 +508,29 @@ class Engine:
             return False
         return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
 
-    def execute(self, fields: list[bytes], netns_fd: int | None) -> bytes:
-        if len(fields) < 5:
-            raise ValueError(f"request has {len(fields)} fields, expected 5")
-        argv = [os.fsdecode(a) for a in decode_strings(fields[0])]
-        env = dict(_env_item(item) for item in decode_strings(fields[1]))
-        cwd, umask, stdin = fields[2], int(fields[3], 8), fields[4]
-
-        call_argv = list(argv)
+    def execute(self, req: Request, netns_fd: int | None, pid: int | None = None) -> bytes:
+        """Run one request as the caller would in-process; returns the reply frame."""
+        call_argv = list(req.argv)
         fd_path = original = None
         netns_ino = "-"
-        index = peek(argv).netns_index
+        index = peek(req.argv).netns_index
         if netns_fd is not None and index is not None:
             # The client opened the netns (it may be visible only there); the engine opens it
             # again through our fd table, for the duration of this call only.
-            original = argv[index]
+            original = req.argv[index]
             fd_path = f"/proc/self/fd/{netns_fd}"
             call_argv[index] = fd_path
             netns_ino = str(os.fstat(netns_fd).st_ino)
 
-        old_umask = os.umask(umask)
+        old_umask = os.umask(req.umask)
         try:
             try:
-                os.chdir(cwd)
+                os.chdir(req.cwd)
             except OSError:
                 pass  # relative paths then fail as they would in a vanished cwd
-            out, err, code = run_command(call_argv, stdin, env)
+            check_inputs(req, netns_fd if index is not None else None)
+            with entered_netns(pid):
+                out, err, code = run_command(call_argv, req.stdin, req.env)
         finally:
             os.umask(old_umask)
             os.chdir("/")
@@ -261,21 +539,23 @@ class Engine:
         if fd_path is not None and original is not None:
             out, err = _restore_path(out, err, fd_path, original)
         info = f"pid={os.getpid()} served={self.served} netns-ino={netns_ino}"
-        return pack_fields([
+        body = pack_fields([
             str(code).encode(),
             out.encode("utf-8", "surrogateescape"),
             err.encode("utf-8", "surrogateescape"),
             info.encode(),
         ])  # fmt: skip
-
-    def on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        self.stop_reason = f"signal {signal.Signals(signum).name}"
+        return len(body).to_bytes(4, "big") + body
 
 
 def run_command(argv: Sequence[str], stdin: bytes, env: Mapping[str, str]) -> tuple[str, str, int]:
     """netavark_cli.run, made total: the engine process must outlive any bug in a request."""
     from netns import netavark_cli
 
+    # Until netavark_cli routes request logs through logs.request_scope (issue 9), it resets
+    # the package logger's handlers per request: put the daemon's back afterwards.
+    package = logging.getLogger("netns")
+    handlers, level = list(package.handlers), package.level
     try:
         return netavark_cli.run(argv, stdin, env)
     except BaseException as exc:  # run() promises not to raise; a SystemExit still must not
@@ -283,11 +563,10 @@ def run_command(argv: Sequence[str], stdin: bytes, env: Mapping[str, str]) -> tu
             raise
         msg = json.dumps({"error": f"internal error: {exc!r}"}, separators=(",", ":"))
         return msg + "\n", "", 1
-
-
-def _env_item(item: bytes) -> tuple[str, str]:
-    key, _, value = item.partition(b"=")
-    return os.fsdecode(key), os.fsdecode(value)
+    finally:
+        package.handlers[:] = handlers
+        package.setLevel(level)
+        package.propagate = False
 
 
 def _restore_path(out: str, err: str, fd_path: str, original: str) -> tuple[str, str]:
@@ -295,44 +574,6 @@ def _restore_path(out: str, err: str, fd_path: str, original: str) -> tuple[str,
     pattern = re.compile(re.escape(fd_path) + r"(?!\d)")
     quoted = json.dumps(original)[1:-1]  # stdout is JSON
     return pattern.sub(lambda _m: quoted, out), pattern.sub(lambda _m: original, err)
-
-
-def read_request(conn: socket.socket) -> tuple[list[bytes], list[int]]:
-    """Read one request; returns its fields and any fds that came with it (close them)."""
-    fds: list[int] = []
-    head = len(REQUEST_MAGIC) + 4
-    try:
-        data, ancdata, _flags, _addr = conn.recvmsg(
-            65536, socket.CMSG_SPACE(4 * 4), socket.MSG_CMSG_CLOEXEC
-        )
-        for level, kind, payload in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                usable = len(payload) - len(payload) % 4
-                fds.extend(struct.unpack(f"{usable // 4}i", payload[:usable]))
-        buf = bytearray(data)
-        while len(buf) < head:
-            buf += _recv_some(conn)
-        if bytes(buf[: len(REQUEST_MAGIC)]) != REQUEST_MAGIC:
-            raise ValueError("bad request magic (client of another protocol version?)")
-        size = int.from_bytes(buf[len(REQUEST_MAGIC) : head], "big")
-        if size > _MAX_REQUEST:
-            raise ValueError(f"request of {size} bytes is too large")
-        while len(buf) < head + size:
-            buf += _recv_some(conn)
-        if len(fds) > 1:
-            raise ValueError(f"expected at most one fd, got {len(fds)}")
-        return unpack_fields(bytes(buf[head : head + size])), fds
-    except BaseException:
-        for fd in fds:
-            os.close(fd)
-        raise
-
-
-def _recv_some(conn: socket.socket) -> bytes:
-    chunk = conn.recv(1 << 20)
-    if not chunk:
-        raise EOFError("client closed the connection mid-request")
-    return chunk
 
 
 # --- namespaces, processes ------------------------------------------------------------------
@@ -348,13 +589,16 @@ def _ns_id(path: str) -> tuple[int, int]:
 
 
 @contextlib.contextmanager
-def entered_netns(pid: int) -> Iterator[None]:
+def entered_netns(pid: int | None) -> Iterator[None]:
     """Run the request in the caller's network namespace (its "host"), then come back.
 
     Everything the engine creates during the request (netlink and nftables sockets, sysctl
     files, a forked DNS server) then belongs to the caller's netns, exactly as if the caller
-    had run the command itself.
+    had run the command itself. pid None: stay where we are.
     """
+    if pid is None:
+        yield
+        return
     here = os.stat("/proc/thread-self/ns/net")
     there = os.stat(f"/proc/{pid}/ns/net")
     if (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino):
@@ -429,24 +673,22 @@ def ensure_private_dir(directory: str, *, config_dir: bool) -> None:
         raise PermissionError(f"{directory} is writable by group or others")
 
 
-def preload(engine: Engine | None = None) -> None:
+def preload() -> None:
     for name in PRELOAD:
         try:
             module = importlib.import_module(name)
         except ImportError as exc:
-            if engine:
-                engine.say(f"preload {name}: {exc} (requests needing it will fail as in-process)")
+            log.warning("preload %s: %s (requests needing it will fail as in-process)", name, exc)
             continue
         warm = getattr(module, "warmup", None)
         if callable(warm):  # an engine hook to pay lazy costs (netlink sockets, ...) now
             try:
                 warm()
             except Exception as exc:
-                if engine:
-                    engine.say(f"{name}.warmup() failed: {exc!r}")
+                log.warning("%s.warmup() failed: %r", name, exc)
 
 
-# --- entry point ---------------------------------------------------------------------------
+# --- state files: the log doubles as the single-instance lock -------------------------------
 
 
 def log_path(sock_path: str) -> str:
@@ -454,7 +696,81 @@ def log_path(sock_path: str) -> str:
     return base + ".log"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def shared_dir(sock_path: str) -> bool:
+    """An engine started without --config: its files sit beside other worlds' engines'."""
+    return os.path.basename(sock_path) != statefiles.ENGINE_SOCK
+
+
+def lock_log(sock_path: str) -> int | None:
+    """Open and flock our log; None if a live engine holds it (then it serves this socket).
+
+    A sweeping engine may unlink the file between our open and our flock: then we hold a lock
+    on a file nobody else can find, so we check the path still names it and retry.
+    """
+    path = log_path(sock_path)
+    for _ in range(5):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return None
+            raise
+        try:
+            st, now = os.fstat(fd), os.stat(path)
+            if (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino):
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    raise OSError(errno.EAGAIN, f"{path} keeps being replaced")
+
+
+def sweep_stale(directory: str, own_log: str) -> list[str]:
+    """Remove the socket and log of every engine in `directory` that is no longer running.
+
+    An engine holds the flock on its log for its whole life, so a log we can lock is a dead
+    engine's (SIGKILL, OOM, reboot of its netns); its socket only makes clients spawn again.
+    """
+    removed: list[str] = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in sorted(n for n in names if _STALE.match(n) and n.endswith(".log")):
+        path = os.path.join(directory, name)
+        if path == own_log:
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # a live engine
+        try:
+            for stale in (path[:-4] + ".sock", path):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(stale)
+                    removed.append(os.path.basename(stale))
+        finally:
+            os.close(fd)
+    for name in names:  # a socket without a log: an engine that never got as far as its lock
+        path = os.path.join(directory, name)
+        if _STALE.match(name) and name.endswith(".sock") and not os.path.exists(log_path(path)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+                removed.append(name)
+    return removed
+
+
+# --- entry point ---------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[str, Settings]:
     parser = argparse.ArgumentParser(prog="python -m netns.server", description=__doc__)
     parser.add_argument("--socket", required=True, help="unix socket path to serve on")
     parser.add_argument(
@@ -462,61 +778,69 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="exit after this many idle seconds (default: env BURROW_ENGINE_IDLE, else 30)",
     )  # fmt: skip
     opts = parser.parse_args(argv)
-    sock_path = os.path.abspath(opts.socket)
-    idle = opts.idle
-    if idle is None:
-        try:
-            idle = float(os.environ.get("BURROW_ENGINE_IDLE", DEFAULT_IDLE))
-        except ValueError:
-            idle = DEFAULT_IDLE
+    settings = Settings.from_env(os.environ)
+    if opts.idle is not None and opts.idle > 0:
+        settings = Settings(idle=opts.idle)
+    return os.path.abspath(opts.socket), settings
 
-    directory = os.path.dirname(sock_path)
-    try:
-        ensure_private_dir(
-            directory, config_dir=os.path.basename(sock_path) == statefiles.ENGINE_SOCK
-        )
-    except OSError as exc:
-        print(f"burrow engine: {exc}", file=sys.stderr)
-        return 1
 
-    # The log doubles as the single-instance lock: clients racing to spawn engines start
-    # several; all but one leave here, before paying for the imports.
-    fd = os.open(log_path(sock_path), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            return 0
-        raise
+def open_log(sock_path: str) -> TextIO | None:
+    """Take the single-instance lock; stdio and logging then go to the log file."""
+    ensure_private_dir(os.path.dirname(sock_path), config_dir=not shared_dir(sock_path))
+    # Clients racing to spawn engines start several; all but one leave here, before paying
+    # for the imports.
+    fd = lock_log(sock_path)
+    if fd is None:
+        return None
     os.ftruncate(fd, 0)
-    log = os.fdopen(fd, "a", buffering=1, closefd=True)
+    stream = os.fdopen(fd, "a", buffering=1, closefd=True)
     # Tracebacks and stray prints from engine code land in the log, never in a pipe.
     os.dup2(fd, 1, inheritable=True)
     os.dup2(fd, 2, inheritable=True)
+    return stream
 
-    engine = Engine(sock_path, idle, log)
+
+def main(argv: Sequence[str] | None = None) -> int:
+    sock_path, settings = parse_args(argv)
+    try:
+        stream = open_log(sock_path)
+    except OSError as exc:
+        print(f"burrow engine: {exc}", file=sys.stderr)
+        return 1
+    if stream is None:
+        return 0  # another engine serves this socket
+    directory = os.path.dirname(sock_path)
+    set_title(f"burrow engine {directory}")
+    logs.configure(f"burrow engine {directory}", stream=stream)
+    if shared_dir(sock_path):
+        removed = sweep_stale(directory, log_path(sock_path))
+        if removed:
+            log.info("removed files of engines that died: %s", " ".join(removed))
+    engine = Engine(sock_path, settings)
     signal.signal(signal.SIGTERM, engine.on_signal)
     signal.signal(signal.SIGINT, engine.on_signal)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         set_child_subreaper()
     except OSError as exc:
-        engine.say(f"{exc}; daemons' zombies are left to PID 1")
+        log.warning("%s; daemons' zombies are left to PID 1", exc)
     started = time.monotonic()
-    preload(engine)
-    engine.say(f"preloaded in {1000 * (time.monotonic() - started):.0f} ms")
+    preload()
+    log.info("preloaded in %.0f ms", 1000 * (time.monotonic() - started))
     try:
         engine.bind()
     except OSError as exc:
-        engine.say(f"cannot listen on {sock_path}: {exc}")
+        log.error("cannot listen on %s: %s", sock_path, exc)
         return 1
-    engine.say(f"serving {sock_path} (idle timeout {idle:g} s)")
+    log.info("serving %s (idle timeout %g s)", sock_path, settings.idle)
     try:
         reason = engine.serve()
     finally:
         engine.close()
-    engine.say(f"exiting after {engine.served} requests: {reason}")
+    log.info("exiting after %d requests: %s", engine.served, reason)
+    if shared_dir(sock_path):  # nobody will look for it, and the next engine would sweep it
+        with contextlib.suppress(OSError):
+            os.unlink(log_path(sock_path))
     return 0
 
 

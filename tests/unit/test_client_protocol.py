@@ -46,11 +46,14 @@ def test_request_encoding_matches_what_the_engine_reads() -> None:
 
 def test_engine_executes_version_like_run() -> None:
     # execute() is the engine's whole per-request path minus the socket; `version` is pure.
-    engine = server.Engine("/nonexistent/burrow-engine.sock", 1.0, sys.stderr)
+    engine = server.Engine("/nonexistent/burrow-engine.sock", server.Settings(idle=1.0))
     data = client.encode_request(["version"], {b"A": b"b"}, b"", str(REPO).encode(), 0o022)
     head = len(client.REQUEST_MAGIC) + 4
+    req = server.Request.from_fields(client.unpack_fields(data[head:]))
     try:
-        reply = client.unpack_fields(engine.execute(client.unpack_fields(data[head:]), None))
+        frame = engine.execute(req, None)
+        assert int.from_bytes(frame[:4], "big") == len(frame) - 4
+        reply = client.unpack_fields(frame[4:])
         assert os.getcwd() == "/"  # the engine never keeps a caller's cwd busy
     finally:
         os.chdir(REPO)
