@@ -15,6 +15,7 @@ AARDVARK_LOCK = "aardvark.lock"  # beside AARDVARK_DIR, as netavark takes it
 DNS_STATS = ".burrow-dns-stats.json"
 FIREWALL_DIR = "firewall"
 FIREWALL_LOCK = "lock"  # inside FIREWALL_DIR
+FIREWALL_APPLYING = "applying"  # inside FIREWALL_DIR while state is ahead of the kernel
 
 
 def engine_sock_for(net: int, user: int) -> str:

@@ -23,9 +23,11 @@ class Backend(Protocol):
     name: str
 
     def apply(
-        self, old: rules.Ruleset, new: rules.Ruleset, installed: frozenset[str]
+        self, old: rules.Ruleset | None, new: rules.Ruleset, installed: frozenset[str]
     ) -> frozenset[str]:
-        """Make the kernel match `new` (`old` was the last applied). Returns the new bookkeeping."""
+        """Make the kernel match `new` (`old` was the last applied, None: unknown, rebuild all).
+
+        Returns the new bookkeeping."""
 
 
 def ruleset_of(snap: Snapshot) -> rules.Ruleset:
@@ -76,11 +78,15 @@ class StatefulFirewall:
                     old_rules = rules.Ruleset()
             except BurrowError as exc:
                 raise exc.wrap(where) from exc
-            self.store.save(old, new, self.name)
-            try:
-                installed = self.backend.apply(old_rules, new_rules, old.installed)
-            except Exception as exc:
-                self.store.save(new, old, self.name)
-                raise context(where, exc) from exc
-            if installed != new.installed:
-                self.store.save(new, replace(new, installed=installed), self.name)
+            # A process killed between saving state and applying it leaves the kernel holding
+            # anything from its old rules to its new ones: rebuild the whole table from state.
+            known: rules.Ruleset | None = None if self.store.interrupted() else old_rules
+            with self.store.applying():
+                self.store.save(old, new, self.name)
+                try:
+                    installed = self.backend.apply(known, new_rules, old.installed)
+                except Exception as exc:
+                    self.store.save(new, old, self.name)
+                    raise context(where, exc) from exc
+                if installed != new.installed:
+                    self.store.save(new, replace(new, installed=installed), self.name)

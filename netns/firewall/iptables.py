@@ -201,7 +201,8 @@ class IptablesBackend:
         self.prefix = list(argv_prefix)
         self.runner = runner
 
-    def apply(self, old: Ruleset, new: Ruleset, installed: frozenset[str]) -> frozenset[str]:
+    def apply(self, old: Ruleset | None, new: Ruleset, installed: frozenset[str]) -> frozenset[str]:
+        old = old or Ruleset()  # unknown: declaring new's chains flushes them; -C probes jumps
         result = set(installed)
         done: list[int] = []
         try:

@@ -285,7 +285,7 @@ class NftablesBackend:
             batch = _retable(batch, self.table)
         return json.dumps(batch, separators=(",", ":"))
 
-    def apply(self, old: Ruleset, new: Ruleset, installed: frozenset[str]) -> frozenset[str]:
+    def apply(self, old: Ruleset | None, new: Ruleset, installed: frozenset[str]) -> frozenset[str]:
         batch = render(new, old, skeleton=SKELETON in installed)
         res = self.runner(self.argv, self._dump(batch))
         if res.returncode != 0:
@@ -295,6 +295,8 @@ class NftablesBackend:
                 return frozenset({SKELETON}) if not new.empty else frozenset()
         if res.returncode != 0:
             raise BurrowError(f"apply batch: {error_text(res)}")
+        if old is None:  # a full render: the table exists only if there are rules
+            return frozenset({SKELETON}) if not new.empty else frozenset()
         # Every non-full render leaves the table and its base chains in place.
         return frozenset({SKELETON})
 

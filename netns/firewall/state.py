@@ -59,6 +59,23 @@ class StateStore:
         with locks.locked(self.root / statefiles.FIREWALL_LOCK):
             yield
 
+    def interrupted(self) -> bool:
+        """Whether a transaction was cut short (its process killed) between save and apply."""
+        return (self.root / statefiles.FIREWALL_APPLYING).exists()
+
+    @contextmanager
+    def applying(self) -> Iterator[None]:
+        """Mark the state ahead of the kernel for the block; a crash leaves the mark behind."""
+        mark = self.root / statefiles.FIREWALL_APPLYING
+        try:
+            mark.touch()
+        except OSError as exc:
+            raise context(f"firewall state {self.root}", exc) from exc
+        try:
+            yield
+        finally:
+            mark.unlink(missing_ok=True)
+
     def load(self) -> Snapshot:
         try:
             networks = {p.stem: network_from_json(_read(p)) for p in _files(self.root / "networks")}
