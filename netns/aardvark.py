@@ -3,6 +3,8 @@
 Files live in `<config>/aardvark-dns/`, one per network (`<name>%int` for internal networks), all
 writes under an flock on `<config>/aardvark.lock`. After a change the daemon gets SIGHUP; if it
 is not running, setup starts it (`<bin> --config <dir> -p <port> run`, which daemonizes).
+The format itself (names, lines, what a field may hold) is netns/dns/config.py's, which the
+server reads with: every line is rendered there, and refused there if it would not read back.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from netns import locks, statefiles
+from netns import locks, proctitle, statefiles
+from netns.dns import config as fmt
 from netns.errors import BurrowError
 
 log = logging.getLogger("netns.aardvark")
@@ -38,15 +41,22 @@ class Entry:
 
     @property
     def filename(self) -> str:
-        return f"{self.network}%int" if self.internal else self.network
+        return fmt.filename(self.network, self.internal)
 
     def header(self) -> str:
-        line = ",".join(self.listen_ips)
-        return f"{line} {','.join(self.network_dns)}" if self.network_dns else line
+        return fmt.format_header(self.listen_ips, self.network_dns)
 
     def line(self) -> str:
-        text = f"{self.container_id} {','.join(self.ipv4)} {','.join(self.ipv6)} {','.join(self.names)}"
-        return f"{text} {','.join(self.container_dns)}" if self.container_dns else text
+        ctr = fmt.Container(self.container_id, self.ipv4, self.ipv6, self.names, self.container_dns)
+        return fmt.format_container(ctr)
+
+    def rendered(self) -> tuple[str, str, str]:
+        """(file name, header, record line), or BurrowError naming what cannot be written."""
+        try:
+            return self.filename, self.header(), self.line()
+        except fmt.ConfigError as exc:
+            raise BurrowError(f"DNS record of container {self.container_id!r} on network "
+                              f"{self.network!r}: {exc}") from None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -77,32 +87,36 @@ class AardvarkConfig:
             yield
 
     def add(self, entries: Sequence[Entry]) -> None:
+        rendered = [e.rendered() for e in entries]  # validate all, then write
         with self.locked():
-            for e in entries:
-                path = self.dir / e.filename
+            for name, header, line in rendered:
+                path = self.dir / name
                 try:
                     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-                    os.write(fd, (e.header() + "\n").encode())
+                    os.write(fd, (header + "\n").encode())
                     os.close(fd)
                 except FileExistsError:
                     pass
                 with open(path, "a") as f:
-                    f.write(e.line() + "\n")
+                    f.write(line + "\n")
+
+    def _file(self, network: str, internal: bool) -> Path:
+        try:
+            return self.dir / fmt.filename(network, internal)
+        except fmt.ConfigError as exc:
+            raise BurrowError(f"DNS config of network {network!r}: {exc}") from None
 
     def remove(self, container_id: str, networks: Sequence[tuple[str, bool]]) -> None:
         """Drop the container's lines; a file left with only its header goes."""
         with self.locked():
             for name, internal in networks:
-                path = self.dir / (f"{name}%int" if internal else name)
+                path = self._file(name, internal)
                 try:
                     lines = path.read_text().splitlines()
                 except FileNotFoundError:
                     continue
-                kept = [
-                    ln
-                    for i, ln in enumerate(lines)
-                    if i == 0 or container_id not in ln.split(" ")[:1]
-                ]
+                ctr = container_id.lower()
+                kept = [ln for i, ln in enumerate(lines) if i == 0 or fmt.container_id_of(ln) != ctr]
                 if len(kept) <= 1:
                     path.unlink(missing_ok=True)
                 else:
@@ -112,15 +126,18 @@ class AardvarkConfig:
 
     def update_dns(self, network: str, servers: Sequence[str]) -> None:
         with self.locked():
-            for name in (network, f"{network}%int"):
-                path = self.dir / name
+            for internal in (False, True):
+                path = self._file(network, internal)
                 if path.exists():
                     break
             else:
                 raise BurrowError(f"network {network} has no DNS configuration in {self.dir}")
             lines = path.read_text().splitlines()
-            listen = lines[0].split(" ")[0]
-            lines[0] = f"{listen} {','.join(servers)}" if servers else listen
+            try:
+                listen, _ = fmt.header_of(lines[0] if lines else "")
+                lines[:1] = [fmt.format_header(listen, servers)]
+            except fmt.ConfigError as exc:
+                raise BurrowError(f"DNS config of network {network!r}: {exc}") from None
             tmp = path.with_name(f".{path.name}.tmp")
             tmp.write_text("\n".join(lines) + "\n")
             tmp.replace(path)
@@ -145,6 +162,9 @@ class AardvarkConfig:
                 os.dup2(null, 0)
                 os.dup2(null, 1)
                 os.dup2(w, 2)
+                # Before the environment is swapped: setproctitle finds the memory it rewrites
+                # through environ on first use, and silently does nothing once it was cleared.
+                proctitle.set_title(" ".join(["burrow-dns", *args]))
                 if env is not None:
                     os.environ.clear()
                     os.environ.update(env)
@@ -185,6 +205,8 @@ class AardvarkConfig:
             code, text = forked
             if code != 0:
                 raise BurrowError(f"aardvark-dns failed to start: {text.strip() or f'exit code {code}'}")
+            for line in text.splitlines():  # what it said before it daemonized: skipped files,
+                log.info("%s", line)  # addresses gone from this netns
             return
         try:
             res = subprocess.run(

@@ -1,4 +1,5 @@
-"""Parse aardvark-dns's config directory (the 1.4 form and the newest `%int` form).
+"""The Aardvark config format, read and written here only (the 1.4 form and the newest `%int`
+form): burrow-dns parses it, the engine (netns/aardvark.py) writes it.
 
 One file per network, named after the network. Line 1 is `listen_ip[,listen_ip] [dns,dns]`;
 every other non-empty line is `ctr_id v4[,v4]|"" v6[,v6]|"" name[,alias...] [dns,dns]`, fields
@@ -6,19 +7,24 @@ separated by single spaces (so an empty v4 or v6 list is two spaces in a row). A
 on the file name marks an internal network, which must never forward.
 
 A bad file is reported and skipped: one broken network must not take the others down
-(aardvark 1.4 aborted the whole load, spec §2.1 bug 3).
+(aardvark 1.4 aborted the whole load, spec §2.1 bug 3). The writer refuses any field that would
+change the shape of a file (a space, comma, newline or control character in a name: issue 12
+item 5 injected a record with a newline in a container name) and any network name that is not
+a plain file name, so what is written always parses back to the same records.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from netns import statefiles
 
 PID_FILE = statefiles.AARDVARK_PID
 INTERNAL_SUFFIX = "%int"
+_NOT_IN_A_FIELD = frozenset(" ,\x7f") | frozenset(map(chr, range(32)))
 
 
 class ConfigError(Exception):
@@ -115,6 +121,62 @@ def _parse_container(line: str) -> Container:
     return Container(ctr_id.lower(), _ips(v4, 4, "ipv4"), _ips(v6, 6, "ipv6"), name_list, dns)
 
 
+# -- writing ----------------------------------------------------------------------------------
+def _field(value: str, what: str) -> str:
+    if not value:
+        raise ConfigError(f"empty {what}")
+    bad = _NOT_IN_A_FIELD.intersection(value)
+    if bad:
+        raise ConfigError(f"{what} {value!r} contains {''.join(sorted(bad))!r}, "
+                          "which the DNS config format cannot hold")
+    return value
+
+
+def filename(network: str, internal: bool) -> str:
+    """The file of a network: its name, plus `%int` when internal. Raises ConfigError for a
+    name that is not a plain file name the reader would take back as this network."""
+    _field(network, "network name")
+    if "/" in network or network.startswith(".") or network == PID_FILE or "%" in network:
+        raise ConfigError(f"network name {network!r} cannot be a DNS config file name")
+    return network + INTERNAL_SUFFIX if internal else network
+
+
+def format_header(listen_ips: Sequence[str], dns_servers: Sequence[str]) -> str:
+    """Line 1: `listen_ip[,listen_ip] [dns,dns]`."""
+    listen = ",".join(_ips(",".join(_field(ip, "listen address") for ip in listen_ips), None,
+                           "listen"))
+    if not listen:
+        raise ConfigError("no listen address")
+    servers = ",".join(_servers(",".join(_field(s, "dns server") for s in dns_servers)))
+    return f"{listen} {servers}" if servers else listen
+
+
+def format_container(ctr: Container) -> str:
+    """`ctr_id v4[,v4] v6[,v6] name[,alias...] [dns,dns]` (an empty IP list is an empty field)."""
+    fields = [
+        _field(ctr.id, "container id"),
+        ",".join(_ips(",".join(_field(ip, "ipv4 address") for ip in ctr.v4), 4, "ipv4")),
+        ",".join(_ips(",".join(_field(ip, "ipv6 address") for ip in ctr.v6), 6, "ipv6")),
+        ",".join(_field(n, "name") for n in ctr.names),
+    ]
+    if not ctr.names:
+        raise ConfigError(f"container {ctr.id}: no name")
+    if ctr.dns_servers:
+        fields.append(",".join(_servers(",".join(_field(s, "dns server") for s in ctr.dns_servers))))
+    return " ".join(fields)
+
+
+def header_of(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The listen addresses and network DNS servers of a file's text."""
+    net = parse_network("n", text.split("\n", 1)[0] + "\n")
+    return net.listen_ips, net.dns_servers
+
+
+def container_id_of(line: str) -> str:
+    """The container id a record line belongs to ('' for a blank line), as the reader sees it."""
+    return line.split(" ", 1)[0].lower()
+
+
 def load_dir(path: str) -> Loaded:
     """Every regular file but the pid file is a network. Raises OSError if the dir is unreadable."""
     networks: list[Network] = []
@@ -122,7 +184,7 @@ def load_dir(path: str) -> Loaded:
     with os.scandir(path) as it:
         entries = sorted(it, key=lambda e: e.name)
     for entry in entries:
-        if entry.name == PID_FILE or entry.name.startswith("."):
+        if entry.name == PID_FILE or entry.name.startswith("."):  # dotfiles: temp files, stats
             continue
         try:
             if not entry.is_file():

@@ -6,7 +6,19 @@ from pathlib import Path
 
 import pytest
 
-from netns.dns.config import ConfigError, load_dir, parse_network
+from netns.aardvark import AardvarkConfig, Entry
+from netns.dns.config import (
+    ConfigError,
+    Container,
+    container_id_of,
+    filename,
+    format_container,
+    format_header,
+    header_of,
+    load_dir,
+    parse_network,
+)
+from netns.errors import BurrowError
 
 ID = "f352" + "0" * 60
 
@@ -71,3 +83,66 @@ def test_load_dir_skips_bad_files_pid_and_dotfiles(tmp_path: Path) -> None:
     assert [n.name for n in loaded.networks] == ["good"]
     assert len(loaded.errors) == 2
     assert any("bad" in e and "line 2" in e for e in loaded.errors)
+
+
+# -- the writer side: one module owns the format, and what it writes reads back -------------------
+def test_written_lines_parse_back_to_the_same_records() -> None:
+    ctr = Container("ab12", ("10.89.0.2",), ("fd10::2",), ("web1", "web"), ("1.1.1.1",))
+    v6only = Container("cd34", (), ("fd10::3",), ("db",), ())
+    text = "\n".join([format_header(["10.89.0.1", "fd10::1"], ["9.9.9.9", "fe80::1%eth0"]),
+                      format_container(ctr), format_container(v6only)]) + "\n"
+    net = parse_network(filename("pd", internal=True), text)
+    assert net.name == "pd" and net.internal
+    assert net.listen_ips == ("10.89.0.1", "fd10::1")
+    assert net.dns_servers == ("9.9.9.9", "fe80::1%eth0")
+    assert net.containers == (ctr, v6only)
+    assert header_of(text) == (net.listen_ips, net.dns_servers)
+    assert container_id_of(format_container(ctr)) == "ab12"
+
+
+@pytest.mark.parametrize("ctr, msg", [
+    (Container("id", ("10.0.0.2",), (), ("web\n99 10.0.0.66  evil",), ()), "name"),
+    (Container("id", ("10.0.0.2",), (), ("a b",), ()), "name"),
+    (Container("id", ("10.0.0.2",), (), ("a,b",), ()), "name"),
+    (Container("id", ("10.0.0.2",), (), (), ()), "no name"),
+    (Container("i d", ("10.0.0.2",), (), ("a",), ()), "container id"),
+    (Container("id", ("fd00::2",), (), ("a",), ()), "not IPv4"),
+    (Container("id", ("10.0.0.2\n",), (), ("a",), ()), "ipv4"),
+    (Container("id", ("10.0.0.2",), (), ("a",), ("8.8.8.8 x",)), "dns server"),
+])
+def test_writer_refuses_fields_that_would_change_the_file(ctr: Container, msg: str) -> None:
+    with pytest.raises(ConfigError, match=msg):
+        format_container(ctr)
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", ".hidden", "", "aardvark.pid", "x%int",
+                                  "new\nline"])
+def test_network_names_that_are_not_plain_file_names(name: str) -> None:
+    with pytest.raises(ConfigError):
+        filename(name, internal=False)
+
+
+def entry(**kw: object) -> Entry:
+    base: dict[str, object] = dict(
+        network="net1", internal=False, listen_ips=("10.89.0.1",), network_dns=(),
+        container_id="ab" * 32, ipv4=("10.89.0.2",), ipv6=(), names=("web",), container_dns=())
+    return Entry(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def test_engine_writer_validates_every_entry_before_writing_any(tmp_path: Path) -> None:
+    """Issue 12 item 5: a newline in a container name injected a record; `../` escaped."""
+    dns = AardvarkConfig(tmp_path, "/nonexistent/burrow-dns", 53)
+    good = entry()
+    with pytest.raises(BurrowError, match="name"):
+        dns.add([good, entry(names=("web\n" + "ff" * 32 + " 10.89.0.66  evil",))])
+    with pytest.raises(BurrowError, match="network"):
+        dns.add([entry(network="../escape")])
+    with pytest.raises(BurrowError):
+        dns.update_dns("../../etc/x", ["1.1.1.1"])
+    assert not list(dns.dir.iterdir()) and not (tmp_path / "escape").exists()
+    dns.add([good, entry(container_id="cd" * 32, ipv4=("10.89.0.3",), names=("db", "DB2"))])
+    dns.update_dns("net1", ["9.9.9.9"])
+    dns.remove("ab" * 32, [("net1", False)])
+    net = load_dir(str(dns.dir)).networks[0]
+    assert net.dns_servers == ("9.9.9.9",)
+    assert [(c.id, c.names) for c in net.containers] == [("cd" * 32, ("db", "db2"))]

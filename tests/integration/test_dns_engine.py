@@ -1,0 +1,73 @@
+"""burrow-dns as the engine starts it (netns/aardvark.py forks the engine process into it):
+what `ps` shows, and a stale network file left behind by a bridge that is gone.
+Everything runs in throwaway "host" and "container" namespaces.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.engine_util import World, network, options, wait_for
+from tests.integration.test_dns_support import alive
+from tests.nsutil import VENV_BIN, Netns, have, unique
+
+pytestmark = pytest.mark.root
+
+
+def _world(host: Netns, tmp_path: Path) -> World:
+    return World(host, tmp_path / "cfg", "nftables", aardvark=str(VENV_BIN / "burrow-dns"),
+                 env={"BURROW_DNS_RESOLV_CONF": "/dev/null"})
+
+
+def _net(prefix: str) -> dict[str, object]:
+    return network(unique("n"), unique("bd"), [(f"{prefix}.0/24", f"{prefix}.1")], dns_enabled=True)
+
+
+def test_forked_dns_server_says_what_it_is(host_ns: Netns, netns_factory: Callable[[], Netns],
+                                           tmp_path: Path) -> None:
+    w = _world(host_ns, tmp_path)
+    ctr = netns_factory()
+    net = _net("10.79.1")
+    o = options("web1", [(net, {"interface_name": "eth0", "static_ips": ["10.79.1.2"]})])
+    w.setup(ctr, o)
+    dns_dir = w.config / "aardvark-dns"
+    pid = int((dns_dir / "aardvark.pid").read_text())
+    assert alive(pid)
+    # not the `python -m netns.netavark_cli ... setup <netns>` of the engine it was forked from
+    assert Path(f"/proc/{pid}/cmdline").read_text().strip("\0") == (
+        f"burrow-dns --config {dns_dir} -p 53 run")
+    assert Path(f"/proc/{pid}/comm").read_text().strip() == "burrow-dns"
+    w.teardown(ctr, o)
+
+
+def test_stale_network_file_does_not_break_the_next_setup(
+    host_ns: Netns, netns_factory: Callable[[], Netns], tmp_path: Path
+) -> None:
+    """Issue 10: a network whose bridge is gone (netns rebuilt, no teardown) left its DNS file;
+    every later setup then failed: 'failed to bind udp listener ...: Cannot assign requested
+    address'. Now its address is left out and the live network is served."""
+    if not have("dig"):
+        pytest.skip("environment: needs dig")
+    w = _world(host_ns, tmp_path)
+    dns_dir = w.config / "aardvark-dns"
+    dns_dir.mkdir(parents=True)
+    (dns_dir / "gonenet").write_text(f"10.79.250.1\n{'e' * 64} 10.79.250.2  ghost\n")
+    ctr = netns_factory()
+    net = _net("10.79.2")
+    o = options("web2", [(net, {"interface_name": "eth0", "static_ips": ["10.79.2.2"]})])
+    w.setup(ctr, o)
+    pid = int((dns_dir / "aardvark.pid").read_text())
+
+    def dig(name: str) -> str:
+        return ctr.run(["dig", "+short", "+time=2", "+tries=2", "@10.79.2.1", name],
+                       check=False).stdout.strip()
+
+    assert wait_for(lambda: dig("web2") == "10.79.2.2")
+    assert alive(pid)
+    w.teardown(ctr, o)
+    assert wait_for(lambda: not alive(pid))  # only the stale network left: nothing to serve
+    assert not os.path.exists(dns_dir / "aardvark.pid")
