@@ -1,112 +1,88 @@
 """`create`: complete a network definition the way Netavark 2.x does (pure).
 
-Input: `{"network": Network, "used": {"interfaces": [...], "names": [...], "subnets": [...]},
-"options": {"subnet_pools": [{"base": CIDR, "size": N}], "default_interface_name": "podman",
-"check_used_subnets": bool}}`. Output: the Network with a bridge name, subnets and gateways.
+Input (`schema.CreateRequest`): a partial Network, the interfaces, names and subnets in use,
+the subnet pools and the bridge-name prefix. Output: the Network with a bridge name, subnets and
+gateways, checked by the same rules setup applies (driver options, MTU, names).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+import itertools
 import secrets
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterator
 
-from netns import names, validate
+from netns import drivers, ipam, validate
 from netns.errors import BurrowError
-from netns.schema import IPNetwork, Network, parse_net
+from netns.schema import CreateRequest, IPNetwork, Network, Subnet, SubnetPool
 
-DEFAULT_POOLS = ({"base": "10.89.0.0/16", "size": 24},)
-MAX_BRIDGES = 100_000
-
-
-def _overlaps(net: IPNetwork, used: Iterable[IPNetwork]) -> bool:
-    return any(net.version == u.version and net.overlaps(u) for u in used)
+DEFAULT_POOLS = (SubnetPool(ipaddress.ip_network("10.89.0.0/16"), 24),)
+DEFAULT_PREFIX = "podman"
+ULA_TRIES = 1000
 
 
-def free_subnet(pools: Iterable[dict[str, Any]], used: list[IPNetwork]) -> IPNetwork:
-    """The first subnet of the first pool that overlaps nothing in use."""
+def pool_candidates(pools: tuple[SubnetPool, ...]) -> Iterator[IPNetwork]:
     for pool in pools:
-        base = parse_net(str(pool.get("base", "")), "subnet pool base")
-        size = int(pool.get("size", 24))
-        if size < base.prefixlen:
-            raise BurrowError(f"subnet pool {base}: size /{size} is larger than the pool")
-        for candidate in base.subnets(new_prefix=size):
-            if not _overlaps(candidate, used):
-                return candidate
-    raise BurrowError("could not find a free subnet in the subnet pools; remove unused networks")
+        yield from ipam.pool_subnets(pool.base, pool.size)
 
 
-def free_ula(used: list[IPNetwork]) -> IPNetwork:
+def random_ulas() -> Iterator[IPNetwork]:
     # Podman picks a random /64 under fd00::/8 for --ipv6 without a subnet.
-    for _ in range(1000):
-        candidate = ipaddress.ip_network(
+    for _ in range(ULA_TRIES):
+        yield ipaddress.ip_network(
             f"fd{secrets.token_hex(1)}:{secrets.token_hex(2)}:{secrets.token_hex(2)}::/64"
         )
-        if not _overlaps(candidate, used):
-            return candidate
-    raise BurrowError("could not find a free IPv6 subnet")
 
 
-def create_network(obj: Any) -> dict[str, Any]:
-    if not isinstance(obj, dict) or "network" not in obj:
-        raise BurrowError("create: input must be a JSON object with a `network` field")
-    used = obj.get("used") or {}
-    options = obj.get("options") or {}
-    raw = dict(obj["network"])
-    raw.setdefault("id", secrets.token_hex(32))
-    raw.setdefault("driver", "bridge")
-    raw.setdefault("ipv6_enabled", False)
-    raw.setdefault("internal", False)
-    raw.setdefault("dns_enabled", False)
-    net = Network.from_json(raw)
-    names.config_token(net.name, "network name")
-    if net.name in (used.get("names") or []):
-        raise BurrowError(f"network name {net.name} is already used")
-    if net.driver not in validate.DRIVERS:
-        raise BurrowError(f"unknown network driver {net.driver!r}")
-    allowed = validate.BRIDGE_OPTIONS if net.driver == "bridge" else validate.MACVLAN_OPTIONS
-    for key in net.options or {}:
-        if key not in allowed:
-            raise BurrowError(
-                f"unsupported {net.driver} network option {key!r}; valid: {', '.join(sorted(allowed))}"
-            )
-
-    used_subnets = [parse_net(s, "used subnet") for s in used.get("subnets") or []]
-    subnets = [s.to_json() for s in net.subnets]
+def choose_subnets(req: CreateRequest) -> list[IPNetwork]:
+    """The network's subnets, plus a free IPv4 one and a free IPv6 one where it needs them."""
+    net = req.network
     nets = [s.subnet for s in net.subnets]
-    if options.get("check_used_subnets", True):
+    if req.check_used_subnets:
         for n in nets:
-            if _overlaps(n, used_subnets):
+            if ipam.overlaps(n, req.used_subnets):
                 raise BurrowError(f"subnet {n} is already used on the host or by another network")
+    used = list(req.used_subnets)
     if not any(n.version == 4 for n in nets) and not (net.ipv6_enabled and nets):
-        chosen = free_subnet(options.get("subnet_pools") or DEFAULT_POOLS, used_subnets + nets)
-        subnets.append({"subnet": str(chosen)})
-        nets.append(chosen)
+        pools = pool_candidates(req.subnet_pools or DEFAULT_POOLS)
+        nets.append(ipam.free_subnet(pools, used + nets, exhausted=(
+            "could not find a free subnet in the subnet pools; remove unused networks")))
     if net.ipv6_enabled and not any(n.version == 6 for n in nets):
-        chosen6 = free_ula(used_subnets + nets)
-        subnets.append({"subnet": str(chosen6)})
-        nets.append(chosen6)
-    for sub in subnets:
-        subnet = parse_net(sub["subnet"], "subnet")
+        nets.append(ipam.free_subnet(
+            random_ulas(), used + nets, exhausted="could not find a free IPv6 subnet"))
+    return nets
+
+
+def with_gateways(net: Network, nets: list[IPNetwork], auto_gateway: bool) -> tuple[Subnet, ...]:
+    given = {s.subnet: s for s in net.subnets}
+    out: list[Subnet] = []
+    for subnet in nets:
+        sub = given.get(subnet, Subnet(subnet))
         if subnet.num_addresses < 4:
             raise BurrowError(f"subnet {subnet} is too small for a gateway and a container")
-        if "gateway" not in sub and net.driver == "bridge":
-            sub["gateway"] = str(next(iter(subnet.hosts())) if subnet.version == 4 else subnet[1])
-        elif "gateway" in sub and ipaddress.ip_address(sub["gateway"]) not in subnet:
-            raise BurrowError(f"gateway {sub['gateway']} is not in subnet {subnet}")
-    raw["subnets"] = subnets
-    raw["ipv6_enabled"] = any(n.version == 6 for n in nets)
+        if sub.gateway is None and auto_gateway:
+            first = next(itertools.islice(subnet.hosts(), 1)) if subnet.version == 4 else subnet[1]
+            sub = dataclasses.replace(sub, gateway=first)
+        elif sub.gateway is not None and sub.gateway not in subnet:
+            raise BurrowError(f"gateway {sub.gateway} is not in subnet {subnet}")
+        out.append(sub)
+    return tuple(out)
 
-    if net.driver == "bridge" and not net.network_interface:
-        taken = set(used.get("interfaces") or [])
-        prefix = options.get("default_interface_name") or "podman"
-        for i in range(MAX_BRIDGES):
-            candidate = f"{prefix}{i}"
-            if candidate not in taken:
-                raw["network_interface"] = names.ifname(candidate, "bridge interface")
-                break
-    elif net.network_interface:
-        names.ifname(net.network_interface, "network interface")
-    raw.setdefault("ipam_options", {"driver": "host-local"})
-    return Network.from_json(raw).to_json()
+
+def create_network(req: CreateRequest) -> Network:
+    net = req.network
+    if net.name in req.used_names:
+        raise BurrowError(f"network name {net.name} is already used")
+    driver = drivers.get(net.driver)
+    nets = choose_subnets(req)
+    net = dataclasses.replace(
+        net,
+        subnets=with_gateways(net, nets, driver.auto_gateway),
+        ipv6_enabled=any(n.version == 6 for n in nets),
+        ipam_options=net.ipam_options if net.ipam_options is not None else {"driver": "host-local"},
+    )
+    # The same checks setup applies, so a network that `create` accepts can be set up.
+    validate.check_network(net)
+    prefix = req.default_interface_name or DEFAULT_PREFIX
+    return driver.complete(net, req.used_interfaces, prefix)

@@ -1,4 +1,12 @@
-"""Netavark semantics: validate all → plan all → apply with rollback → firewall → DNS → status.
+"""The engine's typed API: parse → validate → ipam → plan → apply (undo stack) → status.
+
+Front doors (the Netavark CLI in `netavark_cli`, the warm engine through it, a CNI adapter)
+parse their own wire format into `netns.schema` types and call these four functions:
+
+    setup(ctx, options, netns) -> {network name: StatusBlock}
+    teardown(ctx, options, netns) -> None
+    update(ctx, network, servers) -> None
+    create(request) -> Network
 
 Setup is transactional across networks: if anything fails, what was applied is undone in
 reverse and the error is returned. Teardown attempts every step and reports all failures.
@@ -6,36 +14,46 @@ reverse and the error is returned. Teardown attempts every step and reports all 
 
 from __future__ import annotations
 
+import dataclasses
+import errno
+import fcntl
+import functools
 import ipaddress
-import json
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from netns import locks, statefiles, validate
+from netns import drivers, ipam, locks, names, statefiles, validate
 from netns.aardvark import AardvarkConfig, Entry, dns_port
-from netns.drivers import bridge, macvlan
+from netns.drivers.base import Attachment
 from netns.errors import BurrowError, MultiError
 from netns.firewall.types import Firewall, NetworkFw, PortFw
 from netns.plan import DeleteBridgeIfUnused, DetachFromBridge, Op
 from netns.schema import (
+    CreateRequest,
+    IPAddress,
     NetAddress,
     NetInterface,
+    Network,
     NetworkOptions,
     StatusBlock,
-    dump_status,
 )
-from netns.validate import Attachment, Request
+from netns.undo import UndoStack
+from netns.validate import Request
 
 if TYPE_CHECKING:
     from netns.netlink import Netlink
 
 log = logging.getLogger("netns.engine")
 SEARCH_DOMAIN = "dns.podman"
+NS_GET_NSTYPE = 0xB703  # ioctl on a namespace fd: its CLONE_NEW* type
+CLONE_NEWNET = 0x40000000
+# A netns to work in: a path (opened and closed here) or an open fd (the caller's to close).
+NetnsRef = str | os.PathLike[str] | int
 
 
 @dataclass(frozen=True)
@@ -78,242 +96,265 @@ class Context:
             yield
 
 
-def open_netns(path: str) -> int:
+# -- the network namespace ---------------------------------------------------------------
+
+
+def check_netns(fd: int, path: object) -> None:
+    """Refuse an fd that is not a network namespace (a plain file, a directory, a mount ns)."""
     try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        kind = fcntl.ioctl(fd, NS_GET_NSTYPE)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTTY, errno.EINVAL):
+            raise
+        kind = None
+    if kind != CLONE_NEWNET:
+        raise BurrowError(f"invalid namespace path: {path} is not a network namespace")
+
+
+def open_netns(path: str | os.PathLike[str]) -> int:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         raise BurrowError(
             f"invalid namespace path: IO error: {exc.strerror} (os error {exc.errno})"
         ) from None
+    try:
+        check_netns(fd, os.fspath(path))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
-def parse(stdin: bytes) -> Request:
-    return validate.request(NetworkOptions.loads(stdin))
+@contextmanager
+def netns_fd(ref: NetnsRef) -> Iterator[int]:
+    if isinstance(ref, int):
+        check_netns(ref, f"fd {ref}")
+        yield ref
+        return
+    fd = open_netns(ref)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
-def plan_setup(att: Attachment, has_ports: bool) -> tuple[Op, ...]:
-    if att.driver == "bridge":
-        return bridge.plan_setup(att, has_ports=has_ports)
-    return macvlan.plan_setup(att)
+# -- parse → validate → ipam → plan ------------------------------------------------------
 
 
-def plan_teardown(att: Attachment) -> tuple[Op, ...]:
-    if att.driver == "bridge":
-        return bridge.plan_teardown(att)
-    return macvlan.plan_teardown(att)
+def prepare(options: NetworkOptions, *, teardown: bool = False) -> Request:
+    """Validate the whole request, then let each network's IPAM fill in the addresses."""
+    req = validate.request(options)
+    atts = []
+    for att, per in zip(req.attachments, req.per_network, strict=True):
+        try:
+            atts.append(ipam.assign(att, per, release=teardown))
+        except BurrowError as exc:
+            raise exc.wrap(f"network {att.name}") from None
+    return dataclasses.replace(req, attachments=tuple(atts))
 
 
-def _firewalled(att: Attachment) -> bool:
-    # Internal networks and unmanaged bridges get no rules; macvlan never does.
-    return att.driver == "bridge" and att.managed and not att.internal
+def dns_on(ctx: Context, att: Attachment) -> bool:
+    return drivers.of(att).dns(att) and att.network.dns_enabled and ctx.dns.available
 
 
-def _dns_on(ctx: Context, att: Attachment) -> bool:
-    return att.driver == "bridge" and att.network.dns_enabled and ctx.dns.available
+def network_fw(ctx: Context, att: Attachment) -> NetworkFw | None:
+    port = ctx.dns.port if dns_on(ctx, att) and ctx.dns.port != 53 else None
+    return drivers.of(att).firewall(att, port)
 
 
-def network_fw(ctx: Context, att: Attachment) -> NetworkFw:
-    port = ctx.dns.port if _dns_on(ctx, att) and ctx.dns.port != 53 else None
-    return NetworkFw(
-        name=att.name,
-        id=att.network.id,
-        bridge=att.bridge,
-        subnets=tuple(s.subnet for s in att.network.subnets),
-        gateways=tuple(g.ip for g in att.gateways),
-        isolate=att.isolate,
-        dns_port=port,
-    )
-
-
-def port_fw(ctx: Context, req: Request, att: Attachment) -> PortFw:
+def port_fw(req: Request, att: Attachment, net: NetworkFw) -> PortFw:
     v4, v6 = att.first_address(4), att.first_address(6)
     return PortFw(
         container_id=req.container_id,
-        network=network_fw(ctx, att),
+        network=net,
         container_v4=v4 if isinstance(v4, ipaddress.IPv4Address) else None,
         container_v6=v6 if isinstance(v6, ipaddress.IPv6Address) else None,
         mappings=req.ports,
     )
 
 
-def dns_entry(ctx: Context, req: Request, att: Attachment) -> Entry:
-    opts = req.options
+def firewall_intent(
+    ctx: Context, req: Request, atts: Sequence[Attachment]
+) -> tuple[list[NetworkFw], list[PortFw]]:
+    """Network rules for `atts`, and port rules for every firewalled network of the request."""
+    nets = [fw for a in atts if (fw := network_fw(ctx, a)) is not None]
+    ports = []
+    if req.ports:
+        for a in req.attachments:
+            fw = network_fw(ctx, a)
+            if fw is not None:
+                ports.append(port_fw(req, a, fw))
+    return nets, ports
+
+
+def dns_entry(req: Request, att: Attachment) -> Entry:
     return Entry(
         network=att.name,
         internal=att.internal,
         listen_ips=tuple(str(g.ip) for g in att.gateways),
-        network_dns=tuple(att.network.network_dns_servers or ()),
-        container_id=opts.container_id,
+        network_dns=tuple(str(ip) for ip in att.network_dns),
+        container_id=req.container_id,
         ipv4=tuple(str(a.ip) for a in att.addresses if a.version == 4),
         ipv6=tuple(str(a.ip) for a in att.addresses if a.version == 6),
-        names=(opts.container_name, *att.aliases),
-        container_dns=tuple(opts.dns_servers or ()),
+        names=(req.container_name, *att.aliases),
+        container_dns=tuple(str(ip) for ip in req.dns_servers),
     )
 
 
 def status_block(ctx: Context, req: Request, att: Attachment, mac: str) -> StatusBlock:
     gw_by_net = {g.network: g.ip for g in att.gateways}
     subnets = tuple(NetAddress(gw_by_net.get(a.network), a) for a in att.addresses)
-    if _dns_on(ctx, att):
+    if dns_on(ctx, att):
         domains: tuple[str, ...] = (SEARCH_DOMAIN,)
         servers = tuple(str(g.ip) for g in att.gateways)
     else:
-        domains, servers = (), tuple(req.options.dns_servers or ())
+        domains, servers = (), tuple(str(ip) for ip in req.dns_servers)
     return StatusBlock(domains, servers, {att.ifname: NetInterface(mac, subnets)})
 
 
-def setup(ctx: Context, stdin: bytes, netns_path: str) -> str:
-    fd = open_netns(netns_path)
-    try:
-        req = parse(stdin)
+# -- setup -------------------------------------------------------------------------------
+
+
+def setup(ctx: Context, options: NetworkOptions, netns: NetnsRef) -> dict[str, StatusBlock]:
+    """Attach the container in `netns` to every network of `options`; all or nothing."""
+    with netns_fd(netns) as fd:
+        req = prepare(options)
         if not req.attachments:
-            return "{}"
+            return {}
         with ctx.locked():
-            return dump_status(_setup(ctx, req, fd))
-    finally:
-        os.close(fd)
+            return _setup(ctx, req, fd)
 
 
 def _setup(ctx: Context, req: Request, fd: int) -> dict[str, StatusBlock]:
-    from netns.netlink import Netlink, apply_all
+    from netns.netlink import Netlink
 
-    plans = [(att, plan_setup(att, bool(req.ports))) for att in req.attachments]
-    fw_nets = [network_fw(ctx, a) for a in req.attachments if _firewalled(a)]
-    fw_ports = (
-        [port_fw(ctx, req, a) for a in req.attachments if _firewalled(a)] if req.ports else []
-    )
-    entries = [dns_entry(ctx, req, a) for a in req.attachments if _dns_on(ctx, a)]
-    undo: list[Op] = []
+    plans = [(a, drivers.of(a).plan_setup(a, has_ports=bool(req.ports))) for a in req.attachments]
+    fw_nets, fw_ports = firewall_intent(ctx, req, req.attachments)
+    entries = [dns_entry(req, a) for a in req.attachments if dns_on(ctx, a)]
     status: dict[str, StatusBlock] = {}
+    undo = UndoStack()
     with Netlink(fd) as nl:
         for att, ops in plans:
-            try:
+            with _network_context(att, len(plans)):
                 nl.preflight(ops)
-            except BurrowError as exc:
-                raise exc.wrap(f"network {att.name}") if len(plans) > 1 else exc from None
-        stage = "netlink"
         try:
+            created: set[str] = set()
             for att, ops in plans:
-                try:
-                    apply_all(nl, ops, undo)
+                with _network_context(att, len(plans)):
+                    _apply(nl, ops, undo, created)
                     status[att.name] = status_block(ctx, req, att, nl.mac(att.ifname))
-                except BurrowError as exc:
-                    raise exc.wrap(f"network {att.name}") if len(plans) > 1 else exc from None
-            stage = "firewall"
             if fw_nets or fw_ports:
                 ctx.firewall.setup(fw_nets, fw_ports)
-            stage = "dns"
+                # Only the networks whose bridge this setup made lose their rules again:
+                # other containers may still use the rest.
+                gone = [n for n in fw_nets if n.bridge in created]
+                undo.push("rollback firewall", lambda: ctx.firewall.teardown(gone, fw_ports))
             if entries:
+                nets = [(e.network, e.internal) for e in entries]
+                undo.push(
+                    "rollback: remove DNS entries", lambda: ctx.dns.remove(req.container_id, nets)
+                )
                 ctx.dns.add(entries)
                 ctx.dns.notify(start=True, env=dict(ctx.env))
         except BaseException as exc:
-            errors = _undo_setup(ctx, req, nl, undo, stage, fw_ports, entries)
+            errors = undo.unwind()
             for e in errors:
-                log.error("rollback: %s", e)
+                log.error("%s", e)
             if errors and isinstance(exc, BurrowError):
                 raise MultiError([exc, *errors]) from exc
             raise
     return status
 
 
-def _undo_setup(
-    ctx: Context, req: Request, nl: Netlink, undo: list[Op], stage: str,
-    fw_ports: Sequence[PortFw], entries: Sequence[Entry],
-) -> list[BurrowError]:  # fmt: skip
-    from netns.netlink import rollback
-
-    errors: list[BurrowError] = []
-    if stage == "dns" and entries:
-        try:
-            ctx.dns.remove(req.container_id, [(e.network, e.internal) for e in entries])
-        except (BurrowError, OSError) as exc:
-            errors.append(BurrowError(f"rollback: remove DNS entries: {exc}"))
-    # Undo the netlink prefix first, so the firewall sees which bridges this setup made and
-    # then removes only those networks' rules (other containers may still use the rest).
-    created = {op.name for op in undo if isinstance(op, DeleteBridgeIfUnused)}
-    errors.extend(rollback(nl, undo))
-    if stage == "dns":  # a failed firewall batch applied nothing
-        gone = [
-            network_fw(ctx, a) for a in req.attachments if _firewalled(a) and a.bridge in created
-        ]
-        try:
-            ctx.firewall.teardown(gone, fw_ports)
-        except BurrowError as exc:
-            errors.append(exc.wrap("rollback firewall"))
-    return errors
-
-
-def teardown(ctx: Context, stdin: bytes, netns_path: str) -> None:
-    from netns.netlink import Netlink
-
-    req = parse(stdin)
-    errors: list[BurrowError] = []
+@contextmanager
+def _network_context(att: Attachment, count: int) -> Iterator[None]:
+    """Name the network in an error when the request has more than one."""
     try:
-        fd: int | None = open_netns(netns_path)
+        yield
     except BurrowError as exc:
-        # The netns is already gone (container died): its interfaces went with it, but rules,
-        # bridges and DNS entries still need removing.
-        log.warning("%s; removing host-side state only", exc)
-        fd = None
-    try:
-        with ctx.locked(), Netlink(fd) as nl:
-            complete: list[Attachment] = []
-            for att in req.attachments:
-                for op in plan_teardown(att):
-                    if fd is None and getattr(op, "where", None) == "container":
-                        continue
-                    try:
-                        out = nl.apply(op)
-                    except BurrowError as exc:
-                        errors.append(exc)
-                        continue
-                    if isinstance(op, DeleteBridgeIfUnused | DetachFromBridge) and out.deleted:
-                        complete.append(att)
-            fw_nets = [network_fw(ctx, a) for a in complete if _firewalled(a)]
-            fw_ports = (
-                [port_fw(ctx, req, a) for a in req.attachments if _firewalled(a)]
-                if req.ports
-                else []
-            )
-            if fw_nets or fw_ports:
-                try:
-                    ctx.firewall.teardown(fw_nets, fw_ports)
-                except BurrowError as exc:
-                    errors.append(exc)
-            dns_nets = [(a.name, a.internal) for a in req.attachments if _dns_on(ctx, a)]
-            if dns_nets:
-                try:
-                    ctx.dns.remove(req.container_id, dns_nets)
-                    ctx.dns.notify(start=False)
-                except (BurrowError, OSError) as exc:
-                    errors.append(BurrowError(f"remove DNS entries: {exc}"))
-    finally:
-        if fd is not None:
-            os.close(fd)
+        if count > 1:
+            raise exc.wrap(f"network {att.name}") from None
+        raise
+
+
+def _apply(nl: Netlink, ops: Sequence[Op], undo: UndoStack, created: set[str]) -> None:
+    for op in ops:
+        out = nl.apply(op)
+        if out.undo is not None:
+            undo.push("rollback", functools.partial(nl.apply, out.undo))
+            if isinstance(out.undo, DeleteBridgeIfUnused):
+                created.add(out.undo.name)
+
+
+# -- teardown ----------------------------------------------------------------------------
+
+
+def teardown(ctx: Context, options: NetworkOptions, netns: NetnsRef | None) -> None:
+    """Undo what setup made; `netns` None (or gone) removes the host side only."""
+    req = prepare(options, teardown=True)
+    errors: list[BurrowError] = []
+    with ExitStack() as stack:
+        fd: int | None = None
+        if netns is not None:
+            try:
+                fd = stack.enter_context(netns_fd(netns))
+            except BurrowError as exc:
+                # The netns is already gone (container died): its interfaces went with it, but
+                # rules, bridges and DNS entries still need removing.
+                log.warning("%s; removing host-side state only", exc)
+        with ctx.locked():
+            _teardown(ctx, req, fd, errors)
     if errors:
         raise MultiError(errors)
 
 
-def update(ctx: Context, network: str, servers: Sequence[str]) -> None:
-    for s in servers:
+def _teardown(ctx: Context, req: Request, fd: int | None, errors: list[BurrowError]) -> None:
+    from netns.netlink import Netlink
+
+    with Netlink(fd) as nl:
+        complete: list[Attachment] = []
+        for att in req.attachments:
+            for op in drivers.of(att).plan_teardown(att):
+                if fd is None and getattr(op, "where", None) == "container":
+                    continue
+                try:
+                    out = nl.apply(op)
+                except BurrowError as exc:
+                    errors.append(exc)
+                    continue
+                if isinstance(op, DeleteBridgeIfUnused | DetachFromBridge) and out.deleted:
+                    complete.append(att)
+    fw_nets, fw_ports = firewall_intent(ctx, req, complete)
+    if fw_nets or fw_ports:
         try:
-            ipaddress.ip_address(s)
-        except ValueError:
-            raise BurrowError(f"invalid DNS server {s!r}: not an IP address") from None
-    ctx.dns.update_dns(network, servers)
+            ctx.firewall.teardown(fw_nets, fw_ports)
+        except BurrowError as exc:
+            errors.append(exc)
+    dns_nets = [(a.name, a.internal) for a in req.attachments if dns_on(ctx, a)]
+    if dns_nets:
+        try:
+            ctx.dns.remove(req.container_id, dns_nets)
+            ctx.dns.notify(start=False)
+        except (BurrowError, OSError) as exc:
+            errors.append(BurrowError(f"remove DNS entries: {exc}"))
+
+
+# -- update and create -------------------------------------------------------------------
+
+
+def update(ctx: Context, network: str, servers: Sequence[IPAddress]) -> None:
+    """Change a network's upstream DNS servers and reload the DNS server."""
+    names.network_name(network)
+    ctx.dns.update_dns(network, [str(s) for s in servers])
     pid_file = ctx.dns.dir / statefiles.AARDVARK_PID
     if not pid_file.exists():
         raise BurrowError(f"DNS server is not running: no {statefiles.AARDVARK_PID} to signal")
     ctx.dns.notify(start=False)
 
 
-def create(stdin: bytes) -> str:
+def create(request: CreateRequest) -> Network:
+    """Complete a network definition (bridge name, subnets, gateways) as Netavark 2.x does."""
     from netns.create import create_network
 
-    try:
-        obj = json.loads(stdin)
-    except ValueError as exc:
-        raise BurrowError(
-            f"failed to load network create options: JSON Decoding error: {exc}"
-        ) from None
-    return json.dumps(create_network(obj), separators=(",", ":"))
+    return create_network(request)

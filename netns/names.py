@@ -1,4 +1,8 @@
-"""Safe names: values that reach the kernel, a rule or a config file are checked here first."""
+"""Safe names: values that reach the kernel, a rule, a path or a config file are checked here.
+
+One place for each naming fact: the interface-name, object-name and MAC patterns live only here;
+the firewall, the engine's validation and `create` all call these functions.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,16 @@ import re
 from netns.errors import BurrowError
 
 IFNAMSIZ = 15  # the kernel's limit, without the trailing NUL
-_IFNAME = re.compile(r"^[A-Za-z0-9_.\-@]+$")
-_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+# Kernel interface names can hold almost anything but '/', ':' and whitespace; we also refuse
+# '+' (an iptables wildcard) and other punctuation that could change a rule's meaning.
+IFNAME_RE = re.compile(r"^[A-Za-z0-9_.\-@]+$")
+MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+# Podman's rule for container and network names (libpod `NameRegex`); ids follow it too. No '/',
+# no leading '.', so a name used as a file name stays inside its directory.
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# Network names become file names (`<name>%int`, `.<name>%int.tmp`) below NAME_MAX (255).
+MAX_NETWORK_NAME = 200
+MAX_NAME = 253  # container names and aliases are DNS names
 # Separators of the Aardvark config format (fields by ' ', lists by ',', lines by '\n').
 _CONFIG_UNSAFE = re.compile(r"[\s,]")
 
@@ -21,16 +33,24 @@ def ifname(name: str, what: str) -> str:
         raise BurrowError(
             f"{what} name {name!r} is too long: {len(name)} characters, the kernel allows {IFNAMSIZ}"
         )
-    if name in (".", "..") or not _IFNAME.match(name):
+    if name in (".", "..") or not IFNAME_RE.match(name):
         raise BurrowError(
             f"{what} name {name!r} is not valid: use letters, digits and '_', '.', '-' only"
         )
     return name
 
 
+def is_ifname(name: str) -> bool:
+    try:
+        ifname(name, "interface")
+    except BurrowError:
+        return False
+    return True
+
+
 def mac(text: str, what: str = "static mac") -> str:
     """A unicast MAC, normalised to lower case as netlink reports it back."""
-    if not _MAC.match(text):
+    if not MAC_RE.match(text):
         raise BurrowError(
             f"invalid {what} {text!r}: expected six hex octets like 92:d0:c6:0a:29:10"
         )
@@ -41,6 +61,32 @@ def mac(text: str, what: str = "static mac") -> str:
             f"invalid {what} {text!r}: the all-zero address can't be an interface MAC"
         )
     return text.lower()
+
+
+def is_name(text: str) -> bool:
+    """Podman's name/id pattern: letters, digits, '_', '.', '-', not starting with '_.-'."""
+    return bool(NAME_RE.match(text))
+
+
+def name(text: str, what: str, limit: int = MAX_NAME) -> str:
+    """A container name, alias or id: no path separators, no config-file separators."""
+    if not text:
+        raise BurrowError(f"invalid {what}: it is empty")
+    if len(text) > limit:
+        raise BurrowError(
+            f"invalid {what} {text[:20]!r}...: {len(text)} characters, the limit is {limit}"
+        )
+    if not NAME_RE.match(text):
+        raise BurrowError(
+            f"invalid {what} {text!r}: use letters, digits, '_', '.', '-', "
+            "starting with a letter or digit"
+        )
+    return text
+
+
+def network_name(text: str) -> str:
+    """A network name: also the name of its DNS config file, so never a path."""
+    return name(text, "network name", MAX_NETWORK_NAME)
 
 
 def config_token(text: str, what: str) -> str:

@@ -8,6 +8,7 @@ as text on stderr with exit code 2; logs on stderr only when RUST_LOG or --log-l
 from __future__ import annotations
 
 import io
+import ipaddress
 import json
 import logging
 import os
@@ -16,8 +17,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from netns import __version__
+from netns import __version__, logs
 from netns.errors import BurrowError, UsageError, error_json
+from netns.schema import IPAddress
+
+log = logging.getLogger("netns.cli")
 
 USAGE = """\
 usage: burrow-netavark [OPTIONS] <COMMAND>
@@ -84,8 +88,8 @@ _VALUE_OPTS = {
 COMMANDS = ("setup", "teardown", "update", "create", "firewall-reload", "version")
 
 
-def parse_args(argv: Sequence[str]) -> Args:
-    """Parse argv exactly as Podman writes it (`--rootless=false`, `--config DIR`)."""
+def _split_argv(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """Global options (before the subcommand) and the subcommand with its own arguments."""
     opts: dict[str, str] = {}
     rest: list[str] = []
     i = 0
@@ -112,37 +116,46 @@ def parse_args(argv: Sequence[str]) -> Args:
         else:
             rest.append(word)
         i += 1
+    return opts, rest
+
+
+def _update_args(cmd_args: Sequence[str]) -> tuple[str, tuple[str, ...]]:
+    """`update <NETWORK> --network-dns-servers A B` or `...=A,B`."""
+    if not cmd_args or cmd_args[0].startswith("-"):
+        raise UsageError(f"error: update needs <NETWORK_NAME>\n\n{USAGE}")
+    tail = cmd_args[1:]
+    if not tail or tail[0].split("=", 1)[0] != "--network-dns-servers":
+        raise UsageError(f"error: update needs --network-dns-servers\n\n{USAGE}")
+    servers: list[str] = []
+    if "=" in tail[0]:
+        servers.append(tail[0].split("=", 1)[1])
+    servers.extend(tail[1:])
+    return cmd_args[0], tuple(s for item in servers for s in item.split(",") if s)
+
+
+def parse_args(argv: Sequence[str]) -> Args:
+    """Parse argv exactly as Podman writes it (`--rootless=false`, `--config DIR`)."""
+    opts, rest = _split_argv(argv)
     if not rest:
         raise UsageError(f"error: a subcommand is required\n\n{USAGE}")
     command, *cmd_args = rest
     if command not in COMMANDS:
         raise UsageError(f"error: unrecognized subcommand '{command}'\n\n{USAGE}")
-
     rootless_text = opts.get("rootless", "false").lower()
     if rootless_text not in ("true", "false"):
         raise UsageError(
             f"error: invalid value '{opts['rootless']}' for '--rootless': use true or false"
         )
     netns_path = network_name = None
-    dns_servers: list[str] = []
+    dns_servers: tuple[str, ...] = ()
     if command in ("setup", "teardown"):
         if len(cmd_args) != 1 or not cmd_args[0]:
             raise UsageError(f"error: {command} needs exactly one <NETNS_PATH>\n\n{USAGE}")
         netns_path = cmd_args[0]
     elif command == "update":
-        if not cmd_args or cmd_args[0].startswith("-"):
-            raise UsageError(f"error: update needs <NETWORK_NAME>\n\n{USAGE}")
-        network_name = cmd_args[0]
-        tail = cmd_args[1:]
-        if not tail or tail[0].split("=", 1)[0] != "--network-dns-servers":
-            raise UsageError(f"error: update needs --network-dns-servers\n\n{USAGE}")
-        if "=" in tail[0]:
-            dns_servers.append(tail[0].split("=", 1)[1])
-        dns_servers.extend(tail[1:])
-        dns_servers = [s for item in dns_servers for s in item.split(",") if s]
+        network_name, dns_servers = _update_args(cmd_args)
     elif cmd_args:
         raise UsageError(f"error: unexpected argument '{cmd_args[0]}' for {command}\n\n{USAGE}")
-
     return Args(
         command=command,
         file=opts.get("file"),
@@ -153,25 +166,8 @@ def parse_args(argv: Sequence[str]) -> Args:
         log_level=opts.get("log_level"),
         netns_path=netns_path,
         network_name=network_name,
-        dns_servers=tuple(dns_servers),
+        dns_servers=dns_servers,
     )
-
-
-def _setup_logging(args: Args, env: Mapping[str, str], stderr: io.StringIO) -> None:
-    level_text = args.log_level or env.get("RUST_LOG", "")
-    # RUST_LOG may be `netavark=warn` or a comma list; take the last level named.
-    level_name = level_text.split(",")[-1].split("=")[-1].strip().lower() if level_text else ""
-    levels = {"error": 40, "warn": 30, "info": 20, "debug": 10, "trace": 5}
-    logger = logging.getLogger("netns")
-    logger.handlers.clear()
-    logger.propagate = False
-    if level_name in levels:
-        handler = logging.StreamHandler(stderr)
-        handler.setFormatter(logging.Formatter("[%(levelname)-5s %(name)s] %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(levels[level_name])
-    else:
-        logger.setLevel(logging.CRITICAL + 1)
 
 
 def _read_input(args: Args, stdin: bytes) -> bytes:
@@ -206,22 +202,35 @@ def run(argv: Sequence[str], stdin: bytes, env: Mapping[str, str]) -> tuple[str,
         if exc.exit_code == 0:
             return exc.message + "\n", "", 0
         return "", exc.message + "\n", exc.exit_code
-    _setup_logging(args, env, err)
-    try:
-        out = _dispatch(args, stdin, env)
-    except BurrowError as exc:
-        return error_json(exc) + "\n", err.getvalue(), exc.exit_code
-    except Exception as exc:  # a bug must still honour the output contract
-        logging.getLogger("netns").exception("internal error")
-        return error_json(BurrowError(f"internal error: {exc!r}")) + "\n", err.getvalue(), 1
+    # Per request, not per process: the warm engine serves many requests with one logger.
+    with logs.request_scope(err, logs.parse_level(args.log_level or env.get("RUST_LOG"))):
+        try:
+            out = _dispatch(args, stdin, env)
+        except BurrowError as exc:
+            return error_json(exc) + "\n", err.getvalue(), exc.exit_code
+        except Exception as exc:  # a bug must still honour the output contract
+            log.exception("internal error")
+            return error_json(BurrowError(f"internal error: {exc!r}")) + "\n", err.getvalue(), 1
     return out, err.getvalue(), 0
 
 
+def _dns_servers(texts: Sequence[str]) -> tuple[IPAddress, ...]:
+    out = []
+    for s in texts:
+        try:
+            out.append(ipaddress.ip_address(s))
+        except ValueError:
+            raise BurrowError(f"invalid DNS server {s!r}: not an IP address") from None
+    return tuple(out)
+
+
 def _dispatch(args: Args, stdin: bytes, env: Mapping[str, str]) -> str:
+    """Wire format in, one typed engine call, wire format out."""
     if args.command == "version":
         return version_json() + "\n"
     # Imported late: version and usage errors must stay cheap.
     from netns import engine
+    from netns.schema import CreateRequest, NetworkOptions, dump_status
 
     ctx = engine.Context.build(
         config=args.config,
@@ -232,17 +241,21 @@ def _dispatch(args: Args, stdin: bytes, env: Mapping[str, str]) -> str:
     )
     if args.command == "setup":
         assert args.netns_path is not None
-        return engine.setup(ctx, _read_input(args, stdin), args.netns_path) + "\n"
+        # The namespace first, as before: a bad path is reported whatever the input holds.
+        with engine.netns_fd(args.netns_path) as fd:
+            options = NetworkOptions.loads(_read_input(args, stdin))
+            return dump_status(engine.setup(ctx, options, fd)) + "\n"
     if args.command == "teardown":
         assert args.netns_path is not None
-        engine.teardown(ctx, _read_input(args, stdin), args.netns_path)
+        engine.teardown(ctx, NetworkOptions.loads(_read_input(args, stdin)), args.netns_path)
         return ""
     if args.command == "update":
         assert args.network_name is not None
-        engine.update(ctx, args.network_name, args.dns_servers)
+        engine.update(ctx, args.network_name, _dns_servers(args.dns_servers))
         return ""
     if args.command == "create":
-        return engine.create(_read_input(args, stdin)) + "\n"
+        network = engine.create(CreateRequest.loads(_read_input(args, stdin)))
+        return json.dumps(network.to_json(), separators=(",", ":")) + "\n"
     if args.command == "firewall-reload":
         ctx.firewall.reload()
         return ""

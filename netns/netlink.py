@@ -66,8 +66,9 @@ def _kind(link: Any) -> str | None:
     return info.get_attr("IFLA_INFO_KIND") if info is not None else None
 
 
-class Netlink:
-    """Handles on the host netns (the caller's) and, optionally, one container netns."""
+class Handles:
+    """Sockets on the host netns (the caller's) and, optionally, one container netns, with a
+    per-request cache of the links looked up by name; checks that change nothing."""
 
     def __init__(self, container_fd: int | None) -> None:
         self.container_fd = container_fd
@@ -84,7 +85,7 @@ class Netlink:
         if self.ctr is not None:
             self.ctr.close()
 
-    def __enter__(self) -> Netlink:
+    def __enter__(self) -> Handles:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -180,7 +181,13 @@ class Netlink:
                 case _:
                     pass
 
-    # -- apply -------------------------------------------------------------------------
+
+
+class Netlink(Handles):
+    """Applies plan operations; each returns the operation that undoes it (if any)."""
+
+    def __enter__(self) -> Netlink:
+        return self
 
     def apply(self, op: Op) -> Outcome:
         try:
@@ -382,26 +389,3 @@ class Netlink:
         # "append", not "add": a container on two networks has two default routes with the
         # same metric (as netavark makes them), which an exclusive add refuses with EEXIST.
         ipr.route("append", **args)
-
-
-def apply_all(nl: Netlink, ops: Sequence[Op], undo: list[Op]) -> list[Outcome]:
-    """Apply in order, pushing each undo onto `undo` (the caller rolls back on failure)."""
-    outcomes = []
-    for op in ops:
-        out = nl.apply(op)
-        if out.undo is not None:
-            undo.append(out.undo)
-        outcomes.append(out)
-    return outcomes
-
-
-def rollback(nl: Netlink, undo: list[Op]) -> list[BurrowError]:
-    """Undo in reverse; collect (don't raise) failures so every step is attempted."""
-    errors: list[BurrowError] = []
-    while undo:
-        op = undo.pop()
-        try:
-            nl.apply(op)
-        except BurrowError as exc:
-            errors.append(exc.wrap("rollback"))
-    return errors

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Mapping
+import secrets
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -29,6 +30,16 @@ T = TypeVar("T")
 
 def _decode_error(message: str) -> BurrowError:
     return BurrowError(f"failed to load network options: JSON Decoding error: {message}")
+
+
+def load_json(text: str | bytes, error: Callable[[str], BurrowError]) -> Any:
+    """json.loads with every failure (bad syntax, bad UTF-8, absurd nesting) as `error(...)`."""
+    try:
+        return json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise error(str(exc)) from None
+    except RecursionError:
+        raise error("the JSON is nested too deeply") from None
 
 
 def _req(obj: Mapping[str, Any], key: str, kind: type[T], where: str) -> T:
@@ -396,11 +407,7 @@ class NetworkOptions:
 
     @classmethod
     def loads(cls, text: str | bytes) -> NetworkOptions:
-        try:
-            obj = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise _decode_error(str(exc)) from None
-        return cls.from_json(obj)
+        return cls.from_json(load_json(text, _decode_error))
 
     def to_json(self) -> Json:
         out: Json = {"container_id": self.container_id, "container_name": self.container_name}
@@ -481,3 +488,69 @@ class StatusBlock:
 
 def dump_status(blocks: Mapping[str, StatusBlock]) -> str:
     return json.dumps({k: v.to_json() for k, v in blocks.items()}, separators=(",", ":"))
+
+
+# -- `create` -----------------------------------------------------------------------------
+
+DEFAULT_POOL_SIZE = 24
+
+
+def _create_error(message: str) -> BurrowError:
+    return BurrowError(f"failed to load network create options: JSON Decoding error: {message}")
+
+
+@dataclass(frozen=True)
+class SubnetPool:
+    base: IPNetwork
+    size: int  # prefix length of the subnets handed out
+
+    @classmethod
+    def from_json(cls, obj: Any) -> SubnetPool:
+        where = "subnet pool"
+        obj = _typed(obj, "subnet_pools[]", dict, where)
+        base = parse_net(str(obj.get("base", "")), "subnet pool base")
+        size = _opt(obj, "size", int, where)
+        return cls(base, DEFAULT_POOL_SIZE if size is None else size)
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    """`netavark create` input: a partial Network, what is in use, and how to fill the gaps."""
+
+    network: Network
+    used_interfaces: frozenset[str] = frozenset()
+    used_names: frozenset[str] = frozenset()
+    used_subnets: tuple[IPNetwork, ...] = ()
+    subnet_pools: tuple[SubnetPool, ...] | None = None  # None: the default pool
+    default_interface_name: str | None = None
+    check_used_subnets: bool = True
+
+    @classmethod
+    def from_json(cls, obj: Any) -> CreateRequest:
+        if not isinstance(obj, dict) or not isinstance(obj.get("network"), dict):
+            raise BurrowError("create: input must be a JSON object with a `network` field")
+        used = _opt(obj, "used", dict, "create input") or {}
+        options = _opt(obj, "options", dict, "create input") or {}
+        raw = dict(obj["network"])
+        raw.setdefault("id", secrets.token_hex(32))
+        raw.setdefault("driver", "bridge")
+        raw.setdefault("ipv6_enabled", False)
+        raw.setdefault("internal", False)
+        raw.setdefault("dns_enabled", False)
+        pools = _opt(options, "subnet_pools", list, "create options")
+        check = _opt(options, "check_used_subnets", bool, "create options")
+        return cls(
+            network=Network.from_json(raw),
+            used_interfaces=frozenset(_str_list(used, "interfaces", "used") or ()),
+            used_names=frozenset(_str_list(used, "names", "used") or ()),
+            used_subnets=tuple(
+                parse_net(s, "used subnet") for s in _str_list(used, "subnets", "used") or ()
+            ),
+            subnet_pools=tuple(SubnetPool.from_json(p) for p in pools) if pools else None,
+            default_interface_name=_opt(options, "default_interface_name", str, "create options"),
+            check_used_subnets=True if check is None else check,
+        )
+
+    @classmethod
+    def loads(cls, text: str | bytes) -> CreateRequest:
+        return cls.from_json(load_json(text, _create_error))

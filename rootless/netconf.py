@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from netns import validate
+from netns import ipam, validate
 from netns.errors import BurrowError
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
@@ -84,20 +84,17 @@ def _net(text: str) -> IPNet:
         raise BurrowError(f"invalid subnet {text!r}: expected CIDR, e.g. 10.89.5.0/24") from None
 
 
+def _v6_candidates() -> Iterable[IPNet]:
+    for n in range(1, 65536):
+        yield ipaddress.IPv6Network(((V6_POOL_BASE << 96) | (n << 80), 64))
+
+
 def free_subnets(used: Iterable[IPNet], v6: bool) -> IPNet:
-    taken = list(used)
     if v6:
-        for n in range(1, 65536):
-            cand = ipaddress.IPv6Network(((V6_POOL_BASE << 96) | (n << 80), 64))
-            if not any(cand.overlaps(u) for u in taken if u.version == 6):
-                return cand
-        raise BurrowError("no free IPv6 subnet left in fd89::/32; remove unused networks "
-                          "(`burrow network prune`)")
-    for cand4 in V4_POOL.subnets(new_prefix=24):
-        if not any(cand4.overlaps(u) for u in taken if u.version == 4):
-            return cand4
-    raise BurrowError("no free IPv4 subnet left in 10.89.0.0/16; remove unused networks "
-                      "(`burrow network prune`)")
+        return ipam.free_subnet(_v6_candidates(), used, exhausted=(
+            "no free IPv6 subnet left in fd89::/32; remove unused networks (`burrow network prune`)"))
+    return ipam.free_subnet(V4_POOL.subnets(new_prefix=24), used, exhausted=(
+        "no free IPv4 subnet left in 10.89.0.0/16; remove unused networks (`burrow network prune`)"))
 
 
 def _check_driver(req: NetworkRequest, rootless: bool) -> None:

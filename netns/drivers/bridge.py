@@ -1,9 +1,15 @@
-"""The bridge driver, pure: an Attachment in, a plan out (spec/netavark.md §3 order)."""
+"""The bridge driver, pure: a BridgeAttachment in, a plan out (spec/netavark.md §3 order)."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+from dataclasses import dataclass
 
+from netns import names
+from netns.drivers.base import Attachment, check_options
+from netns.errors import BurrowError
+from netns.firewall.types import Isolate, NetworkFw
 from netns.plan import (
     AddRoute,
     AddVeth,
@@ -15,10 +21,45 @@ from netns.plan import (
     RequireLink,
     Sysctl,
 )
-from netns.validate import Attachment
+from netns.schema import Network, PerNetworkOptions
 
 DEFAULT_V4 = ipaddress.ip_network("0.0.0.0/0")
 DEFAULT_V6 = ipaddress.ip_network("::/0")
+OPTIONS = frozenset({"mtu", "isolate", "metric", "mode", "no_default_route", "vrf", "vlan"})
+MODES = ("managed", "unmanaged")
+MAX_BRIDGES = 100_000
+# Options Podman knows that this kernel (no vrf, no vlan filtering) or burrow can't honour:
+# refusing them beats silently building a different network.
+UNSUPPORTED = {
+    "vrf": "the kernel on this machine has no VRF support",
+    "vlan": "the kernel on this machine has no bridge VLAN filtering",
+}
+
+
+@dataclass(frozen=True)
+class BridgeAttachment(Attachment):
+    bridge: str
+    host_ifname: str | None  # None: the kernel names the host end
+    isolate: Isolate
+    managed: bool
+
+
+def isolate_option(net: Network) -> Isolate:
+    text = (net.option("isolate") or "false").lower()
+    if text == "true":
+        return "true"
+    if text == "strict":
+        return "strict"
+    if text == "false" or text == "":
+        return "false"
+    raise BurrowError(f'unable to parse "isolate": {text!r} is not `true`, `false` or `strict`')
+
+
+def mode_option(net: Network) -> str:
+    mode = net.option("mode") or "managed"
+    if mode not in MODES:
+        raise BurrowError(f"bridge mode {mode!r} is not valid (use managed or unmanaged)")
+    return mode
 
 
 def forwarding(ipv6: bool) -> tuple[Op, ...]:
@@ -50,7 +91,7 @@ def routes(att: Attachment) -> tuple[Op, ...]:
     return tuple(ops)
 
 
-def plan_setup(att: Attachment, *, has_ports: bool) -> tuple[Op, ...]:
+def plan_setup(att: BridgeAttachment, *, has_ports: bool) -> tuple[Op, ...]:
     ipv6 = att.ipv6
     ops: list[Op] = list(forwarding(ipv6))
     if att.managed:
@@ -70,7 +111,72 @@ def plan_setup(att: Attachment, *, has_ports: bool) -> tuple[Op, ...]:
     return tuple(ops)
 
 
-def plan_teardown(att: Attachment) -> tuple[Op, ...]:
+def plan_teardown(att: BridgeAttachment) -> tuple[Op, ...]:
     if att.managed:
         return (DetachFromBridge(att.ifname, att.bridge),)
     return (DeleteLink("container", att.ifname),)
+
+
+def _own(att: Attachment) -> BridgeAttachment:
+    if not isinstance(att, BridgeAttachment):
+        raise TypeError(f"the bridge driver got a {type(att).__name__}")
+    return att
+
+
+class BridgeDriver:
+    name = "bridge"
+    options = OPTIONS
+    auto_gateway = True
+
+    def check_network(self, net: Network) -> None:
+        check_options(net, OPTIONS, UNSUPPORTED)
+        mode_option(net)
+        isolate_option(net)
+
+    def complete(self, net: Network, taken_ifnames: frozenset[str], prefix: str) -> Network:
+        if net.network_interface:
+            names.ifname(net.network_interface, "network interface")
+            return net
+        for i in range(MAX_BRIDGES):
+            candidate = f"{prefix}{i}"
+            if candidate not in taken_ifnames:
+                bridge = names.ifname(candidate, "bridge interface")
+                return dataclasses.replace(net, network_interface=bridge)
+        raise BurrowError(f"no free bridge name {prefix}N left")
+
+    def attach(self, base: Attachment, per: PerNetworkOptions) -> BridgeAttachment:
+        net = base.network  # validate.check_network has checked its options
+        if not net.network_interface:
+            raise BurrowError("no bridge interface name given")
+        host_ifname = (per.options or {}).get("host_interface_name") or None
+        return BridgeAttachment(
+            **{f.name: getattr(base, f.name) for f in dataclasses.fields(base)},
+            bridge=names.ifname(net.network_interface, "bridge interface"),
+            host_ifname=names.ifname(host_ifname, "host interface") if host_ifname else None,
+            isolate=isolate_option(net),
+            managed=mode_option(net) == "managed",
+        )
+
+    def plan_setup(self, att: Attachment, *, has_ports: bool) -> tuple[Op, ...]:
+        return plan_setup(_own(att), has_ports=has_ports)
+
+    def plan_teardown(self, att: Attachment) -> tuple[Op, ...]:
+        return plan_teardown(_own(att))
+
+    def firewall(self, att: Attachment, dns_port: int | None) -> NetworkFw | None:
+        # Internal networks and unmanaged bridges get no rules.
+        b = _own(att)
+        if not b.managed or b.internal:
+            return None
+        return NetworkFw(
+            name=b.name,
+            id=b.network.id,
+            bridge=b.bridge,
+            subnets=tuple(s.subnet for s in b.network.subnets),
+            gateways=tuple(g.ip for g in b.gateways),
+            isolate=b.isolate,
+            dns_port=dns_port,
+        )
+
+    def dns(self, att: Attachment) -> bool:
+        return True

@@ -8,11 +8,11 @@ so the semantics (which family, which subnet, which rules) live in one place.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 
+from netns import names
 from netns.errors import BurrowError
 from netns.firewall.types import Isolate, NetworkFw, PortFw
 from netns.schema import IPAddress, IPNetwork, PortMapping
@@ -22,10 +22,7 @@ MASQ_MARK = 0x2000  # packets marked by SETMARK are masqueraded (hairpin, localh
 DNAT_CT_MARK = 0x1000  # conntrack mark on port-forwarded flows: FORWARD accepts them first
 
 # Names and ids are interpolated into rule text, chain names and file names; anything outside
-# these sets could break a batch's syntax or escape the state directory.
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_IFNAME_RE = re.compile(r"^[A-Za-z0-9_.@:+-]{1,15}$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# the sets in netns.names could break a batch's syntax or escape the state directory.
 
 
 @dataclass(frozen=True)
@@ -136,11 +133,11 @@ def build(networks: Sequence[NetworkFw], ports: Sequence[PortFw]) -> Ruleset:
 
 def check_network(net: NetworkFw) -> None:
     where = f"firewall: network {net.name!r}"
-    if not _NAME_RE.match(net.name):
+    if not names.is_name(net.name):
         raise BurrowError(f"{where}: invalid network name")
-    if not _ID_RE.match(net.id):
+    if not names.is_name(net.id):
         raise BurrowError(f"{where}: invalid network id {net.id!r}")
-    if not _IFNAME_RE.match(net.bridge):
+    if not names.is_ifname(net.bridge):
         raise BurrowError(f"{where}: invalid bridge name {net.bridge!r}")
     if net.isolate not in ("false", "true", "strict"):
         raise BurrowError(f"{where}: invalid isolate {net.isolate!r}")
@@ -151,7 +148,7 @@ def check_network(net: NetworkFw) -> None:
 def port_dnats(pf: PortFw) -> list[PortDnat]:
     """Expand one container's port mappings into per-protocol, per-family DNAT records."""
     check_network(pf.network)
-    if not _ID_RE.match(pf.container_id):
+    if not names.is_name(pf.container_id):
         raise BurrowError(f"firewall: invalid container id {pf.container_id!r}")
     out: list[PortDnat] = []
     for pm in pf.mappings:

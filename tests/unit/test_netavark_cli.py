@@ -6,9 +6,14 @@ import json
 
 import pytest
 
-from netns.create import create_network
+from netns.create import create_network as _create_network
 from netns.errors import BurrowError
 from netns.netavark_cli import parse_args, run
+from netns.schema import CreateRequest
+
+
+def create_network(obj: dict[str, object]) -> dict[str, object]:
+    return _create_network(CreateRequest.from_json(obj)).to_json()
 
 
 def test_podman_argv() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from netns import validate
+from netns import engine, validate
 from netns.drivers import bridge, macvlan
 from netns.errors import BurrowError
 from netns.plan import (
@@ -32,7 +32,7 @@ def req(mutate: Any = None) -> validate.Request:
     raw = copy.deepcopy(BASE)
     if mutate:
         mutate(raw)
-    return validate.request(NetworkOptions.from_json(raw))
+    return engine.prepare(NetworkOptions.from_json(raw))
 
 
 def test_sample_validates() -> None:
