@@ -21,8 +21,6 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Network names become file names (`<name>%int`, `.<name>%int.tmp`) below NAME_MAX (255).
 MAX_NETWORK_NAME = 200
 MAX_NAME = 253  # container names and aliases are DNS names
-# Separators of the Aardvark config format (fields by ' ', lists by ',', lines by '\n').
-_CONFIG_UNSAFE = re.compile(r"[\s,]")
 
 
 def ifname(name: str, what: str) -> str:
@@ -87,10 +85,3 @@ def name(text: str, what: str, limit: int = MAX_NAME) -> str:
 def network_name(text: str) -> str:
     """A network name: also the name of its DNS config file, so never a path."""
     return name(text, "network name", MAX_NETWORK_NAME)
-
-
-def config_token(text: str, what: str) -> str:
-    """A value written into an Aardvark config line: no field or list separators."""
-    if not text or _CONFIG_UNSAFE.search(text):
-        raise BurrowError(f"invalid {what} {text!r}: must be non-empty, with no spaces or commas")
-    return text

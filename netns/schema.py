@@ -11,6 +11,7 @@ the whole request (a static IP inside its subnet, free interface names, ...) liv
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import secrets
@@ -297,14 +298,17 @@ class PortMapping:
 
     @classmethod
     def from_json(cls, obj: Any, where: str = "port mapping") -> PortMapping:
+        """Parse and check: a mapping read from the wire is always one rules can be made of."""
         obj = _typed(obj, where, dict, where)
-        return cls(
+        pm = cls(
             host_ip=_req(obj, "host_ip", str, where),
             container_port=_req(obj, "container_port", int, where),
             host_port=_req(obj, "host_port", int, where),
             range=_req(obj, "range", int, where),
             protocol=_req(obj, "protocol", str, where),
         )
+        pm.validate()
+        return pm
 
     def to_json(self) -> Json:
         return {
@@ -339,8 +343,9 @@ class PortMapping:
         if self.host_ip:
             parse_ip(self.host_ip, f"host_ip in {label}")
 
-    @property
+    @functools.cached_property
     def host_address(self) -> IPAddress | None:
+        """The parsed host_ip, parsed once (None: every address)."""
         return ipaddress.ip_address(self.host_ip) if self.host_ip else None
 
 

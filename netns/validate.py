@@ -112,11 +112,10 @@ def request(opts: NetworkOptions) -> Request:
             )
         seen_if.add(att.ifname)
         attachments.append(att)
-    for pm in opts.ports:
-        # A host_ip of a family the container lacks on these networks is not an error: rootless
-        # Podman's `network connect` sends all the container's mappings with only the new
-        # network. Such a mapping simply gets no rule here, as with netavark.
-        pm.validate()
+    # Port mappings were checked when parsed (`PortMapping.from_json`). A host_ip of a family
+    # the container lacks on these networks is not an error: rootless Podman's `network connect`
+    # sends all the container's mappings with only the new network. Such a mapping simply gets
+    # no rule, as with netavark.
     return Request(
         options=opts,
         attachments=tuple(attachments),
