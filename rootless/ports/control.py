@@ -11,20 +11,25 @@ from typing import Any
 
 from netns.errors import BurrowError
 from rootless.paths import StatePaths, locked, read_json, write_json
+from rootless.ports import messages
 from rootless.procs import ProcRef
 from rootless.userns import Holder
 
 UDP_TIMEOUT_ENV = "BURROW_UDP_TIMEOUT"
 
 
-def request(paths: StatePaths, req: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+def request(paths: StatePaths, req: messages.Request | dict[str, Any],
+            timeout: float = 10.0) -> dict[str, Any]:
+    """Send one request (a typed message, or its JSON form, parsed here first) and return the
+    reply; a BurrowError if the forwarder is not running or answers with an error."""
+    msg = messages.parse_request(req) if isinstance(req, dict) else req
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         try:
             s.connect(str(paths.forwarder_socket))
         except (FileNotFoundError, ConnectionRefusedError) as e:
             raise BurrowError("the port forwarder is not running") from e
-        s.sendall(json.dumps(req).encode() + b"\n")
+        s.sendall(json.dumps(msg.to_json()).encode() + b"\n")
         buf = b""
         while not buf.endswith(b"\n"):
             chunk = s.recv(65536)

@@ -2,65 +2,94 @@
 
 Runs as `nsenter -U -m -p -t HOLDER python -m rootless.ports.dialer FD`, so it is in the
 holder's PID namespace (it dies with it) and mount namespace (it can open the sandbox netns
-files). For each request on the SOCK_SEQPACKET `FD` it setns()es into the named netns, creates
-N unconnected sockets and passes them back with SCM_RIGHTS. The forwarder connects them itself:
-a socket keeps the netns it was created in, so no data ever passes through this process.
+files). For each request on the SOCK_SEQPACKET `FD` it enters the named netns (one setns,
+netns.nsenter), creates N unconnected sockets and passes them back with SCM_RIGHTS. The
+forwarder connects them itself: a socket keeps the netns it was created in, so no data ever
+passes through this process. A request it cannot parse is logged and dropped: the forwarder
+is its only peer, but a bug there must not kill it.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
+import logging
 import os
 import socket
 import sys
 
-CLONE_NEWNET = 0x40000000
+from netns import logs, nsenter, proctitle
+from netns.errors import BurrowError
+from rootless.ports import messages
+
+log = logging.getLogger("rootless.ports")
 
 
-def main(argv: list[str]) -> int:
-    chan = socket.socket(fileno=int(argv[0]))
-    libc = ctypes.CDLL(None, use_errno=True)
-    netns: dict[str, int] = {}
-    while True:
+class Dialer:
+    def __init__(self, chan: socket.socket) -> None:
+        self.chan = chan
+        self.netns: dict[str, int] = {}  # open netns files, by path
+
+    def forget(self, path: str) -> None:
+        fd = self.netns.pop(path, None)
+        if fd is not None:
+            os.close(fd)
+
+    def make(self, req: messages.Dial) -> list[int]:
+        """N sockets inside req.netns, or OSError (the netns is gone, out of fds)."""
+        if req.netns not in self.netns:
+            self.netns[req.netns] = os.open(req.netns, os.O_RDONLY | os.O_CLOEXEC)
+        nsenter.setns(self.netns[req.netns])
+        fam = socket.AF_INET6 if req.family == 6 else socket.AF_INET
+        kind = socket.SOCK_DGRAM if req.kind == "udp" else socket.SOCK_STREAM
+        fds: list[int] = []
         try:
-            msg = chan.recv(65536)
-        except ConnectionResetError:
-            return 0
-        if not msg:
-            return 0
-        req = json.loads(msg)
-        path = str(req.get("netns", ""))
-        if req.get("op") == "forget":
-            fd = netns.pop(path, None)
-            if fd is not None:
-                os.close(fd)
-            continue
+            for _ in range(req.n):
+                fds.append(socket.socket(fam, kind | socket.SOCK_NONBLOCK).detach())
+        except OSError:
+            if not fds:
+                raise
+        return fds
+
+    def serve(self, req: messages.Dial) -> None:
         fds: list[int] = []
         err = None
         try:
-            if path not in netns:
-                netns[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            if libc.setns(netns[path], CLONE_NEWNET) != 0:
-                e = ctypes.get_errno()
-                raise OSError(e, os.strerror(e))
-            fam = socket.AF_INET6 if req["family"] == 6 else socket.AF_INET
-            kind = socket.SOCK_DGRAM if req["type"] == "udp" else socket.SOCK_STREAM
-            for _ in range(int(req["n"])):
-                fds.append(socket.socket(fam, kind | socket.SOCK_NONBLOCK).detach())
+            fds = self.make(req)
         except OSError as e:
-            err = f"{path}: {e.strerror or e}"
-            fd = netns.pop(path, None)
-            if fd is not None:
-                os.close(fd)
-        head = json.dumps({"id": req["id"], "error": err}).encode()
+            err = f"{req.netns}: {e.strerror or e}"
+            self.forget(req.netns)
+        head = json.dumps(messages.DialReply(req.id, err).to_json()).encode()
         try:
-            chan.sendmsg([head], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                   b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds))]
-                         if fds else [])
+            self.chan.sendmsg([head], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                        b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds))]
+                              if fds else [])
         finally:
             for fd in fds:
                 os.close(fd)
+
+    def run(self) -> int:
+        while True:
+            try:
+                data = self.chan.recv(65536)
+            except ConnectionResetError:
+                return 0
+            if not data:
+                return 0
+            try:
+                req = messages.parse_dialer_request(data)
+            except (ValueError, BurrowError) as e:
+                log.error("dialer: bad request %r: %s", data[:80], e)
+                continue
+            if isinstance(req, messages.Forget):
+                self.forget(req.netns)
+            else:
+                self.serve(req)
+
+
+def main(argv: list[str]) -> int:
+    proctitle.set_title("burrow forwarder-dialer")
+    logs.configure("burrow-forwarder-dialer", stream=sys.stderr)
+    return Dialer(socket.socket(fileno=int(argv[0]))).run()
 
 
 if __name__ == "__main__":

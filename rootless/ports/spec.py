@@ -1,4 +1,9 @@
-"""Parse `-p [IP:]HOST[-END]:CTR[-END][/tcp|udp]`; a bad spec never reaches a socket."""
+"""Parse `-p [IP:]HOST[-END]:CTR[-END][/tcp|udp]`; a bad spec never reaches a socket.
+
+Parse, don't validate: a `PortSpec` is a `netns.schema.PortMapping` that has passed the
+engine's own checks, for exactly one protocol the forwarder serves, with its host address
+already parsed. Nothing downstream re-checks or re-parses it.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from netns.errors import BurrowError
+from netns.schema import IPAddress, PortMapping
 
 PROTOCOLS = ("tcp", "udp")
 
@@ -27,38 +33,56 @@ def _port_range(text: str, what: str, spec: str) -> tuple[int, int]:
     return lo, hi
 
 
+def _split_host(body: str, spec: str) -> tuple[str, str]:
+    """`[v6]:rest`, `ip:h:c` or `h:c` -> (host ip text, "h:c")."""
+    if body.startswith("["):
+        ip_s, close, rest = body[1:].partition("]")
+        if not close or not rest.startswith(":"):
+            raise BurrowError(f"invalid port spec {spec!r}: expected [IPv6]:HOST:CTR")
+        return ip_s, rest[1:]
+    parts = body.split(":")
+    if len(parts) == 3:
+        return parts[0], ":".join(parts[1:])
+    if len(parts) != 2:
+        raise BurrowError(f"invalid port spec {spec!r}: expected [IP:]HOST:CTR[/tcp|udp]")
+    return "", body
+
+
 @dataclass(frozen=True)
 class PortSpec:
-    host_ip: str          # "" = all addresses (v4 and v6)
-    host_port: int
-    container_port: int
-    range: int
-    protocol: str
+    """One protocol's published range: a checked PortMapping and its parsed host address."""
+
+    mapping: PortMapping
+    host: IPAddress | None  # None = all addresses (v4 and v6)
+
+    @classmethod
+    def of(cls, host_ip: str | IPAddress | None, host_port: int, container_port: int,
+           range: int = 1, protocol: str = "tcp") -> PortSpec:
+        """The one checked constructor: everything else builds a PortSpec through it."""
+        try:
+            host = ipaddress.ip_address(host_ip) if host_ip else None
+        except ValueError:
+            raise BurrowError(f"invalid host address {host_ip!r} in a port mapping: not an "
+                              "IPv4 or IPv6 address") from None
+        if protocol not in PROTOCOLS:
+            raise BurrowError(f"invalid protocol {protocol!r} in a port mapping: use tcp or udp")
+        m = PortMapping(host_ip=str(host) if host else "", container_port=container_port,
+                        host_port=host_port, range=range, protocol=protocol)
+        m.validate()
+        return cls(m, host)
 
     @classmethod
     def parse(cls, spec: str) -> list[PortSpec]:
         """One spec may name `/tcp,udp`: one PortSpec per protocol."""
-        text = spec.strip()
-        body, _, proto_s = text.partition("/")
+        body, _, proto_s = spec.strip().partition("/")
         protos = [p.strip().lower() for p in (proto_s or "tcp").split(",")]
         for p in protos:
             if p not in PROTOCOLS:
                 raise BurrowError(f"invalid port spec {spec!r}: protocol {p!r} is not tcp or udp")
-        host_ip = ""
-        if body.startswith("["):
-            ip_s, close, rest = body[1:].partition("]")
-            if not close or not rest.startswith(":"):
-                raise BurrowError(f"invalid port spec {spec!r}: expected [IPv6]:HOST:CTR")
-            host_ip, body = ip_s, rest[1:]
-        else:
-            parts = body.split(":")
-            if len(parts) == 3:
-                host_ip, body = parts[0], ":".join(parts[1:])
-            elif len(parts) != 2:
-                raise BurrowError(f"invalid port spec {spec!r}: expected [IP:]HOST:CTR[/tcp|udp]")
+        host_ip, body = _split_host(body, spec)
         if host_ip:
             try:
-                host_ip = str(ipaddress.ip_address(host_ip))
+                ipaddress.ip_address(host_ip)
             except ValueError:
                 raise BurrowError(f"invalid port spec {spec!r}: {host_ip!r} is not an IP "
                                   "address") from None
@@ -70,25 +94,46 @@ class PortSpec:
         if "-" in ctr_s and chi - clo != hhi - hlo:
             raise BurrowError(f"invalid port spec {spec!r}: host range {host_s} and container "
                               f"range {ctr_s} differ in length")
-        return [cls(host_ip, hlo, clo, hhi - hlo + 1, p) for p in protos]
+        if clo + (hhi - hlo) > 65535:
+            raise BurrowError(f"invalid port spec {spec!r}: container ports {clo}-"
+                              f"{clo + hhi - hlo} go past 65535")
+        return [cls.of(host_ip, hlo, clo, hhi - hlo + 1, p) for p in protos]
+
+    @classmethod
+    def from_json(cls, d: Any) -> PortSpec:
+        m = PortMapping.from_json(d)
+        return cls.of(m.host_ip, m.host_port, m.container_port, m.range, m.protocol)
 
     def to_json(self) -> dict[str, Any]:
         """Netavark's PortMapping shape."""
-        return {"host_ip": self.host_ip, "host_port": self.host_port,
-                "container_port": self.container_port, "range": self.range,
-                "protocol": self.protocol}
+        return self.mapping.to_json()
 
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> PortSpec:
-        return cls(str(d.get("host_ip", "")), int(d["host_port"]), int(d["container_port"]),
-                   int(d.get("range", 1)), str(d.get("protocol", "tcp")))
+    @property
+    def host_ip(self) -> str:
+        return self.mapping.host_ip
+
+    @property
+    def host_port(self) -> int:
+        return self.mapping.host_port
+
+    @property
+    def container_port(self) -> int:
+        return self.mapping.container_port
+
+    @property
+    def range(self) -> int:
+        return self.mapping.range
+
+    @property
+    def protocol(self) -> str:
+        return self.mapping.protocol
 
     def pairs(self) -> list[tuple[int, int]]:
         return [(self.host_port + i, self.container_port + i) for i in range(self.range)]
 
     def __str__(self) -> str:
-        ip = f"[{self.host_ip}]:" if ":" in self.host_ip else (f"{self.host_ip}:" if self.host_ip
-                                                             else "")
+        ip = f"[{self.host_ip}]:" if self.host and self.host.version == 6 else (
+            f"{self.host_ip}:" if self.host else "")
         hp = f"{self.host_port}" + (f"-{self.host_port + self.range - 1}" if self.range > 1
                                     else "")
         cp = f"{self.container_port}" + (f"-{self.container_port + self.range - 1}"
@@ -99,6 +144,6 @@ class PortSpec:
 def overlaps(a: PortSpec, b: PortSpec) -> bool:
     if a.protocol != b.protocol:
         return False
-    if a.host_ip and b.host_ip and a.host_ip != b.host_ip:
+    if a.host and b.host and a.host != b.host:
         return False
     return a.host_port <= b.host_port + b.range - 1 and b.host_port <= a.host_port + a.range - 1

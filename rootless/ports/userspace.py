@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from netns.errors import BurrowError
-from rootless.ports import control
+from rootless.ports import control, messages
 from rootless.ports.spec import PortSpec
 from rootless.userns import Holder
 
@@ -43,15 +43,15 @@ class ForwarderPorts:
             return
         control.ensure(self.holder)
         ip4, ip6 = addresses(rec)
-        control.request(self.holder.paths, {"op": "add", "sandbox": rec["name"],
-                                            "netns": rec["netns"], "ip4": ip4, "ip6": ip6,
-                                            "ports": rec["ports"]})
+        control.request(self.holder.paths, messages.parse_request(
+            {"op": "add", "sandbox": rec["name"], "netns": rec["netns"], "ip4": ip4,
+             "ip6": ip6, "ports": rec["ports"]}))
 
     def unpublish(self, rec: Mapping[str, Any]) -> list[str]:
         if not rec.get("ports") or not control.running(self.holder.paths):
             return []
         try:
-            control.request(self.holder.paths, {"op": "remove", "sandbox": rec["name"]})
+            control.request(self.holder.paths, messages.Remove(rec["name"]))
         except BurrowError as e:
             return [str(e)]
         return []

@@ -159,7 +159,7 @@ def test_many_connections_and_a_bounded_pipe_budget(rl: Any) -> None:
     budget (fs.pipe-user-pages-soft), which the user's other programs share."""
     import fcntl
 
-    from rootless.ports.forwarder import BIG_PIPE, F_GETPIPE_SZ, MAX_BIG_PIPES
+    from rootless.ports.splice import BIG_PIPE, F_GETPIPE_SZ, MAX_BIG_PIPES
 
     base = free_ports(1)
     rl.burrow("sandbox", "create", "many", "-p", f"127.0.0.1:{base}:7", check=True, timeout=60)
@@ -201,27 +201,38 @@ def test_many_connections_and_a_bounded_pipe_budget(rl: Any) -> None:
 
 
 def test_out_of_fds_refuses_clients_and_recovers(rl: Any) -> None:
-    """With few fds, extra clients are reset at once; the forwarder neither hangs nor spins."""
+    """With few fds, extra clients are reset at once; the forwarder neither hangs nor spins.
+
+    One client (127.0.0.1) meets its own cap first, which leaves room for another
+    (127.0.0.2, also loopback); once both fill the budget the rest are refused for want of
+    fds, counted and logged."""
     base = free_ports(1)
     # The world (and its forwarder) starts with this command, so it inherits the limit.
-    rl.run(["prlimit", "--nofile=120:120", "burrow", "sandbox", "create", "fd", "-p",
-            f"127.0.0.1:{base}:7"], check=True, timeout=60)
+    rl.run(["prlimit", "--nofile=160:160", "burrow", "sandbox", "create", "fd", "-p",
+            f"{base}:7"], check=True, timeout=60)
     serve(rl, "fd", "e:7", "fd")
     pid = json.loads(rl.burrow("status", "--format", "json", check=True).out)["forwarder"]["pid"]
-    answered = refused = 0
-    conns = []
-    try:
-        for _ in range(60):  # 6 fds each: far more than 120 fds hold
+    conns: list[socket.socket] = []
+
+    def flood(src: str, n: int) -> tuple[int, int]:
+        answered = refused = 0
+        for _ in range(n):  # 6 fds each: far more than 160 fds hold
             try:
                 # The reset can come before connect() returns: that is a refusal too.
-                c = socket.create_connection(("127.0.0.1", base), 5)
+                c = socket.create_connection(("127.0.0.1", base), 5, (src, 0))
                 c.settimeout(5)  # a hang would raise TimeoutError and fail the test
                 conns.append(c)
                 c.sendall(b"hi")
                 answered += c.recv(10) == b"hi"
             except (ConnectionResetError, BrokenPipeError):
                 refused += 1
-        assert answered > 0 and refused > 0 and answered + refused == 60
+        return answered, refused
+
+    try:
+        first = flood("127.0.0.1", 40)
+        assert first[0] > 0 and first[1] > 0 and sum(first) == 40
+        second = flood("127.0.0.2", 40)  # another client: served although the first is capped
+        assert second[0] > 0 and second[1] > 0 and sum(second) == 40
 
         def cpu() -> float:
             with open(f"/proc/{pid}/stat") as f:
@@ -240,9 +251,10 @@ def test_out_of_fds_refuses_clients_and_recovers(rl: Any) -> None:
         c.sendall(b"again")
         assert c.recv(10) == b"again"
     log = rl.run(["sh", "-c", 'cat "$XDG_RUNTIME_DIR/burrow/log/forwarder.log"'], check=True).out
-    assert "out of file descriptors (limit 120" in log
+    assert "out of file descriptors (limit 160" in log and "its cap" in log
     fwd = json.loads(rl.burrow("status", "--format", "json", check=True).out)["forwarder"]
-    assert fwd["fd_limit"] == 120 and fwd["refused_out_of_fds"] > 0
+    assert fwd["fd_limit"] == 160 and fwd["refused_out_of_fds"] > 0
+    assert fwd["shed"]["tcp_refused_per_client"] > 0 and fwd["shed"]["tcp_refused_total"] > 0
     assert "clients refused for want of fds" in rl.burrow("status", check=True).out
 
 

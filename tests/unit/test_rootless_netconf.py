@@ -12,12 +12,12 @@ from rootless.sandbox import Attach
 
 
 @pytest.mark.parametrize("text,want", [
-    ("8080:80", [PortSpec("", 8080, 80, 1, "tcp")]),
-    ("127.0.0.1:8080:80/udp", [PortSpec("127.0.0.1", 8080, 80, 1, "udp")]),
-    ("[::1]:8080:80", [PortSpec("::1", 8080, 80, 1, "tcp")]),
-    ("9000-9002:80-82/tcp,udp", [PortSpec("", 9000, 80, 3, "tcp"),
-                                 PortSpec("", 9000, 80, 3, "udp")]),
-    ("9000-9002:80", [PortSpec("", 9000, 80, 3, "tcp")]),
+    ("8080:80", [PortSpec.of("", 8080, 80, 1, "tcp")]),
+    ("127.0.0.1:8080:80/udp", [PortSpec.of("127.0.0.1", 8080, 80, 1, "udp")]),
+    ("[::1]:8080:80", [PortSpec.of("::1", 8080, 80, 1, "tcp")]),
+    ("9000-9002:80-82/tcp,udp", [PortSpec.of("", 9000, 80, 3, "tcp"),
+                                 PortSpec.of("", 9000, 80, 3, "udp")]),
+    ("9000-9002:80", [PortSpec.of("", 9000, 80, 3, "tcp")]),
 ])
 def test_port_spec_parse(text: str, want: list[PortSpec]) -> None:
     assert PortSpec.parse(text) == want
@@ -37,11 +37,11 @@ def test_port_spec_rejects(bad: str, msg: str) -> None:
 
 
 def test_port_overlap() -> None:
-    a = PortSpec("", 9000, 80, 3, "tcp")
-    assert overlaps(a, PortSpec("127.0.0.1", 9002, 1, 1, "tcp"))
-    assert not overlaps(a, PortSpec("", 9003, 1, 1, "tcp"))
-    assert not overlaps(a, PortSpec("", 9000, 1, 1, "udp"))
-    assert not overlaps(PortSpec("127.0.0.1", 1, 1, 1, "tcp"), PortSpec("::1", 1, 1, 1, "tcp"))
+    a = PortSpec.of("", 9000, 80, 3, "tcp")
+    assert overlaps(a, PortSpec.of("127.0.0.1", 9002, 1, 1, "tcp"))
+    assert not overlaps(a, PortSpec.of("", 9003, 1, 1, "tcp"))
+    assert not overlaps(a, PortSpec.of("", 9000, 1, 1, "udp"))
+    assert not overlaps(PortSpec.of("127.0.0.1", 1, 1, 1, "tcp"), PortSpec.of("::1", 1, 1, 1, "tcp"))
 
 
 def test_attach_parse() -> None:

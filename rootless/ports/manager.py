@@ -1,0 +1,141 @@
+"""The port manager: add, list and remove published ports (rootlesskit's port.Manager).
+
+`add` binds every listener of a request before it publishes any (all or nothing), and says
+in the error which port failed and what to do about it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import resource
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from rootless.ports import messages
+from rootless.ports.budget import Guard
+from rootless.ports.pool import DialerPool
+from rootless.ports.spec import PortSpec
+from rootless.ports.target import Listener, Target
+from rootless.ports.tcp import TcpProxy
+from rootless.ports.udp import UdpProxy
+
+BACKLOG = 4096
+
+
+def unprivileged_port_start() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 1024
+
+
+def bind_error(e: OSError, ip: str, port: int, proto: str) -> str:
+    where = f"{ip or '*'}:{port}/{proto}" if ":" not in ip else f"[{ip}]:{port}/{proto}"
+    if e.errno == errno.EADDRINUSE:
+        return f"host port {where} is already in use; pick another host port in -p"
+    if e.errno == errno.EACCES and port < unprivileged_port_start():
+        floor = unprivileged_port_start()
+        return (f"host port {where} is below net.ipv4.ip_unprivileged_port_start ({floor}); "
+                f"use a port >= {floor}, or as root `sysctl net.ipv4.ip_unprivileged_port_start"
+                f"={port}`")
+    if e.errno == errno.EADDRNOTAVAIL:
+        return f"host address {ip} is not an address of this host"
+    return f"bind {where}: {e.strerror}"
+
+
+def bind(spec: PortSpec, port: int) -> socket.socket:
+    """One listener: `::` with IPV6_V6ONLY off serves both families (IPv4-only hosts: 0.0.0.0)."""
+    kind = socket.SOCK_DGRAM if spec.protocol == "udp" else socket.SOCK_STREAM
+    flags = kind | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
+    fam = socket.AF_INET if spec.host and spec.host.version == 4 else socket.AF_INET6
+    addr = spec.host_ip or "::"
+    try:
+        s = socket.socket(fam, flags)
+    except OSError as e:
+        if spec.host or e.errno != errno.EAFNOSUPPORT:
+            raise
+        s, addr = socket.socket(socket.AF_INET, flags), "0.0.0.0"  # no IPv6 on this host
+    try:
+        if s.family == socket.AF_INET6 and not spec.host:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        if kind == socket.SOCK_STREAM:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((addr, port))
+        if kind == socket.SOCK_STREAM:
+            s.listen(BACKLOG)
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
+class PortManager:
+    def __init__(self, pool: DialerPool, tcp: TcpProxy, udp: UdpProxy, guard: Guard,
+                 stop: Callable[[], None]) -> None:
+        self.pool, self.tcp, self.udp, self.guard, self.stop = pool, tcp, udp, guard, stop
+        self.by_sandbox: dict[str, list[Listener]] = {}
+        self.listeners = 0
+
+    def handle(self, req: messages.Request) -> dict[str, Any]:
+        if isinstance(req, messages.Ping):
+            return {"ok": True, **self.stats()}
+        if isinstance(req, messages.ListPorts):
+            return {"ok": True, "ports": self.ports()}
+        if isinstance(req, messages.Add):
+            return self.add(req)
+        if isinstance(req, messages.Remove):
+            self.remove(req.sandbox)
+            return {"ok": True}
+        self.stop()
+        return {"ok": True}
+
+    def stats(self) -> dict[str, Any]:
+        shed = self.guard.shed
+        return {"pid": os.getpid(), "tcp_connections": self.tcp.conns.total,
+                "tcp_dialing": self.tcp.dials.total, "udp_flows": len(self.udp.flows),
+                "big_pipes": self.tcp.big.count,
+                "fd_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+                "refused_out_of_fds": shed.for_want_of_fds, "shed": shed.to_json(),
+                "caps": self.guard.caps().to_json()}
+
+    def ports(self) -> list[dict[str, Any]]:
+        out = []
+        for name, lsts in sorted(self.by_sandbox.items()):
+            for spec in dict.fromkeys(lst.spec for lst in lsts):
+                out.append({"sandbox": name, **spec.to_json()})
+        return out
+
+    def add(self, req: messages.Add) -> dict[str, Any]:
+        """Bind everything first; publish only if every bind worked."""
+        target = Target(req.sandbox, req.netns, req.ip4, req.ip6)
+        made: list[Listener] = []
+        for spec in req.ports:
+            for hp, cp in spec.pairs():
+                try:
+                    made.append(Listener(bind(spec, hp), spec, hp, cp, target))
+                except OSError as e:
+                    for lst in made:
+                        lst.sock.close()
+                    return {"error": bind_error(e, spec.host_ip, hp, spec.protocol)}
+        self.pool.open(req.netns)
+        for lst in made:
+            self.by_sandbox.setdefault(req.sandbox, []).append(lst)
+            (self.tcp if lst.spec.protocol == "tcp" else self.udp).listen(lst)
+        self.listeners += len(made)
+        return {"ok": True}
+
+    def remove(self, name: str) -> None:
+        lsts = self.by_sandbox.pop(name, [])
+        for lst in lsts:
+            if lst.spec.protocol == "udp":
+                self.udp.close_listener(lst)
+            self.tcp.loop.remove(lst.sock.fileno())
+            lst.sock.close()
+        self.listeners -= len(lsts)
+        netns = {lst.target.netns for lst in lsts}
+        still = {lst.target.netns for ls in self.by_sandbox.values() for lst in ls}
+        for path in netns - still:
+            self.pool.forget(path)

@@ -1,0 +1,204 @@
+"""The forwarder's wire messages, typed: the control protocol and the dialer channel.
+
+Control: one JSON object per line on `forwarder.sock`, answered by one JSON line
+(`{"ok": true, ...}` or `{"error": "..."}`). Dialer: one JSON object per SOCK_SEQPACKET packet,
+answered by a header packet carrying the sockets as SCM_RIGHTS.
+
+Every message is parsed here, once, into a frozen dataclass; a malformed one raises a
+BurrowError naming what is wrong, and nothing past this module ever sees raw JSON.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from netns.errors import BurrowError
+from rootless.ports.spec import PortSpec
+
+MAX_LINE = 1 << 20  # one control request; an honest `add` is a few hundred bytes
+MAX_SPECS = 1024  # port specs in one `add`
+MAX_NETNS_PATH = 1024
+# The key a set of ports is published under: a sandbox name (a DNS label) or a container ID.
+OWNER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+FAMILIES = (4, 6)
+KINDS = ("tcp", "udp")
+MAX_DIAL_BATCH = 250  # sockets in one dialer reply (SCM_MAX_FD is 253)
+T = TypeVar("T")
+
+
+def _field(obj: Mapping[str, Any], key: str, kind: type[T]) -> T:
+    value = obj.get(key)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise BurrowError(f"field {key!r} must be {kind.__name__}, got {value!r:.60}")
+    return value
+
+
+def owner(text: Any) -> str:
+    if not isinstance(text, str) or not OWNER_RE.match(text):
+        raise BurrowError(f"invalid sandbox {text!r:.80}: expected a name of letters, digits, "
+                          "'_', '.' and '-' (at most 128)")
+    return text
+
+
+def netns_path(text: Any) -> str:
+    """An absolute, normalised path: no `..`, no NUL, nothing a relative open could escape."""
+    if not isinstance(text, str) or not text.startswith("/") or len(text) > MAX_NETNS_PATH \
+            or "\0" in text or os.path.normpath(text) != text or "/../" in text + "/":
+        raise BurrowError(f"invalid netns path {text!r:.80}: expected an absolute, normalised "
+                          "path")
+    return text
+
+
+def _address(obj: Mapping[str, Any], key: str, version: int) -> Any:
+    value = obj.get(key)
+    if value is None or value == "":
+        return None
+    try:
+        ip = ipaddress.ip_address(value) if isinstance(value, str) else None
+    except ValueError:
+        ip = None
+    if ip is None or ip.version != version:
+        raise BurrowError(f"field {key!r} must be an IPv{version} address, got {value!r:.60}")
+    return ip
+
+
+@dataclass(frozen=True)
+class Ping:
+    """Liveness and the live counts shown by `burrow status`."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"op": "ping"}
+
+
+@dataclass(frozen=True)
+class ListPorts:
+    def to_json(self) -> dict[str, Any]:
+        return {"op": "list"}
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    def to_json(self) -> dict[str, Any]:
+        return {"op": "shutdown"}
+
+
+@dataclass(frozen=True)
+class Remove:
+    sandbox: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"op": "remove", "sandbox": self.sandbox}
+
+
+@dataclass(frozen=True)
+class Add:
+    """Publish `ports` for `sandbox`, dialling into `netns` at its first v4 / v6 address."""
+
+    sandbox: str
+    netns: str
+    ip4: ipaddress.IPv4Address | None
+    ip6: ipaddress.IPv6Address | None
+    ports: tuple[PortSpec, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"op": "add", "sandbox": self.sandbox, "netns": self.netns,
+                "ip4": str(self.ip4) if self.ip4 else None,
+                "ip6": str(self.ip6) if self.ip6 else None,
+                "ports": [p.to_json() for p in self.ports]}
+
+
+Request = Ping | ListPorts | Shutdown | Remove | Add
+
+
+def _add(obj: Mapping[str, Any]) -> Add:
+    raw = obj.get("ports", [])
+    if not isinstance(raw, list) or len(raw) > MAX_SPECS:
+        raise BurrowError(f"field 'ports' must be a list of at most {MAX_SPECS} port mappings")
+    return Add(owner(obj.get("sandbox")), netns_path(obj.get("netns")),
+               _address(obj, "ip4", 4), _address(obj, "ip6", 6),
+               tuple(PortSpec.from_json(p) for p in raw))
+
+
+_PARSERS: dict[str, Callable[[Mapping[str, Any]], Request]] = {
+    "ping": lambda o: Ping(), "list": lambda o: ListPorts(), "shutdown": lambda o: Shutdown(),
+    "remove": lambda o: Remove(owner(o.get("sandbox"))), "add": _add,
+}
+
+
+def parse_request(obj: Any) -> Request:
+    if not isinstance(obj, dict):
+        raise BurrowError("a request must be a JSON object")
+    op = obj.get("op")
+    parser = _PARSERS.get(op) if isinstance(op, str) else None
+    if parser is None:
+        raise BurrowError(f"unknown op {op!r:.40}")
+    return parser(obj)
+
+
+def request_from_line(line: bytes) -> Request:
+    try:
+        obj = json.loads(line)
+    except (ValueError, RecursionError) as e:  # RecursionError: absurdly nested JSON
+        raise BurrowError(f"not JSON: {type(e).__name__}") from None
+    return parse_request(obj)
+
+
+# -- the dialer channel ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Dial:
+    """Make `n` unconnected sockets of `family`/`kind` inside `netns`."""
+
+    id: int
+    netns: str
+    family: int
+    kind: str
+    n: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"op": "dial", "id": self.id, "netns": self.netns, "family": self.family,
+                "type": self.kind, "n": self.n}
+
+
+@dataclass(frozen=True)
+class Forget:
+    """Close the dialer's handle on `netns`: the sandbox is gone."""
+
+    netns: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"op": "forget", "netns": self.netns}
+
+
+@dataclass(frozen=True)
+class DialReply:
+    id: int
+    error: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "error": self.error}
+
+
+def parse_dialer_request(data: bytes) -> Dial | Forget:
+    obj = json.loads(data)
+    if not isinstance(obj, dict):
+        raise BurrowError("a dialer request must be a JSON object")
+    if obj.get("op") == "forget":
+        return Forget(netns_path(obj.get("netns")))
+    family, kind, n = _field(obj, "family", int), _field(obj, "type", str), _field(obj, "n", int)
+    if family not in FAMILIES or kind not in KINDS or not 1 <= n <= MAX_DIAL_BATCH:
+        raise BurrowError(f"bad dial request family={family} type={kind!r:.10} n={n}")
+    return Dial(_field(obj, "id", int), netns_path(obj.get("netns")), family, kind, n)
+
+
+def parse_dialer_reply(data: bytes) -> DialReply:
+    obj = json.loads(data)
+    if not isinstance(obj, dict):
+        raise BurrowError("a dialer reply must be a JSON object")
+    err = obj.get("error")
+    return DialReply(_field(obj, "id", int), None if err is None else str(err))

@@ -1,0 +1,104 @@
+"""Zero-copy TCP pumping: socket -> pipe -> socket with os.splice, no per-byte Python.
+
+Each direction of a connection has a pipe. Edge-triggered epoll tells which side can be read
+or written; a pump moves what it can and returns on EAGAIN, and passes the FIN on
+(shutdown(SHUT_WR)) once its source has hit EOF and the pipe is drained.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+from dataclasses import dataclass
+
+# No SPLICE_F_MORE on the write side: it sets MSG_MORE, TCP then holds a sub-MSS tail until
+# more data comes, and a request/response protocol stalls ~200 ms per message. Without it bulk
+# throughput measured the same (splice already hands TCP up to a pipe's worth at once).
+SPLICE = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+F_SETPIPE_SZ, F_GETPIPE_SZ = 1031, 1032
+# Pipes start at the kernel's default size and grow to BIG_PIPE once a read fills one (a bulk
+# flow: 1 MiB pipes measured ~20% faster than 64 KiB). The per-user pipe budget
+# (fs.pipe-user-pages-soft, 64 MiB by default) is shared with every other program of the user,
+# and a user over it gets 8 KiB pipes everywhere, so at most MAX_BIG_PIPES are big at once.
+BIG_PIPE = 1 << 20
+MAX_BIG_PIPES = 16
+CHUNK = 1 << 20
+
+
+@dataclass(slots=True)
+class Pipe:
+    r: int
+    w: int
+    cap: int
+    pending: int = 0
+    eof: bool = False
+    done: bool = False
+
+    def close(self) -> None:
+        os.close(self.r)
+        os.close(self.w)
+
+
+def pipe_pair() -> tuple[Pipe, Pipe]:
+    """Two pipes, or OSError (out of fds) with nothing left open."""
+    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    first = Pipe(r, w, fcntl.fcntl(w, F_GETPIPE_SZ))
+    try:
+        r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        first.close()
+        raise
+    return first, Pipe(r, w, fcntl.fcntl(w, F_GETPIPE_SZ))
+
+
+class BigPipes:
+    """How many pipes have grown to BIG_PIPE, so their number stays bounded."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def grow(self, p: Pipe) -> None:
+        if p.cap >= BIG_PIPE or self.count >= MAX_BIG_PIPES:
+            return
+        try:
+            p.cap = fcntl.fcntl(p.w, F_SETPIPE_SZ, BIG_PIPE)
+            self.count += 1
+        except OSError:
+            pass  # over the user's pipe budget: the small pipe still works
+
+    def release(self, p: Pipe) -> None:
+        if p.cap >= BIG_PIPE:
+            self.count -= 1
+        p.close()
+
+
+def pump(src: socket.socket, dst: socket.socket, p: Pipe, big: BigPipes) -> None:
+    """Move what can move from src to dst now; OSError means the connection is broken."""
+    while not p.done:
+        if p.pending == 0 and not p.eof:
+            try:
+                n = os.splice(src.fileno(), p.w, CHUNK, flags=SPLICE)
+            except BlockingIOError:
+                return
+            if n == 0:
+                p.eof = True
+            else:
+                p.pending += n
+                if n >= p.cap:
+                    big.grow(p)
+        if p.pending:
+            try:
+                n = os.splice(p.r, dst.fileno(), p.pending, flags=SPLICE)
+            except BlockingIOError:
+                return
+            p.pending -= n
+            continue
+        if p.eof:
+            try:
+                dst.shutdown(socket.SHUT_WR)  # half-close: pass the FIN on
+            except OSError:
+                pass
+            p.done = True

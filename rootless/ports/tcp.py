@@ -1,0 +1,199 @@
+"""TCP: accept on the host, dial into the sandbox, splice both ways.
+
+One connection costs 2 fds while it dials and 6 once it pumps (two sockets, two pipes); the
+budget caps how many a client and all clients may hold, and a client over a cap is reset at
+once (RST, not FIN) and counted. Established connections are never shed for newcomers: they
+carry state their users care about, a refused newcomer can retry.
+"""
+
+from __future__ import annotations
+
+import errno
+import select
+import socket
+from dataclasses import dataclass
+from functools import partial
+
+from netns.loop import Loop
+from rootless.ports.budget import OUT_OF_FDS, Guard, Tally
+from rootless.ports.budget import reset as rst
+from rootless.ports.pool import DialerPool
+from rootless.ports.splice import BigPipes, Pipe, pipe_pair, pump
+from rootless.ports.target import Candidate, Listener
+
+ET = select.EPOLLET
+RW = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | ET
+# Edge-triggered: data to read on a socket feeds its outbound pipe, room to write drains the
+# pipe into it. Pumping only the direction an event concerns saves failed splices.
+READABLE = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
+WRITABLE = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
+# Errors after which the other address family may still answer (a server bound to one family).
+TRY_OTHER_FAMILY = frozenset({errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH,
+                              errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT})
+
+
+@dataclass(slots=True, eq=False)
+class TcpConn:
+    a: socket.socket  # client (host side)
+    client: str
+    netns: str
+    port: int
+    candidates: list[Candidate]
+    b: socket.socket | None = None  # backend (in the sandbox)
+    connected: bool = False
+    watching_a: bool = False
+    closed: bool = False
+    ab: Pipe | None = None
+    ba: Pipe | None = None
+
+
+class TcpProxy:
+    def __init__(self, loop: Loop, pool: DialerPool, guard: Guard) -> None:
+        self.loop, self.pool, self.guard = loop, pool, guard
+        self.conns = Tally()  # every connection, dialling or pumping
+        self.dials = Tally()  # connections not yet connected to the sandbox
+        self.big = BigPipes()
+
+    def listen(self, lst: Listener) -> None:
+        self.loop.add(lst.sock.fileno(), partial(self._on_accept, lst))
+
+    def _on_accept(self, lst: Listener, ev: int) -> None:
+        while True:
+            try:
+                a, addr = lst.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                if e.errno == errno.ECONNABORTED:
+                    continue
+                if e.errno in OUT_OF_FDS and self.guard.out_of_fds(lst.sock, self.conns.total):
+                    continue
+                return
+            self._admit(lst, a, addr[0])
+
+    def _admit(self, lst: Listener, a: socket.socket, host: str) -> None:
+        client, v4 = self.guard.client_of(host)
+        if not self.guard.admit_tcp(self.conns, self.dials, client):
+            rst(a)
+            return
+        a.setblocking(False)
+        conn = TcpConn(a, client, lst.target.netns, lst.ctr_port, lst.target.candidates(v4))
+        self.conns.add(client)
+        self.dials.add(client)
+        self._dial_next(conn)
+
+    def _dial_next(self, c: TcpConn) -> None:
+        if not c.candidates:
+            self._close(c, reset=True)
+            return
+        fam, ip = c.candidates.pop(0)
+        self.pool.get((c.netns, fam, "tcp"), partial(self._dial, c, ip))
+
+    def _dial(self, c: TcpConn, ip: str, b: socket.socket | None) -> None:
+        if c.closed:
+            if b is not None:
+                b.close()
+            return
+        if b is None:  # no socket for this family (the dialer failed): try the other one
+            self.guard.shed.dial_failed += not c.candidates
+            self._dial_next(c)
+            return
+        b.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            b.connect((ip, c.port))
+            c.connected = True
+        except BlockingIOError:
+            pass
+        except OSError as e:
+            b.close()
+            self._retry(c, e.errno)
+            return
+        c.b = b
+        self.loop.add(b.fileno(), partial(self._on_event, c, False), RW)
+        if not c.watching_a:
+            c.a.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.loop.add(c.a.fileno(), partial(self._on_event, c, True), RW)
+            c.watching_a = True
+        if c.connected:
+            self.dials.drop(c.client)
+            self._on_conn(c, READABLE | WRITABLE, READABLE | WRITABLE)
+
+    def _retry(self, c: TcpConn, err: int | None) -> None:
+        """The dial failed: the other family if the server may be listening there, else RST."""
+        if err in TRY_OTHER_FAMILY and c.candidates:
+            self._dial_next(c)
+        else:
+            self._close(c, reset=True)
+
+    def _on_event(self, c: TcpConn, client_side: bool, ev: int) -> None:
+        if client_side:
+            self._on_conn(c, ev, 0)
+        else:
+            self._on_conn(c, 0, ev)
+
+    def _connect_done(self, c: TcpConn, b: socket.socket) -> bool:
+        err = b.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self.loop.remove(b.fileno())
+            b.close()
+            c.b = None
+            self._retry(c, err)
+            return False
+        try:
+            b.getpeername()
+        except OSError:
+            return False  # still connecting
+        c.connected = True
+        self.dials.drop(c.client)
+        return True
+
+    def _on_conn(self, c: TcpConn, ev_a: int, ev_b: int) -> None:
+        b = c.b
+        if b is None or c.closed:
+            return
+        if not c.connected:
+            if not self._connect_done(c, b):
+                return
+            ev_a = ev_b = READABLE | WRITABLE  # first pass: anything may be waiting
+        if c.ab is None:
+            try:
+                c.ab, c.ba = pipe_pair()
+            except OSError:  # out of fds: this client is refused, the others go on
+                self.guard.shed.out_of_fds += 1
+                self._close(c, reset=True)
+                return
+        ab, ba = c.ab, c.ba
+        assert ba is not None
+        try:
+            # Room to write matters only to a pipe stalled on it: epoll reports EPOLLOUT
+            # alongside nearly every EPOLLIN, and a blind read would just fail with EAGAIN.
+            if ev_a & READABLE or ev_b & WRITABLE and ab.pending:
+                pump(c.a, b, ab, self.big)
+            if ev_b & READABLE or ev_a & WRITABLE and ba.pending:
+                pump(b, c.a, ba, self.big)
+        except OSError:
+            self._close(c, reset=True)
+            return
+        if ab.done and ba.done:
+            self._close(c)
+
+    def _close(self, c: TcpConn, reset: bool = False) -> None:
+        if c.closed:
+            return
+        c.closed = True
+        if not c.connected:
+            self.dials.drop(c.client)
+        self.conns.drop(c.client)
+        for s in (c.a, c.b):
+            if s is None or s.fileno() < 0:
+                continue
+            self.loop.remove(s.fileno())
+            if reset:
+                rst(s)
+            else:
+                s.close()
+        for p in (c.ab, c.ba):
+            if p is not None:
+                self.big.release(p)
+        c.ab = c.ba = None
+

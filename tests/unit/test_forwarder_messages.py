@@ -1,0 +1,152 @@
+"""The forwarder's pure parts: typed control messages, port specs on schema.PortMapping, and
+the per-client accounting and caps that bound what a peer can make it hold."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from netns.errors import BurrowError
+from netns.schema import PortMapping
+from rootless.ports import messages
+from rootless.ports.budget import Caps, Guard, Tally, client_of
+from rootless.ports.spec import PortSpec
+from rootless.ports.target import Target
+
+ADD = {"op": "add", "sandbox": "web", "netns": "/run/user/1/burrow/netns/web",
+       "ip4": "10.89.0.2", "ip6": "fd89::2",
+       "ports": [{"host_ip": "", "container_port": 80, "host_port": 8080, "range": 2,
+                  "protocol": "tcp"}]}
+
+
+def test_add_parses_into_typed_values_and_round_trips() -> None:
+    req = messages.parse_request(ADD)
+    assert isinstance(req, messages.Add)
+    assert req.ip4 == ipaddress.IPv4Address("10.89.0.2")
+    assert req.ip6 == ipaddress.IPv6Address("fd89::2")
+    assert req.ports[0].mapping == PortMapping("", 80, 8080, 2, "tcp")
+    assert req.ports[0].host is None and req.ports[0].pairs() == [(8080, 80), (8081, 81)]
+    assert messages.parse_request(req.to_json()) == req
+    line = json.dumps(req.to_json()).encode()
+    assert messages.request_from_line(line) == req
+
+
+@pytest.mark.parametrize("change,msg", [
+    ({"op": "frobnicate"}, "unknown op"),
+    ({"sandbox": "../x"}, "invalid sandbox"),
+    ({"sandbox": "a/b"}, "invalid sandbox"),
+    ({"sandbox": ""}, "invalid sandbox"),
+    ({"netns": "relative/path"}, "invalid netns"),
+    ({"netns": "/run/../etc/passwd"}, "invalid netns"),
+    ({"netns": "/run/x/.."}, "invalid netns"),
+    ({"netns": "/run/\0x"}, "invalid netns"),
+    ({"ip4": "fd89::2"}, "IPv4"),
+    ({"ip6": "10.0.0.1"}, "IPv6"),
+    ({"ip4": 7}, "IPv4"),
+    ({"ports": "80:80"}, "list"),
+    ({"ports": [{"host_port": 0, "container_port": 80, "host_ip": "", "range": 1,
+                 "protocol": "tcp"}]}, "1-65535"),
+    ({"ports": [{"host_port": 65535, "container_port": 80, "host_ip": "", "range": 2,
+                 "protocol": "tcp"}]}, "past 65535"),
+    ({"ports": [{"host_port": 80, "container_port": 80, "host_ip": "", "range": 1,
+                 "protocol": "sctp"}]}, "tcp or udp"),
+    ({"ports": [{"host_port": 80, "container_port": 80, "host_ip": "1.2.3", "range": 1,
+                 "protocol": "tcp"}]}, "not an IPv4 or IPv6"),
+    ({"ports": [{"host_port": True, "container_port": 80, "host_ip": "", "range": 1,
+                 "protocol": "tcp"}]}, "integer"),
+])
+def test_bad_add_is_rejected_with_the_reason(change: dict[str, Any], msg: str) -> None:
+    with pytest.raises(BurrowError, match=msg):
+        messages.parse_request({**ADD, **change})
+
+
+@pytest.mark.parametrize("line", [b"", b"{", b"[]", b"null", b'"ping"', b"[" * 100000,
+                                  b'{"op": null}', b'{"op": ["ping"]}', b"\xff\xfe"])
+def test_malformed_lines_are_burrow_errors(line: bytes) -> None:
+    with pytest.raises(BurrowError):
+        messages.request_from_line(line)
+
+
+JSONS = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+                     lambda kids: st.lists(kids, max_size=4)
+                     | st.dictionaries(st.text(max_size=8), kids, max_size=4), max_leaves=12)
+FIELDS = st.fixed_dictionaries({}, optional={
+    "op": st.sampled_from(["add", "remove", "list", "ping", "shutdown", "x"]) | JSONS,
+    "sandbox": st.text(max_size=20) | JSONS, "netns": st.text(max_size=30) | JSONS,
+    "ip4": st.text(max_size=20) | JSONS, "ip6": st.text(max_size=20) | JSONS,
+    "ports": st.lists(st.fixed_dictionaries({}, optional={
+        k: st.integers(-5, 70000) | JSONS for k in
+        ("host_ip", "host_port", "container_port", "range", "protocol")}), max_size=3) | JSONS,
+})
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200) | FIELDS.map(lambda d: json.dumps(d).encode()))
+def test_any_line_parses_or_fails_as_a_burrow_error(line: bytes) -> None:
+    try:
+        req = messages.request_from_line(line)
+    except BurrowError:
+        return
+    assert messages.parse_request(req.to_json()) == req  # what parses is well-formed
+
+
+def test_port_spec_is_built_on_the_engines_port_mapping() -> None:
+    (p,) = PortSpec.parse("[::1]:8080-8081:80-81/udp")
+    assert p.mapping == PortMapping("::1", 80, 8080, 2, "udp")
+    assert p.host == ipaddress.IPv6Address("::1")
+    assert PortSpec.of("::0001", 1, 1).host_ip == "::1"  # one spelling of each address
+    with pytest.raises(BurrowError):
+        PortSpec.from_json({"host_ip": "", "container_port": 80, "host_port": 8080,
+                            "range": 1, "protocol": "tcp,udp"})
+
+
+def test_dial_family_follows_the_client() -> None:
+    t = Target("s", "/n", ipaddress.IPv4Address("10.0.0.2"), ipaddress.IPv6Address("fd::2"))
+    assert t.candidates(True) == [(4, "10.0.0.2"), (6, "fd::2")]
+    assert t.candidates(False) == [(6, "fd::2"), (4, "10.0.0.2")]
+    v6only = Target("s", "/n", None, ipaddress.IPv6Address("fd::2"))
+    assert v6only.candidates(True) == [(6, "fd::2")]
+
+
+@pytest.mark.parametrize("host,key,v4", [
+    ("127.0.0.1", "127.0.0.1", True),
+    ("::ffff:127.0.0.1", "127.0.0.1", True),  # a v4 client on a dual-stack socket
+    ("::1", "0" * 16, False),
+    ("2001:db8:1:2::5", "20010db800010002", False),
+    ("2001:db8:1:2:ffff::9", "20010db800010002", False),  # the same /64: one client
+    ("fe80::1%eth0", "fe80000000000000", False),
+])
+def test_client_identity(host: str, key: str, v4: bool) -> None:
+    assert client_of(host) == (key, v4)
+
+
+def test_caps_follow_the_fd_limit_and_leave_room_for_others() -> None:
+    small, big = Caps.for_fds(1024, 10), Caps.for_fds(20000, 10)
+    assert small.tcp_total * 6 + small.udp_total <= 1024 - 10
+    assert big.tcp_total > small.tcp_total and big.dial_total <= 1024
+    for caps in (small, big, Caps.for_fds(10, 100)):
+        assert 1 <= caps.tcp_per_client <= caps.tcp_total
+        assert 1 <= caps.udp_per_client <= caps.udp_total
+        assert caps.udp_per_client < caps.udp_total or caps.udp_total == 1
+
+
+def test_guard_refuses_per_client_then_in_total_and_counts() -> None:
+    guard = Guard(1024, lambda: 0)
+    caps = guard.caps()
+    conns, dials = Tally(), Tally()
+    admitted = 0
+    while guard.admit_tcp(conns, Tally(), "a"):
+        conns.add("a")
+        admitted += 1
+    assert admitted == caps.tcp_per_client and guard.shed.tcp_refused_per_client == 1
+    while guard.admit_tcp(conns, dials, "b"):
+        conns.add("b")
+    assert conns.total == caps.tcp_total and guard.shed.tcp_refused_total == 1
+    assert guard.shed.for_want_of_fds == 1
+    conns.drop("a")
+    assert guard.admit_tcp(conns, dials, "c")  # room again once one closes
