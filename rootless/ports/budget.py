@@ -23,6 +23,7 @@ from dataclasses import dataclass, fields
 log = logging.getLogger("rootless.ports")
 
 RESERVE_FDS = 48  # stdio, log, epoll, wake pipe, pidfd, dialer channel, spare fd, slack
+HELD_STEP = 16  # caps are recomputed when the fds held for no client move by this much
 TCP_FDS, DIAL_FDS, UDP_FDS = 6, 2, 1
 MAX_DIALS = 1024  # dials in flight: each may hold a SYN for minutes to a silent address
 PER_CLIENT_SHARE = 3  # quarters of a total one client may take: others keep a quarter
@@ -184,11 +185,19 @@ class Guard:
         self.shed = Shed()
         self.ratelog = RateLog()
         self.spare = Spare()
+        self._caps_for = -1
+        self._caps = Caps.for_fds(fd_limit, 0)
 
     client_of = staticmethod(client_of)
 
     def caps(self) -> Caps:
-        return Caps.for_fds(self.fd_limit, self.held())
+        """Asked on every accept and new flow, so cached while the held fds barely move
+        (HELD_STEP more held than counted fits in RESERVE_FDS)."""
+        held = self.held() // HELD_STEP
+        if held != self._caps_for:
+            self._caps_for = held
+            self._caps = Caps.for_fds(self.fd_limit, (held + 1) * HELD_STEP)
+        return self._caps
 
     def admit_tcp(self, conns: Tally, dials: Tally, client: str) -> bool:
         caps, shed = self.caps(), self.shed

@@ -72,6 +72,8 @@ class ControlServer:
             self.loop.add(c.fileno(), partial(self._on_io, cc))
 
     def _on_io(self, cc: CtlConn, ev: int) -> None:
+        if cc.sock.fileno() not in self.conns:
+            return  # shed earlier in this round of events
         self.conns.move_to_end(cc.sock.fileno())
         if ev & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR) and not cc.closing:
             self._read(cc)

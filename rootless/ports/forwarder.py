@@ -66,7 +66,7 @@ class Forwarder:
         self.pool = DialerPool(self.loop, dialer, self.guard.shed, self.stop)
         self.tcp = TcpProxy(self.loop, self.pool, self.guard)
         self.udp = UdpProxy(self.loop, self.pool, self.guard, udp_timeout)
-        self.manager = PortManager(self.pool, self.tcp, self.udp, self.guard, self.stop)
+        self.manager = PortManager(self.loop, self.pool, self.tcp, self.udp, self.guard, self.stop)
         self.holder = os.pidfd_open(holder_pid)
         self.loop.add(self.holder, lambda ev: self.stop())
         self.ctl = ControlServer(self.loop, ctl_path, self.guard, self.manager.handle)

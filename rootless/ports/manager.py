@@ -13,6 +13,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from netns.loop import Loop
 from rootless.ports import messages
 from rootless.ports.budget import Guard
 from rootless.ports.pool import DialerPool
@@ -73,9 +74,10 @@ def bind(spec: PortSpec, port: int) -> socket.socket:
 
 
 class PortManager:
-    def __init__(self, pool: DialerPool, tcp: TcpProxy, udp: UdpProxy, guard: Guard,
-                 stop: Callable[[], None]) -> None:
-        self.pool, self.tcp, self.udp, self.guard, self.stop = pool, tcp, udp, guard, stop
+    def __init__(self, loop: Loop, pool: DialerPool, tcp: TcpProxy, udp: UdpProxy,
+                 guard: Guard, stop: Callable[[], None]) -> None:
+        self.loop, self.pool, self.tcp, self.udp = loop, pool, tcp, udp
+        self.guard, self.stop = guard, stop
         self.by_sandbox: dict[str, list[Listener]] = {}
         self.listeners = 0
 
@@ -132,7 +134,7 @@ class PortManager:
         for lst in lsts:
             if lst.spec.protocol == "udp":
                 self.udp.close_listener(lst)
-            self.tcp.loop.remove(lst.sock.fileno())
+            self.loop.remove(lst.sock.fileno())
             lst.sock.close()
         self.listeners -= len(lsts)
         netns = {lst.target.netns for lst in lsts}

@@ -43,6 +43,9 @@ class DialerPool:
 
     def get(self, key: SockKey, cb: Waiter) -> None:
         """Call cb with a fresh socket for key (now or later), or with None if none comes."""
+        if key[0] not in self.live:  # unpublished meanwhile: nothing will ever come
+            cb(None)
+            return
         pool = self.pools.get(key)
         if pool:
             self.size -= 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 
 from rootless.ports.spec import PortSpec
@@ -17,6 +17,15 @@ class Target:
     netns: str
     ip4: IPv4Address | None
     ip6: IPv6Address | None
+    # Both orders, spelled once: they are asked for on every accept.
+    _v4_first: tuple[Candidate, ...] = field(init=False, repr=False, compare=False)
+    _v6_first: tuple[Candidate, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        v4 = ((4, str(self.ip4)),) if self.ip4 else ()
+        v6 = ((6, str(self.ip6)),) if self.ip6 else ()
+        object.__setattr__(self, "_v4_first", v4 + v6)
+        object.__setattr__(self, "_v6_first", v6 + v4)
 
     def candidates(self, v4_client: bool) -> list[Candidate]:
         """The client's family first, the other as the fallback when the first is refused.
@@ -24,9 +33,7 @@ class Target:
         A server that listens on 0.0.0.0 only is reached by v6 clients, one on `::` with
         IPV6_V6ONLY by v4 clients, and a dual-stack one by each in its own family.
         """
-        v4 = [(4, str(self.ip4))] if self.ip4 else []
-        v6 = [(6, str(self.ip6))] if self.ip6 else []
-        return v4 + v6 if v4_client else v6 + v4
+        return list(self._v4_first if v4_client else self._v6_first)
 
 
 @dataclass(eq=False)
