@@ -101,6 +101,7 @@ class PortManager:
                 "big_pipes": self.tcp.big.count,
                 "fd_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
                 "refused_out_of_fds": shed.for_want_of_fds, "shed": shed.to_json(),
+                "handler_faults": self.loop.errors,
                 "caps": self.guard.caps().to_json()}
 
     def ports(self) -> list[dict[str, Any]]:

@@ -208,10 +208,10 @@ class UdpProxy:
 
     def _sweep(self) -> None:
         """Expire idle flows: the least recently used come first, so stop at the first live."""
+        self.loop.call_later(self._sweep_every(), self._sweep)  # first: a fault must not end it
         deadline = time.monotonic() - self.timeout
         while self.flows:
             flow = next(iter(self.flows.values()))
             if flow.last > deadline:
                 break
             self.close_flow(flow)
-        self.loop.call_later(self._sweep_every(), self._sweep)
