@@ -251,10 +251,14 @@ class Peer:
         self.pid = pid
         self.reader = RequestReader()
         self.timer: Timer | None = None
+        self.refused = False  # answered; what it still sends is read and dropped until EOF
 
     def receive(self) -> list[bytes] | None:
         """Read what is there; returns the fields once complete. EOFError on hang-up."""
         while True:
+            if self.refused:
+                self.discard()
+                continue
             try:
                 data, anc, _flags, _ = self.conn.recvmsg(
                     1 << 16, socket.CMSG_SPACE(4 * 4), socket.MSG_CMSG_CLOEXEC
@@ -272,11 +276,37 @@ class Peer:
             if fields is not None:
                 return fields
 
+    def discard(self) -> None:
+        """Read and drop input: closing with unread bytes would reset the connection, and the
+        peer would lose the refusal it has not read yet."""
+        try:
+            if not self.conn.recv(1 << 16):
+                raise EOFError("peer hung up after its refusal")
+        except (BlockingIOError, InterruptedError):
+            raise _Drained from None
+
+    def refuse(self, frame: bytes) -> None:
+        """Answer now, before the peer has sent all of its request."""
+        self.refused = True
+        self.reader.close()
+        self.reader.buf.clear()
+        self.conn.setblocking(True)
+        self.conn.settimeout(_REPLY_TIMEOUT)
+        try:
+            self.conn.sendall(frame)
+            self.conn.shutdown(socket.SHUT_WR)
+        finally:
+            self.conn.setblocking(False)
+
     def close(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
         self.reader.close()
         self.conn.close()
+
+
+class _Drained(Exception):
+    """Nothing more to read from a refused peer for now."""
 
 
 class Engine:
@@ -436,9 +466,14 @@ class Engine:
             fields = peer.receive()
             if fields is None and self.buffered > MAX_BUFFERED:
                 raise Refused("too many bytes of unfinished requests across peers")
+        except _Drained:
+            return
         except Refused as exc:
             log.warning("pid %d: refused: %s", peer.pid, exc)
-            self._reply(peer, refusal(str(exc)))
+            try:
+                peer.refuse(refusal(str(exc)))  # then wait (deadline still on) for its EOF
+            except OSError:
+                self.drop(peer)
             return
         except (EOFError, OSError) as exc:
             log.info("pid %d: %s", peer.pid, exc)
@@ -482,70 +517,78 @@ class Engine:
         self.drop(peer)
 
     def same_world(self, pid: int) -> bool:
-        """Same user namespace, and the same files where it matters; any network namespace.
-
-        - The network namespace may differ: the engine enters the caller's for the request
-          (`entered_netns`). Rootless Podman makes a new rootless netns whenever its last
-          container has gone; an engine per netns would be cold for every such `run --rm`.
-        - The mount namespace may differ too: rootless Podman runs every netavark call in a
-          fresh one, all set up alike. What the engine must share with the caller is the
-          state directory: the one holding our socket, which the caller just reached by path.
-          So it is accepted when that directory, seen from the caller's root, is the very
-          same directory (device and inode) as ours.
-        """
-        peer, world = peer_ns_ids(pid), self.world
-        if peer is None or world is None:
-            return False
-        if peer[1] != world[1]:  # user namespace: privileges and uids mean something else
-            return False
-        if peer[2] == world[2]:
-            return True
-        directory = os.path.dirname(os.path.abspath(self.sock_path))
-        try:
-            theirs = os.stat(f"/proc/{pid}/root{directory}")
-            ours = os.stat(directory)
-        except OSError:
-            return False
-        return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
+        return same_world(self.sock_path, self.world, pid)
 
     def execute(self, req: Request, netns_fd: int | None, pid: int | None = None) -> bytes:
-        """Run one request as the caller would in-process; returns the reply frame."""
-        call_argv = list(req.argv)
-        fd_path = original = None
-        netns_ino = "-"
-        index = peek(req.argv).netns_index
-        if netns_fd is not None and index is not None:
-            # The client opened the netns (it may be visible only there); the engine opens it
-            # again through our fd table, for the duration of this call only.
-            original = req.argv[index]
-            fd_path = f"/proc/self/fd/{netns_fd}"
-            call_argv[index] = fd_path
-            netns_ino = str(os.fstat(netns_fd).st_ino)
-
-        old_umask = os.umask(req.umask)
-        try:
-            try:
-                os.chdir(req.cwd)
-            except OSError:
-                pass  # relative paths then fail as they would in a vanished cwd
-            check_inputs(req, netns_fd if index is not None else None)
-            with entered_netns(pid):
-                out, err, code = run_command(call_argv, req.stdin, req.env)
-        finally:
-            os.umask(old_umask)
-            os.chdir("/")
         self.served += 1
+        return execute(req, netns_fd, pid, self.served)
 
-        if fd_path is not None and original is not None:
-            out, err = _restore_path(out, err, fd_path, original)
-        info = f"pid={os.getpid()} served={self.served} netns-ino={netns_ino}"
-        body = pack_fields([
-            str(code).encode(),
-            out.encode("utf-8", "surrogateescape"),
-            err.encode("utf-8", "surrogateescape"),
-            info.encode(),
-        ])  # fmt: skip
-        return len(body).to_bytes(4, "big") + body
+
+def same_world(sock_path: str, world: NsIds, pid: int) -> bool:
+    """Same user namespace, and the same files where it matters; any network namespace.
+
+    - The network namespace may differ: the engine enters the caller's for the request
+      (`entered_netns`). Rootless Podman makes a new rootless netns whenever its last
+      container has gone; an engine per netns would be cold for every such `run --rm`.
+    - The mount namespace may differ too: rootless Podman runs every netavark call in a
+      fresh one, all set up alike. What the engine must share with the caller is the
+      state directory: the one holding our socket, which the caller just reached by path.
+      So it is accepted when that directory, seen from the caller's root, is the very
+      same directory (device and inode) as ours.
+    """
+    peer = peer_ns_ids(pid)
+    if peer is None:
+        return False
+    if peer[1] != world[1]:  # user namespace: privileges and uids mean something else
+        return False
+    if peer[2] == world[2]:
+        return True
+    directory = os.path.dirname(os.path.abspath(sock_path))
+    try:
+        theirs = os.stat(f"/proc/{pid}/root{directory}")
+        ours = os.stat(directory)
+    except OSError:
+        return False
+    return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
+
+
+def execute(req: Request, netns_fd: int | None, pid: int | None, served: int) -> bytes:
+    """Run one request as the caller would in-process; returns the reply frame."""
+    call_argv = list(req.argv)
+    fd_path = original = None
+    netns_ino = "-"
+    index = peek(req.argv).netns_index
+    if netns_fd is not None and index is not None:
+        # The client opened the netns (it may be visible only there); the engine opens it
+        # again through our fd table, for the duration of this call only.
+        original = req.argv[index]
+        fd_path = f"/proc/self/fd/{netns_fd}"
+        call_argv[index] = fd_path
+        netns_ino = str(os.fstat(netns_fd).st_ino)
+
+    old_umask = os.umask(req.umask)
+    try:
+        try:
+            os.chdir(req.cwd)
+        except OSError:
+            pass  # relative paths then fail as they would in a vanished cwd
+        check_inputs(req, netns_fd if index is not None else None)
+        with entered_netns(pid):
+            out, err, code = run_command(call_argv, req.stdin, req.env)
+    finally:
+        os.umask(old_umask)
+        os.chdir("/")
+
+    if fd_path is not None and original is not None:
+        out, err = _restore_path(out, err, fd_path, original)
+    info = f"pid={os.getpid()} served={served} netns-ino={netns_ino}"
+    body = pack_fields([
+        str(code).encode(),
+        out.encode("utf-8", "surrogateescape"),
+        err.encode("utf-8", "surrogateescape"),
+        info.encode(),
+    ])  # fmt: skip
+    return len(body).to_bytes(4, "big") + body
 
 
 def run_command(argv: Sequence[str], stdin: bytes, env: Mapping[str, str]) -> tuple[str, str, int]:

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -316,3 +317,59 @@ def test_peer_in_another_mount_ns_with_the_same_state_dir_is_served_warm(ns: Net
     assert match and match.group(1).decode().startswith("engine"), res.stderr
     assert f"pid={pid}".encode() in match.group(1)
     assert res.returncode == 1 and b"invalid namespace path" in res.stdout
+
+
+def test_engine_says_what_it_is(ns: Netns, config: str) -> None:
+    pid = start_engine(ns, config)
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").strip()
+    assert cmdline == f"burrow engine {config}".encode()
+    assert Path(f"/proc/{pid}/comm").read_text().strip() == "burrow"
+    log = Path(config, "burrow-engine.log").read_text()
+    assert f"burrow engine {config}[{pid}] INFO netns.server: serving" in log
+
+
+@pytest.mark.skipif(not have("setpriv"), reason="environment: setpriv (util-linux) missing")
+def test_engines_without_config_leave_no_files_behind(ns: Netns) -> None:
+    """Without --config each network world's engine keeps a socket and log in one shared dir."""
+    runtime = tempfile.mkdtemp(prefix=unique("bcx") + "-", dir="/tmp")
+    os.chown(runtime, int(NOBODY), int(NOBODY))
+    shared = Path(runtime, "burrow")
+    env = _env(XDG_RUNTIME_DIR=runtime, BURROW_ENGINE_STATS="1", BURROW_ENGINE_IDLE="1")
+
+    def run(*args: str, stdin: bytes = b"") -> str:
+        cmd = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", CLI, *args]
+        res = subprocess.run(ns.argv(cmd), input=stdin, capture_output=True, env=env, cwd="/",
+                             timeout=60)  # fmt: skip
+        match = STATS.search(res.stderr)
+        assert match, res.stderr
+        return match.group(1).decode()
+
+    def warm_pid() -> int:
+        served: list[str] = []
+        wait_until(lambda: served.append(run("version")) or served[-1].startswith("engine"),
+                   20, "an engine")  # fmt: skip
+        return int(re.search(r"pid=(\d+)", served[-1]).group(1))  # type: ignore[union-attr]
+
+    def engine_files() -> list[str]:
+        return sorted(n for n in os.listdir(shared) if n.startswith("engine-"))
+
+    try:
+        assert run("setup", "/nonexistent/netns", stdin=b"{}") == "in-process reason=spawned"
+        first = warm_pid()
+        mine = engine_files()
+        assert len(mine) == 2 and mine[0].endswith(".log") and mine[1].endswith(".sock"), mine
+        os.kill(first, signal.SIGKILL)  # leaves its socket and log, as any crash would
+        wait_until(lambda: gone(first), 10, "the killed engine to go")
+        for name in ("engine-1-1.log", "engine-1-1.sock"):  # a world that is long gone
+            Path(shared, name).touch()
+            os.chown(shared / name, int(NOBODY), int(NOBODY))
+        assert run("setup", "/nonexistent/netns", stdin=b"{}") == "in-process reason=spawned"
+        second = warm_pid()
+        assert second != first
+        assert engine_files() == mine  # the dead world's pair swept, ours reused
+        assert "removed files of engines that died: engine-1-1.sock engine-1-1.log" in (
+            Path(shared, mine[0]).read_text())
+        wait_until(lambda: gone(second), 15, "the idle engine to exit")
+        assert engine_files() == []  # an engine that exits takes its log along
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)

@@ -8,6 +8,8 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from netns import client, server
 from tests.nsutil import REPO
@@ -120,3 +122,108 @@ def test_client_import_is_stdlib_minimal() -> None:
                          cwd=REPO, env=env, check=True)  # fmt: skip
     added = set(res.stdout.split())
     assert added <= {"netns", "netns.client", "netns.statefiles", "__future__"}, added
+
+
+# --- the engine's request reader: chunking, caps, hostile bytes --------------------------------
+
+
+def _frame(argv: list[str], stdin: bytes = b"") -> bytes:
+    return client.encode_request(argv, {b"A": b"b"}, stdin, b"/", 0o022)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=64), max_size=20), st.binary(max_size=300))
+def test_reader_reassembles_any_chunking(cuts: list[int], stdin: bytes) -> None:
+    data = _frame(["setup", "/n"], stdin)
+    reader = server.RequestReader()
+    got, i = None, 0
+    for size in [*cuts, len(data)]:
+        if i >= len(data):
+            break
+        assert got is None
+        got = reader.feed(data[i : i + size])
+        i += size
+    assert got is not None
+    req = server.Request.from_fields(got)
+    assert req.argv == ("setup", "/n") and req.stdin == stdin and req.umask == 0o022
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.binary(max_size=64), max_size=8))
+def test_reader_meets_garbage_with_refusal_only(chunks: list[bytes]) -> None:
+    reader = server.RequestReader(limit=4096)
+    try:
+        for chunk in chunks:
+            fields = reader.feed(chunk)
+            if fields is not None:
+                server.Request.from_fields(fields)
+                break
+    except server.Refused:
+        pass  # the only way to say no; anything else would escape into the loop
+    assert len(reader.buf) <= 4096 + 12 + 64
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=0, max_value=200), st.binary(min_size=1, max_size=8))
+def test_reader_refuses_bit_flips_or_takes_them_as_data(at: int, junk: bytes) -> None:
+    data = bytearray(_frame(["version"]))
+    at %= len(data)
+    data[at : at + len(junk)] = junk  # may also shorten or lengthen the frame
+    reader = server.RequestReader()
+    try:
+        fields = reader.feed(bytes(data))
+        if fields is not None:
+            server.Request.from_fields(fields)
+    except server.Refused:
+        pass
+
+
+def test_reader_refuses_early() -> None:
+    with pytest.raises(server.Refused, match="magic"):
+        server.RequestReader().feed(b"GET / HTTP/1.1\r\n")
+    with pytest.raises(server.Refused, match="too large"):
+        server.RequestReader(limit=100).feed(client.REQUEST_MAGIC + (101).to_bytes(4, "big"))
+    with pytest.raises(server.Refused, match="after the request"):
+        server.RequestReader().feed(_frame(["version"]) + b"x")
+    reader = server.RequestReader()
+    r, w = os.pipe()
+    os.close(w)
+    with pytest.raises(server.Refused, match="at most one fd"):
+        reader.feed(b"", [r, os.dup(r)])
+    reader.close()
+    assert reader.fds == []
+    with pytest.raises(server.Refused, match="fields"):
+        server.Request.from_fields([b"a"])
+    with pytest.raises(server.Refused, match="umask"):
+        server.Request.from_fields([b"", b"", b"/", b"99", b""])
+
+
+def test_settings_are_read_once_and_sane() -> None:
+    assert server.Settings.from_env({}).idle == server.DEFAULT_IDLE
+    assert server.Settings.from_env({"BURROW_ENGINE_IDLE": "2.5"}).idle == 2.5
+    for bad in ("nan", "-1", "0", "x"):
+        assert server.Settings.from_env({"BURROW_ENGINE_IDLE": bad}).idle == server.DEFAULT_IDLE
+    s = client.Settings.from_env({"BURROW_ENGINE": "off", "BURROW_ENGINE_STATS": "1"})
+    assert (s.engine_off, s.stats) == (True, True)
+    with pytest.raises(AttributeError):
+        s.stats = False  # type: ignore[misc]
+
+
+def test_sweep_removes_only_dead_engines_files(tmp_path: os.PathLike[str]) -> None:
+    import fcntl
+
+    d = str(tmp_path)
+    names = ["engine-1-2.log", "engine-1-2.sock", "engine-3-4.log", "engine-3-4.sock",
+             "engine-5-6.sock", "engine-7-8.log", "other.sock", "burrow-engine.log"]  # fmt: skip
+    for name in names:
+        open(os.path.join(d, name), "w").close()
+    live = os.open(os.path.join(d, "engine-3-4.log"), os.O_RDONLY)
+    fcntl.flock(live, fcntl.LOCK_EX)  # a running engine holds its log's lock
+    try:
+        removed = server.sweep_stale(d, os.path.join(d, "engine-7-8.log"))
+    finally:
+        os.close(live)
+    # 1-2 died; 5-6 never got as far as its log; 3-4 runs; 7-8 is the sweeper itself.
+    assert sorted(removed) == ["engine-1-2.log", "engine-1-2.sock", "engine-5-6.sock"]
+    assert sorted(os.listdir(d)) == ["burrow-engine.log", "engine-3-4.log", "engine-3-4.sock",
+                                     "engine-7-8.log", "other.sock"]  # fmt: skip
