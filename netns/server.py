@@ -595,10 +595,6 @@ def run_command(argv: Sequence[str], stdin: bytes, env: Mapping[str, str]) -> tu
     """netavark_cli.run, made total: the engine process must outlive any bug in a request."""
     from netns import netavark_cli
 
-    # Until netavark_cli routes request logs through logs.request_scope (issue 9), it resets
-    # the package logger's handlers per request: put the daemon's back afterwards.
-    package = logging.getLogger("netns")
-    handlers, level = list(package.handlers), package.level
     try:
         return netavark_cli.run(argv, stdin, env)
     except BaseException as exc:  # run() promises not to raise; a SystemExit still must not
@@ -606,10 +602,6 @@ def run_command(argv: Sequence[str], stdin: bytes, env: Mapping[str, str]) -> tu
             raise
         msg = json.dumps({"error": f"internal error: {exc!r}"}, separators=(",", ":"))
         return msg + "\n", "", 1
-    finally:
-        package.handlers[:] = handlers
-        package.setLevel(level)
-        package.propagate = False
 
 
 def _restore_path(out: str, err: str, fd_path: str, original: str) -> tuple[str, str]:
