@@ -198,6 +198,9 @@ class AardvarkConfig:
                 pass
         if not start:
             return
+        # A killed burrow-dns leaves its stats file; aardvark-dns 1.4 would read it as a
+        # network and refuse the whole directory.
+        (self.dir / statefiles.DNS_STATS).unlink(missing_ok=True)
         argv = [self.binary, "--config", str(self.dir), "-p", str(self.port), "run"]
         log.info("starting DNS server: %s", " ".join(argv))
         forked = self._fork_burrow_dns(argv[1:], env)

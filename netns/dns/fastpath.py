@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 
 FORWARD: Final = b""  # sentinel: a real cached body is never empty (a header alone is 10 bytes)
 MAX_ENTRIES = 65536  # random names (or a fuzzer) must not grow memory without bound
+# Queries are a few dozen bytes (a 253-byte name with EDNS and a cookie stays under 300); a
+# client padding each one to 4 KiB must not make the cache hold 65,536 x 4 KiB of keys.
+MAX_CACHED_QUERY = 512
 
 
 class ReplyCache:
@@ -31,7 +34,9 @@ class ReplyCache:
         return self.entries.get((scope, wire[2:]))
 
     def put(self, scope: Scope, wire: bytes, reply: bytes | None) -> None:
-        """`reply` None caches a forward decision."""
+        """`reply` None caches a forward decision. Oversized queries are not cached."""
+        if len(wire) > MAX_CACHED_QUERY:
+            return
         if len(self.entries) >= MAX_ENTRIES:
             self.entries.clear()  # cheap and rare; the working set refills in a few queries
         self.entries[(scope, wire[2:])] = FORWARD if reply is None else reply[2:]

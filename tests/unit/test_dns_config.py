@@ -146,3 +146,16 @@ def test_engine_writer_validates_every_entry_before_writing_any(tmp_path: Path) 
     net = load_dir(str(dns.dir)).networks[0]
     assert net.dns_servers == ("9.9.9.9",)
     assert [(c.id, c.names) for c in net.containers] == [("cd" * 32, ("db", "db2"))]
+
+
+def test_starting_a_dns_server_drops_a_dead_burrow_dns_stats_file(tmp_path: Path) -> None:
+    """aardvark-dns 1.4 reads every file but its pid file as a network, dotfiles included."""
+    seen = tmp_path / "seen"
+    fake = tmp_path / "fake-aardvark"
+    fake.write_text(f"#!/bin/sh\nls -A \"$2\" > {seen}\n")
+    fake.chmod(0o755)
+    dns = AardvarkConfig(tmp_path, str(fake), 53)
+    dns.add([entry()])
+    (dns.dir / ".burrow-dns-stats.json").write_text("{}")  # left by a burrow-dns killed -9
+    dns.notify(start=True)
+    assert seen.read_text().split() == ["net1"]

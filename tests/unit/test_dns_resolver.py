@@ -131,3 +131,16 @@ def test_fastpath_cache_patches_the_id_and_is_bounded() -> None:
     for i in range(fastpath.MAX_ENTRIES + 5):
         cache.put(C1, b"\x00\x00" + i.to_bytes(4, "big"), b"\x00\x00reply")
     assert len(cache.entries) <= fastpath.MAX_ENTRIES
+
+
+def test_fastpath_cache_never_holds_a_padded_query() -> None:
+    """Keys are whole queries: 65,536 of them padded to 4 KiB each would be 256 MiB."""
+    q = dns.message.make_query("c2", "A", use_edns=0, payload=4096, pad=3900)
+    wire = q.to_wire(max_size=65535)
+    assert len(wire) >= 3900
+    out = resolve(wire, C1, P, tcp=False)
+    assert isinstance(out, Reply)  # still answered, just not kept
+    cache = fastpath.ReplyCache()
+    cache.put(C1, wire, out.wire)
+    cache.put(C1, wire, None)
+    assert cache.entries == {}
