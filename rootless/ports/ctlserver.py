@@ -39,8 +39,9 @@ class CtlConn:
 
 class ControlServer:
     def __init__(self, loop: Loop, path: str, guard: Guard,
-                 handle: Callable[[messages.Request], dict[str, Any]]) -> None:
-        self.loop, self.guard, self.handle = loop, guard, handle
+                 handle: Callable[[messages.Request], dict[str, Any]],
+                 free_fd: Callable[[], bool]) -> None:
+        self.loop, self.guard, self.handle, self.free_fd = loop, guard, handle, free_fd
         self.conns: OrderedDict[int, CtlConn] = OrderedDict()  # least recently active first
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK
                                   | socket.SOCK_CLOEXEC)
@@ -52,6 +53,7 @@ class ControlServer:
         loop.add(self.sock.fileno(), self._on_accept)
 
     def _on_accept(self, ev: int) -> None:
+        freed = 0
         while True:
             try:
                 c, _ = self.sock.accept()
@@ -60,7 +62,15 @@ class ControlServer:
             except OSError as e:
                 if e.errno == errno.ECONNABORTED:
                     continue
-                if e.errno in OUT_OF_FDS and self.guard.out_of_fds(self.sock, 0):
+                if e.errno not in OUT_OF_FDS:
+                    return
+                # The user's own command beats whatever holds an fd for no client: an idle
+                # control connection, else a pooled socket. Only then refuse it.
+                self.guard.shed.out_of_fds += 1
+                if freed < 4 and self._free_one():
+                    freed += 1
+                    continue
+                if self.guard.spare.refuse_one(self.sock):
                     continue
                 return
             if len(self.conns) >= CONTROL_CONNS:
@@ -70,6 +80,13 @@ class ControlServer:
             cc = CtlConn(c)
             self.conns[c.fileno()] = cc
             self.loop.add(c.fileno(), partial(self._on_io, cc))
+
+    def _free_one(self) -> bool:
+        if self.conns:
+            self.guard.shed.control_shed += 1
+            self._close(next(iter(self.conns.values())))
+            return True
+        return self.free_fd()
 
     def _on_io(self, cc: CtlConn, ev: int) -> None:
         if cc.sock.fileno() not in self.conns:

@@ -69,7 +69,8 @@ class Forwarder:
         self.manager = PortManager(self.loop, self.pool, self.tcp, self.udp, self.guard, self.stop)
         self.holder = os.pidfd_open(holder_pid)
         self.loop.add(self.holder, lambda ev: self.stop())
-        self.ctl = ControlServer(self.loop, ctl_path, self.guard, self.manager.handle)
+        self.ctl = ControlServer(self.loop, ctl_path, self.guard, self.manager.handle,
+                                 self.pool.drop_one)
 
     def _held(self) -> int:
         """fds held for no particular client: they come off the clients' budget."""

@@ -72,18 +72,30 @@ def _address(obj: Mapping[str, Any], key: str, version: int) -> Any:
 class Ping:
     """Liveness and the live counts shown by `burrow status`."""
 
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> Ping:
+        return Ping()
+
     def to_json(self) -> dict[str, Any]:
         return {"op": "ping"}
 
 
 @dataclass(frozen=True)
 class ListPorts:
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> ListPorts:
+        return ListPorts()
+
     def to_json(self) -> dict[str, Any]:
         return {"op": "list"}
 
 
 @dataclass(frozen=True)
 class Shutdown:
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> Shutdown:
+        return Shutdown()
+
     def to_json(self) -> dict[str, Any]:
         return {"op": "shutdown"}
 
@@ -91,6 +103,10 @@ class Shutdown:
 @dataclass(frozen=True)
 class Remove:
     sandbox: str
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> Remove:
+        return Remove(owner(obj.get("sandbox")))
 
     def to_json(self) -> dict[str, Any]:
         return {"op": "remove", "sandbox": self.sandbox}
@@ -105,6 +121,10 @@ class Add:
     ip4: ipaddress.IPv4Address | None
     ip6: ipaddress.IPv6Address | None
     ports: tuple[PortSpec, ...]
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> Add:
+        return _add(obj)
 
     def to_json(self) -> dict[str, Any]:
         return {"op": "add", "sandbox": self.sandbox, "netns": self.netns,
@@ -126,8 +146,8 @@ def _add(obj: Mapping[str, Any]) -> Add:
 
 
 _PARSERS: dict[str, Callable[[Mapping[str, Any]], Request]] = {
-    "ping": lambda o: Ping(), "list": lambda o: ListPorts(), "shutdown": lambda o: Shutdown(),
-    "remove": lambda o: Remove(owner(o.get("sandbox"))), "add": _add,
+    "ping": Ping.from_json, "list": ListPorts.from_json, "shutdown": Shutdown.from_json,
+    "remove": Remove.from_json, "add": Add.from_json,
 }
 
 
@@ -160,6 +180,14 @@ class Dial:
     kind: str
     n: int
 
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> Dial:
+        family, kind = _field(obj, "family", int), _field(obj, "type", str)
+        n = _field(obj, "n", int)
+        if family not in FAMILIES or kind not in KINDS or not 1 <= n <= MAX_DIAL_BATCH:
+            raise BurrowError(f"bad dial request family={family} type={kind!r:.10} n={n}")
+        return cls(_field(obj, "id", int), netns_path(obj.get("netns")), family, kind, n)
+
     def to_json(self) -> dict[str, Any]:
         return {"op": "dial", "id": self.id, "netns": self.netns, "family": self.family,
                 "type": self.kind, "n": self.n}
@@ -171,6 +199,10 @@ class Forget:
 
     netns: str
 
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> Forget:
+        return cls(netns_path(obj.get("netns")))
+
     def to_json(self) -> dict[str, Any]:
         return {"op": "forget", "netns": self.netns}
 
@@ -180,25 +212,26 @@ class DialReply:
     id: int
     error: str | None
 
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> DialReply:
+        err = obj.get("error")
+        return cls(_field(obj, "id", int), None if err is None else str(err))
+
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "error": self.error}
 
 
-def parse_dialer_request(data: bytes) -> Dial | Forget:
+def _object(data: bytes, what: str) -> dict[str, Any]:
     obj = json.loads(data)
     if not isinstance(obj, dict):
-        raise BurrowError("a dialer request must be a JSON object")
-    if obj.get("op") == "forget":
-        return Forget(netns_path(obj.get("netns")))
-    family, kind, n = _field(obj, "family", int), _field(obj, "type", str), _field(obj, "n", int)
-    if family not in FAMILIES or kind not in KINDS or not 1 <= n <= MAX_DIAL_BATCH:
-        raise BurrowError(f"bad dial request family={family} type={kind!r:.10} n={n}")
-    return Dial(_field(obj, "id", int), netns_path(obj.get("netns")), family, kind, n)
+        raise BurrowError(f"a {what} must be a JSON object")
+    return obj
+
+
+def parse_dialer_request(data: bytes) -> Dial | Forget:
+    obj = _object(data, "dialer request")
+    return Forget.from_json(obj) if obj.get("op") == "forget" else Dial.from_json(obj)
 
 
 def parse_dialer_reply(data: bytes) -> DialReply:
-    obj = json.loads(data)
-    if not isinstance(obj, dict):
-        raise BurrowError("a dialer reply must be a JSON object")
-    err = obj.get("error")
-    return DialReply(_field(obj, "id", int), None if err is None else str(err))
+    return DialReply.from_json(_object(data, "dialer reply"))

@@ -54,6 +54,15 @@ class DialerPool:
             self.waiting.setdefault(key, deque()).append(cb)
         self._refill(key)
 
+    def drop_one(self) -> bool:
+        """Close one pooled socket (out of fds: a waiting client needs it more)."""
+        for pool in self.pools.values():
+            if pool:
+                pool.pop().close()
+                self.size -= 1
+                return True
+        return False
+
     def open(self, netns: str) -> None:
         self.live.add(netns)
 

@@ -181,6 +181,47 @@ def test_tcp_connection_flood_leaves_room_for_other_clients(rl: Any) -> None:
     assert tcp_from("127.0.0.1", base) == b"hi"
 
 
+def test_emfile_anywhere_never_kills_the_forwarder(rl: Any) -> None:
+    """At a 64-fd limit the caps cannot keep the forwarder off the kernel's limit: accept on
+    the listener and the control socket, pipe2 and the dialer's SCM_RIGHTS replies meet
+    EMFILE for real. Each costs one client its connection and is counted; the forwarder
+    stays up, answers its control socket and serves again once the fds come back."""
+    base = free_ports(2)
+    rl.run(["prlimit", "--nofile=64:64", "burrow", "sandbox", "create", "em", "-p",
+            f"127.0.0.1:{base}:7", "-p", f"127.0.0.1:{base + 1}:53/udp"], check=True,
+           timeout=60)
+    run_in(rl, "em", TCP_SERVER, "e:7,p:53")
+    pid = status(rl)["pid"]
+    held: list[socket.socket] = []
+    try:
+        for _ in range(100):
+            try:
+                c = socket.create_connection(("127.0.0.1", base), 5)
+                held.append(c)
+                c.settimeout(5)
+                c.sendall(b"x")
+                c.recv(1)
+            except OSError:
+                pass
+        for _ in range(500):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                u.sendto(b"x", ("127.0.0.1", base + 1))
+        for _ in range(30):
+            u2 = socket.socket(socket.AF_UNIX)
+            held.append(u2)
+            u2.connect(f"{rl.runtime}/burrow/forwarder.sock")
+        fwd = status(rl)
+    finally:
+        for c in held:
+            c.close()
+    assert fwd["pid"] == pid and fwd["fd_limit"] == 64
+    assert fwd["shed"]["out_of_fds"] > 0 and fwd["refused_out_of_fds"] > 0
+    time.sleep(0.5)
+    assert tcp_from("127.0.0.1", base) == b"hi"
+    assert udp_answer("127.0.0.1", base + 1).isdigit()
+    assert status(rl)["pid"] == pid
+
+
 # -- the control protocol, fuzzed against a live forwarder ---------------------------------
 NAMES = st.sampled_from(["../x", "..", "a/b", "", "x" * 200, "ok-1", "x\n", "é"]) | st.text(
     max_size=12).filter(lambda s: s != "fz")

@@ -150,3 +150,16 @@ def test_guard_refuses_per_client_then_in_total_and_counts() -> None:
     assert guard.shed.for_want_of_fds == 1
     conns.drop("a")
     assert guard.admit_tcp(conns, dials, "c")  # room again once one closes
+
+
+def test_dialer_messages_round_trip_and_reject_bad_ones() -> None:
+    dial = messages.Dial(7, "/n/s", 6, "udp", 32)
+    assert messages.parse_dialer_request(json.dumps(dial.to_json()).encode()) == dial
+    forget = messages.Forget("/n/s")
+    assert messages.parse_dialer_request(json.dumps(forget.to_json()).encode()) == forget
+    reply = messages.DialReply(7, None)
+    assert messages.parse_dialer_reply(json.dumps(reply.to_json()).encode()) == reply
+    for bad in ({**dial.to_json(), "n": 10**6}, {**dial.to_json(), "family": 5},
+                {**dial.to_json(), "netns": "../x"}, {"op": "forget", "netns": "x/../y"}):
+        with pytest.raises(BurrowError):
+            messages.parse_dialer_request(json.dumps(bad).encode())
