@@ -18,6 +18,9 @@ from typing import Any, Protocol
 
 from rootless.paths import StatePaths
 from rootless.ports.spec import PortSpec
+from rootless.procs import ProcRef
+from rootless.records import SandboxRecord
+from rootless.settings import Settings
 
 
 class Ports(Protocol):
@@ -50,13 +53,26 @@ class Runtime(Protocol):
     def rootless(self) -> bool: ...
 
     @property
+    def settings(self) -> Settings: ...
+
+    @property
     def ports(self) -> Ports: ...
+
+    @property
+    def world_id(self) -> ProcRef | None:
+        """The process whose death ends this world (the rootless holder); a sandbox recorded
+        with another one is lost. None: the world cannot die under its sandboxes (rootful)."""
+        ...
 
     def run(
         self, cmd: Sequence[str], *, input: str | None = None, check: bool = True,
         timeout: float = 60, what: str | None = None, env: Mapping[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run a command in the world's network (and mount) namespace."""
+        ...
+
+    def netns_path(self, name: str) -> str:
+        """Where the sandbox's network namespace is (or will be), as `run` sees it."""
         ...
 
     def create_netns(self, name: str) -> str:
@@ -73,6 +89,19 @@ class Runtime(Protocol):
 
     def default_dns(self) -> list[str]:
         """Name servers for a sandbox on no DNS-enabled network."""
+        ...
+
+    def missing_ports(self, recs: Sequence[SandboxRecord]) -> list[str]:
+        """The sandboxes among these (live) ones whose published ports are not forwarded."""
+        ...
+
+    def restore_ports(self, recs: Sequence[SandboxRecord]) -> list[str]:
+        """Publish the ports of these (live) sandboxes that are not forwarded now, e.g. after
+        the forwarder died; returns what it did."""
+        ...
+
+    def restore_dns(self) -> list[str]:
+        """Start the DNS server again if it serves networks and died; returns what it did."""
         ...
 
 

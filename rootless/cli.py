@@ -6,16 +6,17 @@ import json
 import os
 import socket
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
 from netns.errors import BurrowError
 from rootless.backend import World
 from rootless.paths import StatePaths
+from rootless.settings import Settings
 
 # Help text is shown as written: rich markup would read `[/tcp|udp]` in -p's help as a tag.
 PLAIN: Any = {"no_args_is_help": True, "rich_markup_mode": None}
@@ -31,11 +32,10 @@ from rootless.podman import podman_app  # noqa: E402  (its heavier imports are l
 
 app.add_typer(podman_app, name="podman")
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
 @dataclass(frozen=True)
 class Ctx:
+    """What every command gets: the settings, and the world they pick (set by `_main`)."""
+    settings: Settings
     world: World
 
     @property
@@ -43,29 +43,25 @@ class Ctx:
         return self.world.paths
 
 
-STATE_DIR_ENV = "BURROW_STATE_DIR"
-
-
-def make_world(connector: str | None, allow_host_loopback: bool,
-               env: Mapping[str, str] | None = None) -> World:
+def make_world(settings: Settings, connector: str | None, allow_host_loopback: bool) -> World:
     """The one place that decides rootless or rootful: real root (euid 0 in the initial user
     namespace) gets the rootful world, everyone else the per-user namespace."""
     from rootless import rootful, world
 
-    env = os.environ if env is None else env
-    override = env.get(STATE_DIR_ENV, "")
     if rootful.is_initial_root():
         # --connector/--allow-host-loopback do not apply: no connector, the host is right here.
-        return rootful.RootfulWorld(StatePaths(Path(override or rootful.ROOTFUL_STATE_DIR)))
-    paths = StatePaths(Path(override)) if override else StatePaths.for_user(env)
-    return world.RootlessWorld(paths, world.WorldOptions(connector, allow_host_loopback))
+        return rootful.RootfulWorld(
+            StatePaths(settings.state_dir or Path(rootful.ROOTFUL_STATE_DIR)), settings)
+    paths = StatePaths(settings.state_dir) if settings.state_dir else StatePaths.for_user(
+        {"XDG_RUNTIME_DIR": settings.xdg_runtime_dir or ""})
+    return world.RootlessWorld(paths, world.WorldOptions(connector or settings.connector,
+                                                         allow_host_loopback), settings)
 
 
-_CTX: list[Ctx] = []  # set once by the callback; the only module-level handle
-
-
-def ctx() -> Ctx:
-    return _CTX[0]
+def ctx(c: typer.Context) -> Ctx:
+    obj = c.find_root().obj
+    assert isinstance(obj, Ctx), "the app callback sets the context"
+    return obj
 
 
 FormatOpt = Annotated[str, typer.Option("--format", help="table or json")]
@@ -73,16 +69,18 @@ FormatOpt = Annotated[str, typer.Option("--format", help="table or json")]
 
 @app.callback()
 def _main(
+    c: typer.Context,
     connector: Annotated[str | None, typer.Option(
-        "--connector", envvar="BURROW_CONNECTOR",
-        help="slirp4netns or pasta (default: whichever is installed, slirp4netns first); "
-             "used when the namespace is created")] = None,
+        "--connector",
+        help="slirp4netns or pasta (default: $BURROW_CONNECTOR, else whichever is installed, "
+             "slirp4netns first); used when the namespace is created")] = None,
     allow_host_loopback: Annotated[bool, typer.Option(
         "--allow-host-loopback",
         help="let sandboxes reach the host's 127.0.0.1/::1 through the connector "
              "(10.0.2.2/fd00::2 with slirp4netns); closed by default")] = False,
 ) -> None:
-    _CTX[:] = [Ctx(make_world(connector, allow_host_loopback))]
+    settings = c.obj if isinstance(c.obj, Settings) else Settings.from_env()
+    c.obj = Ctx(settings, make_world(settings, connector, allow_host_loopback))
 
 
 def emit(rows: Sequence[dict[str, Any]], fmt: str, columns: Sequence[str]) -> None:
@@ -105,39 +103,49 @@ def _cell(v: Any) -> str:
 
 
 @app.command()
-def up() -> None:
-    """Create the user namespace and its connector now (the first sandbox otherwise does)."""
-    w = ctx().world
-    print(w.up_message(w.ensure()))
+def up(c: typer.Context) -> None:
+    """Create the world now (the first sandbox otherwise does), or repair it: a dead namespace,
+    connector, DNS server or port forwarder comes back with everything it served."""
+    from rootless.recover import converge
+    from rootless.store import Store
+
+    w = ctx(c).world
+    rt = w.ensure()
+    print(w.up_message(rt))
+    failed = False
+    for line in converge(rt, Store(w.paths)):
+        print(line)
+        failed = failed or line.startswith("could not")
+    if failed:
+        raise SystemExit(1)
 
 
 @app.command()
-def status(fmt: FormatOpt = "table") -> None:
+def status(c: typer.Context, fmt: FormatOpt = "table") -> None:
     """The namespace, connector, DNS, forwarder and sandboxes."""
     from rootless import status as status_mod
 
-    info = status_mod.collect(ctx().world)
+    info = status_mod.collect(ctx(c).world)
     if fmt == "json":
         print(json.dumps(info, indent=2))
     else:
-        print(status_mod.render(ctx().world, info))
+        print(status_mod.render(ctx(c).world, info))
+    if info["problems"]:
+        raise SystemExit(1)  # something burrow runs has died: `burrow up` is the fix
 
 
 @app.command()
-def down() -> None:
+def down(c: typer.Context) -> None:
     """Remove every sandbox and stop the namespace, connector, DNS server and forwarder."""
-    had = ctx().world.teardown()
+    had = ctx(c).world.teardown()
     print("stopped" if had else "nothing running")
 
-
-
-def _mtu(c: Ctx) -> int | None:
-    return c.world.network_mtu
 
 
 # -- sandboxes ------------------------------------------------------------------------------
 @sandbox_app.command("create")
 def sandbox_create(
+    c: typer.Context,
     name: str,
     network: Annotated[list[str] | None, typer.Option(
         "--network", "--net", help="NET[:ip=..,ip6=..,mac=..,alias=..]; repeatable "
@@ -150,57 +158,54 @@ def sandbox_create(
     from rootless import sandbox
     from rootless.ports.spec import PortSpec
 
-    c = ctx()
+    cx = ctx(c)
     attaches = [sandbox.Attach.parse(n) for n in network or []]
     ports = [p for spec in publish or [] for p in PortSpec.parse(spec)]
-    rec = sandbox.create(c.world, name, attaches, ports, dns or [], _mtu(c))
-    ips = [ip for a in rec["networks"].values() for ip in a["static_ips"]]
-    print(f"{name} {' '.join(ips)}")
-
-
-def _sandbox_row(rec: dict[str, Any]) -> dict[str, Any]:
-    from rootless.ports.spec import PortSpec
-
-    return {"name": rec["name"], "networks": list(rec.get("networks", {})),
-            "ips": [ip for a in rec.get("networks", {}).values() for ip in a["static_ips"]],
-            "ports": [str(PortSpec.from_json(p)) for p in rec.get("ports", [])],
-            "state": rec.get("state", "")}
+    rec = sandbox.create(cx.world, name, attaches, ports, dns or [], cx.world.network_mtu)
+    print(f"{name} {' '.join(rec.ips)}")
 
 
 @sandbox_app.command("ls")
-def sandbox_ls(fmt: FormatOpt = "table") -> None:
-    """List sandboxes."""
+def sandbox_ls(c: typer.Context, fmt: FormatOpt = "table") -> None:
+    """List sandboxes. A sandbox whose namespace died is `lost` until `burrow up`."""
+    from rootless.status import sandbox_state
     from rootless.store import Store
 
-    rows = [_sandbox_row(r) for r in Store(ctx().paths).sandboxes().values()]
+    w = ctx(c).world
+    rt = w.current()
+    rows = [{"name": r.name, "networks": list(r.network_names), "ips": r.ips,
+             "ports": [str(p) for p in r.ports], "state": sandbox_state(r, rt)}
+            for r in Store(w.paths).sandboxes().values()]
     emit(rows, fmt, ["name", "networks", "ips", "ports", "state"])
+    if any(r["state"] == "lost" for r in rows) and fmt == "table":
+        print("lost: its namespace died; `burrow up` re-creates it", file=sys.stderr)
 
 
 @sandbox_app.command("inspect")
-def sandbox_inspect(name: str) -> None:
+def sandbox_inspect(c: typer.Context, name: str) -> None:
     """Everything burrow knows about a sandbox, as JSON."""
     from rootless.store import Store
 
-    print(json.dumps(Store(ctx().paths).sandbox(name), indent=2))
+    print(json.dumps(Store(ctx(c).paths).sandbox(name).to_json(), indent=2))
 
 
 @sandbox_app.command("rm")
-def sandbox_rm(names: list[str]) -> None:
+def sandbox_rm(c: typer.Context, names: list[str]) -> None:
     """Remove sandboxes; removing the last one stops the namespace."""
     from rootless import sandbox
 
     for n in names:
-        stopped = sandbox.remove(ctx().world, n)
+        stopped = sandbox.remove(ctx(c).world, n)
         print(n + (" (last sandbox: namespace stopped)" if stopped else ""))
 
 
 @app.command("exec", context_settings={"allow_extra_args": True,
                                        "ignore_unknown_options": True})
-def exec_(name: str, cmd: Annotated[list[str], typer.Argument()]) -> None:
+def exec_(c: typer.Context, name: str, cmd: Annotated[list[str], typer.Argument()]) -> None:
     """Run CMD inside a sandbox: `burrow exec NAME -- CMD...`."""
     from rootless import sandbox
 
-    argv = sandbox.exec_argv(ctx().world, name, cmd)
+    argv = sandbox.exec_argv(ctx(c).world, name, cmd)
     env = dict(os.environ)
     env["PATH"] = env.get("PATH", "") + ":/usr/sbin:/sbin"
     sys.stdout.flush()
@@ -210,6 +215,7 @@ def exec_(name: str, cmd: Annotated[list[str], typer.Argument()]) -> None:
 # -- networks -------------------------------------------------------------------------------
 @network_app.command("create")
 def network_create(
+    c: typer.Context,
     name: str,
     subnet: Annotated[list[str] | None, typer.Option(
         "--subnet", help="CIDR; repeat for dual-stack (default: a free /24 in 10.89.0.0/16)")] = None,
@@ -244,7 +250,7 @@ def network_create(
     req = netconf.NetworkRequest(name, tuple(subnet or ()), tuple(gateway or ()),
                                  tuple(ip_range or ()), ipv6, internal, disable_dns,
                                  tuple(dns or ()), driver, netconf.parse_opts(opt or []))
-    rootless = ctx().world.mode == "rootless"
+    rootless = ctx(c).world.mode == "rootless"
     parent = dict(req.options).get("parent")
     if parent and not rootless:
         try:
@@ -252,9 +258,9 @@ def network_create(
         except OSError:
             raise BurrowError(f"macvlan parent interface {parent!r} does not exist in this "
                               "network namespace; see `ip link`") from None
-    store = Store(ctx().paths)
+    store = Store(ctx(c).paths)
     with store.lock():
-        net = netconf.make_network(req, store.networks(), _mtu(ctx()), rootless=rootless)
+        net = netconf.make_network(req, store.networks(), ctx(c).world.network_mtu, rootless=rootless)
         store.save_network(net)
     print(name)
 
@@ -267,29 +273,29 @@ def _network_row(net: dict[str, Any]) -> dict[str, Any]:
 
 
 @network_app.command("ls")
-def network_ls(fmt: FormatOpt = "table") -> None:
+def network_ls(c: typer.Context, fmt: FormatOpt = "table") -> None:
     """List networks."""
     from rootless.store import Store
 
-    rows = [_network_row(n) for n in Store(ctx().paths).networks().values()]
+    rows = [_network_row(n) for n in Store(ctx(c).paths).networks().values()]
     emit(rows, fmt, ["name", "driver", "subnets", "interface", "dns", "internal"])
 
 
 @network_app.command("inspect")
-def network_inspect(names: list[str]) -> None:
+def network_inspect(c: typer.Context, names: list[str]) -> None:
     """Networks as Podman-format JSON."""
     from rootless.store import Store
 
-    store = Store(ctx().paths)
+    store = Store(ctx(c).paths)
     print(json.dumps([store.network(n) for n in names], indent=2))
 
 
 @network_app.command("rm")
-def network_rm(names: list[str]) -> None:
+def network_rm(c: typer.Context, names: list[str]) -> None:
     """Remove networks no sandbox uses."""
     from rootless.store import Store
 
-    store = Store(ctx().paths)
+    store = Store(ctx(c).paths)
     with store.lock():
         for n in names:
             store.network(n)
@@ -303,11 +309,11 @@ def network_rm(names: list[str]) -> None:
 
 
 @network_app.command("prune")
-def network_prune() -> None:
+def network_prune(c: typer.Context) -> None:
     """Remove every network no sandbox uses."""
     from rootless.store import Store
 
-    store = Store(ctx().paths)
+    store = Store(ctx(c).paths)
     with store.lock():
         for n in store.networks():
             if not store.users_of(n):
@@ -317,6 +323,7 @@ def network_prune() -> None:
 
 @network_app.command("connect")
 def network_connect(
+    c: typer.Context,
     network: str, name: str,
     ip: Annotated[str | None, typer.Option("--ip", help="static IPv4 (default: the next free)")
                   ] = None,
@@ -333,26 +340,25 @@ def network_connect(
     opts = [f"ip={ip}"] * bool(ip) + [f"ip6={ip6}"] * bool(ip6) + [f"mac={mac}"] * bool(mac)
     opts += [f"alias={a}" for a in alias or []]
     att = sandbox.Attach.parse(network + (":" + ",".join(opts) if opts else ""))
-    sandbox.connect(ctx().world, att, name)
+    sandbox.connect(ctx(c).world, att, name)
 
 
 @network_app.command("disconnect")
-def network_disconnect(network: str, name: str) -> None:
+def network_disconnect(c: typer.Context, network: str, name: str) -> None:
     """Detach a sandbox from a network."""
     from rootless import sandbox
 
-    sandbox.disconnect(ctx().world, network, name)
+    sandbox.disconnect(ctx(c).world, network, name)
 
 
 # -- ports ----------------------------------------------------------------------------------
 @port_app.command("ls")
-def port_ls(fmt: FormatOpt = "table") -> None:
+def port_ls(c: typer.Context, fmt: FormatOpt = "table") -> None:
     """Published ports of every sandbox."""
-    from rootless.ports.spec import PortSpec
     from rootless.store import Store
 
-    rows = [{"sandbox": n, **PortSpec.from_json(p).to_json(), "spec": str(PortSpec.from_json(p))}
-            for n, rec in Store(ctx().paths).sandboxes().items() for p in rec.get("ports", [])]
+    rows = [{"sandbox": n, **p.to_json(), "spec": str(p)}
+            for n, rec in Store(ctx(c).paths).sandboxes().items() for p in rec.ports]
     emit(rows, fmt, ["sandbox", "spec", "host_ip", "host_port", "container_port", "range",
                      "protocol"])
 
@@ -367,17 +373,22 @@ def netavark(args: Annotated[list[str] | None, typer.Argument()] = None) -> None
 
 
 @app.command()
-def demo() -> None:
+def demo(c: typer.Context) -> None:
     """Two sandboxes, one serving HTTP; reach it by name (v4, v6) and from the host."""
     import rootless.demo as demo_mod
 
-    raise SystemExit(demo_mod.run(ctx().world))
+    raise SystemExit(demo_mod.run(ctx(c).world))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
+        settings = Settings.from_env()  # the one read of the BURROW_* environment
+    except BurrowError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return e.exit_code
+    try:
         app(args=list(argv) if argv is not None else None, prog_name="burrow",
-            standalone_mode=False)
+            standalone_mode=False, obj=settings)
     except BurrowError as e:
         print(f"Error: {e}", file=sys.stderr)
         return e.exit_code
@@ -393,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(getattr(e, "exit_code"))  # noqa: B009 - duck-typed click exception
         if type(e).__name__ == "Abort":
             return 1
-        if os.environ.get("BURROW_DEBUG"):
+        if settings.debug:
             raise
         print(f"Error: {type(e).__name__}: {e} (set BURROW_DEBUG=1 for a traceback)", file=sys.stderr)
         return 1

@@ -71,7 +71,7 @@ def run(w: World) -> int:
         rec = sandbox.create(w, web, [], PortSpec.parse(f"127.0.0.1:{port}:80"), [],
                              w.network_mtu)
         made.append(web)
-        v4, v6 = addresses(rec)
+        v4, v6 = addresses(rec.to_json())
         _step(f"   {web}: {v4} {v6}")
         _step(f"2. sandbox {client}")
         made.append(client)

@@ -4,29 +4,31 @@ engine-side life of one sandbox (its `NetworkOptions`, its teardown)."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from netns import schema
 from netns.errors import BurrowError
 from rootless.backend import Runtime
+from rootless.records import SandboxRecord
 from rootless.store import Store
 
 
-def _bin(name: str) -> str:
+def bin_path(name: str) -> str:
+    """burrow's own entry points, next to this Python (the venv), else from PATH."""
     cand = Path(sys.executable).parent / name
     return str(cand) if cand.exists() else name
 
 
-def netavark(rt: Runtime, command: str, netns_path: str, options: dict[str, Any]
+def netavark(rt: Runtime, command: str, netns_path: str, options: schema.NetworkOptions
              ) -> dict[str, Any]:
-    argv = [_bin("burrow-netavark"), "--config", str(rt.paths.netavark_config),
+    argv = [bin_path("burrow-netavark"), "--config", str(rt.paths.netavark_config),
             f"--rootless={'true' if rt.rootless else 'false'}", "--aardvark-binary",
-            _bin("burrow-dns"), command, netns_path]
-    env = {"RUST_LOG": os.environ.get("BURROW_ENGINE_LOG", "")}
-    res = rt.run(argv, input=json.dumps(options), check=False, timeout=120, env=env)
+            bin_path("burrow-dns"), command, netns_path]
+    env = {"RUST_LOG": rt.settings.engine_log}
+    res = rt.run(argv, input=json.dumps(options.to_json()), check=False, timeout=120, env=env)
     out = res.stdout.strip()
     try:
         data = json.loads(out.splitlines()[-1]) if out else {}
@@ -38,30 +40,33 @@ def netavark(rt: Runtime, command: str, netns_path: str, options: dict[str, Any]
     return data if isinstance(data, dict) else {}
 
 
-def options(rt: Runtime, rec: dict[str, Any], store: Store,
-            only: Sequence[str] | None = None) -> dict[str, Any]:
+def options(rt: Runtime, rec: SandboxRecord, store: Store,
+            only: Sequence[str] | None = None) -> schema.NetworkOptions:
     """Netavark's `NetworkOptions` for the sandbox (or only some of its networks)."""
-    nets = {n: a for n, a in rec["networks"].items() if only is None or n in only}
-    opts: dict[str, Any] = {
-        "container_id": rec["id"], "container_name": rec["name"],
-        "networks": {n: {k: v for k, v in a.items() if v not in (None, [], "")}
-                     for n, a in nets.items()},
-        "network_info": {n: store.network(n) for n in nets},
-        "dns_servers": rec.get("dns") or None,
-    }
-    ports = rt.ports.engine_ports(rec)
-    if ports:
-        opts["port_mappings"] = ports
-    return opts
+    nets = [(n, a) for n, a in rec.networks if only is None or n in only]
+    per_net = tuple(
+        (n, schema.PerNetworkOptions(
+            interface_name=a.interface_name,
+            static_ips=tuple(schema.parse_ip(ip, f"sandbox {rec.name}") for ip in a.static_ips)
+            or None,
+            aliases=a.aliases or None, static_mac=a.static_mac))
+        for n, a in nets)
+    ports = rt.ports.engine_ports(rec.to_json())
+    return schema.NetworkOptions(
+        container_id=rec.id, container_name=rec.name, networks=per_net,
+        network_info={n: schema.Network.from_json(store.network(n), f"network {n}")
+                      for n, _ in nets},
+        port_mappings=tuple(schema.PortMapping.from_json(p) for p in ports) or None,
+        dns_servers=rec.dns or None)
 
 
-def teardown_sandbox(rt: Runtime, rec: dict[str, Any], store: Store) -> list[str]:
+def teardown_sandbox(rt: Runtime, rec: SandboxRecord, store: Store) -> list[str]:
     """Unpublish, detach from every network, remove the netns; all errors, never raises."""
-    errors = rt.ports.unpublish(rec)
-    if rec.get("netns"):
+    errors = rt.ports.unpublish(rec.to_json())
+    if rec.netns:
         try:
-            netavark(rt, "teardown", rec["netns"], options(rt, rec, store))
+            netavark(rt, "teardown", rec.netns, options(rt, rec, store))
         except BurrowError as e:
             errors.append(str(e))
-        errors += rt.destroy_netns(rec["name"], rec["netns"])
+        errors += rt.destroy_netns(rec.name, rec.netns)
     return errors

@@ -101,8 +101,6 @@ def resolve_scope(system: bool, user: bool, conf_dir: str | None, helper_dir: st
     if system and user:
         raise BurrowError("use either --system or --user, not both")
     name = "system" if system else "user" if user else ("system" if euid == 0 else "user")
-    conf_dir = conf_dir or env.get("BURROW_PODMAN_CONF_DIR") or None
-    helper_dir = helper_dir or env.get("BURROW_PODMAN_HELPER_DIR") or None
     if name == "system":
         if writing and euid != 0 and conf_dir is None:
             raise BurrowError("--system changes /etc/containers/containers.conf.d/ and needs root; "
@@ -426,6 +424,15 @@ HelperDirOpt = Annotated[str | None, typer.Option(
     "--helper-dir", help="where the netavark/aardvark-dns links go (env BURROW_PODMAN_HELPER_DIR)")]
 
 
+def _dirs(c: typer.Context, conf_dir: str | None, helper_dir: str | None
+          ) -> tuple[str | None, str | None]:
+    """The flags, else BURROW_PODMAN_CONF_DIR / BURROW_PODMAN_HELPER_DIR from the settings."""
+    from rootless.cli import ctx
+
+    settings = ctx(c).settings
+    return conf_dir or settings.podman_conf_dir, helper_dir or settings.podman_helper_dir
+
+
 def _show(change: Change) -> None:
     for line in change.lines():
         print(line)
@@ -446,12 +453,12 @@ def _carry_out(change: Change, dry_run: bool, *, unchanged: str, done: str) -> b
 
 
 @podman_app.command("enable")
-def enable(system: SystemOpt = False, user: UserOpt = False, conf_dir: ConfDirOpt = None,
+def enable(c: typer.Context, system: SystemOpt = False, user: UserOpt = False, conf_dir: ConfDirOpt = None,
            helper_dir: HelperDirOpt = None,
            dry_run: Annotated[bool, typer.Option("--dry-run", help="only show the change")] = False,
            ) -> None:
     """Make Podman run burrow's netavark and aardvark-dns (shows the change, then writes it)."""
-    scope = resolve_scope(system, user, conf_dir, helper_dir)
+    scope = resolve_scope(system, user, *_dirs(c, conf_dir, helper_dir))
     if not _carry_out(plan_enable(scope), dry_run,
                       unchanged=f"already enabled ({scope.name}): {scope.dropin}; nothing to change",
                       done=f"enabled ({scope.name}). Undo with `burrow podman disable --{scope.name}`."):
@@ -462,22 +469,22 @@ def enable(system: SystemOpt = False, user: UserOpt = False, conf_dir: ConfDirOp
 
 
 @podman_app.command("disable")
-def disable(system: SystemOpt = False, user: UserOpt = False, conf_dir: ConfDirOpt = None,
+def disable(c: typer.Context, system: SystemOpt = False, user: UserOpt = False, conf_dir: ConfDirOpt = None,
             helper_dir: HelperDirOpt = None,
             dry_run: Annotated[bool, typer.Option("--dry-run", help="only show the change")] = False,
             ) -> None:
     """Remove burrow's drop-in and helper links; Podman goes back to its own netavark."""
-    scope = resolve_scope(system, user, conf_dir, helper_dir)
+    scope = resolve_scope(system, user, *_dirs(c, conf_dir, helper_dir))
     _carry_out(plan_disable(scope), dry_run, unchanged=f"not enabled ({scope.name}): nothing to remove",
                done=f"disabled ({scope.name})")
 
 
 @podman_app.command("status")
-def status(system: SystemOpt = False, user: UserOpt = False, conf_dir: ConfDirOpt = None,
+def status(c: typer.Context, system: SystemOpt = False, user: UserOpt = False, conf_dir: ConfDirOpt = None,
            helper_dir: HelperDirOpt = None,
            fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table") -> None:
     """Which netavark and aardvark-dns Podman will run, and from which config file."""
-    scope = resolve_scope(system, user, conf_dir, helper_dir, writing=False)
+    scope = resolve_scope(system, user, *_dirs(c, conf_dir, helper_dir), writing=False)
     info = collect_status(scope)
     if fmt == "json":
         print(json.dumps(info, indent=2))

@@ -30,6 +30,8 @@ from rootless.hostdns import host_servers
 from rootless.paths import StatePaths, locked, read_json, remove, write_json
 from rootless.ports.kernel import KernelPorts
 from rootless.procs import ProcRef
+from rootless.records import SandboxRecord
+from rootless.settings import Settings
 
 ROOTFUL_STATE_DIR = "/run/burrow"
 # The engine's nftables table for the burrow CLI's state dir. Not Podman's `netavark`: rootful
@@ -112,8 +114,10 @@ def _drop_empty_table(rt: RootfulRuntime) -> None:
 @dataclass(frozen=True)
 class RootfulRuntime:
     paths: StatePaths
+    settings: Settings
     created: bool = False
     rootless: bool = False
+    world_id: None = None  # the host's network namespace does not die under its sandboxes
 
     @property
     def ports(self) -> KernelPorts:
@@ -135,8 +139,11 @@ class RootfulRuntime:
             raise BurrowError(f"{what or cmd[0]}: {detail}")
         return res
 
+    def netns_path(self, name: str) -> str:
+        return str(self.paths.netns_dir / name)
+
     def create_netns(self, name: str) -> str:
-        path = str(self.paths.netns_dir / name)
+        path = self.netns_path(name)
         self.run(["sh", "-c", f"touch '{path}' && unshare --net='{path}' true"],
                  what=f"create sandbox {name}")
         return path
@@ -164,10 +171,22 @@ class RootfulRuntime:
     def default_dns(self) -> list[str]:
         return host_servers(skip_loopback=True)
 
+    # Kernel DNAT rules and the engine's DNS server live as long as the host: nothing to watch
+    # beyond what the engine does.
+    def missing_ports(self, recs: Sequence[SandboxRecord]) -> list[str]:
+        return []
+
+    def restore_ports(self, recs: Sequence[SandboxRecord]) -> list[str]:
+        return []
+
+    def restore_dns(self) -> list[str]:
+        return []
+
 
 @dataclass(frozen=True)
 class RootfulWorld:
     paths: StatePaths
+    settings: Settings
     mode: str = "rootful"
     network_mtu: int | None = None  # the host's links decide, as with Podman
 
@@ -184,21 +203,21 @@ class RootfulWorld:
         self.paths.ensure()
         mine = _netns_inode()
         if self._owner() == mine:
-            return RootfulRuntime(self.paths)
+            return RootfulRuntime(self.paths, self.settings)
         with locked(self.paths.lock, what="the rootful state"):
             owner = self._owner()
             if owner == mine:
-                return RootfulRuntime(self.paths)
+                return RootfulRuntime(self.paths, self.settings)
             if owner is not None and any(self.paths.sandboxes_dir.glob("*.json")):
                 raise BurrowError(
                     f"state directory {self.paths.root} belongs to another network namespace "
                     f"(inode {owner}, this one is {mine}); run `burrow down` there, or set "
                     "BURROW_STATE_DIR to a directory of its own")
             write_json(self.marker, {"netns_inode": mine, "created": time.time()})
-            return RootfulRuntime(self.paths, created=True)
+            return RootfulRuntime(self.paths, self.settings, created=True)
 
     def current(self) -> RootfulRuntime | None:
-        return RootfulRuntime(self.paths) if self._owner() == _netns_inode() else None
+        return RootfulRuntime(self.paths, self.settings) if self._owner() == _netns_inode() else None
 
     def teardown(self) -> bool:
         if not self.paths.root.exists() or self._owner() is None:
@@ -206,7 +225,7 @@ class RootfulWorld:
         from rootless.engine_call import teardown_sandbox
         from rootless.store import Store
 
-        rt = RootfulRuntime(self.paths)
+        rt = RootfulRuntime(self.paths, self.settings)
         store = Store(self.paths)
         errors: list[str] = []
         with locked(self.paths.lock, what="the rootful state"):

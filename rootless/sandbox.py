@@ -15,8 +15,8 @@ import os
 import re
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any
 
 from netns.errors import BurrowError
 from rootless import netconf
@@ -24,7 +24,8 @@ from rootless.backend import Runtime, World, require
 from rootless.engine_call import netavark, options, teardown_sandbox
 from rootless.ports.spec import PortSpec, overlaps
 from rootless.procs import ProcRef
-from rootless.store import Store
+from rootless.records import LOST, RUNNING, Attachment, SandboxRecord
+from rootless.store import HOSTS, RESOLV, Store
 
 MAC_RE = re.compile(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
 
@@ -73,81 +74,95 @@ def _ensure_default(store: Store, mtu: int | None) -> None:
         store.save_network(netconf.make_network(netconf.default_request(), store.networks(), mtu))
 
 
-def _port_clash(store: Store, name: str, ports: Sequence[PortSpec]) -> None:
+def _port_clash(store: Store, ports: Sequence[PortSpec]) -> None:
     for other, rec in store.sandboxes().items():
-        for p in (PortSpec.from_json(x) for x in rec.get("ports", [])):
+        for p in rec.ports:
             for mine in ports:
                 if overlaps(mine, p):
                     raise BurrowError(f"host port {mine.host_port}/{mine.protocol} is already "
                                       f"published by sandbox {other}; pick another host port")
 
 
-def create(w: World, name: str, attaches: Sequence[Attach], ports: Sequence[PortSpec],
-           dns: Sequence[str], mtu: int | None) -> dict[str, Any]:
-    paths = w.paths
+def _check_create(name: str, attaches: Sequence[Attach], dns: Sequence[str]) -> None:
     netconf.check_name(name, "sandbox")
     for d in dns:
         try:
             ipaddress.ip_address(d)
         except ValueError:
             raise BurrowError(f"invalid --dns {d!r}: expected an IP address") from None
-    store = Store(paths)
-    attaches = list(attaches) or [Attach(netconf.DEFAULT_NETWORK)]
     if len({a.network for a in attaches}) != len(attaches):
         raise BurrowError("a network is given twice; use one --network per network")
+
+
+def _reserve(store: Store, name: str, attaches: Sequence[Attach], ports: Sequence[PortSpec],
+             dns: Sequence[str], mtu: int | None) -> SandboxRecord:
+    """Choose addresses and write the record (`creating`), all under the IPAM lock."""
     with store.lock():
-        if (paths.sandboxes_dir / f"{name}.json").exists():
+        if store.exists(name):
             raise BurrowError(f"sandbox {name} already exists; remove it with "
                               f"`burrow sandbox rm {name}` or pick another name")
         if any(a.network == netconf.DEFAULT_NETWORK for a in attaches):
             _ensure_default(store, mtu)
-        networks: dict[str, Any] = {}
         nets = {a.network: store.network(a.network) for a in attaches}
         if ports and all(n.get("driver", "bridge") != "bridge" for n in nets.values()):
             raise BurrowError(f"-p needs a bridge network: {', '.join(nets)} "
                               f"{'is' if len(nets) == 1 else 'are'} macvlan, where the LAN "
                               "reaches the sandbox at its own address; drop -p, or add a "
                               "bridge network")
-        for i, a in enumerate(attaches):
-            net = nets[a.network]
-            ips = netconf.allocate(net, store.used_ips(a.network), a.ips)
-            networks[a.network] = {"interface_name": f"eth{i}", "static_ips": ips,
-                                   "aliases": list(a.aliases), "static_mac": a.mac}
-        _port_clash(store, name, ports)
-        rec: dict[str, Any] = {
-            "name": name,
-            "id": hashlib.sha256(f"{name}{time.time_ns()}{os.getpid()}".encode()).hexdigest(),
-            "networks": networks, "ports": [p.to_json() for p in ports], "dns": list(dns),
-            "created": time.time(), "state": "creating",
-            "creator": (ProcRef.of(os.getpid()) or ProcRef(os.getpid(), 0)).to_json(),
-        }
+        networks = tuple(
+            (a.network, Attachment(f"eth{i}", tuple(netconf.allocate(
+                nets[a.network], store.used_ips(a.network), a.ips)), a.aliases, a.mac))
+            for i, a in enumerate(attaches))
+        _port_clash(store, ports)
+        rec = SandboxRecord(
+            name=name,
+            id=hashlib.sha256(f"{name}{time.time_ns()}{os.getpid()}".encode()).hexdigest(),
+            networks=networks, ports=tuple(ports), dns=tuple(dns), created=time.time(),
+            creator=ProcRef.of(os.getpid()) or ProcRef(os.getpid(), 0))
         store.save_sandbox(rec)  # the reservation: addresses are now taken
-    try:
+        return rec
+
+
+def create(w: World, name: str, attaches: Sequence[Attach], ports: Sequence[PortSpec],
+           dns: Sequence[str], mtu: int | None) -> SandboxRecord:
+    from rootless.recover import converge
+
+    attaches = list(attaches) or [Attach(netconf.DEFAULT_NETWORK)]
+    _check_create(name, attaches, dns)
+    store = Store(w.paths)
+    rec = _reserve(store, name, attaches, ports, dns, mtu)
+    with ExitStack() as undo:
+        undo.callback(store.delete_sandbox, name)
         rt = w.ensure()
+        # A new world, a dead forwarder or DNS server: put back what the records say first,
+        # so a forwarder this command starts forwards every recorded port, not only ours.
+        converge(rt, store)
         rt.ports.check(ports)
-        rec["netns"] = rt.create_netns(name)
-        try:
-            rec["status"] = netavark(rt, "setup", rec["netns"], options(rt, rec, store))
-            rt.ports.publish(rec)
-        except BaseException:
-            teardown_sandbox(rt, rec, store)
-            raise
-    except BaseException:
-        store.delete_sandbox(name)
-        raise
-    rec["state"] = "running"
-    store.save_sandbox(rec)
+        # Where its namespace will be, recorded first: a crash from here on leaves a record
+        # that `burrow up` can tear down completely.
+        rec = rec.replace(netns=rt.netns_path(name), world=rt.world_id)
+        store.save_sandbox(rec)
+        undo.callback(teardown_sandbox, rt, rec, store)
+        rt.create_netns(name)
+        rec = rec.replace(status=netavark(rt, "setup", rec.netns or "", options(rt, rec, store)))
+        rt.ports.publish(rec.to_json())
+        rec = rec.replace(state=RUNNING, creator=None)
+        store.save_sandbox(rec)
+        undo.pop_all()
     write_resolv(store, rec, rt)
     return rec
 
 
 def remove(w: World, name: str, *, last_stops_world: bool = True) -> bool:
     """Remove a sandbox; when it was the last one, stop the whole world. True if it did."""
+    from rootless.status import sandbox_state
+
     store = Store(w.paths)
     rec = store.sandbox(name)
     rt = w.current()
     errors: list[str] = []
-    if rt is not None:
+    # A lost sandbox has nothing in the current world to tear down.
+    if rt is not None and sandbox_state(rec, rt) != LOST:
         errors = teardown_sandbox(rt, rec, store)
     with store.lock():
         store.delete_sandbox(name)
@@ -160,71 +175,84 @@ def remove(w: World, name: str, *, last_stops_world: bool = True) -> bool:
     return False
 
 
+def _live(w: World, store: Store, name: str) -> tuple[Runtime, SandboxRecord]:
+    from rootless.status import sandbox_state
+
+    rec = store.sandbox(name)
+    rt = require(w)
+    if sandbox_state(rec, rt) != RUNNING:
+        raise BurrowError(f"sandbox {name} is {sandbox_state(rec, rt)}; run `burrow up` to "
+                          "bring it back first")
+    return rt, rec
+
+
 def connect(w: World, att: Attach, name: str) -> None:
     store = Store(w.paths)
+    rt, _ = _live(w, store, name)
     with store.lock():
         rec = store.sandbox(name)
-        if att.network in rec["networks"]:
+        if att.network in rec.network_names:
             raise BurrowError(f"sandbox {name} is already on network {att.network}")
         net = store.network(att.network)
-        used_if = {a["interface_name"] for a in rec["networks"].values()}
+        used_if = {a.interface_name for _, a in rec.networks}
         ifname = next(f"eth{i}" for i in range(100) if f"eth{i}" not in used_if)
         ips = netconf.allocate(net, store.used_ips(att.network), att.ips)
-        rec["networks"][att.network] = {"interface_name": ifname, "static_ips": ips,
-                                        "aliases": list(att.aliases), "static_mac": att.mac}
+        before = rec
+        rec = rec.replace(networks=(*rec.networks, (att.network, Attachment(
+            ifname, tuple(ips), att.aliases, att.mac))))
         store.save_sandbox(rec)
-    rt = require(w)
-    try:
-        status = netavark(rt, "setup", rec["netns"], options(rt, rec, store, [att.network]))
-    except BaseException:
-        with store.lock():
-            rec["networks"].pop(att.network)
-            store.save_sandbox(rec)
-        raise
-    rec.setdefault("status", {}).update(status)
+    with ExitStack() as undo:
+        undo.callback(_put_back, store, before)
+        status = netavark(rt, "setup", rec.netns or "", options(rt, rec, store, [att.network]))
+        undo.pop_all()
+    rec = rec.replace(status={**rec.status, **status})
     store.save_sandbox(rec)
     write_resolv(store, rec, rt)
 
 
+def _put_back(store: Store, rec: SandboxRecord) -> None:
+    with store.lock():
+        store.save_sandbox(rec)
+
+
 def disconnect(w: World, network: str, name: str) -> None:
     store = Store(w.paths)
-    rec = store.sandbox(name)
-    if network not in rec["networks"]:
+    rt, rec = _live(w, store, name)
+    if network not in rec.network_names:
         raise BurrowError(f"sandbox {name} is not on network {network}")
-    rt = require(w)
-    netavark(rt, "teardown", rec["netns"], options(rt, rec, store, [network]))
+    netavark(rt, "teardown", rec.netns or "", options(rt, rec, store, [network]))
     with store.lock():
-        rec["networks"].pop(network)
-        rec.get("status", {}).pop(network, None)
+        rec = store.sandbox(name)
+        rec = rec.replace(networks=tuple((n, a) for n, a in rec.networks if n != network),
+                          status={k: v for k, v in rec.status.items() if k != network})
         store.save_sandbox(rec)
     write_resolv(store, rec, rt)
 
 
-def write_resolv(store: Store, rec: dict[str, Any], rt: Runtime) -> None:
+def write_resolv(store: Store, rec: SandboxRecord, rt: Runtime) -> None:
     """resolv.conf: burrow-dns on each network's gateways, `dns.podman` search; hosts: self."""
     servers: list[str] = []
     search: list[str] = []
-    for block in rec.get("status", {}).values():
+    for block in rec.status.values():
         servers += [s for s in block.get("dns_server_ips", []) if s not in servers]
         search += [s for s in block.get("dns_search_domains", []) if s not in search]
-    servers += [d for d in rec.get("dns", []) if d not in servers]
+    servers += [d for d in rec.dns if d not in servers]
     if not servers:
         servers = rt.default_dns()
     lines = [f"search {' '.join(search)}"] if search else []
     lines += [f"nameserver {s}" for s in servers[:3]]
-    store.file(rec["name"], ".resolv.conf").write_text("\n".join(lines) + "\n")
+    store.file(rec.name, RESOLV).write_text("\n".join(lines) + "\n")
     hosts = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
-    for att in rec["networks"].values():
-        names = " ".join([rec["name"], *att.get("aliases", [])])
-        hosts += [f"{ip}\t{names}" for ip in att.get("static_ips", [])]
-    store.file(rec["name"], ".hosts").write_text("\n".join(hosts) + "\n")
+    for _, att in rec.networks:
+        names = " ".join([rec.name, *att.aliases])
+        hosts += [f"{ip}\t{names}" for ip in att.static_ips]
+    store.file(rec.name, HOSTS).write_text("\n".join(hosts) + "\n")
 
 
 def exec_argv(w: World, name: str, cmd: Sequence[str]) -> list[str]:
     store = Store(w.paths)
-    store.sandbox(name)
-    rt = require(w)
-    resolv, hosts = store.file(name, ".resolv.conf"), store.file(name, ".hosts")
+    rt, _ = _live(w, store, name)
+    resolv, hosts = store.file(name, RESOLV), store.file(name, HOSTS)
     # Into the sandbox's netns, then a private mount ns for its resolv.conf and hosts.
     script = ('r=$1; h=$2; shift 2; mount --bind "$r" /etc/resolv.conf && '
               'mount --bind "$h" /etc/hosts && exec "$@"')

@@ -1,20 +1,49 @@
-"""`burrow status`: what is running in the world, read from state and /proc."""
+"""`burrow status` and each sandbox's state: what runs in the world, and what is broken."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from rootless.backend import World
+from rootless.backend import Runtime, World
+from rootless.records import CREATING, LOST, SandboxRecord
+from rootless.store import Store
+
+
+def sandbox_state(rec: SandboxRecord, rt: Runtime | None) -> str:
+    """`running`, `creating`, or `lost`: made in a world that has died since."""
+    if rec.state == CREATING:
+        return CREATING
+    if rec.world is not None and (rt is None or rt.world_id != rec.world):
+        return LOST
+    return rec.state
 
 
 def collect(w: World) -> dict[str, Any]:
     info: dict[str, Any] = {"mode": w.mode, "state_dir": str(w.paths.root), **w.status()}
-    sdir = w.paths.sandboxes_dir
-    info["sandboxes"] = sorted(p.stem for p in sdir.glob("*.json")) if sdir.exists() else []
+    problems: list[str] = info.setdefault("problems", [])
+    rt = w.current()
+    recs = Store(w.paths).sandboxes()
+    states = {n: sandbox_state(r, rt) for n, r in recs.items()}
+    info["sandboxes"] = sorted(recs)
+    info["sandbox_states"] = states
+    lost = sorted(n for n, s in states.items() if s == LOST)
+    if lost:
+        problems.append(f"sandbox(es) {', '.join(lost)} lost with the namespace they lived in; "
+                        "run `burrow up` to re-create them (`burrow sandbox rm` to drop them)")
+    if rt is not None:
+        missing = rt.missing_ports([r for n, r in recs.items() if states[n] != LOST
+                                    and states[n] != CREATING])
+        if missing:
+            problems.append(f"published ports of {', '.join(missing)} are not forwarded (the "
+                            "port forwarder died); run `burrow up` to publish them again")
     return info
 
 
 def render(w: World, info: dict[str, Any]) -> str:
+    states = info.get("sandbox_states", {})
+    shown = [n + ("" if states.get(n) in (None, "running") else f" ({states[n]})")
+             for n in info["sandboxes"]]
     lines = [f"mode:       {info['mode']}", f"state:      {info['state_dir']}",
-             *w.status_lines(info), f"sandboxes:  {', '.join(info['sandboxes']) or '-'}"]
+             *w.status_lines(info), f"sandboxes:  {', '.join(shown) or '-'}"]
+    lines += [f"PROBLEM:    {p}" for p in info.get("problems", [])]
     return "\n".join(lines)

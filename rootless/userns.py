@@ -24,12 +24,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 from netns.errors import BurrowError
 from rootless.paths import StatePaths, read_json, remove, write_json
 from rootless.procs import ProcRef, children
+from rootless.records import WorldRecord
 
 SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -135,21 +137,19 @@ class Holder:
 
 
 def find(paths: StatePaths) -> Holder | None:
-    data = read_json(paths.holder)
-    ref = ProcRef.from_json(data.get("holder") if data else None)
-    if ref is None or not ref.alive():
+    rec = WorldRecord.from_json(read_json(paths.holder))
+    if rec is None or not rec.holder.alive():
         return None
-    return Holder(ref, paths)
+    return Holder(rec.holder, paths)
 
 
 def stale_holder(paths: StatePaths) -> ProcRef | None:
     """A recorded holder that is no longer alive (its state needs repair), if any."""
-    data = read_json(paths.holder)
-    if data is None:
+    if not paths.holder.exists():
         return None
-    ref = ProcRef.from_json(data.get("holder"))
-    if ref is None or not ref.alive():
-        return ref or ProcRef(0, 0)
+    rec = WorldRecord.from_json(read_json(paths.holder))
+    if rec is None or not rec.holder.alive():
+        return rec.holder if rec else ProcRef(0, 0)
     return None
 
 
@@ -207,11 +207,10 @@ def create(paths: StatePaths, *, timeout: float = 10.0) -> Holder:
     last = ""
     for map_auto in attempts:
         proc, log = _spawn(paths, map_auto)
-        try:
+        with ExitStack() as undo:
+            undo.callback(proc.kill)
             ref = _wait_child(proc, timeout)
-        except BaseException:
-            proc.kill()
-            raise
+            undo.pop_all()
         if ref is not None:
             break
         if proc.poll() is None:
@@ -220,14 +219,12 @@ def create(paths: StatePaths, *, timeout: float = 10.0) -> Holder:
         last = log.read_text(errors="replace").strip() or f"unshare exited with {proc.returncode}"
     else:
         raise BurrowError(f"create user namespace: {_explain_unshare(last)}")
-    write_json(paths.holder, {"holder": ref.to_json(), "unshare": proc.pid,
-                              "map_auto": map_auto, "created": time.time()})
+    write_json(paths.holder, WorldRecord(ref, proc.pid, map_auto, time.time()).to_json())
     holder = Holder(ref, paths)
-    try:
+    with ExitStack() as undo:
+        undo.callback(destroy, holder)
         _inner_setup(holder)
-    except BaseException:
-        destroy(holder)
-        raise
+        undo.pop_all()
     return holder
 
 
@@ -255,9 +252,9 @@ echo 1 > /proc/sys/net/ipv6/conf/all/forwarding
 def destroy(holder: Holder) -> None:
     """Kill the holder: the kernel then kills everything in its PID namespace."""
     holder.proc.kill()
-    data = read_json(holder.paths.holder) or {}
-    unshare = data.get("unshare")
-    if isinstance(unshare, int):
+    rec = WorldRecord.from_json(read_json(holder.paths.holder))
+    unshare = rec.unshare if rec else None
+    if unshare is not None:
         # unshare(1) exits once its child dies; reap it if it is ours (tests), else ignore.
         try:
             os.waitpid(unshare, os.WNOHANG)

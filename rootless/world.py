@@ -2,28 +2,38 @@
 
 `ensure()` takes the state lock, repairs a stale world (dead holder, leftover sockets, orphaned
 connector or forwarder), and creates a new one if needed; two commands racing here end up
-sharing one namespace. `teardown()` removes everything the world owns.
+sharing one namespace. A repair brings back the world it replaces: the same connector kind and
+host-loopback setting, read from the world's record. Sandbox records are never dropped by a
+repair: sandboxes of a dead world are *lost* until `burrow up` re-creates them
+(`rootless.recover`). `teardown()` removes everything the world owns.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
-from netns import statefiles
+from netns import locks, statefiles
 from netns.errors import BurrowError
 from rootless import connectors, userns
 from rootless.backend import Runtime
 from rootless.connectors import ConnectorInfo
+from rootless.engine_call import bin_path
 from rootless.hostdns import host_servers
 from rootless.paths import StatePaths, locked, read_json, remove, write_json
 from rootless.ports import control
 from rootless.ports.userspace import ForwarderPorts
 from rootless.procs import ProcRef
+from rootless.records import SandboxRecord, WorldRecord
+from rootless.settings import Settings
 from rootless.userns import Holder
+
+DNS_PORT = "53"  # the engine's default (NETAVARK_DNS_PORT unset), which burrow never sets
 
 
 @dataclass(frozen=True)
@@ -32,124 +42,26 @@ class WorldOptions:
     host_loopback: bool = False
 
 
-@dataclass(frozen=True)
-class World:
-    holder: Holder
-    connector: ConnectorInfo | None
-    created: bool
-
-    @property
-    def paths(self) -> StatePaths:
-        return self.holder.paths
-
-
-def _connector(paths: StatePaths) -> ConnectorInfo | None:
+def recorded_connector(paths: StatePaths) -> ConnectorInfo | None:
     return ConnectorInfo.from_json(read_json(paths.connector))
 
 
-def current(paths: StatePaths) -> World | None:
-    """The running world, without creating or repairing anything."""
-    holder = userns.find(paths)
-    if holder is None:
-        return None
-    return World(holder, _connector(paths), False)
-
-
-def ensure(paths: StatePaths, opts: WorldOptions) -> World:
-    paths.ensure()
-    existing = current(paths)
-    if existing is not None and existing.connector and existing.connector.proc.alive():
-        return existing  # fast path: no lock when everything is up
-    with locked(paths.lock, what="the user namespace"):
-        holder = userns.find(paths)
-        conn = _connector(paths)
-        if holder is not None and conn is not None and conn.proc.alive():
-            return World(holder, conn, False)
-        if holder is None:
-            repair(paths)
-            holder = userns.create(paths)
-            created = True
-        else:
-            # A live namespace whose connector died (OOM, killed): reattach a new one.
-            if conn is not None:
-                conn.stop()
-            created = False
-        try:
-            conn = connectors.select(opts.connector).start(
-                holder, host_loopback=opts.host_loopback, timeout=10.0)
-        except BaseException:
-            if created:
-                userns.destroy(holder)
-            raise
-        write_json(paths.connector, conn.to_json())
-        return World(holder, conn, created)
-
-
-def _stop_recorded(paths: StatePaths) -> None:
-    conn = _connector(paths)
-    if conn is not None:
-        conn.stop()
-    fwd = read_json(paths.forwarder)
-    ref = ProcRef.from_json(fwd.get("proc") if fwd else None)
-    if ref is not None:
-        ref.stop(grace=1.0)
-
-
-def _forget(paths: StatePaths, *, everything: bool) -> None:
-    for p in (paths.connector, paths.forwarder, paths.holder, paths.slirp_socket,
-              paths.pasta_pid, paths.forwarder_socket):
-        remove(p)
-    # Sandboxes lived in the namespace; DNS records and engine state belonged to it too. A
-    # record another command is still creating (its reservation) must survive a repair.
-    if paths.sandboxes_dir.exists():
-        for f in paths.sandboxes_dir.iterdir():
-            rec = read_json(f) if f.suffix == ".json" else None
-            creator = ProcRef.from_json(rec.get("creator")) if rec else None
-            if everything or rec is None or rec.get("state") != "creating" or \
-                    creator is None or not creator.alive():
-                remove(f)
-    if paths.netavark_config.exists():
-        shutil.rmtree(paths.netavark_config, ignore_errors=True)
-        paths.netavark_config.mkdir(mode=0o700, exist_ok=True)
-
-
-def repair(paths: StatePaths) -> bool:
-    """Clean up after a world whose holder is gone. Caller holds the lock. True if it did."""
-    if userns.find(paths) is not None:
-        return False
-    stale = any(p.exists() for p in (paths.holder, paths.connector, paths.forwarder,
-                                     paths.slirp_socket, paths.forwarder_socket))
-    if stale:
-        _stop_recorded(paths)
-        _forget(paths, everything=False)
-    return stale
-
-
-def teardown(paths: StatePaths) -> bool:
-    """Stop everything. True if there was a world to stop."""
-    if not paths.root.exists():
-        return False
-    with locked(paths.lock, what="the user namespace"):
-        holder = userns.find(paths)
-        _stop_recorded(paths)
-        if holder is not None:
-            userns.destroy(holder)
-        _forget(paths, everything=True)
-        return holder is not None
-
-
-# -- the rootless implementation of rootless.backend.World ----------------------------------
 @dataclass(frozen=True)
 class RootlessRuntime:
     """A running per-user namespace: commands run in it through `nsenter` into the holder."""
     holder: Holder
     connector: ConnectorInfo | None
+    settings: Settings
     created: bool = False
     rootless: bool = True
 
     @property
     def paths(self) -> StatePaths:
         return self.holder.paths
+
+    @property
+    def world_id(self) -> ProcRef:
+        return self.holder.proc
 
     @property
     def ports(self) -> ForwarderPorts:
@@ -162,8 +74,11 @@ class RootlessRuntime:
         return self.holder.run(cmd, input=input, check=check, timeout=timeout, what=what,
                                env=env)
 
+    def netns_path(self, name: str) -> str:
+        return self.holder.sandbox_netns(name)
+
     def create_netns(self, name: str) -> str:
-        path = self.holder.sandbox_netns(name)
+        path = self.netns_path(name)
         self.holder.run(["sh", "-c", f"touch '{path}' && unshare --net='{path}' true"],
                         what=f"create sandbox {name}")
         return path
@@ -183,11 +98,164 @@ class RootlessRuntime:
         kind = self.connector.kind if self.connector else ""
         return ["10.0.2.3"] if kind == "slirp4netns" else host_servers()
 
+    def published(self) -> set[str] | None:
+        """Sandboxes the forwarder forwards for now; None when no forwarder runs."""
+        if control.running(self.paths) is None:
+            return None
+        try:
+            reply = control.request(self.paths, {"op": "list"}, timeout=5)
+        except (BurrowError, OSError, ValueError):
+            return None
+        return {str(p.get("sandbox")) for p in reply.get("ports", []) if isinstance(p, dict)}
 
+    def missing_ports(self, recs: Sequence[SandboxRecord]) -> list[str]:
+        want = [r for r in recs if r.ports and r.netns]
+        have = self.published() or set() if want else set()
+        return [r.name for r in want if r.name not in have]
+
+    def restore_ports(self, recs: Sequence[SandboxRecord]) -> list[str]:
+        by_name = {r.name: r for r in recs}
+        done = []
+        for name in self.missing_ports(recs):
+            # The first publish starts a new forwarder if the old one died.
+            self.ports.publish(by_name[name].to_json())
+            done.append(f"published the ports of sandbox {name} again")
+        return done
+
+    def restore_dns(self) -> list[str]:
+        if not dns_serves(self.paths) or dns_pid(self.holder) is not None:
+            return []
+        # The engine's own lock: no setup may start a server between our check and our start.
+        with locks.locked(self.paths.netavark_config / statefiles.ENGINE_LOCK, timeout=60,
+                          what="the engine"):
+            if not dns_serves(self.paths) or dns_pid(self.holder) is not None:
+                return []
+            conf = self.paths.netavark_config / statefiles.AARDVARK_DIR
+            res = self.run([bin_path("burrow-dns"), "--config", str(conf), "-p", DNS_PORT,
+                            "run"], check=False, timeout=30)
+        if res.returncode != 0:
+            return [f"could not start burrow-dns: {res.stderr.strip() or res.returncode}"]
+        return ["started burrow-dns again"]
+
+
+def dns_serves(paths: StatePaths) -> bool:
+    """Whether the engine has DNS records for some network (then burrow-dns must run)."""
+    conf = paths.netavark_config / statefiles.AARDVARK_DIR
+    try:
+        return any(f.is_file() and f.name != statefiles.AARDVARK_PID
+                   and not f.name.startswith(".") for f in conf.iterdir())
+    except OSError:
+        return False
+
+
+def dns_pid(holder: Holder) -> int | None:
+    """burrow-dns's pid inside the namespace, if it is alive (seen through the holder's own
+    procfs: the pid file holds a pid of the holder's PID namespace)."""
+    pidfile = holder.paths.netavark_config / statefiles.AARDVARK_DIR / statefiles.AARDVARK_PID
+    try:
+        pid = int(pidfile.read_text().strip())
+        with open(f"/proc/{holder.pid}/root/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        with open(f"/proc/{holder.pid}/root/proc/{pid}/cmdline", "rb") as f:
+            is_dns = b"dns" in f.read()
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if is_dns and state not in ("Z", "X") else None
+
+
+def current(paths: StatePaths, settings: Settings) -> RootlessRuntime | None:
+    """The running world, without creating or repairing anything."""
+    holder = userns.find(paths)
+    if holder is None:
+        return None
+    return RootlessRuntime(holder, recorded_connector(paths), settings)
+
+
+def ensure(paths: StatePaths, opts: WorldOptions, settings: Settings) -> RootlessRuntime:
+    paths.ensure()
+    existing = current(paths, settings)
+    if existing is not None and existing.connector and existing.connector.proc.alive():
+        return existing  # fast path: no lock when everything is up
+    with locked(paths.lock, what="the user namespace"):
+        holder = userns.find(paths)
+        conn = recorded_connector(paths)
+        if holder is not None and conn is not None and conn.proc.alive():
+            return RootlessRuntime(holder, conn, settings)
+        # What the world was made with wins over this command's flags: a repair brings back
+        # the same world (a pasta world is not repaired with slirp4netns).
+        made = WorldRecord.from_json(read_json(paths.holder))
+        if made is not None and made.connector is not None:
+            opts = WorldOptions(made.connector, made.host_loopback)
+        with ExitStack() as undo:
+            created = holder is None
+            if holder is None:
+                repair(paths)
+                holder = userns.create(paths)
+                undo.callback(userns.destroy, holder)
+            elif conn is not None:
+                conn.stop()  # a live namespace whose connector died (OOM, killed)
+            conn = connectors.select(opts.connector).start(
+                holder, host_loopback=opts.host_loopback, timeout=10.0)
+            undo.pop_all()
+        write_json(paths.connector, conn.to_json())
+        rec = WorldRecord.from_json(read_json(paths.holder)) or WorldRecord(holder.proc)
+        write_json(paths.holder, dataclasses.replace(
+            rec, connector=conn.kind, host_loopback=opts.host_loopback).to_json())
+        return RootlessRuntime(holder, conn, settings, created)
+
+
+def _stop_recorded(paths: StatePaths) -> None:
+    conn = recorded_connector(paths)
+    if conn is not None:
+        conn.stop()
+    control.stop(paths)
+
+
+def _forget(paths: StatePaths) -> None:
+    """Drop the world's own state. Sandbox records stay: they are the user's."""
+    for p in (paths.connector, paths.forwarder, paths.holder, paths.slirp_socket,
+              paths.pasta_pid, paths.forwarder_socket):
+        remove(p)
+    # DNS records and engine state belonged to the namespace; a restore writes them again.
+    if paths.netavark_config.exists():
+        shutil.rmtree(paths.netavark_config, ignore_errors=True)
+        paths.netavark_config.mkdir(mode=0o700, exist_ok=True)
+
+
+def repair(paths: StatePaths) -> bool:
+    """Clean up after a world whose holder is gone. Caller holds the lock. True if it did."""
+    if userns.find(paths) is not None:
+        return False
+    stale = any(p.exists() for p in (paths.holder, paths.connector, paths.forwarder,
+                                     paths.slirp_socket, paths.forwarder_socket))
+    if stale:
+        _stop_recorded(paths)
+        _forget(paths)
+    return stale
+
+
+def teardown(paths: StatePaths) -> bool:
+    """Stop everything and forget every sandbox. True if there was a world to stop."""
+    if not paths.root.exists():
+        return False
+    with locked(paths.lock, what="the user namespace"):
+        holder = userns.find(paths)
+        _stop_recorded(paths)
+        if holder is not None:
+            userns.destroy(holder)
+        _forget(paths)
+        if paths.sandboxes_dir.exists():
+            for f in paths.sandboxes_dir.iterdir():
+                remove(f)
+        return holder is not None
+
+
+# -- the rootless implementation of rootless.backend.World ----------------------------------
 @dataclass(frozen=True)
 class RootlessWorld:
     paths: StatePaths
     opts: WorldOptions
+    settings: Settings
     mode: str = "rootless"
 
     @property
@@ -196,17 +264,11 @@ class RootlessWorld:
 
         return CONNECTOR_MTU  # bridges behind a connector use its tap MTU
 
-    @staticmethod
-    def _runtime(w: World | None) -> RootlessRuntime | None:
-        return None if w is None else RootlessRuntime(w.holder, w.connector, w.created)
-
     def ensure(self) -> RootlessRuntime:
-        rt = self._runtime(ensure(self.paths, self.opts))
-        assert rt is not None
-        return rt
+        return ensure(self.paths, self.opts, self.settings)
 
     def current(self) -> RootlessRuntime | None:
-        return self._runtime(current(self.paths))
+        return current(self.paths, self.settings)
 
     def teardown(self) -> bool:
         return teardown(self.paths)
@@ -218,56 +280,11 @@ class RootlessWorld:
                 f"{' (created)' if rt.created else ''}")
 
     def status(self) -> dict[str, Any]:
-        paths = self.paths
-        info: dict[str, Any] = {"namespace": None, "connector": None, "dns": None,
-                                "forwarder": None}
-        w = current(paths)
-        if w is None:
-            return info
-        info["namespace"] = {"holder_pid": w.holder.pid, "netns": w.holder.netns_path}
-        if w.connector:
-            c = w.connector
-            info["connector"] = {"kind": c.kind, "pid": c.proc.pid, "alive": c.proc.alive(),
-                                 "interface": c.interface, "host_loopback": c.host_loopback,
-                                 "host_v4": c.host_v4, "host_v6": c.host_v6}
-        pidfile = paths.netavark_config / statefiles.AARDVARK_DIR / statefiles.AARDVARK_PID
-        try:
-            info["dns"] = {"pid_in_namespace": int(pidfile.read_text().strip())}
-        except (FileNotFoundError, ValueError):
-            pass
-        fwd = read_json(paths.forwarder)
-        ref = ProcRef.from_json(fwd.get("proc") if fwd else None)
-        if ref is not None and ref.alive():
-            info["forwarder"] = {"pid": ref.pid, "socket": str(paths.forwarder_socket)}
-            try:
-                live = control.request(paths, {"op": "ping"}, timeout=2)
-                info["forwarder"].update({k: v for k, v in live.items() if k not in ("ok", "pid")})
-            except (BurrowError, OSError, ValueError):
-                pass  # busy or going away: the pid is still worth showing
-        return info
+        from rootless import health
+
+        return health.rootless_status(self.paths, self.current())
 
     def status_lines(self, info: dict[str, Any]) -> list[str]:
-        ns, c, d, f = info["namespace"], info["connector"], info["dns"], info["forwarder"]
-        lines = [f"namespace:  {'holder pid ' + str(ns['holder_pid']) if ns else 'not running'}"]
-        if c:
-            loop = "open" if c["host_loopback"] else "closed"
-            lines.append(f"connector:  {c['kind']} pid {c['pid']} "
-                         f"({'up' if c['alive'] else 'DEAD'}), {c['interface']}, "
-                         f"host loopback {loop}")
-        else:
-            lines.append("connector:  -")
-        lines.append("dns:        " + (f"burrow-dns pid {d['pid_in_namespace']} (in ns)" if d
-                                       else "-"))
-        lines.append(f"forwarder:  {_forwarder_line(f) if f else '-'}")
-        return lines
+        from rootless import health
 
-
-def _forwarder_line(f: dict[str, Any]) -> str:
-    line = f"pid {f['pid']}"
-    if "tcp_connections" in f:
-        line += (f", {f['tcp_connections']} TCP connections, {f['udp_flows']} UDP flows, "
-                 f"fd limit {f['fd_limit']}")
-        if f.get("refused_out_of_fds"):
-            line += (f", {f['refused_out_of_fds']} clients refused for want of fds (see "
-                     "log/forwarder.log)")
-    return line
+        return health.rootless_lines(info)

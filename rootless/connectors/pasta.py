@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 
 import pexpect
 
@@ -52,23 +53,24 @@ class Pasta:
         if child.exitstatus != 0:
             raise explain(self.name, output)
         ref = self._daemon(pidfile)
-        tether = subprocess.Popen(
-            [sys.executable, "-m", "rootless.connectors.tether", str(holder.pid), str(ref.pid)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True, cwd="/",
-        )
-        tref = ProcRef.of(tether.pid)
-        interface, gw4, gw6 = self._route(holder)
-        info = ConnectorInfo(self.name, ref, interface, gw4 if host_loopback else None,
-                             gw6 if host_loopback else None, host_loopback,
-                             (tref,) if tref else ())
-        try:
+        with ExitStack() as undo:
+            undo.callback(ref.stop, grace=1.0)
+            tether = subprocess.Popen(
+                [sys.executable, "-m", "rootless.connectors.tether", str(holder.pid),
+                 str(ref.pid)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True, cwd="/",
+            )
+            undo.callback(tether.kill)
+            tref = ProcRef.of(tether.pid)
+            interface, gw4, gw6 = self._route(holder)
+            info = ConnectorInfo(self.name, ref, interface, gw4 if host_loopback else None,
+                                 gw6 if host_loopback else None, host_loopback,
+                                 (tref,) if tref else ())
             holder.run(["sh", "-c", "echo 1 > /proc/sys/net/ipv6/conf/default/accept_ra\n"
                         + masquerade_script(interface)],
                        what="configure pasta link")
-        except BaseException:
-            info.stop()
-            raise
+            undo.pop_all()
         return info
 
     @staticmethod

@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+from contextlib import ExitStack
 from typing import Any
 
 import pexpect
@@ -39,15 +40,18 @@ def _detach(child: pexpect.spawn) -> None:
 
 
 def _ipv6_fixups() -> str:
-    # With all.forwarding=1 (needed for bridges) tap0 ignores router advertisements unless
-    # accept_ra=2; SLAAC then gives fd00::<eui64>, but no default route: add it ourselves.
+    # With all.forwarding=1 (needed for bridges) tap0 ignores router advertisements, and a tap
+    # made after the namespace's first one (a repair) never solicits one, so SLAAC is not to be
+    # relied on. Give tap0 the address SLAAC would (fd00::<EUI-64 of its MAC>/64, slirp's
+    # prefix) statically, and the default route via slirp's gateway fd00::2.
     return f"""
 echo 2 > /proc/sys/net/ipv6/conf/{IFNAME}/accept_ra
 echo 1 > /proc/sys/net/ipv6/conf/default/accept_ra
-i=0
-while ! ip -6 addr show dev {IFNAME} scope global | grep -q inet6; do
-  i=$((i+1)); [ $i -gt 300 ] && break; sleep 0.01
-done
+# (/sys/class/net here shows the host's links, so the MAC comes from `ip`.)
+set -- $(ip -br link show dev {IFNAME})
+IFS=: ; set -- $3 ; unset IFS
+a=$(printf %02x $((0x$1 ^ 2)))
+ip -6 addr replace fd00::$a$2:$3ff:fe$4:$5$6/64 dev {IFNAME} nodad
 ip -6 route replace default via fd00::2 dev {IFNAME} metric 100 2>/dev/null || \
   ip -6 route replace default via fd00::2 dev {IFNAME} onlink metric 100
 """
@@ -93,12 +97,11 @@ class Slirp4netns:
         if ref is None:
             raise BurrowError("start slirp4netns: exited right after start")
         info = ConnectorInfo(self.name, ref, IFNAME, "10.0.2.2", "fd00::2", host_loopback)
-        try:
+        with ExitStack() as undo:
+            undo.callback(info.stop)
             holder.run(["sh", "-c", _ipv6_fixups() + masquerade_script(IFNAME)],
                        what="configure slirp4netns link")
-        except BaseException:
-            info.stop()
-            raise
+            undo.pop_all()
         return info
 
 

@@ -29,6 +29,15 @@ def status(rl: Any) -> dict[str, Any]:
     return json.loads(res.out)  # type: ignore[no-any-return]
 
 
+def broken_status(rl: Any) -> dict[str, Any]:
+    """`burrow status` of a world with a dead part: exit 1, and the problems named."""
+    res = rl.burrow("status", "--format", "json")
+    assert res.rc == 1, res
+    info: dict[str, Any] = json.loads(res.out)
+    assert info["problems"] and all("burrow up" in p for p in info["problems"]), info
+    return info
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -84,7 +93,8 @@ def test_stale_holder_is_repaired(rl: Any) -> None:
     while _alive(old_conn) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not _alive(old_conn), "slirp4netns must not outlive the namespace (exit-fd)"
-    assert status(rl)["namespace"] is None
+    st = broken_status(rl)
+    assert st["namespace"] is None and "holder" in st["problems"][0]
     # A leftover API socket and forwarder state must not break the next start.
     state = Path(rl.runtime) / "burrow"
     assert (state / "holder.json").exists()
@@ -98,11 +108,16 @@ def test_dead_connector_is_reattached(rl: Any) -> None:
     rl.burrow("--connector", "pasta", "up", check=True)
     st = status(rl)
     os.kill(st["connector"]["pid"], signal.SIGKILL)
-    time.sleep(0.1)
+    deadline = time.monotonic() + 3
+    while _alive(st["connector"]["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert "pasta" in broken_status(rl)["problems"][0]
     rl.burrow("up", check=True)
     st2 = status(rl)
     assert st2["namespace"]["holder_pid"] == st["namespace"]["holder_pid"]
     assert st2["connector"]["alive"] and st2["connector"]["pid"] != st["connector"]["pid"]
+    # Repaired with the connector the world was made with, not the default (slirp4netns).
+    assert st2["connector"]["kind"] == "pasta"
 
 
 def test_pasta_does_not_outlive_namespace(rl: Any) -> None:

@@ -1,0 +1,69 @@
+"""Bring a world back to what its records say: `burrow up` after a crash.
+
+- a sandbox whose `sandbox create` died half-way (record still `creating`, its creator gone)
+  is torn down and dropped, saying so: a failed create leaves nothing behind;
+- a sandbox lost with a dead world is made again in the new one: same name, id, addresses,
+  aliases and ports;
+- every recorded published port is forwarded (a new forwarder gets all of them, not only the
+  ports of the command that started it), and burrow-dns runs if some network has DNS.
+"""
+
+from __future__ import annotations
+
+from rootless.backend import Runtime
+from rootless.engine_call import netavark, options, teardown_sandbox
+from rootless.records import CREATING, LOST, RUNNING, SandboxRecord
+from rootless.status import sandbox_state
+from rootless.store import Store
+
+
+def converge(rt: Runtime, store: Store) -> list[str]:
+    """Repair what can be repaired; returns one line per thing done (or that failed)."""
+    done: list[str] = []
+    with store.lock():
+        live: list[SandboxRecord] = []
+        for rec in store.sandboxes().values():
+            state = sandbox_state(rec, rt)
+            if state == CREATING:
+                if rec.creator is None or not rec.creator.alive():
+                    done.append(_drop_half_made(rt, rec, store))
+            elif state == LOST:
+                restored = _restore(rt, rec, store, done)
+                if restored is not None:
+                    live.append(restored)
+            else:
+                live.append(rec)
+        done += rt.restore_ports(live)
+        done += rt.restore_dns()
+    return done
+
+
+def _drop_half_made(rt: Runtime, rec: SandboxRecord, store: Store) -> str:
+    # Only what exists in this world can be undone; the rest died with its world.
+    if rec.world is None or rec.world == rt.world_id:
+        teardown_sandbox(rt, rec, store)  # best effort: the create may have stopped anywhere
+    store.delete_sandbox(rec.name)
+    return f"removed sandbox {rec.name}: its `sandbox create` died before it finished"
+
+
+def _restore(rt: Runtime, rec: SandboxRecord, store: Store, done: list[str]
+             ) -> SandboxRecord | None:
+    from rootless.sandbox import write_resolv
+
+    try:
+        netns = rt.create_netns(rec.name)
+    except Exception as e:  # one sandbox that cannot be restored does not stop the others
+        done.append(f"could not re-create sandbox {rec.name}: {e}")
+        return None
+    moved = rec.replace(netns=netns, world=rt.world_id, state=RUNNING)
+    try:
+        status = netavark(rt, "setup", netns, options(rt, moved, store))
+    except Exception as e:
+        rt.destroy_netns(rec.name, netns)
+        done.append(f"could not re-create sandbox {rec.name}: {e}")
+        return None
+    new = moved.replace(status=status)
+    store.save_sandbox(new)
+    write_resolv(store, new, rt)
+    done.append(f"re-created sandbox {rec.name} (lost with its namespace)")
+    return new
