@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from netns.errors import BurrowError
-from rootless import userns
+from rootless import dnswatch, userns
 from rootless.paths import StatePaths
 from rootless.ports import control
-from rootless.world import RootlessRuntime, dns_pid, dns_serves, recorded_connector
+from rootless.world import RootlessRuntime, recorded_connector
 
 FIX = "run `burrow up`"
 
@@ -39,11 +39,10 @@ def rootless_status(paths: StatePaths, rt: RootlessRuntime | None) -> dict[str, 
                             f"no way out; {FIX} to attach a new one")
     else:
         problems.append(f"the namespace has no connector; {FIX}")
-    pid = dns_pid(rt.holder)
-    if pid is not None:
-        info["dns"] = {"pid_in_namespace": pid}
-    elif dns_serves(paths):
-        problems.append(f"burrow-dns died: sandboxes cannot resolve names; {FIX} to restart it")
+    alive = rt.dns_alive()
+    if alive:
+        info["dns"] = {"pid_in_namespace": dnswatch.recorded_pid(paths)}
+    problems += dnswatch.problem(paths, alive)
     info["forwarder"] = _forwarder(paths)
     return info
 

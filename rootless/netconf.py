@@ -22,6 +22,7 @@ DEFAULT_V6 = "fd88::/64"
 V4_POOL = ipaddress.ip_network("10.89.0.0/16")
 V6_POOL_BASE = 0xfd890000  # fd89:0:N::/64 for N = 0..65535
 BRIDGE_PREFIX = "burrow"
+MIN_MTU, MAX_MTU = 68, 65535
 # Options that make sense for one driver only; the engine would refuse them later anyway.
 DRIVER_OPTS = {"bridge": ("mtu", "isolate", "metric"), "macvlan": ("mtu", "metric", "parent", "mode")}
 VALID_OPTS = tuple(dict.fromkeys(k for opts in DRIVER_OPTS.values() for k in opts))
@@ -68,6 +69,10 @@ def parse_opts(raw: Sequence[str]) -> tuple[tuple[str, str], ...]:
                 raise BurrowError(f"unsupported --opt {k!r}; supported: {', '.join(VALID_OPTS)}")
             if k in ("mtu", "metric") and not v.isdigit():
                 raise BurrowError(f"invalid --opt {k}={v}: expected a number")
+            if k == "mtu" and not MIN_MTU <= int(v) <= MAX_MTU:
+                # The kernel refuses it only at the first sandbox's setup; say so now.
+                raise BurrowError(f"invalid --opt mtu={v}: must be {MIN_MTU}-{MAX_MTU} "
+                                  "(IPv4's minimum to the largest a link takes)")
             if k == "isolate" and v not in ("true", "false", "strict"):
                 raise BurrowError(f"invalid --opt isolate={v}: expected true, false or strict")
             if k == "mode" and v not in MACVLAN_MODES:

@@ -68,6 +68,23 @@ class StatePaths:
         return self.root / "forwarder.sock"
 
     @property
+    def forwarder_lock(self) -> Path:
+        return self.root / "forwarder.lock"
+
+    @property
+    def xtables_lock(self) -> Path:
+        """iptables-legacy's lock: its default lives in root-owned /run."""
+        return self.root / "xtables.lock"
+
+    @property
+    def holder_log(self) -> Path:
+        return self.log_dir / "holder.log"
+
+    @property
+    def forwarder_log(self) -> Path:
+        return self.log_dir / "forwarder.log"
+
+    @property
     def netavark_config(self) -> Path:
         """`--config` for the engine: aardvark/burrow-dns files, the engine's socket."""
         return self.root / "netavark"

@@ -25,6 +25,7 @@ from typing import Any
 
 from netns import statefiles
 from netns.errors import BurrowError
+from rootless import dnswatch
 from rootless.backend import Runtime
 from rootless.hostdns import host_servers
 from rootless.paths import StatePaths, locked, read_json, remove, write_json
@@ -171,16 +172,18 @@ class RootfulRuntime:
     def default_dns(self) -> list[str]:
         return host_servers(skip_loopback=True)
 
-    # Kernel DNAT rules and the engine's DNS server live as long as the host: nothing to watch
-    # beyond what the engine does.
+    # Kernel DNAT rules live as long as the host: no port daemon to watch.
     def missing_ports(self, recs: Sequence[SandboxRecord]) -> list[str]:
         return []
 
     def restore_ports(self, recs: Sequence[SandboxRecord]) -> list[str]:
         return []
 
+    def dns_alive(self) -> bool:
+        return dnswatch.alive_in("/proc", dnswatch.recorded_pid(self.paths))
+
     def restore_dns(self) -> list[str]:
-        return []
+        return dnswatch.restart(self, self.dns_alive)
 
 
 @dataclass(frozen=True)
@@ -260,13 +263,11 @@ class RootfulWorld:
             return info
         info["namespace"] = {"kind": "host", "netns_inode": owner,
                              "current": owner == _netns_inode()}
-        pidfile = self.paths.netavark_config / statefiles.AARDVARK_DIR / statefiles.AARDVARK_PID
-        try:
-            ref = ProcRef.of(int(pidfile.read_text().strip()))
-            if ref is not None and ref.alive():
-                info["dns"] = {"pid": ref.pid}
-        except (FileNotFoundError, ValueError):
-            pass
+        rt = RootfulRuntime(self.paths, self.settings)
+        alive = rt.dns_alive()
+        if alive:
+            info["dns"] = {"pid": dnswatch.recorded_pid(self.paths)}
+        info["problems"] = dnswatch.problem(self.paths, alive)
         return info
 
     def status_lines(self, info: dict[str, Any]) -> list[str]:

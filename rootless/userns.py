@@ -99,7 +99,7 @@ class Holder:
         # Debian's user PATH lacks /usr/sbin (ip, nft, iptables); the legacy iptables lock
         # lives in root-owned /run, so point it at our own directory.
         env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}:{SBIN_PATH}"
-        env["XTABLES_LOCKFILE"] = str(self.paths.root / "xtables.lock")
+        env["XTABLES_LOCKFILE"] = str(self.paths.xtables_lock)
         env.update(extra or {})
         return env
 
@@ -166,7 +166,7 @@ def _explain_unshare(log: str) -> str:
 
 
 def _spawn(paths: StatePaths, map_auto: bool) -> tuple[subprocess.Popen[bytes], Path]:
-    log = paths.log_dir / "holder.log"
+    log = paths.holder_log
     argv = ["unshare", "--user", "--map-root-user"]
     if map_auto:
         argv.append("--map-auto")

@@ -18,12 +18,10 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
-from netns import locks, statefiles
 from netns.errors import BurrowError
-from rootless import connectors, userns
+from rootless import connectors, dnswatch, userns
 from rootless.backend import Runtime
 from rootless.connectors import ConnectorInfo
-from rootless.engine_call import bin_path
 from rootless.hostdns import host_servers
 from rootless.paths import StatePaths, locked, read_json, remove, write_json
 from rootless.ports import control
@@ -32,8 +30,6 @@ from rootless.procs import ProcRef
 from rootless.records import SandboxRecord, WorldRecord
 from rootless.settings import Settings
 from rootless.userns import Holder
-
-DNS_PORT = "53"  # the engine's default (NETAVARK_DNS_PORT unset), which burrow never sets
 
 
 @dataclass(frozen=True)
@@ -122,45 +118,13 @@ class RootlessRuntime:
             done.append(f"published the ports of sandbox {name} again")
         return done
 
+    def dns_alive(self) -> bool:
+        # The pid file holds a pid of the holder's PID namespace: look in its own procfs.
+        return dnswatch.alive_in(f"/proc/{self.holder.pid}/root/proc",
+                                 dnswatch.recorded_pid(self.paths))
+
     def restore_dns(self) -> list[str]:
-        if not dns_serves(self.paths) or dns_pid(self.holder) is not None:
-            return []
-        # The engine's own lock: no setup may start a server between our check and our start.
-        with locks.locked(self.paths.netavark_config / statefiles.ENGINE_LOCK, timeout=60,
-                          what="the engine"):
-            if not dns_serves(self.paths) or dns_pid(self.holder) is not None:
-                return []
-            conf = self.paths.netavark_config / statefiles.AARDVARK_DIR
-            res = self.run([bin_path("burrow-dns"), "--config", str(conf), "-p", DNS_PORT,
-                            "run"], check=False, timeout=30)
-        if res.returncode != 0:
-            return [f"could not start burrow-dns: {res.stderr.strip() or res.returncode}"]
-        return ["started burrow-dns again"]
-
-
-def dns_serves(paths: StatePaths) -> bool:
-    """Whether the engine has DNS records for some network (then burrow-dns must run)."""
-    conf = paths.netavark_config / statefiles.AARDVARK_DIR
-    try:
-        return any(f.is_file() and f.name != statefiles.AARDVARK_PID
-                   and not f.name.startswith(".") for f in conf.iterdir())
-    except OSError:
-        return False
-
-
-def dns_pid(holder: Holder) -> int | None:
-    """burrow-dns's pid inside the namespace, if it is alive (seen through the holder's own
-    procfs: the pid file holds a pid of the holder's PID namespace)."""
-    pidfile = holder.paths.netavark_config / statefiles.AARDVARK_DIR / statefiles.AARDVARK_PID
-    try:
-        pid = int(pidfile.read_text().strip())
-        with open(f"/proc/{holder.pid}/root/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-        with open(f"/proc/{holder.pid}/root/proc/{pid}/cmdline", "rb") as f:
-            is_dns = b"dns" in f.read()
-    except (OSError, ValueError, IndexError):
-        return None
-    return pid if is_dns and state not in ("Z", "X") else None
+        return dnswatch.restart(self, self.dns_alive)
 
 
 def current(paths: StatePaths, settings: Settings) -> RootlessRuntime | None:

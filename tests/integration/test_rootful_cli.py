@@ -13,6 +13,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -463,6 +464,29 @@ def test_rootful_state_dir_belongs_to_one_netns(rf: Rootful,
     assert res.returncode != 0 and "BURROW_STATE_DIR" in res.stderr
     assert [r["name"] for r in json.loads(
         rf.burrow("sandbox", "ls", "--format", "json", check=True).out)] == ["one"]
+
+
+def test_rootful_dead_dns_is_reported_and_restarted(rf: Rootful) -> None:
+    rf.burrow("sandbox", "create", "a", check=True, timeout=60)
+    rf.burrow("sandbox", "create", "b", check=True, timeout=60)
+    pid = status(rf)["dns"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            if "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text():
+                break
+        except FileNotFoundError:
+            break
+        time.sleep(0.01)
+    res = rf.burrow("status", "--format", "json")
+    info = json.loads(res.out)
+    assert res.rc == 1 and info["dns"] is None, res
+    assert any("burrow-dns" in p and "burrow up" in p for p in info["problems"])
+    assert "burrow-dns" in rf.burrow("up", check=True, timeout=60).out
+    assert status(rf)["problems"] == []
+    b_ip = inspect(rf, "b")["networks"]["burrow"]["static_ips"][0]
+    assert b_ip in sh(rf, "a", "getent ahostsv4 b").out
 
 
 def test_rootful_demo(rf: Rootful) -> None:

@@ -84,9 +84,11 @@ def test_make_network_flags() -> None:
                              "lease_range": {"start_ip": "10.5.3.1", "end_ip": "10.5.3.254"}}]
     assert n["options"] == {"mtu": "1400", "isolate": "true"}
     assert n["network_dns_servers"] == ["9.9.9.9"]
-    for bad in (["mtu=big"], ["color=red"], ["isolate=maybe"]):
+    for bad in (["mtu=big"], ["color=red"], ["isolate=maybe"], ["mtu=10"], ["mtu=70000"]):
         with pytest.raises(BurrowError):
             parse_opts(bad)
+    assert parse_opts(["mtu=68"]) == (("mtu", "68"),)  # the edges are fine
+    assert parse_opts(["mtu=65535"]) == (("mtu", "65535"),)
     with pytest.raises(BurrowError, match="needs real root"):
         make_network(NetworkRequest("m", driver="macvlan"), {}, None)
 
