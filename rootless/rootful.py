@@ -82,18 +82,25 @@ def _stop_all(refs: Sequence[ProcRef], grace: float = 1.0) -> None:
 
 
 def _engine_pids(config: Path) -> list[ProcRef]:
-    """The warm engine of this config dir and burrow-dns forked from it, in this netns."""
+    """The warm engine of this config dir and burrow-dns forked from it, in this netns.
+
+    Both name the config dir in their command line: as an argument, or in the process title
+    they set (`burrow engine DIR`, `burrow-dns --config DIR/aardvark-dns ...`), which shows
+    as one string padded with NULs."""
     sock = os.fsencode(str(config / statefiles.ENGINE_SOCK))
     mine = _netns_inode()
     out = []
     for pid in pids_in_netns(mine):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
+                words = f.read().replace(b"\0", b" ").split()
         except OSError:
             continue
+        ours = sock in words or any(
+            w == os.fsencode(str(config)) or w.startswith(os.fsencode(f"{config}/"))
+            for w in words)
         ref = ProcRef.of(pid)
-        if sock in argv and ref is not None and ref.alive():
+        if ours and ref is not None and ref.alive():
             out.append(ref)
     return out
 
