@@ -131,45 +131,12 @@ def make_network(req: NetworkRequest, existing: Mapping[str, dict[str, Any]],
         raise BurrowError(f"network {req.name} already exists; remove it with "
                           f"`burrow network rm {req.name}` or pick another name")
     _check_driver(req, rootless)
-    used = [_net(s["subnet"]) for n in existing.values() for s in n.get("subnets", [])]
-    nets: list[IPNet] = [_net(s) for s in req.subnets]
-    for i, a in enumerate(nets):
-        for b in nets[i + 1:]:
-            if a.overlaps(b):
-                raise BurrowError(f"subnets {a} and {b} overlap")
-        for name, other in existing.items():
-            for osub in other.get("subnets", []):
-                if a.overlaps(_net(osub["subnet"])):
-                    raise BurrowError(f"subnet {a} is already used by network {name}; pick "
-                                      "another --subnet")
-    if not any(n.version == 4 for n in nets) and not (req.ipv6 and nets):
-        if not nets:
-            nets.append(free_subnets(used, v6=False))
-    if req.ipv6 and not any(n.version == 6 for n in nets):
-        nets.append(free_subnets(used + nets, v6=True))
-    if len(req.gateways) > len(nets):
-        raise BurrowError("more --gateway than --subnet values")
-    subnets: list[dict[str, Any]] = []
-    for i, n in enumerate(nets):
-        if n.num_addresses < 4:
-            raise BurrowError(f"subnet {n} is too small for a gateway and a sandbox")
-        gw = ipaddress.ip_address(req.gateways[i]) if i < len(req.gateways) else n[1]
-        if gw not in n or gw in (n.network_address, n.broadcast_address) and n.version == 4:
-            raise BurrowError(f"gateway {gw} is not a usable address of subnet {n}")
-        sub: dict[str, Any] = {"subnet": str(n), "gateway": str(gw)}
-        ranges = [r for r in req.ip_ranges if _net(r).version == n.version]
-        if ranges:
-            rng = _net(ranges[0])
-            if not rng.subnet_of(n):  # type: ignore[arg-type]
-                raise BurrowError(f"--ip-range {rng} is not inside subnet {n}")
-            sub["lease_range"] = {"start_ip": str(rng[1] if rng.num_addresses > 2 else rng[0]),
-                                  "end_ip": str(rng[-2] if rng.num_addresses > 2 else rng[-1])}
-        subnets.append(sub)
     for d in req.dns:
         try:
             ipaddress.ip_address(d)
         except ValueError:
             raise BurrowError(f"invalid --dns {d!r}: expected an IP address") from None
+    subnets = [_subnet_entry(req, i, n) for i, n in enumerate(_choose_subnets(req, existing))]
     opts = dict(req.options)
     if req.driver == "macvlan":
         # Podman's shape: the parent is the network's interface, not an option. Behind no
@@ -201,6 +168,50 @@ def make_network(req: NetworkRequest, existing: Mapping[str, dict[str, Any]],
     if req.dns:
         net["network_dns_servers"] = list(req.dns)
     return net
+
+
+def _choose_subnets(req: NetworkRequest, existing: Mapping[str, dict[str, Any]]
+                    ) -> list[IPNet]:
+    """The request's subnets, checked against each other and every network's; free ones
+    from the pools where the request gives none (v4, and v6 with --ipv6)."""
+    used = [_net(s["subnet"]) for n in existing.values() for s in n.get("subnets", [])]
+    nets: list[IPNet] = [_net(s) for s in req.subnets]
+    for i, a in enumerate(nets):
+        for b in nets[i + 1:]:
+            if a.overlaps(b):
+                raise BurrowError(f"subnets {a} and {b} overlap")
+        for name, other in existing.items():
+            for osub in other.get("subnets", []):
+                if a.overlaps(_net(osub["subnet"])):
+                    raise BurrowError(f"subnet {a} is already used by network {name}; pick "
+                                      "another --subnet")
+    if not any(n.version == 4 for n in nets) and not (req.ipv6 and nets):
+        if not nets:
+            nets.append(free_subnets(used, v6=False))
+    if req.ipv6 and not any(n.version == 6 for n in nets):
+        nets.append(free_subnets(used + nets, v6=True))
+    if len(req.gateways) > len(nets):
+        raise BurrowError("more --gateway than --subnet values")
+    return nets
+
+
+def _subnet_entry(req: NetworkRequest, i: int, n: IPNet) -> dict[str, Any]:
+    """Podman's subnet object: the gateway (the i-th --gateway, else the first address) and
+    the lease range from an --ip-range of the same family."""
+    if n.num_addresses < 4:
+        raise BurrowError(f"subnet {n} is too small for a gateway and a sandbox")
+    gw = ipaddress.ip_address(req.gateways[i]) if i < len(req.gateways) else n[1]
+    if gw not in n or gw in (n.network_address, n.broadcast_address) and n.version == 4:
+        raise BurrowError(f"gateway {gw} is not a usable address of subnet {n}")
+    sub: dict[str, Any] = {"subnet": str(n), "gateway": str(gw)}
+    ranges = [r for r in req.ip_ranges if _net(r).version == n.version]
+    if ranges:
+        rng = _net(ranges[0])
+        if not rng.subnet_of(n):  # type: ignore[arg-type]
+            raise BurrowError(f"--ip-range {rng} is not inside subnet {n}")
+        sub["lease_range"] = {"start_ip": str(rng[1] if rng.num_addresses > 2 else rng[0]),
+                              "end_ip": str(rng[-2] if rng.num_addresses > 2 else rng[-1])}
+    return sub
 
 
 def default_request() -> NetworkRequest:

@@ -62,18 +62,21 @@ def kill(pid: int) -> None:
     assert not _alive(pid)
 
 
-def host_pid(rl: Any, holder: int, ns_pid: int) -> int:
+def host_pid(holder: int, ns_pid: int) -> int:
     """The host pid of a process the holder's PID namespace knows as `ns_pid`."""
     pidns = os.stat(f"/proc/{holder}/ns/pid").st_ino
-    for pid in rl.leftover_pids():
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
         try:
-            lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-            inside = os.stat(f"/proc/{pid}/ns/pid").st_ino == pidns
-        except FileNotFoundError:
+            if os.stat(f"/proc/{entry}/ns/pid").st_ino != pidns:
+                continue
+            lines = Path(f"/proc/{entry}/status").read_text().splitlines()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
         nspid = next((ln.split()[1:] for ln in lines if ln.startswith("NSpid:")), [])
-        if inside and nspid and int(nspid[-1]) == ns_pid:
-            return pid
+        if nspid and int(nspid[-1]) == ns_pid:
+            return int(entry)
     raise AssertionError(f"no process with pid {ns_pid} in the namespace")
 
 
@@ -151,7 +154,7 @@ def test_dns_killed_is_reported_and_restarted(rl: Any) -> None:
     rl.burrow("sandbox", "create", "b", check=True, timeout=60)
     st = status(rl, ok=True)
     holder = st["namespace"]["holder_pid"]
-    kill(host_pid(rl, holder, st["dns"]["pid_in_namespace"]))
+    kill(host_pid(holder, st["dns"]["pid_in_namespace"]))
     st = status(rl, ok=False)
     assert st["dns"] is None and any("burrow-dns" in p for p in st["problems"])
     assert "burrow-dns" in up(rl)
