@@ -21,3 +21,9 @@ FIREWALL_APPLYING = "applying"  # inside FIREWALL_DIR while state is ahead of th
 def engine_sock_for(net: int, user: int) -> str:
     """The socket of an engine started without --config, keyed by netns and user ns."""
     return f"engine-{net}-{user}.sock"
+# burrow-cni's IPAM, host-local's own names under <dataDir>/<network>/ (netns/cni/hostlocal.py).
+CNI_IPAM_LOCK = "lock"
+CNI_IPAM_LAST = "last_reserved_ip."  # + the range set's index
+# burrow-cni: what each ADD asked for (ports, names), under the CNI state dir, so that DEL and GC
+# can undo it when the runtime does not send it again (netns/cni/attachments.py).
+CNI_ATTACHMENTS_DIR = "cni-attachments"

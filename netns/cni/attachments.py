@@ -1,0 +1,59 @@
+"""What an ADD asked for beyond addresses (published ports, DNS name), kept until its DEL.
+
+A runtime that lost its cache (or GC, which gets only ids) sends DEL without runtimeConfig,
+yet the port DNAT rules and DNS entries of that ADD must still go. One small JSON file per
+(network, container id, ifname) under `<stateDir>/cni-attachments/<network>/`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from netns import statefiles
+from netns.cni import errors as E
+from netns.cni.errors import CniError
+from netns.schema import PortMapping
+
+
+@dataclass(frozen=True)
+class Record:
+    name: str
+    ports: tuple[PortMapping, ...]
+
+
+def _path(state_dir: str, network: str, cid: str, ifname: str) -> Path:
+    # cid and ifname were checked (spec charset, no "/"): safe as one file name.
+    return Path(state_dir) / statefiles.CNI_ATTACHMENTS_DIR / network / f"{cid}_{ifname}.json"
+
+
+def save(state_dir: str, network: str, cid: str, ifname: str, rec: Record) -> None:
+    path = _path(state_dir, network, cid, ifname)
+    data = {"name": rec.name, "ports": [p.to_json() for p in rec.ports]}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise CniError(E.IO_FAILURE, f"save attachment {path}: {exc.strerror or exc}") from None
+
+
+def load(state_dir: str, network: str, cid: str, ifname: str) -> Record | None:
+    """The saved record; None when absent or unreadable (DEL then does what it can without)."""
+    try:
+        data = json.loads(_path(state_dir, network, cid, ifname).read_text())
+        return Record(str(data["name"]), tuple(PortMapping.from_json(p) for p in data["ports"]))
+    except (OSError, ValueError, KeyError, TypeError, Exception):
+        return None
+
+
+def remove(state_dir: str, network: str, cid: str, ifname: str) -> None:
+    try:
+        _path(state_dir, network, cid, ifname).unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise CniError(E.IO_FAILURE, f"remove attachment record: {exc.strerror or exc}") from None

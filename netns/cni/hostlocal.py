@@ -1,0 +1,214 @@
+"""Address allocation persisted the way CNI's host-local plugin does it, so it survives restarts.
+
+Layout under `<dataDir>/<network>/` (host-local's own, so its tools and habits still apply):
+one file per address in use, named by the address, holding `<container id>\\r\\n<ifname>`;
+`last_reserved_ip.<N>` per range set (where the next search starts); `lock` (an flock held for
+every read-modify-write). The engine's `host-local` IPAM then gets these as static IPs.
+
+Why here and not in `netns/ipam.py`: the engine's IPAM serves Podman, which allocates
+addresses itself and sends them; CNI has no such caller, so the CNI front door allocates.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from netns import locks, statefiles
+from netns.cni import errors as E
+from netns.cni.config import Range
+from netns.cni.errors import CniError
+from netns.schema import IPAddress
+
+LINE_BREAK = "\r\n"  # host-local's separator between container id and ifname
+Owner = tuple[str, str]  # (container id, ifname)
+
+
+def _io(what: str, exc: OSError) -> CniError:
+    return CniError(E.IO_FAILURE, f"{what}: {exc.strerror or exc}")
+
+
+class Store:
+    def __init__(self, data_dir: str, network: str) -> None:
+        self.dir = Path(data_dir) / network
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+        except OSError as exc:
+            raise _io(f"IPAM state {self.dir}", exc) from None
+        with locks.locked(self.dir / statefiles.CNI_IPAM_LOCK, what="burrow-cni IPAM"):
+            yield
+
+    def allocations(self) -> dict[IPAddress, Owner]:
+        out: dict[IPAddress, Owner] = {}
+        try:
+            entries = os.listdir(self.dir)
+        except FileNotFoundError:
+            return out
+        except OSError as exc:
+            raise _io(f"IPAM state {self.dir}", exc) from None
+        for entry in entries:
+            try:
+                ip = ipaddress.ip_address(entry)
+            except ValueError:
+                continue  # lock, last_reserved_ip.N, anything else
+            try:
+                text = (self.dir / entry).read_bytes().decode(errors="replace")
+            except FileNotFoundError:
+                continue
+            cid, _, ifname = text.partition(LINE_BREAK)
+            out[ip] = (cid.strip(), ifname.strip())
+        return out
+
+    def owned(self, cid: str, ifname: str) -> list[IPAddress]:
+        # Files from old host-local versions hold only the id: they match any ifname.
+        return [ip for ip, (c, i) in self.allocations().items() if c == cid and i in (ifname, "")]
+
+    def reserve(self, ip: IPAddress, owner: Owner) -> bool:
+        """False if the address is already taken (the file exists)."""
+        try:
+            fd = os.open(self.dir / str(ip), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise _io(f"reserve {ip}", exc) from None
+        with os.fdopen(fd, "w") as f:
+            f.write(owner[0] + LINE_BREAK + owner[1])
+        return True
+
+    def release(self, ips: Sequence[IPAddress]) -> None:
+        for ip in ips:
+            try:
+                os.unlink(self.dir / str(ip))
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise _io(f"release {ip}", exc) from None
+
+    def last_reserved(self, index: int) -> IPAddress | None:
+        try:
+            return ipaddress.ip_address((self.dir / f"{statefiles.CNI_IPAM_LAST}{index}").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def set_last_reserved(self, index: int, ip: IPAddress) -> None:
+        path = self.dir / f"{statefiles.CNI_IPAM_LAST}{index}"
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            tmp.write_text(str(ip))
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise _io(f"write {path}", exc) from None
+
+
+def _candidates(rs: Sequence[Range], after: IPAddress | None) -> Iterator[IPAddress]:
+    """Every address of the set's ranges once, starting after `after` and wrapping around."""
+    start_range, start_ip = 0, None
+    if after is not None:
+        for i, r in enumerate(rs):
+            if after in r:
+                start_range, start_ip = i, after + 1
+                break
+    order = list(range(start_range, len(rs))) + list(range(start_range))
+    for n, i in enumerate(order):
+        r = rs[i]
+        ip = start_ip if n == 0 and start_ip is not None and start_ip in r else r.start
+        while ip <= r.end:  # type: ignore[operator]
+            yield ip
+            ip += 1
+    if start_ip is not None:  # the head of the first range, before where we started
+        r = rs[start_range]
+        ip = r.start
+        while ip < start_ip:  # type: ignore[operator]
+            yield ip
+            ip += 1
+
+
+def pick(rs: Sequence[Range], after: IPAddress | None, taken: set[IPAddress]) -> IPAddress | None:
+    """The next free address of a range set; None when it is full.
+
+    Bounded: among len(taken) + 2 candidates at least one is neither taken nor the gateway,
+    so a big IPv6 range is never walked address by address.
+    """
+    gateways = {r.gateway for r in rs}
+    limit = len(taken) + len(gateways) + 1
+    for n, ip in enumerate(_candidates(rs, after)):
+        if ip not in taken and ip not in gateways:
+            return ip
+        if n > limit:
+            break
+    return None
+
+
+def allocate(
+    store: Store, sets: Sequence[Sequence[Range]], owner: Owner, requested: Sequence[IPAddress]
+) -> tuple[tuple[IPAddress, ...], tuple[IPAddress, ...]]:
+    """One address per range set, under the store's lock: (all, newly reserved).
+
+    A requested address goes to the set whose ranges hold it. An address this (container,
+    ifname) already holds is kept (a repeated ADD must not take a second address, nor give the
+    first one back when it fails).
+    """
+    wanted = list(requested)
+    current = store.allocations()
+    held = [ip for ip, o in current.items() if o == owner or o == (owner[0], "")]
+    out: list[IPAddress] = []
+    new: list[IPAddress] = []
+    try:
+        for index, rs in enumerate(sets):
+            ip = _one(store, index, rs, owner, wanted, held, current)
+            if ip not in held:
+                new.append(ip)
+            out.append(ip)
+    except BaseException:
+        store.release(new)
+        raise
+    if wanted:
+        store.release(new)
+        raise CniError(E.INVALID_CONFIG, f"requested IPs {[str(w) for w in wanted]} are in no range")
+    return tuple(out), tuple(new)
+
+
+def _one(store: Store, index: int, rs: Sequence[Range], owner: Owner, wanted: list[IPAddress],
+         held: list[IPAddress], current: dict[IPAddress, Owner]) -> IPAddress:  # fmt: skip
+    mine = next((w for w in wanted if any(w in r for r in rs)), None)
+    if mine is not None:
+        wanted.remove(mine)
+        if mine in held:
+            return mine
+        if mine in {r.gateway for r in rs}:
+            raise CniError(E.INVALID_CONFIG, f"requested IP {mine} is the gateway")
+        if not store.reserve(mine, owner):
+            raise CniError(E.ENGINE_FAILURE, f"requested IP {mine} is already allocated "
+                           f"to container {current.get(mine, ('?',))[0]}")  # fmt: skip
+        return mine
+    kept = next((h for h in held if any(h in r for r in rs)), None)
+    if kept is not None:
+        return kept
+    taken = set(current)
+    while True:
+        ip = pick(rs, store.last_reserved(index), taken)
+        if ip is None:
+            subnet = rs[0].subnet
+            raise CniError(E.ENGINE_FAILURE, f"no IP addresses available in range set {subnet}")
+        if store.reserve(ip, owner):
+            store.set_last_reserved(index, ip)
+            return ip
+        taken.add(ip)  # raced with a file the lock does not cover: try the next one
+
+
+def free_count(store: Store, rs: Sequence[Range]) -> int:
+    """Free addresses left in a range set (STATUS), counted up to a cap."""
+    taken = set(store.allocations()) | {r.gateway for r in rs}
+    total = 0
+    for r in rs:
+        size = int(r.end) - int(r.start) + 1
+        total += size - sum(1 for t in taken if t in r)
+        if total > 1 << 20:
+            break
+    return total

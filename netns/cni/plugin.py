@@ -1,0 +1,214 @@
+"""`burrow-cni`, the CNI front door: environment + stdin config in, result or error JSON out.
+
+ADD: parse and check everything -> allocate addresses (host-local style, on disk) -> one engine
+setup (bridge, veth, addresses, routes, port DNAT, DNS names) -> CNI result. A failed setup
+gives back only the addresses this call reserved. DEL: the addresses this (container, ifname)
+holds -> engine teardown (also when the netns is gone) -> release; nothing held means nothing
+to do. CHECK compares prevResult with the kernel and IPAM. GC tears down and releases every
+allocation not in `cni.dev/valid-attachments`. STATUS says whether an ADD could succeed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+from collections.abc import Mapping
+
+from netns.cni import attachments, check, hostlocal, result, translate
+from netns.cni import config as C
+from netns.cni import errors as E
+from netns.cni.config import Env, NetConf
+from netns.cni.errors import CniError
+from netns.cni.transport import Engine
+from netns.errors import BurrowError
+from netns.schema import IPAddress
+
+log = logging.getLogger("netns.cni")
+
+
+def engine_for(conf: NetConf, env: Mapping[str, str]) -> Engine:
+    from netns.netavark_cli import default_dns_binary
+
+    return Engine(
+        state_dir=conf.state_dir,
+        dns_binary=conf.dns_binary or default_dns_binary(),
+        firewall_driver=conf.firewall_driver or env.get("NETAVARK_FW") or None,
+        env=env,
+    )
+
+
+def version_reply(stdin: bytes) -> str:
+    version = C.LATEST
+    if stdin.strip():
+        asked = C.load_json(stdin).get("cniVersion")
+        if isinstance(asked, str) and asked in C.SUPPORTED_VERSIONS:
+            version = asked
+    return json.dumps({"cniVersion": version, "supportedVersions": list(C.SUPPORTED_VERSIONS)})
+
+
+# -- ADD ---------------------------------------------------------------------------------
+
+
+def add(env: Env, conf: NetConf, environ: Mapping[str, str]) -> str:
+    # Everything per container is parsed before the first address is reserved.
+    requested = C.requested_ips(env, conf)
+    mac, aliases = C.requested_mac(env, conf), C.aliases(env, conf)
+    ports, name = C.port_mappings(conf), C.container_name(env)
+    store = hostlocal.Store(conf.data_dir, conf.name)
+    with store.locked():
+        ips, new = hostlocal.allocate(store, conf.range_sets, (env.container_id, env.ifname), requested)
+    opts = translate.options(env, conf, ips, name=name, mac=mac, aliases=aliases, ports=ports)
+    key = (conf.state_dir, conf.name, env.container_id, env.ifname)
+    # A repeated ADD (same container and ifname, nothing newly reserved) must not replace
+    # the record the first ADD left, nor remove it when it fails.
+    fresh = bool(new) or attachments.load(*key) is None
+    try:
+        if fresh:
+            attachments.save(*key, attachments.Record(name, ports))
+        status = engine_for(conf, environ).setup(opts, env.netns)
+    except BaseException:
+        with store.locked():
+            store.release(new)
+        if fresh:
+            attachments.remove(*key)
+        raise
+    return json.dumps(result.render(conf, status, env.ifname, env.netns))
+
+
+# -- DEL, GC -----------------------------------------------------------------------------
+
+
+def _held_view(conf: NetConf, held: list[IPAddress]) -> tuple[NetConf, tuple[IPAddress, ...]]:
+    """The config narrowed to the range sets that hold one of `held`, and those addresses."""
+    sets, ips = [], []
+    for rs in conf.range_sets:
+        ip = next((h for h in held if any(h in r for r in rs)), None)
+        if ip is not None:
+            sets.append(rs)
+            ips.append(ip)
+    return dataclasses.replace(conf, range_sets=tuple(sets)), tuple(ips)
+
+
+def release(env: Env, conf: NetConf, environ: Mapping[str, str], netns: str | None) -> None:
+    """Tear down and release what (container, ifname) holds; nothing held is success."""
+    store = hostlocal.Store(conf.data_dir, conf.name)
+    with store.locked():
+        held = store.owned(env.container_id, env.ifname)
+    view, ips = _held_view(conf, held)
+    rec = attachments.load(conf.state_dir, conf.name, env.container_id, env.ifname)
+    if ips:
+        # The runtime's portMappings if it sent them, else those the ADD saved.
+        ports = C.port_mappings(conf) or (rec.ports if rec else ())
+        name = rec.name if rec else C.container_name(env)
+        opts = translate.options(env, view, ips, name=name, mac=None, aliases=(), ports=ports)
+        # A failure keeps the addresses: the runtime retries DEL, which must find them again.
+        engine_for(view, environ).teardown(opts, netns)
+    with store.locked():
+        store.release(held)
+    attachments.remove(conf.state_dir, conf.name, env.container_id, env.ifname)
+
+
+def gc(conf: NetConf, environ: Mapping[str, str]) -> None:
+    valid = set(conf.valid_attachments or ())
+    valid_ids = {cid for cid, ifname in valid if not ifname}
+    store = hostlocal.Store(conf.data_dir, conf.name)
+    with store.locked():
+        owners = set(store.allocations().values())
+    errors: list[str] = []
+    for cid, ifname in sorted(owners):
+        if (cid, ifname) in valid or cid in valid_ids or (ifname == "" and any(c == cid for c, _ in valid)):
+            continue
+        stale = Env("DEL", cid, "", ifname or "eth0", {}, ())
+        try:
+            release(stale, conf, environ, None)
+        except (BurrowError, CniError) as exc:
+            errors.append(f"{cid}/{ifname}: {exc}")
+    if errors:
+        raise CniError(E.ENGINE_FAILURE, "GC could not remove every stale attachment", "; ".join(errors))
+
+
+# -- CHECK, STATUS -----------------------------------------------------------------------
+
+
+def check_cmd(env: Env, conf: NetConf) -> None:
+    if conf.cni_version.startswith("0.3"):
+        raise CniError(E.INCOMPATIBLE_VERSION, "CHECK needs cniVersion 0.4.0 or later",
+                       f"the config says {conf.cni_version}")  # fmt: skip
+    expected = result.prev_addresses(conf, env.ifname)
+    store = hostlocal.Store(conf.data_dir, conf.name)
+    with store.locked():
+        held = {str(ip) for ip in store.owned(env.container_id, env.ifname)}
+    if not held:
+        raise CniError(E.CHECK_FAILED, f"container {env.container_id} holds no address on {conf.name}")
+    mac, addrs = check.interface(env.netns, env.ifname)
+    check.compare(expected, mac, addrs, held)
+    check.bridge_exists(conf.bridge)
+
+
+def status_cmd(conf: NetConf) -> None:
+    store = hostlocal.Store(conf.data_dir, conf.name)
+    try:
+        os.makedirs(conf.state_dir, mode=0o700, exist_ok=True)
+        with store.locked():
+            free = [hostlocal.free_count(store, rs) for rs in conf.range_sets]
+    except (OSError, CniError, BurrowError) as exc:
+        raise CniError(E.NOT_AVAILABLE, f"state directories are not usable: {exc}") from None
+    for rs, n in zip(conf.range_sets, free, strict=True):
+        if n <= 0:
+            raise CniError(E.NOT_AVAILABLE, f"no free addresses left in {rs[0].subnet}")
+
+
+# -- the front door ----------------------------------------------------------------------
+
+
+def dispatch(env: Env, conf: NetConf, environ: Mapping[str, str]) -> str:
+    if env.command == "ADD":
+        return add(env, conf, environ)
+    if env.command == "DEL":
+        release(env, conf, environ, env.netns or None)
+    elif env.command == "CHECK":
+        check_cmd(env, conf)
+    elif env.command == "GC":
+        gc(conf, environ)
+    elif env.command == "STATUS":
+        status_cmd(conf)
+    return ""
+
+
+def run(environ: Mapping[str, str], stdin: bytes) -> tuple[str, int]:
+    """One CNI call: (stdout, exit code). Never raises."""
+    version = C.LATEST
+    try:
+        env = C.parse_env(environ)
+        if env.command == "VERSION":
+            return version_reply(stdin), 0
+        obj = C.load_json(stdin)
+        asked = obj.get("cniVersion")
+        if isinstance(asked, str) and asked in C.SUPPORTED_VERSIONS:
+            version = asked
+        return dispatch(env, C.parse_conf(obj), environ), 0
+    except CniError as exc:
+        return exc.to_json(version), 1
+    except BurrowError as exc:
+        return CniError(E.ENGINE_FAILURE, str(exc)).to_json(version), 1
+    except Exception as exc:  # a bug must still answer in the spec's error format
+        log.exception("internal error")
+        return CniError(E.ENGINE_FAILURE, f"internal error: {exc!r}").to_json(version), 1
+
+
+def main() -> int:
+    stdin = b""
+    if sys.stdin is not None and not sys.stdin.isatty():
+        stdin = sys.stdin.buffer.read(C.MAX_INPUT + 1)
+    out, code = run(os.environ, stdin)
+    if out:
+        sys.stdout.write(out + "\n")
+        sys.stdout.flush()
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
