@@ -79,7 +79,7 @@ class Runtime(Protocol):
         """Make the sandbox's network namespace; returns its path as `run` sees it."""
         ...
 
-    def destroy_netns(self, name: str, path: str) -> list[str]:
+    def destroy_netns(self, path: str) -> list[str]:
         """Remove it (and whatever still runs in it); returns errors instead of raising."""
         ...
 

@@ -111,7 +111,7 @@ def up(c: typer.Context) -> None:
 
     w = ctx(c).world
     rt = w.ensure()
-    print(w.up_message(rt))
+    print(w.up_message(rt), flush=True)  # the world is up; restoring what it held may take a while
     failed = False
     for line in converge(rt, Store(w.paths)):
         print(line)

@@ -68,5 +68,5 @@ def teardown_sandbox(rt: Runtime, rec: SandboxRecord, store: Store) -> list[str]
             netavark(rt, "teardown", rec.netns, options(rt, rec, store))
         except BurrowError as e:
             errors.append(str(e))
-        errors += rt.destroy_netns(rec.name, rec.netns)
+        errors += rt.destroy_netns(rec.netns)
     return errors

@@ -5,16 +5,14 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
-import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from netns import ipam, validate
+from netns import ipam, names, validate
 from netns.errors import BurrowError
 
-NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 MAX_NAME = 63  # a DNS label: sandbox names and aliases are looked up by name
 DEFAULT_NETWORK = "burrow"
 DEFAULT_V4 = "10.88.0.0/16"
@@ -33,13 +31,10 @@ IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def check_name(name: str, what: str) -> str:
-    if len(name) > MAX_NAME:
-        raise BurrowError(f"{what} name {name[:20]}... is {len(name)} characters; the limit is "
-                          f"{MAX_NAME} (it must be a DNS label)")
-    if not NAME_RE.match(name):
-        raise BurrowError(f"{what} name {name!r} is invalid: use letters, digits, '_', '.', '-', "
-                          "starting with a letter or digit")
-    return name
+    """The one check of a sandbox, network or alias name from the user: the engine's name rule
+    (no path or config-file separators), and at most a DNS label's length (names are looked
+    up in DNS). Every name that becomes a path passes here (`rootless.store`)."""
+    return names.name(name, f"{what} name", MAX_NAME)
 
 
 @dataclass(frozen=True)

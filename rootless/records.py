@@ -15,7 +15,7 @@ from netns.errors import BurrowError
 from rootless.ports.spec import PortSpec
 from rootless.procs import ProcRef
 
-CREATING, RUNNING, LOST = "creating", "running", "lost"
+CREATING, RUNNING, LOST, RESTORING = "creating", "running", "lost", "restoring"
 
 
 def _strs(data: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:

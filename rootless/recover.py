@@ -10,9 +10,12 @@
 
 from __future__ import annotations
 
+import os
+
 from rootless.backend import Runtime
 from rootless.engine_call import netavark, options, teardown_sandbox
-from rootless.records import CREATING, LOST, RUNNING, SandboxRecord
+from rootless.procs import ProcRef
+from rootless.records import CREATING, LOST, RESTORING, RUNNING, SandboxRecord
 from rootless.status import sandbox_state
 from rootless.store import Store
 
@@ -28,6 +31,8 @@ def converge(rt: Runtime, store: Store) -> list[str]:
                 if rec.creator is None or not rec.creator.alive():
                     done.append(_drop_half_made(rt, rec, store))
             elif state == LOST:
+                if rec.world is not None and rec.world == rt.world_id:
+                    teardown_sandbox(rt, rec, store)  # an earlier restore died half-way
                 restored = _restore(rt, rec, store, done)
                 if restored is not None:
                     live.append(restored)
@@ -50,19 +55,20 @@ def _restore(rt: Runtime, rec: SandboxRecord, store: Store, done: list[str]
              ) -> SandboxRecord | None:
     from rootless.sandbox import write_resolv
 
+    # Recorded first: if this command dies half-way, the next `burrow up` knows what of it
+    # exists in this world, tears that down and restores again.
+    moved = rec.replace(netns=rt.netns_path(rec.name), world=rt.world_id, state=RESTORING,
+                        creator=ProcRef.of(os.getpid()))
+    store.save_sandbox(moved)
     try:
-        netns = rt.create_netns(rec.name)
+        rt.create_netns(rec.name)
+        status = netavark(rt, "setup", moved.netns or "", options(rt, moved, store))
     except Exception as e:  # one sandbox that cannot be restored does not stop the others
+        teardown_sandbox(rt, moved, store)
+        store.save_sandbox(rec)
         done.append(f"could not re-create sandbox {rec.name}: {e}")
         return None
-    moved = rec.replace(netns=netns, world=rt.world_id, state=RUNNING)
-    try:
-        status = netavark(rt, "setup", netns, options(rt, moved, store))
-    except Exception as e:
-        rt.destroy_netns(rec.name, netns)
-        done.append(f"could not re-create sandbox {rec.name}: {e}")
-        return None
-    new = moved.replace(status=status)
+    new = moved.replace(status=status, state=RUNNING, creator=None)
     store.save_sandbox(new)
     write_resolv(store, new, rt)
     done.append(f"re-created sandbox {rec.name} (lost with its namespace)")

@@ -156,7 +156,7 @@ class RootfulRuntime:
                  what=f"create sandbox {name}")
         return path
 
-    def destroy_netns(self, name: str, path: str) -> list[str]:
+    def destroy_netns(self, path: str) -> list[str]:
         try:
             inode: int | None = _netns_inode(path)
         except OSError:

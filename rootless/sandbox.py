@@ -12,12 +12,12 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
-import re
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 
+from netns import names
 from netns.errors import BurrowError
 from rootless import netconf
 from rootless.backend import Runtime, World, require
@@ -26,8 +26,6 @@ from rootless.ports.spec import PortSpec, overlaps
 from rootless.procs import ProcRef
 from rootless.records import LOST, RUNNING, Attachment, SandboxRecord
 from rootless.store import HOSTS, RESOLV, Store
-
-MAC_RE = re.compile(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
 
 
 @dataclass(frozen=True)
@@ -59,9 +57,7 @@ class Attach:
                     raise BurrowError(f"invalid {k}={v}: use ip= for IPv4 and ip6= for IPv6")
                 ips.append(str(addr))
             elif k == "mac":
-                if not MAC_RE.match(v):
-                    raise BurrowError(f"invalid mac={v}: expected aa:bb:cc:dd:ee:ff")
-                mac = v.lower()
+                mac = names.mac(v, "mac=")
             elif k == "alias":
                 aliases.append(netconf.check_name(v, "alias"))
             else:
@@ -161,9 +157,11 @@ def remove(w: World, name: str, *, last_stops_world: bool = True) -> bool:
     rec = store.sandbox(name)
     rt = w.current()
     errors: list[str] = []
-    # A lost sandbox has nothing in the current world to tear down.
     if rt is not None and sandbox_state(rec, rt) != LOST:
         errors = teardown_sandbox(rt, rec, store)
+    elif rt is not None and rec.world == rt.world_id:
+        teardown_sandbox(rt, rec, store)  # best effort: what a restore that died left
+    # (A sandbox lost with a dead world has nothing in the current one to tear down.)
     with store.lock():
         store.delete_sandbox(name)
         last = not store.sandboxes()

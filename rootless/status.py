@@ -5,14 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from rootless.backend import Runtime, World
-from rootless.records import CREATING, LOST, SandboxRecord
+from rootless.records import CREATING, LOST, RESTORING, RUNNING, SandboxRecord
 from rootless.store import Store
 
 
 def sandbox_state(rec: SandboxRecord, rt: Runtime | None) -> str:
-    """`running`, `creating`, or `lost`: made in a world that has died since."""
+    """`running`, `creating`, `restoring` (by a live `burrow up`), or `lost`: made in a world
+    that has died since, or its restore died half-way."""
     if rec.state == CREATING:
         return CREATING
+    if rec.state == RESTORING:
+        return RESTORING if rec.creator is not None and rec.creator.alive() else LOST
     if rec.world is not None and (rt is None or rt.world_id != rec.world):
         return LOST
     return rec.state
@@ -31,8 +34,7 @@ def collect(w: World) -> dict[str, Any]:
         problems.append(f"sandbox(es) {', '.join(lost)} lost with the namespace they lived in; "
                         "run `burrow up` to re-create them (`burrow sandbox rm` to drop them)")
     if rt is not None:
-        missing = rt.missing_ports([r for n, r in recs.items() if states[n] != LOST
-                                    and states[n] != CREATING])
+        missing = rt.missing_ports([r for n, r in recs.items() if states[n] == RUNNING])
         if missing:
             problems.append(f"published ports of {', '.join(missing)} are not forwarded (the "
                             "port forwarder died); run `burrow up` to publish them again")

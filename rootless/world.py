@@ -79,7 +79,7 @@ class RootlessRuntime:
                         what=f"create sandbox {name}")
         return path
 
-    def destroy_netns(self, name: str, path: str) -> list[str]:
+    def destroy_netns(self, path: str) -> list[str]:
         # Processes in it belong to the holder's PID namespace and go with the world.
         res = self.holder.run(["sh", "-c", f"umount '{path}'; rm -f '{path}'"], check=False)
         return [res.stderr.strip()] if res.returncode else []

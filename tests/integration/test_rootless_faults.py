@@ -293,3 +293,35 @@ def test_killed_create_converges(rl: Any) -> None:
                     s.kill()
     finally:
         srv.kill()
+
+
+def test_killed_restore_converges(rl: Any) -> None:
+    base = free_ports(2)
+    rl.burrow("sandbox", "create", "a", "-p", f"127.0.0.1:{base}:80", check=True, timeout=60)
+    rl.burrow("sandbox", "create", "b", "--network", "burrow:alias=bee", check=True, timeout=60)
+    want = {n: r["ips"] for n, r in ls(rl).items()}
+    for delay in (0.0, 0.15, 0.3):  # restoring two sandboxes takes ~0.4 s here
+        kill(status(rl, ok=True)["namespace"]["holder_pid"])
+        p = rl.popen(["burrow", "up"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert p.stdout is not None
+        p.stdout.readline()  # the new world is up; now it re-creates the sandboxes
+        time.sleep(delay)
+        for kid in Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split():
+            try:
+                os.kill(int(kid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        p.wait(timeout=30)
+        up(rl)
+        st = status(rl, ok=True)
+        rows = ls(rl)
+        assert {n: (r["state"], r["ips"]) for n, r in rows.items()} == \
+            {n: ("running", ips) for n, ips in want.items()}
+        assert _world_leftovers(rl, st["namespace"]["holder_pid"]) == (2, 2)
+    srv = serve(rl, "a", "t:80", "a")
+    try:
+        assert tcp("127.0.0.1", base) == b"a:hi"
+        assert want["a"][0] in sh(rl, "b", "getent ahostsv4 a").out
+        assert want["b"][0] in sh(rl, "a", "getent ahostsv4 bee").out
+    finally:
+        srv.kill()

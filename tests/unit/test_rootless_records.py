@@ -29,7 +29,7 @@ def test_store_refuses_path_names(tmp_path: Path, bad: str) -> None:
     victim = store.paths.sandboxes_dir / "victim.json"
     victim.write_text(json.dumps({"name": "victim"}))
     for call in (store.network, store.delete_network, store.sandbox, store.delete_sandbox):
-        with pytest.raises(BurrowError, match="letters, digits|limit is"):
+        with pytest.raises(BurrowError, match="letters, digits|limit is|empty"):
             call(bad)
     assert victim.exists()  # `network rm ../sandboxes/victim` once deleted this
 
@@ -80,3 +80,20 @@ def test_settings_read_once_and_checked() -> None:
     assert Settings.from_env({}) == Settings()
     with pytest.raises(BurrowError, match="relative"):
         Settings.from_env({"BURROW_STATE_DIR": "state"})
+
+
+class _Rt:
+    def __init__(self, world_id: ProcRef | None) -> None:
+        self.world_id = world_id
+
+
+def test_sandbox_state_sees_a_dead_world() -> None:
+    from rootless.status import sandbox_state
+
+    rec = SandboxRecord("s", "id", (), state="running", world=ProcRef(7, 70))
+    assert sandbox_state(rec, _Rt(ProcRef(7, 70))) == "running"  # type: ignore[arg-type]
+    assert sandbox_state(rec, _Rt(ProcRef(8, 80))) == "lost"  # type: ignore[arg-type]
+    assert sandbox_state(rec, None) == "lost"  # no world runs at all
+    rootful = rec.replace(world=None)
+    assert sandbox_state(rootful, _Rt(None)) == "running"  # type: ignore[arg-type]
+    assert sandbox_state(rec.replace(state="creating"), None) == "creating"
