@@ -7,7 +7,6 @@ cannot honour (`isGateway: false`, an IPAM other than host-local) are refused wi
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
 import re
@@ -142,6 +141,8 @@ class NetConf:
     @property
     def network_id(self) -> str:
         # A stable 64-hex id per network name, as Podman derives one for CNI networks.
+        import hashlib
+
         return hashlib.sha256(self.name.encode()).hexdigest()
 
 

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
-import sys
 from collections.abc import Mapping
 
-from netns.cni import attachments, check, hostlocal, result, translate
+from netns.cni import attachments, hostlocal, result, translate
 from netns.cni import config as C
 from netns.cni import errors as E
 from netns.cni.config import Env, NetConf
@@ -26,15 +24,11 @@ from netns.cni.transport import Engine
 from netns.errors import BurrowError
 from netns.schema import IPAddress
 
-log = logging.getLogger("netns.cni")
-
 
 def engine_for(conf: NetConf, env: Mapping[str, str]) -> Engine:
-    from netns.netavark_cli import default_dns_binary
-
     return Engine(
         state_dir=conf.state_dir,
-        dns_binary=conf.dns_binary or default_dns_binary(),
+        dns_binary=conf.dns_binary,
         firewall_driver=conf.firewall_driver or env.get("NETAVARK_FW") or None,
         env=env,
     )
@@ -134,6 +128,8 @@ def gc(conf: NetConf, environ: Mapping[str, str]) -> None:
 
 
 def check_cmd(env: Env, conf: NetConf) -> None:
+    from netns.cni import check  # execs `ip`: imported only for CHECK
+
     if conf.cni_version.startswith("0.3"):
         raise CniError(E.INCOMPATIBLE_VERSION, "CHECK needs cniVersion 0.4.0 or later",
                        f"the config says {conf.cni_version}")  # fmt: skip
@@ -195,20 +191,20 @@ def run(environ: Mapping[str, str], stdin: bytes) -> tuple[str, int]:
     except BurrowError as exc:
         return CniError(E.ENGINE_FAILURE, str(exc)).to_json(version), 1
     except Exception as exc:  # a bug must still answer in the spec's error format
-        log.exception("internal error")
+        import traceback
+
+        traceback.print_exc()
         return CniError(E.ENGINE_FAILURE, f"internal error: {exc!r}").to_json(version), 1
 
 
-def main() -> int:
-    stdin = b""
-    if sys.stdin is not None and not sys.stdin.isatty():
-        stdin = sys.stdin.buffer.read(C.MAX_INPUT + 1)
-    out, code = run(os.environ, stdin)
-    if out:
-        sys.stdout.write(out + "\n")
-        sys.stdout.flush()
-    return code
+def serve(stdin: bytes, env: Mapping[str, str]) -> tuple[str, str, int]:
+    """One CNI call in the warm engine, sent by `netns.cni.client`: (stdout, stderr, code)."""
+    import time
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    started = time.monotonic()
+    # The engine is the one place to run it: never hand it on to an engine again.
+    out, code = run({**env, "BURROW_ENGINE": "off"}, stdin)
+    err = ""
+    if env.get("BURROW_ENGINE_STATS"):
+        err = f"burrow-cni: engine-ms={1000 * (time.monotonic() - started):.1f}\n"
+    return (out + "\n" if out else ""), err, code

@@ -125,3 +125,25 @@ def test_run_never_raises_and_speaks_cni_errors() -> None:
     assert code == 1 and '"code": 6' in out
     out, code = run(ENV, b"[" * 100000)
     assert code == 1 and '"code": 6' in out
+
+
+def test_thin_client_is_light_and_agrees_with_the_config() -> None:
+    """burrow-cni's exec'd part loads no engine, schema or dataclasses: only the thin client."""
+    import os
+    import subprocess
+    import sys
+
+    from netns.cni import client
+
+    code = ("import sys; before = set(sys.modules); import netns.cni.client; "
+            "print(' '.join(sorted(set(sys.modules) - before)))")  # fmt: skip
+    repo = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo, env=env, check=True)
+    added = set(res.stdout.split())
+    assert added <= {"netns", "netns.client", "netns.statefiles", "netns.cni", "netns.cni.client", "__future__"}, added
+    assert client.DEFAULT_STATE_DIR == C.DEFAULT_STATE_DIR
+    assert client.state_dir(b'{"stateDir": "/run/x"}') == "/run/x"
+    assert client.state_dir(b"{}") == C.DEFAULT_STATE_DIR
+    assert client.state_dir(b'{"stateDir": "relative"}') is None
+    assert client.state_dir(b"nope") is None
