@@ -180,11 +180,11 @@ def firewall_intent(
     """Network rules for `atts`, and port rules for every firewalled network of the request."""
     nets = [fw for a in atts if (fw := network_fw(ctx, a)) is not None]
     ports = []
-    if req.ports:
-        for a in req.attachments:
-            fw = network_fw(ctx, a)
-            if fw is not None:
-                ports.append(port_fw(req, a, fw))
+    # One per firewalled network even without mappings, as Netavark (its port state file).
+    for a in req.attachments:
+        fw = network_fw(ctx, a)
+        if fw is not None:
+            ports.append(port_fw(req, a, fw))
     return nets, ports
 
 
@@ -245,7 +245,7 @@ def _setup(ctx: Context, req: Request, fd: int) -> dict[str, StatusBlock]:
                     _apply(nl, ops, undo, created)
                     status[att.name] = status_block(ctx, req, att, nl.mac(att.ifname))
             if fw_nets or fw_ports:
-                ctx.firewall.setup(fw_nets, fw_ports)
+                ctx.firewall.setup(fw_nets, fw_ports, fresh=created)
                 # Only the networks whose bridge this setup made lose their rules again:
                 # other containers may still use the rest.
                 gone = [n for n in fw_nets if n.bridge in created]

@@ -16,6 +16,11 @@ DNS_STATS = ".burrow-dns-stats.json"
 FIREWALL_DIR = "firewall"
 FIREWALL_LOCK = "lock"  # inside FIREWALL_DIR
 FIREWALL_APPLYING = "applying"  # inside FIREWALL_DIR while state is ahead of the kernel
+FIREWALL_DRIVER = "firewall-driver"  # inside FIREWALL_DIR, Netavark's name and content
+FIREWALL_NETWORKS = "networks"  # inside FIREWALL_DIR: networks/<netid>, Netavark's SetupNetwork
+FIREWALL_PORTS = "ports"  # inside FIREWALL_DIR: ports/<netid>_<cid>, Netavark's PortForwardConfig
+FIREWALL_LEDGER = ".burrow-ledger.json"  # inside FIREWALL_DIR: what each backend knows is installed
+FIREWALL_OLD_INSTALLED = "installed.json"  # inside FIREWALL_DIR: the old state layout's mark
 
 
 def engine_sock_for(net: int, user: int) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from netns.errors import BurrowError
 from netns.firewall.base import StatefulFirewall
-from netns.firewall.iptables import IptablesBackend
+from netns.firewall.iptables import IptablesFirewall
 from netns.firewall.libnft import LibNftables
 from netns.firewall.nftables import NftablesBackend
 from netns.firewall.none import NoFirewall
@@ -21,7 +21,7 @@ from netns.firewall.types import Firewall, NetworkFw, PortFw
 
 DEFAULT = "nftables"
 CHOICES = ("nftables", "iptables", "none")
-_TOOLS = {"nftables": ("nft",), "iptables": ("iptables-restore", "ip6tables-restore", "iptables")}
+_TOOLS = {"nftables": ("nft",), "iptables": ("iptables-restore", "ip6tables-restore", "iptables-save")}
 
 
 def select(
@@ -49,7 +49,7 @@ def select(
             )
     store = StateStore(config_dir)
     if chosen == "iptables":
-        return StatefulFirewall(IptablesBackend(argv_prefix=argv_prefix, runner=runner), store)
+        return IptablesFirewall(store, argv_prefix=argv_prefix, runner=runner)
     if runner is subprocess_runner and not argv_prefix and env.get("BURROW_NFT_EXEC") != "1":
         # In-process libnftables: same JSON batch, same atomic transaction, no exec.
         lib = LibNftables.load()

@@ -9,7 +9,7 @@ change, which also repairs a flushed firewall.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Protocol
 
@@ -42,7 +42,8 @@ class StatefulFirewall:
         self.store = store
         self.name = backend.name
 
-    def setup(self, networks: Sequence[NetworkFw], ports: Sequence[PortFw]) -> None:
+    def setup(self, networks: Sequence[NetworkFw], ports: Sequence[PortFw], *,
+              fresh: Iterable[str] = ()) -> None:
         def add(s: Snapshot) -> Snapshot:
             nets = dict(s.networks) | {n.id: n for n in networks}
             return replace(s, networks=nets, ports=dict(s.ports) | {port_key(p): p for p in ports})
@@ -70,6 +71,7 @@ class StatefulFirewall:
         where = f"firewall ({self.name})"
         with self.store.locked():
             old = self.store.load()
+            old = replace(old, installed=frozenset(self.store.ledger(self.name) or ()))
             new = change(old)
             try:
                 # Validate the whole desired ruleset before the first side effect.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from netns.firewall.types import NetworkFw, PortFw
 
@@ -10,7 +10,8 @@ from netns.firewall.types import NetworkFw, PortFw
 class NoFirewall:
     name = "none"
 
-    def setup(self, networks: Sequence[NetworkFw], ports: Sequence[PortFw]) -> None:
+    def setup(self, networks: Sequence[NetworkFw], ports: Sequence[PortFw], *,
+              fresh: Iterable[str] = ()) -> None:
         pass
 
     def teardown(self, networks: Sequence[NetworkFw], ports: Sequence[PortFw]) -> None:

@@ -1,33 +1,43 @@
-"""Persisted firewall intent under `<config_dir>/firewall/`, the single source of every render.
+"""Persisted firewall intent under `<config_dir>/firewall/`, in Netavark's own layout and format.
 
-Layout (Netavark's names, JSON content):
-    firewall/firewall-driver                 the backend that last wrote the state
-    firewall/networks/<netid>.json           one NetworkFw
-    firewall/ports/<netid>_<cid>.json        one PortFw
-    firewall/installed.json                  backend bookkeeping (iptables: built-in jumps present)
-    firewall/lock                            flock: one setup/teardown/reload at a time
+Layout (Netavark 2.x `src/firewall/state.rs`; 1.4 writes no state):
+    firewall/firewall-driver            the driver that last wrote the state (text)
+    firewall/networks/<netid>           one SetupNetwork (serde JSON), written once per network
+    firewall/ports/<netid>_<cid>        one PortForwardConfig (serde JSON) per container
+burrow's own files beside them (Netavark reads only the three above):
+    firewall/.burrow-ledger.json        backend bookkeeping: what it knows is in the kernel
+    firewall/lock                       flock: one setup/teardown/reload at a time
+    firewall/applying                   present while the kernel may be ahead of these files
+
+So `firewall-reload` by either tool restores the other's networks. Each setup or teardown
+touches only its own files; only `load()` (reload, the nftables render) reads them all.
+burrow's older layout (`<netid>.json` with burrow's own keys, `installed.json`) is converted
+once, the first time the store is locked.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
+from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from pathlib import Path
 from typing import Any
 
 from netns import locks, statefiles
 from netns.errors import context
 from netns.firewall.types import Isolate, NetworkFw, PortFw
-from netns.schema import PortMapping
+from netns.schema import IPAddress, IPNetwork, PortMapping
+
+ISOLATION = {"false": "Never", "true": "Normal", "strict": "Strict"}
+ISOLATE_OF: dict[str, Isolate] = {"Never": "false", "Normal": "true", "Strict": "strict"}
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Everything persisted, keyed by file stem so diffs map to files one to one."""
+    """Everything persisted, keyed by file name so diffs map to files one to one."""
 
     networks: dict[str, NetworkFw] = field(default_factory=dict)
     ports: dict[str, PortFw] = field(default_factory=dict)
@@ -48,6 +58,8 @@ def port_key(pf: PortFw) -> str:
 class StateStore:
     def __init__(self, config_dir: Path) -> None:
         self.root = Path(config_dir) / statefiles.FIREWALL_DIR
+        self.networks = self.root / statefiles.FIREWALL_NETWORKS
+        self.ports = self.root / statefiles.FIREWALL_PORTS
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -57,15 +69,16 @@ class StateStore:
         except OSError as exc:
             raise context(f"firewall state {self.root}", exc) from exc
         with locks.locked(self.root / statefiles.FIREWALL_LOCK):
+            self._migrate()
             yield
 
     def interrupted(self) -> bool:
-        """Whether a transaction was cut short (its process killed) between save and apply."""
+        """Whether a transaction was cut short (its process killed) between apply and save."""
         return (self.root / statefiles.FIREWALL_APPLYING).exists()
 
     @contextmanager
     def applying(self) -> Iterator[None]:
-        """Mark the state ahead of the kernel for the block; a crash leaves the mark behind."""
+        """Mark the kernel as maybe out of step with the files; only a crash leaves the mark."""
         mark = self.root / statefiles.FIREWALL_APPLYING
         try:
             mark.touch()
@@ -76,68 +89,245 @@ class StateStore:
         finally:
             mark.unlink(missing_ok=True)
 
-    def load(self) -> Snapshot:
-        try:
-            networks = {p.stem: network_from_json(_read(p)) for p in _files(self.root / "networks")}
-            ports = {p.stem: port_from_json(_read(p)) for p in _files(self.root / "ports")}
-            inst_path = self.root / "installed.json"
-            installed = frozenset(_read(inst_path)) if inst_path.exists() else frozenset()
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise context(f"firewall state {self.root}: load", exc) from exc
-        return Snapshot(networks, ports, installed)
+    # -- the per-change API: only the files of this change -----------------------------------
 
-    def save(self, old: Snapshot, new: Snapshot, driver: str) -> None:
-        """Write only what changed between `old` and `new` (each file replaced atomically)."""
+    def add(self, networks: Iterable[NetworkFw], ports: Iterable[PortFw], driver: str) -> None:
+        """What Netavark's `write_fw_config` does: the driver, new networks, every port file."""
         try:
-            _sync(self.root / "networks", old.networks, new.networks, network_to_json)
-            _sync(self.root / "ports", old.ports, new.ports, port_to_json)
-            if old.installed != new.installed:
-                _write(self.root / "installed.json", sorted(new.installed))
-            drv = self.root / "firewall-driver"
-            if not drv.exists() or drv.read_text() != driver:
-                _write_text(drv, driver)
+            _write_text(self.root / statefiles.FIREWALL_DRIVER, driver, only_if_changed=True)
+            for net in networks:
+                path = self.networks / net.id
+                if not path.exists():  # Netavark writes it once (create_new)
+                    _write_text(path, _dumps(network_to_json(net)))
+            for pf in ports:
+                _write_text(self.ports / port_key(pf), _dumps(port_to_json(pf)))
         except OSError as exc:
             raise context(f"firewall state {self.root}: save", exc) from exc
 
+    def remove(self, networks: Iterable[NetworkFw], ports: Iterable[PortFw]) -> None:
+        """Netavark's `remove_fw_config`: the port files, and the networks torn down."""
+        try:
+            for pf in ports:
+                (self.ports / port_key(pf)).unlink(missing_ok=True)
+            for net in networks:
+                (self.networks / net.id).unlink(missing_ok=True)
+        except OSError as exc:
+            raise context(f"firewall state {self.root}: save", exc) from exc
 
-def _files(d: Path) -> list[Path]:
-    return sorted(d.glob("*.json")) if d.is_dir() else []
+    def has_port(self, pf: PortFw) -> bool:
+        """Whether this container's port file is there (it was set up already)."""
+        return (self.ports / port_key(pf)).exists()
+
+    def ledger(self, driver: str) -> Any:
+        """The backend's bookkeeping (None: nothing known)."""
+        path = self.root / statefiles.FIREWALL_LEDGER
+        try:
+            data = json.loads(path.read_text()) if path.exists() else {}
+        except (OSError, ValueError):
+            return None  # unreadable: the backend asks the kernel instead
+        return data.get(driver) if isinstance(data, dict) else None
+
+    def save_ledger(self, driver: str, value: Any) -> None:
+        path = self.root / statefiles.FIREWALL_LEDGER
+        try:
+            data = json.loads(path.read_text()) if path.exists() else {}
+        except (OSError, ValueError):
+            data = {}
+        if not isinstance(data, dict) or data.get(driver) != value:
+            data = {**(data if isinstance(data, dict) else {}), driver: value}
+            try:
+                _write_text(path, json.dumps(data, sort_keys=True))
+            except OSError as exc:
+                raise context(f"firewall state {self.root}: save", exc) from exc
+
+    # -- everything (firewall-reload, the nftables render) -----------------------------------
+
+    def load(self) -> Snapshot:
+        try:
+            raw_nets = {p.name: _read(p) for p in _files(self.networks)}
+            raw_ports = {p.name: _read(p) for p in _files(self.ports)}
+            return snapshot_of(raw_nets, raw_ports)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise context(f"firewall state {self.root}: load", exc) from exc
+
+    def save(self, old: Snapshot, new: Snapshot, driver: str) -> None:
+        """Write only what changed between `old` and `new` (each file replaced atomically)."""
+        gone_nets = [n for k, n in old.networks.items() if k not in new.networks]
+        gone_ports = [p for k, p in old.ports.items() if k not in new.ports]
+        self.remove(gone_nets, gone_ports)
+        try:
+            _write_text(self.root / statefiles.FIREWALL_DRIVER, driver, only_if_changed=True)
+            for key, net in new.networks.items():
+                if old.networks.get(key) != net or not (self.networks / key).exists():
+                    _write_text(self.networks / key, _dumps(network_to_json(net)))
+            for key, pf in new.ports.items():
+                if old.ports.get(key) != pf or not (self.ports / key).exists():
+                    _write_text(self.ports / key, _dumps(port_to_json(pf)))
+        except OSError as exc:
+            raise context(f"firewall state {self.root}: save", exc) from exc
+        if old.installed != new.installed:
+            self.save_ledger(driver, sorted(new.installed))
+
+    def _migrate(self) -> None:
+        """Convert burrow's old layout once (its mark, installed.json, is an O(1) check)."""
+        mark = self.root / statefiles.FIREWALL_OLD_INSTALLED
+        if not mark.exists():
+            return
+        try:
+            for path in _files(self.networks, ".json"):
+                net = _old_network(_read(path))
+                _write_text(self.networks / net.id, _dumps(network_to_json(net)))
+                path.unlink()
+            for path in _files(self.ports, ".json"):
+                pf = _old_port(_read(path))
+                _write_text(self.ports / port_key(pf), _dumps(port_to_json(pf)))
+                path.unlink()
+            installed = _read(mark)
+            if "nft-skeleton" in installed:
+                self.save_ledger("nftables", ["nft-skeleton"])
+            mark.unlink()
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise context(f"firewall state {self.root}: convert the old layout", exc) from exc
+
+
+def _files(d: Path, suffix: str | None = None) -> list[Path]:
+    if not d.is_dir():
+        return []
+    return sorted(p for p in d.iterdir() if p.is_file() and not p.name.startswith(".")
+                  and (suffix is None or p.name.endswith(suffix)))
 
 
 def _read(path: Path) -> Any:
     return json.loads(path.read_text())
 
 
-def _write(path: Path, obj: Any) -> None:
-    _write_text(path, json.dumps(obj, sort_keys=True))
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))  # serde_json::to_writer's compact form
 
 
-def _write_text(path: Path, text: str) -> None:
+def _write_text(path: Path, text: str, *, only_if_changed: bool = False) -> None:
+    if only_if_changed:
+        try:
+            if path.read_text() == text:
+                return
+        except OSError:
+            pass
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
 
 
-def _sync(d: Path, old: dict[str, Any], new: dict[str, Any], enc: Any) -> None:
-    for key in old.keys() - new.keys():
-        (d / f"{key}.json").unlink(missing_ok=True)
-    for key, value in new.items():
-        if old.get(key) != value or not (d / f"{key}.json").exists():
-            _write(d / f"{key}.json", enc(value))
+# -- Netavark's SetupNetwork and PortForwardConfig ------------------------------------------
 
 
 def network_to_json(n: NetworkFw) -> dict[str, Any]:
     return {
-        "name": n.name, "id": n.id, "bridge": n.bridge,
-        "subnets": [str(s) for s in n.subnets], "gateways": [str(g) for g in n.gateways],
-        "isolate": n.isolate, "dns_port": n.dns_port,
+        "subnets": [str(s) for s in n.subnets] or None,
+        "bridge_name": n.bridge,
+        "network_id": n.id,
+        "network_hash_name": n.hash,
+        "isolation": ISOLATION[n.isolate],
+        "dns_port": n.dns_port or 53,
     }
 
 
-def network_from_json(obj: dict[str, Any]) -> NetworkFw:
+def network_from_json(obj: dict[str, Any], name: str | None = None,
+                      gateways: tuple[IPAddress, ...] = ()) -> NetworkFw:
+    """A SetupNetwork; it has no name (only its hash) and no gateways: port files have them."""
+    isolation = obj.get("isolation", "Never")
+    if isolation not in ISOLATE_OF:
+        raise ValueError(f"bad isolation {isolation!r}")
+    port = obj.get("dns_port", 53)
+    if not isinstance(port, int):
+        raise ValueError(f"bad dns_port {port!r}")
+    hash_name = str(obj["network_hash_name"])
+    return NetworkFw(
+        name=name or hash_name, id=str(obj["network_id"]), bridge=str(obj["bridge_name"]),
+        subnets=tuple(ip_network(s) for s in obj.get("subnets") or ()),
+        gateways=gateways if port != 53 else (),
+        isolate=ISOLATE_OF[isolation], dns_port=None if port == 53 else port, hash=hash_name,
+    )
+
+
+def _subnet_for(net: NetworkFw, ip: IPAddress | None) -> IPNetwork | None:
+    if ip is None:
+        return None
+    same = [s for s in net.subnets if s.version == ip.version]
+    return next((s for s in same if ip in s), same[0] if same else None)
+
+
+def port_to_json(p: PortFw) -> dict[str, Any]:
+    net = p.network
+    sub4, sub6 = _subnet_for(net, p.container_v4), _subnet_for(net, p.container_v6)
+    return {
+        "container_id": p.container_id,
+        "network_id": net.id,
+        "port_mappings": [m.to_json() for m in p.mappings] or None,
+        "network_name": net.name,
+        "network_hash_name": net.hash,
+        "container_ip_v4": str(p.container_v4) if p.container_v4 else None,
+        "subnet_v4": str(sub4) if sub4 else None,
+        "container_ip_v6": str(p.container_v6) if p.container_v6 else None,
+        "subnet_v6": str(sub6) if sub6 else None,
+        "dns_port": net.dns_port or 53,
+        "dns_server_ips": [str(g) for g in net.gateways] if net.dns_port else [],
+    }
+
+
+def port_from_json(obj: dict[str, Any], net: NetworkFw) -> PortFw:
+    v4, v6 = obj.get("container_ip_v4"), obj.get("container_ip_v6")
+    return PortFw(
+        container_id=str(obj["container_id"]), network=net,
+        container_v4=IPv4Address(v4) if v4 else None,
+        container_v6=IPv6Address(v6) if v6 else None,
+        mappings=tuple(PortMapping.from_json(m) for m in obj.get("port_mappings") or ()),
+    )
+
+
+def snapshot_of(raw_nets: dict[str, Any], raw_ports: dict[str, Any]) -> Snapshot:
+    """Join the files: a network's name and DNS addresses come from its containers' files."""
+    names: dict[str, str] = {}
+    gateways: dict[str, tuple[IPAddress, ...]] = {}
+    for obj in raw_ports.values():
+        nid = str(obj.get("network_id", ""))
+        names.setdefault(nid, str(obj["network_name"]))
+        gws = tuple(ip_address(g) for g in obj.get("dns_server_ips") or ())
+        gateways[nid] = tuple(dict.fromkeys((*gateways.get(nid, ()), *gws)))
+    nets: dict[str, NetworkFw] = {}
+    for key, obj in raw_nets.items():
+        nid = str(obj["network_id"])
+        nets[key] = network_from_json(obj, names.get(nid), gateways.get(nid, ()))
+    ports: dict[str, PortFw] = {}
+    for key, obj in raw_ports.items():
+        net = nets.get(str(obj.get("network_id", "")))
+        if net is None:
+            net = _network_of_port(obj)
+        else:
+            net = replace(net, name=str(obj["network_name"]))
+        ports[key] = port_from_json(obj, net)
+    return Snapshot(nets, ports)
+
+
+def _network_of_port(obj: dict[str, Any]) -> NetworkFw:
+    """A port file whose network file is gone: enough of the network to remove its rules."""
+    subnets: list[IPv4Network | IPv6Network] = [
+        ip_network(obj[k]) for k in ("subnet_v4", "subnet_v6") if obj.get(k)]
+    port = obj.get("dns_port", 53)
+    return NetworkFw(
+        name=str(obj["network_name"]), id=str(obj.get("network_id") or obj["network_hash_name"]),
+        bridge="unknown", subnets=tuple(subnets),
+        gateways=tuple(ip_address(g) for g in obj.get("dns_server_ips") or ()),
+        dns_port=None if port == 53 else port, hash=str(obj["network_hash_name"]),
+    )
+
+
+# -- burrow's old layout (read once, to convert) ---------------------------------------------
+
+
+def _old_network(obj: dict[str, Any]) -> NetworkFw:
     isolate: Isolate = obj.get("isolate", "false")
-    if isolate not in ("false", "true", "strict"):
+    if isolate not in ISOLATION:
         raise ValueError(f"bad isolate {isolate!r}")
     return NetworkFw(
         name=obj["name"], id=obj["id"], bridge=obj["bridge"],
@@ -147,19 +337,10 @@ def network_from_json(obj: dict[str, Any]) -> NetworkFw:
     )
 
 
-def port_to_json(p: PortFw) -> dict[str, Any]:
-    return {
-        "container_id": p.container_id, "network": network_to_json(p.network),
-        "container_v4": str(p.container_v4) if p.container_v4 else None,
-        "container_v6": str(p.container_v6) if p.container_v6 else None,
-        "mappings": [m.to_json() for m in p.mappings],
-    }
-
-
-def port_from_json(obj: dict[str, Any]) -> PortFw:
+def _old_port(obj: dict[str, Any]) -> PortFw:
     v4, v6 = obj.get("container_v4"), obj.get("container_v6")
     return PortFw(
-        container_id=obj["container_id"], network=network_from_json(obj["network"]),
+        container_id=obj["container_id"], network=_old_network(obj["network"]),
         container_v4=IPv4Address(v4) if v4 else None,
         container_v6=IPv6Address(v6) if v6 else None,
         mappings=tuple(PortMapping.from_json(m) for m in obj["mappings"]),

@@ -5,7 +5,8 @@ The engine builds these after validation; backends render them into one atomic b
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import Literal, Protocol
@@ -13,6 +14,11 @@ from typing import Literal, Protocol
 from netns.schema import IPAddress, IPNetwork, PortMapping
 
 Isolate = Literal["false", "true", "strict"]
+
+
+def net_hash(name: str) -> str:
+    """First 13 upper-case hex digits of SHA-512(network name): Netavark's `network_hash_name`."""
+    return hashlib.sha512(name.encode()).hexdigest()[:13].upper()
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,13 @@ class NetworkFw:
     isolate: Isolate = "false"
     # When set and != 53, DNAT udp+tcp dport 53 to each gateway onto this port.
     dns_port: int | None = None
+    # Netavark's `network_hash_name` (iptables chain suffix). Derived from `name` unless given:
+    # state files written by Netavark carry the hash, not the name.
+    hash: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.hash:
+            object.__setattr__(self, "hash", net_hash(self.name))
 
 
 @dataclass(frozen=True)
@@ -48,8 +61,11 @@ class Firewall(Protocol):
 
     name: str
 
-    def setup(self, networks: Sequence[NetworkFw], ports: Sequence[PortFw]) -> None:
-        """Add rules for these networks (idempotent per network) and these port forwards."""
+    def setup(self, networks: Sequence[NetworkFw], ports: Sequence[PortFw], *,
+              fresh: Iterable[str] = ()) -> None:
+        """Add rules for these networks (idempotent per network) and these port forwards.
+
+        `fresh`: bridges this setup created; their networks can't have rules yet."""
 
     def teardown(self, networks: Sequence[NetworkFw], ports: Sequence[PortFw]) -> None:
         """Remove these port forwards, and the rules of these networks (bridges deleted)."""

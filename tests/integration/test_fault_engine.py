@@ -50,7 +50,7 @@ GATEWAY = "10.77.0.1"
 # Locks, pids, the engine's own files, the DNS server's live counters, and the firewall's note of whether its empty table
 # skeleton exists (compared directly: the kernel's ruleset is in the snapshot).
 IGNORED_FILES = {"burrow-engine.sock", "burrow-engine.log", "burrow.lock", "lock", "aardvark.lock",
-                 "aardvark.pid", "installed.json", ".burrow-dns-stats.json"}  # fmt: skip
+                 "aardvark.pid", "installed.json", ".burrow-ledger.json", ".burrow-dns-stats.json"}  # fmt: skip
 # The empty skeleton burrow keeps after the last teardown (or not, after a full rebuild):
 # the same "nothing", so it is left out. Chains of networks and every rule are kept.
 SKELETON = re.compile(r"\s*(table inet netavark \{|chain (INPUT|OUTPUT|FORWARD|PREROUTING|POSTROUTING|"

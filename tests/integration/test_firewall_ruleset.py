@@ -195,45 +195,52 @@ def test_iptables_execs_per_setup(host_ns: Netns, tmp_path: Path) -> None:
     dual = network(name="fwnet2", nid="77777777", bridge="fwbr2", third=77)
     fw.setup([dual], [forward(dual, host_port=9090, cid="cd" * 32)])
     assert run.tools()[1:] == ["iptables-restore", "ip6tables-restore"]
-    fw.teardown([dual, v4], [])
+    fw.teardown([dual, v4], [forward(v4), forward(dual, host_port=9090, cid="cd" * 32)])
     assert run.tools()[3:] == ["iptables-restore", "ip6tables-restore"]
+    assert "NETAVARK-DN-" not in iptables_save(host_ns)
 
 
-def test_iptables_teardown_leaves_nothing_and_others_untouched(host_ns: Netns,
-                                                               tmp_path: Path) -> None:
+def test_iptables_teardown_keeps_base_chains_and_others_untouched(host_ns: Netns,
+                                                                   tmp_path: Path) -> None:
     host_ns.run(["iptables", "-A", "FORWARD", "-s", "192.0.2.0/24", "-j", "ACCEPT"])
     host_ns.run(["iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "192.0.2.0/24",
                  "-j", "MASQUERADE"])
-    empty4 = iptables_save(host_ns)
     fw = select("iptables", tmp_path, {}, argv_prefix=host_ns.argv([]))
     net = network()
-    fw.setup([net], [forward(net)])
-    fw.setup([net], [forward(net)])
+    fw.setup([net], [forward(net)], fresh=[net.bridge])
+    fw.setup([net], [forward(net)])  # the same again: the kernel is asked, nothing doubles
     saved = iptables_save(host_ns)
-    assert saved.count("-j NETAVARK_FORWARD") == 1  # re-rendered, not duplicated
+    assert saved.count("-j NETAVARK_FORWARD") == 1
     assert saved.count("-A NETAVARK-HOSTPORT-DNAT ") == 1
     assert "-A FORWARD -s 192.0.2.0/24 -j ACCEPT" in saved
     fw.teardown([], [forward(net)])
     assert "NETAVARK-HOSTPORT-DNAT -p tcp" not in iptables_save(host_ns)
     assert "DNAT --to-destination" not in iptables_save(host_ns, v6=True)
     fw.teardown([net], [])
-    assert iptables_save(host_ns) == empty4
-    assert "NETAVARK" not in iptables_save(host_ns, v6=True)
+    # What netavark 1.4 leaves too: its base chains, their jumps, the two mark rules.
+    for family in (False, True):
+        left = iptables_save(host_ns, v6=family)
+        assert f"NETAVARK-{net.hash}" not in left and "NETAVARK-DN-" not in left
+        assert "-A NETAVARK-HOSTPORT-SETMARK -j MARK --set-xmark 0x2000/0x2000" in left
+        assert '-A FORWARD -m comment --comment "netavark firewall plugin rules"' in left
+        assert "-A NETAVARK_FORWARD" not in left
+    assert "-A FORWARD -s 192.0.2.0/24 -j ACCEPT" in iptables_save(host_ns)
+    assert "-A POSTROUTING -s 192.0.2.0/24 -j MASQUERADE" in iptables_save(host_ns)
 
 
-def test_iptables_state_lied_after_flush(host_ns: Netns, tmp_path: Path) -> None:
+def test_iptables_reload_after_flush_asks_the_kernel(host_ns: Netns, tmp_path: Path) -> None:
     run = Counting()
     fw = select("iptables", tmp_path, {}, argv_prefix=host_ns.argv([]), runner=run)
     net = network(dual=False)
-    fw.setup([net], [forward(net)])
+    fw.setup([net], [forward(net)], fresh=[net.bridge])
     before = iptables_save(host_ns)
     host_ns.run(["iptables", "-F"])
     host_ns.run(["iptables", "-t", "nat", "-F"])
-    fw.reload()  # -D of a flushed jump fails the batch: probe with -C, retry once
+    fw.reload()  # reads the tables once, adds what is missing, flushes nothing
     assert iptables_save(host_ns) == before
-    assert run.tools()[1:] == ["iptables-restore"] + ["iptables"] * 4 + ["iptables-restore"]
-    fw.reload()  # state is right again: one exec
-    assert run.tools()[7:] == ["iptables-restore"]
+    assert run.tools()[1:] == ["iptables-save", "iptables-restore"]
+    fw.reload()  # nothing missing: no batch at all
+    assert run.tools()[3:] == ["iptables-save"]
     assert iptables_save(host_ns) == before
 
 
@@ -292,10 +299,11 @@ def test_sctp_rules_load(host_ns: Netns, tmp_path: Path, driver: str) -> None:
                 in iptables_save(host_ns))
 
 
-def test_state_layout_is_json(host_ns: Netns, tmp_path: Path) -> None:
+def test_state_layout_is_netavarks(host_ns: Netns, tmp_path: Path) -> None:
     fw = select("nftables", tmp_path, {}, argv_prefix=host_ns.argv([]))
     net = network()
     fw.setup([net], [forward(net)])
-    data = json.loads((tmp_path / f"firewall/networks/{NID}.json").read_text())
+    data = json.loads((tmp_path / f"firewall/networks/{NID}").read_text())
     assert data["subnets"] == ["10.88.0.0/16", "fd88::/64"]
-    assert (tmp_path / f"firewall/ports/{NID}_{CID}.json").exists()
+    assert data["network_hash_name"] == net.hash and data["isolation"] == "Never"
+    assert (tmp_path / f"firewall/ports/{NID}_{CID}").exists()

@@ -44,25 +44,85 @@ def files(cfg: Path) -> list[str]:
 
 def test_codec_round_trip() -> None:
     n = net(isolate="strict", dns_port=1053)
-    assert network_from_json(json.loads(json.dumps(network_to_json(n)))) == n
+    assert network_from_json(json.loads(json.dumps(network_to_json(n))), "nanet1",
+                             n.gateways) == n
     p = pf(pm(proto="tcp,udp", host_ip="10.0.0.1", rng=4))
-    assert port_from_json(json.loads(json.dumps(port_to_json(p)))) == p
+    assert port_from_json(json.loads(json.dumps(port_to_json(p))), p.network) == p
+
+
+def test_files_are_netavarks_serde_json(tmp_path: Path) -> None:
+    """Byte for byte what Netavark 2.x's write_fw_config writes (state.rs, internal_types.rs)."""
+    fw = select("nftables", tmp_path, {}, runner=Recorder())
+    fw.setup([net(dual=False)], [pf(pm(), network=net(dual=False), v6=False)])
+    root = tmp_path / "firewall"
+    assert (root / "networks" / NET_ID).read_text() == (
+        '{"subnets":["10.89.7.0/24"],"bridge_name":"nabr1","network_id":"' + NET_ID + '",'
+        '"network_hash_name":"F0B0EECB945D8","isolation":"Never","dns_port":53}')
+    assert (root / "ports" / f"{NET_ID}_{CID}").read_text() == (
+        '{"container_id":"' + CID + '","network_id":"' + NET_ID + '","port_mappings":'
+        '[{"host_ip":"","container_port":80,"host_port":8080,"range":1,"protocol":"tcp"}],'
+        '"network_name":"nanet1","network_hash_name":"F0B0EECB945D8",'
+        '"container_ip_v4":"10.89.7.2","subnet_v4":"10.89.7.0/24","container_ip_v6":null,'
+        '"subnet_v6":null,"dns_port":53,"dns_server_ips":[]}')
+
+
+def test_files_netavark_wrote_load(tmp_path: Path) -> None:
+    """A network and a container Netavark set up (no name in its network file) reload here."""
+    root = tmp_path / "firewall"
+    (root / "networks").mkdir(parents=True)
+    (root / "ports").mkdir()
+    (root / "firewall-driver").write_text("nftables")
+    (root / "networks" / NET_ID).write_text(
+        '{"subnets":["10.89.7.0/24","fd10:89:7::/64"],"bridge_name":"nabr1","network_id":"'
+        + NET_ID + '","network_hash_name":"F0B0EECB945D8","isolation":"Strict","dns_port":1053,'
+        '"outbound_addr4":null}')
+    (root / "ports" / f"{NET_ID}_{CID}").write_text(
+        '{"container_id":"' + CID + '","network_id":"' + NET_ID + '","port_mappings":null,'
+        '"network_name":"nanet1","network_hash_name":"F0B0EECB945D8",'
+        '"container_ip_v4":"10.89.7.2","subnet_v4":"10.89.7.0/24","container_ip_v6":null,'
+        '"subnet_v6":null,"dns_port":1053,"dns_server_ips":["10.89.7.1","fd10:89:7::1"]}')
+    snap = StateStore(tmp_path).load()
+    assert snap.networks == {NET_ID: net(isolate="strict", dns_port=1053)}
+    assert snap.ports[f"{NET_ID}_{CID}"].mappings == ()
+
+
+def test_old_layout_is_converted_once(tmp_path: Path) -> None:
+    root = tmp_path / "firewall"
+    (root / "networks").mkdir(parents=True)
+    (root / "ports").mkdir()
+    old_net = {"name": "nanet1", "id": NET_ID, "bridge": "nabr1", "subnets": ["10.89.7.0/24"],
+               "gateways": ["10.89.7.1"], "isolate": "true", "dns_port": None}
+    (root / "networks" / f"{NET_ID}.json").write_text(json.dumps(old_net))
+    (root / "ports" / f"{NET_ID}_{CID}.json").write_text(json.dumps({
+        "container_id": CID, "network": old_net, "container_v4": "10.89.7.2",
+        "container_v6": None, "mappings": [pm().to_json()]}))
+    (root / "installed.json").write_text('["nft-skeleton"]')
+    store = StateStore(tmp_path)
+    with store.locked():
+        pass
+    assert files(tmp_path) == [".burrow-ledger.json", "lock", f"networks/{NET_ID}",
+                               f"ports/{NET_ID}_{CID}"]
+    snap = store.load()
+    assert snap.networks[NET_ID].isolate == "true"
+    assert snap.ports[f"{NET_ID}_{CID}"].mappings == (pm(),)
+    assert store.ledger("nftables") == ["nft-skeleton"]
 
 
 def test_setup_teardown_files_and_one_exec_each(tmp_path: Path) -> None:
     rec = Recorder()
     fw = select("nftables", tmp_path, {}, runner=rec)
     fw.setup([net()], [pf(pm())])
-    assert files(tmp_path) == ["firewall-driver", "installed.json", "lock", f"networks/{NET_ID}.json",
-                               f"ports/{NET_ID}_{CID}.json"]
+    assert files(tmp_path) == [".burrow-ledger.json", "firewall-driver", "lock",
+                               f"networks/{NET_ID}", f"ports/{NET_ID}_{CID}"]
     assert (tmp_path / "firewall/firewall-driver").read_text() == "nftables"
     assert len(rec.calls) == 1
     fw.teardown([], [pf(pm())])  # container gone, network stays
-    assert files(tmp_path) == ["firewall-driver", "installed.json", "lock", f"networks/{NET_ID}.json"]
+    assert files(tmp_path) == [".burrow-ledger.json", "firewall-driver", "lock",
+                               f"networks/{NET_ID}"]
     fw.setup([net()], [pf(pm())])
     fw.teardown([net()], [])  # network gone takes its port forwards along
-    # The table's empty base chains stay (as netavark's chains do); installed.json says so.
-    assert files(tmp_path) == ["firewall-driver", "installed.json", "lock"]
+    # The table's empty base chains stay (as netavark's chains do); the ledger says so.
+    assert files(tmp_path) == [".burrow-ledger.json", "firewall-driver", "lock"]
     assert len(rec.calls) == 4
     last = json.loads(rec.calls[-1][1])["nftables"]
     assert {"delete": {"chain": {"family": "inet", "table": "netavark",
@@ -99,17 +159,6 @@ def test_reload_reapplies_persisted_state(tmp_path: Path) -> None:
 
     full = nft.render(ruleset_of(StateStore(tmp_path).load()))
     assert rule_cmds(json.loads(rec.calls[1][1])) == rule_cmds(full)
-
-
-def test_iptables_records_installed_jumps(tmp_path: Path) -> None:
-    rec = Recorder()
-    fw = select("iptables", tmp_path, {}, runner=rec)
-    fw.setup([net(dual=False)], [])
-    assert StateStore(tmp_path).load().installed == {
-        "v4 filter FORWARD", "v4 nat OUTPUT", "v4 nat POSTROUTING", "v4 nat PREROUTING"}
-    fw.teardown([net(dual=False)], [])
-    assert StateStore(tmp_path).load().installed == frozenset()
-    assert [a[0] for a, _ in rec.calls] == ["iptables-restore", "iptables-restore"]
 
 
 def test_parallel_setups_lose_nothing(tmp_path: Path) -> None:
