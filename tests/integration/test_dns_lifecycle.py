@@ -267,6 +267,15 @@ packets = st.one_of(
     ),
     st.builds(lambda q, cut: q[:cut], st.just(dns.message.make_query("r1", "A").to_wire()),
               st.integers(0, 40)),
+    # Names at and past the wire limits, which the resolver forwards (this world's upstream
+    # refuses at once) and then answers SERVFAIL for: that reply once killed the server.
+    st.builds(
+        lambda n, size, last, qtype: struct.pack("!6H", 0x4321, 0x0100, 1, 0, 0, 0)
+        + (b"\x3f" + b"a" * 63) * n + bytes([size]) + b"b" * size + last + struct.pack("!H", qtype)
+        + b"\x00\x01",
+        st.integers(2, 4), st.integers(0, 64), st.sampled_from([b"\x00", b"\xc0\x0c", b""]),
+        st.sampled_from([1, 28, 12, 16]),
+    ),
 )
 
 
