@@ -26,7 +26,7 @@ from rootless.ports import messages
 from rootless.ports.budget import CONTROL_CONNS, OUT_OF_FDS, Guard
 
 log = logging.getLogger("rootless.ports")
-MAX_OUT = 16 << 20  # unread replies held for one client
+MAX_OUT = 4 << 20  # unread replies held for one client
 
 
 @dataclass(eq=False)

@@ -98,6 +98,7 @@ class PortManager:
         shed = self.guard.shed
         return {"pid": os.getpid(), "tcp_connections": self.tcp.conns.total,
                 "tcp_dialing": self.tcp.dials.total, "udp_flows": len(self.udp.flows),
+                "udp_queued_bytes": self.udp.queued,
                 "big_pipes": self.tcp.big.count,
                 "fd_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
                 "refused_out_of_fds": shed.for_want_of_fds, "shed": shed.to_json(),

@@ -25,6 +25,7 @@ from rootless.ports.target import Candidate, Listener
 
 QUEUE_BYTES = 65536  # kept per flow until its first reply
 QUEUE_DATAGRAMS = 64
+QUEUE_TOTAL = 16 << 20  # kept over all flows: thousands of silent flows must not eat memory
 MAX_READS = 256  # datagrams taken off one socket per wakeup: the rest wait their turn
 FlowKey = tuple[int, Any]  # (listener fd, client address)
 
@@ -41,15 +42,6 @@ class UdpFlow:
     closed: bool = False
     last: float = field(default_factory=time.monotonic)
 
-    def keep(self, data: bytes) -> bool:
-        """Hold a datagram for a retry; False if over the bound (it is still sent once)."""
-        if self.queue is None:
-            return True
-        if len(self.queue) >= QUEUE_DATAGRAMS or self.queued + len(data) > QUEUE_BYTES:
-            return False
-        self.queue.append(data)
-        self.queued += len(data)
-        return True
 
 
 class UdpProxy:
@@ -57,6 +49,7 @@ class UdpProxy:
         self.loop, self.pool, self.guard, self.timeout = loop, pool, guard, timeout
         self.flows: OrderedDict[FlowKey, UdpFlow] = OrderedDict()  # least recently used first
         self.by_client: dict[str, OrderedDict[FlowKey, UdpFlow]] = {}
+        self.queued = 0  # bytes kept by all flows for a retry
         loop.call_later(self._sweep_every(), self._sweep)
 
     def listen(self, lst: Listener) -> None:
@@ -76,12 +69,29 @@ class UdpProxy:
                 self._open(lst, key, addr, data)
                 continue
             self._touch(flow)
-            if flow.keep(data) and flow.b is None:
+            if self._keep(flow, data) and flow.b is None:
                 continue  # its socket is still on the way: sent once it comes
             if flow.b is None:
                 self.guard.shed.udp_datagrams_dropped += 1
                 continue
             self._send(flow, data)
+
+    def _keep(self, flow: UdpFlow, data: bytes) -> bool:
+        """Hold a datagram for a retry; False if over a bound (it is still sent once)."""
+        if flow.queue is None:
+            return True
+        n = len(data)
+        if len(flow.queue) >= QUEUE_DATAGRAMS or flow.queued + n > QUEUE_BYTES \
+                or self.queued + n > QUEUE_TOTAL:
+            return False
+        flow.queue.append(data)
+        flow.queued += n
+        self.queued += n
+        return True
+
+    def _forget_queue(self, flow: UdpFlow) -> None:
+        self.queued -= flow.queued
+        flow.queue, flow.queued = None, 0
 
     def _touch(self, flow: UdpFlow) -> None:
         flow.last = time.monotonic()
@@ -94,7 +104,7 @@ class UdpProxy:
         # Datagrams that come before the flow's socket join its queue: without it each would
         # open a flow of its own, and the server would see several source ports.
         flow = UdpFlow(lst, key, client, lst.target.candidates(v4))
-        flow.keep(data)
+        self._keep(flow, data)
         self.flows[key] = flow
         self.by_client.setdefault(client, OrderedDict())[key] = flow
         self._dial_next(flow)
@@ -174,7 +184,7 @@ class UdpProxy:
                 self._refused(flow, e.errno)
                 return
             if flow.queue is not None:
-                flow.queue, flow.queued = None, 0  # answered: no retry from here on
+                self._forget_queue(flow)  # answered: no retry from here on
             self._touch(flow)
             try:
                 flow.lst.sock.sendto(data, flow.key[1])
@@ -191,6 +201,7 @@ class UdpProxy:
         if flow.closed:
             return
         flow.closed = True
+        self._forget_queue(flow)
         self._drop_backend(flow)
         self.flows.pop(flow.key, None)
         mine = self.by_client.get(flow.client)
