@@ -54,11 +54,14 @@ class Caps:
     udp_per_client: int
 
     @classmethod
-    def for_fds(cls, fd_limit: int, held: int) -> Caps:
-        """Two thirds of the free fds for TCP, one third for UDP."""
+    def for_fds(cls, fd_limit: int, held: int, tcp_ports: bool = True,
+                udp_ports: bool = True) -> Caps:
+        """Two thirds of the free fds for TCP and one third for UDP, or all of them for the
+        one protocol that has published ports."""
         free = max(0, fd_limit - RESERVE_FDS - held)
-        tcp = max(1, free * 2 // 3 // TCP_FDS)
-        udp = max(1, free // 3 // UDP_FDS)
+        tcp_part = 3 if not udp_ports else (2 if tcp_ports else 0)
+        tcp = max(1, free * tcp_part // 3 // TCP_FDS)
+        udp = max(1, free * (3 - tcp_part) // 3 // UDP_FDS)
         dial = max(1, min(tcp, MAX_DIALS))
         return cls(tcp, _share(tcp), dial, _share(dial), udp, _share(udp))
 
@@ -179,13 +182,15 @@ class Spare:
 class Guard:
     """The caps, the counts of what was shed, and the fd reserve, shared by TCP and UDP."""
 
-    def __init__(self, fd_limit: int, held: Callable[[], int]) -> None:
+    def __init__(self, fd_limit: int, held: Callable[[], int],
+                 protocols: Callable[[], tuple[bool, bool]] = lambda: (True, True)) -> None:
         self.fd_limit = fd_limit
         self.held = held  # fds the forwarder holds for no client: listeners, pool, control
+        self.protocols = protocols  # whether TCP, UDP ports are published
         self.shed = Shed()
         self.ratelog = RateLog()
         self.spare = Spare()
-        self._caps_for = -1
+        self._caps_for: tuple[int, bool, bool] = (-1, True, True)
         self._caps = Caps.for_fds(fd_limit, 0)
 
     client_of = staticmethod(client_of)
@@ -193,10 +198,10 @@ class Guard:
     def caps(self) -> Caps:
         """Asked on every accept and new flow, so cached while the held fds barely move
         (HELD_STEP more held than counted fits in RESERVE_FDS)."""
-        held = self.held() // HELD_STEP
-        if held != self._caps_for:
-            self._caps_for = held
-            self._caps = Caps.for_fds(self.fd_limit, (held + 1) * HELD_STEP)
+        key = (self.held() // HELD_STEP, *self.protocols())
+        if key != self._caps_for:
+            self._caps_for = key
+            self._caps = Caps.for_fds(self.fd_limit, (key[0] + 1) * HELD_STEP, key[1], key[2])
         return self._caps
 
     def admit_tcp(self, conns: Tally, dials: Tally, client: str) -> bool:

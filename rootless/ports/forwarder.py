@@ -62,7 +62,7 @@ class Forwarder:
                  udp_timeout: float) -> None:
         self.loop = Loop()
         fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        self.guard = Guard(fd_limit, self._held)
+        self.guard = Guard(fd_limit, self._held, lambda: self.manager.protocols())
         self.pool = DialerPool(self.loop, dialer, self.guard.shed, self.stop)
         self.tcp = TcpProxy(self.loop, self.pool, self.guard)
         self.udp = UdpProxy(self.loop, self.pool, self.guard, udp_timeout)

@@ -80,6 +80,7 @@ class PortManager:
         self.guard, self.stop = guard, stop
         self.by_sandbox: dict[str, list[Listener]] = {}
         self.listeners = 0
+        self.by_protocol = {"tcp": 0, "udp": 0}
 
     def handle(self, req: messages.Request) -> dict[str, Any]:
         if isinstance(req, messages.Ping):
@@ -128,6 +129,7 @@ class PortManager:
         for lst in made:
             self.by_sandbox.setdefault(req.sandbox, []).append(lst)
             (self.tcp if lst.spec.protocol == "tcp" else self.udp).listen(lst)
+            self.by_protocol[lst.spec.protocol] += 1
         self.listeners += len(made)
         return {"ok": True}
 
@@ -138,8 +140,13 @@ class PortManager:
                 self.udp.close_listener(lst)
             self.loop.remove(lst.sock.fileno())
             lst.sock.close()
+            self.by_protocol[lst.spec.protocol] -= 1
         self.listeners -= len(lsts)
         netns = {lst.target.netns for lst in lsts}
         still = {lst.target.netns for ls in self.by_sandbox.values() for lst in ls}
         for path in netns - still:
             self.pool.forget(path)
+
+    def protocols(self) -> tuple[bool, bool]:
+        """Whether TCP, UDP ports are published: the fd budget goes to those that are."""
+        return self.by_protocol["tcp"] > 0, self.by_protocol["udp"] > 0

@@ -50,26 +50,36 @@ def _split_host(body: str, spec: str) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class PortSpec:
-    """One protocol's published range: a checked PortMapping and its parsed host address."""
+    """One protocol's published range: a PortMapping the engine's checks have passed."""
 
     mapping: PortMapping
-    host: IPAddress | None  # None = all addresses (v4 and v6)
 
     @classmethod
     def of(cls, host_ip: str | IPAddress | None, host_port: int, container_port: int,
            range: int = 1, protocol: str = "tcp") -> PortSpec:
-        """The one checked constructor: everything else builds a PortSpec through it."""
+        """Build and check one; the host address is spelled once (`::0001` is `::1`)."""
         try:
             host = ipaddress.ip_address(host_ip) if host_ip else None
         except ValueError:
             raise BurrowError(f"invalid host address {host_ip!r} in a port mapping: not an "
                               "IPv4 or IPv6 address") from None
-        if protocol not in PROTOCOLS:
-            raise BurrowError(f"invalid protocol {protocol!r} in a port mapping: use tcp or udp")
         m = PortMapping(host_ip=str(host) if host else "", container_port=container_port,
                         host_port=host_port, range=range, protocol=protocol)
         m.validate()
-        return cls(m, host)
+        return cls.checked(m)
+
+    @classmethod
+    def checked(cls, m: PortMapping) -> PortSpec:
+        """A PortMapping that has passed `validate()`, for one protocol the forwarder serves."""
+        if m.protocol not in PROTOCOLS:
+            raise BurrowError(f"invalid protocol {m.protocol!r} in a port mapping: use tcp or "
+                              "udp")
+        return cls(m)
+
+    @property
+    def host(self) -> IPAddress | None:
+        """The parsed host address; None = all addresses (v4 and v6)."""
+        return self.mapping.host_address
 
     @classmethod
     def parse(cls, spec: str) -> list[PortSpec]:
@@ -101,8 +111,10 @@ class PortSpec:
 
     @classmethod
     def from_json(cls, d: Any) -> PortSpec:
-        m = PortMapping.from_json(d)
-        return cls.of(m.host_ip, m.host_port, m.container_port, m.range, m.protocol)
+        m = PortMapping.from_json(d)  # parsed and validated there
+        if m.host_address is not None and str(m.host_address) != m.host_ip:
+            return cls.of(m.host_address, m.host_port, m.container_port, m.range, m.protocol)
+        return cls.checked(m)
 
     def to_json(self) -> dict[str, Any]:
         """Netavark's PortMapping shape."""

@@ -40,16 +40,30 @@ class Pipe:
         os.close(self.w)
 
 
+def _default_size() -> int:
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        return int(fcntl.fcntl(w, F_GETPIPE_SZ))
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+# Asked once, not twice per connection: a pipe that starts smaller (the user is over the pipe
+# budget) just never grows, which is what F_SETPIPE_SZ would then refuse anyway.
+DEFAULT_PIPE = _default_size()
+
+
 def pipe_pair() -> tuple[Pipe, Pipe]:
     """Two pipes, or OSError (out of fds) with nothing left open."""
     r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    first = Pipe(r, w, fcntl.fcntl(w, F_GETPIPE_SZ))
+    first = Pipe(r, w, DEFAULT_PIPE)
     try:
         r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         first.close()
         raise
-    return first, Pipe(r, w, fcntl.fcntl(w, F_GETPIPE_SZ))
+    return first, Pipe(r, w, DEFAULT_PIPE)
 
 
 class BigPipes:

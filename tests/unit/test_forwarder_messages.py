@@ -129,7 +129,10 @@ def test_caps_follow_the_fd_limit_and_leave_room_for_others() -> None:
     small, big = Caps.for_fds(1024, 10), Caps.for_fds(20000, 10)
     assert small.tcp_total * 6 + small.udp_total <= 1024 - 10
     assert big.tcp_total > small.tcp_total and big.dial_total <= 1024
-    for caps in (small, big, Caps.for_fds(10, 100)):
+    tcp_only, udp_only = Caps.for_fds(1024, 10, True, False), Caps.for_fds(1024, 10, False, True)
+    assert tcp_only.tcp_total > small.tcp_total and udp_only.udp_total > small.udp_total
+    assert tcp_only.tcp_total * 6 <= 1024 - 10 and udp_only.udp_total <= 1024 - 10
+    for caps in (small, big, tcp_only, udp_only, Caps.for_fds(10, 100)):
         assert 1 <= caps.tcp_per_client <= caps.tcp_total
         assert 1 <= caps.udp_per_client <= caps.udp_total
         assert caps.udp_per_client < caps.udp_total or caps.udp_total == 1
