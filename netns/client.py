@@ -27,7 +27,8 @@ very same request: teardown is idempotent and works on partial state, so the set
 follows starts from nothing and either succeeds (the state a clean setup makes) or fails and
 rolls itself back (nothing of this container is left). The engine's per-config-dir lock is an
 flock, which the kernel drops when the engine dies, so the in-process run is never blocked
-by the dead engine.
+by the dead engine. An engine that does not answer within the reply timeout is killed first
+(through a pidfd taken after the hello) and then treated the same way.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ VALUE_OPTS = frozenset((
 # How long to wait for the engine's hello. The engine serves one request at a time, so a
 # busy engine delays the hello; past this we stop queueing and run in-process instead.
 HELLO_TIMEOUT = 5.0
-# A reply that takes longer than this means a wedged engine: report it rather than hang Podman.
+# A reply that takes longer than this means a wedged engine: it is killed, and the call is run
+# in-process like any other the engine died in (BURROW_ENGINE_TIMEOUT overrides it).
 REPLY_TIMEOUT = 600.0
 # sockaddr_un.sun_path is 108 bytes including the NUL.
 _SUN_PATH_MAX = 107
@@ -264,7 +266,10 @@ def _connect(path: str) -> _Sock:
     return sock
 
 
-def request_engine(path: str, argv: Sequence[str], stdin: bytes, netns_fd: int | None) -> Reply:
+def request_engine(
+    path: str, argv: Sequence[str], stdin: bytes, netns_fd: int | None,
+    reply_timeout: float = REPLY_TIMEOUT,
+) -> Reply:  # fmt: skip
     """Run one request on the engine at `path`. Raises Fallback if it was not served."""
     try:
         sock = _connect(path)
@@ -273,12 +278,13 @@ def request_engine(path: str, argv: Sequence[str], stdin: bytes, netns_fd: int |
         raise Fallback(f"no-engine ({exc.strerror})", spawn=True) from None
     except OSError as exc:
         raise Fallback(f"unreachable ({exc.strerror or exc})") from None
+    pidfd = -1
     try:
-        _hello(sock)
+        pidfd = _pidfd(_hello(sock))
         umask = os.umask(0o022)
         os.umask(umask)
         data = encode_request(argv, os.environb, stdin, os.getcwdb(), umask)
-        sock.settimeout(REPLY_TIMEOUT)
+        sock.settimeout(reply_timeout)
         try:
             _send_request(sock, data, netns_fd)
         except OSError as exc:
@@ -288,11 +294,14 @@ def request_engine(path: str, argv: Sequence[str], stdin: bytes, netns_fd: int |
             size = int.from_bytes(_recv_exact(sock, 4), "big")
             fields = unpack_fields(_recv_exact(sock, size))
         except TimeoutError:
-            # It may still be working on it; re-running could double-apply. Report instead.
+            # Wedged (or stopped): end it, then treat it as any engine that died mid-request.
+            if pidfd >= 0 and _kill(pidfd):
+                raise Fallback(f"wedged (no answer in {reply_timeout:g} s; engine killed)",
+                               maybe_ran=True) from None  # fmt: skip
             return Reply(
                 1,
                 b'{"error":"burrow engine did not answer within %d s (see %s)"}\n'
-                % (REPLY_TIMEOUT, os.fsencode(_log_path(path))),
+                % (reply_timeout, os.fsencode(_log_path(path))),
                 b"",
                 "timeout",
             )
@@ -301,6 +310,8 @@ def request_engine(path: str, argv: Sequence[str], stdin: bytes, netns_fd: int |
             raise Fallback(f"lost ({exc})", maybe_ran=True) from None
     finally:
         sock.close()
+        if pidfd >= 0:
+            os.close(pidfd)
     if len(fields) == 1:  # a refusal: the engine ran nothing
         raise Fallback(f"refused-by-engine ({fields[0].decode('utf-8', 'replace')})")
     if len(fields) != 4:
@@ -309,8 +320,8 @@ def request_engine(path: str, argv: Sequence[str], stdin: bytes, netns_fd: int |
     return Reply(int(code), out, err, info.decode("ascii", "replace"))
 
 
-def _hello(sock: _Sock) -> None:
-    """Check the engine is ours and will serve us. Nothing has run yet: any failure is safe."""
+def _hello(sock: _Sock) -> int:
+    """Check the engine is ours and will serve us; returns its pid. Nothing has run yet."""
     import _socket
 
     # The engine must be ours: our env and netns fd must not reach another user.
@@ -326,6 +337,30 @@ def _hello(sock: _Sock) -> None:
         raise Fallback("wrong-world")
     if hello != HELLO_OK:
         raise Fallback(f"protocol mismatch (hello {hello!r})")
+    return int.from_bytes(cred[0:4], sys.byteorder)
+
+
+def _pidfd(pid: int) -> int:
+    """A handle on the engine that a recycled pid can never alias (-1 if unavailable).
+
+    Taken after the hello: the engine is alive and is the socket's owner (SO_PEERCRED).
+    """
+    try:
+        return os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return -1
+
+
+def _kill(pidfd: int) -> bool:
+    """SIGKILL the engine and wait (bounded) until it is gone and its locks are released."""
+    import select
+    import signal
+
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except OSError:
+        return False
+    return bool(select.select([pidfd], [], [], 10.0)[0])  # readable once it has exited
 
 
 def _send_request(sock: _Sock, data: bytes, netns_fd: int | None) -> None:
@@ -404,13 +439,15 @@ def run_in_process(argv: Sequence[str], stdin: bytes) -> Reply:
 class Settings:
     """What the client reads from the environment, once per call (no dataclasses: ~5 ms)."""
 
-    __slots__ = ("engine_off", "stats")
+    __slots__ = ("engine_off", "stats", "reply_timeout")
     engine_off: bool
     stats: bool
+    reply_timeout: float
 
-    def __init__(self, *, engine_off: bool, stats: bool) -> None:
+    def __init__(self, *, engine_off: bool, stats: bool, reply_timeout: float = REPLY_TIMEOUT) -> None:
         object.__setattr__(self, "engine_off", engine_off)
         object.__setattr__(self, "stats", stats)
+        object.__setattr__(self, "reply_timeout", reply_timeout)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"Settings is frozen: cannot set {name}")
@@ -420,7 +457,16 @@ class Settings:
         return cls(
             engine_off=env.get("BURROW_ENGINE") == "off",  # always in-process (tests, debugging)
             stats=bool(env.get("BURROW_ENGINE_STATS")),  # say on stderr who served the call
+            reply_timeout=_seconds(env.get("BURROW_ENGINE_TIMEOUT"), REPLY_TIMEOUT),
         )
+
+
+def _seconds(text: str | None, default: float) -> float:
+    try:
+        value = float(text) if text else default
+    except ValueError:
+        return default
+    return value if 0 < value < 1e9 else default  # also refuses NaN
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -437,7 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.engine_off:
         reason = "off"
     else:
-        reply, reason, maybe_ran = _try_engine(p, args, stdin, env)
+        reply, reason, maybe_ran = _try_engine(p, args, stdin, env, settings.reply_timeout)
     if reply is None and maybe_ran and p.command == "setup" and p.netns_index is not None:
         reply = recover_setup(args, p.netns_index - 1, stdin)
         reply.info = f"in-process reason={reason} recovered({reply.info})"
@@ -470,7 +516,7 @@ def recover_setup(args: Sequence[str], command_index: int, stdin: bytes) -> Repl
 
 
 def _try_engine(
-    p: Peek, args: Sequence[str], stdin: bytes, env: Mapping[str, str]
+    p: Peek, args: Sequence[str], stdin: bytes, env: Mapping[str, str], reply_timeout: float
 ) -> tuple[Reply | None, str, bool]:
     """(reply, "", False) if the engine served it; else (None, why not, whether it may have run)."""
     try:
@@ -489,7 +535,7 @@ def _try_engine(
             # vanished netns; setup reports "invalid namespace path: ...").
             netns_fd = None
     try:
-        return request_engine(path, args, stdin, netns_fd), "", False
+        return request_engine(path, args, stdin, netns_fd, reply_timeout), "", False
     except Fallback as fb:
         reason = fb.reason
         if fb.spawn and p.command in ENGINE_COMMANDS:

@@ -58,12 +58,13 @@ SKELETON = re.compile(r"\s*(table inet netavark \{|chain (INPUT|OUTPUT|FORWARD|P
 
 
 class Tracer:
-    """strace attached to the engine: counts POINTS calls, or SIGKILLs it at one of them."""
+    """strace attached to the engine: counts POINTS calls, or signals it at one of them."""
 
-    def __init__(self, pid: int, out: Path, kill_at: tuple[str, int] | None = None) -> None:
+    def __init__(self, pid: int, out: Path, kill_at: tuple[str, int] | None = None,
+                 sig: str = "KILL") -> None:  # fmt: skip
         argv = ["strace", "-p", str(pid), "-e", f"trace={','.join(POINTS)}", "-o", str(out)]
         if kill_at is not None:
-            argv += ["-e", f"inject={kill_at[0]}:signal=KILL:when={kill_at[1]}"]
+            argv += ["-e", f"inject={kill_at[0]}:signal={sig}:when={kill_at[1]}"]
         self.out = out
         self.proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
         assert self.proc.stderr is not None
@@ -87,9 +88,9 @@ class Rig:
     opts: dict[str, Any]
     tmp: Path
 
-    def run(self, command: str) -> Result:
+    def run(self, command: str, **env: str) -> Result:
         return call(self.host, self.config, *self.argv, command, self.ctr.path,
-                    stdin=json.dumps(self.opts).encode(), env={"NETAVARK_DNS_PORT": "5353"})  # fmt: skip
+                    stdin=json.dumps(self.opts).encode(), env={"NETAVARK_DNS_PORT": "5353", **env})  # fmt: skip
 
     def snapshot(self) -> dict[str, Any]:
         """Everything a setup may change, minus what differs between two clean runs."""
@@ -107,11 +108,12 @@ class Rig:
             wait_until(lambda: gone(res.engine_pid), 10, "the engine to exit")
         return start_engine(self.host, self.config)
 
-    def traced(self, command: str, kill_at: tuple[str, int] | None) -> tuple[Result, Counter[str]]:
+    def traced(self, command: str, kill_at: tuple[str, int] | None, sig: str = "KILL",
+               **env: str) -> tuple[Result, Counter[str]]:  # fmt: skip
         pid = self.fresh_engine()
-        tracer = Tracer(pid, self.tmp / f"trace-{unique('')}", kill_at)
+        tracer = Tracer(pid, self.tmp / f"trace-{unique('')}", kill_at, sig)
         try:
-            res = self.run(command)
+            res = self.run(command, **env)
         finally:
             counts = tracer.close()
         return res, counts
@@ -232,3 +234,17 @@ def test_setup_that_fails_late_and_is_killed_leaves_nothing(rig: Rig) -> None:
         where = f"setup killed at {point[0]} #{point[1]} (seed {SEED + 1}): {res.served_by}"
         assert res.code == 1 and b"failed to bind" in res.out, f"{where}: {res.out!r}"
         assert (now := rig.snapshot()) == empty, f"{where}: left state behind\n{diff(now, empty)}"
+
+
+def test_a_wedged_engine_is_killed_and_the_setup_completes(rig: Rig) -> None:
+    """An engine stopped mid-setup (SIGSTOP at its nft batch, links already made) would have
+    held the client for 10 minutes and then left the links behind with exit 1."""
+    empty, full, setup_calls, _ = _calibrate(rig)
+    assert setup_calls["sendmsg"] >= 1
+    res, _ = rig.traced("setup", ("sendmsg", 1), "STOP", BURROW_ENGINE_TIMEOUT="3")
+    assert res.code == 0, res.out
+    assert res.served_by.startswith("in-process reason=wedged (no answer in 3 s; engine killed)"), (
+        res.served_by)
+    assert (now := rig.snapshot()) == full, diff(now, full)
+    assert rig.run("teardown").code == 0
+    assert (now := rig.snapshot()) == empty, diff(now, empty)

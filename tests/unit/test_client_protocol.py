@@ -204,7 +204,11 @@ def test_settings_are_read_once_and_sane() -> None:
     for bad in ("nan", "-1", "0", "x"):
         assert server.Settings.from_env({"BURROW_ENGINE_IDLE": bad}).idle == server.DEFAULT_IDLE
     s = client.Settings.from_env({"BURROW_ENGINE": "off", "BURROW_ENGINE_STATS": "1"})
-    assert (s.engine_off, s.stats) == (True, True)
+    assert (s.engine_off, s.stats, s.reply_timeout) == (True, True, client.REPLY_TIMEOUT)
+    assert client.Settings.from_env({"BURROW_ENGINE_TIMEOUT": "2"}).reply_timeout == 2.0
+    for bad in ("nan", "-1", "0", "inf", "x"):
+        timeout = client.Settings.from_env({"BURROW_ENGINE_TIMEOUT": bad}).reply_timeout
+        assert timeout == client.REPLY_TIMEOUT, bad
     with pytest.raises(AttributeError):
         s.stats = False  # type: ignore[misc]
 
