@@ -97,3 +97,18 @@ def test_sandbox_state_sees_a_dead_world() -> None:
     rootful = rec.replace(world=None)
     assert sandbox_state(rootful, _Rt(None)) == "running"  # type: ignore[arg-type]
     assert sandbox_state(rec.replace(state="creating"), None) == "creating"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80))
+def test_network_flag_parse_is_total(text: str) -> None:
+    """`--network` input either parses into safe parts or is refused with a BurrowError."""
+    from rootless.sandbox import Attach
+
+    try:
+        att = Attach.parse(text)
+    except BurrowError:
+        return
+    for part in (att.network, *att.aliases):
+        assert part and "/" not in part and part[0].isalnum() and len(part) <= 63
+    assert att.mac is None or len(att.mac) == 17
