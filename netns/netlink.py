@@ -36,7 +36,8 @@ from netns.plan import (
 )
 
 RTPROT_STATIC = 4
-ROUTE_TYPES = {"unicast": 1, "blackhole": 6, "unreachable": 7, "prohibit": 8}
+# The kernel's numbers (RTN_*) for plan.ROUTE_TYPES.
+RTN_TYPES = {"unicast": 1, "blackhole": 6, "unreachable": 7, "prohibit": 8}
 
 
 def random_mac() -> str:
@@ -377,7 +378,7 @@ class Netlink(Handles):
             "family": 10 if op.destination.version == 6 else 2,
             "priority": op.metric,
             "proto": RTPROT_STATIC,
-            "type": ROUTE_TYPES[op.route_type],
+            "type": RTN_TYPES[op.route_type],
         }
         if op.gateway is not None:
             args["gateway"] = str(op.gateway)

@@ -12,6 +12,8 @@ from typing import Literal
 from netns.schema import IPAddress, IPInterface, IPNetwork
 
 Where = Literal["host", "container"]
+ROUTE_TYPES = ("unicast", "blackhole", "unreachable", "prohibit")  # what Netavark accepts
+DEVICELESS_ROUTE_TYPES = frozenset({"blackhole", "unreachable", "prohibit"})  # no oif
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from netns import drivers, names
 from netns.drivers import macvlan
 from netns.drivers.base import Attachment, bool_option, gateways, int_option, mtu_option
 from netns.errors import BurrowError
+from netns.plan import ROUTE_TYPES
 from netns.schema import (
     IPAddress,
     Network,
@@ -26,7 +27,6 @@ from netns.schema import (
 # Kept for the rootless CLI, which offers the engine's drivers and macvlan modes.
 DRIVERS = drivers.NAMES
 MACVLAN_MODES = macvlan.MODES
-ROUTE_TYPES = (None, "unicast", "blackhole", "unreachable", "prohibit")
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def ip_list(texts: tuple[str, ...] | None, what: str) -> tuple[IPAddress, ...]:
 def _routes(net: Network) -> tuple[Route, ...]:
     routes = tuple(net.routes or ())
     for r in routes:
-        if r.route_type not in ROUTE_TYPES:
+        if r.route_type is not None and r.route_type not in ROUTE_TYPES:
             raise BurrowError(f"route to {r.destination}: unknown route_type {r.route_type!r}")
         if r.gateway is not None and r.gateway.version != r.destination.version:
             raise BurrowError(f"route to {r.destination}: gateway {r.gateway} is another IP family")

@@ -11,6 +11,7 @@ from netns.drivers.base import Attachment, check_options
 from netns.errors import BurrowError
 from netns.firewall.types import Isolate, NetworkFw
 from netns.plan import (
+    DEVICELESS_ROUTE_TYPES,
     AddRoute,
     AddVeth,
     ConfigureInterface,
@@ -83,7 +84,7 @@ def routes(att: Attachment) -> tuple[Op, ...]:
                 "container",
                 r.destination,
                 r.gateway,
-                None if r.route_type in ("blackhole", "unreachable", "prohibit") else att.ifname,
+                None if r.route_type in DEVICELESS_ROUTE_TYPES else att.ifname,
                 r.metric if r.metric is not None else att.metric,
                 r.route_type or "unicast",
             )
