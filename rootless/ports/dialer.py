@@ -11,6 +11,7 @@ is its only peer, but a bug there must not kill it.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -63,6 +64,10 @@ class Dialer:
             self.chan.sendmsg([head], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
                                         b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds))]
                               if fds else [])
+        except OSError as e:
+            if e.errno in (errno.EPIPE, errno.ECONNRESET):
+                raise  # the forwarder is gone: so is our reason to run
+            log.error("dialer: reply to request %d: %s", req.id, e)
         finally:
             for fd in fds:
                 os.close(fd)
@@ -71,7 +76,7 @@ class Dialer:
         while True:
             try:
                 data = self.chan.recv(65536)
-            except ConnectionResetError:
+            except (ConnectionResetError, BrokenPipeError):
                 return 0
             if not data:
                 return 0
@@ -80,10 +85,13 @@ class Dialer:
             except (ValueError, BurrowError) as e:
                 log.error("dialer: bad request %r: %s", data[:80], e)
                 continue
-            if isinstance(req, messages.Forget):
-                self.forget(req.netns)
-            else:
-                self.serve(req)
+            try:
+                if isinstance(req, messages.Forget):
+                    self.forget(req.netns)
+                else:
+                    self.serve(req)
+            except (ConnectionResetError, BrokenPipeError):
+                return 0
 
 
 def main(argv: list[str]) -> int:

@@ -13,6 +13,7 @@ dialer does.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import pwd
@@ -119,6 +120,7 @@ def main(argv: list[str]) -> int:
     # Ready only after the control socket is bound: the launcher waits for it.
     print("ready", flush=True)
     log.info("forwarding for holder %d, fd limit %d", holder, fwd.guard.fd_limit)
+    gc.freeze()  # what start-up made lives on: keep it out of every later collection
     try:
         fwd.run()
     finally:
