@@ -10,10 +10,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from netns.errors import BurrowError
-from netns.firewall.base import StatefulFirewall
 from netns.firewall.iptables import IptablesFirewall
 from netns.firewall.libnft import LibNftables
-from netns.firewall.nftables import NftablesBackend
+from netns.firewall.nftables import NftablesFirewall
 from netns.firewall.none import NoFirewall
 from netns.firewall.runner import Runner, subprocess_runner
 from netns.firewall.state import StateStore
@@ -56,7 +55,7 @@ def select(
         if lib is not None:
             runner = lib
     table = env.get("BURROW_NFT_TABLE") or "netavark"
-    return StatefulFirewall(NftablesBackend(argv_prefix=argv_prefix, runner=runner, table=table), store)
+    return NftablesFirewall(store, argv_prefix=argv_prefix, runner=runner, table=table)
 
 
 __all__ = ["CHOICES", "DEFAULT", "Firewall", "NetworkFw", "PortFw", "select"]

@@ -1,22 +1,32 @@
-"""nftables backend: the whole ruleset as ONE `nft -j -f -` transaction, table `inet netavark`.
+"""nftables backend in Netavark 2.x's layout (table `inet netavark`), changed in place.
 
-The batch starts with `add table` + `delete table` (together: "delete if present", which a bare
-`delete` is not) and then re-creates the table, its chains and every rule. The kernel applies
-the batch atomically, so a setup is one exec, idempotent, and repairs whatever was flushed.
-Layout follows Netavark's nftables driver (spec §4.2).
+Layout (spec §4.2 and netavark's `src/firewall/nft.rs`): five base chains, the HOSTPORT and
+ISOLATION chains, `nv_<id[:8]>_<subnet>` per subnet and `..._dnat` for its port forwards; the
+base rules are added once and stay after the last teardown, as Netavark's do.
+
+Every change is one atomic `nft -j` batch that adds, inserts or deletes only this change's
+rules: the table is never flushed or deleted, so chains and rules Netavark 2.x made for other
+containers stay. Setup asks nothing first: a small ledger (what burrow knows is there) decides
+what to add, and its guesses are guarded, because a network's rules travel with `create chain`
+of its subnet chain and the base rules with `create chain NETAVARK-HOSTPORT-SETMARK`, which
+fail the whole batch if someone made them already. Only then (and on teardown, which deletes
+rules by handle) is the table listed, and the rules found by what they match, as Netavark
+finds them.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
 from netns.errors import BurrowError
-from netns.firewall.rules import DNAT_CT_MARK, MASQ_MARK, PortDnat, Ruleset
-from netns.firewall.runner import Runner, error_text, subprocess_runner
+from netns.firewall.rules import DNAT_CT_MARK, MASQ_MARK, PortDnat, build
+from netns.firewall.runner import ExecResult, Runner, error_text, subprocess_runner
+from netns.firewall.types import NetworkFw, PortFw
 from netns.schema import IPAddress, IPNetwork
 
 TABLE = "netavark"
@@ -94,223 +104,394 @@ _LOCALHOST: dict[int, IPNetwork] = {4: IPv4Network("127.0.0.1/32"), 6: IPv6Netwo
 _MULTICAST: dict[int, IPNetwork] = {4: IPv4Network("224.0.0.0/4"), 6: IPv6Network("ff00::/8")}
 
 
-# --- the render ----------------------------------------------------------------------------------
-
-class _Batch:
-    def __init__(self) -> None:
-        self.cmds: list[Json] = []
-
-    def chain(self, name: str, base: tuple[str, int, str] | None = None) -> None:
-        chain: Json = {"family": FAMILY, "table": TABLE, "name": name}
-        if base is not None:
-            chain |= {"type": base[0], "hook": base[2], "prio": base[1], "policy": "accept"}
-        self.cmds.append({"add": {"chain": chain}})
-
-    def rule(self, chain: str, *expr: Json) -> None:
-        rule = {"family": FAMILY, "table": TABLE, "chain": chain, "expr": list(expr)}
-        self.cmds.append({"add": {"rule": rule}})
+# --- Netavark 2.x's rules ---------------------------------------------------------------------
 
 
-SKELETON = "nft-skeleton"  # bookkeeping: our table and its base chains exist
+def _rule(chain: str, *expr: Json) -> Json:
+    return {"chain": chain, "expr": list(expr)}
 
 
-def render(ruleset: Ruleset, old: Ruleset | None = None, *, skeleton: bool = False) -> Json:
-    """The `nft -j` batch that makes the kernel's table match `ruleset`.
-
-    Without `old`: delete and re-create the whole table (repairs anything; an empty ruleset
-    just removes it). With `old` (what the last batch applied, per state): change only what
-    differs. Why: on this kernel a transaction that deletes an existing rule or re-adds an
-    existing chain waits for an RCU grace period (8-15 ms), while adding rules costs ~0.1 ms.
-    So chains whose old rules are a prefix of the new ones only get the new rules appended,
-    and only chains that really lose rules are flushed.
-    """
-    table = {"table": {"family": FAMILY, "name": TABLE}}
-    if old is None:
-        cmds: list[Json] = [{"add": table}, {"delete": table}]
-        if not ruleset.empty:
-            cmds.append({"add": table})
-            cmds += _full(ruleset).cmds
-        return {"nftables": cmds}
-    if old.empty and not skeleton:
-        # State knows no table: create what's missing; the flush clears anything stale.
-        return {"nftables": [{"add": table}, *_chain_cmds(ruleset), {"flush": table},
-                             *_rule_cmds(ruleset)]}
-    return {"nftables": [{"add": table}, *_diff(old, ruleset)]}
+def base_rules() -> list[Json]:
+    """The rules added once per table (Netavark checks each before adding it)."""
+    mark, ctmark = _meta("mark"), {"ct": {"key": "mark"}}
+    local = _match({"fib": {"result": "type", "flags": ["daddr"]}}, "local")
+    return [
+        _rule("POSTROUTING", _match({"&": [mark, MASQ_MARK]}, MASQ_MARK), MASQUERADE),
+        _rule(MARK_CHAIN, {"mangle": {"key": mark, "value": {"|": [mark, MASQ_MARK]}}}),
+        _rule("PREROUTING", local, _jump(DNAT_CHAIN)),
+        _rule("OUTPUT", local, _jump(DNAT_CHAIN)),
+        _rule("FORWARD", _match({"ct": {"key": "state"}}, "invalid", "in"), DROP),
+        _rule("FORWARD", _match({"&": [ctmark, DNAT_CT_MARK]}, DNAT_CT_MARK), ACCEPT),
+        _rule("FORWARD", _jump(ISO1)),
+        _rule(ISO3, _jump(ISO2)),
+    ]
 
 
-def _full(rs: Ruleset) -> _Batch:
-    b = _Batch()
-    _render_chains(b, rs)
-    if not rs.empty:
-        _render_static(b)
-        _render_isolation(b, rs)
-        _render_subnets(b, rs)
-        _render_dnat(b, rs)
-    return b
+def isolation_rules(net: NetworkFw) -> list[tuple[str, Json]]:
+    """("add"|"insert", rule) for one bridge: isolated ones in ISO-1/2, others first in ISO-3."""
+    oif = _meta("oifname")
+    if net.isolate == "false":
+        return [("insert", _rule(ISO3, _match(oif, net.bridge), DROP))]
+    target = ISO3 if net.isolate == "strict" else ISO2
+    return [("add", _rule(ISO1, _match(_meta("iifname"), net.bridge),
+                          _match(oif, net.bridge, "!="), _jump(target))),
+            ("add", _rule(ISO2, _match(oif, net.bridge), DROP))]
 
 
-def _chain_cmds(rs: Ruleset) -> list[Json]:
-    return [c for c in _full(rs).cmds if "chain" in c["add"]]
+def subnet_rules(net: NetworkFw, subnet: IPNetwork) -> list[Json]:
+    chain = subnet_chain(net.id, subnet)
+    established = _match({"ct": {"key": "state"}}, ["established", "related"], "in")
+    return [
+        _rule(chain, _net(subnet, "daddr"), ACCEPT),
+        _rule(chain, _net(_MULTICAST[subnet.version], "daddr", "!="), MASQUERADE),
+        _rule("INPUT", _net(subnet, "saddr"), *DNS_PORT_53, ACCEPT),
+        _rule("FORWARD", _net(subnet, "daddr"), established, ACCEPT),
+        _rule("FORWARD", _net(subnet, "saddr"), ACCEPT),
+        _rule("POSTROUTING", _net(subnet, "saddr"), _jump(chain)),
+    ]
 
 
-def _rule_cmds(rs: Ruleset) -> list[Json]:
-    return [c for c in _full(rs).cmds if "rule" in c["add"]]
+def dns_rules(net: NetworkFw) -> list[Json]:
+    if net.dns_port is None or net.dns_port == 53:
+        return []
+    return [_rule(DNAT_CHAIN, _addr(gw, "daddr"), *DNS_PORT_53, _dnat(gw, net.dns_port))
+            for gw in net.gateways]
 
 
-def _by_chain(rs: Ruleset) -> dict[str, list[Json]]:
-    """Chain name -> its rule commands, in order (every chain present, maybe empty)."""
-    out: dict[str, list[Json]] = {c["add"]["chain"]["name"]: [] for c in _chain_cmds(rs)}
-    for c in _rule_cmds(rs):
-        out[c["add"]["rule"]["chain"]].append(c)
+def port_rules(p: PortDnat) -> list[Json]:
+    """One mapping of one container: the jump, hairpin/localhost marks, one dnat per port."""
+    host = [_addr(p.host_ip, "daddr")] if p.host_ip is not None else []
+    chain = subnet_chain(p.network_id, p.subnet, True)
+    out = [_rule(DNAT_CHAIN, *host, _dport(p), _jump(chain)),
+           _rule(chain, _net(p.subnet, "saddr"), *host, _dport(p), _jump(MARK_CHAIN))]
+    if p.family == 4:  # Netavark 2.x marks localhost for IPv4 only (no route_localnet in v6)
+        out.append(_rule(chain, _net(_LOCALHOST[4], "saddr"), *host, _dport(p), _jump(MARK_CHAIN)))
+    setct = {"mangle": {"key": {"ct": {"key": "mark"}},
+                        "value": {"|": [{"ct": {"key": "mark"}}, DNAT_CT_MARK]}}}
+    # nft's dnat can't shift a port range 1:1, so each port gets its own rule (as Netavark).
+    for i in range(p.range):
+        dport = _match(_payload(p.protocol, "dport"), p.host_port + i)
+        out.append(_rule(chain, *host, dport, setct, _dnat(p.container_ip, p.container_port + i)))
     return out
 
 
-def _diff(old: Ruleset, new: Ruleset) -> list[Json]:
-    before, after = _by_chain(old), _by_chain(new)
-    base = {name for name, *_ in BASE_CHAINS}
-    flushes: list[Json] = []
-    adds: list[Json] = []
-    deletes: list[Json] = []
-    for cmd in _chain_cmds(new):
-        name = cmd["add"]["chain"]["name"]
-        if name not in before:
-            adds.append(cmd)
-    for name, rules_after in after.items():
-        rules_before = before.get(name, [])
-        if rules_after[: len(rules_before)] == rules_before:
-            adds += rules_after[len(rules_before):]
-        else:
-            flushes.append({"flush": {"chain": {"family": FAMILY, "table": TABLE, "name": name}}})
-            adds += rules_after
-    for name, rules_before in before.items():
-        if name not in after and name not in base:
-            if rules_before:
-                flushes.append({"flush": {"chain": {"family": FAMILY, "table": TABLE, "name": name}}})
-            deletes.append({"delete": {"chain": {"family": FAMILY, "table": TABLE, "name": name}}})
-    # Flush first (drops jumps into chains about to go), then add, then delete chains.
-    return [*flushes, *adds, *deletes]
+# --- what the table holds --------------------------------------------------------------------
 
 
-def _render_chains(b: _Batch, rs: Ruleset) -> None:
-    for name, kind, hook, prio in BASE_CHAINS:
-        b.chain(name, (kind, prio, hook))
-    for name in (DNAT_CHAIN, MARK_CHAIN, ISO1, ISO2, ISO3):
-        b.chain(name)
-    for s in rs.subnets:
-        b.chain(subnet_chain(s.network_id, s.subnet))
-    for name in dict.fromkeys(subnet_chain(p.network_id, p.subnet, True) for p in rs.ports):
-        b.chain(name)
+@dataclass
+class Listed:
+    """`nft -j list table`: chain names and (handle, expr) per chain."""
+
+    chains: set[str] = field(default_factory=set)
+    rules: dict[str, list[tuple[int, list[Any]]]] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> Listed:
+        out = cls()
+        for obj in json.loads(text).get("nftables", []) if text.strip() else []:
+            if "chain" in obj:
+                out.chains.add(obj["chain"]["name"])
+            elif "rule" in obj:
+                r = obj["rule"]
+                out.rules.setdefault(r["chain"], []).append((int(r["handle"]), r["expr"]))
+        return out
+
+    def find(self, chain: str, pred: Callable[[list[Any]], bool]) -> list[int]:
+        return [h for h, expr in self.rules.get(chain, []) if pred(expr)]
 
 
-def _render_static(b: _Batch) -> None:
-    mark = _meta("mark")
-    b.rule("POSTROUTING", _match({"&": [mark, MASQ_MARK]}, MASQ_MARK), MASQUERADE)
-    b.rule(MARK_CHAIN, {"mangle": {"key": mark, "value": {"|": [mark, MASQ_MARK]}}})
-    local = _match({"fib": {"result": "type", "flags": ["daddr"]}}, "local")
-    b.rule("PREROUTING", local, _jump(DNAT_CHAIN))
-    b.rule("OUTPUT", local, _jump(DNAT_CHAIN))
-    b.rule("FORWARD", _match({"ct": {"key": "state"}}, "invalid", "in"), DROP)
-    ctmark = {"ct": {"key": "mark"}}
-    b.rule("FORWARD", _match({"&": [ctmark, DNAT_CT_MARK]}, DNAT_CT_MARK), ACCEPT)
-    b.rule("FORWARD", _jump(ISO1))
+def _rights(expr: list[Any]) -> list[Any]:
+    return [st["match"]["right"] for st in expr if isinstance(st, dict) and "match" in st]
 
 
-def _render_isolation(b: _Batch, rs: Ruleset) -> None:
-    # Isolated bridges: leaving traffic goes to ISO-2 (drops into other isolated bridges) or,
-    # when strict, to ISO-3 (drops into non-isolated bridges too, then falls through to ISO-2).
-    for iso in rs.isolation:
-        if iso.isolate == "false":
-            continue
-        target = ISO3 if iso.isolate == "strict" else ISO2
-        oif = _meta("oifname")
-        b.rule(ISO1, _match(_meta("iifname"), iso.bridge), _match(oif, iso.bridge, "!="),
-               _jump(target))
-        b.rule(ISO2, _match(oif, iso.bridge), DROP)
-    for iso in rs.isolation:
-        if iso.isolate == "false":
-            b.rule(ISO3, _match(_meta("oifname"), iso.bridge), DROP)
-    b.rule(ISO3, _jump(ISO2))
+def _jumps_to(target: str) -> Callable[[list[Any]], bool]:
+    return lambda expr: any(isinstance(st, dict) and st.get("jump", {}).get("target") == target
+                            for st in expr)
 
 
-def _render_subnets(b: _Batch, rs: Ruleset) -> None:
-    for s in rs.subnets:
-        chain = subnet_chain(s.network_id, s.subnet)
-        b.rule(chain, _net(s.subnet, "daddr"), ACCEPT)
-        b.rule(chain, _net(_MULTICAST[s.family], "daddr", "!="), MASQUERADE)
-        b.rule("INPUT", _net(s.subnet, "saddr"), *DNS_PORT_53, ACCEPT)
-        established = _match({"ct": {"key": "state"}}, ["established", "related"], "in")
-        b.rule("FORWARD", _net(s.subnet, "daddr"), established, ACCEPT)
-        b.rule("FORWARD", _net(s.subnet, "saddr"), ACCEPT)
-        b.rule("POSTROUTING", _net(s.subnet, "saddr"), _jump(chain))
+def _mentions(value: Any) -> Callable[[list[Any]], bool]:
+    return lambda expr: value in _rights(expr)
 
 
-def _render_dnat(b: _Batch, rs: Ruleset) -> None:
-    # DNS redirects first, so a port mapping of 53 can't shadow them.
-    for d in rs.dns:
-        b.rule(DNAT_CHAIN, _addr(d.gateway, "daddr"), *DNS_PORT_53, _dnat(d.gateway, d.port))
-    for p in rs.ports:
-        host = [_addr(p.host_ip, "daddr")] if p.host_ip is not None else []
+def _has(key: str) -> Callable[[list[Any]], bool]:
+    return lambda expr: any(isinstance(st, dict) and key in st for st in expr)
+
+
+def _both(a: Callable[[list[Any]], bool], b: Callable[[list[Any]], bool]
+          ) -> Callable[[list[Any]], bool]:
+    return lambda expr: a(expr) and b(expr)
+
+
+def _prefix(net: IPNetwork) -> Json:
+    return {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
+
+
+# Netavark's own tests for "is this base rule there already" (nft.rs get_matching_rules_*).
+BASE_MATCHERS: list[tuple[str, Callable[[list[Any]], bool]]] = [
+    ("POSTROUTING", _mentions(MASQ_MARK)),
+    (MARK_CHAIN, _has("mangle")),
+    ("PREROUTING", _jumps_to(DNAT_CHAIN)),
+    ("OUTPUT", _jumps_to(DNAT_CHAIN)),
+    ("FORWARD", _has("drop")),
+    ("FORWARD", _mentions(DNAT_CT_MARK)),
+    ("FORWARD", _jumps_to(ISO1)),
+    (ISO3, _jumps_to(ISO2)),
+]
+
+
+def _port_match(p: PortDnat) -> Callable[[list[Any]], bool]:
+    """A rule of this mapping: its protocol's dport on one of its host ports (and its host ip)."""
+    ports = set(range(p.host_port, p.host_port_end + 1))
+    want = {"range": [p.host_port, p.host_port_end]} if p.range > 1 else p.host_port
+
+    def pred(expr: list[Any]) -> bool:
+        hit = False
+        for st in expr:
+            m = st.get("match") if isinstance(st, dict) else None
+            if not m or not isinstance(m.get("left"), dict) or "payload" not in m["left"]:
+                continue
+            pl = m["left"]["payload"]
+            if pl.get("field") == "dport" and pl.get("protocol") == p.protocol:
+                hit = m["right"] == want or (isinstance(m["right"], int) and m["right"] in ports)
+            elif pl.get("field") == "daddr" and p.host_ip is not None and m["right"] != str(p.host_ip):
+                return False
+        if p.host_ip is not None and str(p.host_ip) not in _rights(expr):
+            return False
+        return hit
+
+    return pred
+
+
+# --- plans: ledger (no read) and listed (exact) ------------------------------------------------
+
+
+class Batch:
+    """Commands of one `nft -j` transaction, for one table."""
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+        self.cmds: list[Json] = []
+
+    def _obj(self, kind: str, **kw: Any) -> Json:
+        return {kind: {"family": FAMILY, "table": self.table, **kw}}
+
+    def do(self, verb: str, kind: str, **kw: Any) -> None:
+        self.cmds.append({verb: self._obj(kind, **kw)})
+
+    def skeleton(self, guard: bool) -> None:
+        """The table and its chains, in Netavark's order; `add` leaves existing ones alone.
+
+        `guard`: `create` the SETMARK chain instead, failing the batch if it exists."""
+        self.cmds.append({"add": {"table": {"family": FAMILY, "name": self.table}}})
+        for name, kind, hook, prio in BASE_CHAINS:
+            self.do("add", "chain", name=name, type=kind, hook=hook, prio=prio, policy="accept")
+        self.do("add", "chain", name=DNAT_CHAIN)
+        self.do("create" if guard else "add", "chain", name=MARK_CHAIN)
+        for name in (ISO1, ISO2, ISO3):
+            self.do("add", "chain", name=name)
+
+    def rule(self, rule: Json, verb: str = "add") -> None:
+        self.do(verb, "rule", chain=rule["chain"], expr=rule["expr"])
+
+    def dump(self) -> str:
+        return json.dumps({"nftables": self.cmds}, separators=(",", ":"))
+
+
+@dataclass
+class NftLedger:
+    """What burrow knows is in the table: the base rules, and networks (id -> bridge)."""
+
+    base: bool = False
+    nets: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, obj: Any) -> NftLedger:
+        if isinstance(obj, dict):
+            return cls(bool(obj.get("base")), {str(k): str(v) for k, v in obj.get("nets", {}).items()})
+        return cls()  # none yet, or the old layout's list: ask the kernel when it matters
+
+    def to_json(self) -> Json:
+        return {"base": self.base, "nets": dict(sorted(self.nets.items()))}
+
+
+def plan_setup(b: Batch, nets: Sequence[NetworkFw], dnats: Sequence[PortDnat],
+               have: Listed | NftLedger, fresh: frozenset[str]) -> None:
+    """What Netavark 2.x's setup_network + setup_port_forward add, only what is missing."""
+    listed = have if isinstance(have, Listed) else None
+    if isinstance(have, NftLedger):
+        # Base rules unknown to the ledger: the guard fails the batch if someone made them.
+        b.skeleton(guard=not have.base)
+        if not have.base:
+            for rule in base_rules():
+                b.rule(rule)
+    else:
+        b.skeleton(guard=False)
+        for rule, (chain, pred) in zip(base_rules(), BASE_MATCHERS, strict=True):
+            if not have.find(chain, pred):
+                b.rule(rule)
+    for net in nets:
+        _plan_network(b, net, listed, have, fresh)
+    for chain in dict.fromkeys(subnet_chain(p.network_id, p.subnet, True) for p in dnats):
+        b.do("add", "chain", name=chain)
+    for p in dnats:
         chain = subnet_chain(p.network_id, p.subnet, True)
-        b.rule(DNAT_CHAIN, *host, _dport(p), _jump(chain))
-        # Hairpin (container → its own host port) and localhost need masquerading on return.
-        b.rule(chain, _net(p.subnet, "saddr"), *host, _dport(p), _jump(MARK_CHAIN))
-        b.rule(chain, _net(_LOCALHOST[p.family], "saddr"), *host, _dport(p), _jump(MARK_CHAIN))
-        setct = {"mangle": {"key": {"ct": {"key": "mark"}},
-                            "value": {"|": [{"ct": {"key": "mark"}}, DNAT_CT_MARK]}}}
-        # nft's dnat can't shift a port range 1:1, so each port gets its own rule (as Netavark).
-        for i in range(p.range):
-            dport = _match(_payload(p.protocol, "dport"), p.host_port + i)
-            b.rule(chain, *host, dport, setct, _dnat(p.container_ip, p.container_port + i))
+        if listed is not None and listed.find(chain, _port_match(p)):
+            continue  # set up before (a retry): its rules are in
+        for rule in port_rules(p):
+            b.rule(rule)
+
+
+def _plan_network(b: Batch, net: NetworkFw, listed: Listed | None, have: Listed | NftLedger,
+                  fresh: frozenset[str]) -> None:
+    known = isinstance(have, NftLedger) and net.id in have.nets and net.bridge not in fresh
+    if known:
+        return  # the ledger knows its rules are in (they go only with the bridge)
+    for verb, rule in isolation_rules(net):
+        if listed is None or not listed.find(rule["chain"], _mentions(net.bridge)):
+            b.rule(rule, verb)
+    for subnet in net.subnets:
+        chain = subnet_chain(net.id, subnet)
+        if listed is not None and chain in listed.chains:
+            continue  # Netavark: the subnet chain exists, so do its rules
+        b.do("create", "chain", name=chain)  # the guard: fails if someone made it already
+        for rule in subnet_rules(net, subnet):
+            b.rule(rule)
+    for rule in dns_rules(net):  # first in the DNAT chain, one per address (as Netavark)
+        gw = rule["expr"][0]["match"]["right"]
+        if listed is None or not listed.find(DNAT_CHAIN, _mentions(gw)):
+            b.rule(rule, "insert")
+
+
+def plan_teardown(b: Batch, nets: Sequence[NetworkFw], dnats: Sequence[PortDnat],
+                  listed: Listed) -> None:
+    """Netavark 2.x's teardown: the rules found for these ports; for complete networks, the
+    rules naming their subnets, bridges and DNS addresses, and their chains."""
+    gone: list[int] = []
+    for p in dnats:
+        chain = subnet_chain(p.network_id, p.subnet, True)
+        gone += listed.find(DNAT_CHAIN, _both(_jumps_to(chain), _port_match(p)))
+        gone += listed.find(chain, _port_match(p))
+    chains: list[str] = []
+    for net in nets:
+        for subnet in net.subnets:
+            for base in ("INPUT", "FORWARD", "POSTROUTING"):
+                gone += listed.find(base, _mentions(_prefix(subnet)))
+            chains += [subnet_chain(net.id, subnet), subnet_chain(net.id, subnet, True)]
+        for iso in (ISO1, ISO2, ISO3):
+            gone += listed.find(iso, _mentions(net.bridge))
+        for rule in dns_rules(net):
+            gone += listed.find(DNAT_CHAIN, _mentions(rule["expr"][0]["match"]["right"]))
+    handles = {h: chain for chain, rs in listed.rules.items() for h, _ in rs}
+    doomed = set(gone)
+    for h in dict.fromkeys(gone):
+        b.do("delete", "rule", chain=handles[h], handle=h)
+    for chain in chains:
+        left = [h for h, _ in listed.rules.get(chain, []) if h not in doomed]
+        if chain in listed.chains and not (chain.endswith("_dnat") and left):
+            b.do("delete", "chain", name=chain)
+
+
+def _drop_base_rules(b: Batch, listed: Listed) -> None:
+    for chain, pred in BASE_MATCHERS:
+        for h in listed.find(chain, pred):
+            b.do("delete", "rule", chain=chain, handle=h)
 
 
 # --- the adapter ---------------------------------------------------------------------------------
 
-class NftablesBackend:
-    """Applies a render with exactly one `nft -j -f -` exec (optionally inside a netns)."""
+
+class NftablesFirewall:
+    """A `Firewall`: one `nft -j` batch per change (libnftables in-process when it loads)."""
 
     name = "nftables"
 
-    def __init__(self, *, argv_prefix: Sequence[str] = (), runner: Runner = subprocess_runner,
-                 nft: str = "nft", table: str = TABLE) -> None:
+    def __init__(self, store: Any, *, argv_prefix: Sequence[str] = (),
+                 runner: Runner = subprocess_runner, nft: str = "nft", table: str = TABLE) -> None:
+        self.store = store
         self.argv = [*argv_prefix, nft, "-j", "-f", "-"]
         self.runner = runner
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,31}", table):
             raise BurrowError(f"invalid nftables table name {table!r}")
         # Each state dir owns its table: two worlds sharing one netns (rootful Podman and the
-        # rootful burrow CLI) must never flush or rebuild each other's rules.
+        # rootful burrow CLI) must never touch each other's rules.
         self.table = table
 
-    def _dump(self, batch: Json) -> str:
-        if self.table != TABLE:
-            batch = _retable(batch, self.table)
-        return json.dumps(batch, separators=(",", ":"))
+    def setup(self, networks: Sequence[NetworkFw], ports: Sequence[PortFw], *,
+              fresh: Iterable[str] = ()) -> None:
+        dnats = self._validate(networks, ports)
+        with self.store.locked():
+            led = NftLedger.from_json(self.store.ledger(self.name))
+            again = self.store.interrupted() or any(self.store.has_port(p) for p in ports)
+            with self.store.applying():
+                self._setup(networks, dnats, None if again else led, frozenset(fresh))
+                led.base = True
+                led.nets.update({n.id: n.bridge for n in networks})
+                self.store.add(networks, ports, self.name)
+                self.store.save_ledger(self.name, led.to_json())
 
-    def apply(self, old: Ruleset | None, new: Ruleset, installed: frozenset[str]) -> frozenset[str]:
-        batch = render(new, old, skeleton=SKELETON in installed)
-        res = self.runner(self.argv, self._dump(batch))
+    def _setup(self, nets: Sequence[NetworkFw], dnats: Sequence[PortDnat], led: NftLedger | None,
+               fresh: frozenset[str]) -> None:
+        if led is not None:
+            b = Batch(self.table)
+            plan_setup(b, nets, dnats, led, fresh)
+            if self._run(b.dump()).returncode == 0:
+                return
+        # The ledger was wrong (Netavark made some of it, a flush, a crash): list the table.
+        b = Batch(self.table)
+        plan_setup(b, nets, dnats, self._list(), fresh)
+        self._apply(b)
+
+    def teardown(self, networks: Sequence[NetworkFw], ports: Sequence[PortFw]) -> None:
+        dnats = self._validate(networks, ports)
+        with self.store.locked():
+            led = NftLedger.from_json(self.store.ledger(self.name))
+            with self.store.applying():
+                for n in networks:
+                    led.nets.pop(n.id, None)
+                b, listed = Batch(self.table), self._list()
+                plan_teardown(b, networks, dnats, listed)
+                if self.table != TABLE and networks and not led.nets:
+                    # A table of burrow's own (not Podman's) goes back to empty chains with its
+                    # last network, so whoever owns it can drop it.
+                    _drop_base_rules(b, listed)
+                    led.base = False
+                if b.cmds:
+                    self._apply(b)
+                self.store.remove(networks, ports)
+                self.store.save_ledger(self.name, led.to_json())
+
+    def reload(self) -> None:
+        """Add whatever of the saved networks and ports the table lacks; flush nothing."""
+        with self.store.locked():
+            snap = self.store.load()
+            nets, ports = snap.ordered_networks(), snap.ordered_ports()
+            dnats = self._validate(nets, ports)
+            with self.store.applying():
+                b = Batch(self.table)
+                plan_setup(b, nets, dnats, self._list(), frozenset())
+                self._apply(b)
+                led = NftLedger(True, {n.id: n.bridge for n in nets})
+                self.store.save_ledger(self.name, led.to_json())
+
+    def _validate(self, nets: Sequence[NetworkFw], ports: Sequence[PortFw]) -> list[PortDnat]:
+        try:
+            return list(build(nets, ports).ports)
+        except BurrowError as exc:
+            raise exc.wrap(f"firewall ({self.name})") from exc
+
+    def _run(self, stdin: str) -> ExecResult:
+        return self.runner(self.argv, stdin)
+
+    def _apply(self, b: Batch) -> None:
+        res = self._run(b.dump())
         if res.returncode != 0:
-            # The kernel's table is not what state says (flushed by someone): rebuild it whole.
-            res = self.runner(self.argv, self._dump(render(new)))
-            if res.returncode == 0:
-                return frozenset({SKELETON}) if not new.empty else frozenset()
+            raise BurrowError(f"firewall ({self.name}): apply batch: {error_text(res)}")
+
+    def _list(self) -> Listed:
+        query = {"nftables": [{"list": {"table": {"family": FAMILY, "name": self.table}}}]}
+        res = self._run(json.dumps(query))
         if res.returncode != 0:
-            raise BurrowError(f"apply batch: {error_text(res)}")
-        if old is None:  # a full render: the table exists only if there are rules
-            return frozenset({SKELETON}) if not new.empty else frozenset()
-        # Every non-full render leaves the table and its base chains in place.
-        return frozenset({SKELETON})
-
-
-
-def _retable(obj: Any, name: str) -> Any:
-    """The same batch aimed at table `name` instead of TABLE."""
-    if isinstance(obj, list):
-        return [_retable(x, name) for x in obj]
-    if not isinstance(obj, dict):
-        return obj
-    out = {k: _retable(v, name) for k, v in obj.items()}
-    if out.get("table") == TABLE:  # chains and rules name their table
-        out["table"] = name
-    if isinstance(obj.get("table"), dict) and obj["table"].get("name") == TABLE:
-        out["table"] = {**out["table"], "name": name}
-    return out
+            if "No such file or directory" in res.stderr:
+                return Listed()  # no table yet
+            raise BurrowError(f"firewall ({self.name}): list table: {error_text(res)}")
+        return Listed.parse(res.stdout)

@@ -1,26 +1,41 @@
-"""nftables render transcripts: one JSON batch, Netavark's layout, rule order."""
+"""nftables plans in Netavark 2.x's layout: what a setup adds, what a teardown deletes.
+
+Rule for rule against the kernel (and a hand-made netavark 2.x ruleset that must survive):
+tests/integration/test_firewall_ruleset.py. These are the batches, without root.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from ipaddress import ip_network
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from netns.errors import BurrowError
 from netns.firewall import nftables as nft
-from netns.firewall import rules
+from netns.firewall import rules, select
 from netns.firewall.runner import ExecResult
 from tests.unit.test_firewall_rules import net, pf, pm
 
-T = {"family": "inet", "name": "netavark"}
+SUB4 = "nv_3f0c5d8a_10_89_7_0_nm24"
 
 
-def chains(batch: dict[str, Any]) -> list[str]:
-    return [c["add"]["chain"]["name"] for c in batch["nftables"] if "chain" in c.get("add", {})]
+def batch(nets: Any, ports: Any, have: Any, fresh: frozenset[str] = frozenset()) -> list[Any]:
+    b = nft.Batch("netavark")
+    nft.plan_setup(b, nets, list(rules.build(nets, ports).ports), have, fresh)
+    return b.cmds
 
 
-def rules_of(batch: dict[str, Any], chain: str) -> list[list[Any]]:
-    return [c["add"]["rule"]["expr"] for c in batch["nftables"]
-            if "rule" in c.get("add", {}) and c["add"]["rule"]["chain"] == chain]
+def added(cmds: list[Any], chain: str | None = None) -> list[list[Any]]:
+    return [c[v]["rule"]["expr"] for c in cmds for v in ("add", "insert")
+            if v in c and "rule" in c[v] and (chain is None or c[v]["rule"]["chain"] == chain)]
+
+
+def verbs(cmds: list[Any]) -> set[str]:
+    return {next(iter(c)) for c in cmds}
 
 
 def test_subnet_chain_names() -> None:
@@ -30,128 +45,149 @@ def test_subnet_chain_names() -> None:
         "nv_53ce4390_fd10-89-7--_nm64_dnat")
 
 
-def test_empty_ruleset_only_removes_the_table() -> None:
-    assert nft.render(rules.Ruleset()) == {"nftables": [{"add": {"table": T}},
-                                                        {"delete": {"table": T}}]}
-
-
-def test_batch_recreates_table_and_layout() -> None:
-    batch = nft.render(rules.build([net(dns_port=10053)], [pf(pm())]))
-    cmds = batch["nftables"]
-    assert cmds[:3] == [{"add": {"table": T}}, {"delete": {"table": T}}, {"add": {"table": T}}]
-    assert chains(batch) == [
-        "INPUT", "FORWARD", "POSTROUTING", "PREROUTING", "OUTPUT",
-        "NETAVARK-HOSTPORT-DNAT", "NETAVARK-HOSTPORT-SETMARK",
-        "NETAVARK-ISOLATION-1", "NETAVARK-ISOLATION-2", "NETAVARK-ISOLATION-3",
-        "nv_3f0c5d8a_10_89_7_0_nm24", "nv_3f0c5d8a_fd10-89-7--_nm64",
-        "nv_3f0c5d8a_10_89_7_0_nm24_dnat", "nv_3f0c5d8a_fd10-89-7--_nm64_dnat",
-    ]
+def test_first_setup_never_flushes_or_deletes_and_is_guarded() -> None:
+    cmds = batch([net(dns_port=10053)], [pf(pm())], nft.NftLedger())
+    assert verbs(cmds) <= {"add", "insert", "create"}  # no flush, no delete, ever
+    creates = [c["create"]["chain"]["name"] for c in cmds if "create" in c]
+    # The guards: base rules travel with SETMARK's `create`, a network's with its chains'.
+    assert creates == ["NETAVARK-HOSTPORT-SETMARK", SUB4, "nv_3f0c5d8a_fd10-89-7--_nm64"]
+    chains = [c["add"]["chain"]["name"] for c in cmds if "chain" in c.get("add", {})]
+    assert chains[:5] == ["INPUT", "FORWARD", "POSTROUTING", "PREROUTING", "OUTPUT"]
     base = [c["add"]["chain"] for c in cmds if "chain" in c.get("add", {})][:5]
-    assert base[2] == {"family": "inet", "table": "netavark", "name": "POSTROUTING",
-                       "type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}
     assert [b["prio"] for b in base] == [0, 0, 100, -100, -100]
 
 
-def test_postrouting_and_forward_order() -> None:
-    batch = nft.render(rules.build([net(dual=False)], []))
-    post = rules_of(batch, "POSTROUTING")
+def test_base_and_subnet_rule_order() -> None:
+    cmds = batch([net(dual=False)], [], nft.NftLedger())
+    post = added(cmds, "POSTROUTING")
     assert post[0] == [
         {"match": {"op": "==", "left": {"&": [{"meta": {"key": "mark"}}, 0x2000]},
                    "right": 0x2000}}, {"masquerade": None}]
-    assert post[1][-1] == {"jump": {"target": "nv_3f0c5d8a_10_89_7_0_nm24"}}
-    fwd = rules_of(batch, "FORWARD")
+    assert post[1][-1] == {"jump": {"target": SUB4}}
+    fwd = added(cmds, "FORWARD")
     assert fwd[0][-1] == {"drop": None}
     assert fwd[1][0]["match"]["left"] == {"&": [{"ct": {"key": "mark"}}, 0x1000]}
     assert fwd[2] == [{"jump": {"target": "NETAVARK-ISOLATION-1"}}]
     assert fwd[3][1]["match"]["right"] == ["established", "related"]
-    assert fwd[4] == [{"match": {"op": "==", "left": {"payload": {"protocol": "ip",
-                      "field": "saddr"}}, "right": {"prefix": {"addr": "10.89.7.0", "len": 24}}}},
-                      {"accept": None}]
-    sub = rules_of(batch, "nv_3f0c5d8a_10_89_7_0_nm24")
-    assert sub[1][0]["match"] == {"op": "!=", "left": {"payload": {"protocol": "ip",
-                                  "field": "daddr"}}, "right": {"prefix": {"addr": "224.0.0.0",
-                                  "len": 4}}}
+    sub = added(cmds, SUB4)
+    assert sub[1][0]["match"]["op"] == "!=" and sub[1][-1] == {"masquerade": None}
 
 
 def test_isolation_modes() -> None:
     nets = [net("true", name="a", bridge="bra", nid="aaaaaaaa"),
             net("strict", name="b", bridge="brb", nid="bbbbbbbb"),
             net("false", name="c", bridge="brc", nid="cccccccc")]
-    batch = nft.render(rules.build(nets, []))
-    iso1 = [r[-1]["jump"]["target"] for r in rules_of(batch, "NETAVARK-ISOLATION-1")]
+    cmds = batch(nets, [], nft.NftLedger())
+    iso1 = [r[-1]["jump"]["target"] for r in added(cmds, "NETAVARK-ISOLATION-1")]
     assert iso1 == ["NETAVARK-ISOLATION-2", "NETAVARK-ISOLATION-3"]
-    iso2 = [r[0]["match"]["right"] for r in rules_of(batch, "NETAVARK-ISOLATION-2")]
-    assert iso2 == ["bra", "brb"]
-    iso3 = rules_of(batch, "NETAVARK-ISOLATION-3")
-    assert iso3 == [[{"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "brc"}},
-                     {"drop": None}], [{"jump": {"target": "NETAVARK-ISOLATION-2"}}]]
+    assert [r[0]["match"]["right"] for r in added(cmds, "NETAVARK-ISOLATION-2")] == ["bra", "brb"]
+    iso3 = [c for c in cmds if "insert" in c]
+    assert iso3 == [{"insert": {"rule": {"family": "inet", "table": "netavark",
+                    "chain": "NETAVARK-ISOLATION-3", "expr": [{"match": {"op": "==", "left": {
+                        "meta": {"key": "oifname"}}, "right": "brc"}}, {"drop": None}]}}}]
 
 
 def test_port_forward_rules_v4_and_v6() -> None:
-    batch = nft.render(rules.build([net(dns_port=10053)], [pf(pm())]))
-    dnat = rules_of(batch, "NETAVARK-HOSTPORT-DNAT")
-    # DNS redirects first, then one jump per family.
-    assert dnat[0][-1] == {"dnat": {"addr": "10.89.7.1", "family": "ip", "port": 10053}}
-    assert dnat[1][-1] == {"dnat": {"addr": "fd10:89:7::1", "family": "ip6", "port": 10053}}
-    assert dnat[0][1:3] == [
-        {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}},
-                   "right": {"set": ["udp", "tcp"]}}},
-        {"match": {"op": "==", "left": {"payload": {"protocol": "th", "field": "dport"}},
-                   "right": 53}}]
-    assert [r[-1]["jump"]["target"] for r in dnat[2:]] == [
-        "nv_3f0c5d8a_10_89_7_0_nm24_dnat", "nv_3f0c5d8a_fd10-89-7--_nm64_dnat"]
-    v4 = rules_of(batch, "nv_3f0c5d8a_10_89_7_0_nm24_dnat")
+    cmds = batch([net(dns_port=10053)], [pf(pm())], nft.NftLedger())
+    dns = [c["insert"]["rule"]["expr"] for c in cmds
+           if c.get("insert", {}).get("rule", {}).get("chain") == "NETAVARK-HOSTPORT-DNAT"]
+    # DNS redirects are inserted first in the DNAT chain, one per gateway (as Netavark).
+    assert [d[-1] for d in dns] == [{"dnat": {"addr": "10.89.7.1", "family": "ip", "port": 10053}},
+                                    {"dnat": {"addr": "fd10:89:7::1", "family": "ip6", "port": 10053}}]
+    jumps = added(cmds, "NETAVARK-HOSTPORT-DNAT")
+    assert [r[-1] for r in jumps if "jump" in r[-1]] == [
+        {"jump": {"target": f"{SUB4}_dnat"}}, {"jump": {"target": "nv_3f0c5d8a_fd10-89-7--_nm64_dnat"}}]
+    v4 = added(cmds, f"{SUB4}_dnat")
     assert [r[-1] for r in v4] == [
         {"jump": {"target": "NETAVARK-HOSTPORT-SETMARK"}},
         {"jump": {"target": "NETAVARK-HOSTPORT-SETMARK"}},
         {"dnat": {"addr": "10.89.7.2", "family": "ip", "port": 80}}]
     assert v4[1][0]["match"]["right"] == {"prefix": {"addr": "127.0.0.1", "len": 32}}
-    assert v4[2][1] == {"mangle": {"key": {"ct": {"key": "mark"}},
-                                   "value": {"|": [{"ct": {"key": "mark"}}, 0x1000]}}}
-    v6 = rules_of(batch, "nv_3f0c5d8a_fd10-89-7--_nm64_dnat")
-    assert v6[1][0]["match"]["right"] == {"prefix": {"addr": "::1", "len": 128}}
-    assert v6[2][-1] == {"dnat": {"addr": "fd10:89:7::2", "family": "ip6", "port": 80}}
+    v6 = added(cmds, "nv_3f0c5d8a_fd10-89-7--_nm64_dnat")
+    assert len(v6) == 2  # Netavark 2.x marks localhost for IPv4 only
+    assert v6[1][-1] == {"dnat": {"addr": "fd10:89:7::2", "family": "ip6", "port": 80}}
 
 
 def test_range_host_ip_and_sctp() -> None:
-    batch = nft.render(rules.build([net()], [pf(pm(8000, 9000, "sctp", "10.0.0.5", rng=3))]))
-    (jump,) = rules_of(batch, "NETAVARK-HOSTPORT-DNAT")
+    cmds = batch([net()], [pf(pm(8000, 9000, "sctp", "10.0.0.5", rng=3))], nft.NftLedger())
+    (jump,) = [r for r in added(cmds, "NETAVARK-HOSTPORT-DNAT")]
     assert jump[:2] == [
         {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
                    "right": "10.0.0.5"}},
         {"match": {"op": "==", "left": {"payload": {"protocol": "sctp", "field": "dport"}},
                    "right": {"range": [8000, 8002]}}}]
-    chain = rules_of(batch, "nv_3f0c5d8a_10_89_7_0_nm24_dnat")
-    assert len(chain) == 2 + 3  # hairpin, localhost, one dnat per port
+    chain = added(cmds, f"{SUB4}_dnat")
     assert [(r[1]["match"]["right"], r[-1]["dnat"]["port"]) for r in chain[2:]] == [
         (8000, 9000), (8001, 9001), (8002, 9002)]
 
 
-def test_backend_is_one_exec_with_the_batch_on_stdin() -> None:
-    calls: list[tuple[list[str], str]] = []
-
-    def run(argv: Any, stdin: str) -> ExecResult:
-        calls.append((list(argv), stdin))
-        return ExecResult(0, "", "")
-
-    backend = nft.NftablesBackend(argv_prefix=["nsenter", "-t", "1", "-n", "--"], runner=run)
-    rs = rules.build([net()], [pf(pm())])
-    backend.apply(rules.Ruleset(), rs, frozenset())
-    assert len(calls) == 1
-    assert calls[0][0] == ["nsenter", "-t", "1", "-n", "--", "nft", "-j", "-f", "-"]
-    assert json.loads(calls[0][1]) == nft.render(rs, rules.Ruleset())
+def test_a_known_network_adds_only_the_containers_rules() -> None:
+    led = nft.NftLedger(True, {net().id: "nabr1"})
+    cmds = batch([net()], [pf(pm())], led)
+    assert not [c for c in cmds if "create" in c]
+    assert {c["add"]["rule"]["chain"] for c in cmds if "rule" in c.get("add", {})} == {
+        "NETAVARK-HOSTPORT-DNAT", f"{SUB4}_dnat", "nv_3f0c5d8a_fd10-89-7--_nm64_dnat"}
+    # ...unless its bridge was just made: then its rules went with the last teardown.
+    assert SUB4 in json.dumps(batch([net()], [], led, frozenset({"nabr1"})))
 
 
-def test_incremental_setup_only_appends_and_teardown_flushes_what_changed() -> None:
-    first = rules.build([net()], [])
-    both = rules.build([net()], [pf(pm())])
-    grow = nft.render(both, first, skeleton=True)["nftables"]
-    # Adding a container's ports deletes nothing (a delete costs the kernel an RCU wait).
-    assert not [c for c in grow if "flush" in c or "delete" in c]
-    assert [c for c in grow if "rule" in c.get("add", {})]
-    shrink = nft.render(first, both, skeleton=True)["nftables"]
-    flushed = {c["flush"]["chain"]["name"] for c in shrink if "flush" in c}
-    assert "NETAVARK-HOSTPORT-DNAT" in flushed and "FORWARD" not in flushed
-    gone = nft.render(rules.Ruleset(), first, skeleton=True)["nftables"]
-    assert {"delete": {"table": {"family": "inet", "name": "netavark"}}} not in gone
-    assert all(c["delete"]["chain"]["name"].startswith("nv_") for c in gone if "delete" in c)
+def listing(*rules_: tuple[str, int, list[Any]], chains: Sequence[str] = ()) -> nft.Listed:
+    out = nft.Listed(set(chains))
+    for chain, handle, expr in rules_:
+        out.chains.add(chain)
+        out.rules.setdefault(chain, []).append((handle, expr))
+    return out
+
+
+def test_teardown_deletes_by_handle_only_what_matches() -> None:
+    """The rules are found in the listed table by what they match, as Netavark finds them."""
+    b = nft.Batch("netavark")
+    setup = batch([net(dual=False)], [pf(pm(), network=net(dual=False), v6=False)],
+                  nft.NftLedger(True, {}))
+    other = pf(pm(9090), network=net(dual=False), v6=False)
+    other_rules = added(batch([net(dual=False)], [other], nft.NftLedger(True, {})))
+    table = listing(*[(c["add"]["rule"]["chain"], 100 + i, c["add"]["rule"]["expr"])
+                      for i, c in enumerate(setup) if "rule" in c.get("add", {})])
+    for i, expr in enumerate(other_rules[-4:]):
+        chain = "NETAVARK-HOSTPORT-DNAT" if i == 0 else f"{SUB4}_dnat"
+        table.rules.setdefault(chain, []).append((500 + i, expr))
+    nft.plan_teardown(b, [], list(rules.build([], [pf(pm(), network=net(dual=False), v6=False)]
+                                              ).ports), table)
+    gone = {c["delete"]["rule"]["handle"] for c in b.cmds}
+    kept = {h for rs in table.rules.values() for h, e in rs if h not in gone}
+    assert len(gone) == 4 and not gone & {500, 501, 502, 503}
+    assert all("9090" in json.dumps(e) for rs in table.rules.values() for h, e in rs
+               if h in kept and "dport" in json.dumps(e) and "53" not in json.dumps(e))
+
+
+class Fake:
+    def __init__(self, listed: str = "", rc: list[int] | None = None) -> None:
+        self.calls: list[str] = []
+        self.listed = listed
+        self.rc = list(rc or [])
+
+    def __call__(self, argv: Sequence[str], stdin: str) -> ExecResult:
+        self.calls.append(stdin)
+        if '"list"' in stdin:
+            return ExecResult(0, self.listed, "")
+        rc = self.rc.pop(0) if self.rc else 0
+        return ExecResult(rc, "", "Error: Could not process rule: File exists\n" if rc else "")
+
+
+def test_backend_setup_is_one_exec_and_falls_back_to_a_listing(tmp_path: Path) -> None:
+    run = Fake(rc=[0, 1, 0])
+    fw = select("nftables", tmp_path, {}, runner=run)
+    fw.setup([net()], [pf(pm())], fresh=["nabr1"])
+    assert len(run.calls) == 1 and '"list"' not in run.calls[0]
+    other = net(name="other", bridge="br2", nid="22222222")
+    fw.setup([other], [])  # the ledger's batch fails (someone made it): list, then apply
+    assert ['"list"' in c for c in run.calls[1:]] == [False, True, False]
+
+
+def test_failing_nft_fails_setup_with_nfts_message(tmp_path: Path) -> None:
+    run = Fake(rc=[1, 1])
+    with pytest.raises(BurrowError) as err:
+        select("nftables", tmp_path, {}, runner=run).setup([net()], [pf(pm())])
+    assert str(err.value) == ("firewall (nftables): apply batch: Error: Could not process rule: "
+                              "File exists")
+    assert not (tmp_path / "firewall/networks").exists()
