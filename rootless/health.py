@@ -84,4 +84,13 @@ def _forwarder_line(f: dict[str, Any]) -> str:
         if f.get("refused_out_of_fds"):
             line += (f", {f['refused_out_of_fds']} clients refused for want of fds (see "
                      "log/forwarder.log)")
+        shed = f.get("shed") or {}
+        capped = sum(int(shed.get(k, 0)) for k in CAP_SHED)
+        if capped:
+            line += f", {capped} connections or flows shed at the caps"
     return line
+
+
+# Counters of the forwarder's `shed` (rootless/ports/budget.py) other than for want of fds.
+CAP_SHED = ("tcp_refused_per_client", "dial_refused_per_client", "udp_flows_shed_per_client",
+            "udp_flows_shed_total", "control_shed")

@@ -174,6 +174,7 @@ def test_tcp_connection_flood_leaves_room_for_other_clients(rl: Any) -> None:
         fwd = status(rl)
         assert fwd["shed"]["tcp_refused_per_client"] > 0
         assert fwd["tcp_connections"] <= fwd["caps"]["tcp_total"]
+        assert "shed at the caps" in rl.burrow("status", check=True).out
     finally:
         for c in held:
             c.close()
