@@ -430,6 +430,7 @@ class IptablesFirewall:
         bridges = set(fresh)
         new = frozenset(n.hash for n in networks if n.bridge in bridges)
         with self.store.locked():
+            networks = self.store.pin(networks, bridges)
             ledger = self._ledger()
             if any(self.store.has_port(p) for p in ports):
                 # Set up before (a retry): its own rules may be in, so ask the kernel.
@@ -448,7 +449,7 @@ class IptablesFirewall:
                     for fam in done:  # the other family back as it was (best effort)
                         self._undo(fam, [n for n in networks if n.hash in new], ports)
                     raise
-                self.store.add(networks, ports, self.name)
+                self.store.add(networks, ports, self.name, bridges)
                 self._save(ledger)
 
     def teardown(self, networks: Sequence[NetworkFw], ports: Sequence[PortFw]) -> None:

@@ -420,13 +420,14 @@ class NftablesFirewall:
               fresh: Iterable[str] = ()) -> None:
         dnats = self._validate(networks, ports)
         with self.store.locked():
+            networks = self.store.pin(networks, fresh := set(fresh))
             led = NftLedger.from_json(self.store.ledger(self.name))
             again = self.store.interrupted() or any(self.store.has_port(p) for p in ports)
             with self.store.applying():
                 self._setup(networks, dnats, None if again else led, frozenset(fresh))
                 led.base = True
                 led.nets.update({n.id: n.bridge for n in networks})
-                self.store.add(networks, ports, self.name)
+                self.store.add(networks, ports, self.name, fresh)
                 self.store.save_ledger(self.name, led.to_json())
 
     def _setup(self, nets: Sequence[NetworkFw], dnats: Sequence[PortDnat], led: NftLedger | None,

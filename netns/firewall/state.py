@@ -52,7 +52,10 @@ class Snapshot:
 
 
 def port_key(pf: PortFw) -> str:
-    return f"{pf.network.id}_{pf.container_id}"
+    """`<netid>_<cid>` (Netavark's name). A '_' inside a network id (never in Podman's hex
+    ids) is written `%5F`, so the first '_' always ends the id and no two networks' files
+    can share a name: netid `a_b` + cid `c` and netid `a` + cid `b_c` would."""
+    return f"{pf.network.id.replace('_', '%5F')}_{pf.container_id}"
 
 
 class StateStore:
@@ -91,13 +94,32 @@ class StateStore:
 
     # -- the per-change API: only the files of this change -----------------------------------
 
-    def add(self, networks: Iterable[NetworkFw], ports: Iterable[PortFw], driver: str) -> None:
+    def pin(self, networks: Iterable[NetworkFw], fresh: Iterable[str]) -> list[NetworkFw]:
+        """Networks whose bridge is up keep the isolation they were set up with: a later
+        container's request can't change it under the running ones (one small read each)."""
+        new_bridges, out = set(fresh), []
+        for net in networks:
+            path = self.networks / net.id
+            if net.bridge not in new_bridges and path.exists():
+                try:
+                    isolation = _read(path).get("isolation")
+                except (OSError, ValueError, AttributeError):
+                    isolation = None
+                if isolation in ISOLATE_OF and ISOLATE_OF[isolation] != net.isolate:
+                    net = replace(net, isolate=ISOLATE_OF[isolation])
+            out.append(net)
+        return out
+
+    def add(self, networks: Iterable[NetworkFw], ports: Iterable[PortFw], driver: str,
+            fresh: Iterable[str] = ()) -> None:
         """What Netavark's `write_fw_config` does: the driver, new networks, every port file."""
+        new_bridges = set(fresh)
         try:
             _write_text(self.root / statefiles.FIREWALL_DRIVER, driver, only_if_changed=True)
             for net in networks:
                 path = self.networks / net.id
-                if not path.exists():  # Netavark writes it once (create_new)
+                # Netavark writes it once (create_new); a new bridge means the old file is stale.
+                if net.bridge in new_bridges or not path.exists():
                     _write_text(path, _dumps(network_to_json(net)))
             for pf in ports:
                 _write_text(self.ports / port_key(pf), _dumps(port_to_json(pf)))

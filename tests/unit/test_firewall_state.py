@@ -18,6 +18,7 @@ from netns.firewall.state import (
     network_from_json,
     network_to_json,
     port_from_json,
+    port_key,
     port_to_json,
 )
 from tests.unit.test_firewall_rules import CID, NET_ID, net, pf, pm
@@ -198,3 +199,26 @@ def test_none_does_nothing(tmp_path: Path) -> None:
     fw.teardown([net()], [pf(pm())])
     fw.reload()
     assert not (tmp_path / "firewall").exists()
+
+
+def test_isolation_is_pinned_while_the_bridge_is_up(tmp_path: Path) -> None:
+    """A later container can't change a running network's isolation; a new bridge can."""
+    fw = select("nftables", tmp_path, {}, runner=Recorder())
+    fw.setup([net()], [], fresh=["nabr1"])
+    store = StateStore(tmp_path)
+    assert store.pin([net(isolate="strict")], []) == [net()]
+    assert store.pin([net(isolate="strict")], ["nabr1"]) == [net(isolate="strict")]
+    fw.setup([net(isolate="strict")], [], fresh=["nabr1"])  # the bridge was made again
+    assert json.loads((tmp_path / f"firewall/networks/{NET_ID}").read_text())["isolation"] == (
+        "Strict")
+
+
+def test_port_files_of_two_networks_never_share_a_name(tmp_path: Path) -> None:
+    a = pf(pm(), network=net(nid="a_b"))
+    a = type(a)("c", net(nid="a_b"), a.container_v4, None, a.mappings)
+    b = type(a)("b_c", net(nid="a", name="other", bridge="br2"), a.container_v4, None, a.mappings)
+    assert port_key(a) != port_key(b)  # "a_b" + "c" vs "a" + "b_c"
+    store = StateStore(tmp_path)
+    store.add([a.network, b.network], [a, b], "nftables")
+    snap = store.load()
+    assert {p.network.id for p in snap.ports.values()} == {"a_b", "a"}
