@@ -12,7 +12,7 @@ from typing import Any
 from netns.errors import BurrowError
 from rootless import dnswatch, userns
 from rootless.paths import StatePaths
-from rootless.ports import control
+from rootless.ports import control, messages
 from rootless.world import RootlessRuntime, recorded_connector
 
 FIX = "run `burrow up`"
@@ -53,7 +53,7 @@ def _forwarder(paths: StatePaths) -> dict[str, Any] | None:
         return None
     out: dict[str, Any] = {"pid": ref.pid, "socket": str(paths.forwarder_socket)}
     try:
-        live = control.request(paths, {"op": "ping"}, timeout=2)
+        live = control.request(paths, messages.Ping(), timeout=2)
         out.update({k: v for k, v in live.items() if k not in ("ok", "pid")})
     except (BurrowError, OSError, ValueError):
         pass  # busy or going away: the pid is still worth showing

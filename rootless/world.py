@@ -24,7 +24,7 @@ from rootless.backend import Runtime
 from rootless.connectors import ConnectorInfo
 from rootless.hostdns import host_servers
 from rootless.paths import StatePaths, locked, read_json, remove, write_json
-from rootless.ports import control
+from rootless.ports import control, messages
 from rootless.ports.userspace import ForwarderPorts
 from rootless.procs import ProcRef
 from rootless.records import SandboxRecord, WorldRecord
@@ -99,7 +99,7 @@ class RootlessRuntime:
         if control.running(self.paths) is None:
             return None
         try:
-            reply = control.request(self.paths, {"op": "list"}, timeout=5)
+            reply = control.request(self.paths, messages.ListPorts(), timeout=5)
         except (BurrowError, OSError, ValueError):
             return None
         return {str(p.get("sandbox")) for p in reply.get("ports", []) if isinstance(p, dict)}
