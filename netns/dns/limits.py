@@ -96,11 +96,13 @@ class Stats:
                           "%s: dropped one request after an internal error (%d so far): %r",
                           where, self.faults, exc, exc=exc)
 
-    def shed(self, kind: str, client: str) -> None:
+    def shed(self, kind: str, client: str, quiet: bool = False) -> None:
+        """Count what a cap made us drop; `quiet` for the ordinary (an idle client timed out)."""
         self.shed_counts[kind] += 1
-        self._log_limited("shed:" + kind, logging.WARNING,
-                          "over the %s limit: shed a request from %s (%d so far)",
-                          kind, client, self.shed_counts[kind])
+        if not quiet:
+            self._log_limited("shed:" + kind, logging.WARNING,
+                              "over the %s limit: shed a request from %s (%d so far)",
+                              kind, client, self.shed_counts[kind])
 
     def accept_error(self, exc: OSError) -> None:
         self.accept_errors += 1

@@ -96,7 +96,7 @@ class TcpClients:
     def _sweep(self) -> None:
         now = time.monotonic()
         for conn in [c for c in self.conns if not c.pending and c.deadline <= now]:
-            self.stats.shed("tcp_timeout", conn.source)
+            self.stats.shed("tcp_timeout", conn.source, quiet=True)  # idle ones too
             conn.close()
         self.loop.call_later(SWEEP_EVERY, self._sweep)
 
