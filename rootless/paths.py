@@ -43,6 +43,11 @@ class StatePaths:
         return self.root / "holder.json"
 
     @property
+    def holder_pending(self) -> Path:
+        """The unshare(1) of a holder being made, until holder.json names the holder."""
+        return self.root / "holder.pending.json"
+
+    @property
     def connector(self) -> Path:
         return self.root / "connector.json"
 

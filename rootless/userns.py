@@ -207,6 +207,11 @@ def create(paths: StatePaths, *, timeout: float = 10.0) -> Holder:
     last = ""
     for map_auto in attempts:
         proc, log = _spawn(paths, map_auto)
+        # Until holder.json names the holder, only this file knows it exists: if we are killed
+        # now, the next repair kills this unshare (and with it, --kill-child, the holder).
+        pending = ProcRef.of(proc.pid)
+        if pending is not None:
+            write_json(paths.holder_pending, {"unshare": pending.to_json()})
         with ExitStack() as undo:
             undo.callback(proc.kill)
             ref = _wait_child(proc, timeout)
@@ -218,14 +223,28 @@ def create(paths: StatePaths, *, timeout: float = 10.0) -> Holder:
         proc.wait()
         last = log.read_text(errors="replace").strip() or f"unshare exited with {proc.returncode}"
     else:
+        remove(paths.holder_pending)
         raise BurrowError(f"create user namespace: {_explain_unshare(last)}")
     write_json(paths.holder, WorldRecord(ref, proc.pid, map_auto, time.time()).to_json())
+    remove(paths.holder_pending)
     holder = Holder(ref, paths)
     with ExitStack() as undo:
         undo.callback(destroy, holder)
         _inner_setup(holder)
         undo.pop_all()
     return holder
+
+
+def reap_pending(paths: StatePaths) -> bool:
+    """Kill a holder whose maker died before recording it. Caller holds the state lock (so
+    no live command is making one). True if there was one."""
+    data = read_json(paths.holder_pending)
+    ref = ProcRef.from_json(data.get("unshare") if data else None)
+    remove(paths.holder_pending)
+    if ref is None or not ref.alive():
+        return False
+    ref.kill()
+    return True
 
 
 def _inner_setup(holder: Holder) -> None:

@@ -190,8 +190,9 @@ def repair(paths: StatePaths) -> bool:
     """Clean up after a world whose holder is gone. Caller holds the lock. True if it did."""
     if userns.find(paths) is not None:
         return False
+    stale = userns.reap_pending(paths)
     stale = any(p.exists() for p in (paths.holder, paths.connector, paths.forwarder,
-                                     paths.slirp_socket, paths.forwarder_socket))
+                                     paths.slirp_socket, paths.forwarder_socket)) or stale
     if stale:
         _stop_recorded(paths)
         _forget(paths)
@@ -205,6 +206,7 @@ def teardown(paths: StatePaths) -> bool:
     with locked(paths.lock, what="the user namespace"):
         holder = userns.find(paths)
         _stop_recorded(paths)
+        userns.reap_pending(paths)
         if holder is not None:
             userns.destroy(holder)
         _forget(paths)

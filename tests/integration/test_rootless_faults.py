@@ -325,3 +325,26 @@ def test_killed_restore_converges(rl: Any) -> None:
         assert want["b"][0] in sh(rl, "a", "getent ahostsv4 bee").out
     finally:
         srv.kill()
+
+
+def test_holder_whose_maker_died_unrecorded_is_reaped(rl: Any) -> None:
+    """`burrow up` killed after it spawned the holder but before it recorded it: only the
+    pending file knows that world; the next command must kill it, not leak it forever."""
+    p = rl.popen(["unshare", "--user", "--map-root-user", "--net", "--pid", "--fork",
+                  "--kill-child", "sleep", "1000"])
+    deadline = time.monotonic() + 5
+    kids: list[str] = []
+    while not kids and time.monotonic() < deadline:
+        kids = Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()
+        time.sleep(0.01)
+    unshare = int(kids[0])
+    start = int(Path(f"/proc/{unshare}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    state = Path(rl.runtime) / "burrow"
+    rl.run(["sh", "-c", f"mkdir -m 700 {state} && echo "
+            f"'{json.dumps({'unshare': {'pid': unshare, 'start': start}})}' "
+            f"> {state}/holder.pending.json"], check=True)
+    up(rl)
+    p.wait(timeout=10)
+    assert not _alive(unshare)
+    assert not (state / "holder.pending.json").exists()
+    status(rl, ok=True)
