@@ -268,6 +268,9 @@ class Netlink(Handles):
             return Outcome(deleted=True)
         self._ipr("container").link("del", index=link["index"])
         self._forget("container", op.ifname)
+        if bridge is not None and not ports:
+            # A setup cut short before the host end joined the bridge: nothing else uses it.
+            return self._apply(DeleteBridgeIfUnused(op.bridge))
         return Outcome(deleted=bridge is None)
 
     def _ensure_bridge(self, op: EnsureBridge) -> Outcome:

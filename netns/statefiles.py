@@ -20,6 +20,7 @@ FIREWALL_DRIVER = "firewall-driver"  # inside FIREWALL_DIR, Netavark's name and 
 FIREWALL_NETWORKS = "networks"  # inside FIREWALL_DIR: networks/<netid>, Netavark's SetupNetwork
 FIREWALL_PORTS = "ports"  # inside FIREWALL_DIR: ports/<netid>_<cid>, Netavark's PortForwardConfig
 FIREWALL_LEDGER = ".burrow-ledger.json"  # inside FIREWALL_DIR: what each backend knows is installed
+FIREWALL_HANDLES = ".burrow-nft-handles"  # inside FIREWALL_DIR: <portkey> -> its rules' handles
 FIREWALL_OLD_INSTALLED = "installed.json"  # inside FIREWALL_DIR: the old state layout's mark
 
 

@@ -13,7 +13,10 @@ from collections.abc import Sequence
 
 from netns.firewall.runner import ExecResult
 
+NFT_CTX_OUTPUT_HANDLE = 1 << 3  # `nft -a`
 NFT_CTX_OUTPUT_JSON = 1 << 4  # also makes nft_run_cmd_from_buffer parse JSON input
+NFT_CTX_OUTPUT_ECHO = 1 << 5  # `nft -e`: what was added, with its handle
+FLAGS = {"-a": NFT_CTX_OUTPUT_HANDLE, "-e": NFT_CTX_OUTPUT_ECHO}
 
 
 class LibNftables:
@@ -44,14 +47,18 @@ class LibNftables:
             return None
 
     def __call__(self, argv: Sequence[str], stdin: str) -> ExecResult:
-        if list(argv[-3:]) != ["-j", "-f", "-"] or len(argv) != 4:
-            raise ValueError(f"LibNftables only runs `nft -j -f -`, not {list(argv)}")
+        opts = list(argv[1:-3])
+        if list(argv[-3:]) != ["-j", "-f", "-"] or any(o not in FLAGS for o in opts):
+            raise ValueError(f"LibNftables only runs `nft [-e] [-a] -j -f -`, not {list(argv)}")
+        flags = NFT_CTX_OUTPUT_JSON
+        for o in opts:
+            flags |= FLAGS[o]
         # A fresh context per call: its netlink socket binds to the netns current at creation.
         ctx = self.lib.nft_ctx_new(0)
         if not ctx:
             return ExecResult(1, "", "libnftables: nft_ctx_new failed")
         try:
-            self.lib.nft_ctx_output_set_flags(ctx, NFT_CTX_OUTPUT_JSON)
+            self.lib.nft_ctx_output_set_flags(ctx, flags)
             self.lib.nft_ctx_buffer_output(ctx)
             self.lib.nft_ctx_buffer_error(ctx)
             rc = self.lib.nft_run_cmd_from_buffer(ctx, stdin.encode())

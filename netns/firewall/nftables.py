@@ -26,6 +26,7 @@ from typing import Any
 from netns.errors import BurrowError
 from netns.firewall.rules import DNAT_CT_MARK, MASQ_MARK, PortDnat, build
 from netns.firewall.runner import ExecResult, Runner, error_text, subprocess_runner
+from netns.firewall.state import key_of, port_key
 from netns.firewall.types import NetworkFw, PortFw
 from netns.schema import IPAddress, IPNetwork
 
@@ -271,6 +272,7 @@ class Batch:
     def __init__(self, table: str) -> None:
         self.table = table
         self.cmds: list[Json] = []
+        self.owners: list[str | None] = []  # per rule command: the port key it belongs to
 
     def _obj(self, kind: str, **kw: Any) -> Json:
         return {kind: {"family": FAMILY, "table": self.table, **kw}}
@@ -290,8 +292,37 @@ class Batch:
         for name in (ISO1, ISO2, ISO3):
             self.do("add", "chain", name=name)
 
-    def rule(self, rule: Json, verb: str = "add") -> None:
+    def rule(self, rule: Json, verb: str = "add", owner: str | None = None) -> None:
         self.do(verb, "rule", chain=rule["chain"], expr=rule["expr"])
+        self.owners.append(owner)
+
+    def handles(self, echo: str) -> dict[str, list[list[Any]]]:
+        """Owner -> [[chain, handle]] of its rules, from `nft -e -a -j`'s echo of this batch."""
+        try:
+            doc, _ = json.JSONDecoder().raw_decode(echo.strip())
+            echoed = [c for c in doc.get("nftables", []) if any(
+                isinstance(v, dict) and "rule" in v for v in c.values())]
+        except (ValueError, AttributeError):
+            return {}
+        out: dict[str, list[list[Any]]] = {}
+        if len(echoed) != len(self.owners):
+            return {}  # not this batch's echo: keep nothing rather than wrong handles
+        for owner, cmd in zip(self.owners, echoed, strict=True):
+            rule = next(iter(cmd.values()))["rule"]
+            if owner is not None and isinstance(rule.get("handle"), int):
+                out.setdefault(owner, []).append([rule["chain"], rule["handle"]])
+        return out
+
+    def table_handle(self, echo: str) -> int | None:
+        try:
+            doc, _ = json.JSONDecoder().raw_decode(echo.strip())
+        except ValueError:
+            return None
+        for c in doc.get("nftables", []):
+            handle = c.get("add", {}).get("table", {}).get("handle")
+            if isinstance(handle, int):
+                return handle
+        return None
 
     def dump(self) -> str:
         return json.dumps({"nftables": self.cmds}, separators=(",", ":"))
@@ -303,15 +334,18 @@ class NftLedger:
 
     base: bool = False
     nets: dict[str, str] = field(default_factory=dict)
+    table: int | None = None  # the table's handle: a table made again gets another one
 
     @classmethod
     def from_json(cls, obj: Any) -> NftLedger:
         if isinstance(obj, dict):
-            return cls(bool(obj.get("base")), {str(k): str(v) for k, v in obj.get("nets", {}).items()})
+            table = obj.get("table")
+            return cls(bool(obj.get("base")), {str(k): str(v) for k, v in obj.get("nets", {}).items()},
+                       table if isinstance(table, int) else None)
         return cls()  # none yet, or the old layout's list: ask the kernel when it matters
 
     def to_json(self) -> Json:
-        return {"base": self.base, "nets": dict(sorted(self.nets.items()))}
+        return {"base": self.base, "nets": dict(sorted(self.nets.items())), "table": self.table}
 
 
 def plan_setup(b: Batch, nets: Sequence[NetworkFw], dnats: Sequence[PortDnat],
@@ -338,7 +372,7 @@ def plan_setup(b: Batch, nets: Sequence[NetworkFw], dnats: Sequence[PortDnat],
         if listed is not None and listed.find(chain, _port_match(p)):
             continue  # set up before (a retry): its rules are in
         for rule in port_rules(p):
-            b.rule(rule)
+            b.rule(rule, owner=key_of(p.network_id, p.container_id))
 
 
 def _plan_network(b: Batch, net: NetworkFw, listed: Listed | None, have: Listed | NftLedger,
@@ -401,7 +435,13 @@ def _drop_base_rules(b: Batch, listed: Listed) -> None:
 
 
 class NftablesFirewall:
-    """A `Firewall`: one `nft -j` batch per change (libnftables in-process when it loads)."""
+    """A `Firewall`: one `nft -j` batch per change (libnftables in-process when it loads).
+
+    A setup's batch is echoed with handles (`nft -e -a`), and each container's rule handles
+    are kept (firewall/.burrow-nft-handles/<netid>_<cid>) with the table's handle: removing the
+    container then deletes exactly those, without listing the table, as long as the table is
+    the same one (a table made again has another handle; then, or if a delete fails, the table
+    is listed and the rules found by what they match)."""
 
     name = "nftables"
 
@@ -409,6 +449,7 @@ class NftablesFirewall:
                  runner: Runner = subprocess_runner, nft: str = "nft", table: str = TABLE) -> None:
         self.store = store
         self.argv = [*argv_prefix, nft, "-j", "-f", "-"]
+        self.echo_argv = [*argv_prefix, nft, "-e", "-a", "-j", "-f", "-"]
         self.runner = runner
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,31}", table):
             raise BurrowError(f"invalid nftables table name {table!r}")
@@ -424,42 +465,71 @@ class NftablesFirewall:
             led = NftLedger.from_json(self.store.ledger(self.name))
             again = self.store.interrupted() or any(self.store.has_port(p) for p in ports)
             with self.store.applying():
-                self._setup(networks, dnats, None if again else led, frozenset(fresh))
+                b, echo = self._setup(networks, dnats, None if again else led, frozenset(fresh))
                 led.base = True
                 led.nets.update({n.id: n.bridge for n in networks})
+                led.table = b.table_handle(echo) or led.table or self._table_handle()
+                for key, rules in b.handles(echo).items():
+                    self.store.save_handles(key, {"table": led.table, "rules": rules})
                 self.store.add(networks, ports, self.name, fresh)
                 self.store.save_ledger(self.name, led.to_json())
 
     def _setup(self, nets: Sequence[NetworkFw], dnats: Sequence[PortDnat], led: NftLedger | None,
-               fresh: frozenset[str]) -> None:
+               fresh: frozenset[str]) -> tuple[Batch, str]:
         if led is not None:
             b = Batch(self.table)
             plan_setup(b, nets, dnats, led, fresh)
-            if self._run(b.dump()).returncode == 0:
-                return
+            res = self.runner(self.echo_argv, b.dump())
+            if res.returncode == 0:
+                return b, res.stdout
         # The ledger was wrong (Netavark made some of it, a flush, a crash): list the table.
         b = Batch(self.table)
         plan_setup(b, nets, dnats, self._list(), fresh)
-        self._apply(b)
+        return b, self._apply(b, echo=True)
 
     def teardown(self, networks: Sequence[NetworkFw], ports: Sequence[PortFw]) -> None:
         dnats = self._validate(networks, ports)
+        keys = [port_key(p) for p in ports]
         with self.store.locked():
             led = NftLedger.from_json(self.store.ledger(self.name))
+            trusted = not self.store.interrupted()  # else the handles may be behind the kernel
             with self.store.applying():
                 for n in networks:
                     led.nets.pop(n.id, None)
-                b, listed = Batch(self.table), self._list()
-                plan_teardown(b, networks, dnats, listed)
-                if self.table != TABLE and networks and not led.nets:
-                    # A table of burrow's own (not Podman's) goes back to empty chains with its
-                    # last network, so whoever owns it can drop it.
-                    _drop_base_rules(b, listed)
-                    led.base = False
-                if b.cmds:
-                    self._apply(b)
+                with_rules = sorted({key_of(d.network_id, d.container_id) for d in dnats})
+                if networks or not trusted or not self._by_handle(with_rules, led):
+                    self._teardown_listed(networks, dnats, led)
+                self.store.drop_handles(keys)
                 self.store.remove(networks, ports)
                 self.store.save_ledger(self.name, led.to_json())
+
+    def _by_handle(self, keys: Sequence[str], led: NftLedger) -> bool:
+        """Delete the containers' rules by their saved handles; False: list the table instead."""
+        saved = [self.store.handles(k) for k in keys]
+        if led.table is None or any(
+                not isinstance(h, dict) or h.get("table") != led.table for h in saved):
+            return False
+        b = Batch(self.table)
+        for h in saved:
+            for chain, handle in h.get("rules", []):
+                b.do("delete", "rule", chain=str(chain), handle=int(handle))
+        if not b.cmds:
+            return True
+        if self._table_handle() != led.table:
+            return False  # the table was made again: the handles mean other rules now
+        return self.runner(self.argv, b.dump()).returncode == 0
+
+    def _teardown_listed(self, networks: Sequence[NetworkFw], dnats: Sequence[PortDnat],
+                         led: NftLedger) -> None:
+        b, listed = Batch(self.table), self._list()
+        plan_teardown(b, networks, dnats, listed)
+        if self.table != TABLE and networks and not led.nets:
+            # A table of burrow's own (not Podman's) goes back to empty chains with its
+            # last network, so whoever owns it can drop it.
+            _drop_base_rules(b, listed)
+            led.base = False
+        if b.cmds:
+            self._apply(b)
 
     def reload(self) -> None:
         """Add whatever of the saved networks and ports the table lacks; flush nothing."""
@@ -470,8 +540,10 @@ class NftablesFirewall:
             with self.store.applying():
                 b = Batch(self.table)
                 plan_setup(b, nets, dnats, self._list(), frozenset())
-                self._apply(b)
-                led = NftLedger(True, {n.id: n.bridge for n in nets})
+                echo = self._apply(b, echo=True)
+                led = NftLedger(True, {n.id: n.bridge for n in nets}, self._table_handle())
+                for key, rules in b.handles(echo).items():
+                    self.store.save_handles(key, {"table": led.table, "rules": rules})
                 self.store.save_ledger(self.name, led.to_json())
 
     def _validate(self, nets: Sequence[NetworkFw], ports: Sequence[PortFw]) -> list[PortDnat]:
@@ -480,19 +552,34 @@ class NftablesFirewall:
         except BurrowError as exc:
             raise exc.wrap(f"firewall ({self.name})") from exc
 
-    def _run(self, stdin: str) -> ExecResult:
-        return self.runner(self.argv, stdin)
-
-    def _apply(self, b: Batch) -> None:
-        res = self._run(b.dump())
+    def _apply(self, b: Batch, *, echo: bool = False) -> str:
+        res = self.runner(self.echo_argv if echo else self.argv, b.dump())
         if res.returncode != 0:
             raise BurrowError(f"firewall ({self.name}): apply batch: {error_text(res)}")
+        return res.stdout
+
+    def _query(self, obj: Json) -> ExecResult:
+        return self.runner(self.argv, json.dumps({"nftables": [{"list": obj}]}))
+
+    def _table_handle(self) -> int | None:
+        res = self._query({"tables": {"family": FAMILY}})
+        if res.returncode != 0:
+            return None
+        try:
+            doc, _ = json.JSONDecoder().raw_decode(res.stdout.strip())
+        except ValueError:
+            return None
+        for obj in doc.get("nftables", []):
+            t = obj.get("table", {})
+            if t.get("name") == self.table and isinstance(t.get("handle"), int):
+                return int(t["handle"])
+        return None
 
     def _list(self) -> Listed:
-        query = {"nftables": [{"list": {"table": {"family": FAMILY, "name": self.table}}}]}
-        res = self._run(json.dumps(query))
+        res = self._query({"table": {"family": FAMILY, "name": self.table}})
         if res.returncode != 0:
             if "No such file or directory" in res.stderr:
                 return Listed()  # no table yet
             raise BurrowError(f"firewall ({self.name}): list table: {error_text(res)}")
-        return Listed.parse(res.stdout)
+        doc, _ = json.JSONDecoder().raw_decode(res.stdout.strip() or '{"nftables": []}')
+        return Listed.parse(json.dumps(doc))

@@ -51,11 +51,15 @@ class Snapshot:
         return [self.ports[k] for k in sorted(self.ports)]
 
 
-def port_key(pf: PortFw) -> str:
+def key_of(network_id: str, container_id: str) -> str:
     """`<netid>_<cid>` (Netavark's name). A '_' inside a network id (never in Podman's hex
     ids) is written `%5F`, so the first '_' always ends the id and no two networks' files
     can share a name: netid `a_b` + cid `c` and netid `a` + cid `b_c` would."""
-    return f"{pf.network.id.replace('_', '%5F')}_{pf.container_id}"
+    return f"{network_id.replace('_', '%5F')}_{container_id}"
+
+
+def port_key(pf: PortFw) -> str:
+    return key_of(pf.network.id, pf.container_id)
 
 
 class StateStore:
@@ -139,6 +143,23 @@ class StateStore:
     def has_port(self, pf: PortFw) -> bool:
         """Whether this container's port file is there (it was set up already)."""
         return (self.ports / port_key(pf)).exists()
+
+    def handles(self, key: str) -> Any:
+        """The nft rule handles saved for one container's ports (None: unknown)."""
+        try:
+            return json.loads((self.root / statefiles.FIREWALL_HANDLES / key).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def save_handles(self, key: str, value: Any) -> None:
+        try:
+            _write_text(self.root / statefiles.FIREWALL_HANDLES / key, json.dumps(value))
+        except OSError as exc:
+            raise context(f"firewall state {self.root}: save", exc) from exc
+
+    def drop_handles(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            (self.root / statefiles.FIREWALL_HANDLES / key).unlink(missing_ok=True)
 
     def ledger(self, driver: str) -> Any:
         """The backend's bookkeeping (None: nothing known)."""

@@ -422,3 +422,28 @@ def test_burrow_tears_down_netavark2s_container_and_network(host_ns: Netns,
     assert "8088" not in nft_list(host_ns)
     fw.teardown([podman0()], [])
     assert_no_rules(nft_list(host_ns))
+
+
+def test_nftables_container_teardown_deletes_by_handle(host_ns: Netns, tmp_path: Path) -> None:
+    """Removing one of many containers costs no listing of the table; a table made again
+    (other rules at the old handles) is never touched by stale handles."""
+    stdins: list[str] = []
+
+    def run(argv: Sequence[str], stdin: str) -> ExecResult:
+        stdins.append(stdin)
+        return subprocess_runner(argv, stdin)
+
+    fw = select("nftables", tmp_path, {}, argv_prefix=host_ns.argv([]), runner=run)
+    net = network(dual=False, third=77)
+    p1, p2 = forward(net, 8081, "1" * 64), forward(net, 8082, "2" * 64)
+    fw.setup([net], [p1], fresh=[net.bridge])
+    fw.setup([net], [p2])
+    del stdins[:]
+    fw.teardown([], [p1])
+    assert not any('"table": {"family": "inet", "name": "netavark"}}}]' in s for s in stdins)
+    assert "dport 8081" not in nft_list(host_ns) and "dport 8082" in nft_list(host_ns)
+    # Netavark 2.x's table replaces burrow's (a reboot-like flush, then netavark set up).
+    host_ns.run(["nft", "delete table inet netavark"])
+    host_ns.run(["nft", "-f", "-"], input=NETAVARK2)
+    fw.teardown([], [p2])
+    assert nft_list(host_ns) == NETAVARK2

@@ -171,7 +171,9 @@ class Fake:
         if '"list"' in stdin:
             return ExecResult(0, self.listed, "")
         rc = self.rc.pop(0) if self.rc else 0
-        return ExecResult(rc, "", "Error: Could not process rule: File exists\n" if rc else "")
+        echo = '{"nftables":[{"add":{"table":{"family":"inet","name":"netavark","handle":7}}}]}'
+        return ExecResult(rc, "" if rc else echo,
+                          "Error: Could not process rule: File exists\n" if rc else "")
 
 
 def test_backend_setup_is_one_exec_and_falls_back_to_a_listing(tmp_path: Path) -> None:
