@@ -152,14 +152,19 @@ class ContainerdWorld:
                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE)  # fmt: skip
 
-    def wait_running(self, name: str, timeout: float = 60) -> None:
+    def wait_running(self, name: str, proc: subprocess.Popen[str], timeout: float = 90) -> None:
+        """The task runs (and ctr's CNI ADD is done); a ctr that exited says why it failed."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        out = ""
+        while time.monotonic() < deadline and proc.poll() is None:
             out = self.ctr("task", "ls", check=False).stdout
             if any(line.split()[:1] == [name] and "RUNNING" in line for line in out.splitlines()):
-                return
+                if any(c["env"].get("CNI_CONTAINERID", "").endswith(f"-{name}") for c in calls(self.logdir)):
+                    return
             time.sleep(0.1)
-        raise AssertionError(f"task {name} is not running: {out}")
+        err = proc.stderr.read() if proc.poll() is not None and proc.stderr else ""
+        raise AssertionError(f"task {name} is not running (ctr rc {proc.poll()}: {err[-1000:]}): {out}\n"
+                             f"CNI calls: {calls(self.logdir)}")
 
     def exec(self, name: str, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         exec_id = f"x{time.monotonic_ns()}"

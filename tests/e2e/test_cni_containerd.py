@@ -58,8 +58,8 @@ def test_two_containers_reach_each_other_and_del_leaves_nothing(world: Container
     base = world.base
     a = world.run_foreground("bn-a", "httpd", "-f", "-p", "8080", "-h", "/www")
     b = world.run_foreground("bn-b", "sleep", "600")
-    world.wait_running("bn-a")
-    world.wait_running("bn-b")
+    world.wait_running("bn-a", a)
+    world.wait_running("bn-b", b)
     held = addresses(base / "ipam")
     by_owner = {cid: ip for ip, cid in held.items() if "." in ip}
     assert set(by_owner) == {"bn-bn-a", "bn-bn-b"}, held  # ctr's container ids: <namespace>-<name>
