@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from netns import locks, proctitle, statefiles
+from netns import locks, logs, proctitle, statefiles
 from netns.dns import config as fmt
 from netns.errors import BurrowError
 
@@ -69,11 +70,12 @@ def _pid_alive(pid: int) -> bool:
 
 
 class AardvarkConfig:
-    def __init__(self, config_dir: Path, binary: str, port: int) -> None:
+    def __init__(self, config_dir: Path, binary: str, port: int, rootless: bool = False) -> None:
         self.dir = config_dir / statefiles.AARDVARK_DIR
         self.lock_path = config_dir / statefiles.AARDVARK_LOCK
         self.binary = binary
         self.port = port
+        self.rootless = rootless  # only for `systemd-run --user`, as netavark's --rootless
 
     @property
     def available(self) -> bool:
@@ -211,10 +213,12 @@ class AardvarkConfig:
             for line in text.splitlines():  # what it said before it daemonized: skipped files,
                 log.info("%s", line)  # addresses gone from this netns
             return
+        argv = launch_argv(argv, self.rootless, os.path.isdir(SYSTEMD_BOOTED))
+        run_env = {**(env if env is not None else os.environ), "RUST_LOG": rust_log(env)}
         try:
             res = subprocess.run(
                 argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                env=env, timeout=30, close_fds=True,
+                env=run_env, timeout=30, close_fds=True,
             )  # fmt: skip
         except OSError as exc:
             raise BurrowError(
@@ -225,6 +229,26 @@ class AardvarkConfig:
         if res.returncode != 0:
             detail = res.stderr.decode(errors="replace").strip() or f"exit code {res.returncode}"
             raise BurrowError(f"aardvark-dns failed to start: {detail}")
+
+
+SYSTEMD_BOOTED = "/run/systemd/system"  # sd_booted(3), as netavark checks it
+_RUST_LEVELS = {logging.ERROR: "ERROR", logging.WARNING: "WARN", logging.INFO: "INFO",
+                logging.DEBUG: "DEBUG", logs.TRACE: "TRACE"}
+
+
+def launch_argv(argv: list[str], rootless: bool, systemd_booted: bool) -> list[str]:
+    """Another DNS binary runs as netavark runs it (spec §5): in its own scope when systemd is
+    booted and systemd-run is on PATH, so it outlives the caller's cgroup."""
+    if not systemd_booted or shutil.which("systemd-run") is None:
+        return argv
+    return ["systemd-run", "-q", "--scope", *(["--user"] if rootless else []), *argv]
+
+
+def rust_log(env: Mapping[str, str] | None) -> str:
+    """netavark sets RUST_LOG to its own maximum level (`log::max_level()`, e.g. `INFO`) for
+    the server it execs; its level is RUST_LOG's, env_logger's default being error."""
+    level = logs.parse_level((env if env is not None else os.environ).get("RUST_LOG"))
+    return _RUST_LEVELS.get(level if level is not None else logging.ERROR, "TRACE")
 
 
 def _is_burrow_dns(binary: str) -> bool:

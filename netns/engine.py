@@ -84,7 +84,7 @@ class Context:
             config_dir=config_dir,
             rootless=rootless,
             firewall=firewall,
-            dns=AardvarkConfig(config_dir, aardvark_binary, dns_port(dict(env))),
+            dns=AardvarkConfig(config_dir, aardvark_binary, dns_port(dict(env)), rootless),
             env=env,
         )
 

@@ -71,3 +71,40 @@ def test_stale_network_file_does_not_break_the_next_setup(
     w.teardown(ctr, o)
     assert wait_for(lambda: not alive(pid))  # only the stale network left: nothing to serve
     assert not os.path.exists(dns_dir / "aardvark.pid")
+
+
+AARDVARK_14 = "/usr/lib/podman/aardvark-dns"
+
+
+def test_aardvark_binary_other_than_burrow_dns_is_execd(
+    host_ns: Netns, netns_factory: Callable[[], Netns], tmp_path: Path
+) -> None:
+    """Issue 10: `--aardvark-binary` naming another server (a user who keeps aardvark-dns) runs
+    that binary as netavark does (`<bin> --config <dir>/aardvark-dns -p <port> run`, RUST_LOG
+    set); the engine forks its own burrow-dns only when the binary is burrow-dns."""
+    if not os.access(AARDVARK_14, os.X_OK) or not have("dig"):
+        pytest.skip("environment: needs Debian's aardvark-dns 1.4 and dig")
+    w = World(host_ns, tmp_path / "cfg", "nftables", aardvark=AARDVARK_14)
+    ctr = netns_factory()
+    net = _net("10.79.3")
+    o = options("web3", [(net, {"interface_name": "eth0", "static_ips": ["10.79.3.2"]})])
+    w.setup(ctr, o)
+    dns_dir = w.config / "aardvark-dns"
+    pid = int((dns_dir / "aardvark.pid").read_text())
+    try:
+        assert os.readlink(f"/proc/{pid}/exe") == AARDVARK_14
+        assert Path(f"/proc/{pid}/cmdline").read_text().split("\0")[:6] == [
+            AARDVARK_14, "--config", str(dns_dir), "-p", "53", "run"]
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert any(e.startswith(b"RUST_LOG=") for e in environ)
+
+        def dig(name: str) -> str:
+            return ctr.run(["dig", "+short", "+time=1", "+tries=2", "@10.79.3.1", name],
+                           check=False).stdout.strip()
+
+        assert wait_for(lambda: dig("web3") == "10.79.3.2")
+        w.teardown(ctr, o)
+        assert wait_for(lambda: not alive(pid))
+    finally:
+        if alive(pid):
+            os.kill(pid, 9)
