@@ -107,6 +107,20 @@ def parse_network(filename: str, text: str) -> Network:
     return Network(name, internal, listen, net_dns, tuple(containers))
 
 
+def extend_network(net: Network, text: str, first_line: int) -> Network:
+    """`net` with the container lines of `text` (lines appended to its file, the first being
+    line `first_line`) added: what a reload parses when a file only grew."""
+    containers = list(net.containers)
+    for i, line in enumerate(text.split("\n")):
+        line = line.rstrip("\r")
+        if line.strip():
+            try:
+                containers.append(_parse_container(line))
+            except ConfigError as exc:
+                raise ConfigError(f"line {first_line + i}: {exc}") from None
+    return Network(net.name, net.internal, net.listen_ips, net.dns_servers, tuple(containers))
+
+
 def _parse_container(line: str) -> Container:
     fields = line.split(" ")
     if len(fields) < 4:
@@ -177,6 +191,10 @@ def container_id_of(line: str) -> str:
     return line.split(" ", 1)[0].lower()
 
 
+def is_network_file(name: str) -> bool:
+    return name != PID_FILE and not name.startswith(".")  # dotfiles: temp files, stats
+
+
 def load_dir(path: str) -> Loaded:
     """Every regular file but the pid file is a network. Raises OSError if the dir is unreadable."""
     networks: list[Network] = []
@@ -184,7 +202,7 @@ def load_dir(path: str) -> Loaded:
     with os.scandir(path) as it:
         entries = sorted(it, key=lambda e: e.name)
     for entry in entries:
-        if entry.name == PID_FILE or entry.name.startswith("."):  # dotfiles: temp files, stats
+        if not is_network_file(entry.name):
             continue
         try:
             if not entry.is_file():

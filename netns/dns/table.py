@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from netns.dns.config import Network
+from netns.dns.config import Container, Network
 
 Records = tuple[tuple[str, ...], tuple[str, ...]]  # (IPv4s, IPv6s)
 
@@ -35,75 +35,184 @@ class Scope:
     may_forward: bool  # False when every network of the requester is internal
 
 
+Who = tuple[frozenset[str], tuple[str, ...]]  # a container's networks, its own DNS servers
+Index = Mapping[str, tuple[Container, ...]]  # container id -> its lines in one network
+
+
 @dataclass(frozen=True)
 class Table:
-    by_source: Mapping[str, Scope]
+    """What queries read, plus what `update` needs to apply one network's change without
+    revisiting the others.
+
+    A container's source IP maps to its `Who` (`by_source`) and that to its Scope (`by_who`):
+    two lookups, so that a name added to a network of 500 containers re-points one scope, not
+    500 addresses."""
+
+    by_source: Mapping[str, Who]
+    by_who: Mapping[Who, Scope]
     by_listen: Mapping[str, Scope]
     networks: tuple[str, ...] = field(default=())
+    nets: Mapping[str, Network] = field(default_factory=dict)
+    index: Mapping[str, Index] = field(default_factory=dict)
+    owners: Mapping[str, frozenset[str]] = field(default_factory=dict)  # ctr id -> networks
+    listen_nets: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    views: Mapping[frozenset[str], View] = field(default_factory=dict)
 
     @property
     def listen_ips(self) -> tuple[str, ...]:
         return tuple(self.by_listen)
 
+    def scope_of(self, source: str) -> Scope | None:
+        who = self.by_source.get(source)
+        return None if who is None else self.by_who[who]
+
     def scope(self, source: str, listen_ip: str) -> Scope:
-        return self.by_source.get(source) or self.by_listen[listen_ip]
+        return self.scope_of(source) or self.by_listen[listen_ip]
+
+
+EMPTY = Table({}, {}, {})
 
 
 def _uniq(items: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
-def _merge(networks: Iterable[Network]) -> View:
-    v4: dict[str, list[str]] = {}
-    v6: dict[str, list[str]] = {}
-    reverse: dict[str, list[str]] = {}
-    for net in networks:
-        for ctr in net.containers:
-            for name in ctr.names:
-                v4.setdefault(name, []).extend(ctr.v4)
-                v6.setdefault(name, []).extend(ctr.v6)
-            for ip in ctr.v4 + ctr.v6:
-                reverse.setdefault(ip, []).extend(ctr.names)
-    names = {n: (_uniq(v4[n]), _uniq(v6[n])) for n in v4}
-    return View(names, {ip: _uniq(ns) for ip, ns in reverse.items()})
+def _add(view: View | None, containers: Iterable[Container]) -> View:
+    """`view` (None: an empty one) with `containers` added: dict copies, then only their names."""
+    names = dict(view.names) if view is not None else {}
+    reverse = dict(view.reverse) if view is not None else {}
+    for ctr in containers:
+        for name in ctr.names:
+            v4, v6 = names.get(name, ((), ()))
+            names[name] = (_uniq(v4 + ctr.v4), _uniq(v6 + ctr.v6))
+        for ip in ctr.v4 + ctr.v6:
+            reverse[ip] = _uniq(reverse.get(ip, ()) + ctr.names)
+    return View(names, reverse)
+
+
+def _index(net: Network) -> Index:
+    out: dict[str, list[Container]] = {}
+    for ctr in net.containers:
+        out.setdefault(ctr.id, []).append(ctr)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def appended(old: Network | None, new: Network | None) -> tuple[Container, ...] | None:
+    """The containers `new` adds at the end of `old` when that is its only change, else None."""
+    if old is None or new is None or (old.listen_ips, old.dns_servers, old.internal) != (
+            new.listen_ips, new.dns_servers, new.internal):
+        return None
+    n = len(old.containers)
+    return new.containers[n:] if new.containers[:n] == old.containers else None
 
 
 def build(networks: Iterable[Network]) -> Table:
-    nets = {n.name: n for n in networks}
-    views: dict[frozenset[str], View] = {}
-    scopes: dict[tuple[frozenset[str], tuple[str, ...], bool], Scope] = {}
+    return update(EMPTY, {n.name: n for n in networks})
 
-    def scope_for(members: frozenset[str], ctr_dns: tuple[str, ...]) -> Scope:
+
+class _Scopes:
+    """The scopes of one table; views of networks that did not change are kept, and a network
+    that only grew extends its own view instead of merging it again."""
+
+    def __init__(self, old: Table, nets: Mapping[str, Network], grown: Mapping[str, tuple[Container, ...]],
+                 changed: frozenset[str]) -> None:  # fmt: skip
+        self.nets = nets
+        self.views = {k: v for k, v in old.views.items() if not k & changed}
+        for name, tail in grown.items():
+            key = frozenset((name,))
+            if key in old.views:
+                self.views[key] = _add(old.views[key], tail)
+        self.made: dict[tuple[Who, bool], Scope] = {}
+
+    def get(self, members: frozenset[str], ctr_dns: tuple[str, ...]) -> Scope:
         # Internal networks contribute names but never upstreams (spec §1.3, HEAD).
-        external = [nets[m] for m in sorted(members) if not nets[m].internal]
+        external = [self.nets[m] for m in sorted(members) if not self.nets[m].internal]
         upstreams = ctr_dns or _uniq(s for n in external for s in n.dns_servers)
-        key = (members, upstreams, bool(external))
-        if key not in scopes:
-            if members not in views:
-                views[members] = _merge(nets[m] for m in sorted(members))
-            scopes[key] = Scope(views[members], upstreams, bool(external))
-        return scopes[key]
+        key = ((members, upstreams), bool(external))
+        found = self.made.get(key)
+        if found is None:
+            view = self.views.get(members)
+            if view is None:
+                view = self.views[members] = _add(None, (
+                    c for m in sorted(members) for c in self.nets[m].containers))
+            found = self.made[key] = Scope(view, upstreams, bool(external))
+        return found
 
-    # A container is identified by its id across files; all its IPs share all its networks.
-    member_of: dict[str, set[str]] = {}
-    ips_of: dict[str, list[str]] = {}
-    dns_of: dict[str, tuple[str, ...]] = {}
-    for net in nets.values():
-        for ctr in net.containers:
-            member_of.setdefault(ctr.id, set()).add(net.name)
-            ips_of.setdefault(ctr.id, []).extend(ctr.v4 + ctr.v6)
-            if ctr.dns_servers and not net.internal and ctr.id not in dns_of:
-                dns_of[ctr.id] = ctr.dns_servers
 
-    by_source: dict[str, Scope] = {}
-    for ctr_id, members in member_of.items():
-        sc = scope_for(frozenset(members), dns_of.get(ctr_id, ()))
-        for ip in ips_of[ctr_id]:
-            by_source[ip] = sc
+def update(old: Table, changed: Mapping[str, Network | None]) -> Table:
+    """A new table with `changed` applied (None: the network is gone). The work is
+    proportional to what changed (plus C-speed copies of the lookup dicts): a network that
+    only grew costs its new lines; otherwise its containers get new scopes. A container is
+    identified by its id across files; all its IPs share all its networks."""
+    names = frozenset(changed)
+    nets = {k: v for k, v in old.nets.items() if k not in names}
+    nets.update({k: v for k, v in changed.items() if v is not None})
+    grown = {n: t for n in names if (t := appended(old.nets.get(n), changed[n])) is not None}
+    index = {k: v for k, v in old.index.items() if k not in names}
+    index.update({k: _index(v) for k, v in changed.items() if v is not None})
+    scopes = _Scopes(old, nets, grown, names)
 
-    listen_nets: dict[str, set[str]] = {}
-    for net in nets.values():
-        for ip in net.listen_ips:
-            listen_nets.setdefault(ip, set()).add(net.name)
-    by_listen = {ip: scope_for(frozenset(ms), ()) for ip, ms in listen_nets.items()}
-    return Table(by_source, by_listen, tuple(sorted(nets)))
+    joined: dict[str, set[str]] = {}  # container id -> the changed networks it is now on
+    affected: set[str] = set()
+    for n in names:
+        tail = grown.get(n)
+        ids = {c.id for c in tail} if tail is not None else index.get(n, {}).keys()
+        for ctr_id in ids:
+            joined.setdefault(ctr_id, set()).add(n)
+        affected.update(ids if tail is not None else old.index.get(n, {}).keys() | ids)
+    by_source = dict(old.by_source)
+    owners = dict(old.owners)
+    # Scopes of changed networks are made again (a grown network's containers keep their Who,
+    # which now gets the new view); all others are kept as they are.
+    whos = {w for w in old.by_who if w[0] & names and w[0] <= nets.keys()}
+    for ctr_id in affected:
+        who = _repoint(ctr_id, old, nets, index, joined.get(ctr_id, set()), names, by_source,
+                       owners)
+        if who is not None:
+            whos.add(who)
+    by_who = {w: sc for w, sc in old.by_who.items() if not w[0] & names}
+    by_who.update({w: scopes.get(*w) for w in whos})
+    by_listen, listen_nets = _listen(old, nets, names, scopes)
+    return Table(by_source, by_who, by_listen, tuple(sorted(nets)), nets, index, owners,
+                 listen_nets, scopes.views)
+
+
+def _repoint(ctr_id: str, old: Table, nets: Mapping[str, Network], index: Mapping[str, Index],
+             joined: set[str], names: frozenset[str], by_source: dict[str, Who],
+             owners: dict[str, frozenset[str]]) -> Who | None:
+    """The container's addresses now name its current networks (or nothing, if it is gone)."""
+    for m in old.owners.get(ctr_id, ()):
+        for ctr in old.index[m][ctr_id]:
+            for ip in ctr.v4 + ctr.v6:
+                by_source.pop(ip, None)
+    members = (old.owners.get(ctr_id, frozenset()) - names) | joined
+    members = frozenset(m for m in members if ctr_id in index.get(m, {}))
+    if not members:
+        owners.pop(ctr_id, None)
+        return None
+    owners[ctr_id] = members
+    ctrs = [(m, c) for m in sorted(members) for c in index[m][ctr_id]]
+    dns = next((c.dns_servers for m, c in ctrs if c.dns_servers and not nets[m].internal), ())
+    who = (members, dns)
+    for _, c in ctrs:
+        for ip in c.v4 + c.v6:
+            by_source[ip] = who
+    return who
+
+
+def _listen(old: Table, nets: Mapping[str, Network], names: frozenset[str],
+            scopes: _Scopes) -> tuple[dict[str, Scope], dict[str, frozenset[str]]]:
+    listen_nets = dict(old.listen_nets)
+    by_listen = dict(old.by_listen)
+    touched = {ip for n in names for net in (old.nets.get(n), nets.get(n)) if net is not None
+               for ip in net.listen_ips}
+    for ip in touched:
+        ms = frozenset(n for n in listen_nets.get(ip, frozenset()) - names if n in nets) | {
+            n for n in names if n in nets and ip in nets[n].listen_ips}
+        if ms:
+            listen_nets[ip] = ms
+            by_listen[ip] = scopes.get(ms, ())
+        else:
+            listen_nets.pop(ip, None)
+            by_listen.pop(ip, None)
+    return by_listen, listen_nets

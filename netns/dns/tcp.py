@@ -206,7 +206,7 @@ class TcpConn:
         if default is None:
             self.close()
             return
-        scope = state.table.by_source.get(self.source) or default
+        scope = state.table.scope_of(self.source) or default
         body = state.tcp.get(scope, msg)
         if body:
             self._write(fastpath.patch(msg, body))

@@ -50,5 +50,5 @@ def test_scopes_are_shared() -> None:
     nets = [parse_network("big", "10.1.0.1\n" + "".join(
         f"{i} 10.1.{i // 250}.{i % 250 + 2}  n{i}\n" for i in range(1000)))]
     t = build(nets)
-    assert len({id(s) for s in t.by_source.values()}) == 1
+    assert len({id(t.by_who[w]) for w in t.by_source.values()}) == 1
     assert t.listen_ips == ("10.1.0.1",)
