@@ -213,6 +213,12 @@ def status_block(ctx: Context, req: Request, att: Attachment, mac: str) -> Statu
     return StatusBlock(domains, servers, {att.ifname: NetInterface(mac, subnets)})
 
 
+class InterfaceGone(BurrowError):
+    """Teardown found a live container netns without the network's interface: the host side
+    was cleaned, and the caller is told (netavark exits 1). CNI DEL, idempotent by its spec,
+    ignores these."""
+
+
 # -- setup -------------------------------------------------------------------------------
 
 
@@ -325,6 +331,12 @@ def _teardown(ctx: Context, req: Request, fd: int | None, errors: list[BurrowErr
                     continue
                 if isinstance(op, DeleteBridgeIfUnused | DetachFromBridge) and out.deleted:
                     complete.append(att)
+                if out.missing is not None:
+                    # Host side cleaned all the same; the caller learns the interface was gone.
+                    errors.append(InterfaceGone(
+                        f"failed to delete container interface {out.missing}: it does not "
+                        "exist in the container namespace"
+                    ).wrap(f"network {att.name}"))
     fw_nets, fw_ports = firewall_intent(ctx, req, complete)
     if fw_nets or fw_ports:
         try:

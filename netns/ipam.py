@@ -49,8 +49,7 @@ class HostLocal:
         for ip, sub in zip(ips, net.subnets, strict=True):
             if ip not in sub.subnet:
                 raise BurrowError(f"static ip {ip} is not in subnet {sub.subnet}")
-            if sub.gateway is not None and ip == sub.gateway:
-                raise BurrowError(f"static ip {ip} is the gateway of subnet {sub.subnet}")
+            # A static IP equal to the gateway is accepted, as netavark accepts it.
             if (
                 isinstance(sub.subnet, ipaddress.IPv4Network)
                 and sub.subnet.prefixlen < 31

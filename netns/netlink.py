@@ -60,6 +60,9 @@ def sysctl_error(path: str, exc: OSError) -> BurrowError:
 class Outcome:
     undo: Op | None = None
     deleted: bool = False  # DeleteBridgeIfUnused: the bridge is gone
+    # Teardown: the container interface that was already gone from a live container netns
+    # (the host side was still cleaned; the caller reports it, as netavark does).
+    missing: str | None = None
 
 
 def _kind(link: Any) -> str | None:
@@ -138,6 +141,19 @@ class Handles:
         else:
             write()
 
+    def read_sysctl(self, where: Where, path: str) -> str | None:
+        def read() -> str:
+            with open(f"/proc/sys/{path}") as f:
+                return f.read().strip()
+
+        try:
+            if where == "container" and self.container_fd is not None:
+                with entered(self.container_fd):
+                    return read()
+            return read()
+        except OSError:
+            return None
+
     def mac(self, ifname: str) -> str:
         # Read back when the veth was created (a MAC never changes by bringing a link up).
         if ("container", ifname) in self._macs:
@@ -209,7 +225,10 @@ class Netlink(Handles):
                     self.write_sysctl(where, path, value)
                 except OSError as exc:
                     if tolerate and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-                        return Outcome()
+                        # A read-only /proc is fine only if the switch is already on: otherwise
+                        # setup would "succeed" and the container's traffic silently die.
+                        if self.read_sysctl(where, path) == value:
+                            return Outcome()
                     raise sysctl_error(path, exc) from exc
                 return Outcome()
             case EnsureBridge():
@@ -231,7 +250,8 @@ class Netlink(Handles):
                 idx = self._index(where, name)
                 if idx is None:
                     if missing_ok:
-                        return Outcome(deleted=True)
+                        gone = name if where == "container" and self.ctr is not None else None
+                        return Outcome(deleted=True, missing=gone)
                     raise BurrowError(f"Netlink error: No such device (os error {errno.ENODEV})")
                 self._ipr(where).link("del", index=idx)
                 self._forget(where, name)
@@ -253,7 +273,8 @@ class Netlink(Handles):
         bridge = self._index("host", op.bridge)
         link = self._link("container", op.ifname) if self.ctr is not None else None
         if link is None:  # the container side is gone already (its netns died)
-            return self._apply(DeleteBridgeIfUnused(op.bridge))
+            out = self._apply(DeleteBridgeIfUnused(op.bridge))
+            return Outcome(deleted=out.deleted, missing=op.ifname if self.ctr is not None else None)
         peer = link.get_attr("IFLA_LINK")
         ports = [p["index"] for p in self.host.get_links(master=bridge)] if bridge is not None else []
         if bridge is not None and ports == [peer]:

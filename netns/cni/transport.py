@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from netns.errors import BurrowError
+from netns.errors import BurrowError, MultiError
 from netns.schema import NetworkOptions, StatusBlock
 
 if TYPE_CHECKING:
@@ -65,6 +65,10 @@ class Engine:
                 fd = None  # the container (and its interfaces) went already
         try:
             engine.teardown(self._context(), options, fd)
+        except MultiError as exc:
+            # A DEL must succeed when the interface is gone already (a retried DEL).
+            if not all(isinstance(e, engine.InterfaceGone) for e in exc.errors):
+                raise
         finally:
             if fd is not None:
                 os.close(fd)

@@ -35,6 +35,11 @@ def req(mutate: Any = None) -> validate.Request:
     return engine.prepare(NetworkOptions.from_json(raw))
 
 
+def test_static_ip_equal_to_the_gateway_is_accepted_as_netavark() -> None:
+    r = req(lambda d: d["networks"]["pdnet1"].update(static_ips=["10.89.7.1", "fd89:7::10"]))
+    assert [str(a) for a in r.attachments[0].addresses] == ["10.89.7.1/24", "fd89:7::10/64"]
+
+
 def test_sample_validates() -> None:
     r = req()
     a1, a2 = r.attachments
@@ -52,7 +57,6 @@ def test_sample_validates() -> None:
         (lambda d: d["networks"]["pdnet1"].update(static_ips=["10.89.8.10", "fd89:7::10"]), "not in subnet 10.89.7.0/24"),
         (lambda d: d["networks"]["pdnet1"].update(static_ips=["10.89.7.10"]), "wrong number of static ips"),
         (lambda d: d["networks"]["pdnet1"].pop("static_ips"), "no static ips provided"),
-        (lambda d: d["networks"]["pdnet1"].update(static_ips=["10.89.7.1", "fd89:7::10"]), "is the gateway"),
         (lambda d: d["networks"]["pdnet1"].update(static_mac="92:d0:c6:0a:29"), "invalid static mac"),
         (lambda d: d["networks"]["pdnet1"].update(static_mac="93:d0:c6:0a:29:10"), "multicast"),
         (lambda d: d["networks"]["pdnet1"].update(interface_name="a" * 16), "too long"),

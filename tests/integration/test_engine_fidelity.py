@@ -1,0 +1,83 @@
+"""Netavark fidelity (issue 10) in throwaway namespaces: error paths and 1.x/2.x behaviour."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.engine_util import World, network, options
+from tests.nsutil import Netns, have, unique
+
+
+@pytest.fixture
+def world(host_ns: Netns, tmp_path: Path) -> World:
+    if not have("nft"):
+        pytest.skip("environment: nft is not installed")
+    return World(host_ns, tmp_path / "cfg", "nftables")
+
+
+def v4net(bridge: str, **kw: object) -> dict[str, object]:
+    return network(unique("be2n"), bridge, [("10.79.0.0/24", "10.79.0.1")], **kw)
+
+
+def test_teardown_after_interfaces_vanished_cleans_host_and_names_them(
+    world: World, netns_factory: Callable[[], Netns]
+) -> None:
+    ctr = netns_factory()
+    n1, n2 = v4net(unique("be2b")), network(unique("be2n"), unique("be2b"), [("10.79.1.0/24", "10.79.1.1")])
+    o = options("c1", [(n1, {"interface_name": "eth0", "static_ips": ["10.79.0.2"]}),
+                       (n2, {"interface_name": "eth1", "static_ips": ["10.79.1.2"]})])
+    world.setup(ctr, o)
+    ctr.run(["ip", "link", "del", "eth0"])
+    ctr.run(["ip", "link", "del", "eth1"])
+    res = world.netavark("teardown", ctr, o, check=False)
+    assert res.returncode == 1, res
+    err = json.loads(res.stdout)["error"]
+    assert "eth0" in err and "eth1" in err, err
+    # The host side went all the same: both bridges and their firewall chains.
+    assert not world.host.link_names() & {n1["network_interface"], n2["network_interface"]}
+    rules = world.host.run(["nft", "list", "ruleset"]).stdout
+    assert "10.79.0.0" not in rules and "10.79.1.0" not in rules
+
+
+def test_teardown_with_interfaces_present_exits_0(world: World, netns_factory: Callable[[], Netns]) -> None:
+    ctr = netns_factory()
+    o = options("c1", [(v4net(unique("be2b")), {"interface_name": "eth0", "static_ips": ["10.79.0.2"]})])
+    world.setup(ctr, o)
+    assert world.netavark("teardown", ctr, o, check=False).returncode == 0
+
+
+def test_static_ip_equal_to_gateway_is_set_up(world: World, netns_factory: Callable[[], Netns]) -> None:
+    ctr = netns_factory()
+    o = options("c1", [(v4net(unique("be2b")), {"interface_name": "eth0", "static_ips": ["10.79.0.1"]})])
+    world.setup(ctr, o)
+    assert "10.79.0.1/24" in ctr.addrs("eth0")
+    world.teardown(ctr, o)
+
+
+def _readonly_proc_sys(host: Netns) -> None:
+    # The host netns has its own mount namespace: this read-only bind stays inside it.
+    host.run(["sh", "-c", "mount --bind /proc/sys /proc/sys && mount -o remount,ro,bind /proc/sys"])
+
+
+def test_readonly_proc_with_forwarding_off_fails_setup(world: World, netns_factory: Callable[[], Netns]) -> None:
+    ctr = netns_factory()
+    assert world.host.sysctl("net/ipv4/ip_forward") == "0"  # a fresh netns
+    _readonly_proc_sys(world.host)
+    o = options("c1", [(v4net(unique("be2b")), {"interface_name": "eth0", "static_ips": ["10.79.0.2"]})])
+    res = world.netavark("setup", ctr, o, check=False)
+    assert res.returncode == 1, res
+    assert "ip_forward" in json.loads(res.stdout)["error"]
+    assert "eth0" not in ctr.link_names()
+
+
+def test_readonly_proc_with_forwarding_on_is_tolerated(world: World, netns_factory: Callable[[], Netns]) -> None:
+    ctr = netns_factory()
+    world.host.run(["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"])
+    _readonly_proc_sys(world.host)
+    o = options("c1", [(v4net(unique("be2b")), {"interface_name": "eth0", "static_ips": ["10.79.0.2"]})])
+    world.setup(ctr, o)
+    world.teardown(ctr, o)
