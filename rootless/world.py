@@ -94,20 +94,18 @@ class RootlessRuntime:
         kind = self.connector.kind if self.connector else ""
         return ["10.0.2.3"] if kind == "slirp4netns" else host_servers()
 
-    def published(self) -> set[str] | None:
-        """Sandboxes the forwarder forwards for now; None when no forwarder runs."""
+    def missing_ports(self, recs: Sequence[SandboxRecord]) -> list[str]:
+        want = [r.name for r in recs if r.ports and r.netns]
+        if not want:
+            return []
         if control.running(self.paths) is None:
-            return None
+            return want
         try:
             reply = control.request(self.paths, messages.ListPorts(), timeout=5)
         except (BurrowError, OSError, ValueError):
-            return None
-        return {str(p.get("sandbox")) for p in reply.get("ports", []) if isinstance(p, dict)}
-
-    def missing_ports(self, recs: Sequence[SandboxRecord]) -> list[str]:
-        want = [r for r in recs if r.ports and r.netns]
-        have = self.published() or set() if want else set()
-        return [r.name for r in want if r.name not in have]
+            return []  # alive but not answering now (busy, out of fds): it may well serve them
+        have = {str(p.get("sandbox")) for p in reply.get("ports", []) if isinstance(p, dict)}
+        return [n for n in want if n not in have]
 
     def restore_ports(self, recs: Sequence[SandboxRecord]) -> list[str]:
         by_name = {r.name: r for r in recs}
