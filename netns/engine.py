@@ -358,11 +358,21 @@ def _teardown(ctx: Context, req: Request, fd: int | None, errors: list[BurrowErr
 def update(ctx: Context, network: str, servers: Sequence[IPAddress]) -> None:
     """Change a network's upstream DNS servers and reload the DNS server."""
     names.network_name(network)
+    if not ctx.dns.available or not _has_dns_config(ctx, network):
+        # Netavark 1.7: a network without DNS (or no DNS server binary) has nothing to update.
+        log.info("network %s has no DNS configuration: nothing to update", network)
+        return
     ctx.dns.update_dns(network, [str(s) for s in servers])
     pid_file = ctx.dns.dir / statefiles.AARDVARK_PID
     if not pid_file.exists():
         raise BurrowError(f"DNS server is not running: no {statefiles.AARDVARK_PID} to signal")
     ctx.dns.notify(start=False)
+
+
+def _has_dns_config(ctx: Context, network: str) -> bool:
+    from netns.dns import config as dnsfmt
+
+    return any((ctx.dns.dir / dnsfmt.filename(network, i)).exists() for i in (False, True))
 
 
 def create(request: CreateRequest) -> Network:

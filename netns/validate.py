@@ -7,6 +7,7 @@ input. Every name that later reaches a path, a rule or the DNS config format is 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from netns import drivers, names
@@ -23,6 +24,8 @@ from netns.schema import (
     Route,
     parse_ip,
 )
+
+log = logging.getLogger("netns.validate")
 
 # Kept for the rootless CLI, which offers the engine's drivers and macvlan modes.
 DRIVERS = drivers.NAMES
@@ -63,6 +66,30 @@ def _routes(net: Network) -> tuple[Route, ...]:
     return routes
 
 
+def dns_aliases(aliases: tuple[str, ...] | None) -> tuple[str, ...]:
+    """Aliases that can be DNS names; the rest are warned about and skipped (netavark 1.15),
+    so nothing invalid ever reaches the DNS config file."""
+    out: list[str] = []
+    for alias in aliases or ():
+        if names.is_name(alias) and len(alias) <= names.MAX_NAME:
+            out.append(alias)
+        else:
+            log.warning("skipping DNS alias %r: it is not a valid name", alias)
+    return tuple(out)
+
+
+def check_dns_loop(net: Network, gws: tuple[IPAddress, ...], dns: tuple[IPAddress, ...]) -> None:
+    """A network DNS server on the network's own gateway is the DNS server itself (2.1)."""
+    if not net.dns_enabled:
+        return
+    for server in dns:
+        if server in gws:
+            raise BurrowError(
+                f"network DNS server {server} is the gateway of network {net.name}: the DNS "
+                "server listens there and would forward queries to itself"
+            )
+
+
 def check_network(net: Network) -> None:
     """The network's own fields; also what `create` checks."""
     names.network_name(net.name)
@@ -85,9 +112,10 @@ def attachment(net: Network, per: PerNetworkOptions) -> Attachment:
         metric=int_option(net, "metric", 100, 0, 2**32 - 1),
         default_route=not net.internal and not bool_option(net, "no_default_route"),
         routes=_routes(net),
-        aliases=tuple(names.name(a, "alias") for a in per.aliases or ()),
+        aliases=dns_aliases(per.aliases),
         network_dns=ip_list(net.network_dns_servers, "network DNS server"),
     )
+    check_dns_loop(net, tuple(g.ip for g in base.gateways), base.network_dns)
     return driver.attach(base, per)
 
 

@@ -40,6 +40,16 @@ def test_static_ip_equal_to_the_gateway_is_accepted_as_netavark() -> None:
     assert [str(a) for a in r.attachments[0].addresses] == ["10.89.7.1/24", "fd89:7::10/64"]
 
 
+def test_aliases_that_cannot_be_names_are_skipped() -> None:
+    r = req(lambda d: d["networks"]["pdnet1"].update(aliases=["x,y", "a b", "n\nl", "", "ok"]))
+    assert r.attachments[0].aliases == ("ok",)
+
+
+def test_a_gateway_dns_server_is_fine_without_dns() -> None:
+    r = req(lambda d: d["network_info"]["pdnet1"].update(dns_enabled=False, network_dns_servers=["10.89.7.1"]))
+    assert [str(s) for s in r.attachments[0].network_dns] == ["10.89.7.1"]
+
+
 def test_sample_validates() -> None:
     r = req()
     a1, a2 = r.attachments
@@ -76,7 +86,8 @@ def test_sample_validates() -> None:
         (lambda d: d["port_mappings"][0].update(protocol="icmp"), "unknown protocol 'icmp'"),
         (lambda d: d["port_mappings"][0].update(range=0), "range must be at least 1"),
         (lambda d: d.update(container_id="a b"), "invalid container id"),
-        (lambda d: d["networks"]["pdnet1"].update(aliases=["x,y"]), "invalid alias"),
+        (lambda d: d["network_info"]["pdnet1"].update(dns_enabled=True, network_dns_servers=["10.89.7.1"]),
+         "is the gateway of network pdnet1"),
     ],
 )
 def test_bad_input_is_rejected_with_context(mutate: Any, message: str) -> None:
