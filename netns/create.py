@@ -11,15 +11,18 @@ import dataclasses
 import ipaddress
 import itertools
 import secrets
+import time
 from collections.abc import Iterator
 
-from netns import drivers, ipam, validate
+from netns import create_checks as checks
+from netns import drivers, ipam, names, validate
 from netns.errors import BurrowError
 from netns.schema import CreateRequest, IPNetwork, Network, Subnet, SubnetPool
 
 DEFAULT_POOLS = (SubnetPool(ipaddress.ip_network("10.89.0.0/16"), 24),)
 DEFAULT_PREFIX = "podman"
 ULA_TRIES = 1000
+LAN_DRIVERS = ("macvlan", "ipvlan")  # no bridge: DNS off, DHCP when no subnet is given
 
 
 def pool_candidates(pools: tuple[SubnetPool, ...]) -> Iterator[IPNetwork]:
@@ -70,19 +73,56 @@ def with_gateways(net: Network, nets: list[IPNetwork], auto_gateway: bool) -> tu
     return tuple(out)
 
 
+def _defaults(net: Network, ipam_name: str | None) -> Network:
+    """IPAM and DNS defaults by driver, as netavark's create sets them."""
+    if net.driver in LAN_DRIVERS:
+        # DNS is not implemented for macvlan/ipvlan; without subnets the LAN's DHCP serves.
+        if ipam_name is None:
+            ipam_name = "host-local" if net.subnets else "dhcp"
+        if ipam_name == "host-local" and not net.subnets:
+            raise BurrowError(f"{net.driver} driver needs at least one subnet specified when "
+                              "the host-local ipam driver is set")
+        if ipam_name == "dhcp" and net.driver == "ipvlan":
+            raise BurrowError("ipam driver dhcp is not supported with ipvlan")
+        if ipam_name == "dhcp" and net.subnets:
+            raise BurrowError("ipam driver dhcp set but subnets are set")
+        net = dataclasses.replace(net, dns_enabled=False)
+    ipam_name = ipam_name or "host-local"
+    if ipam_name == "none":
+        net = dataclasses.replace(net, dns_enabled=False)
+    return dataclasses.replace(net, ipam_options={**(net.ipam_options or {}), "driver": ipam_name})
+
+
 def create_network(req: CreateRequest) -> Network:
     net = req.network
-    if net.name in req.used_names:
-        raise BurrowError(f"network name {net.name} is already used")
+    checks.name_and_id(req)
+    if net.network_interface:
+        names.ifname(net.network_interface, "network interface")
+    net = _defaults(net, checks.ipam_driver(net))
+    req = dataclasses.replace(req, network=net)
     driver = drivers.get(net.driver)
-    nets = choose_subnets(req)
+    if net.driver == "bridge":
+        checks.bridge_name(req)
+    checks.dns_servers(net)
+    checks.subnets(net.subnets)
+    checks.routes(net)
+    allocate = net.driver not in LAN_DRIVERS and (net.ipam_options or {}).get("driver") == "host-local"
+    nets = choose_subnets(req) if allocate else [s.subnet for s in net.subnets]
+    auto_gateway = driver.auto_gateway and (not net.internal or net.dns_enabled)
     net = dataclasses.replace(
         net,
-        subnets=with_gateways(net, nets, driver.auto_gateway),
-        ipv6_enabled=any(n.version == 6 for n in nets),
-        ipam_options=net.ipam_options if net.ipam_options is not None else {"driver": "host-local"},
+        subnets=with_gateways(net, nets, auto_gateway),
+        ipv6_enabled=net.ipv6_enabled or any(n.version == 6 for n in nets),
+        extra={**net.extra, "created": created_now()},
     )
     # The same checks setup applies, so a network that `create` accepts can be set up.
     validate.check_network(net)
     prefix = req.default_interface_name or DEFAULT_PREFIX
     return driver.complete(net, req.used_interfaces, prefix)
+
+
+def created_now() -> str:
+    """RFC 3339 UTC with nanoseconds, as netavark's chrono `Utc::now()` serializes."""
+    now = time.time_ns()
+    secs, nanos = divmod(now, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{nanos:09d}Z"

@@ -103,6 +103,14 @@ def parse_net(text: str, what: str) -> IPNetwork:
         raise BurrowError(f"invalid {what} {text!r}: not a CIDR such as 10.88.0.0/16") from None
 
 
+def parse_net_strict(text: str) -> IPNetwork | None:
+    """The network `text` names, or None when it has host bits set (10.0.0.1/24)."""
+    try:
+        return ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        return None
+
+
 def _extra(obj: Mapping[str, Any], known: frozenset[str]) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if k not in known}
 
@@ -149,7 +157,10 @@ class Route:
     @classmethod
     def from_json(cls, obj: Any, where: str) -> Route:
         obj = _typed(obj, "routes[]", dict, where)
-        dest = parse_net(_req(obj, "destination", str, where), f"route destination in {where}")
+        dest_text = _req(obj, "destination", str, where)
+        dest = parse_net(dest_text, f"route destination in {where}")
+        if str(dest) != dest_text and dest != parse_net_strict(dest_text):
+            raise BurrowError(f"route destination invalid: {dest_text} is an address, not a network")
         gw_text = _opt(obj, "gateway", str, where)
         return cls(
             destination=dest,

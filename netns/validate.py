@@ -28,7 +28,7 @@ from netns.schema import (
 log = logging.getLogger("netns.validate")
 
 # Kept for the rootless CLI, which offers the engine's drivers and macvlan modes.
-DRIVERS = drivers.NAMES
+DRIVERS = drivers.USABLE
 MACVLAN_MODES = macvlan.MODES
 
 

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from netns.drivers.base import Attachment
 from netns.drivers.bridge import BridgeDriver
+from netns.drivers.ipvlan import IpvlanDriver
 from netns.drivers.macvlan import MacvlanDriver
 from netns.errors import BurrowError
 from netns.firewall.types import NetworkFw
@@ -22,6 +23,7 @@ class Driver(Protocol):
     name: str
     options: frozenset[str]  # network options it takes (`create` and `setup` refuse others)
     auto_gateway: bool  # `create` gives each subnet a gateway
+    usable: bool  # setup can apply it on this machine
 
     def check_network(self, net: Network) -> None:
         """Raise if the network's own fields or options are invalid for this driver."""
@@ -43,8 +45,10 @@ class Driver(Protocol):
         """Whether containers on it get entries in the DNS server (if the network asks)."""
 
 
-REGISTRY: dict[str, Driver] = {d.name: d for d in (BridgeDriver(), MacvlanDriver())}
+REGISTRY: dict[str, Driver] = {d.name: d for d in (BridgeDriver(), MacvlanDriver(), IpvlanDriver())}
 NAMES = tuple(REGISTRY)
+# The drivers this machine can set up (ipvlan is known, for `create`, but needs a kernel module).
+USABLE = tuple(n for n, d in REGISTRY.items() if d.usable)
 
 
 def get(name: str) -> Driver:

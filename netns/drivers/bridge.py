@@ -7,7 +7,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from netns import names
-from netns.drivers.base import Attachment, check_options
+from netns.drivers.base import Attachment, check_options, int_option
 from netns.errors import BurrowError
 from netns.firewall.types import Isolate, NetworkFw
 from netns.plan import (
@@ -29,6 +29,7 @@ DEFAULT_V6 = ipaddress.ip_network("::/0")
 OPTIONS = frozenset({"mtu", "isolate", "metric", "mode", "no_default_route", "vrf", "vlan"})
 MODES = ("managed", "unmanaged")
 MAX_BRIDGES = 100_000
+MAX_VLAN = 4094
 # Options Podman knows that this kernel (no vrf, no vlan filtering) or burrow can't honour:
 # refusing them beats silently building a different network.
 UNSUPPORTED = {
@@ -127,9 +128,11 @@ def _own(att: Attachment) -> BridgeAttachment:
 class BridgeDriver:
     name = "bridge"
     options = OPTIONS
+    usable = True
     auto_gateway = True
 
     def check_network(self, net: Network) -> None:
+        int_option(net, "vlan", 0, 0, MAX_VLAN)  # a bad vlan is a parse error, not "unsupported"
         check_options(net, OPTIONS, UNSUPPORTED)
         mode_option(net)
         isolate_option(net)

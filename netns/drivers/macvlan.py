@@ -53,6 +53,7 @@ def _own(att: Attachment) -> MacvlanAttachment:
 class MacvlanDriver:
     name = "macvlan"
     options = OPTIONS
+    usable = True
     auto_gateway = False  # the LAN's router is the gateway; only the user knows it
 
     def check_network(self, net: Network) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -85,13 +86,58 @@ def test_create_fills_in_subnet_gateway_and_bridge() -> None:
         ({"name": "n", "subnets": [{"subnet": "10.89.0.0/24"}]}, "already used"),
         ({"name": "n", "options": {"colour": "x"}}, "unsupported bridge network option"),
         ({"name": "n", "subnets": [{"subnet": "10.9.0.0/24", "gateway": "10.8.0.1"}]}, "not in subnet"),
-        ({"name": "podman"}, "name podman is already used"),
+        ({"name": "podman"}, "network already exists podman"),
         ({"name": "n", "driver": "tunnel"}, "unknown network driver"),
+        # netavark 2.x create's own checks (issue 10)
+        ({"name": "a b"}, "Invalid characters in network name"),
+        ({"name": ""}, "Network name must be supplied"),
+        ({"name": "n", "id": ""}, "Network id must be supplied"),
+        ({"name": "n", "id": "xyz"}, "64 character hexadecimal"),
+        ({"name": "n", "network_interface": "podman7"}, "bridge name podman7 already in use"),
+        ({"name": "n", "subnets": [{"subnet": "10.9.0.0/24", "lease_range": {"start_ip": "10.9.1.5"}}]},
+         "lease range start_ip 10.9.1.5 not in subnet 10.9.0.0/24"),
+        ({"name": "n", "subnets": [{"subnet": "10.9.0.0/24",
+                                    "lease_range": {"start_ip": "10.9.0.9", "end_ip": "10.9.0.5"}}]},
+         "must be less than or equal"),
+        ({"name": "n", "dns_enabled": True, "network_dns_servers": ["dns.example"]}, "invalid network DNS server"),
+        ({"name": "n", "network_dns_servers": ["1.1.1.1"]}, "cannot set NetworkDNSServers if DNS is not enabled"),
+        ({"name": "n", "options": {"mtu": "big"}}, "unable to parse 'mtu'"),
+        ({"name": "n", "options": {"mtu": "-1"}}, "mtu"),
+        ({"name": "n", "options": {"vlan": "x"}}, "unable to parse 'vlan'"),
+        ({"name": "n", "options": {"vlan": "5000"}}, "vlan=5000 is out of range"),
+        ({"name": "n", "ipam_options": {"driver": "none"}, "subnets": [{"subnet": "10.9.0.0/24"}]},
+         "None ipam driver is set but subnets are given"),
+        ({"name": "n", "ipam_options": {"driver": "magic"}}, "Unsupported ipam driver: magic"),
+        ({"name": "n", "subnets": [{"subnet": "10.9.0.0/24", "gateway": "10.9.0.1"}],
+          "routes": [{"destination": "10.20.0.1/24", "gateway": "10.9.0.1"}]}, "route destination invalid"),
+        ({"name": "n", "subnets": [{"subnet": "10.9.0.0/24"}, {"subnet": "10.9.0.0/24"}]}, "duplicate subnet"),
+        ({"name": "n", "subnets": [{"subnet": "10.9.0.0/16"}, {"subnet": "10.9.3.0/24"}]}, "overlaps"),
+        ({"name": "n", "routes": [{"destination": "10.20.0.0/24"}]}, "requires a gateway for type unicast"),
+        ({"name": "n", "routes": [{"destination": "10.20.0.0/24", "gateway": "10.9.0.1",
+                                   "route_type": "blackhole"}]}, "must not have a gateway for type blackhole"),
+        ({"name": "n", "driver": "macvlan", "ipam_options": {"driver": "host-local"}}, "needs at least one subnet"),
+        ({"name": "n", "driver": "ipvlan", "ipam_options": {"driver": "dhcp"}}, "dhcp is not supported with ipvlan"),
+        ({"name": "n", "driver": "ipvlan", "subnets": [{"subnet": "10.5.0.0/24"}], "options": {"mode": "l9"}},
+         "invalid ipvlan mode"),
     ],
 )
 def test_create_rejects(net: dict[str, object], message: str) -> None:
     with pytest.raises(BurrowError, match=message):
-        create_network({"network": net, "used": {"names": ["podman"], "subnets": ["10.89.0.0/24"]}})
+        create_network({"network": net, "used": {"names": ["podman"], "subnets": ["10.89.0.0/24"],
+                                                  "interfaces": ["podman7"]}})
+
+
+def test_create_defaults_as_netavark() -> None:
+    """IPAM none forces DNS off; macvlan without a subnet gets dhcp (and never DNS); ipvlan is
+    a known driver; every created network carries its `created` timestamp."""
+    none = create_network({"network": {"name": "n", "dns_enabled": True, "ipam_options": {"driver": "none"}}})
+    assert none["dns_enabled"] is False and none.get("subnets", []) == []
+    mac = create_network({"network": {"name": "m", "driver": "macvlan", "dns_enabled": True}})
+    assert mac["ipam_options"] == {"driver": "dhcp"} and mac["dns_enabled"] is False
+    assert mac.get("subnets", []) == []
+    ipv = create_network({"network": {"name": "i", "driver": "ipvlan", "subnets": [{"subnet": "10.5.0.0/24"}]}})
+    assert ipv["ipam_options"] == {"driver": "host-local"} and ipv["subnets"] == [{"subnet": "10.5.0.0/24"}]
+    assert re.fullmatch(r"20\d\d-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z", none["created"])
 
 
 def test_default_dns_server_is_burrow_dns() -> None:

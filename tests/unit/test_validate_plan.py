@@ -72,7 +72,7 @@ def test_sample_validates() -> None:
         (lambda d: d["networks"]["pdnet1"].update(interface_name="a" * 16), "too long"),
         (lambda d: d["networks"]["pdnet1"].update(interface_name="eth 0"), "not valid"),
         (lambda d: d["networks"]["pdnet2"].update(interface_name="eth0"), "used twice"),
-        (lambda d: d["network_info"]["pdnet1"].update(driver="ipvlan"), "unknown network driver 'ipvlan'"),
+        (lambda d: d["network_info"]["pdnet1"].update(driver="ipvlan"), "no ipvlan support"),
         (lambda d: d["network_info"]["pdnet1"].update(options={"colour": "blue"}), "unsupported bridge network option 'colour'"),
         (lambda d: d["network_info"]["pdnet1"].update(options={"isolate": "maybe"}), "isolate"),
         (lambda d: d["network_info"]["pdnet1"].update(options={"mtu": "big"}), "unable to parse 'mtu'"),
