@@ -32,7 +32,7 @@ from netns.aardvark import AardvarkConfig, Entry, dns_port
 from netns.drivers.base import Attachment
 from netns.errors import BurrowError, MultiError
 from netns.firewall.types import Firewall, NetworkFw, PortFw
-from netns.plan import DeleteBridgeIfUnused, DetachFromBridge, Op
+from netns.plan import AddRoute, DeleteBridgeIfUnused, DetachFromBridge, Op
 from netns.schema import (
     CreateRequest,
     IPAddress,
@@ -236,6 +236,9 @@ def _setup(ctx: Context, req: Request, fd: int) -> dict[str, StatusBlock]:
     from netns.netlink import Netlink
 
     plans = [(a, drivers.of(a).plan_setup(a, has_ports=bool(req.ports))) for a in req.attachments]
+    # Routes via a gateway may go through another network's interface: after all of them.
+    late = [(a, op) for a, ops in plans for op in ops if _via_gateway(op)]
+    plans = [(a, tuple(op for op in ops if not _via_gateway(op))) for a, ops in plans]
     fw_nets, fw_ports = firewall_intent(ctx, req, req.attachments)
     entries = [dns_entry(req, a) for a in req.attachments if dns_on(ctx, a)]
     status: dict[str, StatusBlock] = {}
@@ -250,6 +253,9 @@ def _setup(ctx: Context, req: Request, fd: int) -> dict[str, StatusBlock]:
                 with _network_context(att, len(plans)):
                     _apply(nl, ops, undo, created)
                     status[att.name] = status_block(ctx, req, att, nl.mac(att.ifname))
+            for att, op in late:
+                with _network_context(att, len(plans)):
+                    _apply(nl, (op,), undo, created)
             if fw_nets or fw_ports:
                 ctx.firewall.setup(fw_nets, fw_ports, fresh=created)
                 # Only the networks whose bridge this setup made lose their rules again:
@@ -271,6 +277,10 @@ def _setup(ctx: Context, req: Request, fd: int) -> dict[str, StatusBlock]:
                 raise MultiError([exc, *errors]) from exc
             raise
     return status
+
+
+def _via_gateway(op: Op) -> bool:
+    return isinstance(op, AddRoute) and op.ifname is None and op.route_type == "unicast"
 
 
 @contextmanager

@@ -26,6 +26,7 @@ from netns.plan import (
     ConfigureInterface,
     DeleteBridgeIfUnused,
     DeleteLink,
+    DeleteRoute,
     DetachFromBridge,
     EnsureBridge,
     Op,
@@ -258,6 +259,9 @@ class Netlink(Handles):
                 return Outcome(deleted=True)
             case DetachFromBridge():
                 return self._detach(op)
+            case DeleteRoute():
+                self._delete_route(op)
+                return Outcome()
             case DeleteBridgeIfUnused(name):
                 idx = self._index("host", name)
                 if idx is None:
@@ -394,6 +398,16 @@ class Netlink(Handles):
             if exc.code != errno.ENODEV:
                 raise
         ctr.link("set", index=idx, state="up")
+
+    def _delete_route(self, op: DeleteRoute) -> None:
+        try:
+            self._ipr(op.where).route(
+                "del", dst=str(op.destination), family=10 if op.destination.version == 6 else 2,
+                priority=op.metric, type=RTN_TYPES[op.route_type],
+            )
+        except NetlinkError as exc:
+            if exc.code != errno.ESRCH:  # gone already: nothing to remove
+                raise
 
     def _add_route(self, op: AddRoute) -> None:
         ipr = self._ipr(op.where)

@@ -85,6 +85,16 @@ class AddRoute:
 
 
 @dataclass(frozen=True)
+class DeleteRoute:
+    """Teardown of a route that no interface takes with it (blackhole, unreachable, prohibit)."""
+
+    where: Where
+    destination: IPNetwork
+    metric: int
+    route_type: str
+
+
+@dataclass(frozen=True)
 class DeleteLink:
     where: Where
     name: str
@@ -115,6 +125,7 @@ Op = (
     | AddMacvlan
     | ConfigureInterface
     | AddRoute
+    | DeleteRoute
     | DeleteLink
     | DetachFromBridge
     | DeleteBridgeIfUnused
@@ -138,6 +149,8 @@ def describe(op: Op) -> str:
             return f"configure container interface {ifname}"
         case AddRoute(where, dest, gw):
             return f"add route {dest} via {gw or 'link'} ({where})"
+        case DeleteRoute(where, dest, _, kind):
+            return f"failed to delete {kind} route {dest} ({where})"
         case DeleteLink(where, name):
             return f"failed to delete {'container veth' if where == 'container' else 'link'} {name}"
         case DetachFromBridge(ifname, bridge):

@@ -16,6 +16,7 @@ from netns.plan import (
     AddVeth,
     ConfigureInterface,
     DeleteLink,
+    DeleteRoute,
     DetachFromBridge,
     EnsureBridge,
     Op,
@@ -85,7 +86,9 @@ def routes(att: Attachment) -> tuple[Op, ...]:
                 "container",
                 r.destination,
                 r.gateway,
-                None if r.route_type in DEVICELESS_ROUTE_TYPES else att.ifname,
+                # With a gateway the kernel finds the interface that reaches it, which may be
+                # another network's (netavark 1.7); the engine adds these after all interfaces.
+                None if r.route_type in DEVICELESS_ROUTE_TYPES or r.gateway else att.ifname,
                 r.metric if r.metric is not None else att.metric,
                 r.route_type or "unicast",
             )
@@ -113,10 +116,20 @@ def plan_setup(att: BridgeAttachment, *, has_ports: bool) -> tuple[Op, ...]:
     return tuple(ops)
 
 
+def deviceless_routes(att: Attachment) -> tuple[Op, ...]:
+    """Routes no interface takes with it: teardown removes them (netavark 2.0)."""
+    return tuple(
+        DeleteRoute("container", r.destination, r.metric if r.metric is not None else att.metric,
+                    r.route_type)
+        for r in att.routes
+        if r.route_type in DEVICELESS_ROUTE_TYPES
+    )
+
+
 def plan_teardown(att: BridgeAttachment) -> tuple[Op, ...]:
     if att.managed:
-        return (DetachFromBridge(att.ifname, att.bridge),)
-    return (DeleteLink("container", att.ifname),)
+        return (*deviceless_routes(att), DetachFromBridge(att.ifname, att.bridge))
+    return (*deviceless_routes(att), DeleteLink("container", att.ifname))
 
 
 def _own(att: Attachment) -> BridgeAttachment:

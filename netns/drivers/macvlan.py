@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from netns import names
 from netns.drivers.base import Attachment, check_options
-from netns.drivers.bridge import routes
+from netns.drivers.bridge import deviceless_routes, routes
 from netns.errors import BurrowError
 from netns.firewall.types import NetworkFw
 from netns.plan import AddMacvlan, ConfigureInterface, DeleteLink, Op, RequireLink
@@ -41,7 +41,7 @@ def plan_setup(att: MacvlanAttachment) -> tuple[Op, ...]:
 
 
 def plan_teardown(att: MacvlanAttachment) -> tuple[Op, ...]:
-    return (DeleteLink("container", att.ifname),)
+    return (*deviceless_routes(att), DeleteLink("container", att.ifname))
 
 
 def _own(att: Attachment) -> MacvlanAttachment:

@@ -81,3 +81,37 @@ def test_readonly_proc_with_forwarding_on_is_tolerated(world: World, netns_facto
     o = options("c1", [(v4net(unique("be2b")), {"interface_name": "eth0", "static_ips": ["10.79.0.2"]})])
     world.setup(ctr, o)
     world.teardown(ctr, o)
+
+
+def _routes(ctr: Netns, *args: str) -> str:
+    return ctr.run(["ip", "route", "show", *args]).stdout
+
+
+def test_static_route_via_another_interfaces_gateway(world: World, netns_factory: Callable[[], Netns]) -> None:
+    """Netavark 1.7: the gateway of a network's route may sit on another network (eth1)."""
+    ctr = netns_factory()
+    n1 = v4net(unique("be2b"), routes=[{"destination": "10.50.0.0/24", "gateway": "10.79.1.254"}])
+    n2 = network(unique("be2n"), unique("be2b"), [("10.79.1.0/24", "10.79.1.1")])
+    o = options("c1", [(n1, {"interface_name": "eth0", "static_ips": ["10.79.0.2"]}),
+                       (n2, {"interface_name": "eth1", "static_ips": ["10.79.1.2"]})])
+    world.setup(ctr, o)
+    assert "10.50.0.0/24 via 10.79.1.254 dev eth1" in _routes(ctr)
+    world.teardown(ctr, o)
+
+
+def test_deviceless_route_types_are_removed_on_teardown(world: World, netns_factory: Callable[[], Netns]) -> None:
+    """Netavark 2.0: blackhole/unreachable/prohibit routes belong to no interface, so teardown
+    removes them itself."""
+    ctr = netns_factory()
+    n1 = v4net(unique("be2b"), routes=[
+        {"destination": "10.66.0.0/24", "route_type": "blackhole"},
+        {"destination": "10.67.0.0/24", "route_type": "unreachable"},
+        {"destination": "10.68.0.0/24", "route_type": "prohibit", "metric": 7},
+    ])
+    o = options("c1", [(n1, {"interface_name": "eth0", "static_ips": ["10.79.0.2"]})])
+    world.setup(ctr, o)
+    table = _routes(ctr)
+    assert "blackhole 10.66.0.0/24" in table and "unreachable 10.67.0.0/24" in table
+    assert "prohibit 10.68.0.0/24" in table
+    world.teardown(ctr, o)
+    assert _routes(ctr) == ""

@@ -17,6 +17,7 @@ from netns.plan import (
     AddVeth,
     ConfigureInterface,
     DeleteLink,
+    DeleteRoute,
     DetachFromBridge,
     EnsureBridge,
     RequireLink,
@@ -149,10 +150,13 @@ def test_2x_options_metric_no_default_route_routes_unmanaged_host_ifname() -> No
     assert [(str(r.destination), r.metric, r.route_type, r.ifname) for r in routes] == [
         ("0.0.0.0/0", 250, "unicast", "eth0"),
         ("::/0", 250, "unicast", "eth0"),
-        ("10.99.0.0/16", 250, "unicast", "eth0"),
+        ("10.99.0.0/16", 250, "unicast", None),  # via its gateway, on whichever interface
         ("10.98.0.0/16", 250, "blackhole", None),
     ]
-    assert bridge.plan_teardown(a1) == (DeleteLink("container", "eth0"),)
+    assert bridge.plan_teardown(a1) == (
+        DeleteRoute("container", ipaddress.ip_network("10.98.0.0/16"), 250, "blackhole"),
+        DeleteLink("container", "eth0"),
+    )
     assert not any(isinstance(op, AddRoute) for op in bridge.plan_setup(a2, has_ports=False))
 
 
