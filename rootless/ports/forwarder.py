@@ -18,6 +18,7 @@ import logging
 import os
 import pwd
 import resource
+import signal
 import socket
 import subprocess
 import sys
@@ -64,7 +65,8 @@ class Forwarder:
         self.loop = Loop()
         fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         self.guard = Guard(fd_limit, self._held, lambda: self.manager.protocols())
-        self.pool = DialerPool(self.loop, dialer, self.guard.shed, self.stop)
+        self.pool = DialerPool(self.loop, dialer, self.guard.shed, self.stop,
+                               max_pooled=max(4, fd_limit // 16))
         self.tcp = TcpProxy(self.loop, self.pool, self.guard)
         self.udp = UdpProxy(self.loop, self.pool, self.guard, udp_timeout)
         self.manager = PortManager(self.loop, self.pool, self.tcp, self.udp, self.guard, self.stop)
@@ -72,6 +74,12 @@ class Forwarder:
         self.loop.add(self.holder, lambda ev: self.stop())
         self.ctl = ControlServer(self.loop, ctl_path, self.guard, self.manager.handle,
                                  self.pool.drop_one)
+        # The counts even when the control socket cannot be reached (out of fds): in the log.
+        self.loop.on_signal(signal.SIGUSR1, self._log_stats)
+
+    def _log_stats(self) -> None:
+        log.warning("stats: %s; pooled %s; control connections %d", self.manager.stats(),
+                    {k: len(v) for k, v in self.pool.pools.items()}, len(self.ctl.conns))
 
     def _held(self) -> int:
         """fds held for no particular client: they come off the clients' budget."""

@@ -28,12 +28,25 @@ Waiter = Callable[[socket.socket | None], None]
 POOL_LOW, POOL_BATCH = 8, 32
 
 
+class Ticket:
+    """A place in the queue for a socket; cancelled when its client is gone (a shed flow)."""
+
+    __slots__ = ("key", "cb", "live")
+
+    def __init__(self, key: SockKey, cb: Waiter) -> None:
+        self.key, self.cb, self.live = key, cb, True
+
+
 class DialerPool:
     def __init__(self, loop: Loop, chan: socket.socket, shed: Shed,
-                 on_dead: Callable[[], None]) -> None:
+                 on_dead: Callable[[], None], max_pooled: int = 1 << 16) -> None:
         self.loop, self.chan, self.shed, self.on_dead = loop, chan, shed, on_dead
+        # Spare sockets held in total: at a low fd limit the pool must not take the fds
+        # clients and the control socket need.
+        self.max_pooled = max_pooled
         self.pools: dict[SockKey, deque[socket.socket]] = {}
-        self.waiting: dict[SockKey, deque[Waiter]] = {}
+        self.waiting: dict[SockKey, deque[Ticket]] = {}
+        self.live_waiting: dict[SockKey, int] = {}  # tickets not cancelled, per key
         self.requests: dict[int, SockKey] = {}
         self.in_flight: set[SockKey] = set()
         self.live: set[str] = set()  # netns with published ports
@@ -41,18 +54,46 @@ class DialerPool:
         self.next_id = 0
         loop.add(chan.fileno(), self._on_reply)
 
-    def get(self, key: SockKey, cb: Waiter) -> None:
-        """Call cb with a fresh socket for key (now or later), or with None if none comes."""
+    def get(self, key: SockKey, cb: Waiter) -> Ticket | None:
+        """Call cb with a fresh socket for key (now or later), or with None if none comes.
+
+        Returns the ticket to cancel if cb has to wait."""
         if key[0] not in self.live:  # unpublished meanwhile: nothing will ever come
             cb(None)
-            return
+            return None
         pool = self.pools.get(key)
         if pool:
             self.size -= 1
             cb(pool.popleft())
-        else:
-            self.waiting.setdefault(key, deque()).append(cb)
+            self._refill(key)
+            return None
+        t = Ticket(key, cb)
+        queue = self.waiting.setdefault(key, deque())
+        queue.append(t)
+        live = self.live_waiting[key] = self.live_waiting.get(key, 0) + 1
+        if len(queue) > 2 * live + 64:  # a flood of cancelled tickets: drop them at once
+            self.waiting[key] = deque(x for x in queue if x.live)
         self._refill(key)
+        return t
+
+    def cancel(self, t: Ticket) -> None:
+        if t.live:
+            t.live = False
+            self.live_waiting[t.key] -= 1
+
+    def _next(self, key: SockKey) -> Ticket | None:
+        """The first live ticket for key, taken off the queue."""
+        queue = self.waiting.get(key)
+        while queue:
+            t = queue.popleft()
+            if t.live:
+                self.cancel(t)
+                return t
+        return None
+
+    def _fail(self, key: SockKey) -> None:
+        while (t := self._next(key)) is not None:
+            t.cb(None)
 
     def drop_one(self) -> bool:
         """Close one pooled socket (out of fds: a waiting client needs it more)."""
@@ -74,8 +115,7 @@ class DialerPool:
                 self.size -= 1
                 s.close()
         for key in [k for k in self.waiting if k[0] == netns]:
-            for cb in self.waiting.pop(key):
-                cb(None)
+            self._fail(key)
         self._send(messages.Forget(netns))
 
     def _send(self, msg: messages.Dial | messages.Forget) -> None:
@@ -87,14 +127,15 @@ class DialerPool:
 
     def _refill(self, key: SockKey) -> None:
         """One request in flight per key, for what the waiters need plus a batch to spare."""
-        want = len(self.waiting.get(key, ()))
+        want = self.live_waiting.get(key, 0)
         if key in self.in_flight or key[0] not in self.live:
             return
         if want or len(self.pools.get(key, ())) < POOL_LOW:
             self.next_id += 1
             self.requests[self.next_id] = key
             self.in_flight.add(key)
-            n = min(messages.MAX_DIAL_BATCH, want + POOL_BATCH)
+            spare = max(0, min(POOL_BATCH, self.max_pooled - self.size))
+            n = max(1, min(messages.MAX_DIAL_BATCH, want + spare))
             self._send(messages.Dial(self.next_id, key[0], key[1], key[2], n))
 
     def _on_reply(self, ev: int) -> None:
@@ -139,13 +180,14 @@ class DialerPool:
         pool = self.pools.setdefault(key, deque())
         pool.extend(socks)
         self.size += len(socks)
-        waiters = self.waiting.get(key, deque())
-        while waiters and pool:
+        while pool and (t := self._next(key)) is not None:
             self.size -= 1
-            waiters.popleft()(pool.popleft())
+            t.cb(pool.popleft())
+        while self.size > self.max_pooled and pool:  # more came than may be kept
+            self.size -= 1
+            pool.pop().close()
         if reply.error or not socks:
-            while waiters:
-                waiters.popleft()(None)
+            self._fail(key)
         else:
             # A burst can outrun one batch: without this, clients queued after it waited
             # for a socket until some later client came.
@@ -155,8 +197,7 @@ class DialerPool:
         self.requests.clear()
         keys, self.in_flight = self.in_flight, set()
         for key in keys:
-            for cb in self.waiting.pop(key, deque()):
-                cb(None)
+            self._fail(key)
 
     def close(self) -> None:
         for pool in self.pools.values():

@@ -20,7 +20,7 @@ from typing import Any
 
 from netns.loop import Loop
 from rootless.ports.budget import Guard
-from rootless.ports.pool import DialerPool
+from rootless.ports.pool import DialerPool, Ticket
 from rootless.ports.target import Candidate, Listener
 
 QUEUE_BYTES = 65536  # kept per flow until its first reply
@@ -40,6 +40,7 @@ class UdpFlow:
     queue: list[bytes] | None = field(default_factory=list)  # None once answered
     queued: int = 0
     closed: bool = False
+    ticket: Ticket | None = None  # waiting for a socket from the dialer
     last: float = field(default_factory=time.monotonic)
 
 
@@ -129,9 +130,12 @@ class UdpProxy:
             self.close_flow(flow)
             return
         fam, ip = flow.candidates.pop(0)
-        self.pool.get((flow.lst.target.netns, fam, "udp"), partial(self._dial, flow, ip))
+        ticket = self.pool.get((flow.lst.target.netns, fam, "udp"), partial(self._dial, flow, ip))
+        if ticket is not None:
+            flow.ticket = ticket
 
     def _dial(self, flow: UdpFlow, ip: str, b: socket.socket | None) -> None:
+        flow.ticket = None
         if flow.closed or flow.lst.sock.fileno() < 0:  # shed, expired or unpublished meanwhile
             if b is not None:
                 b.close()
@@ -201,6 +205,9 @@ class UdpProxy:
         if flow.closed:
             return
         flow.closed = True
+        if flow.ticket is not None:  # no socket need come for it any more
+            self.pool.cancel(flow.ticket)
+            flow.ticket = None
         self._forget_queue(flow)
         self._drop_backend(flow)
         self.flows.pop(flow.key, None)

@@ -7,6 +7,8 @@ its own; clients are on the host's loopback, servers inside the sandbox.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -57,10 +59,24 @@ def run_in(rl: Any, name: str, script: str, arg: str) -> subprocess.Popen[str]:
     return p
 
 
-def status(rl: Any) -> dict[str, Any]:
-    fwd = json.loads(rl.burrow("status", "--format", "json", check=True).out)["forwarder"]
-    assert isinstance(fwd, dict)
-    return fwd
+def status(rl: Any, within: float = 30) -> dict[str, Any]:
+    """The forwarder's live counts, once its control socket answers `burrow status`.
+
+    A forwarder still working through a flood on a loaded machine may miss status's 2 s
+    deadline: that is allowed, as long as it answers again (a dead one never does)."""
+    deadline = time.monotonic() + within
+    while True:
+        res = rl.burrow("status", "--format", "json")
+        fwd = json.loads(res.out)["forwarder"] if res.out.strip() else None
+        if isinstance(fwd, dict) and "tcp_connections" in fwd:
+            return fwd
+        assert fwd is not None, f"the forwarder is gone: {res.out}"
+        if time.monotonic() >= deadline:  # ask it for its counts through its log instead
+            os.kill(fwd["pid"], signal.SIGUSR1)
+            time.sleep(0.5)
+            log = rl.run(["sh", "-c", 'cat "$XDG_RUNTIME_DIR/burrow/log/forwarder.log"']).out
+            raise AssertionError(f"the forwarder does not answer; its log: {log[-3000:]}")
+        time.sleep(0.5)
 
 
 def tcp_from(src: str, port: int, data: bytes = b"hi") -> bytes:
@@ -183,12 +199,12 @@ def test_tcp_connection_flood_leaves_room_for_other_clients(rl: Any) -> None:
 
 
 def test_emfile_anywhere_never_kills_the_forwarder(rl: Any) -> None:
-    """At a 64-fd limit the caps cannot keep the forwarder off the kernel's limit: accept on
-    the listener and the control socket, pipe2 and the dialer's SCM_RIGHTS replies meet
-    EMFILE for real. Each costs one client its connection and is counted; the forwarder
-    stays up, answers its control socket and serves again once the fds come back."""
+    """At a 40-fd limit every cap is at its minimum and the kernel's limit is close: TCP,
+    UDP and control floods are refused or shed and counted (EMFILE on accept, pipe2 or the
+    dialer's SCM_RIGHTS is handled where it still happens); the forwarder stays up, answers
+    its control socket and serves again once the floods end."""
     base = free_ports(2)
-    rl.run(["prlimit", "--nofile=64:64", "burrow", "sandbox", "create", "em", "-p",
+    rl.run(["prlimit", "--nofile=40:40", "burrow", "sandbox", "create", "em", "-p",
             f"127.0.0.1:{base}:7", "-p", f"127.0.0.1:{base + 1}:53/udp"], check=True,
            timeout=60)
     run_in(rl, "em", TCP_SERVER, "e:7,p:53")
@@ -211,12 +227,12 @@ def test_emfile_anywhere_never_kills_the_forwarder(rl: Any) -> None:
             u2 = socket.socket(socket.AF_UNIX)
             held.append(u2)
             u2.connect(f"{rl.runtime}/burrow/forwarder.sock")
-        fwd = status(rl)
     finally:
         for c in held:
             c.close()
-    assert fwd["pid"] == pid and fwd["fd_limit"] == 64
-    assert fwd["shed"]["out_of_fds"] > 0 and fwd["refused_out_of_fds"] > 0
+    fwd = status(rl)
+    assert fwd["pid"] == pid and fwd["fd_limit"] == 40
+    assert fwd["refused_out_of_fds"] > 0 and fwd["handler_faults"] == 0
     time.sleep(0.5)
     assert tcp_from("127.0.0.1", base) == b"hi"
     assert udp_answer("127.0.0.1", base + 1).isdigit()
