@@ -353,11 +353,13 @@ def plan_setup(b: Batch, nets: Sequence[NetworkFw], dnats: Sequence[PortDnat],
     """What Netavark 2.x's setup_network + setup_port_forward add, only what is missing."""
     listed = have if isinstance(have, Listed) else None
     if isinstance(have, NftLedger):
-        # Base rules unknown to the ledger: the guard fails the batch if someone made them.
-        b.skeleton(guard=not have.base)
         if not have.base:
+            # Base rules unknown to the ledger: the guard fails the batch if someone made them.
+            b.skeleton(guard=True)
             for rule in base_rules():
                 b.rule(rule)
+        # Known: no chain is (re)made, so if the table was flushed or deleted since, the first
+        # rule or chain this batch adds fails it, and the table is listed and rebuilt.
     else:
         b.skeleton(guard=False)
         for rule, (chain, pred) in zip(base_rules(), BASE_MATCHERS, strict=True):
