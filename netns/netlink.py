@@ -8,6 +8,7 @@ without a helper child; netlink sockets stay bound to the netns they were create
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import random
 from collections.abc import Sequence
@@ -36,6 +37,7 @@ from netns.plan import (
     describe,
 )
 
+log = logging.getLogger("netns.netlink")
 RTPROT_STATIC = 4
 # The kernel's numbers (RTN_*) for plan.ROUTE_TYPES.
 RTN_TYPES = {"unicast": 1, "blackhole": 6, "unreachable": 7, "prohibit": 8}
@@ -80,6 +82,7 @@ class Handles:
         self._indexes: dict[tuple[Where, str], int] = {}
         self._macs: dict[tuple[Where, str], str] = {}
         self.host = IPRoute()
+        self.made_bridges: set[str] = set()  # created by this request (their MTU is not set)
         self.ctr: IPRoute | None = None
         if container_fd is not None:
             with entered(container_fd):
@@ -141,6 +144,15 @@ class Handles:
                 write()
         else:
             write()
+
+    def soft_sysctl(self, where: Where, path: str, value: str) -> None:
+        """A tuning sysctl: a read-only /proc/sys (tolerated for forwarding) skips it."""
+        try:
+            self.write_sysctl(where, path, value)
+        except OSError as exc:
+            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            log.warning("cannot set /proc/sys/%s=%s: %s", path, value, exc.strerror)
 
     def read_sysctl(self, where: Where, path: str) -> str | None:
         def read() -> str:
@@ -322,6 +334,10 @@ class Netlink(Handles):
             # Before the addresses: DAD would hold the gateway "tentative" for a second or more.
             for key in ("accept_dad", "accept_ra"):
                 self.write_sysctl("host", f"net/ipv6/conf/{op.name}/{key}", "0")
+        # Loose reverse-path filtering (netavark 1.11): strict mode (RHEL's default) drops port
+        # forwards whose replies take another network's interface.
+        self.soft_sysctl("host", f"net/ipv4/conf/{op.name}/rp_filter", "2")
+        self.made_bridges.add(op.name)
         for addr in op.addresses:
             self.host.addr("add", index=idx, address=str(addr.ip), prefixlen=addr.network.prefixlen)
         self.host.link("set", index=idx, state="up")
@@ -335,8 +351,9 @@ class Netlink(Handles):
         peer: dict[str, Any] = {"ifname": op.ifname, "net_ns_fd": self.container_fd}
         if op.mac:
             peer["address"] = op.mac
-        if op.mtu:
-            peer["mtu"] = op.mtu
+        mtu = op.mtu or self._default_mtu(op.bridge, bridge)
+        if mtu:
+            peer["mtu"] = mtu
         args: dict[str, Any] = {"kind": "veth", "peer": peer}
         if op.host_ifname:
             args["ifname"] = op.host_ifname
@@ -350,8 +367,8 @@ class Netlink(Handles):
                 host_name = self.host.get_links(host_idx)[0].get_attr("IFLA_IFNAME")
                 self.write_sysctl("host", f"net/ipv6/conf/{host_name}/accept_dad", "0")
             set_args: dict[str, Any] = {"master": bridge, "state": "up"}
-            if op.mtu:
-                set_args["mtu"] = op.mtu
+            if mtu:
+                set_args["mtu"] = mtu
             self.host.link("set", index=host_idx, **set_args)
             # Hairpin: a container reaching its own published port (DNAT back to itself) needs
             # the bridge to send the frame out of the port it came in on; with bridge netfilter
@@ -361,6 +378,17 @@ class Netlink(Handles):
             self._apply(undo)
             raise
         return Outcome(undo=undo)
+
+    def _default_mtu(self, name: str, index: int) -> int:
+        """Without an `mtu` option (netavark 1.16, 1.17.2): an existing bridge's MTU, or for a
+        bridge this request made, the MTU of the main table's default-route interface."""
+        if name not in self.made_bridges:
+            return int(self.host.get_links(index)[0].get_attr("IFLA_MTU") or 0)
+        for route in self.host.get_default_routes(family=2, table=254):
+            oif = route.get_attr("RTA_OIF")
+            if oif is not None:
+                return int(self.host.get_links(oif)[0].get_attr("IFLA_MTU") or 0)
+        return 0
 
     def _add_macvlan(self, op: AddMacvlan) -> Outcome:
         assert self.container_fd is not None
@@ -390,6 +418,9 @@ class Netlink(Handles):
         if op.ipv6:
             for key in ("autoconf", "accept_dad"):
                 self.write_sysctl("container", f"net/ipv6/conf/{op.ifname}/{key}", "0")
+        if op.bridge_port:
+            self.soft_sysctl("container", f"net/ipv4/conf/{op.ifname}/arp_notify", "1")
+            self.soft_sysctl("container", f"net/ipv4/conf/{op.ifname}/rp_filter", "2")
         for addr in op.addresses:
             ctr.addr("add", index=idx, address=str(addr.ip), prefixlen=addr.network.prefixlen)
         try:  # loopback is ifindex 1 in every network namespace

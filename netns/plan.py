@@ -72,6 +72,9 @@ class ConfigureInterface:
     ifname: str
     addresses: tuple[IPInterface, ...]
     ipv6: bool
+    # Managed bridge ports (netavark 1.11): loose reverse-path filtering (rp_filter=2), so a
+    # reply routed back over another network's interface is not dropped; and arp_notify=1.
+    bridge_port: bool = False
 
 
 @dataclass(frozen=True)

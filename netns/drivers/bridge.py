@@ -104,7 +104,7 @@ def plan_setup(att: BridgeAttachment, *, has_ports: bool) -> tuple[Op, ...]:
     else:
         ops.append(RequireLink("host", att.bridge, "bridge"))
     ops.append(AddVeth(att.bridge, att.ifname, att.host_ifname, att.mac, att.mtu, ipv6))
-    ops.append(ConfigureInterface(att.ifname, att.addresses, ipv6))
+    ops.append(ConfigureInterface(att.ifname, att.addresses, ipv6, bridge_port=att.managed))
     ops.extend(routes(att))
     if att.managed and att.internal:
         ops.append(Sysctl("host", f"net/ipv4/conf/{att.bridge}/forwarding", "0"))

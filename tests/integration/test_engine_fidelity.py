@@ -115,3 +115,46 @@ def test_deviceless_route_types_are_removed_on_teardown(world: World, netns_fact
     assert "prohibit 10.68.0.0/24" in table
     world.teardown(ctr, o)
     assert _routes(ctr) == ""
+
+
+def test_rp_filter_is_loose_on_bridge_and_container(world: World, netns_factory: Callable[[], Netns]) -> None:
+    """Netavark 1.11: rp_filter=2 on the bridge it creates and the container's interface."""
+    ctr = netns_factory()
+    br = unique("be2b")
+    o = options("c1", [(v4net(br), {"interface_name": "eth0", "static_ips": ["10.79.0.2"]})])
+    world.setup(ctr, o)
+    assert world.host.sysctl(f"net/ipv4/conf/{br}/rp_filter") == "2"
+    assert ctr.sysctl("net/ipv4/conf/eth0/rp_filter") == "2"
+    assert ctr.sysctl("net/ipv4/conf/eth0/arp_notify") == "1"
+    world.teardown(ctr, o)
+
+
+def _mtu(ns: Netns, dev: str) -> int:
+    return int(json.loads(ns.run(["ip", "-j", "link", "show", dev]).stdout)[0]["mtu"])
+
+
+def test_mtu_follows_the_default_route_interface(world: World, netns_factory: Callable[[], Netns]) -> None:
+    """Netavark 1.16: without an `mtu` option a new bridge's veths take the MTU of the main
+    table's default-route interface (here a veth in the throwaway host netns)."""
+    h, ctr = world.host, netns_factory()
+    h.run(["ip", "link", "add", "be2up", "mtu", "1400", "type", "veth", "peer", "name", "be2upp"])
+    h.run(["ip", "link", "set", "be2up", "up"])
+    h.run(["ip", "link", "set", "be2upp", "up"])
+    h.run(["ip", "addr", "add", "10.201.0.1/24", "dev", "be2up"])
+    h.run(["ip", "route", "add", "default", "via", "10.201.0.2", "dev", "be2up"])
+    o = options("c1", [(v4net(unique("be2b")), {"interface_name": "eth0", "static_ips": ["10.79.0.2"]})])
+    world.setup(ctr, o)
+    assert _mtu(ctr, "eth0") == 1400
+    world.teardown(ctr, o)
+
+
+def test_mtu_follows_an_existing_bridge(world: World, netns_factory: Callable[[], Netns]) -> None:
+    """Netavark 1.17.2: an existing bridge's MTU wins over the kernel's default."""
+    h, ctr = world.host, netns_factory()
+    br = unique("be2b")
+    h.run(["ip", "link", "add", br, "mtu", "1300", "type", "bridge"])
+    h.run(["ip", "link", "set", br, "up"])
+    o = options("c1", [(v4net(br), {"interface_name": "eth0", "static_ips": ["10.79.0.2"]})])
+    world.setup(ctr, o)
+    assert _mtu(ctr, "eth0") == 1300
+    world.teardown(ctr, o)

@@ -115,7 +115,7 @@ def test_bridge_plan_transcript() -> None:
         Sysctl("host", "net/ipv6/conf/all/forwarding", "1", tolerate_readonly=True),
         EnsureBridge("podman1", 0, (gw4, gw6), True),
         AddVeth("podman1", "eth0", None, "92:d0:c6:0a:29:10", 0, True),
-        ConfigureInterface("eth0", a1.addresses, True),
+        ConfigureInterface("eth0", a1.addresses, True, bridge_port=True),
         AddRoute("container", ipaddress.ip_network("0.0.0.0/0"), gw4.ip, "eth0", 100),
         AddRoute("container", ipaddress.ip_network("::/0"), gw6.ip, "eth0", 100),
         Sysctl("host", "net/ipv4/conf/podman1/route_localnet", "1"),
