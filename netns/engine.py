@@ -188,11 +188,11 @@ def firewall_intent(
     return nets, ports
 
 
-def dns_entry(req: Request, att: Attachment) -> Entry:
+def dns_entry(req: Request, att: Attachment, listen: Mapping[str, tuple[str, ...]]) -> Entry:
     return Entry(
         network=att.name,
         internal=att.internal,
-        listen_ips=tuple(str(g.ip) for g in att.gateways),
+        listen_ips=listen.get(att.name) or tuple(str(g.ip) for g in att.gateways),
         network_dns=tuple(str(ip) for ip in att.network_dns),
         container_id=req.container_id,
         ipv4=tuple(str(a.ip) for a in att.addresses if a.version == 4),
@@ -202,12 +202,14 @@ def dns_entry(req: Request, att: Attachment) -> Entry:
     )
 
 
-def status_block(ctx: Context, req: Request, att: Attachment, mac: str) -> StatusBlock:
+def status_block(
+    ctx: Context, req: Request, att: Attachment, mac: str, listen: Mapping[str, tuple[str, ...]]
+) -> StatusBlock:
     gw_by_net = {g.network: g.ip for g in att.gateways}
     subnets = tuple(NetAddress(gw_by_net.get(a.network), a) for a in att.addresses)
     if dns_on(ctx, att):
         domains: tuple[str, ...] = (SEARCH_DOMAIN,)
-        servers = tuple(str(g.ip) for g in att.gateways)
+        servers = listen.get(att.name) or tuple(str(g.ip) for g in att.gateways)
     else:
         domains, servers = (), tuple(str(ip) for ip in req.dns_servers)
     return StatusBlock(domains, servers, {att.ifname: NetInterface(mac, subnets)})
@@ -240,19 +242,20 @@ def _setup(ctx: Context, req: Request, fd: int) -> dict[str, StatusBlock]:
     late = [(a, op) for a, ops in plans for op in ops if _via_gateway(op)]
     plans = [(a, tuple(op for op in ops if not _via_gateway(op))) for a, ops in plans]
     fw_nets, fw_ports = firewall_intent(ctx, req, req.attachments)
-    entries = [dns_entry(req, a) for a in req.attachments if dns_on(ctx, a)]
     status: dict[str, StatusBlock] = {}
     undo = UndoStack()
     with Netlink(fd) as nl:
         for att, ops in plans:
             with _network_context(att, len(plans)):
                 nl.preflight(ops)
+        listen = _dns_listen(ctx, req, nl)
+        entries = [dns_entry(req, a, listen) for a in req.attachments if dns_on(ctx, a)]
         try:
             created: set[str] = set()
             for att, ops in plans:
                 with _network_context(att, len(plans)):
                     _apply(nl, ops, undo, created)
-                    status[att.name] = status_block(ctx, req, att, nl.mac(att.ifname))
+                    status[att.name] = status_block(ctx, req, att, nl.mac(att.ifname), listen)
             for att, op in late:
                 with _network_context(att, len(plans)):
                     _apply(nl, (op,), undo, created)
@@ -277,6 +280,24 @@ def _setup(ctx: Context, req: Request, fd: int) -> dict[str, StatusBlock]:
                 raise MultiError([exc, *errors]) from exc
             raise
     return status
+
+
+def _dns_listen(ctx: Context, req: Request, nl: Netlink) -> dict[str, tuple[str, ...]]:
+    """Networks whose DNS server listens on an existing link's addresses (an unmanaged
+    bridge, netavark 1.17); with none there, setup fails before any change."""
+    out: dict[str, tuple[str, ...]] = {}
+    for att in req.attachments:
+        link = drivers.of(att).dns_link(att)
+        if link is None or not dns_on(ctx, att):
+            continue
+        ips = nl.link_addresses("host", link)
+        if not ips:
+            raise BurrowError(
+                f"network {att.name}: DNS is enabled but bridge {link} has no IP addresses "
+                "for the DNS server to listen on"
+            )
+        out[att.name] = ips
+    return out
 
 
 def _via_gateway(op: Op) -> bool:

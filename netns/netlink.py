@@ -8,6 +8,7 @@ without a helper child; netlink sockets stay bound to the netns they were create
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import os
 import random
@@ -153,6 +154,18 @@ class Handles:
             if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
                 raise
             log.warning("cannot set /proc/sys/%s=%s: %s", path, value, exc.strerror)
+
+    def link_addresses(self, where: Where, name: str) -> tuple[str, ...]:
+        """The link's global addresses (no link-local: a DNS server can't serve on those)."""
+        idx = self._index(where, name)
+        if idx is None:
+            return ()
+        out = []
+        for msg in self._ipr(where).get_addr(index=idx):
+            ip = ipaddress.ip_address(msg.get_attr("IFA_ADDRESS"))
+            if not ip.is_link_local:
+                out.append(str(ip))
+        return tuple(out)
 
     def read_sysctl(self, where: Where, path: str) -> str | None:
         def read() -> str:

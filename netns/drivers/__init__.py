@@ -44,6 +44,10 @@ class Driver(Protocol):
     def dns(self, att: Attachment) -> bool:
         """Whether containers on it get entries in the DNS server (if the network asks)."""
 
+    def dns_link(self, att: Attachment) -> str | None:
+        """A host link whose existing addresses the DNS server listens on, or None for the
+        gateways (an unmanaged bridge: netavark 1.17)."""
+
 
 REGISTRY: dict[str, Driver] = {d.name: d for d in (BridgeDriver(), MacvlanDriver(), IpvlanDriver())}
 NAMES = tuple(REGISTRY)

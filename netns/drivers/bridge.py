@@ -197,3 +197,7 @@ class BridgeDriver:
 
     def dns(self, att: Attachment) -> bool:
         return True
+
+    def dns_link(self, att: Attachment) -> str | None:
+        b = _own(att)
+        return None if b.managed else b.bridge

@@ -43,3 +43,6 @@ class IpvlanDriver:
 
     def dns(self, att: Attachment) -> bool:
         return False
+
+    def dns_link(self, att: Attachment) -> str | None:
+        return None

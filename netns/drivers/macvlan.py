@@ -85,3 +85,6 @@ class MacvlanDriver:
 
     def dns(self, att: Attachment) -> bool:
         return False
+
+    def dns_link(self, att: Attachment) -> str | None:
+        return None

@@ -158,3 +158,42 @@ def test_mtu_follows_an_existing_bridge(world: World, netns_factory: Callable[[]
     world.setup(ctr, o)
     assert _mtu(ctr, "eth0") == 1300
     world.teardown(ctr, o)
+
+
+def _unmanaged_world(host: Netns, tmp_path: Path, br: str, addr: str | None) -> World:
+    # /bin/true stands in for the DNS server: the engine writes its config files for real.
+    host.run(["ip", "link", "add", br, "type", "bridge"])
+    host.run(["ip", "link", "set", br, "up"])
+    if addr:
+        host.run(["ip", "addr", "add", addr, "dev", br])
+    return World(host, tmp_path / "cfg", "none", aardvark="/bin/true")
+
+
+def test_unmanaged_bridge_dns_listens_on_its_existing_addresses(
+    host_ns: Netns, tmp_path: Path, netns_factory: Callable[[], Netns]
+) -> None:
+    """Netavark 1.17: mode=unmanaged with DNS serves on the bridge's own addresses."""
+    br, ctr = unique("be2b"), netns_factory()
+    w = _unmanaged_world(host_ns, tmp_path, br, "10.79.9.1/24")
+    net = network(unique("be2n"), br, [("10.79.9.0/24", "10.79.9.254")], dns_enabled=True,
+                  options={"mode": "unmanaged"})
+    o = options("c1", [(net, {"interface_name": "eth0", "static_ips": ["10.79.9.2"]})])
+    status = w.setup(ctr, o)
+    assert status[net["name"]]["dns_server_ips"] == ["10.79.9.1"]
+    header = (w.config / "aardvark-dns" / net["name"]).read_text().splitlines()[0]
+    assert header == "10.79.9.1"
+    w.teardown(ctr, o)
+
+
+def test_unmanaged_bridge_dns_without_addresses_fails_setup(
+    host_ns: Netns, tmp_path: Path, netns_factory: Callable[[], Netns]
+) -> None:
+    br, ctr = unique("be2b"), netns_factory()
+    w = _unmanaged_world(host_ns, tmp_path, br, None)
+    net = network(unique("be2n"), br, [("10.79.9.0/24", "10.79.9.254")], dns_enabled=True,
+                  options={"mode": "unmanaged"})
+    o = options("c1", [(net, {"interface_name": "eth0", "static_ips": ["10.79.9.2"]})])
+    res = w.netavark("setup", ctr, o, check=False)
+    assert res.returncode == 1 and "has no IP addresses" in json.loads(res.stdout)["error"], res
+    assert "eth0" not in ctr.link_names()
+    assert not (w.config / "aardvark-dns" / net["name"]).exists()
