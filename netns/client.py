@@ -301,7 +301,7 @@ def request_engine(
             return Reply(
                 1,
                 b'{"error":"burrow engine did not answer within %d s (see %s)"}\n'
-                % (reply_timeout, os.fsencode(_log_path(path))),
+                % (reply_timeout, os.fsencode(statefiles.engine_log_for(path))),
                 b"",
                 "timeout",
             )
@@ -375,9 +375,6 @@ def _send_request(sock: _Sock, data: bytes, netns_fd: int | None) -> None:
         sock.sendall(data[sent:])
 
 
-def _log_path(sock_path: str) -> str:
-    base = sock_path[:-5] if sock_path.endswith(".sock") else sock_path
-    return base + ".log"
 
 
 def spawn_engine(sock_path: str) -> int:
@@ -412,7 +409,7 @@ def spawn_engine(sock_path: str) -> int:
 # --- entry point -----------------------------------------------------------------------------
 
 
-def _emit(out: bytes, err: bytes) -> None:
+def emit(out: bytes, err: bytes) -> None:
     # Same order as netavark_cli.main: stderr first, then the JSON line on stdout.
     if err:
         sys.stderr.buffer.write(err)
@@ -495,7 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     err = reply.stderr
     if settings.stats:
         err += b"burrow-engine: served-by=" + reply.info.encode() + b"\n"
-    _emit(reply.stdout, err)
+    emit(reply.stdout, err)
     return reply.code
 
 

@@ -97,7 +97,7 @@ REQUEST_DEADLINE = 10.0  # from hello to the last byte: a silent or trickling pe
 _REPLY_TIMEOUT = 10.0  # a reply is a few KB; a peer that will not read it is dropped
 _TICK = 1.0  # notice a removed socket, reap daemons, check idleness
 _UCRED = struct.Struct("3i")
-_STALE = re.compile(r"engine-\d+-\d+\.(sock|log)\Z")  # names statefiles.engine_sock_for makes
+_STALE = re.compile(statefiles.ENGINE_NAME_RE)
 
 NsIds = tuple[tuple[int, int], ...]
 
@@ -730,9 +730,7 @@ def preload() -> None:
 # --- state files: the log doubles as the single-instance lock -------------------------------
 
 
-def log_path(sock_path: str) -> str:
-    base = sock_path[:-5] if sock_path.endswith(".sock") else sock_path
-    return base + ".log"
+log_path = statefiles.engine_log_for
 
 
 def shared_dir(sock_path: str) -> bool:
@@ -777,7 +775,7 @@ def sweep_stale(directory: str, own_log: str) -> list[str]:
         names = os.listdir(directory)
     except OSError:
         return removed
-    for name in sorted(n for n in names if _STALE.match(n) and n.endswith(".log")):
+    for name in sorted(n for n in names if _STALE.match(n) and n.endswith(statefiles.LOG_SUFFIX)):
         path = os.path.join(directory, name)
         if path == own_log:
             continue
@@ -791,7 +789,7 @@ def sweep_stale(directory: str, own_log: str) -> list[str]:
             os.close(fd)
             continue  # a live engine
         try:
-            for stale in (path[:-4] + ".sock", path):
+            for stale in (statefiles.engine_sock_for_log(path), path):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(stale)
                     removed.append(os.path.basename(stale))
@@ -799,7 +797,8 @@ def sweep_stale(directory: str, own_log: str) -> list[str]:
             os.close(fd)
     for name in names:  # a socket without a log: an engine that never got as far as its lock
         path = os.path.join(directory, name)
-        if _STALE.match(name) and name.endswith(".sock") and not os.path.exists(log_path(path)):
+        orphan = name.endswith(statefiles.SOCK_SUFFIX) and not os.path.exists(log_path(path))
+        if _STALE.match(name) and orphan:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
                 removed.append(name)

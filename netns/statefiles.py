@@ -24,9 +24,25 @@ FIREWALL_HANDLES = ".burrow-nft-handles"  # inside FIREWALL_DIR: <portkey> -> it
 FIREWALL_OLD_INSTALLED = "installed.json"  # inside FIREWALL_DIR: the old state layout's mark
 
 
+SOCK_SUFFIX = ".sock"
+LOG_SUFFIX = ".log"
+# What engine_sock_for makes, and the log beside each socket (the engine's single-instance lock).
+ENGINE_NAME_RE = r"engine-\d+-\d+\.(sock|log)\Z"
+
+
 def engine_sock_for(net: int, user: int) -> str:
     """The socket of an engine started without --config, keyed by netns and user ns."""
-    return f"engine-{net}-{user}.sock"
+    return f"engine-{net}-{user}{SOCK_SUFFIX}"
+
+
+def engine_log_for(sock_path: str) -> str:
+    """The log beside an engine's socket (`burrow-engine.sock` -> `burrow-engine.log`)."""
+    base = sock_path[: -len(SOCK_SUFFIX)] if sock_path.endswith(SOCK_SUFFIX) else sock_path
+    return base + LOG_SUFFIX
+
+
+def engine_sock_for_log(log_path: str) -> str:
+    return log_path[: -len(LOG_SUFFIX)] + SOCK_SUFFIX
 # burrow-cni's IPAM, host-local's own names under <dataDir>/<network>/ (netns/cni/hostlocal.py).
 CNI_IPAM_LOCK = "lock"
 CNI_IPAM_LAST = "last_reserved_ip."  # + the range set's index

@@ -93,12 +93,7 @@ def main() -> int:
         out, err, by = (text + "\n" if text else "").encode(), b"", f"in-process reason={reason}"
     if env.get("BURROW_ENGINE_STATS"):
         err += f"burrow-cni: served-by={by}\n".encode()
-    if err:
-        sys.stderr.buffer.write(err)
-        sys.stderr.flush()
-    if out:
-        sys.stdout.buffer.write(out)
-        sys.stdout.flush()
+    client.emit(out, err)
     return code
 
 

@@ -10,15 +10,17 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from netns import names
 from netns.cni import errors as E
 from netns.cni.errors import CniError
 from netns.errors import BurrowError
-from netns.schema import IPAddress, IPNetwork, PortMapping
+from netns.schema import IPAddress, IPNetwork, PortMapping, parse_ip, parse_net
+
+_T = TypeVar("_T")
 
 SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 LATEST = "1.1.0"
@@ -182,17 +184,19 @@ def check_version(obj: Mapping[str, Any]) -> str:
 
 
 def _ip(text: Any, what: str) -> IPAddress:
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        raise _bad(f"invalid {what} {text!r}") from None
+    return _cni_error(parse_ip, text, what)
 
 
 def _net(text: Any, what: str) -> IPNetwork:
+    return _cni_error(parse_net, text, what)
+
+
+def _cni_error(parse: Callable[[str, str], _T], text: Any, what: str) -> _T:
+    """schema's parsers, with their refusal as CNI's 'invalid network config' error."""
     try:
-        return ipaddress.ip_network(text, strict=False)
-    except (ValueError, TypeError):
-        raise _bad(f"invalid {what} {text!r}: not a CIDR") from None
+        return parse(text, what)
+    except (BurrowError, TypeError) as exc:
+        raise _bad(str(exc) if isinstance(exc, BurrowError) else f"invalid {what} {text!r}") from None
 
 
 def parse_range(obj: Any) -> Range:

@@ -55,12 +55,12 @@ def ensure(holder: Holder) -> ProcRef:
     ref = running(paths)
     if ref is not None:
         return ref
-    with locked(paths.root / "forwarder.lock", what="the port forwarder"):
+    with locked(paths.forwarder_lock, what="the port forwarder"):
         ref = running(paths)
         if ref is not None:
             return ref
-        log = open(paths.log_dir / "forwarder.log", "ab")
-        args = [sys.executable, "-m", "rootless.ports.forwarder", str(paths.root),
+        log = open(paths.forwarder_log, "ab")
+        args = [sys.executable, "-m", "rootless.ports.forwarder", str(paths.forwarder_socket),
                 str(holder.pid), os.environ.get(UDP_TIMEOUT_ENV, "60")]
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=log, start_new_session=True, cwd="/", env=holder.env())
@@ -70,7 +70,7 @@ def ensure(holder: Holder) -> ProcRef:
         proc.stdout.close()
         if line.strip() != b"ready":
             proc.kill()
-            tail = (paths.log_dir / "forwarder.log").read_text(errors="replace")[-500:]
+            tail = paths.forwarder_log.read_text(errors="replace")[-500:]
             raise BurrowError(f"start port forwarder: {tail.strip() or 'exited'}")
         new = ProcRef.of(proc.pid)
         if new is None:

@@ -3,7 +3,7 @@
 One process per user world, one thread, one event loop (netns.loop, shared with the DNS
 server), put together from parts along rootlesskit's lines:
 - rootless.ports.manager: add / list / remove published ports (the port manager);
-- rootless.ports.ctlserver: the control socket (`forwarder.sock`), typed messages;
+- rootless.ports.ctlserver: the control socket (`StatePaths.forwarder_socket`), typed messages;
 - rootless.ports.pool: sockets made inside sandbox netns by the dialer process;
 - rootless.ports.tcp / udp: the proxies (splice for TCP), capped per client and in total by
   rootless.ports.budget.
@@ -35,7 +35,6 @@ from rootless.ports.udp import UdpProxy
 
 __all__ = ["BIG_PIPE", "F_GETPIPE_SZ", "MAX_BIG_PIPES", "Forwarder", "main", "raise_fd_limit"]
 log = logging.getLogger("rootless.ports")
-SOCKET_NAME = "forwarder.sock"
 
 
 def raise_fd_limit() -> None:
@@ -116,14 +115,13 @@ def start_dialer(holder: int) -> tuple[socket.socket, subprocess.Popen[bytes]]:
 
 
 def main(argv: list[str]) -> int:
-    """forwarder STATE_DIR HOLDER_PID [UDP_TIMEOUT]"""
-    state, holder = argv[0], int(argv[1])
+    """forwarder CONTROL_SOCKET HOLDER_PID [UDP_TIMEOUT] (paths from rootless.paths)"""
+    path, holder = argv[0], int(argv[1])
     udp_timeout = float(argv[2]) if len(argv) > 2 else 60.0
     proctitle.set_title(f"burrow forwarder {_user()}")
     logs.configure("burrow-forwarder", stream=sys.stderr)  # stderr is log/forwarder.log
     raise_fd_limit()  # before the dialer starts: it inherits the limit
     chan, dialer = start_dialer(holder)
-    path = os.path.join(state, SOCKET_NAME)
     fwd = Forwarder(path, holder, chan, udp_timeout)
     # Ready only after the control socket is bound: the launcher waits for it.
     print("ready", flush=True)

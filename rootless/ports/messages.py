@@ -1,6 +1,6 @@
 """The forwarder's wire messages, typed: the control protocol and the dialer channel.
 
-Control: one JSON object per line on `forwarder.sock`, answered by one JSON line
+Control: one JSON object per line on the control socket, answered by one JSON line
 (`{"ok": true, ...}` or `{"error": "..."}`). Dialer: one JSON object per SOCK_SEQPACKET packet,
 answered by a header packet carrying the sockets as SCM_RIGHTS.
 
