@@ -27,12 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from netns import drivers, ipam, locks, names, statefiles, validate
+from netns import drivers, ipam, locks, names, statefiles, sysctld, validate
 from netns.aardvark import AardvarkConfig, Entry, dns_port
 from netns.drivers.base import Attachment
 from netns.errors import BurrowError, MultiError
 from netns.firewall.types import Firewall, NetworkFw, PortFw
-from netns.plan import AddRoute, DeleteBridgeIfUnused, DetachFromBridge, Op
+from netns.plan import AddRoute, DeleteBridgeIfUnused, DetachFromBridge, EnsureBridge, Op
 from netns.schema import (
     CreateRequest,
     IPAddress,
@@ -63,6 +63,8 @@ class Context:
     firewall: Firewall
     dns: AardvarkConfig
     env: Mapping[str, str]
+    # Where /run is: the sysctl.d files (a test points it at a scratch dir via BURROW_ROOT).
+    root: Path = Path("/")
 
     @classmethod
     def build(
@@ -86,6 +88,7 @@ class Context:
             firewall=firewall,
             dns=AardvarkConfig(config_dir, aardvark_binary, dns_port(dict(env)), rootless),
             env=env,
+            root=Path(env.get("BURROW_ROOT") or "/"),
         )
 
     @contextmanager
@@ -259,6 +262,7 @@ def _setup(ctx: Context, req: Request, fd: int) -> dict[str, StatusBlock]:
             for att, op in late:
                 with _network_context(att, len(plans)):
                     _apply(nl, (op,), undo, created)
+            _write_sysctl_d(ctx, plans, created, undo)
             if fw_nets or fw_ports:
                 ctx.firewall.setup(fw_nets, fw_ports, fresh=created)
                 # Only the networks whose bridge this setup made lose their rules again:
@@ -298,6 +302,21 @@ def _dns_listen(ctx: Context, req: Request, nl: Netlink) -> dict[str, tuple[str,
             )
         out[att.name] = ips
     return out
+
+
+def _write_sysctl_d(
+    ctx: Context, plans: Sequence[tuple[Attachment, Sequence[Op]]], created: set[str],
+    undo: UndoStack,
+) -> None:
+    """Rootful with systemd: a /run/sysctl.d file per bridge this setup made (netavark 1.16)."""
+    if not sysctld.wanted(ctx.root, ctx.rootless):
+        return
+    for att, ops in plans:
+        for op in ops:
+            if isinstance(op, EnsureBridge) and op.name in created:
+                sysctls = sysctld.bridge_sysctls(op.name, internal=att.internal, ipv6=op.ipv6)
+                if sysctld.write(ctx.root, op.name, sysctls):
+                    undo.push("rollback sysctl.d", functools.partial(sysctld.remove, ctx.root, op.name))
 
 
 def _via_gateway(op: Op) -> bool:
@@ -362,6 +381,9 @@ def _teardown(ctx: Context, req: Request, fd: int | None, errors: list[BurrowErr
                     continue
                 if isinstance(op, DeleteBridgeIfUnused | DetachFromBridge) and out.deleted:
                     complete.append(att)
+                    bridge = op.name if isinstance(op, DeleteBridgeIfUnused) else op.bridge
+                    if sysctld.wanted(ctx.root, ctx.rootless):
+                        sysctld.remove(ctx.root, bridge)
                 if out.missing is not None:
                     # Host side cleaned all the same; the caller learns the interface was gone.
                     errors.append(InterfaceGone(
