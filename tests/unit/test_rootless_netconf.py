@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from netns.errors import BurrowError
 from rootless import netconf
@@ -130,3 +132,22 @@ def test_allocate() -> None:
         allocate(net, set(), ["10.8.0.6"])
     with pytest.raises(BurrowError, match="no free address"):
         allocate(net, {f"10.7.0.{i}" for i in range(2, 7)}, [])
+
+
+_SPEC_CHARS = st.sampled_from(list("0123456789:-/[].,abcdefx ") + ["tcp", "udp", "::", "\n", "../"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(st.text(max_size=40), st.lists(_SPEC_CHARS, max_size=14).map("".join)))
+def test_port_spec_parse_is_total(text: str) -> None:
+    """Any -p text parses into checked mappings that round-trip, or is refused with a
+    BurrowError: never another exception, never a port outside 1-65535."""
+    try:
+        specs = PortSpec.parse(text)
+    except BurrowError:
+        return
+    for p in specs:
+        assert p.protocol in ("tcp", "udp")
+        assert 1 <= p.host_port <= p.host_port + p.range - 1 <= 65535
+        assert 1 <= p.container_port <= p.container_port + p.range - 1 <= 65535
+        assert PortSpec.parse(str(p)) == [p]
