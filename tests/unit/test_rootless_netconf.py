@@ -137,8 +137,16 @@ def test_allocate() -> None:
 _SPEC_CHARS = st.sampled_from(list("0123456789:-/[].,abcdefx ") + ["tcp", "udp", "::", "\n", "../"])
 
 
+_PORT = st.one_of(st.integers(0, 70000), st.sampled_from([1, 65535, 65536]))
+_RANGE = st.one_of(_PORT.map(str), st.tuples(_PORT, _PORT).map(lambda t: f"{t[0]}-{t[1]}"))
+_SPEC = st.tuples(
+    st.sampled_from(["", "127.0.0.1:", "[::1]:", "[fd00::5]:", "0.0.0.0:", "1.2.3:", "[::1"]),
+    _RANGE, _RANGE, st.sampled_from(["", "/tcp", "/udp", "/tcp,udp", "/sctp", "/"]),
+).map(lambda t: f"{t[0]}{t[1]}:{t[2]}{t[3]}")
+
+
 @settings(max_examples=400, deadline=None)
-@given(st.one_of(st.text(max_size=40), st.lists(_SPEC_CHARS, max_size=14).map("".join)))
+@given(st.one_of(st.text(max_size=40), st.lists(_SPEC_CHARS, max_size=14).map("".join), _SPEC))
 def test_port_spec_parse_is_total(text: str) -> None:
     """Any -p text parses into checked mappings that round-trip, or is refused with a
     BurrowError: never another exception, never a port outside 1-65535."""
