@@ -21,6 +21,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from scripts import bench_scale_dns  # noqa: E402
 from scripts.bench_engine import AARDVARK, NETAVARK, Tool  # noqa: E402
 from tests.nsutil import VENV_BIN, Netns  # noqa: E402
 
@@ -71,7 +72,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--burrow-venv", type=Path, default=VENV_BIN.parent)
-    ap.add_argument("--only", choices=["netavark", "nftables", "iptables"], action="append")
+    ap.add_argument("--only", choices=["netavark", "nftables", "iptables", "dns"], action="append")
+    ap.add_argument("--dns-seconds", type=float, default=5, help="dnsperf run length (DNS rows)")
     args = ap.parse_args()
     bin_ = args.burrow_venv / "bin"
     burrow = [str(bin_ / "burrow-netavark"), "--rootless=false", f"--aardvark-binary={bin_ / 'burrow-dns'}"]
@@ -84,10 +86,12 @@ def main() -> int:
     }  # fmt: skip
     print(f"== N = {args.n} containers, one network, one port each; medians of the first 10 → "
           f"last 10 (teardown: at 10 → at N containers); burrow from {args.burrow_venv}")
-    for key in args.only or list(tools):
+    for key in [k for k in args.only or list(tools) if k in tools]:
         tool = tools[key]()
         setup, teardown = run_tool(tool, args.n)
         print(row(tool.name, setup, teardown), flush=True)
+    if not args.only or "dns" in args.only:  # burrow-dns vs aardvark-dns 1.4 (issue 15)
+        bench_scale_dns.main(["--n", str(args.n), "--seconds", str(args.dns_seconds)])
     return 0
 
 

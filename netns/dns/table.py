@@ -97,6 +97,13 @@ def _index(net: Network) -> Index:
     return {k: tuple(v) for k, v in out.items()}
 
 
+def _extend(index: Index, tail: Iterable[Container]) -> Index:
+    out = dict(index)
+    for ctr in tail:
+        out[ctr.id] = out.get(ctr.id, ()) + (ctr,)
+    return out
+
+
 def appended(old: Network | None, new: Network | None) -> tuple[Container, ...] | None:
     """The containers `new` adds at the end of `old` when that is its only change, else None."""
     if old is None or new is None or (old.listen_ips, old.dns_servers, old.internal) != (
@@ -149,7 +156,9 @@ def update(old: Table, changed: Mapping[str, Network | None]) -> Table:
     nets.update({k: v for k, v in changed.items() if v is not None})
     grown = {n: t for n in names if (t := appended(old.nets.get(n), changed[n])) is not None}
     index = {k: v for k, v in old.index.items() if k not in names}
-    index.update({k: _index(v) for k, v in changed.items() if v is not None})
+    for k, v in changed.items():  # a grown network: its old index plus the new lines
+        if v is not None:
+            index[k] = _index(v) if k not in grown else _extend(old.index[k], grown[k])
     scopes = _Scopes(old, nets, grown, names)
 
     joined: dict[str, set[str]] = {}  # container id -> the changed networks it is now on

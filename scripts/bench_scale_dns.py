@@ -1,0 +1,223 @@
+"""DNS as containers pile up (issue 15): burrow (engine + burrow-dns) vs netavark 1.4 + aardvark-dns 1.4.
+
+1. Time from a setup's return to the new container's name resolving: N containers (fresh
+   netns each, one DNS-enabled bridge network 10.89.0.0/16, v4) are set up one after another;
+   right after each setup returns, the container asks its gateway for its own name in a tight
+   loop (1 ms receive timeout) until the answer carries its address. Printed: medians of the
+   first 10 (N ~ 1) and the last 10 (N ~ 500), and the worst of each.
+2. Queries/s and p99 with 5,000 names across 50 networks vs 50 names across the same 50
+   networks (one each): both servers started directly on the same config (scripts/bench_dns.py's
+   namespaces, dnsperf pinned to CPU 1, servers to CPU 0), the client being a container on all
+   50 networks, so every name is visible to it; 100 distinct names in the query file.
+
+Run through `scripts/bench scale` (part of scripts/bench_scale.py), or alone:
+    sudo .venv/bin/python scripts/bench_scale_dns.py [--n 500] [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import socket
+import statistics
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from scripts import bench_dns  # noqa: E402
+from scripts.bench_engine import AARDVARK, NETAVARK, Tool  # noqa: E402
+from tests.integration.test_dns_support import ns_socket  # noqa: E402
+from tests.nsutil import VENV_BIN, Netns  # noqa: E402
+
+GATEWAY = "10.89.255.254"
+
+
+# -- 1. setup return -> name resolves ------------------------------------------------------
+def _options(i: int, net_id: str) -> dict[str, Any]:
+    return {
+        "container_id": secrets.token_hex(32), "container_name": f"c{i}",
+        "networks": {"sdns": {"static_ips": [_ip(i)], "interface_name": "eth0"}},
+        "network_info": {"sdns": {
+            "name": "sdns", "id": net_id, "driver": "bridge", "network_interface": "bwsdns0",
+            "subnets": [{"subnet": "10.89.0.0/16", "gateway": GATEWAY}],
+            "ipv6_enabled": False, "internal": False, "dns_enabled": True,
+            "ipam_options": {"driver": "host-local"}}},
+    }  # fmt: skip
+
+
+def _ip(i: int) -> str:
+    return f"10.89.{i // 250}.{i % 250 + 2}"
+
+
+def _query(name: str, qid: int) -> bytes:
+    labels = b"".join(bytes([len(p)]) + p.encode() for p in name.split("."))
+    return struct.pack("!6H", qid, 0x0100, 1, 0, 0, 0) + labels + b"\0" + struct.pack("!HH", 1, 1)
+
+
+def _socket_in(ns: Netns) -> socket.socket:
+    """A UDP socket of the container's netns: it exists before setup, so nothing is started
+    after setup returns."""
+    return ns_socket(ns, socket.AF_INET, socket.SOCK_DGRAM)
+
+
+def _until_resolves(sock: socket.socket, name: str, ip: str, timeout: float = 10) -> float:
+    """ms until `name` is answered with `ip`; the clock started by the caller (setup's return)."""
+    want = socket.inet_aton(ip)
+    sock.settimeout(0.001)
+    deadline = time.perf_counter() + timeout
+    qid = 1
+    while time.perf_counter() < deadline:
+        qid = qid % 65535 + 1
+        try:
+            sock.sendto(_query(name, qid), (GATEWAY, 53))
+        except OSError:
+            time.sleep(0.001)  # no route yet
+            continue
+        try:
+            while True:
+                reply = sock.recv(512)
+                if reply[:2] == struct.pack("!H", qid):
+                    break
+        except OSError:
+            continue
+        if struct.unpack("!H", reply[6:8])[0] > 0 and reply.endswith(want):
+            return 0.0
+    return float("nan")
+
+
+def resolve_after_setup(tool: Tool, n: int) -> list[float]:
+    net_id = secrets.token_hex(32)
+    ctrs: list[tuple[Netns, dict[str, Any]]] = []
+    out: list[float] = []
+    try:
+        for i in range(n):
+            ctr, opts = Netns(), _options(i, net_id)
+            ctrs.append((ctr, opts))
+            sock = _socket_in(ctr)
+            with sock:
+                tool.call("setup", ctr, opts)
+                t0 = time.perf_counter()
+                failed = _until_resolves(sock, f"c{i}", _ip(i))
+                out.append(failed if failed != failed else (time.perf_counter() - t0) * 1000)
+        for ctr, opts in reversed(ctrs):
+            tool.call("teardown", ctr, opts)
+    finally:
+        for ctr, _ in ctrs:
+            ctr.close()
+        pid_file = tool.config / "aardvark-dns" / "aardvark.pid"
+        if pid_file.exists():  # a teardown that failed midway must not leave the server behind
+            try:
+                os.kill(int(pid_file.read_text()), signal.SIGTERM)
+            except (ValueError, ProcessLookupError):
+                pass
+        tool.close()
+    return out
+
+
+def resolve_rows(n: int) -> list[str]:
+    bin_ = VENV_BIN
+    burrow = [str(bin_ / "burrow-netavark"), "--rootless=false", f"--aardvark-binary={bin_ / 'burrow-dns'}"]
+    tools = [  # made one at a time: each holds a "host" netns until resolve_after_setup closes it
+        lambda: Tool("netavark 1.4 + aardvark-dns 1.4", [NETAVARK, "--rootless=false",
+                     f"--aardvark-binary={AARDVARK}"], {"NETAVARK_FW": "iptables"}),
+        lambda: Tool("burrow + burrow-dns (warm)", burrow,
+                     {"NETAVARK_DNS_PORT": "53", "BURROW_ENGINE_IDLE": "600", "NETAVARK_FW": "nftables"}),
+    ]  # fmt: skip
+    rows = [f"== setup return -> name resolves, N = {n} containers on one DNS network (ms; "
+            "median of the first 10 -> last 10, worst of each)"]
+    for make in tools:
+        tool = make()
+        ms = resolve_after_setup(tool, n)
+        first, last = ms[:10], ms[-10:]
+        rows.append(f"{tool.name:34} {statistics.median(first):7.2f} -> {statistics.median(last):7.2f}"
+                    f"   (worst {max(first):6.2f} / {max(last):6.2f})")
+    return rows
+
+
+# -- 2. qps / p99 with 5,000 names across 50 networks -----------------------------------------
+CLIENT_ID = "c" * 64
+
+
+def write_networks(cfg: Path, nets: int, per: int) -> list[str]:
+    """`nets` networks (listen 10.89.k.1), `per` names each, plus the client (10.89.0.2 on
+    network 0) on every one of them. Returns the names the query file cycles through."""
+    cfg.mkdir(parents=True, exist_ok=True)
+    names = []
+    for k in range(nets):
+        lines = [f"10.89.{k}.1", f"{CLIENT_ID} 10.89.{k}.2  client"]
+        for i in range(per):
+            lines.append(f"{k:032x}{i:032x} 10.89.{k}.{i % 250 + 3}  n{k}x{i}")
+            names.append(f"n{k}x{i}")
+        (cfg / f"net{k}").write_text("\n".join(lines) + "\n")
+    step = max(1, len(names) // 100)
+    return names[::step][:100]
+
+
+def qps_rows(seconds: float, p99_rate: int, rounds: int) -> list[str]:
+    """Rounds interleave the configs and the servers, so load drift hits all four alike;
+    printed are the medians over the rounds."""
+    nets = 50
+    runs: dict[tuple[str, int], list[dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory(prefix="bd2-scale-dns") as tmp:
+        world = bench_dns.World(Path(tmp))
+        try:
+            veth = world.srv.run(["sh", "-c", "ip -o addr show to 10.89.0.1 | cut -d' ' -f2"]).stdout.strip()
+            for k in range(1, nets):
+                world.srv.run(["ip", "addr", "add", f"10.89.{k}.1/32", "dev", veth])
+            for per in (1, 100):
+                picked = write_networks(world.work / f"scale{per}", nets, per)
+                (world.work / f"q_scale{per}.txt").write_text(
+                    "".join(f"{n} A\n" for n in picked * (100 // len(picked) or 1)))
+            for rnd in range(rounds):
+                for per in (1, 100) if rnd % 2 == 0 else (100, 1):
+                    for server in ("aardvark", "burrow") if rnd % 2 == 0 else ("burrow", "aardvark"):
+                        cfg, qfile = world.work / f"scale{per}", f"q_scale{per}.txt"
+                        pid = bench_dns.start(world, server, cfg)
+                        bench_dns.dnsperf(world, qfile, 1)  # warm-up
+                        run = bench_dns.qps_run(world, pid, qfile, seconds)
+                        run["p99"] = bench_dns.p99_run(world, qfile, p99_rate, min(seconds, 4))
+                        bench_dns.stop(pid, cfg)
+                        runs.setdefault((server, per), []).append(run)
+        finally:
+            world.close()
+    rows = [f"== DNS with 50 names vs 5,000 names across {nets} networks (client on all of them)",
+            f"{'':34} {'50 names':>22}  {'5,000 names':>22}",
+            f"{'':34} {'qps':>10} {'p99 ms':>11}  {'qps':>10} {'p99 ms':>11}"]
+    res = {k: {m: statistics.median(r[m] for r in v) for m in ("qps", "p99")} for k, v in runs.items()}
+    for server, label in (("aardvark", "aardvark-dns 1.4"), ("burrow", "burrow-dns")):
+        a, b = res[(server, 1)], res[(server, 100)]
+        rows.append(f"{label:34} {a['qps']:10,.0f} {a['p99']:11.3f}  {b['qps']:10,.0f} {b['p99']:11.3f}")
+    rows.append(f"(medians of {rounds} interleaved rounds; p99 at a fixed offered load of {p99_rate:,} qps)")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--n", type=int, default=500)
+    ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--p99-rate", type=int, default=20000)
+    ap.add_argument("--rounds", type=int, default=3, help="qps/p99 rounds (interleaved)")
+    ap.add_argument("--skip-resolve", action="store_true")
+    ap.add_argument("--skip-qps", action="store_true")
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench_scale_dns: needs root (throwaway namespaces)", file=sys.stderr)
+        return 1
+    if not args.skip_resolve:
+        print("\n".join(resolve_rows(args.n)), flush=True)
+    if not args.skip_qps:
+        print("\n".join(qps_rows(args.seconds, args.p99_rate, args.rounds)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
