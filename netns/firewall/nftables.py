@@ -214,6 +214,11 @@ def _mentions(value: Any) -> Callable[[list[Any]], bool]:
     return lambda expr: value in _rights(expr)
 
 
+def _dnats_to(ip: IPAddress) -> Callable[[list[Any]], bool]:
+    return lambda expr: any(isinstance(st, dict) and isinstance(st.get("dnat"), dict)
+                            and st["dnat"].get("addr") == str(ip) for st in expr)
+
+
 def _has(key: str) -> Callable[[list[Any]], bool]:
     return lambda expr: any(isinstance(st, dict) and key in st for st in expr)
 
@@ -404,9 +409,7 @@ def plan_teardown(b: Batch, nets: Sequence[NetworkFw], dnats: Sequence[PortDnat]
     rules naming their subnets, bridges and DNS addresses, and their chains."""
     gone: list[int] = []
     for p in dnats:
-        chain = subnet_chain(p.network_id, p.subnet, True)
-        gone += listed.find(DNAT_CHAIN, _both(_jumps_to(chain), _port_match(p)))
-        gone += listed.find(chain, _port_match(p))
+        gone += _port_teardown(listed, p)
     chains: list[str] = []
     for net in nets:
         for subnet in net.subnets:
@@ -425,6 +428,35 @@ def plan_teardown(b: Batch, nets: Sequence[NetworkFw], dnats: Sequence[PortDnat]
         left = [h for h, _ in listed.rules.get(chain, []) if h not in doomed]
         if chain in listed.chains and not (chain.endswith("_dnat") and left):
             b.do("delete", "chain", name=chain)
+
+
+def _port_teardown(listed: Listed, p: PortDnat) -> list[int]:
+    """The rules of one mapping of one container. Its dnat rules name its address; the jump and
+    mark rules before them name only the port, so while another container's dnat for the same
+    port stays (Podman tearing down a run that failed on a port in use, after or before its
+    setup), only the extra copies of those go, never the last one."""
+    chain = subnet_chain(p.network_id, p.subnet, True)
+    mine = listed.find(chain, _both(_port_match(p), _dnats_to(p.container_ip)))
+    if not mine:
+        return []  # none of this port's rules lead to this container: not its to remove
+    shared = [*((DNAT_CHAIN, h) for h in listed.find(
+        DNAT_CHAIN, _both(_jumps_to(chain), _port_match(p)))),
+              *((chain, h) for h in listed.find(chain, _port_match(p))
+                if h not in mine and not _has("dnat")(_expr_of(listed, chain, h)))]
+    if not [h for h in listed.find(chain, _both(_port_match(p), _has("dnat"))) if h not in mine]:
+        return mine + [h for _, h in shared]
+    seen: set[str] = set()
+    extra: list[int] = []
+    for where, h in shared:  # listed in table order: the first copy is the older owner's
+        key = where + json.dumps(_expr_of(listed, where, h), sort_keys=True)
+        if key in seen:
+            extra.append(h)
+        seen.add(key)
+    return mine + extra
+
+
+def _expr_of(listed: Listed, chain: str, handle: int) -> list[Any]:
+    return next(expr for h, expr in listed.rules.get(chain, []) if h == handle)
 
 
 def _drop_base_rules(b: Batch, listed: Listed) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from ipaddress import ip_network
+from ipaddress import IPv4Address, ip_network
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from netns.errors import BurrowError
 from netns.firewall import nftables as nft
 from netns.firewall import rules, select
 from netns.firewall.runner import ExecResult
+from netns.firewall.types import PortFw
 from tests.unit.test_firewall_rules import net, pf, pm
 
 SUB4 = "nv_3f0c5d8a_10_89_7_0_nm24"
@@ -158,6 +159,29 @@ def test_teardown_deletes_by_handle_only_what_matches() -> None:
     assert len(gone) == 4 and not gone & {500, 501, 502, 503}
     assert all("9090" in json.dumps(e) for rs in table.rules.values() for h, e in rs
                if h in kept and "dport" in json.dumps(e) and "53" not in json.dumps(e))
+
+
+def test_teardown_of_a_container_that_never_got_the_port_leaves_its_owners_rules() -> None:
+    """Podman tears down a run that failed before setup (port already in use): that request
+    names the same host port as the container that holds it, and must not take its rules."""
+    owner = pf(pm(), network=net(dual=False), v6=False)
+    setup = batch([net(dual=False)], [owner], nft.NftLedger(True, {}))
+    table = listing(*[(c["add"]["rule"]["chain"], 100 + i, c["add"]["rule"]["expr"])
+                      for i, c in enumerate(setup) if "rule" in c.get("add", {})])
+    failed = PortFw("f" * 64, net(dual=False), IPv4Address("10.89.7.3"), None, (pm(),))
+    b = nft.Batch("netavark")
+    nft.plan_teardown(b, [], list(rules.build([], [failed]).ports), table)
+    assert b.cmds == []
+    nft.plan_teardown(b, [], list(rules.build([], [owner]).ports), table)
+    assert len(b.cmds) == 4  # the owner's own teardown still finds all four
+    # The failed run did get as far as its setup: its copies go, the owner's stay.
+    dup = batch([net(dual=False)], [failed], nft.NftLedger(True, {}))
+    port_chains = ("NETAVARK-HOSTPORT-DNAT", f"{SUB4}_dnat")
+    for i, c in enumerate(c for c in dup if c.get("add", {}).get("rule", {}).get("chain") in port_chains):
+        table.rules.setdefault(c["add"]["rule"]["chain"], []).append((300 + i, c["add"]["rule"]["expr"]))
+    b = nft.Batch("netavark")
+    nft.plan_teardown(b, [], list(rules.build([], [failed]).ports), table)
+    assert sorted(c["delete"]["rule"]["handle"] for c in b.cmds) == [300, 301, 302, 303]
 
 
 class Fake:
