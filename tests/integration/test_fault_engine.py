@@ -17,6 +17,7 @@ What must hold (issue 12, "setup is all-or-nothing across crashes"):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -103,11 +104,16 @@ class Rig:
         }  # fmt: skip
 
     def fresh_engine(self) -> int:
-        """A newly started engine, as after a crash: the first request it serves is ours."""
-        res = call(self.host, self.config, "version")
-        if res.warm:  # the last kill point was past the end: this one survived
-            os.kill(res.engine_pid, signal.SIGTERM)
-            wait_until(lambda: gone(res.engine_pid), 10, "the engine to exit")
+        """A newly started engine, as after a crash: the first request it serves is ours.
+
+        Any engine of this config dir goes first, found by its title: one that survived the
+        last kill point, and one an in-process fallback spawned that may still be starting."""
+        title = f"burrow engine {self.config}"
+        for pid in (int(p) for p in subprocess.run(["pgrep", "-f", title], text=True,
+                                                   capture_output=True).stdout.split()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            wait_until(lambda pid=pid: gone(pid), 10, "the engine to exit")
         return start_engine(self.host, self.config)
 
     def traced(self, command: str, kill_at: tuple[str, int] | None, sig: str = "KILL",
