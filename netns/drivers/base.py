@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import TypeVar
 
 from netns.errors import BurrowError
 from netns.schema import IPAddress, IPInterface, Network, Route
@@ -105,3 +106,13 @@ def gateways(net: Network) -> tuple[IPInterface, ...]:
             raise BurrowError(f"gateway {sub.gateway} is not in subnet {sub.subnet}")
         out.append(ipaddress.ip_interface(f"{sub.gateway}/{sub.subnet.prefixlen}"))
     return tuple(out)
+
+
+_A = TypeVar("_A", bound=Attachment)
+
+
+def own(att: Attachment, kind: type[_A], driver: str) -> _A:
+    """`att` as the driver's own attachment type; another driver's attachment is a bug."""
+    if not isinstance(att, kind):
+        raise TypeError(f"the {driver} driver got a {type(att).__name__}")
+    return att

@@ -7,7 +7,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from netns import names
-from netns.drivers.base import Attachment, check_options, int_option
+from netns.drivers.base import Attachment, check_options, int_option, own
 from netns.errors import BurrowError
 from netns.firewall.types import Isolate, NetworkFw
 from netns.plan import (
@@ -133,9 +133,7 @@ def plan_teardown(att: BridgeAttachment) -> tuple[Op, ...]:
 
 
 def _own(att: Attachment) -> BridgeAttachment:
-    if not isinstance(att, BridgeAttachment):
-        raise TypeError(f"the bridge driver got a {type(att).__name__}")
-    return att
+    return own(att, BridgeAttachment, "bridge")
 
 
 class BridgeDriver:

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from netns import names
-from netns.drivers.base import Attachment, check_options
+from netns.drivers.base import Attachment, check_options, own
 from netns.drivers.bridge import deviceless_routes, routes
 from netns.errors import BurrowError
 from netns.firewall.types import NetworkFw
@@ -45,9 +45,7 @@ def plan_teardown(att: MacvlanAttachment) -> tuple[Op, ...]:
 
 
 def _own(att: Attachment) -> MacvlanAttachment:
-    if not isinstance(att, MacvlanAttachment):
-        raise TypeError(f"the macvlan driver got a {type(att).__name__}")
-    return att
+    return own(att, MacvlanAttachment, "macvlan")
 
 
 class MacvlanDriver:
