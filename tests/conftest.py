@@ -58,3 +58,7 @@ def rl(rootless_user: Any) -> Iterator[Any]:
     yield session
     left = session.close()
     assert not left, f"processes left after `burrow down`: {left}"
+
+
+# --- firewalld: a real one on a private bus in the test's host netns (tests/firewalld_env.py) ---
+from tests.firewalld_env import firewalld  # noqa: E402,F401
