@@ -84,6 +84,8 @@ class Handles:
         self._macs: dict[tuple[Where, str], str] = {}
         self.host = IPRoute()
         self.made_bridges: set[str] = set()  # created by this request (their MTU is not set)
+        # A new bridge in a VRF: the VRF's routing table has the default route for its MTU.
+        self.route_tables: dict[str, int] = {}
         self.ctr: IPRoute | None = None
         if container_fd is not None:
             with entered(container_fd):
@@ -189,19 +191,33 @@ class Handles:
             raise BurrowError(f"interface {ifname} vanished from the container namespace")
         return str(link.get_attr("IFLA_ADDRESS"))
 
+    def vrf(self, name: str) -> tuple[int, int | None]:
+        """The VRF device's index and routing table (netavark's messages, 1.8)."""
+        try:
+            link = self.host.link("get", ifname=name)[0]
+        except NetlinkError as exc:
+            raise netlink_error(exc).wrap("get vrf to set up bridge interface") from None
+        if _kind(link) != "vrf":
+            raise BurrowError(f"vrf {name} already exists but is a {_kind(link) or 'plain'} interface")
+        data = link.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA")
+        table = data.get_attr("IFLA_VRF_TABLE") if data is not None else None
+        return int(link["index"]), None if table is None else int(table)
+
     # -- checks before the first change ---------------------------------------------------
 
     def preflight(self, ops: Sequence[Op]) -> None:
         """Fail on kernel state that would stop the plan, before anything is changed."""
         for op in ops:
             match op:
-                case EnsureBridge(name):
+                case EnsureBridge(name, vrf=vrf):
                     link = self._link("host", name)
                     if link is not None and _kind(link) != "bridge":
                         raise BurrowError(
                             f"bridge interface {name} already exists but is a "
                             f"{_kind(link) or 'plain'} interface"
                         )
+                    if link is None and vrf is not None:
+                        self.vrf(vrf)
                 case RequireLink(where, name, kind):
                     link = self._link(where, name)
                     if link is None:
@@ -326,6 +342,8 @@ class Netlink(Handles):
     def _ensure_bridge(self, op: EnsureBridge) -> Outcome:
         if self._index("host", op.name) is not None:
             self.preflight((op,))
+            if op.vlan_filtering:
+                self._vlan_filtering(op.name)
             return Outcome()
         # A fixed MAC: otherwise the bridge takes its lowest port's MAC and changes it when that
         # container leaves, and the others' ARP caches point at a MAC nobody answers for.
@@ -334,6 +352,12 @@ class Netlink(Handles):
         }  # fmt: skip
         if op.mtu:
             args["mtu"] = op.mtu
+        if op.vlan_filtering:
+            args["br_vlan_filtering"] = 1
+        if op.vrf is not None:
+            args["master"], table = self.vrf(op.vrf)
+            if table is not None:
+                self.route_tables[op.name] = table
         try:
             self.host.link("add", **args)
         except NetlinkError as exc:
@@ -350,11 +374,22 @@ class Netlink(Handles):
         # Loose reverse-path filtering (netavark 1.11): strict mode (RHEL's default) drops port
         # forwards whose replies take another network's interface.
         self.soft_sysctl("host", f"net/ipv4/conf/{op.name}/rp_filter", "2")
+        if op.route_localnet:
+            # Lets DNAT from 127.0.0.1 reach a container (the localhost SETMARK rule).
+            self.soft_sysctl("host", f"net/ipv4/conf/{op.name}/route_localnet", "1")
         self.made_bridges.add(op.name)
         for addr in op.addresses:
             self.host.addr("add", index=idx, address=str(addr.ip), prefixlen=addr.network.prefixlen)
         self.host.link("set", index=idx, state="up")
         return Outcome(undo=DeleteBridgeIfUnused(op.name))
+
+    def _vlan_filtering(self, name: str) -> None:
+        """An existing bridge asked for a VLAN: turn its VLAN filtering on if off (1.14)."""
+        link = self._link("host", name)
+        assert link is not None
+        data = link.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA")
+        if data is None or not data.get_attr("IFLA_BR_VLAN_FILTERING"):
+            self.host.link("set", index=link["index"], kind="bridge", br_vlan_filtering=1)
 
     def _add_veth(self, op: AddVeth) -> Outcome:
         assert self.container_fd is not None
@@ -383,6 +418,10 @@ class Netlink(Handles):
             if mtu:
                 set_args["mtu"] = mtu
             self.host.link("set", index=host_idx, **set_args)
+            if op.vlan is not None:
+                # The port's untagged VLAN, also its PVID: the container is on that VLAN only.
+                vlan_info = {"vid": op.vlan, "flags": ["pvid", "untagged"]}
+                self.host.vlan_filter("add", index=host_idx, vlan_info=vlan_info)
             # Hairpin: a container reaching its own published port (DNAT back to itself) needs
             # the bridge to send the frame out of the port it came in on; with bridge netfilter
             # on (as here), that is otherwise dropped.
@@ -397,7 +436,8 @@ class Netlink(Handles):
         bridge this request made, the MTU of the main table's default-route interface."""
         if name not in self.made_bridges:
             return int(self.host.get_links(index)[0].get_attr("IFLA_MTU") or 0)
-        for route in self.host.get_default_routes(family=2, table=254):
+        table = self.route_tables.get(name, 254)
+        for route in self.host.get_default_routes(family=2, table=table):
             oif = route.get_attr("RTA_OIF")
             if oif is not None:
                 return int(self.host.get_links(oif)[0].get_attr("IFLA_MTU") or 0)

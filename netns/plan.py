@@ -33,6 +33,12 @@ class EnsureBridge:
     mtu: int
     addresses: tuple[IPInterface, ...]
     ipv6: bool
+    # A bridge made here for a non-internal network gets route_localnet=1 (netavark 2.x).
+    route_localnet: bool = False
+    # VLAN filtering on (a new bridge is made with it, an existing one gets it: netavark 1.14).
+    vlan_filtering: bool = False
+    # A new bridge's master VRF; it must exist and be a vrf (netavark 1.8).
+    vrf: str | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,7 @@ class AddVeth:
     mac: str | None
     mtu: int
     ipv6: bool
+    vlan: int | None = None  # the host end's VLAN id on the bridge (pvid, untagged)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from netns import names
-from netns.drivers.base import Attachment, check_options, int_option, own
+from netns.drivers.base import Attachment, check_options, own
 from netns.errors import BurrowError
 from netns.firewall.types import Isolate, NetworkFw
 from netns.plan import (
@@ -31,12 +31,7 @@ OPTIONS = frozenset({"mtu", "isolate", "metric", "mode", "no_default_route", "vr
 MODES = ("managed", "unmanaged")
 MAX_BRIDGES = 100_000
 MAX_VLAN = 4094
-# Options Podman knows that this kernel (no vrf, no vlan filtering) or burrow can't honour:
-# refusing them beats silently building a different network.
-UNSUPPORTED = {
-    "vrf": "the kernel on this machine has no VRF support",
-    "vlan": "the kernel on this machine has no bridge VLAN filtering",
-}
+MAX_U16 = 65535
 
 
 @dataclass(frozen=True)
@@ -45,6 +40,8 @@ class BridgeAttachment(Attachment):
     host_ifname: str | None  # None: the kernel names the host end
     isolate: Isolate
     managed: bool
+    vlan: int | None  # the port's VLAN id (pvid, untagged); the bridge filters VLANs (1.14)
+    vrf: str | None  # a VRF device a bridge this setup creates is enslaved to (1.8)
 
 
 def isolate_option(net: Network) -> Isolate:
@@ -63,6 +60,24 @@ def mode_option(net: Network) -> str:
     if mode not in MODES:
         raise BurrowError(f"bridge mode {mode!r} is not valid (use managed or unmanaged)")
     return mode
+
+
+def vlan_option(net: Network) -> int | None:
+    """netavark 1.14: a u16, at most 4094 (the kernel then refuses 0 when the port gets it)."""
+    text = net.option("vlan")
+    if text is None or text == "":
+        return None
+    if not text.isdigit() or int(text) > MAX_U16:
+        raise BurrowError(f"unable to parse 'vlan': {text!r} is not a number from 0 to {MAX_U16}")
+    vlan = int(text)
+    if vlan > MAX_VLAN:
+        raise BurrowError(f"vlan must be between 0 and {MAX_VLAN}")
+    return vlan
+
+
+def vrf_option(net: Network) -> str | None:
+    vrf = net.option("vrf") or None
+    return names.ifname(vrf, "vrf interface") if vrf else None
 
 
 def forwarding(ipv6: bool) -> tuple[Op, ...]:
@@ -100,10 +115,13 @@ def plan_setup(att: BridgeAttachment, *, has_ports: bool) -> tuple[Op, ...]:
     ipv6 = att.ipv6
     ops: list[Op] = list(forwarding(ipv6))
     if att.managed:
-        ops.append(EnsureBridge(att.bridge, att.mtu, att.gateways, ipv6))
+        ops.append(EnsureBridge(
+            att.bridge, att.mtu, att.gateways, ipv6, route_localnet=not att.internal,
+            vlan_filtering=att.vlan is not None, vrf=att.vrf,
+        ))  # fmt: skip
     else:
         ops.append(RequireLink("host", att.bridge, "bridge"))
-    ops.append(AddVeth(att.bridge, att.ifname, att.host_ifname, att.mac, att.mtu, ipv6))
+    ops.append(AddVeth(att.bridge, att.ifname, att.host_ifname, att.mac, att.mtu, ipv6, att.vlan))
     ops.append(ConfigureInterface(att.ifname, att.addresses, ipv6, bridge_port=att.managed))
     ops.extend(routes(att))
     if att.managed and att.internal:
@@ -111,7 +129,9 @@ def plan_setup(att: BridgeAttachment, *, has_ports: bool) -> tuple[Op, ...]:
         if ipv6:
             ops.append(Sysctl("host", f"net/ipv6/conf/{att.bridge}/forwarding", "0"))
     if att.managed and has_ports and not att.internal:
-        # Lets DNAT from 127.0.0.1 reach the container (the localhost SETMARK rule).
+        # Lets DNAT from 127.0.0.1 reach the container (the localhost SETMARK rule). A bridge
+        # this setup makes gets it anyway (2.x); netavark 1.4 sets it here, on a bridge it may
+        # have made without (`EnsureBridge.route_localnet`).
         ops.append(Sysctl("host", f"net/ipv4/conf/{att.bridge}/route_localnet", "1"))
     return tuple(ops)
 
@@ -143,10 +163,11 @@ class BridgeDriver:
     auto_gateway = True
 
     def check_network(self, net: Network) -> None:
-        int_option(net, "vlan", 0, 0, MAX_VLAN)  # a bad vlan is a parse error, not "unsupported"
-        check_options(net, OPTIONS, UNSUPPORTED)
+        check_options(net, OPTIONS, {})
         mode_option(net)
         isolate_option(net)
+        vlan_option(net)
+        vrf_option(net)
 
     def complete(self, net: Network, taken_ifnames: frozenset[str], prefix: str) -> Network:
         if net.network_interface:
@@ -170,6 +191,8 @@ class BridgeDriver:
             host_ifname=names.ifname(host_ifname, "host interface") if host_ifname else None,
             isolate=isolate_option(net),
             managed=mode_option(net) == "managed",
+            vlan=vlan_option(net),
+            vrf=vrf_option(net),
         )
 
     def plan_setup(self, att: Attachment, *, has_ports: bool) -> tuple[Op, ...]:

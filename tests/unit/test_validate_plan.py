@@ -77,7 +77,12 @@ def test_sample_validates() -> None:
         (lambda d: d["network_info"]["pdnet1"].update(options={"colour": "blue"}), "unsupported bridge network option 'colour'"),
         (lambda d: d["network_info"]["pdnet1"].update(options={"isolate": "maybe"}), "isolate"),
         (lambda d: d["network_info"]["pdnet1"].update(options={"mtu": "big"}), "unable to parse 'mtu'"),
-        (lambda d: d["network_info"]["pdnet1"].update(options={"vrf": "v1"}), "no VRF"),
+        (lambda d: d["network_info"]["pdnet1"].update(options={"vrf": "a b"}), "vrf interface"),
+        (lambda d: d["network_info"]["pdnet1"].update(options={"vlan": "4095"}), "vlan must be between 0 and 4094"),
+        (lambda d: d["network_info"]["pdnet1"].update(options={"vlan": "ten"}), "unable to parse 'vlan'"),
+        # netavark has no vlan for macvlan (its vlan.rs: "TODO: add vlan"); Podman offers none.
+        (lambda d: d["network_info"]["pdnet2"].update(driver="macvlan", options={"vlan": "5"}),
+         "unsupported macvlan network option 'vlan'"),
         (lambda d: d["network_info"]["pdnet1"].update(network_interface=""), "no bridge interface name given"),
         (lambda d: d["network_info"]["pdnet1"].update(ipam_options={"driver": "dhcp"}), "dhcp"),
         (lambda d: d["network_info"].pop("pdnet2"), "network info for network pdnet2 not found"),
@@ -113,7 +118,7 @@ def test_bridge_plan_transcript() -> None:
     assert plan == (
         Sysctl("host", "net/ipv4/ip_forward", "1", tolerate_readonly=True),
         Sysctl("host", "net/ipv6/conf/all/forwarding", "1", tolerate_readonly=True),
-        EnsureBridge("podman1", 0, (gw4, gw6), True),
+        EnsureBridge("podman1", 0, (gw4, gw6), True, route_localnet=True),
         AddVeth("podman1", "eth0", None, "92:d0:c6:0a:29:10", 0, True),
         ConfigureInterface("eth0", a1.addresses, True, bridge_port=True),
         AddRoute("container", ipaddress.ip_network("0.0.0.0/0"), gw4.ip, "eth0", 100),
@@ -121,6 +126,33 @@ def test_bridge_plan_transcript() -> None:
         Sysctl("host", "net/ipv4/conf/podman1/route_localnet", "1"),
     )
     assert bridge.plan_teardown(a1) == (DetachFromBridge("eth0", "podman1"),)
+
+
+def test_route_localnet_is_set_on_every_bridge_made_for_a_non_internal_network() -> None:
+    """netavark 2.x writes route_localnet=1 when it creates a non-internal bridge, ports or not;
+    the per-setup sysctl (netavark 1.4's, for a bridge made without) only comes with ports."""
+    a1 = req().attachments[0]
+    plan = bridge.plan_setup(a1, has_ports=False)
+    assert next(op for op in plan if isinstance(op, EnsureBridge)).route_localnet
+    assert not [op for op in plan if isinstance(op, Sysctl) and "route_localnet" in op.path]
+    internal = req(lambda d: d["network_info"]["pdnet1"].update(internal=True)).attachments[0]
+    assert not next(op for op in bridge.plan_setup(internal, has_ports=True)
+                    if isinstance(op, EnsureBridge)).route_localnet
+
+
+def test_vlan_and_vrf_plan_as_netavark() -> None:
+    """vlan (1.14): the bridge filters VLANs and the container's port carries the id as its
+    untagged PVID; vrf (1.8): a bridge made here goes into the VRF."""
+    a = req(lambda d: d["network_info"]["pdnet1"].update(options={"vlan": "42", "vrf": "blue"})).attachments[0]
+    assert a.vlan == 42 and a.vrf == "blue"
+    plan = bridge.plan_setup(a, has_ports=False)
+    ensure = next(op for op in plan if isinstance(op, EnsureBridge))
+    assert ensure.vlan_filtering and ensure.vrf == "blue"
+    assert next(op for op in plan if isinstance(op, AddVeth)).vlan == 42
+    plain = bridge.plan_setup(req().attachments[0], has_ports=False)
+    assert not next(op for op in plain if isinstance(op, EnsureBridge)).vlan_filtering
+    assert next(op for op in plain if isinstance(op, AddVeth)).vlan is None
+    assert req(lambda d: d["network_info"]["pdnet1"].update(options={"vlan": "0"})).attachments[0].vlan == 0
 
 
 def test_internal_network_has_no_routes_and_no_forwarding() -> None:
