@@ -3,9 +3,11 @@
 Podman 4.x finds `netavark` and `aardvark-dns` by searching `helper_binaries_dir` (containers.conf,
 [engine]) in order. `enable` therefore:
 
-1. makes a burrow-owned *helper directory* holding two symlinks, `netavark` ->
-   `.venv/bin/burrow-netavark` and `aardvark-dns` -> `.venv/bin/burrow-dns` (symlinks, not
-   wrapper scripts: no extra exec or interpreter start on Podman's critical path);
+1. makes a burrow-owned *helper directory* holding symlinks, `netavark` ->
+   `.venv/bin/burrow-netavark` and `aardvark-dns` -> `.venv/bin/burrow-dns`, and for `--user`
+   also `rootlessport` -> `.venv/bin/burrow-rootlessport` (rootless Podman's port forwarder,
+   found the same way; rootful Podman never runs it) (symlinks, not wrapper scripts: no extra
+   exec or interpreter start on Podman's critical path);
 2. writes one containers.conf drop-in, `99-burrow.conf`, whose `helper_binaries_dir` lists that
    directory first, followed by the directories Podman searched before (so `rootlessport`,
    `catatonit` etc. are still found), and which sets `network_backend = "netavark"`.
@@ -49,8 +51,12 @@ PODMAN_DEFAULT_HELPER_DIRS = (
 SYSTEM_CONF = Path("/usr/share/containers/containers.conf")
 ETC_CONF = Path("/etc/containers/containers.conf")
 ETC_DROPIN_DIR = Path("/etc/containers/containers.conf.d")
-# The two binaries Podman looks up in helper_binaries_dir, and burrow's entry point for each.
+# The binaries Podman looks up in helper_binaries_dir, and burrow's entry point for each.
 HELPERS = {"netavark": "burrow-netavark", "aardvark-dns": "burrow-dns"}
+# Only rootless Podman runs rootlessport: linked for --user. A system-wide link would also
+# reach every rootless user of the machine through /etc/containers, which --system must not.
+USER_HELPERS = {**HELPERS, "rootlessport": "burrow-rootlessport"}
+ALL_HELPERS = USER_HELPERS
 
 
 # -- where things are -------------------------------------------------------------------------
@@ -91,6 +97,11 @@ class Scope:
     @property
     def dropin(self) -> Path:
         return self.conf_dir / DROPIN_NAME
+
+    @property
+    def helpers(self) -> dict[str, str]:
+        """The helper names this scope links, and burrow's entry point for each."""
+        return USER_HELPERS if self.name == "user" else HELPERS
 
 
 def resolve_scope(system: bool, user: bool, conf_dir: str | None, helper_dir: str | None,
@@ -198,13 +209,13 @@ def is_burrow(path: Path | None) -> bool:
         real = path.resolve()
     except OSError:
         return False
-    if real.name in HELPERS.values():
+    if real.name in ALL_HELPERS.values():
         return True
     try:  # a generated script rather than a link
         head = real.read_bytes()[:512]
     except OSError:
         return False
-    return b"netns.client" in head or b"netns.dns" in head
+    return any(m in head for m in (b"netns.client", b"netns.dns", b"rootless.rootlessport"))
 
 
 # -- the change --------------------------------------------------------------------------------
@@ -213,7 +224,8 @@ def render_dropin(helper_dir: Path, search_after: Sequence[str]) -> str:
     body = ",\n".join(f"  {json.dumps(d)}" for d in dirs)
     return (
         f"{MARKER}\n"
-        "# Podman runs burrow's `netavark` and `aardvark-dns` from the first directory below.\n"
+        "# Podman runs burrow's helpers (netavark, aardvark-dns, rootless: rootlessport) from\n"
+        "# the first directory below.\n"
         "# Undo with `burrow podman disable` (or delete this file).\n"
         "[engine]\n"
         f"helper_binaries_dir = [\n{body},\n]\n"
@@ -294,8 +306,8 @@ def plan_enable(scope: Scope, env: Mapping[str, str] | None = None) -> Change:
     # What Podman would search without our drop-in, so we only put ourselves in front.
     before = merge(config_chain(rootless, env, scope.conf_dir), skip=scope.dropin)
     new = render_dropin(scope.helper_dir, before.helper_binaries_dir)
-    links: dict[str, Path | None] = {n: entry_point(ep) for n, ep in HELPERS.items()}
-    now = {n: _link_now(scope.helper_dir / n) for n in HELPERS}
+    links: dict[str, Path | None] = {n: entry_point(ep) for n, ep in scope.helpers.items()}
+    now = {n: _link_now(scope.helper_dir / n) for n in scope.helpers}
     for n, cur in now.items():
         if cur is not None and cur.startswith("<file"):
             raise BurrowError(f"{scope.helper_dir / n} is a regular file, not burrow's link; "
@@ -307,12 +319,14 @@ def plan_disable(scope: Scope) -> Change:
     old = _read(scope.dropin)
     if old is not None and MARKER not in old:
         raise BurrowError(f"{scope.dropin} was not written by burrow; leaving it alone")
-    now = {n: _link_now(scope.helper_dir / n) for n in HELPERS}
+    # Every name burrow may have linked, whatever the scope: a link made by an older burrow or
+    # under the other scope's rules still goes.
+    now = {n: _link_now(scope.helper_dir / n) for n in ALL_HELPERS}
     links: dict[str, Path | None] = {}
     for n, cur in now.items():
         if cur is None:
             continue
-        if cur.startswith("<file") or Path(cur).name != HELPERS[n]:
+        if cur.startswith("<file") or Path(cur).name != ALL_HELPERS[n]:
             raise BurrowError(f"{scope.helper_dir / n} is not burrow's link ({cur}); leaving it alone")
         links[n] = None
     rmdir = (scope.helper_dir / HELPER_MARKER).exists()
@@ -364,6 +378,7 @@ def collect_status(scope: Scope, env: Mapping[str, str] | None = None) -> dict[s
     eff = merge(chain)
     nv = find_helper("netavark", eff.helper_binaries_dir)
     dns = find_helper("aardvark-dns", eff.helper_binaries_dir)
+    rlp = find_helper("rootlessport", eff.helper_binaries_dir)
     backend = eff.network_backend or "netavark (Podman's choice when unset and no CNI state exists)"
     using = nv is not None and is_burrow(nv) and (eff.network_backend in ("", "netavark"))
     return {
@@ -382,6 +397,8 @@ def collect_status(scope: Scope, env: Mapping[str, str] | None = None) -> dict[s
         "netavark_is_burrow": is_burrow(nv),
         "aardvark_dns": str(dns) if dns else None,
         "aardvark_dns_is_burrow": is_burrow(dns),
+        "rootlessport": str(rlp) if rlp else None,
+        "rootlessport_is_burrow": is_burrow(rlp),
         "podman_uses_burrow": using,
         "errors": eff.errors,
     }
@@ -400,6 +417,7 @@ def render_status(info: Mapping[str, Any]) -> str:
         f"network backend:  {info['network_backend']}  [from {info['network_backend_from']}]",
         f"netavark:         {who(info['netavark'], info['netavark_is_burrow'])}",
         f"aardvark-dns:     {who(info['aardvark_dns'], info['aardvark_dns_is_burrow'])}",
+        f"rootlessport:     {who(info['rootlessport'], info['rootlessport_is_burrow'])}",
         f"helper dirs:      {', '.join(info['helper_binaries_dir'])}  "
         f"[from {info['helper_binaries_dir_from']}]",
         f"config files:     {', '.join(info['config_files']) or '(none)'}",
@@ -414,7 +432,8 @@ def render_status(info: Mapping[str, Any]) -> str:
 
 # -- CLI --------------------------------------------------------------------------------------
 podman_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
-                         help="Use burrow as real Podman's network backend (netavark + aardvark-dns).")
+                         help="Use burrow as real Podman's network backend (netavark + aardvark-dns; "
+                              "rootless: + rootlessport).")
 
 SystemOpt = Annotated[bool, typer.Option("--system", help="all users: /etc/containers (root only)")]
 UserOpt = Annotated[bool, typer.Option("--user", help="your own Podman: ~/.config/containers")]
@@ -457,7 +476,8 @@ def enable(c: typer.Context, system: SystemOpt = False, user: UserOpt = False, c
            helper_dir: HelperDirOpt = None,
            dry_run: Annotated[bool, typer.Option("--dry-run", help="only show the change")] = False,
            ) -> None:
-    """Make Podman run burrow's netavark and aardvark-dns (shows the change, then writes it)."""
+    """Make Podman run burrow's netavark and aardvark-dns, and rootless Podman burrow's
+    rootlessport (shows the change, then writes it)."""
     scope = resolve_scope(system, user, *_dirs(c, conf_dir, helper_dir))
     if not _carry_out(plan_enable(scope), dry_run,
                       unchanged=f"already enabled ({scope.name}): {scope.dropin}; nothing to change",
@@ -483,7 +503,7 @@ def disable(c: typer.Context, system: SystemOpt = False, user: UserOpt = False, 
 def status(c: typer.Context, system: SystemOpt = False, user: UserOpt = False, conf_dir: ConfDirOpt = None,
            helper_dir: HelperDirOpt = None,
            fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table") -> None:
-    """Which netavark and aardvark-dns Podman will run, and from which config file."""
+    """Which netavark, aardvark-dns and rootlessport Podman will run, and from which config file."""
     scope = resolve_scope(system, user, *_dirs(c, conf_dir, helper_dir), writing=False)
     info = collect_status(scope)
     if fmt == "json":

@@ -125,13 +125,31 @@ class PortManager:
                     for lst in made:
                         lst.sock.close()
                     return {"error": bind_error(e, spec.host_ip, hp, spec.protocol)}
-        self.pool.open(req.netns)
+        self.adopt(req.sandbox, made)
+        return {"ok": True}
+
+    def adopt(self, owner: str, made: list[Listener]) -> None:
+        """Publish listeners already bound (burrow-rootlessport binds before it imports us)."""
         for lst in made:
-            self.by_sandbox.setdefault(req.sandbox, []).append(lst)
+            self.pool.open(lst.target.netns)
+            self.by_sandbox.setdefault(owner, []).append(lst)
             (self.tcp if lst.spec.protocol == "tcp" else self.udp).listen(lst)
             self.by_protocol[lst.spec.protocol] += 1
         self.listeners += len(made)
-        return {"ok": True}
+
+    def retarget(self, owner: str, target: Target) -> None:
+        """Point owner's listeners at a new address (Podman's `network connect`/`disconnect`):
+        new connections dial it, UDP flows to the old one end, the listeners stay bound."""
+        lsts = self.by_sandbox.get(owner, [])
+        old = {lst.target.netns for lst in lsts}
+        self.pool.open(target.netns)
+        for lst in lsts:
+            lst.target = target
+            if lst.spec.protocol == "udp":
+                self.udp.close_listener(lst)
+        still = {lst.target.netns for ls in self.by_sandbox.values() for lst in ls}
+        for path in old - still:
+            self.pool.forget(path)
 
     def remove(self, name: str) -> None:
         lsts = self.by_sandbox.pop(name, [])

@@ -1,0 +1,134 @@
+"""Bind the host ports and the control socket, before Podman is released.
+
+Every port is bound before ready (a taken port must fail `podman run`), so this runs in
+phase 1 and imports only the stdlib. The listeners are handed to burrow's forwarder in phase 2;
+until then the kernel queues connections in their backlog and datagrams in their buffers.
+
+Errors read like upstream's (`listen tcp 0.0.0.0:8096: bind: address already in use`, which
+Podman prints after `Error: rootlessport `), with what to do about them.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from typing import NamedTuple
+
+from rootless.rootlessport.config import Config, Forward
+
+BACKLOG = 4096
+CONTROL_DIR = "rp"  # TmpDir/rp/<ContainerID>, as upstream
+
+
+class BindError(Exception):
+    """A host port or the control socket could not be bound; str() is Podman's error line."""
+
+
+class Bound(NamedTuple):
+    forward: Forward
+    sock: socket.socket
+
+
+def unprivileged_port_start() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 1024
+
+
+def _error_line(e: OSError, fw: Forward, addr: str) -> str:
+    where = f"[{addr}]:{fw.host_port}" if ":" in addr else f"{addr}:{fw.host_port}"
+    text = (e.strerror or str(e)).lower()
+    line = f"listen {fw.protocol} {where}: bind: {text}"
+    if e.errno == errno.EACCES and fw.host_port < unprivileged_port_start():
+        floor = unprivileged_port_start()
+        line += (f" (host port {fw.host_port} is below net.ipv4.ip_unprivileged_port_start="
+                 f"{floor}: publish a port >= {floor}, or as root `sysctl "
+                 f"net.ipv4.ip_unprivileged_port_start={fw.host_port}`)")
+    elif e.errno == errno.EADDRINUSE:
+        line += " (another process holds this host port: pick another one in -p)"
+    elif e.errno == errno.EADDRNOTAVAIL:
+        line += f" ({addr} is not an address of this host)"
+    return line
+
+
+def bind(fw: Forward) -> socket.socket:
+    """One listener. Any address: `::` with IPV6_V6ONLY off serves both families, as upstream
+    (an IPv4-only host gets 0.0.0.0)."""
+    kind = socket.SOCK_DGRAM if fw.protocol == "udp" else socket.SOCK_STREAM
+    flags = kind | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
+    addr = fw.host_ip or "::"
+    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    try:
+        s = socket.socket(fam, flags)
+    except OSError as e:
+        if fw.host_ip or e.errno != errno.EAFNOSUPPORT:
+            raise BindError(_error_line(e, fw, addr)) from None
+        addr = "0.0.0.0"
+        s = socket.socket(socket.AF_INET, flags)
+    try:
+        if fam == socket.AF_INET6 and not fw.host_ip:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        if kind == socket.SOCK_STREAM:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((addr, fw.host_port))
+        if kind == socket.SOCK_STREAM:
+            s.listen(BACKLOG)
+    except OSError as e:
+        s.close()
+        raise BindError(_error_line(e, fw, "0.0.0.0" if not fw.host_ip else addr)) from None
+    return s
+
+
+def bind_all(cfg: Config) -> list[Bound]:
+    """Every forward bound, or BindError with the others closed (all or nothing)."""
+    out: list[Bound] = []
+    try:
+        for fw in cfg.forwards:
+            out.append(Bound(fw, bind(fw)))
+    except BaseException:
+        for b in out:
+            b.sock.close()
+        raise
+    return out
+
+
+class ControlSocket(NamedTuple):
+    sock: socket.socket
+    dir_fd: int  # TmpDir/rp, held open: the socket is unlinked through it on exit
+    name: str
+
+    def close(self) -> None:
+        self.sock.close()
+        try:
+            os.unlink(self.name, dir_fd=self.dir_fd)
+        except OSError:
+            pass
+        os.close(self.dir_fd)
+
+
+def bind_control(cfg: Config) -> ControlSocket:
+    """`TmpDir/rp/<ContainerID>`, SOCK_SEQPACKET, `rp/` mode 0700, a stale socket unlinked
+    first; bound through /proc/self/fd/<dirfd>/ because the full path may pass the 108-byte
+    sun_path limit."""
+    rp = os.path.join(cfg.tmp_dir, CONTROL_DIR)
+    try:
+        os.makedirs(rp, mode=0o700, exist_ok=True)
+        dir_fd = os.open(rp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        raise BindError(f"control socket directory {rp}: {e.strerror}") from None
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+    try:
+        try:
+            os.unlink(cfg.container_id, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+        s.bind(f"/proc/self/fd/{dir_fd}/{cfg.container_id}")
+        s.listen(16)
+    except OSError as e:
+        s.close()
+        os.close(dir_fd)
+        raise BindError(f"control socket {rp}/{cfg.container_id}: {e.strerror}") from None
+    return ControlSocket(s, dir_fd, cfg.container_id)

@@ -1,0 +1,74 @@
+"""`burrow-rootlessport`: Podman execs it as `rootlessport` (spec/rootlessport.md §2-4).
+
+Phase 1 (stdlib only, before Podman is released): read the config from stdin, bind every
+host port and the control socket, point fds 1 and 2 at /dev/null (Podman's pipes break once
+it exits), write "1" to ReadyFD. A failure before that is one line on stdout (Podman shows
+`Error: rootlessport <line>` and `podman run` exits 126) and exit status 1.
+Phase 2: burrow's forwarder serves the bound listeners until ExitFD reaches EOF (forward.py).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from rootless.rootlessport.config import MAX_CONFIG, Config, ConfigError, parse
+from rootless.rootlessport.listen import BindError, Bound, ControlSocket, bind_all, bind_control
+
+
+def read_stdin(limit: int = MAX_CONFIG) -> bytes:
+    """Up to EOF (Podman closes the pipe after writing), at most limit + 1 bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = os.read(0, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def fail(line: str) -> int:
+    """The error line Podman reads from stdout (it adds `Error: rootlessport `)."""
+    os.write(1, line.replace("\n", " ").encode(errors="replace") + b"\n")
+    return 1
+
+
+def start() -> tuple[Config, list[Bound], ControlSocket | None]:
+    cfg = parse(read_stdin())
+    bound = bind_all(cfg)
+    try:
+        ctl = bind_control(cfg) if cfg.rootless_cni else None
+    except BaseException:
+        for b in bound:
+            b.sock.close()
+        raise
+    return cfg, bound, ctl
+
+
+def release(cfg: Config) -> None:
+    """Podman stops reading our stdout/stderr once ready: nothing may write there after."""
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+    os.write(cfg.ready_fd, b"1")
+    os.close(cfg.ready_fd)
+
+
+def main() -> int:
+    try:
+        cfg, bound, ctl = start()
+    except (ConfigError, BindError) as e:
+        return fail(str(e))
+    except Exception as e:  # a bug must still reach the user as a line, not a traceback
+        return fail(f"internal error: {type(e).__name__}: {e}")
+    release(cfg)
+    from rootless.rootlessport.forward import serve  # phase 2: the heavy imports
+
+    return serve(cfg, bound, ctl)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

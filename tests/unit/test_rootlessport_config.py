@@ -1,0 +1,134 @@
+"""burrow-rootlessport's stdin config (spec/rootlessport.md §3): what Podman 4.3 writes is
+accepted as written, and every hostile variation ends in a ConfigError naming the field
+(never another exception, which would reach Podman as a traceback)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rootless.rootlessport.config import ConfigError, Forward, parse
+from rootless.rootlessport.control import parse_child_ip
+
+CID = "0123456789abcdef" * 4
+
+
+@pytest.fixture(scope="module")
+def fds() -> Iterator[tuple[int, int]]:
+    r, w = os.pipe()
+    yield r, w
+    os.close(r)
+    os.close(w)
+
+
+def podman_config(fds: tuple[int, int], **over: Any) -> dict[str, Any]:
+    """The shape Podman 4.3.1 writes (rootless bridge, captured field by field)."""
+    cfg: dict[str, Any] = {
+        "Mappings": [{"host_ip": "", "container_port": 80, "host_port": 8080, "range": 1, "protocol": "tcp"},
+                     {"host_ip": "127.0.0.1", "container_port": 53, "host_port": 8053, "range": 1,
+                      "protocol": "tcp,udp"},
+                     {"host_ip": "::1", "container_port": 8100, "host_port": 9100, "range": 3, "protocol": "tcp"}],
+        "NetNSPath": "/run/user/1000/netns/netns-3f1e0c2a-9b7d-4b52-8f0e-1c2d3e4f5a6b",
+        "ExitFD": fds[0], "ReadyFD": fds[1], "TmpDir": "/run/user/1000/libpod/tmp",
+        "ChildIP": "10.89.0.2", "ContainerID": CID, "RootlessCNI": True}
+    cfg.update(over)
+    return cfg
+
+
+def test_podman_config_parses_to_one_forward_per_port_and_protocol(fds: tuple[int, int]) -> None:
+    cfg = parse(json.dumps(podman_config(fds)).encode())
+    assert cfg.forwards == (
+        Forward("tcp", "", 8080, 80),
+        Forward("tcp", "127.0.0.1", 8053, 53), Forward("udp", "127.0.0.1", 8053, 53),
+        Forward("tcp", "::1", 9100, 8100), Forward("tcp", "::1", 9101, 8101), Forward("tcp", "::1", 9102, 8102))
+    assert (cfg.exit_fd, cfg.ready_fd, cfg.child_ip, cfg.container_id, cfg.rootless_cni) == (
+        fds[0], fds[1], "10.89.0.2", CID, True)
+
+
+def test_defaults_and_go_quirks(fds: tuple[int, int]) -> None:
+    # Go marshals a nil slice as null; an empty ChildIP dials the container's loopback; unknown
+    # keys are ignored; without RootlessCNI no TmpDir is needed.
+    cfg = parse(json.dumps(podman_config(fds, Mappings=None, ChildIP="", TmpDir="", RootlessCNI=False,
+                                         Extra={"x": 1})).encode())
+    assert cfg.forwards == () and cfg.child_ip == "127.0.0.1" and cfg.tmp_dir == ""
+    assert parse(json.dumps(podman_config(fds, ChildIP="fd89::0002")).encode()).child_ip == "fd89::2"
+
+
+@pytest.mark.parametrize("over, field", [
+    ({"ContainerID": "../../etc"}, "ContainerID"),
+    ({"ContainerID": CID.upper()}, "ContainerID"),
+    ({"NetNSPath": "relative/netns"}, "NetNSPath"),
+    ({"NetNSPath": "/run/../etc/passwd"}, "NetNSPath"),
+    ({"NetNSPath": "/run/x\u0000y"}, "NetNSPath"),
+    ({"NetNSPath": None}, "NetNSPath"),
+    ({"TmpDir": "tmp"}, "TmpDir"),
+    ({"TmpDir": ""}, "TmpDir"),  # RootlessCNI needs it for the control socket
+    ({"ExitFD": 0}, "ExitFD"),
+    ({"ExitFD": True}, "ExitFD"),
+    ({"ReadyFD": 1 << 19}, "ReadyFD"),  # not open
+    ({"ReadyFD": "4"}, "ReadyFD"),
+    ({"ChildIP": "10.89.0.300"}, "ChildIP"),
+    ({"ChildIP": "fe80::1%eth0"}, "ChildIP"),
+    ({"RootlessCNI": "yes"}, "RootlessCNI"),
+    ({"Mappings": {"host_port": 1}}, "Mappings"),
+    ({"Mappings": [1]}, "Mappings[0]"),
+    ({"Mappings": [{"host_port": 0, "container_port": 80}]}, "host_port"),
+    ({"Mappings": [{"host_port": 80, "container_port": 65536}]}, "container_port"),
+    ({"Mappings": [{"host_port": 65535, "container_port": 80, "range": 2}]}, "past 65535"),
+    ({"Mappings": [{"host_port": 80, "container_port": 80, "range": 0}]}, "range"),
+    ({"Mappings": [{"host_port": 80, "container_port": 80, "protocol": "sctp"}]}, "sctp"),
+    ({"Mappings": [{"host_port": 80, "container_port": 80, "host_ip": "localhost"}]}, "host_ip"),
+    ({"Mappings": [{"host_port": 1, "container_port": 1, "range": 65535, "protocol": "tcp,udp"}]},
+     "host ports"),
+])
+def test_hostile_fields_are_named(fds: tuple[int, int], over: dict[str, Any], field: str) -> None:
+    with pytest.raises(ConfigError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        parse(json.dumps(podman_config(fds, **over)).encode())
+
+
+def test_exit_and_ready_must_differ_and_input_is_bounded(fds: tuple[int, int]) -> None:
+    with pytest.raises(ConfigError, match="same fd"):
+        parse(json.dumps(podman_config(fds, ReadyFD=fds[0])).encode())
+    with pytest.raises(ConfigError, match="larger than"):
+        parse(b" " * (1 << 20) + b"{}")
+    for bad in (b"", b"[]", b"\xff\xfe", b"{\"ContainerID\": 1}"):
+        with pytest.raises(ConfigError):
+            parse(bad)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2, 70000) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["Mappings", "NetNSPath", "ExitFD", "ReadyFD", "TmpDir", "ChildIP",
+                                        "ContainerID", "RootlessCNI", "host_ip"]), json_values, max_size=8))
+def test_fuzzed_configs_fail_only_with_config_error(over: dict[str, Any]) -> None:
+    r, w = os.pipe()
+    try:
+        parse(json.dumps(podman_config((r, w), **over)).encode())
+    except ConfigError:
+        pass
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+@pytest.mark.parametrize("packet, want", [
+    (b'"10.89.0.3"\n', "10.89.0.3"), (b'"fd89::3"\n', "fd89::3"), (b'""\n', "127.0.0.1")])
+def test_control_packet(packet: bytes, want: str) -> None:
+    assert parse_child_ip(packet) == want
+
+
+@pytest.mark.parametrize("packet", [b"10.89.0.3\n", b'"10.89.0"\n', b"[]", b"\xff", b'{"ip": "1.2.3.4"}'])
+def test_control_packet_hostile(packet: bytes) -> None:
+    with pytest.raises(ConfigError):
+        parse_child_ip(packet)
