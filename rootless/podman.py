@@ -244,6 +244,7 @@ class Change:
     links: dict[str, Path | None]  # helper name -> target (None: remove)
     links_now: dict[str, str | None]
     rmdir_helper: bool = False
+    notes: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -277,7 +278,7 @@ class Change:
                 out.append(f"link   {link} -> {want}" + (f" (was {now})" if now else ""))
         if self.rmdir_helper:
             out.append(f"remove {self.scope.helper_dir}/")
-        return out
+        return out + [f"note: {n}" for n in self.notes]
 
 
 def _read(p: Path) -> str | None:
@@ -306,13 +307,20 @@ def plan_enable(scope: Scope, env: Mapping[str, str] | None = None) -> Change:
     # What Podman would search without our drop-in, so we only put ourselves in front.
     before = merge(config_chain(rootless, env, scope.conf_dir), skip=scope.dropin)
     new = render_dropin(scope.helper_dir, before.helper_binaries_dir)
-    links: dict[str, Path | None] = {n: entry_point(ep) for n, ep in scope.helpers.items()}
-    now = {n: _link_now(scope.helper_dir / n) for n in scope.helpers}
+    links: dict[str, Path | None] = {n: entry_point(ep) for n, ep in HELPERS.items()}
+    notes: list[str] = []
+    for n, ep in scope.helpers.items():
+        if n not in links:
+            try:
+                links[n] = entry_point(ep)
+            except BurrowError:  # an install older than the entry point: the rest still works
+                notes.append(f"{ep} is not installed (rerun scripts/install); Podman keeps its own {n}")
+    now = {n: _link_now(scope.helper_dir / n) for n in links}
     for n, cur in now.items():
         if cur is not None and cur.startswith("<file"):
             raise BurrowError(f"{scope.helper_dir / n} is a regular file, not burrow's link; "
                               "remove it or pick another --helper-dir")
-    return Change(scope, old, new, links, now)
+    return Change(scope, old, new, links, now, notes=tuple(notes))
 
 
 def plan_disable(scope: Scope) -> Change:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from rootless import podman
 
 
@@ -61,3 +63,22 @@ def test_system_scope_does_not_link_rootlessport(tmp_path: Path) -> None:
     assert not (s.helper_dir / "rootlessport").exists()
     podman.apply(podman.plan_disable(s))
     assert not s.helper_dir.exists()
+
+
+def test_enable_without_the_rootlessport_entry_point_links_the_rest(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A .venv built before burrow-rootlessport existed: enable still links netavark and
+    aardvark-dns and says what to do, instead of failing."""
+    real = podman.entry_point
+
+    def entry_point(name: str) -> Path:
+        if name == "burrow-rootlessport":
+            raise podman.BurrowError("cannot find burrow's `burrow-rootlessport` entry point")
+        return real(name)
+
+    monkeypatch.setattr(podman, "entry_point", entry_point)
+    s = scope(tmp_path, "user")
+    change = podman.plan_enable(s, env(tmp_path))
+    assert any("burrow-rootlessport is not installed" in line for line in change.lines())
+    podman.apply(change)
+    assert (s.helper_dir / "netavark").is_symlink() and not (s.helper_dir / "rootlessport").exists()
