@@ -417,3 +417,25 @@ def wait_for(fn: Any, timeout: float = 5.0, interval: float = 0.1) -> Any:
         if v or time.monotonic() > deadline:
             return v
         time.sleep(interval)
+
+
+def free_port_block(n: int) -> int:
+    """n consecutive TCP ports free on 127.0.0.1 and ::1 of this machine."""
+    import random
+    import socket
+
+    for _ in range(50):
+        base = random.randrange(20000, 40000)
+        ok = True
+        for port in range(base, base + n):
+            for fam, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+                s = socket.socket(fam, socket.SOCK_STREAM)
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    ok = False
+                finally:
+                    s.close()
+        if ok:
+            return base
+    raise RuntimeError("no free port block")

@@ -6,9 +6,7 @@ exec'd inside it by Podman, ports through rootlessport on the real host's loopba
 from __future__ import annotations
 
 import json
-import random
 import shutil
-import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,28 +14,10 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.podman_env import IMAGE, RootlessWorld, probe, start_echo
+from tests.e2e.podman_env import IMAGE, RootlessWorld, free_port_block, probe, start_echo
 from tests.nsutil import have
 
 pytestmark = [pytest.mark.e2e, pytest.mark.rootless]
-
-
-def free_port_block(n: int) -> int:
-    for _ in range(50):
-        base = random.randrange(20000, 40000)
-        ok = True
-        for port in range(base, base + n):
-            for fam, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
-                s = socket.socket(fam, socket.SOCK_STREAM)
-                try:
-                    s.bind((host, port))
-                except OSError:
-                    ok = False
-                finally:
-                    s.close()
-        if ok:
-            return base
-    raise RuntimeError("no free port block")
 
 
 @pytest.fixture(scope="module")
