@@ -1,9 +1,20 @@
-"""The per-user state layout, and the one lock that serialises changes to it.
+"""The state layout (where each file lives), and the one lock that serialises changes to it.
 
-Everything lives under one private directory: `$XDG_RUNTIME_DIR/burrow/`, or `/tmp/burrow-<uid>/`
-when there is no runtime directory (no logind on many CI machines). The directory must be owned
-by the user and mode 0700: other users must never be able to plant a socket or a pid file that
-burrow would then trust.
+Two places, as Podman has them:
+- the *runtime* directory (`root`): the namespace holder, connector, sockets, pid files, logs,
+  sandbox records. It dies with a reboot, as the namespaces do. Rootless that is
+  `$XDG_RUNTIME_DIR/burrow/`; with XDG_RUNTIME_DIR unset, what Podman (containers/storage) does:
+  `/run/user/<uid>` when it is a directory of the user's that only they can write, else
+  `/tmp/burrow-<uid>/`. Set to a directory that does not exist, it is an error naming the fix,
+  never a silent fallback (that gave one user two sets of networks). Rootful: `/run/burrow/`.
+- the *data* directory (`data`): networks, the user's configuration, which survive a reboot.
+  Rootless `$XDG_DATA_HOME/burrow/` (default `~/.local/share/burrow/`), rootful `/etc/burrow/`
+  (where Podman keeps its own networks: `/etc/containers/networks`).
+`BURROW_STATE_DIR` puts both in that one directory (a self-contained burrow, what tests use)
+unless `BURROW_DATA_DIR` names the data directory too.
+
+The runtime directory must be owned by the user and mode 0700: other users must never be able
+to plant a socket or a pid file that burrow would then trust.
 """
 
 from __future__ import annotations
@@ -20,18 +31,74 @@ from typing import Any
 from netns import locks
 from netns.errors import BurrowError
 
+ROOTFUL_STATE_DIR = Path("/run/burrow")
+ROOTFUL_DATA_DIR = Path("/etc/burrow")
+
+
+def runtime_dir(env: Mapping[str, str], uid: int | None = None,
+                run_user: Path = Path("/run/user")) -> Path:
+    """The user's runtime directory, as Podman finds it (containers/storage GetRuntimeDir);
+    `/tmp` means none: the caller uses its own `/tmp/burrow-<uid>`."""
+    uid = os.getuid() if uid is None else uid
+    xdg = env.get("XDG_RUNTIME_DIR", "")
+    if xdg:
+        if not os.path.isabs(xdg) or not os.path.isdir(xdg):
+            what = "is not an absolute path" if not os.path.isabs(xdg) else "does not exist"
+            raise BurrowError(
+                f"XDG_RUNTIME_DIR={xdg} {what}; create it (`mkdir -m 700 {xdg}`), or unset "
+                f"XDG_RUNTIME_DIR (burrow then uses /run/user/{uid} if it is yours, else "
+                f"/tmp/burrow-{uid}), or log in again so that systemd-logind sets it")
+        return Path(xdg)
+    mine = run_user / str(uid)
+    try:
+        st = os.lstat(mine)
+    except OSError:
+        st = None
+    if st is not None and stat.S_ISDIR(st.st_mode) and st.st_uid == uid \
+            and not stat.S_IMODE(st.st_mode) & 0o022:
+        return mine
+    return Path("/tmp")
+
+
+def data_home(env: Mapping[str, str]) -> Path:
+    """$XDG_DATA_HOME (absolute only, as the XDG spec says), else ~/.local/share."""
+    xdg = env.get("XDG_DATA_HOME", "")
+    if os.path.isabs(xdg):
+        return Path(xdg)
+    home = env.get("HOME") or ""
+    if not os.path.isabs(home):
+        import pwd
+
+        home = pwd.getpwuid(os.getuid()).pw_dir
+    return Path(home) / ".local" / "share"
+
 
 @dataclass(frozen=True)
 class StatePaths:
     root: Path
+    data: Path | None = None  # None: the networks live in `root` (BURROW_STATE_DIR, tests)
 
     @classmethod
     def for_user(cls, env: Mapping[str, str] | None = None) -> StatePaths:
         env = os.environ if env is None else env
-        runtime = env.get("XDG_RUNTIME_DIR", "")
-        if runtime and os.path.isdir(runtime):
-            return cls(Path(runtime) / "burrow")
-        return cls(Path(f"/tmp/burrow-{os.getuid()}"))
+        run = runtime_dir(env)
+        root = run / "burrow" if run != Path("/tmp") else Path(f"/tmp/burrow-{os.getuid()}")
+        return cls(root, data_home(env) / "burrow")
+
+    @classmethod
+    def choose(cls, state_dir: Path | None, data_dir: Path | None, *, rootful: bool,
+               env: Mapping[str, str]) -> StatePaths:
+        """The one decision of where burrow keeps things (see the module docstring)."""
+        if state_dir is not None:
+            return cls(state_dir, data_dir)
+        if rootful:
+            return cls(ROOTFUL_STATE_DIR, data_dir or ROOTFUL_DATA_DIR)
+        found = cls.for_user(env)
+        return cls(found.root, data_dir or found.data)
+
+    def legacy_networks_dirs(self) -> list[Path]:
+        """Where networks lived before they moved to the data directory: the runtime directory."""
+        return [] if self.data is None else [self.root / "networks"]
 
     # World (namespace) state: gone when the holder goes.
     @property
@@ -98,10 +165,10 @@ class StatePaths:
     def log_dir(self) -> Path:
         return self.root / "log"
 
-    # Objects the user made: networks and sandboxes.
+    # Objects the user made: networks (configuration, kept) and sandboxes (runtime).
     @property
     def networks_dir(self) -> Path:
-        return self.root / "networks"
+        return (self.data or self.root) / "networks"
 
     @property
     def sandboxes_dir(self) -> Path:
@@ -128,10 +195,25 @@ class StatePaths:
             )
         if stat.S_IMODE(st.st_mode) & 0o077:
             os.chmod(self.root, 0o700)
-        for d in (self.netns_dir, self.log_dir, self.networks_dir, self.sandboxes_dir,
-                  self.netavark_config):
+        for d in (self.netns_dir, self.log_dir, self.sandboxes_dir, self.netavark_config):
             d.mkdir(mode=0o700, exist_ok=True)
+        self.ensure_data()
         return self
+
+    def ensure_data(self) -> None:
+        """The networks directory; a data directory of someone else's is refused."""
+        if self.data is not None:
+            try:
+                self.data.mkdir(mode=0o700, parents=True, exist_ok=True)
+            except OSError as e:
+                raise BurrowError(f"data directory {self.data}: {e.strerror}; set XDG_DATA_HOME "
+                                  "to a directory you own") from e
+            st = os.stat(self.data)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+                raise BurrowError(
+                    f"data directory {self.data} is not a directory owned by uid {os.getuid()}; "
+                    "remove it or set XDG_DATA_HOME to a directory of your own")
+        self.networks_dir.mkdir(mode=0o700, exist_ok=True)
 
 
 @contextmanager

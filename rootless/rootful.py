@@ -5,8 +5,9 @@ burrow runs in: the engine makes bridges there, published ports are kernel DNAT 
 writes from `port_mappings`, and burrow-dns is started by the engine. A sandbox is a network
 namespace bind-mounted on `<state>/netns/NAME` (like `ip netns add`), so it needs no process.
 
-State lives in `/run/burrow/` (`BURROW_STATE_DIR` overrides it). A marker records the network
-namespace the state belongs to, so one state directory is never used from two worlds.
+State lives in `/run/burrow/`, networks in `/etc/burrow/` (`BURROW_STATE_DIR` overrides both;
+see rootless.paths). A marker records the network namespace the state belongs to, so one state
+directory is never used from two worlds.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from rootless.procs import ProcRef
 from rootless.records import SandboxRecord
 from rootless.settings import Settings
 
-ROOTFUL_STATE_DIR = "/run/burrow"
 # The engine's nftables table for the burrow CLI's state dir. Not Podman's `netavark`: rootful
 # Podman (with burrow or netavark) may share this netns, and each state dir owns its table.
 FW_FAMILY, FW_TABLE = "inet", "burrow"

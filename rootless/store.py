@@ -6,6 +6,9 @@ a name from the command line (`../sandboxes/x`) can never reach outside its dire
 
 from __future__ import annotations
 
+import os
+import stat
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -46,21 +49,29 @@ class Store:
                     out[f.stem] = data
         return out
 
+    @property
+    def networks_dir(self) -> Path:
+        """Where networks are, once any left in the old place (the runtime dir) are moved."""
+        for old in self.paths.legacy_networks_dirs():
+            if old.is_dir():
+                migrate_networks(old, self.paths)
+        return self.paths.networks_dir
+
     def networks(self) -> dict[str, dict[str, Any]]:
-        return self._load_dir(self.paths.networks_dir)
+        return self._load_dir(self.networks_dir)
 
     def network(self, name: str) -> dict[str, Any]:
-        data = read_json(_file(self.paths.networks_dir, name, "network"))
+        data = read_json(_file(self.networks_dir, name, "network"))
         if data is None:
             raise BurrowError(f"network {name} does not exist; create it with "
                               f"`burrow network create {name}`")
         return data
 
     def save_network(self, net: dict[str, Any]) -> None:
-        write_json(_file(self.paths.networks_dir, net["name"], "network"), net)
+        write_json(_file(self.networks_dir, net["name"], "network"), net)
 
     def delete_network(self, name: str) -> None:
-        remove(_file(self.paths.networks_dir, name, "network"))
+        remove(_file(self.networks_dir, name, "network"))
 
     def sandboxes(self) -> dict[str, SandboxRecord]:
         out: dict[str, SandboxRecord] = {}
@@ -101,3 +112,46 @@ class Store:
 
     def users_of(self, network: str) -> list[str]:
         return sorted(n for n, rec in self.sandboxes().items() if network in rec.network_names)
+
+
+def migrate_networks(old: Path, paths: StatePaths) -> list[str]:
+    """Move the networks of an older burrow (kept in the runtime dir, lost at every reboot) to
+    the data directory, once, saying so on stderr. A name already taken there is not overwritten:
+    the old file is renamed `NAME.json.conflict` (so this runs once) and named in the message."""
+    try:
+        st = os.lstat(old)
+    except FileNotFoundError:
+        return []
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        return []  # not ours (a planted /tmp/burrow-<uid>): never read from it
+    paths.ensure_data()
+    new_dir = paths.networks_dir
+    moved: list[str] = []
+    kept: list[str] = []
+    for f in sorted(old.glob("*.json")):
+        data = read_json(f)
+        if data is None or data.get("name") != f.stem:
+            continue
+        target = new_dir / f.name
+        try:
+            with open(target, "x") as out:
+                out.write(f.read_text())
+        except FileExistsError:
+            if read_json(target) != data:
+                os.replace(f, f.with_name(f.name + ".conflict"))
+                kept.append(f.stem)
+                continue
+        remove(f)
+        moved.append(f.stem)
+    try:
+        old.rmdir()
+    except OSError:
+        pass  # something else is left there (a .conflict file): leave it
+    if moved:
+        print(f"burrow: moved network(s) {', '.join(moved)} from {old} to {new_dir}, where "
+              "networks now live (they survive a reboot)", file=sys.stderr)
+    if kept:
+        print(f"burrow: network(s) {', '.join(kept)} in {old} not moved: {new_dir} has a "
+              f"different network of that name; the old one is kept as NAME.json.conflict",
+              file=sys.stderr)
+    return moved

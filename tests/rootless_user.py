@@ -154,6 +154,8 @@ class Session:
         return {
             "HOME": self.user.home, "USER": self.user.name, "LOGNAME": self.user.name,
             "PATH": PATH, "XDG_RUNTIME_DIR": self.runtime, "LANG": "C.UTF-8",
+            # Networks live in the data dir (they survive reboots): one per session too.
+            "XDG_DATA_HOME": f"{self.runtime}/data",
         }
 
     def argv(self, cmd: Sequence[str]) -> list[str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -43,12 +42,12 @@ def make_world(settings: Settings, connector: str | None, allow_host_loopback: b
     namespace) gets the rootful world, everyone else the per-user namespace."""
     from rootless import rootful, world
 
-    if rootful.is_initial_root():
+    is_root = rootful.is_initial_root()
+    paths = StatePaths.choose(settings.state_dir, settings.data_dir, rootful=is_root,
+                              env=settings.environ())
+    if is_root:
         # --connector/--allow-host-loopback do not apply: no connector, the host is right here.
-        return rootful.RootfulWorld(
-            StatePaths(settings.state_dir or Path(rootful.ROOTFUL_STATE_DIR)), settings)
-    paths = StatePaths(settings.state_dir) if settings.state_dir else StatePaths.for_user(
-        {"XDG_RUNTIME_DIR": settings.xdg_runtime_dir or ""})
+        return rootful.RootfulWorld(paths, settings)
     return world.RootlessWorld(paths, world.WorldOptions(connector or settings.connector,
                                                          allow_host_loopback), settings)
 

@@ -18,14 +18,6 @@ from rootless.paths import StatePaths, locked, read_json, write_json
 from rootless.procs import ProcRef
 
 
-def test_state_dir_prefers_runtime_dir(tmp_path: Path) -> None:
-    assert StatePaths.for_user({"XDG_RUNTIME_DIR": str(tmp_path)}).root == tmp_path / "burrow"
-    fallback = StatePaths.for_user({})
-    assert fallback.root == Path(f"/tmp/burrow-{os.getuid()}")
-    missing = StatePaths.for_user({"XDG_RUNTIME_DIR": str(tmp_path / "nope")})
-    assert missing.root == fallback.root
-
-
 def test_ensure_makes_private_tree(tmp_path: Path) -> None:
     p = StatePaths(tmp_path / "burrow").ensure()
     assert (p.root.stat().st_mode & 0o777) == 0o700
