@@ -35,7 +35,9 @@ class World:
         if ctr is not None or netns_path is not None:
             argv.append(netns_path or ctr.path)  # type: ignore[union-attr]
         argv.extend(command_args or [])
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "BURROW_ENGINE": "off", **self.env}
+        # No D-Bus unless a test gives one (tests/firewalld_env.py): never the machine's firewalld.
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "BURROW_ENGINE": "off",
+               "DBUS_SYSTEM_BUS_ADDRESS": "", **self.env}
         res = self.host.run(["env", "-i", *(f"{k}={v}" for k, v in env.items()), *argv],
                             input=json.dumps(opts) if opts is not None else "", check=False)
         if check and res.returncode != 0:

@@ -17,6 +17,7 @@ from netns.firewall.none import NoFirewall
 from netns.firewall.runner import Runner, subprocess_runner
 from netns.firewall.state import StateStore
 from netns.firewall.types import Firewall, NetworkFw, PortFw
+from netns.firewalld.trusted import TrustedZone
 
 DEFAULT = "nftables"
 CHOICES = ("nftables", "iptables", "none")
@@ -47,15 +48,21 @@ def select(
                 f"install it or choose another --firewall-driver ({', '.join(CHOICES)})"
             )
     store = StateStore(config_dir)
+    backend: Firewall
+    real = runner is subprocess_runner
     if chosen == "iptables":
-        return IptablesFirewall(store, argv_prefix=argv_prefix, runner=runner)
-    if runner is subprocess_runner and not argv_prefix and env.get("BURROW_NFT_EXEC") != "1":
-        # In-process libnftables: same JSON batch, same atomic transaction, no exec.
-        lib = LibNftables.load()
-        if lib is not None:
-            runner = lib
-    table = env.get("BURROW_NFT_TABLE") or "netavark"
-    return NftablesFirewall(store, argv_prefix=argv_prefix, runner=runner, table=table)
+        backend = IptablesFirewall(store, argv_prefix=argv_prefix, runner=runner)
+    else:
+        if real and not argv_prefix and env.get("BURROW_NFT_EXEC") != "1":
+            # In-process libnftables: same JSON batch, same atomic transaction, no exec.
+            lib = LibNftables.load()
+            if lib is not None:
+                runner = lib
+        table = env.get("BURROW_NFT_TABLE") or "netavark"
+        backend = NftablesFirewall(store, argv_prefix=argv_prefix, runner=runner, table=table)
+    # Real rules: bind their subnets to firewalld's trusted zone when it runs (Netavark 1.4).
+    # A replaced runner (tests) means no kernel rules, so no firewalld either.
+    return TrustedZone(backend, store, env) if real else backend
 
 
 __all__ = ["CHOICES", "DEFAULT", "Firewall", "NetworkFw", "PortFw", "select"]

@@ -1,8 +1,7 @@
 """One D-Bus connection to the system bus, through jeepney.
 
-The address is `DBUS_SYSTEM_BUS_ADDRESS` from the request's environment, else the standard
-system bus socket. An empty `DBUS_SYSTEM_BUS_ADDRESS` means "no bus" (Netavark's own tests set it
-empty so nothing reaches the host's firewalld); `open_system` then returns None without any I/O.
+The address comes from `address.system_address` (the request's `DBUS_SYSTEM_BUS_ADDRESS`, else
+the standard socket; empty means "no bus", and `open_system` then returns None without any I/O).
 
 Cost when nothing is there: a missing socket file is one stat, a dead one one refused connect;
 neither waits. Every call has a deadline, so a hung daemon gives an error, never a hang.
@@ -10,24 +9,20 @@ neither waits. Every call has a deadline, so a hung daemon gives an error, never
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from jeepney import DBusAddress, HeaderFields, MatchRule, MessageType, new_method_call
-from jeepney.bus import get_connectable_addresses
 from jeepney.bus_messages import message_bus
 from jeepney.io.blocking import DBusConnection, DBusConnectionBase, Proxy, prep_socket
 from jeepney.io.common import MessageFilters
 from jeepney.low_level import Message
 
 from netns.errors import BurrowError
+from netns.firewalld.address import maybe_present, socket_path, system_address
 
-SYSTEM_BUS_SOCKET = "/run/dbus/system_bus_socket"
-DEFAULT_ADDRESS = f"unix:path={SYSTEM_BUS_SOCKET}"
-ENV = "DBUS_SYSTEM_BUS_ADDRESS"
 # Deadlines: the bus daemon answers in microseconds; firewalld can take seconds (a reload
 # rebuilds its whole ruleset), Netavark's zbus waits 25 s. A dead peer must not hang setup.
 AUTH_TIMEOUT = 2.0
@@ -45,21 +40,6 @@ class BusError(BurrowError):
         err = BusError(f"{context}: {self.message}", exit_code=self.exit_code, name=self.name)
         err.__cause__ = self
         return err
-
-
-def system_address(env: Mapping[str, str]) -> str | None:
-    """The system bus address for this environment; None when explicitly disabled (empty)."""
-    value = env.get(ENV)
-    if value is None:
-        return DEFAULT_ADDRESS
-    return value.strip() or None
-
-
-def _socket_path(address: str) -> str:
-    try:
-        return str(next(get_connectable_addresses(address)))
-    except (RuntimeError, ValueError, StopIteration) as exc:
-        raise BusError(f"DBus error: unusable bus address {address!r}: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -149,11 +129,11 @@ def open_system(env: Mapping[str, str]) -> Bus | None:
     Any other failure (a bus that accepts but will not authenticate) is a BusError.
     """
     address = system_address(env)
-    if address is None:
-        return None
-    path = _socket_path(address)
-    if not path.startswith("\0") and not os.path.exists(path):
+    if address is None or not maybe_present(env):
         return None  # the common case without D-Bus: one stat, no connect
+    path = socket_path(address)
+    if path is None:
+        raise BusError(f"DBus error: unusable bus address {address!r}: burrow speaks unix sockets only")
     try:
         sock = prep_socket(path, timeout=AUTH_TIMEOUT)
     except (FileNotFoundError, ConnectionRefusedError):

@@ -53,7 +53,7 @@ def test_silent_peer_is_an_error_with_context_not_a_hang(tmp_path: Path) -> None
 
 
 def test_unusable_address_is_an_error() -> None:
-    with pytest.raises(bus.BusError, match="unusable bus address 'tcp:host=x,port=1'"):
+    with pytest.raises(bus.BusError, match="unusable bus address .tcp:host=x,port=1.: burrow speaks unix sockets only"):
         bus.open_system({"DBUS_SYSTEM_BUS_ADDRESS": "tcp:host=x,port=1"})
 
 
@@ -71,3 +71,12 @@ def test_error_code_is_firewalld_s() -> None:
                      "org.fedoraproject.FirewallD1.Exception: ZONE_ALREADY_SET: '10.0.0.0/24' already bound")
     assert api.error_code(e) == "ZONE_ALREADY_SET"
     assert api.error_code(e.wrap("outer")) == "ZONE_ALREADY_SET"
+
+
+def test_socket_path_parses_dbus_addresses() -> None:
+    from netns.firewalld.address import socket_path
+
+    assert socket_path("unix:path=/run/dbus/system_bus_socket") == "/run/dbus/system_bus_socket"
+    assert socket_path("unix:path=/tmp/a%20b,guid=00ff") == "/tmp/a b"
+    assert socket_path("tcp:host=h,port=1;unix:abstract=/x") == "\0/x"
+    assert socket_path("tcp:host=h,port=1") is None
