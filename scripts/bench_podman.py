@@ -8,8 +8,13 @@ Rootful runs in private net+mount namespaces (tests/e2e/podman_env.RootfulWorld:
 the machine's network or Podman state is touched); rootless runs as the harness user
 (tests/rootless_user.py) with private XDG dirs, one config home per backend.
 
-usage: sudo .venv/bin/python scripts/bench_podman.py [--rounds N] [--mode rootful|rootless|both]
-Target (issue 5): burrow's overhead <= 0.6 x netavark's.
+`--mode ports` (scripts/bench_podman_ports.py): rootless `podman run -p` through
+burrow-rootlessport vs Podman's own rootlessport: start-up added to `podman run`, the helper's
+exec -> ready, connections/s, Gbit/s, round trip.
+
+usage: sudo .venv/bin/python scripts/bench_podman.py [--rounds N] [--mode rootful|rootless|ports|both|all]
+Target (issue 5): burrow's overhead <= 0.6 x netavark's. Issue 13: the drop-in >= 2x
+rootlessport's connections/s and >= 1.2x its throughput.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "scripts")]
 
 from tests.e2e.podman_env import (  # noqa: E402
     BASE_CONF,
@@ -142,7 +147,7 @@ def table(res: dict[str, Any]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--mode", choices=("rootful", "rootless", "both"), default="both")
+    ap.add_argument("--mode", choices=("rootful", "rootless", "ports", "both", "all"), default="all")
     ap.add_argument("--json", help="write raw results here")
     a = ap.parse_args()
     problem = environment_problem()
@@ -153,7 +158,15 @@ def main() -> int:
     tar = build_rootfs_tar(Path(tempfile.mkdtemp(prefix="burrow-bench-img-", dir="/tmp")))
     tar.parent.chmod(0o755)
     out = []
-    for mode in (("rootful", "rootless") if a.mode == "both" else (a.mode,)):
+    modes = {"both": ("rootful", "rootless"), "all": ("rootful", "rootless", "ports")}.get(a.mode, (a.mode,))
+    for mode in modes:
+        if mode == "ports":
+            import bench_podman_ports as ports
+
+            res = ports.bench(tar, a.rounds)
+            out.append(res)
+            print(ports.table(res), flush=True)
+            continue
         res = bench(mode, a.rounds, tar)
         out.append(res)
         print(table(res), flush=True)

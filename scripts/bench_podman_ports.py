@@ -1,0 +1,203 @@
+#!/usr/bin/env python3
+"""Rootless `podman run -p`: burrow-rootlessport vs Podman's own rootlessport, side by side.
+
+One rootless Podman world (the harness user, tests/e2e/podman_env.RootlessWorld, `burrow
+podman enable --user`, network `bdns` on burrow-netavark); the two forwarders differ only in
+the `rootlessport` link of burrow's helper dir: present -> burrow-rootlessport, removed ->
+Podman falls through to /usr/lib/podman/rootlessport. Rows:
+- start-up added to `podman run --rm`: `-p 127.0.0.1:P:80` minus the same run without -p,
+  rounds interleaved (no -p, drop-in, Go) so load drift cancels;
+- helper exec -> ready byte, outside Podman (a "host" and a "container" netns as root, the
+  same config on stdin): the helper's own start-up, without Podman's noise;
+- through a running container (servers in its netns): iperf3 Gbit/s, connections/s (connect,
+  read, close), round trip of a 64-byte echo on an open connection (scripts/bench_rootless.py's
+  clients, so the rows compare with that bench's forwarder rows), alternating forwarders.
+Target (issue 13): drop-in >= 2x rootlessport's conn/s and >= 1.2x its throughput.
+
+    sudo .venv/bin/python scripts/bench_podman.py --mode ports [--rounds N]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "scripts")]
+
+import bench_rootless as br  # noqa: E402
+
+from tests.e2e.podman_env import IMAGE, RootlessWorld  # noqa: E402
+from tests.nsutil import Netns  # noqa: E402
+
+GO = "/usr/lib/podman/rootlessport"
+DROPIN = REPO / ".venv" / "bin" / "burrow-rootlessport"
+KINDS = ("burrow-rootlessport", "podman rootlessport")
+
+
+class Switch:
+    """Which rootlessport Podman finds: burrow's link in the helper dir, or none (Podman's)."""
+
+    def __init__(self, w: RootlessWorld) -> None:
+        self.link = w.data_home / "burrow" / "podman" / "rootlessport"
+        if not self.link.is_symlink():
+            raise SystemExit(f"{self.link} missing: `burrow podman enable --user` did not link it")
+        self.target = os.readlink(self.link)
+
+    def use(self, kind: str) -> None:
+        if kind == KINDS[0] and not self.link.is_symlink():
+            self.link.symlink_to(self.target)
+        elif kind == KINDS[1] and self.link.is_symlink():
+            self.link.unlink()
+
+
+def startup(w: RootlessWorld, sw: Switch, rounds: int) -> dict[str, list[float]]:
+    runs: dict[str, list[float]] = {"no -p": [], **{k: [] for k in KINDS}}
+    for r in range(rounds + 1):  # round 0 warms up
+        for kind in runs:
+            sw.use(kind if kind != "no -p" else KINDS[0])
+            args = ["run", "--rm", "--network", "bdns"]
+            if kind != "no -p":  # a fresh port: the last run's helper may still be exiting
+                args += ["-p", f"127.0.0.1:{br.free_port()}:80"]
+            t = time.monotonic()
+            w.podman(*args, IMAGE, "true", timeout=120)
+            if r:
+                runs[kind].append((time.monotonic() - t) * 1000)
+    return runs
+
+
+def exec_to_ready(rounds: int) -> dict[str, list[float]]:
+    """Each helper as Podman starts it, timed from exec to the ready byte."""
+    host, ctr = Netns(), Netns()
+    tmp = Path(tempfile.mkdtemp(prefix="brlp-bench-", dir="/tmp"))
+    out: dict[str, list[float]] = {k: [] for k in KINDS}
+    try:
+        for r in range(rounds + 1):
+            for kind, exe in zip(KINDS, (str(DROPIN), GO), strict=True):
+                exit_r, exit_w = os.pipe()
+                ready_r, ready_w = os.pipe()
+                cfg = {"Mappings": [{"host_ip": "127.0.0.1", "container_port": 80, "host_port": 18480,
+                                     "range": 1, "protocol": "tcp"}],
+                       "NetNSPath": ctr.path, "ExitFD": 3, "ReadyFD": 4, "TmpDir": str(tmp),
+                       "ChildIP": "127.0.0.1", "ContainerID": "c" * 64, "RootlessCNI": True}
+                t = time.monotonic()
+                p = subprocess.Popen(host.argv([exe]), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, pass_fds=(3, 4), process_group=0,
+                                     preexec_fn=partial(br._fds_to_3_4, exit_r, ready_w))
+                os.close(exit_r)
+                os.close(ready_w)
+                assert p.stdin is not None
+                p.stdin.write(json.dumps(cfg).encode())
+                p.stdin.close()
+                ok = os.read(ready_r, 16)
+                dt = (time.monotonic() - t) * 1000
+                os.close(exit_w)
+                os.close(ready_r)
+                p.wait(10)
+                if not ok:
+                    raise SystemExit(f"{kind} never became ready")
+                if r:
+                    out[kind].append(dt)
+    finally:
+        host.close()
+        ctr.close()
+        subprocess.run(["rm", "-rf", str(tmp)], check=False)
+    return out
+
+
+def through(w: RootlessWorld, sw: Switch, kind: str, seconds: float, runs: int) -> dict[str, Any]:
+    sw.use(kind)
+    ip, ep, rr = br.free_port(), br.free_port(), br.free_port()
+    w.podman("run", "-d", "--name", "brlpbench", "--network", "bdns", "-p", f"127.0.0.1:{ip}:5201",
+             "-p", f"127.0.0.1:{ep}:5301", "-p", f"127.0.0.1:{rr}:5401", IMAGE, "sleep", "3600")
+    servers = []
+    try:
+        pid = w.pid("brlpbench")
+        ns = ["nsenter", "-t", str(pid), "-n", "--"]
+        tmp = Path(tempfile.mkdtemp(prefix="brlp-srv-", dir="/tmp"))
+        (tmp / "echo.py").write_text(br.ECHO_SERVER)
+        (tmp / "rr.py").write_text(br.RR_SERVER)
+        servers = [br.bg([*ns, "iperf3", "-s", "-p", "5201"]),
+                   br.bg([*ns, sys.executable, str(tmp / "echo.py"), "5301"]),
+                   br.bg([*ns, sys.executable, str(tmp / "rr.py"), "5401"])]
+        for port in (ip, ep, rr):
+            br.wait_backend(port)
+        gbps, vals, busy = br.iperf(ip, seconds, runs)
+        return {"gbps": gbps, "gbps_runs": vals, "cpu": busy, "conn_s": br.conn_rate(ep, seconds),
+                "rtt_us": br.round_trip_us(rr)}
+    finally:
+        for s in servers:
+            br.stop(s)
+        w.podman("rm", "-f", "-t", "0", "brlpbench", check=False)
+
+
+def precompile() -> None:
+    """Byte-code for burrow's modules, as an installed burrow has it (pip compiles on install);
+    with PYTHONDONTWRITEBYTECODE set, or a checkout the user cannot write, every start of the
+    drop-in would compile them again and the start-up rows would measure the compiler."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "rootless", "netns"], cwd=REPO, env=env,
+                   stdout=subprocess.DEVNULL, check=False)
+
+
+def bench(tar: Path, rounds: int, seconds: float = 3.0, runs: int = 3) -> dict[str, Any]:
+    from tests.rootless_user import RootlessUser
+
+    precompile()
+    base = Path(tempfile.mkdtemp(prefix="brlp-bench-", dir="/tmp"))
+    base.chmod(0o755)
+    w = RootlessWorld(RootlessUser.ensure(), base / "w", tar)
+    try:
+        w.podman("network", "create", "--subnet", "10.89.61.0/24", "bdns")
+        sw = Switch(w)
+        res: dict[str, Any] = {"mode": "ports", "rounds": rounds}
+        res["startup"] = startup(w, sw, rounds)
+        res["exec_ready"] = exec_to_ready(max(2 * rounds, 20))
+        flow: dict[str, list[dict[str, Any]]] = {k: [] for k in KINDS}
+        for _ in range(2):  # alternate: drift hits both
+            for kind in KINDS:
+                flow[kind].append(through(w, sw, kind, seconds, runs))
+        res["flow"] = flow
+        sw.use(KINDS[0])
+        return res
+    finally:
+        w.close()
+        subprocess.run(["rm", "-rf", str(base)], check=False)
+
+
+def table(res: dict[str, Any]) -> str:
+    st, er, fl = res["startup"], res["exec_ready"], res["flow"]
+
+    def med(xs: list[float]) -> float:
+        return statistics.median(xs) if xs else float("nan")
+
+    def flow(kind: str, key: str) -> float:
+        return med([r[key] for r in fl[kind]])
+
+    base = med(st["no -p"])
+    lines = [f"\nrootless podman run -p: burrow-rootlessport vs Podman's rootlessport "
+             f"({res['rounds']} interleaved rounds; medians)",
+             f"{'':34}{KINDS[0]:>22}{KINDS[1]:>22}{'ratio':>8}"]
+
+    def row(label: str, a: float, b: float, fmt: str, better_high: bool) -> None:
+        ratio = (a / b if better_high else b / a) if a and b else float("nan")
+        lines.append(f"{label:34}{format(a, fmt):>22}{format(b, fmt):>22}{ratio:>7.2f}x")
+
+    row("start-up added to podman run, ms", med(st[KINDS[0]]) - base, med(st[KINDS[1]]) - base, ".1f", False)
+    row("helper exec -> ready, ms", med(er[KINDS[0]]), med(er[KINDS[1]]), ".1f", False)
+    row("  fastest of the runs, ms", min(er[KINDS[0]]), min(er[KINDS[1]]), ".1f", False)
+    row("connections/s", flow(KINDS[0], "conn_s"), flow(KINDS[1], "conn_s"), ".0f", True)
+    row("Gbit/s (iperf3)", flow(KINDS[0], "gbps"), flow(KINDS[1], "gbps"), ".2f", True)
+    row("round trip, us", flow(KINDS[0], "rtt_us"), flow(KINDS[1], "rtt_us"), ".1f", False)
+    row("CPU busy during iperf3 (share)", flow(KINDS[0], "cpu"), flow(KINDS[1], "cpu"), ".2f", False)
+    lines.append(f"(podman run --rm without -p: {base:.1f} ms; ratio: how many times better burrow is; "
+                 "target conn/s >= 2x, Gbit/s >= 1.2x)")
+    return "\n".join(lines)
