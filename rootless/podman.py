@@ -194,12 +194,39 @@ def merge(files: Sequence[Path], skip: Path | None = None) -> Effective:
 
 
 def find_helper(name: str, dirs: Sequence[str]) -> Path | None:
-    """Podman's FindHelperBinary: the first dir holding an executable file of that name."""
+    """Podman's FindHelperBinary: the first dir holding an executable file of that name (a path
+    it may not stat, e.g. inside another user's private home, is skipped, as Podman does)."""
     for d in dirs:
         p = Path(os.path.expanduser(d)) / name
-        if p.is_file() and os.access(p, os.X_OK):
-            return p
+        try:
+            if p.is_file() and os.access(p, os.X_OK):
+                return p
+        except OSError:
+            continue
     return None
+
+
+def unreachable_helpers(dirs: Sequence[str], names: Sequence[str]) -> list[str]:
+    """Helper directories this user cannot search, and helpers in them it cannot run
+    (permission denied): the diagnosis of a system-wide enable from a private install."""
+    out = []
+    for d in dirs:
+        hdir = Path(os.path.expanduser(d))
+        try:
+            os.stat(hdir / names[0])
+        except PermissionError:
+            out.append(f"{hdir}/")  # the directory (or one above it) cannot be entered
+            continue
+        except OSError:
+            pass
+        for name in names:
+            p = hdir / name
+            try:
+                if p.is_file() and not os.access(p, os.X_OK):
+                    out.append(str(p))
+            except OSError:
+                out.append(str(p))
+    return out
 
 
 def is_burrow(path: Path | None) -> bool:
@@ -320,6 +347,10 @@ def plan_enable(scope: Scope, env: Mapping[str, str] | None = None) -> Change:
         if cur is not None and cur.startswith("<file"):
             raise BurrowError(f"{scope.helper_dir / n} is a regular file, not burrow's link; "
                               "remove it or pick another --helper-dir")
+    if scope.name == "system":  # every user's Podman will run these: they must be able to
+        from rootless.install_check import require_runnable_by_others
+
+        require_runnable_by_others([p for p in links.values() if p is not None])
     return Change(scope, old, new, links, now, notes=tuple(notes))
 
 
@@ -408,6 +439,7 @@ def collect_status(scope: Scope, env: Mapping[str, str] | None = None) -> dict[s
         "rootlessport": str(rlp) if rlp else None,
         "rootlessport_is_burrow": is_burrow(rlp),
         "podman_uses_burrow": using,
+        "unreachable": unreachable_helpers(eff.helper_binaries_dir, list(ALL_HELPERS)),
         "errors": eff.errors,
     }
 
@@ -435,6 +467,13 @@ def render_status(info: Mapping[str, Any]) -> str:
         lines.append(f"note: CONTAINERS_CONF={info['containers_conf_env']} makes Podman read only that "
                      "file; drop-ins are ignored while it is set")
     lines += [f"warning: cannot read {e}" for e in info["errors"]]
+    if info.get("unreachable"):
+        lines.append(
+            f"warning: you (uid {os.getuid()}) cannot run {', '.join(info['unreachable'])} "
+            "(permission denied): Podman run by you skips it and uses the next one listed above. "
+            "The burrow install it points to is not readable by other users; fix: root installs "
+            "burrow where every user can read it (e.g. a venv in /opt/burrow) and runs "
+            "`burrow podman enable --system` from there, which checks this")
     return "\n".join(lines)
 
 
