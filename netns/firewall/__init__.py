@@ -20,7 +20,7 @@ from netns.firewall.types import Firewall, NetworkFw, PortFw
 from netns.firewalld.trusted import TrustedZone
 
 DEFAULT = "nftables"
-CHOICES = ("nftables", "iptables", "none")
+CHOICES = ("nftables", "iptables", "firewalld", "none")
 _TOOLS = {"nftables": ("nft",), "iptables": ("iptables-restore", "ip6tables-restore", "iptables-save")}
 
 
@@ -40,6 +40,9 @@ def select(
         )
     if chosen == "none":
         return NoFirewall()
+    if chosen == "firewalld":  # D-Bus, no tools; imported here so the others never load jeepney
+        from netns.firewall.firewalld import FirewalldFirewall
+        return FirewalldFirewall(StateStore(config_dir), env)
     if runner is subprocess_runner:
         missing = [t for t in _TOOLS[chosen] if shutil.which(t) is None]
         if missing:
