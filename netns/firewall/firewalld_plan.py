@@ -10,7 +10,8 @@ whose setup makes four policies and keeps localhost forwards in `netavark_host_f
                                given host_ip) and the DNS redirect
     policy netavark_host_fwd   HOST -> ANY: rich rules forwarding 127.0.0.1 (the host itself)
     policy netavark_zone_acc   ANY -> netavark_zone: masquerade of the host's own connections
-                               to 127.0.0.1 and of hairpin (Netavark: of everything)
+                               to 127.0.0.1 (Netavark: of everything; hairpin is masqueraded
+                               by netavark_policy, the zone being its egress too)
 
 The zone and policies are permanent (made once, kept like Netavark's); the sources and entries
 are runtime only, so a `firewall-cmd --reload` drops them and `firewalld-reload` re-adds them
@@ -78,8 +79,8 @@ def base_policies(version: tuple[int, ...]) -> tuple[PolicySpec, ...]:
         PolicySpec(PORTFWD, ANY, portfwd_egress, "CONTINUE", False),
         PolicySpec(HOSTFWD, HOST, ANY, "CONTINUE", False),
         # Netavark masquerades everything into the zone; burrow only the host's own connections
-        # to 127.0.0.1 (here) and hairpin (a runtime rule per subnet), so a container sees the
-        # real address of a client from outside, as with the nftables driver.
+        # to 127.0.0.1, so a container sees the real address of a client from outside, as with
+        # the nftables driver.
         PolicySpec(ZONEACC, ANY, ZONE, "CONTINUE", False, (LOCALHOST_MASQUERADE,)),
     )
 
@@ -168,7 +169,6 @@ def network_plan(nets: Sequence[NetworkFw]) -> Plan:
     firewalld 2.x, and the nftables driver masquerades both families."""
     sources = _uniq(str(s) for net in nets for s in net.subnets)
     masq = _uniq(masquerade_rule(s) for net in nets for s in net.subnets if s.version == 6)
-    hairpin = _uniq(masquerade_rule(s) for net in nets for s in net.subnets)
     dns: list[str] = []
     for net in nets:
         if net.dns_port is None or net.dns_port == 53:
@@ -177,8 +177,7 @@ def network_plan(nets: Sequence[NetworkFw]) -> Plan:
             for proto in ("udp", "tcp"):
                 dns.append(forward_rule(_family(gw), str(gw), "53", proto, str(net.dns_port),
                                         str(gw)))
-    policies = ((POLICY, Entries(rich_rules=masq)), (PORTFWD, Entries(rich_rules=_uniq(dns))),
-                (ZONEACC, Entries(rich_rules=hairpin)))
+    policies = ((POLICY, Entries(rich_rules=masq)), (PORTFWD, Entries(rich_rules=_uniq(dns))))
     return Plan(sources, tuple((n, e) for n, e in policies if e))
 
 

@@ -104,6 +104,8 @@ def test_nat_forwarding_and_published_ports_v4_v6(fwd: FwdWorld) -> None:
     assert ask(w.out, "tcp", "fd31::1", 9002) == "9102 fd31::2"
     # From the host netns: 127.0.0.1 (netavark_host_fwd), masqueraded to the gateway.
     assert ask(w.host, "tcp", "127.0.0.1", 8080) == "80 10.89.1.1"
+    # Hairpin: the container to its own published port, masqueraded so the reply comes back.
+    assert ask(ctr, "tcp", "172.31.0.1", 8080) == "80 10.89.1.1"
 
 
 def test_host_ip_limits_the_forward(fwd: FwdWorld) -> None:
@@ -265,3 +267,39 @@ def test_a_failed_setup_is_rolled_back(fwd: FwdWorld, method: str, n: int) -> No
     # And the state files say nothing of it: a reload adds nothing back.
     w.fw.reload()
     assert snapshot(fwd.fwd)["runtime"] == before["runtime"]
+
+
+def test_cli_setup_teardown_and_firewall_reload(fwd: FwdWorld, tmp_path: Path) -> None:
+    """Through the Netavark CLI, as Podman calls it: setup, a `firewall-cmd --reload` (which
+    drops the runtime entries), `firewall-reload`, teardown."""
+    from tests.engine_util import World as CliWorld
+    from tests.engine_util import network, options, port
+
+    w = fwd.world
+    cli = CliWorld(w.host, tmp_path / "cli", "firewalld", env=fwd.fwd.env)
+    n = network("bfddnet", "bfddbr0", [("10.89.9.0/24", "10.89.9.1"), ("fd89:9::/64", "fd89:9::1")])
+    opts = options("c1", [(n, {"interface_name": "eth0", "static_ips": ["10.89.9.2", "fd89:9::2"]})],
+                   [port(8080, 80), port(8443, 443, host_ip="172.31.0.1")])
+    ctr = w.factory()
+    serve(ctr, [80, 443])
+
+    def state() -> tuple[list[str], list[Any], list[str]]:
+        with fwd.fwd.api() as fw:
+            pol = fw.policy_settings(fp.PORTFWD)
+            return (sorted(fw.sources(fp.ZONE)), sorted(pol.get("forward_ports", [])),
+                    sorted(pol.get("rich_rules", [])))
+
+    res = cli.netavark("setup", ctr, opts)
+    assert "eth0" in res.stdout
+    want = (["10.89.9.0/24", "fd89:9::/64"],
+            [("8080", "tcp", "80", "10.89.9.2"), ("8080", "tcp", "80", "fd89:9::2")],
+            [fp.forward_rule("ipv4", "172.31.0.1", "8443", "tcp", "443", "10.89.9.2")])
+    assert state() == want
+    assert ask(w.out, "tcp", "172.31.0.1", 8080) == "80 172.31.0.2"
+    fwd.fwd.cmd("--reload")
+    assert state()[1:] == ([], [])
+    cli.netavark("firewall-reload", None, None)
+    assert state() == want
+    assert ask(w.out, "tcp", "172.31.0.1", 8443) == "443 172.31.0.2"
+    cli.netavark("teardown", ctr, opts)
+    assert state() == ([], [], [])

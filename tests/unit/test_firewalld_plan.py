@@ -40,6 +40,10 @@ def test_base_layout_is_netavarks_names_and_zones() -> None:
         "masquerade": True}
     assert new[fp.PORTFWD].egress == "HOST"
     assert (new[fp.HOSTFWD].ingress, new[fp.HOSTFWD].egress) == ("HOST", "ANY")
+    # Only the host's own 127.0.0.1 connections are masqueraded into the zone (not clients').
+    assert new[fp.ZONEACC].settings() == {
+        "ingress_zones": ["ANY"], "egress_zones": ["netavark_zone"], "target": "CONTINUE",
+        "rich_rules": ['rule family="ipv4" source address="127.0.0.0/8" masquerade']}
     # Before firewalld 2.2 a forward with to-addr can't have egress HOST.
     old = {p.name: p for p in fp.base_policies((1, 3, 3))}
     assert old[fp.PORTFWD].egress == "ANY"
@@ -68,7 +72,7 @@ def test_network_plan_sources_dns_and_v6_masquerade() -> None:
     )
     assert plan.entries(fp.POLICY).rich_rules == (
         'rule family="ipv6" source address="fd89:1::/64" masquerade',)
-    assert len(plan.entries(fp.ZONEACC).rich_rules) == 2  # hairpin, both families
+    assert not plan.entries(fp.ZONEACC)
     assert not fp.network_plan([net(2, dns_port=53)]).entries(fp.PORTFWD)
 
 
