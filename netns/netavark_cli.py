@@ -42,7 +42,7 @@ Options:
   -c, --config <DIR>              state directory (Podman: /run/containers/networks)
   -r, --rootless <true|false>     running inside a rootless user namespace
   -a, --aardvark-binary <PATH>    DNS server to start (default: burrow-dns, else aardvark-dns)
-      --firewall-driver <NAME>    nftables (default), iptables or none; env NETAVARK_FW
+      --firewall-driver <NAME>    nftables (default), iptables, firewalld or none; env NETAVARK_FW
       --log-level <LEVEL>         error, warn, info, debug, trace; env RUST_LOG
       --plugin-directory <DIR>    accepted for compatibility; plugins are not supported
   -h, --help                      print this help
