@@ -73,6 +73,29 @@ def path_field(obj: dict[str, Any], key: str, required: bool) -> str:
     return text
 
 
+NS_GET_NSTYPE = 0xB703  # ioctl on a namespace file: its CLONE_NEW* type
+CLONE_NEWNET = 0x40000000
+
+
+def check_netns(path: str) -> None:
+    """The path opens as a network namespace: a wrong one fails `podman run` here, not each
+    connection later (upstream fails when its child cannot enter it)."""
+    import fcntl  # a C module: nothing to speak of at start-up
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise ConfigError(f"cannot open NetNSPath {path}: {e.strerror}") from None
+    try:
+        kind = fcntl.ioctl(fd, NS_GET_NSTYPE)
+    except OSError:
+        kind = -1
+    finally:
+        os.close(fd)
+    if kind != CLONE_NEWNET:
+        raise ConfigError(f"NetNSPath {path} is not a network namespace")
+
+
 def ip_text(value: str, what: str) -> str:
     """An IPv4 or IPv6 address, spelled canonically (`::0001` is `::1`); no zone index."""
     for fam in (socket.AF_INET, socket.AF_INET6):

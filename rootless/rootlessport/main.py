@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-from rootless.rootlessport.config import MAX_CONFIG, Config, ConfigError, parse
+from rootless.rootlessport.config import MAX_CONFIG, Config, ConfigError, check_netns, parse
 from rootless.rootlessport.listen import BindError, Bound, ControlSocket, bind_all, bind_control
 
 
@@ -37,6 +37,7 @@ def fail(line: str) -> int:
 
 def start() -> tuple[Config, list[Bound], ControlSocket | None]:
     cfg = parse(read_stdin())
+    check_netns(cfg.netns_path)
     bound = bind_all(cfg)
     try:
         ctl = bind_control(cfg) if cfg.rootless_cni else None

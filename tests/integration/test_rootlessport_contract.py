@@ -223,6 +223,9 @@ def test_control_socket_repoints_ports_and_answers_errors(env: tuple[Netns, Ctr,
     ({"ContainerID": "../x"}, "config field 'ContainerID' must be 64 hex digits"),
     ({"Mappings": [{"host_port": 80, "container_port": 80, "protocol": "sctp"}]}, "protocol 'sctp'"),
     ({"NetNSPath": "netns"}, "config field 'NetNSPath' must be an absolute"),
+    ({"NetNSPath": "/etc/hostname"}, "NetNSPath /etc/hostname is not a network namespace"),
+    ({"NetNSPath": "/proc/self/ns/user"}, "is not a network namespace"),
+    ({"NetNSPath": "/nonexistent/netns"}, "cannot open NetNSPath /nonexistent/netns"),
 ])
 def test_bad_config_is_one_line_on_stdout_and_never_ready(env: tuple[Netns, Ctr, Path],
                                                          cfg_over: dict[str, Any], line: str) -> None:
