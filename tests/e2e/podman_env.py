@@ -269,9 +269,13 @@ class RootfulWorld:
 class RootlessWorld:
     """Rootless Podman as the harness user, with private XDG dirs (see the module doc)."""
 
-    def __init__(self, user: Any, base: Path, rootfs_tar: Path) -> None:
+    def __init__(self, user: Any, base: Path, rootfs_tar: Path, host: Netns | None = None) -> None:
         self.user = user
         self.base = base
+        # `host`: Podman runs in this private netns instead of the machine's own one, so a test
+        # may route clients from other namespaces to its published ports (the machine's own
+        # network is never touched). Everything of Podman's lives and dies inside it.
+        self.host = host
         self.session = user.session()
         self.config_home = base / "config"
         self.data_home = base / "data"
@@ -291,7 +295,16 @@ class RootlessWorld:
 
     def run(self, cmd: Sequence[str], check: bool = False, timeout: float = 90) -> Any:
         env = ["env", f"XDG_CONFIG_HOME={self.config_home}", f"XDG_DATA_HOME={self.data_home}"]
-        return self.session.run([*env, *cmd], check=check, timeout=timeout)
+        if self.host is None:
+            return self.session.run([*env, *cmd], check=check, timeout=timeout)
+        from tests.rootless_user import Result
+
+        argv = ["nsenter", "-t", str(self.host.pid), "-n", "--", *self.session.argv([*env, *cmd])]
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd="/")
+        if check and res.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} failed (rc {res.returncode}):\n"
+                                 f"stdout: {res.stdout}\nstderr: {res.stderr}")
+        return Result(res.returncode, res.stdout, res.stderr)
 
     def podman(self, *args: str, check: bool = True, timeout: float = 90) -> Any:
         res = self.run(["podman", *args], timeout=timeout)

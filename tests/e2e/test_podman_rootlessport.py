@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.podman_env import IMAGE, RootlessWorld, free_port_block, wait_for
-from tests.nsutil import have
+from tests.nsutil import Netns, have
 
 pytestmark = [pytest.mark.e2e, pytest.mark.rootless]
 GO_ROOTLESSPORT = "/usr/lib/podman/rootlessport"
@@ -81,23 +81,28 @@ def start_who(w: RootlessWorld, ctr: str) -> subprocess.Popen[str]:
     return p
 
 
-def forwarders(uid: int) -> dict[str, list[int]]:
-    """The user's port forwarder processes: burrow's by container (short id), Go's under "go"."""
+def forwarders(w: RootlessWorld) -> dict[str, list[int]]:
+    """This world's port forwarder processes: burrow's by the container's short id in their
+    title (setproctitle reuses the environment's memory), Go's as "go" when they carry this
+    world's XDG_RUNTIME_DIR (other tests of the same user may run Podman at once)."""
     out: dict[str, list[int]] = {"go": []}
+    needle = f"XDG_RUNTIME_DIR={w.session.runtime}".encode()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            if os.stat(f"/proc/{entry}").st_uid != uid:
+            if os.stat(f"/proc/{entry}").st_uid != w.user.uid:
                 continue
             exe = os.readlink(f"/proc/{entry}/exe")
             with open(f"/proc/{entry}/cmdline", "rb") as f:
                 argv = f.read().replace(b"\0", b" ").decode(errors="replace").split()
+            if exe == GO_ROOTLESSPORT:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if needle in f.read().split(b"\0"):
+                        out["go"].append(int(entry))
         except OSError:
             continue
-        if exe == GO_ROOTLESSPORT:
-            out["go"].append(int(entry))
-        elif argv[:1] == ["burrow-rootlessport"] and len(argv) > 1:
+        if argv[:1] == ["burrow-rootlessport"] and len(argv) > 1:
             out.setdefault(argv[1], []).append(int(entry))
     return out
 
@@ -154,7 +159,7 @@ def test_bridge_ports_v4_v6_udp_through_the_dropin_then_teardown_leaves_nothing(
     server = start_who(w, "brlpa")
     cid = ctr_id(w, "brlpa")
     try:
-        procs = forwarders(w.user.uid)
+        procs = forwarders(w)
         assert procs["go"] == [], "Podman's Go rootlessport is running"
         assert len(procs.get(cid[:12], [])) == 1, procs
         # Every client family and listener reaches the container at its ChildIP (first IPv4).
@@ -171,10 +176,10 @@ def test_bridge_ports_v4_v6_udp_through_the_dropin_then_teardown_leaves_nothing(
         server.wait()
         w.podman("rm", "-f", "-t", "0", "brlpa", "brlpb")
     # Teardown: conmon's end of ExitFD closed, the forwarder is gone with its socket and ports.
-    assert wait_for(lambda: cid[:12] not in forwarders(w.user.uid), timeout=10), forwarders(w.user.uid)
+    assert wait_for(lambda: cid[:12] not in forwarders(w), timeout=10), forwarders(w)
     assert not rp.exists()
     assert all(port_free(p) for p in (port, port + 1)), "a published port is still bound"
-    assert forwarders(w.user.uid)["go"] == []
+    assert forwarders(w)["go"] == []
 
 
 def test_slirp4netns_mode_ports_through_the_dropin(world: RootlessWorld) -> None:
@@ -184,14 +189,14 @@ def test_slirp4netns_mode_ports_through_the_dropin(world: RootlessWorld) -> None
     server = start_who(w, "brlps")
     cid = ctr_id(w, "brlps")
     try:
-        procs = forwarders(w.user.uid)
+        procs = forwarders(w)
         assert procs["go"] == [] and len(procs.get(cid[:12], [])) == 1, procs
         assert who("127.0.0.1", port).split()[:1] == ["10.0.2.100"]  # slirp4netns's ChildIP
     finally:
         server.kill()
         server.wait()
         w.podman("rm", "-f", "-t", "0", "brlps")
-    assert wait_for(lambda: cid[:12] not in forwarders(w.user.uid), timeout=10)
+    assert wait_for(lambda: cid[:12] not in forwarders(w), timeout=10)
     assert port_free(port)
 
 
@@ -219,8 +224,61 @@ def test_network_disconnect_and_connect_repoint_the_ports(world: RootlessWorld) 
         assert who("127.0.0.1", port).split()[:1] == [addrs[other]]
         w.podman("network", "disconnect", other, "brlpc")
         assert who("127.0.0.1", port).split()[:1] == [addrs[gone]]
-        assert forwarders(w.user.uid)["go"] == []
+        assert forwarders(w)["go"] == []
     finally:
         server.kill()
         server.wait()
         w.podman("rm", "-f", "-t", "0", "brlpc")
+
+
+CLIENT_IP, HOST_IP = "192.0.2.50", "192.0.2.1"  # TEST-NET-1, only inside the test's namespaces
+
+WHO_CLIENT = textwrap.dedent("""\
+    import socket, sys
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), 3)
+    print(s.recv(256).decode())
+""")
+
+
+@pytest.fixture(scope="module")
+def routed(podman_rootfs: Path, rootless_user: Any) -> Iterator[tuple[RootlessWorld, Netns]]:
+    """Rootless Podman in a private "host" netns, and a client netns routed to it over a veth
+    (192.0.2.50 -> 192.0.2.1): a non-loopback client, as from another machine."""
+    host, client = Netns(), Netns()
+    base = Path(tempfile.mkdtemp(prefix="brlp-pdr-", dir="/tmp"))
+    base.chmod(0o755)
+    w = None
+    try:
+        host.run(["ip", "link", "add", "brlph", "type", "veth", "peer", "name", "brlpc", "netns",
+                  str(client.pid)])
+        host.run(["ip", "addr", "add", f"{HOST_IP}/24", "dev", "brlph"])
+        host.run(["ip", "link", "set", "brlph", "up"])
+        client.run(["ip", "addr", "add", f"{CLIENT_IP}/24", "dev", "brlpc"])
+        client.run(["ip", "link", "set", "brlpc", "up"])
+        client.run(["ip", "route", "add", "default", "via", HOST_IP])
+        w = RootlessWorld(rootless_user, base / "w", podman_rootfs, host=host)
+        w.podman("network", "create", "--subnet", "10.89.23.0/24", "brlp3")
+        yield w, client
+    finally:
+        if w is not None:
+            w.close()
+        shutil.rmtree(base, ignore_errors=True)
+        client.close()
+        host.close()
+
+
+def test_routed_client_reaches_the_container_through_the_dropin(routed: tuple[RootlessWorld, Netns]) -> None:
+    w, client = routed
+    w.podman("run", "-d", "--name", "brlpr", "--network", "brlp3:ip=10.89.23.10", "-p", "8080:80", IMAGE,
+             "sleep", "600")
+    server = start_who(w, "brlpr")
+    try:
+        assert forwarders(w)["go"] == []
+        res = client.run([sys.executable, "-c", WHO_CLIENT, HOST_IP, "8080"], check=False)
+        assert res.returncode == 0, res.stderr
+        here, peer = res.stdout.split()
+        assert here == "10.89.23.10"
+    finally:
+        server.kill()
+        server.wait()
+        w.podman("rm", "-f", "-t", "0", "brlpr")
