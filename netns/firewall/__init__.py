@@ -5,6 +5,7 @@ The backend is chosen by the `--firewall-driver` flag, else env `NETAVARK_FW`, e
 
 from __future__ import annotations
 
+import functools
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 from netns.errors import BurrowError
 from netns.firewall.iptables import IptablesFirewall
 from netns.firewall.libnft import LibNftables
+from netns.firewall.nfnl import Nfnl
 from netns.firewall.nftables import NftablesFirewall
 from netns.firewall.none import NoFirewall
 from netns.firewall.runner import Runner, subprocess_runner
@@ -56,16 +58,25 @@ def select(
     if chosen == "iptables":
         backend = IptablesFirewall(store, argv_prefix=argv_prefix, runner=runner)
     else:
+        nfnl = None
         if real and not argv_prefix and env.get("BURROW_NFT_EXEC") != "1":
-            # In-process libnftables: same JSON batch, same atomic transaction, no exec.
+            # In-process libnftables: same JSON batch, same atomic transaction, no exec; and
+            # the raw netlink questions that need no ruleset fetch (firewall/nfnl.py).
             lib = LibNftables.load()
             if lib is not None:
-                runner = lib
+                runner, nfnl = lib, shared_nfnl()
         table = env.get("BURROW_NFT_TABLE") or "netavark"
-        backend = NftablesFirewall(store, argv_prefix=argv_prefix, runner=runner, table=table)
+        backend = NftablesFirewall(store, argv_prefix=argv_prefix, runner=runner, table=table,
+                                   nfnl=nfnl)
     # Real rules: bind their subnets to firewalld's trusted zone when it runs (Netavark 1.4).
     # A replaced runner (tests) means no kernel rules, so no firewalld either.
     return TrustedZone(backend, store, env) if real else backend
+
+
+@functools.cache
+def shared_nfnl() -> Nfnl:
+    """One per process, so its per-netns sockets outlive a request (the warm engine)."""
+    return Nfnl()
 
 
 __all__ = ["CHOICES", "DEFAULT", "Firewall", "NetworkFw", "PortFw", "select"]

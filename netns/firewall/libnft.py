@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import ctypes
 import functools
+from collections import OrderedDict
 from collections.abc import Sequence
 
+from netns.firewall.nfnl import netns_key
 from netns.firewall.runner import ExecResult
 
 NFT_CTX_OUTPUT_HANDLE = 1 << 3  # `nft -a`
@@ -22,8 +24,13 @@ FLAGS = {"-a": NFT_CTX_OUTPUT_HANDLE, "-e": NFT_CTX_OUTPUT_ECHO}
 class LibNftables:
     """A `Runner` for `nft -j -f -` that calls the library instead of exec'ing."""
 
+    MAX_CONTEXTS = 4
+
     def __init__(self, lib: ctypes.CDLL) -> None:
         self.lib = lib
+        # One context per netns, kept (see nfnl.Nfnl: closing a context's socket after a
+        # delete waits ~13 ms for the kernel); a warm engine serves a few netns at most.
+        self.ctxs: OrderedDict[tuple[int, int], int] = OrderedDict()
         lib.nft_ctx_new.restype = ctypes.c_void_p
         lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
         lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
@@ -53,17 +60,27 @@ class LibNftables:
         flags = NFT_CTX_OUTPUT_JSON
         for o in opts:
             flags |= FLAGS[o]
-        # A fresh context per call: its netlink socket binds to the netns current at creation.
-        ctx = self.lib.nft_ctx_new(0)
+        ctx = self._ctx()
         if not ctx:
             return ExecResult(1, "", "libnftables: nft_ctx_new failed")
-        try:
-            self.lib.nft_ctx_output_set_flags(ctx, flags)
+        self.lib.nft_ctx_output_set_flags(ctx, flags)
+        rc = self.lib.nft_run_cmd_from_buffer(ctx, stdin.encode())
+        # Reading a buffer also rewinds it for the next call.
+        out = (self.lib.nft_ctx_get_output_buffer(ctx) or b"").decode(errors="replace")
+        err = (self.lib.nft_ctx_get_error_buffer(ctx) or b"").decode(errors="replace")
+        return ExecResult(1 if rc else 0, out, err)
+
+    def _ctx(self) -> int:
+        """This netns's context (its netlink socket binds to the netns current at creation)."""
+        key = netns_key()
+        ctx = self.ctxs.pop(key, None)
+        if ctx is None:
+            ctx = self.lib.nft_ctx_new(0)
+            if not ctx:
+                return 0
             self.lib.nft_ctx_buffer_output(ctx)
             self.lib.nft_ctx_buffer_error(ctx)
-            rc = self.lib.nft_run_cmd_from_buffer(ctx, stdin.encode())
-            out = (self.lib.nft_ctx_get_output_buffer(ctx) or b"").decode(errors="replace")
-            err = (self.lib.nft_ctx_get_error_buffer(ctx) or b"").decode(errors="replace")
-            return ExecResult(1 if rc else 0, out, err)
-        finally:
-            self.lib.nft_ctx_free(ctx)
+        self.ctxs[key] = ctx
+        while len(self.ctxs) > self.MAX_CONTEXTS:
+            self.lib.nft_ctx_free(self.ctxs.popitem(last=False)[1])
+        return int(ctx)

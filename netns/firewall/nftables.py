@@ -24,6 +24,7 @@ from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
 from netns.errors import BurrowError
+from netns.firewall.nfnl import Nfnl, NfnlError
 from netns.firewall.rules import DNAT_CT_MARK, MASQ_MARK, PortDnat, build
 from netns.firewall.runner import ExecResult, Runner, error_text, subprocess_runner
 from netns.firewall.state import key_of, port_key
@@ -301,6 +302,22 @@ class Batch:
         self.do(verb, "rule", chain=rule["chain"], expr=rule["expr"])
         self.owners.append(owner)
 
+    def ports_only(self) -> bool:
+        """Only port rules and `add chain`: the batch's allocations are its rules (and a dnat
+        chain if it was missing, which the probes' gap then shows)."""
+        verbs = [(verb, kind) for c in self.cmds for verb, obj in c.items() for kind in obj]
+        return (bool(self.owners) and all(o is not None for o in self.owners)
+                and all(v == "add" and k in ("chain", "rule") for v, k in verbs))
+
+    def counted(self, first: int) -> dict[str, list[list[Any]]]:
+        """Owner -> [[chain, handle]] when the rules got first, first + 1, ... in order."""
+        out: dict[str, list[list[Any]]] = {}
+        rules = [c["add"]["rule"] for c in self.cmds if "rule" in c.get("add", {})]
+        for i, (owner, rule) in enumerate(zip(self.owners, rules, strict=True)):
+            if owner is not None:
+                out.setdefault(owner, []).append([rule["chain"], first + i])
+        return out
+
     def handles(self, echo: str) -> dict[str, list[list[Any]]]:
         """Owner -> [[chain, handle]] of its rules, from `nft -e -a -j`'s echo of this batch."""
         try:
@@ -480,8 +497,10 @@ class NftablesFirewall:
     name = "nftables"
 
     def __init__(self, store: Any, *, argv_prefix: Sequence[str] = (),
-                 runner: Runner = subprocess_runner, nft: str = "nft", table: str = TABLE) -> None:
+                 runner: Runner = subprocess_runner, nft: str = "nft", table: str = TABLE,
+                 nfnl: Nfnl | None = None) -> None:
         self.store = store
+        self.nfnl = nfnl  # in-process only: O(1) handle bookkeeping (see _counted)
         self.argv = [*argv_prefix, nft, "-j", "-f", "-"]
         self.echo_argv = [*argv_prefix, nft, "-e", "-a", "-j", "-f", "-"]
         self.runner = runner
@@ -499,27 +518,54 @@ class NftablesFirewall:
             led = NftLedger.from_json(self.store.ledger(self.name))
             again = self.store.interrupted() or any(self.store.has_port(p) for p in ports)
             with self.store.applying():
-                b, echo = self._setup(networks, dnats, None if again else led, frozenset(fresh))
+                handles, table = self._setup(
+                    networks, dnats, None if again else led, frozenset(fresh))
                 led.base = True
                 led.nets.update({n.id: n.bridge for n in networks})
-                led.table = b.table_handle(echo) or led.table or self._table_handle()
-                for key, rules in b.handles(echo).items():
+                led.table = table or led.table or self._table_handle()
+                for key, rules in handles.items():
                     self.store.save_handles(key, {"table": led.table, "rules": rules})
                 self.store.add(networks, ports, self.name, fresh)
                 self.store.save_ledger(self.name, led.to_json())
 
     def _setup(self, nets: Sequence[NetworkFw], dnats: Sequence[PortDnat], led: NftLedger | None,
-               fresh: frozenset[str]) -> tuple[Batch, str]:
+               fresh: frozenset[str]) -> tuple[dict[str, list[list[Any]]], int | None]:
+        """Apply; (owner -> its rules' [chain, handle], the table's handle if learnt)."""
         if led is not None:
             b = Batch(self.table)
             plan_setup(b, nets, dnats, led, fresh)
-            res = self.runner(self.echo_argv, b.dump())
-            if res.returncode == 0:
-                return b, res.stdout
+            if self.nfnl is not None and b.ports_only():
+                counted = self._counted(b)
+                if counted is not None:
+                    return counted, None
+            else:
+                res = self.runner(self.echo_argv, b.dump())
+                if res.returncode == 0:
+                    return b.handles(res.stdout), b.table_handle(res.stdout)
         # The ledger was wrong (Netavark made some of it, a flush, a crash): list the table.
         b = Batch(self.table)
         plan_setup(b, nets, dnats, self._list(), fresh)
-        return b, self._apply(b, echo=True)
+        echo = self._apply(b, echo=True)
+        return b.handles(echo), b.table_handle(echo)
+
+    def _counted(self, b: Batch) -> dict[str, list[list[Any]]] | None:
+        """Apply a port-only batch without `--echo` (which makes libnftables fetch the whole
+        ruleset, O(N)); its handles come from two probes of the table's handle counter
+        (nfnl.Nfnl.next_handle): exactly R + 1 apart, the R rules got those in between.
+        A wider gap (someone else added something, or the dnat chain was missing): no
+        handles are kept and teardown finds the rules by listing. None: the batch failed."""
+        assert self.nfnl is not None
+        try:
+            before = self.nfnl.next_handle(self.table, MARK_CHAIN)
+        except NfnlError:
+            return None  # no table or no SETMARK chain: the ledger is wrong
+        if self.runner(self.argv, b.dump()).returncode != 0:
+            return None
+        try:
+            after = self.nfnl.next_handle(self.table, MARK_CHAIN)
+        except NfnlError:
+            return {}
+        return b.counted(before + 1) if after - before == len(b.owners) + 1 else {}
 
     def teardown(self, networks: Sequence[NetworkFw], ports: Sequence[PortFw]) -> None:
         dnats = self._validate(networks, ports)
@@ -596,6 +642,11 @@ class NftablesFirewall:
         return self.runner(self.argv, json.dumps({"nftables": [{"list": obj}]}))
 
     def _table_handle(self) -> int | None:
+        if self.nfnl is not None:  # libnftables' `list tables` reads the whole ruleset
+            try:
+                return self.nfnl.table_handle(self.table)
+            except NfnlError:
+                pass
         res = self._query({"tables": {"family": FAMILY}})
         if res.returncode != 0:
             return None

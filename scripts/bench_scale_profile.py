@@ -1,0 +1,186 @@
+"""Where a setup's (and a teardown's) time goes as containers pile up: the engine in-process.
+
+N containers are set up one after another on one bridge network (as `bench_scale.py`), then
+torn down in reverse, by calling the engine's own entry point (`netavark_cli.run`) in this
+process inside a throwaway "host" netns. cProfile runs for the first 10 and the last 10 of
+each; every function's own time is put in a bucket by the file it lives in (built-ins such
+as `open` or `send` go to the bucket of the function that called them):
+
+    netlink   netns/netlink.py, netns/drivers/, pyroute2       (links, addresses, routes)
+    firewall  netns/firewall/ (incl. libnftables, nfnetlink), iptables-restore execs
+    dns       netns/dns/, netns/aardvark.py                     (config files, the server)
+    state     netns/firewall/state.py, ipam, statefiles, json, file and lock syscalls
+    other     everything else (planning, validation, logging, the interpreter)
+
+Printed per bucket: ms per call, first 10 → last 10. The profiler's own overhead inflates
+the totals a little; the split is what it is for.
+
+Run: sudo .venv/bin/python scripts/bench_scale_profile.py [--n 500] [--dual] [--driver nftables]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import io
+import json
+import os
+import pstats
+import secrets
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from netns import netavark_cli  # noqa: E402
+from netns.nsenter import entered  # noqa: E402
+from tests.nsutil import VENV_BIN, Netns  # noqa: E402
+
+BUCKETS = ("netlink", "firewall", "dns", "state", "other")
+NET_ID = secrets.token_hex(32)
+
+
+def options(i: int, dual: bool) -> dict[str, Any]:
+    subnets = [{"subnet": "10.89.0.0/16", "gateway": "10.89.255.254"}]
+    ips = [f"10.89.{i // 250}.{i % 250 + 2}"]
+    if dual:
+        subnets.append({"subnet": "fd89::/64", "gateway": "fd89::ffff"})
+        ips.append(f"fd89::{i + 2:x}")
+    return {
+        "container_id": secrets.token_hex(32), "container_name": f"c{i}",
+        "port_mappings": [{"host_ip": "", "container_port": 80, "host_port": 20000 + i,
+                           "range": 1, "protocol": "tcp"}],
+        "networks": {"scale": {"static_ips": ips, "aliases": [f"a{i}"], "interface_name": "eth0"}},
+        "network_info": {"scale": {
+            "name": "scale", "id": NET_ID, "driver": "bridge", "network_interface": "bwscale0",
+            "subnets": subnets, "ipv6_enabled": dual, "internal": False, "dns_enabled": dual,
+            "ipam_options": {"driver": "host-local"}}},
+    }  # fmt: skip
+
+
+def bucket(filename: str) -> str:
+    f = filename.replace(os.sep, "/")
+    if "/netns/firewall/state.py" in f or "/netns/ipam" in f or "/netns/statefiles" in f \
+            or "/netns/locks" in f or "/json/" in f:
+        return "state"
+    if "/netns/firewall/" in f or "subprocess" in f:
+        return "firewall"
+    if "/netns/netlink" in f or "/netns/drivers/" in f or "pyroute2" in f:
+        return "netlink"
+    if "/netns/dns/" in f or "/netns/aardvark" in f:
+        return "dns"
+    return "other"
+
+
+def split(stats: pstats.Stats) -> dict[str, float]:
+    """Own time per bucket (seconds); a built-in's time goes to its callers' buckets."""
+    out = dict.fromkeys(BUCKETS, 0.0)
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    for (filename, _line, _name), (_cc, _nc, tt, _ct, callers) in raw.items():
+        if filename != "~" and not filename.startswith("<"):
+            out[bucket(filename)] += tt
+            continue
+        total = sum(c[2] for c in callers.values()) or 1.0  # callers' own share of tt
+        for (cf, _cl, _cn), c in callers.items():
+            b = bucket(cf) if cf != "~" else "other"
+            if b == "other" and cf != "~":
+                b = "state" if _name_is_file_io(_name) else b
+            out[b] += tt * c[2] / total
+    return out
+
+
+def _name_is_file_io(name: str) -> bool:
+    return any(k in name for k in ("io.open", "posix.", "flock", "fsync", "method 'read'",
+                                   "method 'write'"))
+
+
+@contextlib.contextmanager
+def host_netns() -> Iterator[Netns]:
+    host = Netns()
+    fd = os.open(host.path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with entered(fd):
+            yield host
+    finally:
+        os.close(fd)
+        host.close()
+
+
+def call(config: Path, driver: str, command: str, ctr: Netns, opts: dict[str, Any]) -> None:
+    argv = ["--rootless=false", f"--firewall-driver={driver}",
+            f"--aardvark-binary={VENV_BIN / 'burrow-dns'}", "--config", str(config),
+            command, ctr.path]
+    env = {"NETAVARK_DNS_PORT": "53", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    out, err, code = netavark_cli.run(argv, json.dumps(opts).encode(), env)
+    if code != 0:
+        raise SystemExit(f"{command} failed ({code}): {out} {err}")
+
+
+def run(n: int, dual: bool, driver: str) -> list[str]:
+    config = Path(tempfile.mkdtemp(prefix="bfw-prof-"))
+    prof = {k: cProfile.Profile() for k in ("s_first", "s_last", "t_first", "t_last")}
+    ctrs: list[tuple[Netns, dict[str, Any]]] = []
+    try:
+        with host_netns():
+            for i in range(n):
+                ctr, opts = Netns(), options(i, dual)
+                ctrs.append((ctr, opts))
+                p = prof["s_first"] if i < 10 else prof["s_last"] if i >= n - 10 else None
+                with _profiled(p):
+                    call(config, driver, "setup", ctr, opts)
+            for i, (ctr, opts) in reversed(list(enumerate(ctrs))):
+                p = prof["t_first"] if i < 10 else prof["t_last"] if i >= n - 10 else None
+                with _profiled(p):
+                    call(config, driver, "teardown", ctr, opts)
+            _stop_dns(config)
+    finally:
+        for ctr, _ in ctrs:
+            ctr.close()
+        subprocess.run(["rm", "-rf", str(config)], check=False)
+    rows = [f"\n== where the time goes, {driver}{', dual-stack + DNS' if dual else ', IPv4'}, "
+            f"ms per call (cProfile, in-process), first 10 → last 10 of N = {n}"]
+    for what, a, b in (("setup", "s_first", "s_last"), ("teardown", "t_first", "t_last")):
+        lo, hi = (split(pstats.Stats(prof[k], stream=io.StringIO())) for k in (a, b))
+        cells = [f"{k} {lo[k] * 100:5.1f} → {hi[k] * 100:5.1f}" for k in BUCKETS]
+        total = f"total {sum(lo.values()) * 100:5.1f} → {sum(hi.values()) * 100:5.1f}"
+        rows.append(f"{what:9} {total}   " + "   ".join(cells))
+    return rows
+
+
+@contextlib.contextmanager
+def _profiled(p: cProfile.Profile | None) -> Iterator[None]:
+    if p is None:
+        yield
+        return
+    p.enable()
+    try:
+        yield
+    finally:
+        p.disable()
+
+
+def _stop_dns(config: Path) -> None:
+    """Teardown of the last container stops burrow-dns; a leftover one is killed by its pid."""
+    for pid_file in config.rglob("*.pid"):
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pid_file.read_text().split()[0]), 15)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=500)
+    ap.add_argument("--dual", action="store_true", help="dual-stack + DNS + one port")
+    ap.add_argument("--driver", default="nftables", choices=["nftables", "iptables"])
+    args = ap.parse_args(argv)
+    print("\n".join(run(args.n, args.dual, args.driver)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
