@@ -165,6 +165,10 @@ class StatePaths:
     def log_dir(self) -> Path:
         return self.root / "log"
 
+    def command_log(self, sandbox: str) -> Path:
+        """Output of a command `burrow up -f` started in a sandbox (name already checked)."""
+        return self.log_dir / f"sandbox-{sandbox}.log"
+
     # Objects the user made: networks (configuration, kept) and sandboxes (runtime).
     @property
     def networks_dir(self) -> Path:

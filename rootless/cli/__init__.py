@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "sandbox_cmds",  # sandbox ..., exec
     "network_cmds",  # network ...
     "port_cmds",     # port ...
+    "run_cmds",      # run
 )
 
 

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from rootless.cli.core import FormatOpt, app, ctx
 
+FileOpt = Annotated[Path | None, typer.Option(
+    "-f", "--file", help="a topology file (TOML: networks, sandboxes); see examples/")]
+
 
 @app.command()
-def up(c: typer.Context) -> None:
+def up(c: typer.Context, file: FileOpt = None) -> None:
     """Create the world now (the first sandbox otherwise does), or repair it: a dead namespace,
-    connector, DNS server or port forwarder comes back with everything it served."""
+    connector, DNS server or port forwarder comes back with everything it served. With -f,
+    bring up the networks and sandboxes a topology file declares."""
     from rootless.recover import converge
+
+    if file is not None:
+        from rootless.cmd_topology import up_file
+
+        raise SystemExit(up_file(ctx(c).world, file))
     from rootless.store import Store
 
     w = ctx(c).world
@@ -43,8 +53,13 @@ def status(c: typer.Context, fmt: FormatOpt = "table") -> None:
 
 
 @app.command()
-def down(c: typer.Context) -> None:
-    """Remove every sandbox and stop the namespace, connector, DNS server and forwarder."""
+def down(c: typer.Context, file: FileOpt = None) -> None:
+    """Remove every sandbox and stop the namespace, connector, DNS server and forwarder
+    (networks stay). With -f, remove what a topology file declares, networks too."""
+    if file is not None:
+        from rootless.cmd_topology import down_file
+
+        raise SystemExit(down_file(ctx(c).world, file))
     had = ctx(c).world.teardown()
     print("stopped" if had else "nothing running")
 

@@ -1,0 +1,100 @@
+"""`burrow run`: create a sandbox, run one command in it in the foreground, and with `--rm`
+remove the sandbox when the command ends, also on Ctrl-C or SIGTERM. The command's exit code is
+burrow's (128+N when a signal N ended it); burrow's own failures exit 125, as `podman run`.
+
+The command inherits burrow's stdin, stdout, stderr and terminal. Ctrl-C at a terminal reaches
+the command directly (it is in burrow's foreground process group); burrow waits for it, then
+cleans up. A signal sent to burrow alone (SIGTERM from a CI runner, SIGINT/SIGHUP by kill) is
+passed on to everything running in the sandbox.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+from netns.errors import BurrowError
+from rootless import sandbox
+from rootless.backend import World
+from rootless.cmd_topology import sandbox_pids, stop_sandbox_processes
+from rootless.ports.spec import PortSpec
+
+RUN_ERROR = 125  # podman run's "the error is with podman itself"
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+
+
+class Interrupted(BaseException):
+    """A signal arrived before the command was started: unwind (undoing a half-made sandbox)."""
+
+    def __init__(self, sig: int) -> None:
+        super().__init__(sig)
+        self.sig = sig
+
+
+def _terminal_sent_to_all() -> bool:
+    """Whether a keyboard signal from our terminal also reached the command (same foreground
+    process group), so passing it on would deliver it twice."""
+    for fd in (0, 1, 2):
+        try:
+            if os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp():
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _exit_code(rc: int) -> int:
+    return 128 - rc if rc < 0 else rc
+
+
+def _foreground(w: World, name: str, argv: Sequence[str]) -> int:
+    env = dict(os.environ)
+    env["PATH"] = env.get("PATH", "") + ":/usr/sbin:/sbin"
+    sys.stdout.flush()
+    proc = subprocess.Popen(list(argv), env=env)
+
+    def forward(sig: int, _frame: FrameType | None) -> None:
+        if sig in (signal.SIGINT, signal.SIGQUIT) and _terminal_sent_to_all():
+            return
+        for pid in {proc.pid, *sandbox_pids(w, name)}:
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+
+    for s in FORWARDED:
+        signal.signal(s, forward)
+    return _exit_code(proc.wait())
+
+
+def run(w: World, name: str, attaches: Sequence[sandbox.Attach], ports: Sequence[PortSpec],
+        dns: Sequence[str], cmd: Sequence[str], *, rm: bool) -> int:
+    if not cmd:
+        raise BurrowError("no command given: burrow run [OPTIONS] NAME -- CMD [ARGS...]",
+                          exit_code=RUN_ERROR)
+
+    def interrupted(sig: int, _frame: FrameType | None) -> None:
+        raise Interrupted(sig)
+
+    for s in FORWARDED:
+        signal.signal(s, interrupted)
+    try:
+        sandbox.create(w, name, attaches, ports, dns, w.network_mtu)
+    except BurrowError as e:
+        raise BurrowError(str(e), exit_code=RUN_ERROR) from e
+    except Interrupted as e:
+        return 128 + e.sig  # create undid what it made
+    try:
+        return _foreground(w, name, sandbox.exec_argv(w, name, cmd))
+    except Interrupted as e:
+        return 128 + e.sig
+    finally:
+        for s in FORWARDED:  # cleanup is not interrupted half-way by a second Ctrl-C
+            signal.signal(s, signal.SIG_IGN)
+        if rm:
+            stop_sandbox_processes(w, name)
+            sandbox.remove(w, name)
