@@ -172,6 +172,8 @@ class FirewalldFirewall:
                     raise BurrowError("firewalld is not running (no org.fedoraproject.FirewallD1 "
                                       "on the system bus; DBUS_SYSTEM_BUS_ADDRESS picks the bus)")
                 yield fw
+        except MultiError as exc:  # each part gets the driver's name
+            raise MultiError([e.wrap(f"firewall ({self.name})") for e in exc.errors]) from exc
         except BurrowError as exc:
             raise exc.wrap(f"firewall ({self.name})") from exc
 
@@ -209,7 +211,7 @@ class FirewalldFirewall:
                 remove = fp.network_plan(networks) + fp.port_plan(dnats) + iso_remove
                 errors = apply_teardown(fw, Change(iso_add, remove, addrs))
                 if errors:
-                    raise MultiError([e.wrap(f"firewall ({self.name})") for e in errors])
+                    raise MultiError(errors)
                 self.store.remove(networks, ports)
                 self._save_ledger((), networks)
 

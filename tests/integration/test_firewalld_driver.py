@@ -303,3 +303,46 @@ def test_cli_setup_teardown_and_firewall_reload(fwd: FwdWorld, tmp_path: Path) -
     assert ask(w.out, "tcp", "172.31.0.1", 8443) == "443 172.31.0.2"
     cli.netavark("teardown", ctr, opts)
     assert state() == ([], [], [])
+
+
+def test_invalid_input_changes_nothing(fwd: FwdWorld) -> None:
+    """Everything is checked before the first D-Bus call: not even the zone gets made."""
+    w = fwd.world
+    net = w.network(1)
+    ctr, v4, v6 = w.container(net, 2)
+    before = snapshot(fwd.fwd)
+    for bad in (pm(8080, 80, "icmp"), pm(8080, 80, host_ip="not-an-ip"), pm(65535, 80, rng=2)):
+        with pytest.raises(BurrowError, match=r"firewall \(firewalld\): invalid"):
+            w.fw.setup([net], [ports(net, v4, v6, pm(9090, 90), bad)])
+    assert snapshot(fwd.fwd) == before
+    assert fp.ZONE not in before["runtime"]["zones"]
+
+
+def test_teardown_goes_on_past_a_failure_and_reports_it(fwd: FwdWorld) -> None:
+    w = fwd.world
+    net = w.network(1)
+    ctr, v4, v6 = w.container(net, 2)
+    w.fw.setup([w.network(3)], [])
+    before = snapshot(fwd.fwd)
+    pf = ports(net, v4, v6, pm(8080, 80))
+    w.fw.setup([net], [pf])
+    from contextlib import contextmanager
+
+    @contextmanager
+    def failing() -> Iterator[Any]:
+        with api.connect(fwd.fwd.env) as real:
+            assert real is not None
+            yield FailingOn(real, "set_policy_settings", 1)
+
+    faulty = FirewalldFirewall(w.fw.store, fwd.fwd.env, connect=failing)
+    with pytest.raises(BurrowError, match="injected failure") as err:
+        faulty.teardown([net], [pf])
+    assert "update policy" in str(err.value)
+    after = snapshot(fwd.fwd)["runtime"]
+    # The other policies and the sources went all the same; only the failed one is left.
+    assert after["sources"] == before["runtime"]["sources"]
+    left = [name for name in fp.POLICY_NAMES if after[name] != before["runtime"][name]]
+    assert len(left) == 1, left
+    # The state files stay, so running the teardown again finishes the job.
+    w.fw.teardown([net], [pf])
+    assert snapshot(fwd.fwd) == before
