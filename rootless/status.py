@@ -33,6 +33,9 @@ def collect(w: World) -> dict[str, Any]:
     if lost:
         problems.append(f"sandbox(es) {', '.join(lost)} lost with the namespace they lived in; "
                         "run `burrow up` to re-create them (`burrow sandbox rm` to drop them)")
+    note = _client_address_note(info.get("forwarder"))
+    if note:
+        info.setdefault("notes", []).append(note)
     if rt is not None:
         missing = rt.missing_ports([r for n, r in recs.items() if states[n] == RUNNING])
         if missing:
@@ -41,11 +44,24 @@ def collect(w: World) -> dict[str, Any]:
     return info
 
 
+def _client_address_note(fwd: Any) -> str | None:
+    """Where the forwarder could not keep client addresses (rootless.ports.clientaddr)."""
+    ca = fwd.get("client_address") if isinstance(fwd, dict) else None
+    gone = ca.get("unavailable") if isinstance(ca, dict) else None
+    if not isinstance(gone, list) or not gone:
+        return None
+    fams = "/".join(sorted({f"IPv{u.get('family')}" for u in gone if isinstance(u, dict)}))
+    why = "; ".join(sorted({str(u.get("reason")) for u in gone if isinstance(u, dict)}))
+    return (f"client addresses are not kept for {fams} ({why}): sandboxes see their own "
+            "address as the peer of published ports")
+
+
 def render(w: World, info: dict[str, Any]) -> str:
     states = info.get("sandbox_states", {})
     shown = [n + ("" if states.get(n) in (None, "running") else f" ({states[n]})")
              for n in info["sandboxes"]]
     lines = [f"mode:       {info['mode']}", f"state:      {info['state_dir']}",
              *w.status_lines(info), f"sandboxes:  {', '.join(shown) or '-'}"]
+    lines += [f"note:       {n}" for n in info.get("notes", [])]
     lines += [f"PROBLEM:    {p}" for p in info.get("problems", [])]
     return "\n".join(lines)

@@ -8,10 +8,17 @@
 - what this machine's loopback carries with two TCP streams at once: every forwarder moves
   each byte over two loopback connections, so this bounds any of them;
 - outbound, sandbox -> host loopback iperf3 server through slirp4netns and pasta (up and -R);
-- time to create a sandbox on a warm and on a cold namespace.
+- time to create a sandbox on a warm and on a cold namespace;
+- the cost of keeping the client's address (issue 13): the same sandbox servers through burrow's
+  forwarder with it on and with `/tcp,no-client-addr`, from a client whose address is not
+  loopback (CLIENT_ADDR, on a veth of the netns the bench runs in), in alternating rounds.
 
-Run as root (it re-runs itself as the test user from tests/rootless_user.py) or as any user:
-    .venv/bin/python scripts/bench_rootless.py [--seconds 3] [--runs 3]
+Run as root, it makes a netns of its own standing in for the host (a veth with
+CLIENT_ADDR and a default route on it: nothing of the machine's own network is touched) and
+re-runs itself there as the test user from tests/rootless_user.py. Run as another user, it
+runs where it is, and the client-address rows need CLIENT_ADDR to be an address there.
+
+    .venv/bin/python scripts/bench_rootless.py [--seconds 3] [--runs 3] [--only client-addr]
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ while True:
     threading.Thread(target=one,args=(s.accept()[0],),daemon=True).start()
 """
 RR_ROUNDS = 1000
+CLIENT_ADDR, CLIENT_ADDR6 = "198.51.100.1", "2001:db8:5::1"  # TEST-NET: never routed anywhere
 
 
 def burrow(*args: str, check: bool = True, timeout: float = 120) -> str:
@@ -79,12 +87,12 @@ def wait_port(port: int, timeout: float = 10) -> None:
     raise SystemExit(f"port {port} never came up (at {sys._getframe(1).f_lineno})")
 
 
-def wait_backend(port: int, timeout: float = 15) -> None:
+def wait_backend(port: int, timeout: float = 15, host: str = "127.0.0.1") -> None:
     """A forwarder accepts before its backend listens; ready means not reset at once."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with socket.create_connection(("127.0.0.1", port), 1) as c:
+            with socket.create_connection((host, port), 1) as c:
                 c.settimeout(0.3)
                 try:
                     if c.recv(16):
@@ -127,12 +135,12 @@ def iperf(port: int, seconds: float, runs: int, host: str = "127.0.0.1",
     return statistics.median(vals), vals, statistics.median(busy)
 
 
-def conn_rate(port: int, seconds: float) -> float:
+def conn_rate(port: int, seconds: float, host: str = "127.0.0.1") -> float:
     n = 0
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         try:
-            with socket.create_connection(("127.0.0.1", port), 2) as c:
+            with socket.create_connection((host, port), 2) as c:
                 while c.recv(64):
                     pass
             n += 1
@@ -141,12 +149,13 @@ def conn_rate(port: int, seconds: float) -> float:
     return n / seconds
 
 
-def round_trip_us(port: int, rounds: int = RR_ROUNDS, batches: int = 5) -> float:
+def round_trip_us(port: int, rounds: int = RR_ROUNDS, batches: int = 5,
+                  host: str = "127.0.0.1") -> float:
     """Round trip of a 64-byte request and its echo on one open connection: the median over
     `batches` batches of the mean per batch (single round trips are too noisy on a VM)."""
     msg = b"x" * 64
     means = []
-    with socket.create_connection(("127.0.0.1", port), 5) as c:
+    with socket.create_connection((host, port), 5) as c:
         c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         c.settimeout(5)
         for _ in range(batches):
@@ -291,6 +300,73 @@ def inbound(seconds: float, runs: int) -> list[Row]:
     return rows
 
 
+def have_address(ip: str) -> bool:
+    fam = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    with socket.socket(fam) as s:
+        try:
+            s.bind((ip, 0))
+            return True
+        except OSError:
+            return False
+
+
+CaRow = tuple[str, float, float, float]  # name Gbit/s conn/s rtt
+
+
+def client_address(seconds: float, rounds: int) -> tuple[list[CaRow], dict[str, object]]:
+    """Keeping the client's address on vs off: medians over alternating rounds, each round
+    one iperf3 run, one conn/s run and one round-trip run per mode."""
+    host = CLIENT_ADDR
+    ports = {mode: [free_port() for _ in range(3)] for mode in ("on", "off")}
+    specs = []
+    for mode, ps in ports.items():
+        suffix = "/tcp" if mode == "on" else "/tcp,no-client-addr"
+        specs += [x for p, c in zip(ps, (5201, 5301, 5401), strict=True)
+                  for x in ("-p", f"{p}:{c}{suffix}")]
+    burrow("sandbox", "create", "cabench", *specs)
+    servers = [bg([str(BIN / "burrow"), "exec", "cabench", "--", "iperf3", "-s", "-p", "5201"]),
+               bg([str(BIN / "burrow"), "exec", "cabench", "--", sys.executable, "-c",
+                   ECHO_SERVER, "5301"]),
+               bg([str(BIN / "burrow"), "exec", "cabench", "--", sys.executable, "-c",
+                   RR_SERVER, "5401"])]
+    try:
+        for ps in ports.values():
+            for port in ps:
+                wait_backend(port, host=host)
+        got: dict[str, list[tuple[float, float, float]]] = {"on": [], "off": []}
+        for _ in range(rounds):
+            for mode, (ip_, ep, rr) in ports.items():
+                got[mode].append((iperf(ip_, seconds, 1, host)[0], conn_rate(ep, seconds, host),
+                                  round_trip_us(rr, host=host)))
+        fwd = json.loads(burrow("status", "--format", "json"))["forwarder"]
+    finally:
+        for srv in servers:
+            stop(srv)
+        burrow("sandbox", "rm", "cabench")
+    rows = [(f"client address {'kept' if m == 'on' else 'not kept (no-client-addr)'}",
+             *(statistics.median(v[i] for v in got[m]) for i in range(3)))
+            for m in ("on", "off")]
+    return rows, dict(fwd.get("client_address") or {})  # type: ignore[return-value]
+
+
+def print_client_address(seconds: float, rounds: int) -> None:
+    print(f"\n## keeping the client's address: client {CLIENT_ADDR} -> burrow forwarder -> "
+          f"sandbox ({rounds} alternating rounds, median)")
+    if not have_address(CLIENT_ADDR):
+        print(f"skipped: {CLIENT_ADDR} is not an address here (run as root: the bench then "
+              "makes a netns of its own with it)")
+        return
+    rows, ca = client_address(seconds, rounds)
+    print(f"{'mode':40} {'Gbit/s':>6} {'conn/s':>7} {'rtt us':>7}")
+    for name, gbps, rate, rtt in rows:
+        print(f"{name:40} {gbps:6.2f} {rate:7.0f} {rtt:7.1f}")
+    (_, g1, c1, r1), (_, g0, c0, r0) = rows
+    print(f"cost of keeping it: throughput {1 - g1 / g0:+.1%}, conn/s {1 - c1 / c0:+.1%}, "
+          f"round trip {r1 / r0 - 1:+.1%} (positive = slower)")
+    print(f"forwarder: {ca.get('kept')} dials bound to the client's address, unavailable: "
+          f"{ca.get('unavailable') or 'none'}")
+
+
 def outbound(seconds: float, runs: int) -> list[tuple[str, float, float]]:
     rows = []
     for conn in ("slirp4netns", "pasta"):
@@ -329,6 +405,10 @@ def create_times(n: int) -> tuple[float, float]:
 def worker(args: argparse.Namespace) -> int:
     print(f"# burrow rootless bench ({args.runs}x{args.seconds:g}s iperf3, median; "
           f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})", flush=True)
+    if args.only == "client-addr":
+        print_client_address(args.seconds, args.rounds)
+        burrow("down")
+        return 0
     rows = inbound(args.seconds, args.runs)
     print("\n## inbound port forwarding: host 127.0.0.1 -> server in a sandbox")
     both = ("two loopback streams at once (-P 2), total", *two_streams(args.seconds, args.runs),
@@ -358,6 +438,7 @@ def worker(args: argparse.Namespace) -> int:
     print(f"{'connector':14} {'upload Gbit/s':>14} {'download (-R)':>14}")
     for name, up, down in out:
         print(f"{name:14} {up:14.2f} {down:14.2f}")
+    print_client_address(args.seconds, args.rounds)
     warm, cold = create_times(args.create_runs)
     print("\n## sandbox create (CLI wall time, median of "
           f"{args.create_runs})\nwarm namespace: {warm * 1000:.0f} ms\n"
@@ -370,18 +451,38 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--create-runs", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5, help="client-address on/off rounds")
+    ap.add_argument("--only", choices=["client-addr"], help="run only that part")
     args = ap.parse_args()
     if os.geteuid() == 0:
-        sys.path.insert(0, str(REPO))
-        from tests.rootless_user import RootlessUser
-
-        session = RootlessUser.ensure().session()
-        try:
-            return subprocess.call(session.argv([sys.executable, __file__, *sys.argv[1:]]),
-                                   cwd="/")
-        finally:
-            session.close()
+        return as_test_user()
     return worker(args)
+
+
+def as_test_user() -> int:
+    """Re-run as the test user, inside a netns of our own standing in for the host."""
+    sys.path.insert(0, str(REPO))
+    from tests.nsutil import Netns
+    from tests.rootless_user import RootlessUser
+
+    with Netns() as ns:
+        for cmd in (["ip", "link", "add", "bsrcb0", "type", "veth", "peer", "name", "bsrcb1"],
+                    ["ip", "link", "set", "bsrcb1", "up"],
+                    ["ip", "addr", "add", f"{CLIENT_ADDR}/24", "dev", "bsrcb0"],
+                    ["ip", "addr", "add", f"{CLIENT_ADDR6}/64", "dev", "bsrcb0", "nodad"],
+                    ["ip", "link", "set", "bsrcb0", "up"],
+                    ["ip", "route", "add", "default", "via", "198.51.100.254"],
+                    ["ip", "-6", "route", "add", "default", "via", "2001:db8:5::fe"]):
+            ns.run(cmd)
+        session = RootlessUser.ensure().session()
+        enter = ["nsenter", "-t", str(ns.pid), "-n", "--"]
+        try:
+            return subprocess.call([*enter, *session.argv([sys.executable, __file__,
+                                                          *sys.argv[1:]])], cwd="/")
+        finally:
+            subprocess.run([*enter, *session.argv([str(BIN / "burrow"), "down"])],
+                           capture_output=True, timeout=60, cwd="/")
+            session.close()
 
 
 if __name__ == "__main__":

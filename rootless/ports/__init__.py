@@ -11,5 +11,6 @@ lines, on one netns.loop event loop:
     tcp.py         accept, dial (the client's family first), splice.py pumps both ways
     udp.py         one flow per client address, least recently used shed at the caps
     budget.py      the caps per client and in total, derived from the fd limit; what was shed
-    target.py      where a port leads: the sandbox's netns and addresses
+    target.py      where a port leads: the sandbox's netns and addresses, how to dial it
+    clientaddr.py  keep the client's address: transparent dials from the user's netns
 """

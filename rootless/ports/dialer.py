@@ -20,7 +20,7 @@ import sys
 
 from netns import logs, nsenter, proctitle
 from netns.errors import BurrowError
-from rootless.ports import messages
+from rootless.ports import clientaddr, messages
 
 log = logging.getLogger("rootless.ports")
 
@@ -29,23 +29,54 @@ class Dialer:
     def __init__(self, chan: socket.socket) -> None:
         self.chan = chan
         self.netns: dict[str, int] = {}  # open netns files, by path
+        # Client-address routing, per netns: families set up, or why it failed.
+        self.routed: dict[str, dict[int, str | None]] = {}
 
     def forget(self, path: str) -> None:
         fd = self.netns.pop(path, None)
         if fd is not None:
             os.close(fd)
+        self.routed.pop(path, None)
+
+    def route_replies(self, req: messages.Dial) -> None:
+        """Once per netns and family: the reply routing of clientaddr (we are in req.netns)."""
+        done = self.routed.setdefault(req.netns, {})
+        if req.family not in done:
+            try:
+                ok = any(err is None for err in done.values())  # the marks are in place
+                clientaddr.set_up(req.family, marks_done=ok)
+                done[req.family] = None
+                log.info("client addresses kept for IPv%d via %s", req.family, req.netns)
+            except clientaddr.Unsupported as e:
+                done[req.family] = str(e)
+        if done[req.family] is not None:
+            raise clientaddr.Unsupported(done[req.family])
 
     def make(self, req: messages.Dial) -> list[int]:
         """N sockets inside req.netns, or OSError (the netns is gone, out of fds)."""
         if req.netns not in self.netns:
             self.netns[req.netns] = os.open(req.netns, os.O_RDONLY | os.O_CLOEXEC)
         nsenter.setns(self.netns[req.netns])
+        if req.transparent:
+            self.route_replies(req)
         fam = socket.AF_INET6 if req.family == 6 else socket.AF_INET
         kind = socket.SOCK_DGRAM if req.kind == "udp" else socket.SOCK_STREAM
         fds: list[int] = []
         try:
             for _ in range(req.n):
-                fds.append(socket.socket(fam, kind | socket.SOCK_NONBLOCK).detach())
+                s = socket.socket(fam, kind | socket.SOCK_NONBLOCK)
+                try:
+                    if req.transparent:
+                        clientaddr.make_transparent(s, req.family)
+                except OSError as e:
+                    s.close()
+                    raise clientaddr.Unsupported(f"IP_TRANSPARENT/SO_MARK: {e.strerror}") \
+                        from None
+                fds.append(s.detach())
+        except clientaddr.Unsupported:
+            for fd in fds:
+                os.close(fd)
+            raise
         except OSError:
             if not fds:
                 raise
@@ -53,13 +84,15 @@ class Dialer:
 
     def serve(self, req: messages.Dial) -> None:
         fds: list[int] = []
-        err = None
+        err, unsupported = None, False
         try:
             fds = self.make(req)
+        except clientaddr.Unsupported as e:
+            err, unsupported = str(e), True
         except OSError as e:
             err = f"{req.netns}: {e.strerror or e}"
             self.forget(req.netns)
-        head = json.dumps(messages.DialReply(req.id, err).to_json()).encode()
+        head = json.dumps(messages.DialReply(req.id, err, unsupported).to_json()).encode()
         try:
             self.chan.sendmsg([head], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
                                         b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds))]

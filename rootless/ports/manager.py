@@ -10,7 +10,7 @@ import errno
 import os
 import resource
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from netns.loop import Loop
@@ -104,6 +104,7 @@ class PortManager:
                 "fd_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
                 "refused_out_of_fds": shed.for_want_of_fds, "shed": shed.to_json(),
                 "handler_faults": self.loop.errors,
+                "client_address": self.pool.avail.to_json(),
                 "caps": self.guard.caps().to_json()}
 
     def ports(self) -> list[dict[str, Any]]:
@@ -115,7 +116,7 @@ class PortManager:
 
     def add(self, req: messages.Add) -> dict[str, Any]:
         """Bind everything first; publish only if every bind worked."""
-        target = Target(req.sandbox, req.netns, req.ip4, req.ip6)
+        target = Target(req.sandbox, req.netns, req.ip4, req.ip6, req.via)
         made: list[Listener] = []
         for spec in req.ports:
             for hp, cp in spec.pairs():
@@ -126,12 +127,16 @@ class PortManager:
                         lst.sock.close()
                     return {"error": bind_error(e, spec.host_ip, hp, spec.protocol)}
         self.adopt(req.sandbox, made)
+        if req.via is not None:
+            self._warm(target, req.ports)
         return {"ok": True}
 
     def adopt(self, owner: str, made: list[Listener]) -> None:
         """Publish listeners already bound (burrow-rootlessport binds before it imports us)."""
         for lst in made:
             self.pool.open(lst.target.netns)
+            if lst.target.via is not None:
+                self.pool.open(lst.target.via)
             self.by_sandbox.setdefault(owner, []).append(lst)
             (self.tcp if lst.spec.protocol == "tcp" else self.udp).listen(lst)
             self.by_protocol[lst.spec.protocol] += 1
@@ -141,15 +146,21 @@ class PortManager:
         """Point owner's listeners at a new address (Podman's `network connect`/`disconnect`):
         new connections dial it, UDP flows to the old one end, the listeners stay bound."""
         lsts = self.by_sandbox.get(owner, [])
-        old = {lst.target.netns for lst in lsts}
+        old = self._netns_of(lsts)
         self.pool.open(target.netns)
+        if target.via is not None:
+            self.pool.open(target.via)
         for lst in lsts:
             lst.target = target
             if lst.spec.protocol == "udp":
                 self.udp.close_listener(lst)
-        still = {lst.target.netns for ls in self.by_sandbox.values() for lst in ls}
-        for path in old - still:
+        for path in old - self._netns_of(lst for ls in self.by_sandbox.values() for lst in ls):
             self.pool.forget(path)
+
+    @staticmethod
+    def _netns_of(lsts: Iterable[Listener]) -> set[str]:
+        """The namespaces listeners dial from: their sandbox's, and their `via`."""
+        return {p for lst in lsts for p in (lst.target.netns, lst.target.via) if p}
 
     def remove(self, name: str) -> None:
         lsts = self.by_sandbox.pop(name, [])
@@ -160,10 +171,18 @@ class PortManager:
             lst.sock.close()
             self.by_protocol[lst.spec.protocol] -= 1
         self.listeners -= len(lsts)
-        netns = {lst.target.netns for lst in lsts}
-        still = {lst.target.netns for ls in self.by_sandbox.values() for lst in ls}
-        for path in netns - still:
+        still = self._netns_of(lst for ls in self.by_sandbox.values() for lst in ls)
+        for path in self._netns_of(lsts) - still:
             self.pool.forget(path)
+
+    def _warm(self, t: Target, ports: tuple[PortSpec, ...]) -> None:
+        """Ask for transparent sockets now: the reply routing is set up (or found missing)
+        at publish time, not by the first client."""
+        assert t.via is not None
+        for kind in {p.protocol for p in ports if p.keep_client}:
+            for fam, ip in ((4, t.ip4), (6, t.ip6)):
+                if ip is not None and self.pool.avail.usable(t.via, fam):
+                    self.pool.warm((t.via, fam, kind, True))
 
     def protocols(self) -> tuple[bool, bool]:
         """Whether TCP, UDP ports are published: the fd budget goes to those that are."""

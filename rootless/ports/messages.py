@@ -114,13 +114,20 @@ class Remove:
 
 @dataclass(frozen=True)
 class Add:
-    """Publish `ports` for `sandbox`, dialling into `netns` at its first v4 / v6 address."""
+    """Publish `ports` for `sandbox`, dialling into `netns` at its first v4 / v6 address.
+
+    `via` (optional) is the netns that routes to the sandbox and in which the user holds
+    CAP_NET_ADMIN (burrow's own user netns). With it, ports keep the client's address: the
+    dial is made from there with IP_TRANSPARENT, bound to the client's address
+    (rootless.ports.clientaddr). Without it, the sandbox sees its own address, as before.
+    """
 
     sandbox: str
     netns: str
     ip4: ipaddress.IPv4Address | None
     ip6: ipaddress.IPv6Address | None
     ports: tuple[PortSpec, ...]
+    via: str | None = None
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Add:
@@ -130,7 +137,8 @@ class Add:
         return {"op": "add", "sandbox": self.sandbox, "netns": self.netns,
                 "ip4": str(self.ip4) if self.ip4 else None,
                 "ip6": str(self.ip6) if self.ip6 else None,
-                "ports": [p.to_json() for p in self.ports]}
+                "ports": [p.to_json() for p in self.ports],
+                **({"via": self.via} if self.via else {})}
 
 
 Request = Ping | ListPorts | Shutdown | Remove | Add
@@ -140,9 +148,11 @@ def _add(obj: Mapping[str, Any]) -> Add:
     raw = obj.get("ports", [])
     if not isinstance(raw, list) or len(raw) > MAX_SPECS:
         raise BurrowError(f"field 'ports' must be a list of at most {MAX_SPECS} port mappings")
+    via = obj.get("via")
     return Add(owner(obj.get("sandbox")), netns_path(obj.get("netns")),
                _address(obj, "ip4", 4), _address(obj, "ip6", 6),
-               tuple(PortSpec.from_json(p) for p in raw))
+               tuple(PortSpec.from_json(p) for p in raw),
+               None if via is None else netns_path(via))
 
 
 _PARSERS: dict[str, Callable[[Mapping[str, Any]], Request]] = {
@@ -172,13 +182,17 @@ def request_from_line(line: bytes) -> Request:
 # -- the dialer channel ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class Dial:
-    """Make `n` unconnected sockets of `family`/`kind` inside `netns`."""
+    """Make `n` unconnected sockets of `family`/`kind` inside `netns`.
+
+    `transparent`: with IP_TRANSPARENT and the dial mark set, for binding a client's address,
+    and with the reply routing of rootless.ports.clientaddr set up in `netns` first (once)."""
 
     id: int
     netns: str
     family: int
     kind: str
     n: int
+    transparent: bool = False
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Dial:
@@ -186,11 +200,16 @@ class Dial:
         n = _field(obj, "n", int)
         if family not in FAMILIES or kind not in KINDS or not 1 <= n <= MAX_DIAL_BATCH:
             raise BurrowError(f"bad dial request family={family} type={kind!r:.10} n={n}")
-        return cls(_field(obj, "id", int), netns_path(obj.get("netns")), family, kind, n)
+        transparent = obj.get("transparent", False)
+        if not isinstance(transparent, bool):
+            raise BurrowError(f"field 'transparent' must be bool, got {transparent!r:.20}")
+        return cls(_field(obj, "id", int), netns_path(obj.get("netns")), family, kind, n,
+                   transparent)
 
     def to_json(self) -> dict[str, Any]:
         return {"op": "dial", "id": self.id, "netns": self.netns, "family": self.family,
-                "type": self.kind, "n": self.n}
+                "type": self.kind, "n": self.n,
+                **({"transparent": True} if self.transparent else {})}
 
 
 @dataclass(frozen=True)
@@ -209,16 +228,22 @@ class Forget:
 
 @dataclass(frozen=True)
 class DialReply:
+    """`unsupported`: the error is that this kernel or namespace cannot keep client
+    addresses (a transparent dial's set-up failed), not that the netns is gone."""
+
     id: int
     error: str | None
+    unsupported: bool = False
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> DialReply:
         err = obj.get("error")
-        return cls(_field(obj, "id", int), None if err is None else str(err))
+        return cls(_field(obj, "id", int), None if err is None else str(err),
+                   obj.get("unsupported") is True)
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "error": self.error}
+        return {"id": self.id, "error": self.error,
+                **({"unsupported": True} if self.unsupported else {})}
 
 
 def _object(data: bytes, what: str) -> dict[str, Any]:

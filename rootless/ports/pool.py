@@ -18,12 +18,12 @@ from collections.abc import Callable
 
 from netns.errors import BurrowError
 from netns.loop import Loop
-from rootless.ports import messages
+from rootless.ports import clientaddr, messages
 from rootless.ports.budget import Shed
 
 log = logging.getLogger("rootless.ports")
 
-SockKey = tuple[str, int, str]  # (netns path, 4 or 6, "tcp" or "udp")
+SockKey = tuple[str, int, str, bool]  # (netns path, 4 or 6, "tcp" or "udp", transparent)
 Waiter = Callable[[socket.socket | None], None]
 POOL_LOW, POOL_BATCH = 8, 32
 
@@ -52,6 +52,7 @@ class DialerPool:
         self.live: set[str] = set()  # netns with published ports
         self.size = 0  # pooled sockets: fds the forwarder holds for no client yet
         self.next_id = 0
+        self.avail = clientaddr.Availability()  # what transparent dials found out
         loop.add(chan.fileno(), self._on_reply)
 
     def get(self, key: SockKey, cb: Waiter) -> Ticket | None:
@@ -107,6 +108,12 @@ class DialerPool:
     def open(self, netns: str) -> None:
         self.live.add(netns)
 
+    def warm(self, key: SockKey) -> None:
+        """Fill key's pool ahead of the first client (a transparent key: its set-up runs now,
+        so a failure shows in `burrow status` before anyone connects)."""
+        if not self.pools.get(key):
+            self._refill(key)
+
     def forget(self, netns: str) -> None:
         """Drop the netns: pooled sockets would keep it alive after its sandbox is gone."""
         self.live.discard(netns)
@@ -136,7 +143,7 @@ class DialerPool:
             self.in_flight.add(key)
             spare = max(0, min(POOL_BATCH, self.max_pooled - self.size))
             n = max(1, min(messages.MAX_DIAL_BATCH, want + spare))
-            self._send(messages.Dial(self.next_id, key[0], key[1], key[2], n))
+            self._send(messages.Dial(self.next_id, key[0], key[1], key[2], n, key[3]))
 
     def _on_reply(self, ev: int) -> None:
         while True:
@@ -175,7 +182,9 @@ class DialerPool:
             for s in socks:
                 s.close()
             return
-        if reply.error:
+        if reply.unsupported and reply.error:
+            self.avail.fail(key[0], key[1], reply.error)
+        elif reply.error:
             log.warning("dialer: %s", reply.error)
         pool = self.pools.setdefault(key, deque())
         pool.extend(socks)

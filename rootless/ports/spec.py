@@ -7,6 +7,7 @@ already parsed. Nothing downstream re-checks or re-parses it.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,10 @@ from netns.errors import BurrowError
 from netns.schema import IPAddress, PortMapping
 
 PROTOCOLS = ("tcp", "udp")
+# `-p 8080:80/tcp,no-client-addr`: the sandbox sees the gateway or itself as the peer, not the
+# client (the behaviour before client addresses were kept). Stored as `keep_client_address`.
+NO_CLIENT_ADDR = "no-client-addr"
+KEEP_KEY = "keep_client_address"
 
 
 def _port_range(text: str, what: str, spec: str) -> tuple[int, int]:
@@ -50,9 +55,12 @@ def _split_host(body: str, spec: str) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class PortSpec:
-    """One protocol's published range: a PortMapping the engine's checks have passed."""
+    """One protocol's published range: a PortMapping the engine's checks have passed.
+
+    `keep_client`: the sandbox sees the client's real address (rootless.ports.clientaddr)."""
 
     mapping: PortMapping
+    keep_client: bool = True
 
     @classmethod
     def of(cls, host_ip: str | IPAddress | None, host_port: int, container_port: int,
@@ -85,7 +93,9 @@ class PortSpec:
     def parse(cls, spec: str) -> list[PortSpec]:
         """One spec may name `/tcp,udp`: one PortSpec per protocol."""
         body, _, proto_s = spec.strip().partition("/")
-        protos = [p.strip().lower() for p in (proto_s or "tcp").split(",")]
+        words = [p.strip().lower() for p in (proto_s or "tcp").split(",")]
+        keep = NO_CLIENT_ADDR not in words
+        protos = [p for p in words if p != NO_CLIENT_ADDR] or ["tcp"]
         for p in protos:
             if p not in PROTOCOLS:
                 raise BurrowError(f"invalid port spec {spec!r}: protocol {p!r} is not tcp or udp")
@@ -107,18 +117,28 @@ class PortSpec:
         if clo + (hhi - hlo) > 65535:
             raise BurrowError(f"invalid port spec {spec!r}: container ports {clo}-"
                               f"{clo + hhi - hlo} go past 65535")
-        return [cls.of(host_ip, hlo, clo, hhi - hlo + 1, p) for p in protos]
+        return [dataclasses.replace(cls.of(host_ip, hlo, clo, hhi - hlo + 1, p),
+                                    keep_client=keep) for p in protos]
 
     @classmethod
     def from_json(cls, d: Any) -> PortSpec:
         m = PortMapping.from_json(d)  # parsed and validated there
+        keep = d.get(KEEP_KEY, True)
+        if not isinstance(keep, bool):
+            raise BurrowError(f"invalid {KEEP_KEY} {keep!r:.20} in a port mapping: expected "
+                              "true or false")
         if m.host_address is not None and str(m.host_address) != m.host_ip:
-            return cls.of(m.host_address, m.host_port, m.container_port, m.range, m.protocol)
-        return cls.checked(m)
+            spec = cls.of(m.host_address, m.host_port, m.container_port, m.range, m.protocol)
+        else:
+            spec = cls.checked(m)
+        return spec if keep else dataclasses.replace(spec, keep_client=False)
 
     def to_json(self) -> dict[str, Any]:
-        """Netavark's PortMapping shape."""
-        return self.mapping.to_json()
+        """Netavark's PortMapping shape (plus `keep_client_address: false` when off)."""
+        out = self.mapping.to_json()
+        if not self.keep_client:
+            out[KEEP_KEY] = False
+        return out
 
     @property
     def host_ip(self) -> str:
@@ -150,7 +170,8 @@ class PortSpec:
                                     else "")
         cp = f"{self.container_port}" + (f"-{self.container_port + self.range - 1}"
                                          if self.range > 1 else "")
-        return f"{ip}{hp}:{cp}/{self.protocol}"
+        off = "" if self.keep_client else f",{NO_CLIENT_ADDR}"
+        return f"{ip}{hp}:{cp}/{self.protocol}{off}"
 
 
 def overlaps(a: PortSpec, b: PortSpec) -> bool:

@@ -6,6 +6,7 @@ import socket
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 
+from rootless.ports.clientaddr import Availability, Plan, client_ip
 from rootless.ports.spec import PortSpec
 
 Candidate = tuple[int, str]  # (4 or 6, address to dial)
@@ -17,15 +18,21 @@ class Target:
     netns: str
     ip4: IPv4Address | None
     ip6: IPv6Address | None
+    via: str | None = None  # the user's netns: dials from there can keep the client address
     # Both orders, spelled once: they are asked for on every accept.
     _v4_first: tuple[Candidate, ...] = field(init=False, repr=False, compare=False)
     _v6_first: tuple[Candidate, ...] = field(init=False, repr=False, compare=False)
+    _plain: tuple[tuple[Plan, ...], tuple[Plan, ...]] = field(init=False, repr=False,
+                                                              compare=False)
 
     def __post_init__(self) -> None:
         v4 = ((4, str(self.ip4)),) if self.ip4 else ()
         v6 = ((6, str(self.ip6)),) if self.ip6 else ()
         object.__setattr__(self, "_v4_first", v4 + v6)
         object.__setattr__(self, "_v6_first", v6 + v4)
+        object.__setattr__(self, "_plain", tuple(
+            tuple(Plan(self.netns, fam, False, ip) for fam, ip in order)
+            for order in (v6 + v4, v4 + v6)))
 
     def candidates(self, v4_client: bool) -> list[Candidate]:
         """The client's family first, the other as the fallback when the first is refused.
@@ -35,6 +42,27 @@ class Target:
         """
         return list(self._v4_first if v4_client else self._v6_first)
 
+    def plans(self, host: str, port: int, v4_client: bool, keep: bool,
+              avail: Availability) -> list[Plan]:
+        """How to dial for a client at host:port, in the order of `candidates`.
+
+        Keeping the client's address (`keep`, and a `via` netns whose set-up has not failed
+        for the family): the client's own family dials from `via` bound to its address; a
+        loopback client, or the other family, dials from `via` unbound, so the sandbox sees
+        its gateway. Otherwise the dial is made inside the sandbox, which sees itself."""
+        if not keep or self.via is None:
+            return list(self._plain[v4_client])
+        client = client_ip(host)
+        out = []
+        for fam, ip in (self._v4_first if v4_client else self._v6_first):
+            if not avail.usable(self.via, fam):
+                out.append(Plan(self.netns, fam, False, ip))
+            elif client is not None and client[1] == fam:
+                out.append(Plan(self.via, fam, True, ip, (client[0], port)))
+            else:
+                out.append(Plan(self.via, fam, False, ip))
+        return out
+
 
 @dataclass(eq=False)
 class Listener:
@@ -43,3 +71,4 @@ class Listener:
     host_port: int
     ctr_port: int
     target: Target
+

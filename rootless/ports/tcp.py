@@ -17,9 +17,10 @@ from functools import partial
 from netns.loop import Loop
 from rootless.ports.budget import OUT_OF_FDS, Guard, Tally
 from rootless.ports.budget import reset as rst
+from rootless.ports.clientaddr import Plan
 from rootless.ports.pool import DialerPool
 from rootless.ports.splice import BigPipes, Pipe, pipe_pair, pump
-from rootless.ports.target import Candidate, Listener
+from rootless.ports.target import Listener
 
 ET = select.EPOLLET
 RW = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | ET
@@ -38,8 +39,8 @@ class TcpConn:
     client: str
     netns: str
     port: int
-    candidates: list[Candidate]
-    b: socket.socket | None = None  # backend (in the sandbox)
+    candidates: list[Plan]
+    b: socket.socket | None = None  # backend (in the sandbox, or bound to the client's address)
     connected: bool = False
     watching_a: bool = False
     closed: bool = False
@@ -69,15 +70,16 @@ class TcpProxy:
                 if e.errno in OUT_OF_FDS and self.guard.out_of_fds(lst.sock, self.conns.total):
                     continue
                 return
-            self._admit(lst, a, addr[0])
+            self._admit(lst, a, addr)
 
-    def _admit(self, lst: Listener, a: socket.socket, host: str) -> None:
-        client, v4 = self.guard.client_of(host)
+    def _admit(self, lst: Listener, a: socket.socket, addr: tuple[str, int]) -> None:
+        client, v4 = self.guard.client_of(addr[0])
         if not self.guard.admit_tcp(self.conns, self.dials, client):
             rst(a)
             return
         a.setblocking(False)
-        conn = TcpConn(a, client, lst.target.netns, lst.ctr_port, lst.target.candidates(v4))
+        plans = lst.target.plans(addr[0], addr[1], v4, lst.spec.keep_client, self.pool.avail)
+        conn = TcpConn(a, client, lst.target.netns, lst.ctr_port, plans)
         self.conns.add(client)
         self.dials.add(client)
         self._dial_next(conn)
@@ -86,21 +88,29 @@ class TcpProxy:
         if not c.candidates:
             self._close(c, reset=True)
             return
-        fam, ip = c.candidates.pop(0)
-        self.pool.get((c.netns, fam, "tcp"), partial(self._dial, c, ip))
+        p = c.candidates.pop(0)
+        self.pool.get((p.netns, p.family, "tcp", p.transparent), partial(self._dial, c, p))
 
-    def _dial(self, c: TcpConn, ip: str, b: socket.socket | None) -> None:
+    def _dial(self, c: TcpConn, p: Plan, b: socket.socket | None) -> None:
         if c.closed:
             if b is not None:
                 b.close()
             return
-        if b is None:  # no socket for this family (the dialer failed): try the other one
-            self.guard.shed.dial_failed += not c.candidates
+        if b is None:
+            if p.netns != c.netns:  # no dial from the user's netns: from the sandbox, as before
+                c.candidates.insert(0, Plan(c.netns, p.family, False, p.ip))
+            else:  # no socket for this family (the dialer failed): try the other one
+                self.guard.shed.dial_failed += not c.candidates
+            self._dial_next(c)
+            return
+        if p.netns != c.netns and not self.pool.avail.bind(b, p.bind):
+            b.close()
+            c.candidates.insert(0, Plan(p.netns, p.family, False, p.ip))
             self._dial_next(c)
             return
         b.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            b.connect((ip, c.port))
+            b.connect((p.ip, c.port))
             c.connected = True
         except BlockingIOError:
             pass

@@ -20,8 +20,9 @@ from typing import Any
 
 from netns.loop import Loop
 from rootless.ports.budget import Guard
+from rootless.ports.clientaddr import Plan
 from rootless.ports.pool import DialerPool, Ticket
-from rootless.ports.target import Candidate, Listener
+from rootless.ports.target import Listener
 
 QUEUE_BYTES = 65536  # kept per flow until its first reply
 QUEUE_DATAGRAMS = 64
@@ -35,7 +36,7 @@ class UdpFlow:
     lst: Listener
     key: FlowKey
     client: str
-    candidates: list[Candidate]
+    candidates: list[Plan]
     b: socket.socket | None = None
     queue: list[bytes] | None = field(default_factory=list)  # None once answered
     queued: int = 0
@@ -104,7 +105,8 @@ class UdpProxy:
         self._make_room(client)
         # Datagrams that come before the flow's socket join its queue: without it each would
         # open a flow of its own, and the server would see several source ports.
-        flow = UdpFlow(lst, key, client, lst.target.candidates(v4))
+        plans = lst.target.plans(addr[0], addr[1], v4, lst.spec.keep_client, self.pool.avail)
+        flow = UdpFlow(lst, key, client, plans)
         self._keep(flow, data)
         self.flows[key] = flow
         self.by_client.setdefault(client, OrderedDict())[key] = flow
@@ -129,23 +131,33 @@ class UdpProxy:
         if not flow.candidates:
             self.close_flow(flow)
             return
-        fam, ip = flow.candidates.pop(0)
-        ticket = self.pool.get((flow.lst.target.netns, fam, "udp"), partial(self._dial, flow, ip))
+        p = flow.candidates.pop(0)
+        ticket = self.pool.get((p.netns, p.family, "udp", p.transparent),
+                               partial(self._dial, flow, p))
         if ticket is not None:
             flow.ticket = ticket
 
-    def _dial(self, flow: UdpFlow, ip: str, b: socket.socket | None) -> None:
+    def _dial(self, flow: UdpFlow, p: Plan, b: socket.socket | None) -> None:
         flow.ticket = None
         if flow.closed or flow.lst.sock.fileno() < 0:  # shed, expired or unpublished meanwhile
             if b is not None:
                 b.close()
             return
+        netns = flow.lst.target.netns
         if b is None:
-            self.guard.shed.dial_failed += not flow.candidates
+            if p.netns != netns:  # no dial from the user's netns: from the sandbox, as before
+                flow.candidates.insert(0, Plan(netns, p.family, False, p.ip))
+            else:
+                self.guard.shed.dial_failed += not flow.candidates
+            self._dial_next(flow)
+            return
+        if p.netns != netns and not self.pool.avail.bind(b, p.bind):
+            b.close()
+            flow.candidates.insert(0, Plan(p.netns, p.family, False, p.ip))
             self._dial_next(flow)
             return
         try:
-            b.connect((ip, flow.lst.ctr_port))
+            b.connect((p.ip, flow.lst.ctr_port))
         except OSError:
             b.close()
             self._dial_next(flow)

@@ -13,7 +13,13 @@ from typing import Any
 from netns.errors import BurrowError
 from rootless.ports import control, messages
 from rootless.ports.spec import PortSpec
+from rootless.store import Store
 from rootless.userns import Holder
+
+# The user's netns as the dialer sees it: the holder is PID 1 of its PID namespace, and the
+# holder's mount ns (where the dialer runs) has that namespace's procfs on /proc. Dials from
+# there keep the client's address (rootless.ports.clientaddr).
+OWN_NETNS = "/proc/1/ns/net"
 
 
 def addresses(rec: Mapping[str, Any]) -> tuple[str | None, str | None]:
@@ -26,6 +32,18 @@ def addresses(rec: Mapping[str, Any]) -> tuple[str | None, str | None]:
             else:
                 v4 = v4 or ip
     return v4, v6
+
+
+def routed(store: Store, rec: Mapping[str, Any]) -> bool:
+    """Whether the sandbox has a route out (a network that is not --internal): replies to a
+    client's own address need it, so a sandbox without one sees the old, unkept peer."""
+    for name in rec.get("networks", {}):
+        try:
+            if not store.network(name).get("internal"):
+                return True
+        except BurrowError:
+            continue
+    return False
 
 
 @dataclass(frozen=True)
@@ -45,7 +63,8 @@ class ForwarderPorts:
         ip4, ip6 = addresses(rec)
         control.request(self.holder.paths, messages.parse_request(
             {"op": "add", "sandbox": rec["name"], "netns": rec["netns"], "ip4": ip4,
-             "ip6": ip6, "ports": rec["ports"]}))
+             "ip6": ip6, "ports": rec["ports"],
+             "via": OWN_NETNS if routed(Store(self.holder.paths), rec) else None}))
 
     def unpublish(self, rec: Mapping[str, Any]) -> list[str]:
         if not rec.get("ports") or not control.running(self.holder.paths):

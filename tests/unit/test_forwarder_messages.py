@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from netns.errors import BurrowError
 from netns.schema import PortMapping
-from rootless.ports import messages
+from rootless.ports import clientaddr, messages
 from rootless.ports.budget import Caps, Guard, Tally, client_of
 from rootless.ports.spec import PortSpec
 from rootless.ports.target import Target
@@ -166,3 +166,73 @@ def test_dialer_messages_round_trip_and_reject_bad_ones() -> None:
                 {**dial.to_json(), "netns": "../x"}, {"op": "forget", "netns": "x/../y"}):
         with pytest.raises(BurrowError):
             messages.parse_dialer_request(json.dumps(bad).encode())
+
+
+# -- keeping the client's address (rootless.ports.clientaddr) ----------------------------------
+def test_add_via_and_the_per_port_off_switch_round_trip() -> None:
+    req = messages.parse_request({**ADD, "via": "/proc/1/ns/net", "ports": [
+        {**ADD["ports"][0], "keep_client_address": False}]})
+    assert isinstance(req, messages.Add)
+    assert req.via == "/proc/1/ns/net" and not req.ports[0].keep_client
+    assert messages.parse_request(req.to_json()) == req
+    plain = messages.parse_request(ADD)
+    assert isinstance(plain, messages.Add) and plain.via is None and plain.ports[0].keep_client
+    assert "via" not in plain.to_json()  # an old client's request reads the same as before
+    assert "keep_client_address" not in plain.ports[0].to_json()
+    for bad, msg in (({"via": "proc/1"}, "invalid netns"), ({"via": "/a/../b"}, "invalid netns"),
+                     ({"ports": [{**ADD["ports"][0], "keep_client_address": "no"}]},
+                      "keep_client_address")):
+        with pytest.raises(BurrowError, match=msg):
+            messages.parse_request({**ADD, **bad})
+
+
+def test_no_client_addr_in_the_cli_syntax() -> None:
+    tcp, udp = PortSpec.parse("8080:80/tcp,udp,no-client-addr")
+    assert (tcp.protocol, udp.protocol) == ("tcp", "udp")
+    assert not tcp.keep_client and not udp.keep_client
+    assert str(tcp) == "8080:80/tcp,no-client-addr"
+    assert PortSpec.parse(str(tcp)) == [tcp]
+    (only,) = PortSpec.parse("8080:80/no-client-addr")
+    assert only.protocol == "tcp" and not only.keep_client
+    assert all(p.keep_client for p in PortSpec.parse("8080:80/tcp,udp"))
+    assert PortSpec.from_json(tcp.to_json()) == tcp
+    with pytest.raises(BurrowError, match="protocol"):
+        PortSpec.parse("8080:80/tcp,no-client-adr")
+
+
+def test_transparent_dial_messages_round_trip() -> None:
+    dial = messages.Dial(3, "/proc/1/ns/net", 4, "tcp", 8, transparent=True)
+    assert messages.parse_dialer_request(json.dumps(dial.to_json()).encode()) == dial
+    assert "transparent" not in messages.Dial(3, "/n", 4, "tcp", 8).to_json()
+    reply = messages.DialReply(3, "nft: Operation not supported", unsupported=True)
+    assert messages.parse_dialer_reply(json.dumps(reply.to_json()).encode()) == reply
+    with pytest.raises(BurrowError, match="transparent"):
+        messages.parse_dialer_request(json.dumps({**dial.to_json(), "transparent": 1}).encode())
+
+
+@pytest.mark.parametrize("host,seen", [
+    ("::ffff:198.51.100.7", ("198.51.100.7", 4)), ("198.51.100.7", ("198.51.100.7", 4)),
+    ("2001:db8::7", ("2001:db8::7", 6)), ("::ffff:127.0.0.1", None), ("127.0.0.9", None),
+    ("::1", None), ("fe80::1%eth0", None), ("fe80::1", None), ("169.254.1.1", None),
+])
+def test_which_client_addresses_are_kept(host: str, seen: tuple[str, int] | None) -> None:
+    assert clientaddr.client_ip(host) == seen
+
+
+def test_dial_plans_keep_the_address_in_the_clients_family_only() -> None:
+    t = Target("web", "/n/web", ipaddress.IPv4Address("10.89.0.2"),
+               ipaddress.IPv6Address("fd89::2"), via="/proc/1/ns/net")
+    avail = clientaddr.Availability()
+    P = clientaddr.Plan
+    assert t.plans("::ffff:198.51.100.7", 5000, True, True, avail) == [
+        P("/proc/1/ns/net", 4, True, "10.89.0.2", ("198.51.100.7", 5000)),
+        P("/proc/1/ns/net", 6, False, "fd89::2")]  # the other family: from the gateway
+    assert t.plans("::1", 5000, False, True, avail) == [
+        P("/proc/1/ns/net", 6, False, "fd89::2"), P("/proc/1/ns/net", 4, False, "10.89.0.2")]
+    old = [P("/n/web", 4, False, "10.89.0.2"), P("/n/web", 6, False, "fd89::2")]
+    assert t.plans("::ffff:198.51.100.7", 5000, True, False, avail) == old  # switched off
+    assert Target("web", "/n/web", t.ip4, t.ip6).plans("1.2.3.4", 1, True, True, avail) == old
+    avail.fail("/proc/1/ns/net", 4, "nft: no")  # set-up failed for v4: v4 dials as before
+    assert t.plans("::ffff:198.51.100.7", 5000, True, True, avail)[0] == old[0]
+    assert avail.to_json()["unavailable"] == [
+        {"netns": "/proc/1/ns/net", "family": 4, "reason": "nft: no"}]

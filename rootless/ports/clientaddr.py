@@ -1,0 +1,184 @@
+"""Keep the client's address: the sandbox's server sees who really connected.
+
+The dial is made not inside the sandbox but from the user's own netns (`via`, the netns that
+routes to the sandbox's network, where the user holds CAP_NET_ADMIN), on a socket with
+IP_TRANSPARENT (IPV6_TRANSPARENT) bound to the client's address. The sandbox answers that
+address through its default route, i.e. back into `via`, where the reply would be forwarded
+on to the connector. So, all inside `via` and never in the host's netns:
+- the dial socket carries SO_MARK DIAL_MARK; an nftables `output` rule copies it into the
+  connection's conntrack mark as REPLY_MARK (two marks: the dial's own packets must still be
+  routed to the sandbox, not delivered locally);
+- a `prerouting` rule gives every packet of such a connection REPLY_MARK;
+- `ip rule fwmark REPLY_MARK lookup TABLE`, and TABLE holds `local default dev lo`: the reply
+  is delivered locally, to the transparent socket.
+A client whose address means nothing inside the sandbox (loopback, link-local), or a dial that
+crosses address families, gets a plain socket in `via` instead: the sandbox sees the gateway
+address of the network it is reached on. Where the set-up fails (no nftables, no policy
+routing), the dialer says so once; the ports go on as before (the dial made inside the sandbox,
+which sees its own address), with one log line and a `burrow status` note.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger("rootless.ports")
+
+SO_MARK = 36
+IP_TRANSPARENT = 19
+IPV6_TRANSPARENT = 75
+DIAL_MARK = 0x62720001  # "br": on the dial sockets
+REPLY_MARK = 0x62720002  # on the connection's packets coming back
+TABLE = 0x6272  # the routing table that delivers them locally
+RULE_PRIORITY = 90  # before the main table (32766)
+NFT_TABLE = "burrow_client_addr"
+NFT_RULES = f"""add table inet {NFT_TABLE}
+delete table inet {NFT_TABLE}
+table inet {NFT_TABLE} {{
+  chain dial {{
+    type route hook output priority mangle; policy accept;
+    meta mark {DIAL_MARK:#x} ct mark set {REPLY_MARK:#x}
+  }}
+  chain reply {{
+    type filter hook prerouting priority mangle; policy accept;
+    ct mark {REPLY_MARK:#x} meta mark set {REPLY_MARK:#x}
+  }}
+}}
+"""
+
+
+class Unsupported(Exception):
+    """This namespace cannot keep client addresses for a family; the message says why."""
+
+
+def _run(argv: list[str], what: str, check: bool = True) -> None:
+    try:
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=10,
+                             stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise Unsupported(f"{what}: {e}") from None
+    if check and res.returncode != 0:
+        raise Unsupported(f"{what}: {(res.stderr or res.stdout).strip() or res.returncode}")
+
+
+def _marks_with_iptables(family: int) -> None:
+    """The same two rules with iptables, where there is no nft."""
+    tool = "iptables" if family == 4 else "ip6tables"
+    if shutil.which(tool) is None:
+        raise Unsupported("neither nft nor iptables is installed")
+    for rule in (["OUTPUT", "-m", "mark", "--mark", f"{DIAL_MARK:#x}", "-j", "CONNMARK",
+                  "--set-mark", f"{REPLY_MARK:#x}"],
+                 ["PREROUTING", "-m", "connmark", "--mark", f"{REPLY_MARK:#x}", "-j", "MARK",
+                  "--set-mark", f"{REPLY_MARK:#x}"]):
+        res = subprocess.run([tool, "-w", "-t", "mangle", "-C", *rule], capture_output=True,
+                             timeout=10, stdin=subprocess.DEVNULL, check=False)
+        if res.returncode != 0:
+            _run([tool, "-w", "-t", "mangle", "-A", *rule], f"{tool} mangle rule")
+
+
+def set_up(family: int, marks_done: bool) -> None:
+    """Make the current netns route replies of transparent dials of `family` back to them.
+
+    Idempotent (a restarted forwarder sets it up again). Raises Unsupported."""
+    if not marks_done:
+        if shutil.which("nft"):
+            _nft()
+        else:
+            _marks_with_iptables(family)
+    ip = ["ip", "-4" if family == 4 else "-6"]
+    any_ = "0.0.0.0/0" if family == 4 else "::/0"
+    rule = ["rule", "add", "fwmark", f"{REPLY_MARK:#x}", "lookup", str(TABLE),
+            "priority", str(RULE_PRIORITY)]
+    _run([*ip, "rule", "del", *rule[2:]], "ip rule del", check=False)
+    _run([*ip, *rule], f"ip -{family} rule add (policy routing)")
+    _run([*ip, "route", "replace", "local", any_, "dev", "lo", "table", str(TABLE)],
+         f"ip -{family} route replace local {any_} dev lo table {TABLE}")
+
+
+def _nft() -> None:
+    try:
+        res = subprocess.run(["nft", "-f", "-"], input=NFT_RULES, capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise Unsupported(f"nft: {e}") from None
+    if res.returncode != 0:
+        raise Unsupported(f"nft: {res.stderr.strip() or res.returncode}")
+
+
+def make_transparent(s: socket.socket, family: int) -> None:
+    """The options only CAP_NET_ADMIN in the netns's user namespace may set (the dialer's)."""
+    if family == 4:
+        s.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+    else:
+        s.setsockopt(socket.IPPROTO_IPV6, IPV6_TRANSPARENT, 1)
+    s.setsockopt(socket.SOL_SOCKET, SO_MARK, DIAL_MARK)
+
+
+def client_ip(host: str) -> tuple[str, int] | None:
+    """The client's address and family as the sandbox should see it, or None when it means
+    nothing there (loopback, link-local, unspecified): then the gateway address is used."""
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    if "." in host and ":" not in host:
+        return None if host.startswith(("127.", "0.", "169.254.")) else (host, 4)
+    if host in ("::1", "::") or "%" in host or host[:4].lower() in ("fe80", "fe9", "fea",
+                                                                      "feb"):
+        return None
+    return host, 6
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """One way to dial: a socket of `family` made in `netns`, connected to `ip`, bound to
+    `bind` first if given (the client's address, on a transparent socket)."""
+
+    netns: str
+    family: int
+    transparent: bool
+    ip: str
+    bind: tuple[str, int] | None = None
+
+
+class Availability:
+    """Where client addresses could not be kept, by (via netns, family): the fallbacks."""
+
+    def __init__(self) -> None:
+        self.failed: dict[tuple[str, int], str] = {}
+        self.kept = 0  # dials bound to a client's address
+        self.gateway = 0  # dials from via without it (loopback client, other family)
+
+    def usable(self, via: str | None, family: int) -> bool:
+        return via is not None and (via, family) not in self.failed
+
+    def fail(self, via: str, family: int, reason: str) -> None:
+        if (via, family) not in self.failed:
+            self.failed[(via, family)] = reason
+            log.warning("client addresses cannot be kept for IPv%d (%s): published ports "
+                        "show the sandbox its own address instead", family, reason)
+
+    def bind(self, s: socket.socket, addr: tuple[str, int] | None) -> bool:
+        """Bind a dial socket from `via` to the client's address (its port too, unless that
+        is taken or privileged); None: unbound, the sandbox sees the gateway. False: failed."""
+        if addr is None:
+            self.gateway += 1
+            return True
+        try:
+            s.bind(addr)
+        except OSError:
+            try:
+                s.bind((addr[0], 0))
+            except OSError as e:
+                log.debug("bind %s: %s", addr[0], e)
+                return False
+        self.kept += 1
+        return True
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kept": self.kept, "gateway": self.gateway,
+                "unavailable": [{"netns": v, "family": f, "reason": r}
+                                for (v, f), r in sorted(self.failed.items())]}
