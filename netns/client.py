@@ -471,6 +471,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = os.environ
     settings = Settings.from_env(env)
     p = peek(args)
+    if p.command == "firewalld-reload":  # a daemon of its own, never an engine request
+        from netns import netavark_cli
+
+        return netavark_cli.main(args)
     stdin = b""
     if p.needs_stdin and sys.stdin is not None:
         stdin = sys.stdin.buffer.read()

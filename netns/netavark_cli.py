@@ -35,6 +35,7 @@ Commands:
                           change a network's upstream DNS servers and reload DNS
   create                  complete a network definition (stdin: {network, used, options})
   firewall-reload         re-apply all firewall rules from <config>/firewall/
+  firewalld-reload        stay running; re-apply them whenever firewalld reloads or restarts
   version                 print version information as JSON
 
 Options:
@@ -85,7 +86,7 @@ _VALUE_OPTS = {
     "--plugin-directory": "plugin_directory",
 }  # fmt: skip
 
-COMMANDS = ("setup", "teardown", "update", "create", "firewall-reload", "version")
+COMMANDS = ("setup", "teardown", "update", "create", "firewall-reload", "firewalld-reload", "version")
 
 
 def _split_argv(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
@@ -259,6 +260,8 @@ def _dispatch(args: Args, stdin: bytes, env: Mapping[str, str]) -> str:
     if args.command == "firewall-reload":
         ctx.firewall.reload()
         return ""
+    if args.command == "firewalld-reload":  # a daemon: main() runs it, never a request
+        raise BurrowError("firewalld-reload runs as its own process, not as an engine request")
     raise UsageError(f"unknown command {args.command}")
 
 
@@ -267,6 +270,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = parse_args(argv)
+        if args.command == "firewalld-reload":
+            from netns.firewalld.reload import main as firewalld_reload
+
+            return firewalld_reload(args.config, args.firewall_driver, args.log_level, os.environ)
         needs_stdin = args.command in ("setup", "teardown", "create") and not args.file
     except UsageError:
         needs_stdin = False

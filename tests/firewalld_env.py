@@ -117,6 +117,14 @@ class FirewalldEnv:
             time.sleep(0.05)
         raise AssertionError(f"firewalld did not start in {timeout:g} s:\n{self.log}")
 
+    def restart(self) -> None:
+        """Kill firewalld and start a new one on the same bus and config (a crash + restart)."""
+        old = self.procs.pop()
+        old.kill()
+        old.wait()
+        self.procs.append(_spawn_firewalld(self))
+        self.wait_running()
+
     def stop(self) -> None:
         for proc in reversed(self.procs):
             if proc.poll() is None:
@@ -142,16 +150,21 @@ def start(host: Netns) -> FirewalldEnv:
                 ["dbus-daemon", "--config-file", str(fenv.dir / "bus.conf"), "--nofork", "--nopidfile"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT))
             _wait_for(lambda: sock.exists() or fenv.procs[0].poll() is not None, 10)
-            env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **fenv.env}
-            fenv.procs.append(host.popen(
-                ["unshare", "--mount", "--propagation", "private", "sh", "-c", _FIREWALLD_SH,
-                 "firewalld", str(fenv.system_config)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env))
+        fenv.procs.append(_spawn_firewalld(fenv))
         fenv.wait_running()
         return fenv
     except BaseException:
         fenv.stop()
         raise
+
+
+def _spawn_firewalld(fenv: FirewalldEnv) -> subprocess.Popen[str]:
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **fenv.env}
+    with open(fenv.dir / "firewalld.log", "a") as log:
+        return fenv.host.popen(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", _FIREWALLD_SH,
+             "firewalld", str(fenv.system_config)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
 def _wait_for(pred: Callable[[], bool], timeout: float) -> None:

@@ -9,8 +9,9 @@ neither waits. Every call has a deadline, so a hung daemon gives an error, never
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,10 +96,15 @@ class Bus:
         return bool(owned)
 
     @contextmanager
-    def signals(self, rule: MatchRule, *, bufsize: int = 64) -> Iterator[SignalQueue]:
-        """Subscribe to the signals matching `rule` for the duration of the block."""
-        self.call(_DBUS, "AddMatch", "s", (rule.serialise(),), timeout=AUTH_TIMEOUT)
-        with self._conn.filter(rule, bufsize=bufsize) as queue:
+    def signals(self, *rules: MatchRule, bufsize: int = 64) -> Iterator[SignalQueue]:
+        """Subscribe to the signals matching any of `rules`, in one queue, for the block.
+
+        The queue keeps the newest `bufsize`: a flood of signals costs no memory."""
+        queue: deque[Message] = deque(maxlen=bufsize)
+        with ExitStack() as stack:
+            for rule in rules:
+                self.call(_DBUS, "AddMatch", "s", (rule.serialise(),), timeout=AUTH_TIMEOUT)
+                stack.enter_context(self._conn.filter(rule, queue=queue))
             yield SignalQueue(self._conn, queue)
 
 
