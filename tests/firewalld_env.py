@@ -118,10 +118,15 @@ class FirewalldEnv:
         raise AssertionError(f"firewalld did not start in {timeout:g} s:\n{self.log}")
 
     def restart(self) -> None:
-        """Kill firewalld and start a new one on the same bus and config (a crash + restart)."""
+        """Stop firewalld (SIGTERM, as `systemctl restart` does) and start a new one on the
+        same bus and config."""
         old = self.procs.pop()
-        old.kill()
-        old.wait()
+        old.terminate()
+        try:
+            old.wait(timeout=START_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            old.kill()
+            old.wait()
         self.procs.append(_spawn_firewalld(self))
         self.wait_running()
 
