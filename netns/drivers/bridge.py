@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from netns import names
 from netns.drivers.base import Attachment, check_options, own
 from netns.errors import BurrowError
-from netns.firewall.types import Isolate, NetworkFw
+from netns.firewall.types import OUTBOUND_OPTIONS, Isolate, NetworkFw, outbound_options
 from netns.plan import (
     DEVICELESS_ROUTE_TYPES,
     AddRoute,
@@ -27,7 +27,8 @@ from netns.schema import Network, PerNetworkOptions
 
 DEFAULT_V4 = ipaddress.ip_network("0.0.0.0/0")
 DEFAULT_V6 = ipaddress.ip_network("::/0")
-OPTIONS = frozenset({"mtu", "isolate", "metric", "mode", "no_default_route", "vrf", "vlan"})
+OPTIONS = frozenset({"mtu", "isolate", "metric", "mode", "no_default_route", "vrf", "vlan",
+                     *OUTBOUND_OPTIONS})
 MODES = ("managed", "unmanaged")
 MAX_BRIDGES = 100_000
 MAX_VLAN = 4094
@@ -166,6 +167,7 @@ class BridgeDriver:
         check_options(net, OPTIONS, {})
         mode_option(net)
         isolate_option(net)
+        outbound_options(net.option)  # netavark 2.0: an address of that family
         vlan_option(net)
         vrf_option(net)
 
@@ -206,6 +208,7 @@ class BridgeDriver:
         b = _own(att)
         if not b.managed or b.internal:
             return None
+        v4, v6 = outbound_options(b.network.option)
         return NetworkFw(
             name=b.name,
             id=b.network.id,
@@ -214,6 +217,8 @@ class BridgeDriver:
             gateways=tuple(g.ip for g in b.gateways),
             isolate=b.isolate,
             dns_port=dns_port,
+            outbound4=v4,
+            outbound6=v6,
         )
 
     def dns(self, att: Attachment) -> bool:

@@ -287,13 +287,20 @@ def _dport(p: PortDnat) -> str:
     return f"-p {p.protocol} -m {p.protocol} --dport {ports}"
 
 
+def _outbound(net: NetworkFw, family: int) -> str:
+    """MASQUERADE, or with `outbound_addr4/6` SNAT to that address (as iptables-save says it)."""
+    addr = net.outbound(family)
+    return "MASQUERADE" if addr is None else f"SNAT --to-source {addr}"
+
+
 def network_rules(family: int, net: NetworkFw) -> list[tuple[Rule, int | None]]:
     """A network's own rules (teardown policy OnComplete), in Netavark's order."""
     owner, chain = f"net:{net.hash}", net_chain(net)
     out: list[tuple[Rule, int | None]] = []
     for s in (s for s in net.subnets if s.version == family):
         out += [(Rule("nat", chain, f"-d {s} -j ACCEPT", owner), None),
-                (Rule("nat", chain, f"! -d {_MULTICAST[family]} -j MASQUERADE", owner), None),
+                (Rule("nat", chain, f"! -d {_MULTICAST[family]} -j {_outbound(net, family)}",
+                      owner), None),
                 (Rule("nat", "POSTROUTING", f"-s {s} -j {chain}", owner), None)]
         if net.isolate != "false":
             target = ISO3 if net.isolate == "strict" else ISO2

@@ -140,12 +140,20 @@ def isolation_rules(net: NetworkFw) -> list[tuple[str, Json]]:
             ("add", _rule(ISO2, _match(oif, net.bridge), DROP))]
 
 
+def _outbound(net: NetworkFw, subnet: IPNetwork) -> Json:
+    """Masquerade, or with `outbound_addr4/6` Netavark 2.x's `snat ip[6] to <addr>`."""
+    addr = net.outbound(subnet.version)
+    if addr is None:
+        return MASQUERADE
+    return {"snat": {"addr": str(addr), "family": _ipproto(subnet.version)}}
+
+
 def subnet_rules(net: NetworkFw, subnet: IPNetwork) -> list[Json]:
     chain = subnet_chain(net.id, subnet)
     established = _match({"ct": {"key": "state"}}, ["established", "related"], "in")
     return [
         _rule(chain, _net(subnet, "daddr"), ACCEPT),
-        _rule(chain, _net(_MULTICAST[subnet.version], "daddr", "!="), MASQUERADE),
+        _rule(chain, _net(_MULTICAST[subnet.version], "daddr", "!="), _outbound(net, subnet)),
         _rule("INPUT", _net(subnet, "saddr"), *DNS_PORT_53, ACCEPT),
         _rule("FORWARD", _net(subnet, "daddr"), established, ACCEPT),
         _rule("FORWARD", _net(subnet, "saddr"), ACCEPT),

@@ -265,7 +265,7 @@ def _write_text(path: Path, text: str, *, only_if_changed: bool = False) -> None
 
 
 def network_to_json(n: NetworkFw) -> dict[str, Any]:
-    return {
+    out: dict[str, Any] = {
         "subnets": [str(s) for s in n.subnets] or None,
         "bridge_name": n.bridge,
         "network_id": n.id,
@@ -273,6 +273,11 @@ def network_to_json(n: NetworkFw) -> dict[str, Any]:
         "isolation": ISOLATION[n.isolate],
         "dns_port": n.dns_port or 53,
     }
+    # Netavark 2.x's SetupNetwork fields, written only when set (older readers never see them)
+    for key, addr in (("outbound_addr4", n.outbound4), ("outbound_addr6", n.outbound6)):
+        if addr is not None:
+            out[key] = str(addr)
+    return out
 
 
 def network_from_json(obj: dict[str, Any], name: str | None = None,
@@ -290,6 +295,8 @@ def network_from_json(obj: dict[str, Any], name: str | None = None,
         subnets=tuple(ip_network(s) for s in obj.get("subnets") or ()),
         gateways=gateways if port != 53 else (),
         isolate=ISOLATE_OF[isolation], dns_port=None if port == 53 else port, hash=hash_name,
+        outbound4=IPv4Address(obj["outbound_addr4"]) if obj.get("outbound_addr4") else None,
+        outbound6=IPv6Address(obj["outbound_addr6"]) if obj.get("outbound_addr6") else None,
     )
 
 

@@ -6,11 +6,12 @@ The engine builds these after validation; backends render them into one atomic b
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import Literal, Protocol
 
+from netns.errors import BurrowError
 from netns.schema import IPAddress, IPNetwork, PortMapping
 
 Isolate = Literal["false", "true", "strict"]
@@ -39,10 +40,42 @@ class NetworkFw:
     # Netavark's `network_hash_name` (iptables chain suffix). Derived from `name` unless given:
     # state files written by Netavark carry the hash, not the name.
     hash: str = ""
+    # Netavark 2.0's `outbound_addr4`/`outbound_addr6`: the subnet's outbound traffic is
+    # SNATed to this host address instead of masqueraded (None: masquerade).
+    outbound4: IPv4Address | None = None
+    outbound6: IPv6Address | None = None
 
     def __post_init__(self) -> None:
         if not self.hash:
             object.__setattr__(self, "hash", net_hash(self.name))
+
+    def outbound(self, version: int) -> IPAddress | None:
+        """The SNAT address for this IP version's subnets (None: masquerade)."""
+        return self.outbound4 if version == 4 else self.outbound6
+
+
+OUTBOUND_OPTIONS = ("outbound_addr4", "outbound_addr6")
+
+
+def outbound_options(get: Callable[[str], str | None]
+                     ) -> tuple[IPv4Address | None, IPv6Address | None]:
+    """`outbound_addr4`/`outbound_addr6` (`get`: a network's option by name) as Netavark 2.x
+    parses them: an Ipv4Addr/Ipv6Addr, no prefix, no other family. Netavark does not check
+    that the host has the address (the SNAT rule goes in all the same)."""
+    out: list[IPv4Address | IPv6Address | None] = []
+    for version, name in ((4, "outbound_addr4"), (6, "outbound_addr6")):
+        text = get(name)
+        try:
+            out.append(None if text is None else
+                       IPv4Address(text) if version == 4 else IPv6Address(text))
+        except ValueError:
+            raise BurrowError(
+                f'unable to parse "{name}": invalid IPv{version} address syntax ({text!r})'
+            ) from None
+    v4, v6 = out
+    assert v4 is None or isinstance(v4, IPv4Address)
+    assert v6 is None or isinstance(v6, IPv6Address)
+    return v4, v6
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ Topology (all made here, nothing on the machine's own netns):
 
 from __future__ import annotations
 
+import dataclasses
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -285,3 +287,57 @@ def test_teardown_ports_removes_only_that_container(world: World) -> None:
 
 def test_sctp_traffic() -> None:
     pytest.skip("environment: kernel has no sctp")
+
+
+def test_outbound_addr_snats_to_that_host_address(world: World) -> None:
+    """Netavark 2.0's outbound_addr4/6: the subnet's traffic leaves with that source address
+    (172.31.0.3 / fd31::3, not the masquerade's 172.31.0.1 / fd31::1), also after a flush and
+    `firewall-reload` (the state file carries it)."""
+    sh(world.host, "ip addr add fd31::3/64 dev $(ip -o addr show to 172.31.0.1 | cut -d' ' -f2)"
+                   " nodad")
+    net = dataclasses.replace(world.network(1), outbound4=IPv4Address("172.31.0.3"),
+                              outbound6=IPv6Address("fd31::3"))
+    ctr, _, _ = world.container(net, 2)
+    serve(world.out, [7000])
+    world.fw.setup([net], [])
+    assert ask(ctr, "tcp", "172.31.0.2", 7000) == "7000 172.31.0.3"
+    assert ask(ctr, "udp", "fd31::2", 7000) == "7000 fd31::3"
+    flush = "nft flush ruleset" if world.driver == "nftables" else \
+        "iptables -t nat -F; iptables -t nat -X; ip6tables -t nat -F; ip6tables -t nat -X"
+    sh(world.host, flush)
+    assert ask(ctr, "tcp", "172.31.0.2", 7000, timeout=0.5).startswith("ERR")
+    world.fw.reload()
+    assert ask(ctr, "tcp", "172.31.0.2", 7000) == "7000 172.31.0.3"
+    world.fw.teardown([net], [])
+    assert ask(ctr, "tcp", "172.31.0.2", 7000, timeout=0.5).startswith("ERR")
+
+
+def test_outbound_addr_not_on_the_host_is_used_all_the_same(world: World) -> None:
+    """Netavark does not check that the host has the address: the rule goes in, and the
+    peer sees that source (its replies then go nowhere: nobody answers ARP for it)."""
+    net = dataclasses.replace(world.network(1), outbound4=IPv4Address("172.31.0.77"))
+    ctr, _, _ = world.container(net, 2)
+    world.fw.setup([net], [])
+    listing = (world.host.run(["nft", "list", "ruleset"]).stdout if world.driver == "nftables"
+               else world.host.run(["iptables-save", "-t", "nat"]).stdout)
+    assert ("snat ip to 172.31.0.77" in listing if world.driver == "nftables"
+            else "-j SNAT --to-source 172.31.0.77" in listing)
+    listener = subprocess.Popen(world.out.argv([PY, "-c", RECV_ONE, "7001"]),
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        assert listener.stdout is not None and listener.stdout.readline().strip() == "ready"
+        ask(ctr, "udp", "172.31.0.2", 7001, timeout=0.3)  # no answer can come back
+        assert listener.communicate(timeout=5)[0].strip() == "172.31.0.77"
+    finally:
+        listener.kill()
+        listener.wait()
+
+
+# Prints the source address of the first UDP datagram to a port (it can't answer a source
+# that is not on the sender's host).
+RECV_ONE = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", int(sys.argv[1])))
+print("ready", flush=True)
+print(s.recvfrom(100)[1][0], flush=True)
+"""
