@@ -24,6 +24,8 @@ def bin_path(name: str) -> str:
 
 def netavark(rt: Runtime, command: str, netns_path: str, options: schema.NetworkOptions
              ) -> dict[str, Any]:
+    if not options.networks:
+        return {}  # a sandbox on `--network none`: loopback only, nothing for the engine
     argv = [bin_path("burrow-netavark"), "--config", str(rt.paths.netavark_config),
             f"--rootless={'true' if rt.rootless else 'false'}", "--aardvark-binary",
             bin_path("burrow-dns"), command, netns_path]

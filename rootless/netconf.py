@@ -5,13 +5,15 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from netns import ipam, names, validate
 from netns.errors import BurrowError
+from rootless.records import rfc3339
 
 MAX_NAME = 63  # a DNS label: sandbox names and aliases are looked up by name
 DEFAULT_NETWORK = "burrow"
@@ -50,6 +52,74 @@ class NetworkRequest:
     dns: tuple[str, ...] = ()
     driver: str = "bridge"
     options: tuple[tuple[str, str], ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+# Podman refuses these as network names: they are network modes (`--network none`).
+RESERVED = ("none", "host", "private", "slirp4netns", "pasta")
+FILTER_KEYS = ("name", "id", "driver", "label", "label!", "dangling")
+
+
+def parse_labels(raw: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """`--label KEY[=VALUE]` (Podman: a label without a value has the empty value)."""
+    out: list[tuple[str, str]] = []
+    for item in raw:
+        k, _, v = item.partition("=")
+        if not k or any(ch.isspace() for ch in k):
+            raise BurrowError(f"invalid --label {item!r}: expected KEY[=VALUE]")
+        out.append((k, v))
+    return tuple(out)
+
+
+def parse_filters(raw: Sequence[str]) -> dict[str, list[str]]:
+    """`--filter KEY=VALUE`s, grouped by key; every key and pattern checked here."""
+    out: dict[str, list[str]] = {}
+    for item in raw:
+        k, sep, v = item.partition("=")
+        if k.endswith("!"):
+            k, sep, v = item.partition("!=")
+            k += "!"
+        if not sep or k not in FILTER_KEYS:
+            raise BurrowError(f"invalid --filter {item!r}: use KEY=VALUE with KEY one of "
+                              f"{', '.join(FILTER_KEYS)}")
+        if k in ("name", "id"):
+            try:
+                re.compile(v)
+            except re.error as e:
+                raise BurrowError(f"invalid --filter {item!r}: {e}") from None
+        if k == "dangling" and v not in ("true", "false", "1", "0"):
+            raise BurrowError(f"invalid --filter {item!r}: dangling takes true or false")
+        out.setdefault(k, []).append(v)
+    return out
+
+
+def _label_matches(labels: Mapping[str, str], want: str) -> bool:
+    k, sep, v = want.partition("=")
+    return k in labels and (not sep or labels[k] == v)
+
+
+def filter_networks(nets: Sequence[dict[str, Any]], filters: Mapping[str, Sequence[str]],
+                    in_use: Callable[[str], bool]) -> list[dict[str, Any]]:
+    """Podman's `network ls --filter`: values of one key are alternatives, keys all apply;
+    name and id are regular expressions (searched, not anchored), as Podman's are."""
+    def test(net: dict[str, Any], key: str, v: str) -> bool:
+        if key == "name":
+            return re.search(v, net["name"]) is not None
+        if key == "id":
+            return re.search(v, net.get("id", "")) is not None
+        if key == "driver":
+            return bool(net.get("driver") == v)
+        if key == "label":
+            return _label_matches(net.get("labels") or {}, v)
+        if key == "label!":
+            return not _label_matches(net.get("labels") or {}, v)
+        return (v in ("true", "1")) != in_use(net["name"])  # dangling
+
+    def keep(net: dict[str, Any]) -> bool:
+        return all((all if k == "label!" else any)(test(net, k, v) for v in vs)
+                   for k, vs in filters.items())
+
+    return [n for n in nets if keep(n)]
 
 
 def parse_opts(raw: Sequence[str]) -> tuple[tuple[str, str], ...]:
@@ -122,6 +192,9 @@ def make_network(req: NetworkRequest, existing: Mapping[str, dict[str, Any]],
     bridge networks get a bridge of their own (`burrowN`); macvlan ones (real root only) sit
     on `--opt parent=IF`, or on the interface of the host's default route, as in Podman."""
     check_name(req.name, "network")
+    if req.name in RESERVED:
+        raise BurrowError(f"cannot create network with name {req.name!r} because it conflicts "
+                          "with a network mode (as in Podman); pick another name")
     if req.name in existing:
         raise BurrowError(f"network {req.name} already exists; remove it with "
                           f"`burrow network rm {req.name}` or pick another name")
@@ -151,7 +224,7 @@ def make_network(req: NetworkRequest, existing: Mapping[str, dict[str, Any]],
         "id": hashlib.sha256(f"{req.name}{time.time_ns()}{os.getpid()}".encode()).hexdigest(),
         "driver": req.driver,
         "network_interface": interface,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "created": rfc3339(time.time()),
         "subnets": subnets,
         "ipv6_enabled": any(_net(s["subnet"]).version == 6 for s in subnets),
         "internal": req.internal,
@@ -162,6 +235,8 @@ def make_network(req: NetworkRequest, existing: Mapping[str, dict[str, Any]],
         net["options"] = opts
     if req.dns:
         net["network_dns_servers"] = list(req.dns)
+    if req.labels:
+        net["labels"] = dict(req.labels)
     return net
 
 

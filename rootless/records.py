@@ -7,6 +7,7 @@ so a record written by a newer burrow survives a round trip through an older one
 from __future__ import annotations
 
 import dataclasses
+import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,28 @@ from rootless.ports.spec import PortSpec
 from rootless.procs import ProcRef
 
 CREATING, RUNNING, LOST, RESTORING = "creating", "running", "lost", "restoring"
+
+
+def rfc3339(ts: float) -> str:
+    """A time as burrow shows it everywhere (sandboxes and networks): RFC 3339, UTC, seconds."""
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _created(raw: Any) -> str:
+    """`created` as RFC 3339 text; records written before it was text hold epoch seconds."""
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        return rfc3339(float(raw)) if raw else ""
+    return raw if isinstance(raw, str) else ""
+
+
+@dataclass(frozen=True)
+class HostEntry:
+    """`--add-host NAME:IP`: one line of the sandbox's /etc/hosts."""
+    name: str
+    ip: str
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.ip}"
 
 
 def _strs(data: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
@@ -53,16 +76,20 @@ class SandboxRecord:
     networks: tuple[tuple[str, Attachment], ...]   # in attach order: eth0, eth1, ...
     ports: tuple[PortSpec, ...] = ()
     dns: tuple[str, ...] = ()
-    created: float = 0.0
+    created: str = ""                    # RFC 3339, UTC
     state: str = CREATING
     creator: ProcRef | None = None       # the command making it, while `creating`
     netns: str | None = None             # its namespace's path, as the world's commands see it
     world: ProcRef | None = None         # the holder it lives in (rootless); None when rootful
     status: Mapping[str, Any] = field(default_factory=dict)  # the engine's status blocks
+    hostname: str | None = None          # --hostname (else the sandbox's name)
+    dns_search: tuple[str, ...] = ()     # --dns-search, after the networks' domains
+    dns_options: tuple[str, ...] = ()    # --dns-option: resolv.conf `options`
+    hosts: tuple[HostEntry, ...] = ()    # --add-host
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     _KEYS = ("name", "id", "networks", "ports", "dns", "created", "state", "creator", "netns",
-             "world", "status")
+             "world", "status", "hostname", "dns_search", "dns_options", "add_hosts")
 
     @property
     def network_names(self) -> tuple[str, ...]:
@@ -101,11 +128,16 @@ class SandboxRecord:
             networks=tuple((str(n), Attachment.from_json(a, f"{where}, network {n}"))
                            for n, a in nets.items()),
             ports=tuple(PortSpec.from_json(p) for p in ports),
-            dns=_strs(data, "dns", where), created=float(data.get("created") or 0.0),
+            dns=_strs(data, "dns", where), created=_created(data.get("created")),
             state=str(data.get("state") or RUNNING), creator=ProcRef.from_json(data.get("creator")),
             netns=netns if isinstance(netns, str) else None,
             world=ProcRef.from_json(data.get("world")),
             status=status if isinstance(status, dict) else {},
+            hostname=data["hostname"] if isinstance(data.get("hostname"), str) else None,
+            dns_search=_strs(data, "dns_search", where),
+            dns_options=_strs(data, "dns_options", where),
+            hosts=tuple(HostEntry(*h.split(":", 1)) for h in _strs(data, "add_hosts", where)
+                        if ":" in h),
             extra={k: v for k, v in data.items() if k not in cls._KEYS},
         )
 
@@ -119,6 +151,8 @@ class SandboxRecord:
             "creator": self.creator.to_json() if self.creator else None,
             "world": self.world.to_json() if self.world else None,
             "status": dict(self.status),
+            "hostname": self.hostname, "dns_search": list(self.dns_search),
+            "dns_options": list(self.dns_options), "add_hosts": [str(h) for h in self.hosts],
         })
         if self.netns is not None:
             out["netns"] = self.netns

@@ -9,13 +9,16 @@ resolv.conf and hosts. How its ports are published is the world's business (`Por
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 import os
+import re
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Any
 
 from netns import names
 from netns.errors import BurrowError
@@ -24,17 +27,22 @@ from rootless.backend import Runtime, World, require
 from rootless.engine_call import netavark, options, teardown_sandbox
 from rootless.ports.spec import PortSpec, overlaps
 from rootless.procs import ProcRef
-from rootless.records import LOST, RUNNING, Attachment, SandboxRecord
-from rootless.store import HOSTS, RESOLV, Store
+from rootless.records import LOST, RUNNING, Attachment, HostEntry, SandboxRecord, rfc3339
+from rootless.store import HOSTNAME, HOSTS, RESOLV, Store
+
+NONE = "none"  # `--network none`: a namespace with loopback only, as in Podman
+ATTACH_KEYS = "ip, ip6, mac, alias or interface_name"
 
 
 @dataclass(frozen=True)
 class Attach:
-    """`--network NET[:ip=..,ip6=..,mac=..,alias=..]`"""
+    """`--network NET[:ip=..,ip=..,mac=..,alias=..,interface_name=..]` (Podman's keys; `ip=`
+    takes IPv4 or IPv6 and may be repeated; `ip6=` is kept as burrow's older spelling)."""
     network: str
     ips: tuple[str, ...] = ()
     mac: str | None = None
     aliases: tuple[str, ...] = ()
+    interface: str | None = None
 
     @classmethod
     def parse(cls, text: str) -> Attach:
@@ -42,27 +50,95 @@ class Attach:
         netconf.check_name(name, "network")
         ips: list[str] = []
         aliases: list[str] = []
-        mac = None
+        mac = interface = None
         for kv in filter(None, opts.split(",")):
             k, sep, v = kv.partition("=")
             if not sep:
                 raise BurrowError(f"invalid --network option {kv!r}: expected KEY=VALUE with "
-                                  "ip, ip6, mac or alias")
+                                  f"{ATTACH_KEYS}")
             if k in ("ip", "ip6"):
-                try:
-                    addr = ipaddress.ip_address(v)
-                except ValueError:
-                    raise BurrowError(f"invalid {k}={v}: not an IP address") from None
-                if (addr.version == 6) != (k == "ip6"):
-                    raise BurrowError(f"invalid {k}={v}: use ip= for IPv4 and ip6= for IPv6")
-                ips.append(str(addr))
+                ips.append(_ip(k, v, ips))
             elif k == "mac":
                 mac = names.mac(v, "mac=")
             elif k == "alias":
                 aliases.append(netconf.check_name(v, "alias"))
+            elif k == "interface_name":
+                interface = names.ifname(v, "interface_name=")
             else:
-                raise BurrowError(f"unknown --network option {k!r}; use ip, ip6, mac or alias")
-        return cls(name, tuple(ips), mac, tuple(aliases))
+                raise BurrowError(f"unknown --network option {k!r}; use {ATTACH_KEYS}")
+        return cls(name, tuple(ips), mac, tuple(aliases), interface)
+
+
+def _ip(key: str, text: str, have: Sequence[str]) -> str:
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        raise BurrowError(f"invalid {key}={text}: not an IP address") from None
+    if key == "ip6" and addr.version != 6:
+        raise BurrowError(f"invalid ip6={text}: not an IPv6 address (ip= takes either)")
+    if any(ipaddress.ip_address(h).version == addr.version for h in have):
+        raise BurrowError(f"invalid {key}={text}: one IPv{addr.version} address per network")
+    return str(addr)
+
+
+def parse_networks(specs: Sequence[str], aliases: Sequence[str] = ()) -> list[Attach]:
+    """Every `--network` of a create (`[Attach("none")]` for `--network none`; `[]` for the
+    default). `--network-alias` goes to every network, as Podman's global flag does."""
+    if NONE in specs:
+        if len(specs) > 1:
+            raise BurrowError("--network none cannot be combined with other networks")
+        if aliases:
+            raise BurrowError("--network-alias needs a network; --network none has none")
+        return [Attach(NONE)]
+    attaches = [Attach.parse(n) for n in specs]
+    if aliases and not attaches:
+        attaches = [Attach(netconf.DEFAULT_NETWORK)]
+    extra = tuple(netconf.check_name(a, "alias") for a in aliases)
+    return [dataclasses.replace(a, aliases=(*a.aliases, *extra)) for a in attaches]
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What a sandbox's /etc/hostname, /etc/hosts and resolv.conf say besides its networks:
+    `--hostname`, `--add-host`, `--dns-search`, `--dns-option`."""
+    hostname: str | None = None
+    dns_search: tuple[str, ...] = ()
+    dns_options: tuple[str, ...] = ()
+    hosts: tuple[HostEntry, ...] = ()
+
+    @classmethod
+    def parse(cls, hostname: str | None = None, dns_search: Sequence[str] = (),
+              dns_options: Sequence[str] = (), add_hosts: Sequence[str] = ()) -> Identity:
+        if hostname is not None and not _HOSTNAME.fullmatch(hostname):
+            raise BurrowError(f"invalid --hostname {hostname!r}: letters, digits, '-' and "
+                              "'.', at most 64 characters")
+        for d in dns_search:
+            if d != "." and not _DOMAIN.fullmatch(d):
+                raise BurrowError(f"invalid --dns-search {d!r}: expected a domain name, "
+                                  "or '.' for none")
+        for o in dns_options:
+            if not _OPTION.fullmatch(o):
+                raise BurrowError(f"invalid --dns-option {o!r}: expected a resolv.conf "
+                                  "option such as ndots:2 or edns0")
+        return cls(hostname, tuple(dns_search), tuple(dns_options),
+                   tuple(_host_entry(h) for h in add_hosts))
+
+
+_HOSTNAME = re.compile(r"(?=.{1,64}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
+                       r"(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*")
+_DOMAIN = re.compile(r"(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?)+")
+_OPTION = re.compile(r"[A-Za-z0-9_-]+(:[0-9]+)?")
+
+
+def _host_entry(text: str) -> HostEntry:
+    """`NAME:IP` (Podman's `--add-host`; the IP may be IPv6, so split at the first colon)."""
+    name, sep, ip = text.partition(":")
+    if not sep or not _HOSTNAME.fullmatch(name):
+        raise BurrowError(f"invalid --add-host {text!r}: expected NAME:IP, e.g. db:10.0.0.5")
+    try:
+        return HostEntry(name, str(ipaddress.ip_address(ip.strip("[]"))))
+    except ValueError:
+        raise BurrowError(f"invalid --add-host {text!r}: {ip!r} is not an IP address") from None
 
 
 def _ensure_default(store: Store, mtu: int | None) -> None:
@@ -88,10 +164,20 @@ def _check_create(name: str, attaches: Sequence[Attach], dns: Sequence[str]) -> 
             raise BurrowError(f"invalid --dns {d!r}: expected an IP address") from None
     if len({a.network for a in attaches}) != len(attaches):
         raise BurrowError("a network is given twice; use one --network per network")
+    given = [a.interface for a in attaches if a.interface]
+    if len(set(given)) != len(given):
+        raise BurrowError("an interface_name is given twice; each network needs its own")
+
+
+def _ifnames(attaches: Sequence[Attach]) -> list[str]:
+    """interface_name= where given, else the next free ethN (as Podman numbers them)."""
+    taken = {a.interface for a in attaches if a.interface}
+    free = (f"eth{i}" for i in range(10000) if f"eth{i}" not in taken)
+    return [a.interface or next(free) for a in attaches]
 
 
 def _reserve(store: Store, name: str, attaches: Sequence[Attach], ports: Sequence[PortSpec],
-             dns: Sequence[str], mtu: int | None) -> SandboxRecord:
+             dns: Sequence[str], mtu: int | None, ident: Identity) -> SandboxRecord:
     """Choose addresses and write the record (`creating`), all under the IPAM lock."""
     with store.lock():
         if store.exists(name):
@@ -100,33 +186,42 @@ def _reserve(store: Store, name: str, attaches: Sequence[Attach], ports: Sequenc
         if any(a.network == netconf.DEFAULT_NETWORK for a in attaches):
             _ensure_default(store, mtu)
         nets = {a.network: store.network(a.network) for a in attaches}
+        if ports and not nets:
+            raise BurrowError("-p needs a network: --network none has no address to forward "
+                              "to; drop -p, or give a --network")
         if ports and all(n.get("driver", "bridge") != "bridge" for n in nets.values()):
             raise BurrowError(f"-p needs a bridge network: {', '.join(nets)} "
                               f"{'is' if len(nets) == 1 else 'are'} macvlan, where the LAN "
                               "reaches the sandbox at its own address; drop -p, or add a "
                               "bridge network")
         networks = tuple(
-            (a.network, Attachment(f"eth{i}", tuple(netconf.allocate(
+            (a.network, Attachment(ifname, tuple(netconf.allocate(
                 nets[a.network], store.used_ips(a.network), a.ips)), a.aliases, a.mac))
-            for i, a in enumerate(attaches))
+            for a, ifname in zip(attaches, _ifnames(attaches), strict=True))
         _port_clash(store, ports)
         rec = SandboxRecord(
             name=name,
             id=hashlib.sha256(f"{name}{time.time_ns()}{os.getpid()}".encode()).hexdigest(),
-            networks=networks, ports=tuple(ports), dns=tuple(dns), created=time.time(),
-            creator=ProcRef.of(os.getpid()) or ProcRef(os.getpid(), 0))
+            networks=networks, ports=tuple(ports), dns=tuple(dns), created=rfc3339(time.time()),
+            creator=ProcRef.of(os.getpid()) or ProcRef(os.getpid(), 0),
+            hostname=ident.hostname, dns_search=ident.dns_search,
+            dns_options=ident.dns_options, hosts=ident.hosts)
         store.save_sandbox(rec)  # the reservation: addresses are now taken
         return rec
 
 
 def create(w: World, name: str, attaches: Sequence[Attach], ports: Sequence[PortSpec],
-           dns: Sequence[str], mtu: int | None) -> SandboxRecord:
+           dns: Sequence[str], mtu: int | None, ident: Identity = Identity()) -> SandboxRecord:
+    """A sandbox on `attaches` (none given: the default network; `[Attach("none")]`: no
+    network, loopback only)."""
     from rootless.recover import converge
 
     attaches = list(attaches) or [Attach(netconf.DEFAULT_NETWORK)]
+    if [a.network for a in attaches] == [NONE]:
+        attaches = []
     _check_create(name, attaches, dns)
     store = Store(w.paths)
-    rec = _reserve(store, name, attaches, ports, dns, mtu)
+    rec = _reserve(store, name, attaches, ports, dns, mtu, ident)
     with ExitStack() as undo:
         undo.callback(store.delete_sandbox, name)
         rt = w.ensure()
@@ -141,6 +236,9 @@ def create(w: World, name: str, attaches: Sequence[Attach], ports: Sequence[Port
         undo.callback(teardown_sandbox, rt, rec, store)
         rt.create_netns(name)
         rec = rec.replace(status=netavark(rt, "setup", rec.netns or "", options(rt, rec, store)))
+        if not rec.networks:  # --network none: loopback up, as Podman leaves it
+            rt.run(["nsenter", f"--net={rec.netns}", "ip", "link", "set", "lo", "up"],
+                   what="bring loopback up")
         rt.ports.publish(rec.to_json())
         rec = rec.replace(state=RUNNING, creator=None)
         store.save_sandbox(rec)
@@ -193,7 +291,11 @@ def connect(w: World, att: Attach, name: str) -> None:
             raise BurrowError(f"sandbox {name} is already on network {att.network}")
         net = store.network(att.network)
         used_if = {a.interface_name for _, a in rec.networks}
-        ifname = next(f"eth{i}" for i in range(100) if f"eth{i}" not in used_if)
+        if att.interface in used_if:
+            raise BurrowError(f"sandbox {name} already has an interface {att.interface}; "
+                              "pick another interface_name")
+        ifname = att.interface or next(f"eth{i}" for i in range(10000)
+                                       if f"eth{i}" not in used_if)
         ips = netconf.allocate(net, store.used_ips(att.network), att.ips)
         before = rec
         rec = rec.replace(networks=(*rec.networks, (att.network, Attachment(
@@ -227,8 +329,51 @@ def disconnect(w: World, network: str, name: str) -> None:
     write_resolv(store, rec, rt)
 
 
+def _engine_mac(block: Any) -> str | None:
+    """The MAC the engine reported for a network's one interface (its setup status)."""
+    ifaces = block.get("interfaces") if isinstance(block, dict) else None
+    for info in (ifaces or {}).values():
+        mac = info.get("mac_address") if isinstance(info, dict) else None
+        return mac if isinstance(mac, str) else None
+    return None
+
+
+def reload(w: World, name: str) -> None:
+    """`network reload`: the engine's teardown, then setup, of every network of a running
+    sandbox (as Podman does), with the same addresses and MACs; a firewall that was flushed
+    or lost its rules gets them back."""
+    store = Store(w.paths)
+    rt, rec = _live(w, store, name)
+    if not rec.networks:
+        return
+    macs = {n: _engine_mac(rec.status.get(n)) for n, _ in rec.networks}
+    # Keep the MACs the engine made up, so neighbours' ARP caches stay right.
+    pinned = rec.replace(networks=tuple(
+        (n, a if a.static_mac or not macs.get(n) else dataclasses.replace(
+            a, static_mac=macs[n])) for n, a in rec.networks))
+    try:
+        netavark(rt, "teardown", rec.netns or "", options(rt, rec, store))
+    except BurrowError:
+        pass  # what is already gone need not be torn down; setup says if it cannot recover
+    status = netavark(rt, "setup", rec.netns or "", options(rt, pinned, store))
+    with store.lock():
+        rec = store.sandbox(name).replace(status=status)
+        store.save_sandbox(rec)
+    write_resolv(store, rec, rt)
+
+
 def write_resolv(store: Store, rec: SandboxRecord, rt: Runtime) -> None:
-    """resolv.conf: burrow-dns on each network's gateways, `dns.podman` search; hosts: self."""
+    """The files `burrow exec` mounts over /etc: resolv.conf, hosts and (with --hostname)
+    hostname, written as Podman writes them (`resolv_conf`, `hosts_file`)."""
+    store.file(rec.name, RESOLV).write_text(resolv_conf(rec, rt.default_dns()))
+    store.file(rec.name, HOSTS).write_text(hosts_file(rec))
+    if rec.hostname:
+        store.file(rec.name, HOSTNAME).write_text(rec.hostname + "\n")
+
+
+def resolv_conf(rec: SandboxRecord, default_dns: Sequence[str]) -> str:
+    """burrow-dns on each network's gateways, then --dns; the networks' search domains
+    (`dns.podman`) then --dns-search (`.`: no search line at all); --dns-option."""
     servers: list[str] = []
     search: list[str] = []
     for block in rec.status.values():
@@ -236,23 +381,45 @@ def write_resolv(store: Store, rec: SandboxRecord, rt: Runtime) -> None:
         search += [s for s in block.get("dns_search_domains", []) if s not in search]
     servers += [d for d in rec.dns if d not in servers]
     if not servers:
-        servers = rt.default_dns()
+        servers = list(default_dns)
+    search += [d for d in rec.dns_search if d not in search]
+    if "." in rec.dns_search:
+        search = []
     lines = [f"search {' '.join(search)}"] if search else []
     lines += [f"nameserver {s}" for s in servers[:3]]
-    store.file(rec.name, RESOLV).write_text("\n".join(lines) + "\n")
+    if rec.dns_options:
+        lines.append(f"options {' '.join(rec.dns_options)}")
+    return "\n".join(lines) + "\n"
+
+
+def hosts_file(rec: SandboxRecord) -> str:
+    """localhost, then --add-host entries, then the sandbox's own addresses with its
+    hostname, name and aliases."""
     hosts = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    hosts += [f"{h.ip}\t{h.name}" for h in rec.hosts]
+    own = list(dict.fromkeys([rec.hostname or rec.name, rec.name]))
     for _, att in rec.networks:
-        names = " ".join([rec.name, *att.aliases])
+        names = " ".join([*own, *att.aliases])
         hosts += [f"{ip}\t{names}" for ip in att.static_ips]
-    store.file(rec.name, HOSTS).write_text("\n".join(hosts) + "\n")
+    return "\n".join(hosts) + "\n"
 
 
 def exec_argv(w: World, name: str, cmd: Sequence[str]) -> list[str]:
     store = Store(w.paths)
-    rt, _ = _live(w, store, name)
+    rt, rec = _live(w, store, name)
     resolv, hosts = store.file(name, RESOLV), store.file(name, HOSTS)
     # Into the sandbox's netns, then a private mount ns for its resolv.conf and hosts.
     script = ('r=$1; h=$2; shift 2; mount --bind "$r" /etc/resolv.conf && '
               'mount --bind "$h" /etc/hosts && exec "$@"')
-    return [*rt.exec_prefix(name), "unshare", "--mount", "--propagation", "private", "--",
-            "sh", "-c", script, "sh", str(resolv), str(hosts), *cmd]
+    unshare = ["unshare", "--mount", "--propagation", "private"]
+    if rec.hostname:
+        # --hostname: a UTS namespace of its own too (sethostname(2) by hostname(1): the
+        # world's root may not write the host-owned /proc/sys), and its /etc/hostname.
+        unshare.append("--uts")
+        script = ('r=$1; h=$2; n=$3; f=$4; shift 4; hostname "$n" && '
+                  'mount --bind "$f" /etc/hostname && mount --bind "$r" /etc/resolv.conf && '
+                  'mount --bind "$h" /etc/hosts && exec "$@"')
+        return [*rt.exec_prefix(name), *unshare, "--", "sh", "-c", script, "sh", str(resolv),
+                str(hosts), rec.hostname, str(store.file(name, HOSTNAME)), *cmd]
+    return [*rt.exec_prefix(name), *unshare, "--", "sh", "-c", script, "sh", str(resolv),
+            str(hosts), *cmd]

@@ -21,7 +21,7 @@ from rootless.paths import StatePaths, locked, read_json, remove, write_json
 from rootless.records import SandboxRecord
 
 # The files of one sandbox besides its record: what `burrow exec` mounts over /etc.
-RESOLV, HOSTS = ".resolv.conf", ".hosts"
+RESOLV, HOSTS, HOSTNAME = ".resolv.conf", ".hosts", ".hostname"
 
 
 def _file(d: Path, name: str, what: str, suffix: str = ".json") -> Path:
@@ -96,7 +96,7 @@ class Store:
         write_json(_file(self.paths.sandboxes_dir, rec.name, "sandbox"), rec.to_json())
 
     def delete_sandbox(self, name: str) -> None:
-        for suffix in (".json", RESOLV, HOSTS):
+        for suffix in (".json", RESOLV, HOSTS, HOSTNAME):
             remove(_file(self.paths.sandboxes_dir, name, "sandbox", suffix))
 
     def file(self, name: str, suffix: str) -> Path:

@@ -19,6 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from rootless.cli.output import bold  # noqa: E402
 from tests.nsutil import VENV_BIN, Netns  # noqa: E402
 
 HTTP_SERVER = r"""
@@ -43,7 +44,7 @@ print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode().strip())
 
 
 def step(text: str) -> None:
-    print(f"\n\033[1m==> {text}\033[0m", flush=True)
+    print("\n" + bold(f"==> {text}"), flush=True)  # plain when piped or with NO_COLOR
 
 
 def main() -> int:

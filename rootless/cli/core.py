@@ -3,7 +3,6 @@ helpers shared by the command modules."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -12,12 +11,16 @@ import typer
 
 from netns.errors import BurrowError
 from rootless.backend import World
+from rootless.cli import output
 from rootless.paths import StatePaths
 from rootless.settings import Settings
 
 # Help text is shown as written: rich markup would read `[/tcp|udp]` in -p's help as a tag.
-PLAIN: Any = {"no_args_is_help": True, "rich_markup_mode": None}
-app = typer.Typer(add_completion=False, help="Container networking for people without root.",
+# `-h` is `--help`, as in Podman.
+PLAIN: Any = {"no_args_is_help": True, "rich_markup_mode": None,
+              "context_settings": {"help_option_names": ["-h", "--help"]}}
+# add_completion: typer's `--install-completion`/`--show-completion` (bash, zsh, fish).
+app = typer.Typer(add_completion=True, help="Container networking for people without root.",
                   **PLAIN)
 network_app = typer.Typer(help="Manage networks.", **PLAIN)
 sandbox_app = typer.Typer(help="Manage sandboxes (network namespaces).", **PLAIN)
@@ -25,6 +28,69 @@ port_app = typer.Typer(help="Published ports.", **PLAIN)
 app.add_typer(network_app, name="network")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(port_app, name="port")
+
+
+def _plain_metavars() -> None:
+    """Newer typer shows a parameter's Python type in help (`--dns <list[str]>`, `{name}`);
+    show the metavar a command names (`--dns IP`), else none, as click and Podman do."""
+    base = getattr(typer.core, "_TyperParameter", None)
+    arg = getattr(typer.core, "TyperArgument", None)
+    if base is None or arg is None or not hasattr(base, "display_type"):
+        return  # an older typer: click's own metavars (TEXT, ...) are already plain
+
+    def display_type(self: Any, ctx: Any) -> str:
+        if self.param_type_name == "argument":
+            return ""  # the argument's own (upper-case) name says it
+        return str(self.metavar or self.name.upper())
+
+    def usage_name(self: Any) -> str:
+        name = str(self.metavar or self.name.upper())
+        name = name if self.required else f"[{name}]"
+        return name + ("..." if self.nargs != 1 else "")
+
+    base.display_type = display_type
+    arg._usage_display_name = usage_name
+    arg._rich_display_name = lambda self: str(self.metavar or self.name.upper())
+
+
+_plain_metavars()
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("burrow-net")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"burrow {_version()}")
+        raise typer.Exit()
+
+
+def _format(value: str) -> str:
+    try:
+        return output.check_format(value)
+    except BurrowError as e:
+        raise typer.BadParameter(str(e).removeprefix("unknown --format ")) from None
+
+
+def _template_format(value: str) -> str:
+    try:
+        return output.check_format(value, template=True)
+    except BurrowError as e:
+        raise typer.BadParameter(str(e).removeprefix("unknown --format ")) from None
+
+
+FormatOpt = Annotated[str, typer.Option("--format", metavar="table|json", callback=_format,
+                                        help="table or json")]
+TemplateFormatOpt = Annotated[str, typer.Option(
+    "--format", metavar="FORMAT", callback=_template_format,
+    help="table, json, or a Go template such as '{{.Name}}'")]
+
 
 @dataclass(frozen=True)
 class Ctx:
@@ -58,7 +124,7 @@ def ctx(c: typer.Context) -> Ctx:
     return obj
 
 
-FormatOpt = Annotated[str, typer.Option("--format", help="table or json")]
+
 
 
 @app.callback()
@@ -72,25 +138,31 @@ def _main(
         "--allow-host-loopback",
         help="let sandboxes reach the host's 127.0.0.1/::1 through the connector "
              "(10.0.2.2/fd00::2 with slirp4netns); closed by default")] = False,
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="print burrow's version and exit")] = False,
 ) -> None:
     settings = c.obj if isinstance(c.obj, Settings) else Settings.from_env()
-    c.obj = Ctx(settings, make_world(settings, connector, allow_host_loopback))
+    w = make_world(settings, connector, allow_host_loopback)
+    if connector and c.invoked_subcommand != "down":
+        _check_connector(w, connector)
+    c.obj = Ctx(settings, w)
 
 
-def emit(rows: Sequence[dict[str, Any]], fmt: str, columns: Sequence[str]) -> None:
-    if fmt == "json":
-        print(json.dumps(list(rows), indent=2))
-        return
-    if fmt != "table":
-        raise BurrowError(f"unknown --format {fmt!r}; use table or json")
-    cells = [[str(c).upper() for c in columns]] + [
-        [_cell(r.get(c)) for c in columns] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+def _check_connector(w: World, wanted: str) -> None:
+    """`--connector` applies when the namespace is created; asked of a running world of the
+    other kind, it would be silently ignored, so it is an error that names the fix."""
+    rt = w.current() if w.mode == "rootless" else None
+    running = getattr(getattr(rt, "connector", None), "kind", None)
+    if running and running != wanted:
+        raise BurrowError(f"the running namespace uses {running}, not {wanted}: --connector "
+                          "applies when the namespace is created. Drop --connector, or run "
+                          f"`burrow down` (it removes every sandbox) and then `burrow "
+                          f"--connector {wanted} up`")
 
 
-def _cell(v: Any) -> str:
-    if isinstance(v, list | tuple):
-        return ",".join(str(x) for x in v)
-    return "" if v is None else str(v)
+def emit(rows: Sequence[dict[str, Any]], fmt: str, columns: Sequence[str], *,
+         heading: bool = True, template_fields: dict[str, str] | None = None) -> None:
+    text = output.render(rows, fmt, columns, heading=heading, template_fields=template_fields)
+    if text:
+        print(text)

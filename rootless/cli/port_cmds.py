@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from rootless.cli.core import FormatOpt, ctx, emit, port_app
 
 
 @port_app.command("ls")
-def port_ls(c: typer.Context, fmt: FormatOpt = "table") -> None:
-    """Published ports of every sandbox."""
+def port_ls(
+    c: typer.Context,
+    sandbox: Annotated[str | None, typer.Argument(metavar="SANDBOX",
+                                                  help="only this sandbox's ports")] = None,
+    fmt: FormatOpt = "table",
+) -> None:
+    """Published ports of every sandbox (host ports burrow chose for `-p CTR` included)."""
     from rootless.store import Store
 
+    store = Store(ctx(c).paths)
+    recs = {sandbox: store.sandbox(sandbox)} if sandbox else store.sandboxes()
     rows = [{"sandbox": n, **p.to_json(), "spec": str(p)}
-            for n, rec in Store(ctx(c).paths).sandboxes().items() for p in rec.ports]
+            for n, rec in recs.items() for p in rec.ports]
     emit(rows, fmt, ["sandbox", "spec", "host_ip", "host_port", "container_port", "range",
                      "protocol"])

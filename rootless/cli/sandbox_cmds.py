@@ -10,28 +10,51 @@ from typing import Annotated
 import typer
 
 from rootless.cli.core import FormatOpt, app, ctx, emit, sandbox_app
+from rootless.cli.output import each
+
+ListOpt = list[str] | None
 
 
 @sandbox_app.command("create")
 def sandbox_create(
     c: typer.Context,
-    name: str,
-    network: Annotated[list[str] | None, typer.Option(
-        "--network", "--net", help="NET[:ip=..,ip6=..,mac=..,alias=..]; repeatable "
-        "(default: the dual-stack network `burrow`)")] = None,
-    publish: Annotated[list[str] | None, typer.Option(
-        "-p", "--publish", help="[IP:]HOST[-END]:CTR[-END][/tcp|udp]; repeatable")] = None,
-    dns: Annotated[list[str] | None, typer.Option("--dns", help="extra DNS server")] = None,
+    name: Annotated[str, typer.Argument(metavar="NAME")],
+    network: Annotated[ListOpt, typer.Option(
+        "--network", "--net", metavar="NET[:OPTS]",
+        help="NET[:ip=..,mac=..,alias=..,interface_name=..] (ip= may repeat, IPv4 or IPv6), "
+        "or none; repeatable (default: the dual-stack network `burrow`)")] = None,
+    publish: Annotated[ListOpt, typer.Option(
+        "-p", "--publish", metavar="SPEC",
+        help="[[IP:][HOST[-END]]:]CTR[-END][/tcp|udp]; no HOST: a free one is chosen "
+        "(see `burrow port ls`); repeatable")] = None,
+    dns: Annotated[ListOpt, typer.Option("--dns", metavar="IP", help="extra DNS server")] = None,
+    network_alias: Annotated[ListOpt, typer.Option(
+        "--network-alias", metavar="NAME",
+        help="another name the sandbox answers to, on every network; repeatable")] = None,
+    dns_search: Annotated[ListOpt, typer.Option(
+        "--dns-search", metavar="DOMAIN",
+        help="search domain for resolv.conf, after dns.podman ('.': no search line)")] = None,
+    dns_option: Annotated[ListOpt, typer.Option(
+        "--dns-option", metavar="OPT", help="resolv.conf option, e.g. ndots:2")] = None,
+    add_host: Annotated[ListOpt, typer.Option(
+        "--add-host", metavar="NAME:IP", help="an /etc/hosts entry; repeatable")] = None,
+    hostname: Annotated[str | None, typer.Option(
+        "--hostname", metavar="NAME",
+        help="the hostname `burrow exec` shows (its own UTS namespace, /etc/hostname)")] = None,
 ) -> None:
     """Create a sandbox (a network namespace) attached to networks."""
+    from rootless import publish as publish_mod
     from rootless import sandbox
-    from rootless.ports.spec import PortSpec
+    from rootless.store import Store
 
     cx = ctx(c)
-    attaches = [sandbox.Attach.parse(n) for n in network or []]
-    ports = [p for spec in publish or [] for p in PortSpec.parse(spec)]
-    rec = sandbox.create(cx.world, name, attaches, ports, dns or [], cx.world.network_mtu)
-    print(f"{name} {' '.join(rec.ips)}")
+    attaches = sandbox.parse_networks(network or [], network_alias or [])
+    ident = sandbox.Identity.parse(hostname, dns_search or [], dns_option or [], add_host or [])
+    taken = [p for r in Store(cx.paths).sandboxes().values() for p in r.ports]
+    ports = publish_mod.parse(publish or [], taken)
+    rec = sandbox.create(cx.world, name, attaches, ports, dns or [], cx.world.network_mtu,
+                         ident)
+    print(f"{name} {' '.join(rec.ips)}".rstrip())
 
 
 @sandbox_app.command("ls")
@@ -59,13 +82,19 @@ def sandbox_inspect(c: typer.Context, name: str) -> None:
 
 
 @sandbox_app.command("rm")
-def sandbox_rm(c: typer.Context, names: list[str]) -> None:
-    """Remove sandboxes; removing the last one stops the namespace."""
+def sandbox_rm(c: typer.Context, names: Annotated[list[str], typer.Argument(metavar="NAME")]
+               ) -> None:
+    """Remove sandboxes; removing the last one stops the namespace. Goes on past a name that
+    fails, and exits 1 at the end naming each."""
     from rootless import sandbox
 
-    for n in names:
-        stopped = sandbox.remove(ctx(c).world, n)
-        print(n + (" (last sandbox: namespace stopped)" if stopped else ""))
+    w = ctx(c).world
+
+    def rm(n: str) -> str:
+        stopped = sandbox.remove(w, n)
+        return n + (" (last sandbox: namespace stopped)" if stopped else "")
+
+    each(names, rm, "sandbox rm")
 
 
 @app.command("exec", context_settings={"allow_extra_args": True,

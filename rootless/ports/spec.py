@@ -111,9 +111,9 @@ class PortSpec:
             raise BurrowError(f"invalid port spec {spec!r}: expected [IP:]HOST:CTR[/tcp|udp]")
         hlo, hhi = _port_range(host_s, "host port", spec)
         clo, chi = _port_range(ctr_s, "container port", spec)
-        if "-" in ctr_s and chi - clo != hhi - hlo:
-            raise BurrowError(f"invalid port spec {spec!r}: host range {host_s} and container "
-                              f"range {ctr_s} differ in length")
+        if chi - clo != hhi - hlo:  # Podman refuses `9000-9002:80` too (no implied 80-82)
+            raise BurrowError(f"invalid port spec {spec!r}: host and container port ranges "
+                              f"have different lengths: {hhi - hlo + 1} vs {chi - clo + 1}")
         if clo + (hhi - hlo) > 65535:
             raise BurrowError(f"invalid port spec {spec!r}: container ports {clo}-"
                               f"{clo + hhi - hlo} go past 65535")

@@ -390,7 +390,7 @@ def test_network_cli(rl: Any) -> None:
     assert [r["name"] for r in rows] == ["rld"]
     res = rl.burrow("network", "create", "rle", "--subnet", "10.91.0.128/25")
     assert res.rc != 0 and "already used by network rld" in res.err
-    assert "rld" in rl.burrow("network", "prune", check=True).out
+    assert "rld" in rl.burrow("network", "prune", "-f", check=True).out
     res = rl.burrow("network", "inspect", "rld")
     assert res.rc != 0 and "does not exist" in res.err
 

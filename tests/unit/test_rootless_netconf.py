@@ -19,7 +19,6 @@ from rootless.sandbox import Attach
     ("[::1]:8080:80", [PortSpec.of("::1", 8080, 80, 1, "tcp")]),
     ("9000-9002:80-82/tcp,udp", [PortSpec.of("", 9000, 80, 3, "tcp"),
                                  PortSpec.of("", 9000, 80, 3, "udp")]),
-    ("9000-9002:80", [PortSpec.of("", 9000, 80, 3, "tcp")]),
 ])
 def test_port_spec_parse(text: str, want: list[PortSpec]) -> None:
     assert PortSpec.parse(text) == want
@@ -30,7 +29,8 @@ def test_port_spec_parse(text: str, want: list[PortSpec]) -> None:
 
 @pytest.mark.parametrize("bad,msg", [
     ("80", "expected"), ("a:80", "not a port"), ("0:80", "outside"), ("8080:70000", "outside"),
-    ("90-80:80", "reversed"), ("8080-8082:80-81", "differ in length"),
+    ("90-80:80", "reversed"), ("8080-8082:80-81", "different lengths: 3 vs 2"),
+    ("127.0.0.1:9000-9002:80", "different lengths: 3 vs 1"),
     ("8080:80/sctp", "protocol"), ("1.2.3:8080:80", "not an IP"), ("[::1:8080:80", "expected"),
 ])
 def test_port_spec_rejects(bad: str, msg: str) -> None:
@@ -49,7 +49,8 @@ def test_port_overlap() -> None:
 def test_attach_parse() -> None:
     a = Attach.parse("web:ip=10.89.0.5,ip6=fd89::5,mac=AA:bb:cc:dd:ee:ff,alias=www,alias=w")
     assert a == Attach("web", ("10.89.0.5", "fd89::5"), "aa:bb:cc:dd:ee:ff", ("www", "w"))
-    for bad in ("web:ip=fd00::1", "web:mac=zz", "web:color=red", "web:ip", "w b"):
+    for bad in ("web:ip6=10.0.0.1", "web:ip=10.0.0.1,ip=10.0.0.2", "web:mac=zz", "web:color=red",
+                "web:ip", "w b", "web:interface_name=a/b"):
         with pytest.raises(BurrowError):
             Attach.parse(bad)
 

@@ -51,7 +51,7 @@ def test_sandbox_record_round_trip() -> None:
         name="web", id="ab" * 32,
         networks=(("burrow", Attachment("eth0", ("10.88.0.2", "fd88::2"), ("w",), None)),
                   ("other", Attachment("eth1", ("10.89.0.5",), (), "92:d0:c6:0a:00:10"))),
-        ports=tuple(PortSpec.parse("127.0.0.1:8080:80")), dns=("1.1.1.1",), created=1.5,
+        ports=tuple(PortSpec.parse("127.0.0.1:8080:80")), dns=("1.1.1.1",), created="1970-01-01T00:00:01Z",
         state="running", creator=None, netns="/x/netns/web", world=ProcRef(10, 20),
         status={"burrow": {"dns_server_ips": ["10.88.0.1"]}}, extra={"future": 1})
     data = json.loads(json.dumps(rec.to_json()))
