@@ -66,7 +66,8 @@ def sandbox_ls(c: typer.Context, fmt: FormatOpt = "table") -> None:
     w = ctx(c).world
     rt = w.current()
     rows = [{"name": r.name, "networks": list(r.network_names), "ips": r.ips,
-             "ports": [str(p) for p in r.ports], "state": sandbox_state(r, rt)}
+             "ports": [str(p) for p in r.ports], "state": sandbox_state(r, rt),
+             "created": r.created}
             for r in Store(w.paths).sandboxes().values()]
     emit(rows, fmt, ["name", "networks", "ips", "ports", "state"])
     if any(r["state"] == "lost" for r in rows) and fmt == "table":
