@@ -21,7 +21,7 @@ from rootless import netconf, publish
 from rootless.cli import app, core
 from rootless.cli import output as out
 from rootless.netconf import NetworkRequest, filter_networks, make_network, parse_filters
-from rootless.ports.spec import PortSpec
+from rootless.ports.spec import NO_CLIENT_ADDR, PortSpec
 from rootless.records import Attachment, HostEntry, SandboxRecord
 from rootless.sandbox import Attach, Identity, hosts_file, parse_networks, resolv_conf
 from tests.unit.test_cli_help import COMMANDS
@@ -116,6 +116,8 @@ def test_publish_without_host_port_picks_a_free_one() -> None:
     assert all(lo <= p.host_port <= hi for p in ports)
     assert all((p.host_port + i) % 3 for p in ports for i in range(p.range))
     assert ("127.0.0.1", ports[1].host_port, "udp") in asked
+    (off,) = publish.parse([f"81/tcp,{NO_CLIENT_ADDR}"], [], probe)
+    assert (off.container_port, off.protocol, off.keep_client) == (81, "tcp", False)
     # Given host ports pass through untouched, and Podman's unequal ranges are refused.
     assert publish.parse(["8080:80"], [], probe) == PortSpec.parse("8080:80")
     with pytest.raises(BurrowError, match="different lengths: 3 vs 1"):
