@@ -72,9 +72,24 @@ def start_command(w: World, box: topology.SandboxDecl) -> int:
     return proc.pid
 
 
+def _repair_lost(w: World, store: Store, topo: topology.Topology) -> None:
+    """Sandboxes of the file lost with a dead namespace come back first (what `burrow up`
+    does), so the plan sees them as they are and restarts their commands."""
+    from rootless.records import LOST
+    from rootless.recover import converge
+    from rootless.status import sandbox_state
+
+    declared = {b.name for b in topo.sandboxes}
+    rt = w.current()
+    if any(sandbox_state(r, rt) == LOST for n, r in store.sandboxes().items() if n in declared):
+        for line in converge(w.ensure(), store):
+            print(line)
+
+
 def up_file(w: World, path: Path) -> int:
     topo = topology.load(path)
     store = Store(w.paths)
+    _repair_lost(w, store, topo)
     with store.lock():
         existing = {n: list(r.network_names) for n, r in store.sandboxes().items()}
         p = topology.plan(topo, store.networks(), existing,

@@ -177,3 +177,19 @@ def test_invalid_or_failing_up_leaves_nothing_and_down_cleans_a_partial_one(rl: 
     res = rl.burrow("down", "-f", str(f), check=True)
     assert "removed sandbox web" in res.out and "removed network front" in res.out, res.out
     assert networks(rl) == [] and sandboxes(rl) == [] and rl.leftover_pids() == []
+
+
+def test_up_again_after_the_namespace_died_brings_everything_back(rl: Any) -> None:
+    f = _example(rl, _free_port())
+    rl.burrow("up", "-f", str(f), timeout=180, check=True)
+    st = json.loads(rl.burrow("status", "--format", "json", check=True).out)
+    os.kill(st["namespace"]["holder_pid"], signal.SIGKILL)  # what a crash (or OOM) does
+    for _ in range(100):
+        if rl.burrow("status").rc == 1:
+            break
+        time.sleep(0.1)
+    res = rl.burrow("up", "-f", str(f), timeout=180, check=True)
+    assert "started" in res.out and "unchanged: sandbox db" in res.out, res.out
+    assert _http(rl, "api", "http://db:5432/") == "200"
+    rl.burrow("down", "-f", str(f), check=True)
+    assert rl.leftover_pids() == []
