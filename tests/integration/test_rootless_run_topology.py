@@ -193,3 +193,19 @@ def test_up_again_after_the_namespace_died_brings_everything_back(rl: Any) -> No
     assert _http(rl, "api", "http://db:5432/") == "200"
     rl.burrow("down", "-f", str(f), check=True)
     assert rl.leftover_pids() == []
+
+
+def test_the_readme_commands_work_as_written(rl: Any) -> None:
+    """The README's `burrow run` / `up -f` / `down -f` lines, run as written from the clone
+    (the one that needs a network `web` and serves forever is left out)."""
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("\n## One command, or a test bed")
+    block = readme[start:].split("```sh\n", 1)[1].split("```", 1)[0]
+    lines = [ln.split("  #")[0].strip() for ln in block.splitlines() if ln.strip()]
+    run = next(ln for ln in lines if ln.startswith("burrow run --rm job"))
+    res = rl.run(["sh", "-c", run], check=True)
+    assert res.out.strip() == "hello from a sandbox", res
+    for ln in (x for x in lines if x.startswith(("burrow up -f", "burrow down -f"))):
+        rl.run(["sh", "-c", f"cd {REPO} && {ln}"], timeout=180, check=True)
+    # The default network `burrow` that `run` made stays, as Podman's `podman` network does.
+    assert sandboxes(rl) == [] and networks(rl) == ["burrow"] and rl.leftover_pids() == []
