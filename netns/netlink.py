@@ -69,6 +69,17 @@ class Outcome:
     missing: str | None = None
 
 
+def _write_proc_sys(path: str, value: str) -> None:
+    with open(f"/proc/sys/{path}", "w") as f:
+        f.write(value)
+
+
+def _tolerate_readonly(path: str, value: str, exc: OSError) -> None:
+    if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+        raise exc
+    log.warning("cannot set /proc/sys/%s=%s: %s", path, value, exc.strerror)
+
+
 def _kind(link: Any) -> str | None:
     info = link.get_attr("IFLA_LINKINFO")
     return info.get_attr("IFLA_INFO_KIND") if info is not None else None
@@ -81,7 +92,11 @@ class Handles:
     def __init__(self, container_fd: int | None) -> None:
         self.container_fd = container_fd
         self._indexes: dict[tuple[Where, str], int] = {}
+        # Names a lookup found missing: preflight's answer serves the operations after it (one
+        # RTM_GETLINK less); an operation that makes links clears it (`Netlink.apply`).
+        self._absent: set[tuple[Where, str]] = set()
         self._macs: dict[tuple[Where, str], str] = {}
+        self._mtus: dict[tuple[Where, str], int] = {}
         self.host = IPRoute()
         self.made_bridges: set[str] = set()  # created by this request (their MTU is not set)
         # A new bridge in a VRF: the VRF's routing table has the default route for its MTU.
@@ -118,44 +133,44 @@ class Handles:
         except NetlinkError as exc:
             if exc.code == errno.ENODEV:
                 self._indexes.pop((where, name), None)
+                self._absent.add((where, name))
                 return None
             raise
+        self._absent.discard((where, name))
         self._indexes[(where, name)] = link["index"]
         self._macs[(where, name)] = str(link.get_attr("IFLA_ADDRESS"))
+        self._mtus[(where, name)] = int(link.get_attr("IFLA_MTU") or 0)
         return link
 
     def _index(self, where: Where, name: str) -> int | None:
         # Cached per request: a setup asks for the same few names many times.
         if (where, name) in self._indexes:
             return self._indexes[(where, name)]
+        if (where, name) in self._absent:
+            return None
         link = self._link(where, name)
         return None if link is None else int(link["index"])
 
     def _forget(self, where: Where, name: str) -> None:
         self._indexes.pop((where, name), None)
+        self._mtus.pop((where, name), None)
         self._macs.pop((where, name), None)
 
     def write_sysctl(self, where: Where, path: str, value: str) -> None:
-        def write() -> None:
-            with open(f"/proc/sys/{path}", "w") as f:
-                f.write(value)
-
         if where == "container":
             if self.container_fd is None:
                 raise BurrowError("the container network namespace is not available")
             with entered(self.container_fd):
-                write()
+                _write_proc_sys(path, value)
         else:
-            write()
+            _write_proc_sys(path, value)
 
     def soft_sysctl(self, where: Where, path: str, value: str) -> None:
         """A tuning sysctl: a read-only /proc/sys (tolerated for forwarding) skips it."""
         try:
             self.write_sysctl(where, path, value)
         except OSError as exc:
-            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
-                raise
-            log.warning("cannot set /proc/sys/%s=%s: %s", path, value, exc.strerror)
+            _tolerate_readonly(path, value, exc)
 
     def link_addresses(self, where: Where, name: str) -> tuple[str, ...]:
         """The link's global addresses (no link-local: a DNS server can't serve on those)."""
@@ -259,6 +274,9 @@ class Netlink(Handles):
             raise BurrowError(
                 f"{describe(op)}: IO error: {exc.strerror} (os error {exc.errno})"
             ) from exc
+        finally:
+            if isinstance(op, EnsureBridge | AddVeth | AddMacvlan):
+                self._absent.clear()  # what was missing may exist now
 
     def _apply(self, op: Op) -> Outcome:
         match op:
@@ -347,8 +365,11 @@ class Netlink(Handles):
             return Outcome()
         # A fixed MAC: otherwise the bridge takes its lowest port's MAC and changes it when that
         # container leaves, and the others' ARP caches point at a MAC nobody answers for.
+        # Made up at once (one request less): with no port it has no carrier, so nothing (DAD,
+        # link-local addresses) happens before the sysctls and addresses below.
         args: dict[str, Any] = {
             "ifname": op.name, "kind": "bridge", "br_stp_state": 0, "address": random_mac(),
+            "state": "up",
         }  # fmt: skip
         if op.mtu:
             args["mtu"] = op.mtu
@@ -365,6 +386,7 @@ class Netlink(Handles):
                 self.preflight((op,))
                 return Outcome()
             raise
+        self._absent.discard(("host", op.name))
         idx = self._index("host", op.name)
         assert idx is not None
         if op.ipv6:
@@ -380,7 +402,6 @@ class Netlink(Handles):
         self.made_bridges.add(op.name)
         for addr in op.addresses:
             self.host.addr("add", index=idx, address=str(addr.ip), prefixlen=addr.network.prefixlen)
-        self.host.link("set", index=idx, state="up")
         return Outcome(undo=DeleteBridgeIfUnused(op.name))
 
     def _vlan_filtering(self, name: str) -> None:
@@ -402,7 +423,14 @@ class Netlink(Handles):
         mtu = op.mtu or self._default_mtu(op.bridge, bridge)
         if mtu:
             peer["mtu"] = mtu
-        args: dict[str, Any] = {"kind": "veth", "peer": peer}
+        # The host end joins the bridge as it is made (as netavark does), and comes up with it
+        # unless something must happen first (v6 DAD off, the VLAN): one or two requests less.
+        up_at_once = not op.ipv6 and op.vlan is None
+        args: dict[str, Any] = {"kind": "veth", "peer": peer, "master": bridge}
+        if up_at_once:
+            args["state"] = "up"
+        if mtu:
+            args["mtu"] = mtu
         if op.host_ifname:
             args["ifname"] = op.host_ifname
         self.host.link("add", **args)
@@ -414,14 +442,12 @@ class Netlink(Handles):
             if op.ipv6:
                 host_name = self.host.get_links(host_idx)[0].get_attr("IFLA_IFNAME")
                 self.write_sysctl("host", f"net/ipv6/conf/{host_name}/accept_dad", "0")
-            set_args: dict[str, Any] = {"master": bridge, "state": "up"}
-            if mtu:
-                set_args["mtu"] = mtu
-            self.host.link("set", index=host_idx, **set_args)
             if op.vlan is not None:
                 # The port's untagged VLAN, also its PVID: the container is on that VLAN only.
                 vlan_info = {"vid": op.vlan, "flags": ["pvid", "untagged"]}
                 self.host.vlan_filter("add", index=host_idx, vlan_info=vlan_info)
+            if not up_at_once:
+                self.host.link("set", index=host_idx, state="up")
             # Hairpin: a container reaching its own published port (DNAT back to itself) needs
             # the bridge to send the frame out of the port it came in on; with bridge netfilter
             # on (as here), that is otherwise dropped.
@@ -435,6 +461,9 @@ class Netlink(Handles):
         """Without an `mtu` option (netavark 1.16, 1.17.2): an existing bridge's MTU, or for a
         bridge this request made, the MTU of the main table's default-route interface."""
         if name not in self.made_bridges:
+            # Preflight read the bridge a moment ago, under the config dir's lock.
+            if ("host", name) in self._mtus:
+                return self._mtus[("host", name)]
             return int(self.host.get_links(index)[0].get_attr("IFLA_MTU") or 0)
         table = self.route_tables.get(name, 254)
         for route in self.host.get_default_routes(family=2, table=table):
@@ -463,17 +492,30 @@ class Netlink(Handles):
         self.host.link("add", **args)
         return Outcome(undo=DeleteLink("container", op.ifname))
 
+    def _container_sysctls(self, op: ConfigureInterface) -> None:
+        """No SLAAC and DAD (v6); arp_notify and loose rp_filter on bridge ports (soft)."""
+        hard = [f"net/ipv6/conf/{op.ifname}/{k}" for k in ("autoconf", "accept_dad")]
+        soft = [(f"net/ipv4/conf/{op.ifname}/arp_notify", "1"),
+                (f"net/ipv4/conf/{op.ifname}/rp_filter", "2")]  # fmt: skip
+        hard, soft = (hard if op.ipv6 else []), (soft if op.bridge_port else [])
+        if not hard and not soft:
+            return
+        assert self.container_fd is not None
+        with entered(self.container_fd):  # one setns there and back for all of them
+            for path in hard:
+                _write_proc_sys(path, "0")
+            for path, value in soft:
+                try:
+                    _write_proc_sys(path, value)
+                except OSError as exc:
+                    _tolerate_readonly(path, value, exc)
+
     def _configure(self, op: ConfigureInterface) -> None:
         ctr = self._ipr("container")
         idx = self._index("container", op.ifname)
         if idx is None:
             raise BurrowError(f"interface {op.ifname} is missing in the container namespace")
-        if op.ipv6:
-            for key in ("autoconf", "accept_dad"):
-                self.write_sysctl("container", f"net/ipv6/conf/{op.ifname}/{key}", "0")
-        if op.bridge_port:
-            self.soft_sysctl("container", f"net/ipv4/conf/{op.ifname}/arp_notify", "1")
-            self.soft_sysctl("container", f"net/ipv4/conf/{op.ifname}/rp_filter", "2")
+        self._container_sysctls(op)
         for addr in op.addresses:
             ctr.addr("add", index=idx, address=str(addr.ip), prefixlen=addr.network.prefixlen)
         try:  # loopback is ifindex 1 in every network namespace

@@ -28,13 +28,37 @@ DEFAULT_STATE_DIR = "/run/burrow-cni"  # as netns.cni.config.DEFAULT_STATE_DIR (
 ENGINE_VERBS = ("ADD", "DEL")
 
 
-def state_dir(stdin: bytes) -> str | None:
-    import json
+class _ScanContext:
+    """What `_json.make_scanner` reads from `json.JSONDecoder`: the C scanner alone decodes the
+    config, as json.loads would, without importing `json` (and with it `re`): that import is
+    most of this client's own cost per ADD/DEL."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = float  # NaN, Infinity, -Infinity
+
+
+def load_object(stdin: bytes) -> object:
+    """`json.loads(stdin)`, or None where that raises (the in-process run reports it)."""
+    import _json
 
     try:
-        conf = json.loads(stdin)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None  # the in-process run reports the decode error
+        text = stdin.decode("utf-8")
+        start = len(text) - len(text.lstrip(_WHITESPACE))
+        obj, end = _json.make_scanner(_ScanContext())(text, start)  # type: ignore[arg-type]
+    except (Exception, StopIteration, RecursionError):
+        return None
+    return obj if not text[end:].strip(_WHITESPACE) else None
+
+
+_WHITESPACE = " \t\n\r"  # JSON's whitespace (str.strip() would also take others)
+
+
+def state_dir(stdin: bytes) -> str | None:
+    conf = load_object(stdin)
     if not isinstance(conf, dict):
         return None
     value = conf.get("stateDir", DEFAULT_STATE_DIR)

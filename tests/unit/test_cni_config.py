@@ -147,3 +147,36 @@ def test_thin_client_is_light_and_agrees_with_the_config() -> None:
     assert client.state_dir(b"{}") == C.DEFAULT_STATE_DIR
     assert client.state_dir(b'{"stateDir": "relative"}') is None
     assert client.state_dir(b"nope") is None
+
+
+@pytest.mark.parametrize("text", [
+    b'{"stateDir": "/run/x", "ipam": {"stateDir": "/nested"}}', b' \n{"a": [1, 2.5e3, -0, true, null]}\t',
+    b'{"stateDir": "/r\\u00e9\\n"}', b'{"a": NaN, "b": -Infinity}', b'{"a": 1} x', b'{"a": 1}{}', b'{"a": "\\q"}',
+    b'{"a": 01}', b"[1]", b"", b"\xff{}", b"{" * 5000, b'{"a": "\x01"}', b'\x0c{}',
+])  # fmt: skip
+def test_thin_client_reads_the_config_as_json_loads_without_importing_json(text: bytes) -> None:
+    """The thin client decodes stdin with the C scanner alone (importing json costs it more
+    than the rest of its work); whatever it accepts, json.loads gives the same, and it
+    accepts whatever json.loads does (bar nesting past the recursion limit)."""
+    import json
+
+    from netns.cni import client
+
+    try:
+        expected = json.loads(text)
+    except (ValueError, RecursionError):
+        expected = None
+    got = client.load_object(text)
+    assert json.dumps(got) == json.dumps(expected)
+
+
+def test_thin_client_finds_the_state_dir_without_importing_json() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; import netns.cni.client as c; c.state_dir(sys.stdin.buffer.read()); "
+            "print(c.state_dir(b'{}'), 'json' in sys.modules, 're' in sys.modules)")
+    repo = Path(__file__).resolve().parents[2]
+    res = subprocess.run([sys.executable, "-S", "-c", code], input=b'{"stateDir": "/run/x"}',
+                         capture_output=True, cwd=repo, check=True)
+    assert res.stdout.split() == [b"/run/burrow-cni", b"False", b"False"]
