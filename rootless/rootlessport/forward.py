@@ -9,19 +9,29 @@ the port manager, the splice TCP proxy, the UDP proxy, the caps. What differs is
   not come back: spec/rootlessport.md §5);
 - the process ends when ExitFD reaches EOF (conmon holds the write end), not with a holder;
 - the control socket is Podman's (control.py), not burrow's.
+
+Client addresses (rootless.ports.clientaddr): on a bridge network the container hangs off a
+bridge in Podman's rootless netns, where we (uid 0 of Podman's user namespace) hold
+CAP_NET_ADMIN; dialled from there (`via`) on a transparent socket bound to the client's
+address, the container's server sees the real client, and its replies come back through that
+netns's policy route. Loopback clients show the bridge's gateway. In slirp4netns mode there is
+no such netns (the container's own would need rules the container can see): the dial stays
+inside the container, which sees ChildIP itself, as upstream.
 """
 
 from __future__ import annotations
 
 import gc
+import glob
 import ipaddress
 import logging
+import os
 import resource
 import signal
 import socket
 import threading
 
-from netns import proctitle
+from netns import nsenter, proctitle
 from netns.loop import Loop
 from rootless.ports.budget import Guard
 from rootless.ports.dialer import Dialer
@@ -39,15 +49,62 @@ from rootless.rootlessport.listen import Bound, ControlSocket
 log = logging.getLogger("rootless.rootlessport")
 
 UDP_TIMEOUT = 90.0  # upstream's UDP conntrack timeout
+RTF_REJECT = 0x0200
 
 
-def target(cfg: Config, child_ip: str) -> Target:
+def rootless_netns(runtime: str | None) -> str | None:
+    """Podman's rootless netns, the one netns that routes to every rootless bridge: 4.3's
+    `$XDG_RUNTIME_DIR/netns/rootless-netns-<hash>`, 5.x's `.../containers/networks/
+    rootless-netns/rootless-netns`. None unless exactly one exists (each Podman storage root
+    has its own, and the config does not say which is ours)."""
+    if not runtime or not runtime.startswith("/"):
+        return None
+    found = sorted(glob.glob(os.path.join(glob.escape(runtime), "netns", "rootless-netns-*")))
+    v5 = os.path.join(runtime, "containers", "networks", "rootless-netns", "rootless-netns")
+    found += [v5] if os.path.exists(v5) else []
+    return os.path.normpath(found[0]) if len(found) == 1 else None
+
+
+def has_default_route(netns: str, family: int) -> bool:
+    """Whether the container's netns routes anywhere beyond its networks: without a default
+    route (an --internal network) it could not answer a kept client address, so the dial
+    stays inside it. Read by a short-lived thread that enters the netns (a thread's
+    /proc/thread-self/net is its own netns's)."""
+    found: list[bool] = []
+
+    def look() -> None:
+        try:
+            fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                nsenter.setns(fd)
+            finally:
+                os.close(fd)
+            if family == 4:
+                with open("/proc/thread-self/net/route") as f:
+                    found.append(any(ln.split()[1:2] == ["00000000"] and ln.split()[7:8] == ["00000000"]
+                                     for ln in f.readlines()[1:]))
+            else:
+                with open("/proc/thread-self/net/ipv6_route") as f:  # not the reject route on lo
+                    found.append(any(x[:2] == ["0" * 32, "00"] and not int(x[8], 16) & RTF_REJECT
+                                     for x in (ln.split() for ln in f) if len(x) >= 10))
+        except OSError:
+            found.append(False)
+
+    t = threading.Thread(target=look, name="route-check", daemon=True)
+    t.start()
+    t.join(5)
+    return bool(found and found[0])
+
+
+def target(cfg: Config, child_ip: str, via: str | None) -> Target:
     """Where the ports lead: ChildIP in the container's netns, whatever the client's family
-    (upstream dials ChildIP only)."""
+    (upstream dials ChildIP only); dialled from `via` when client addresses can be kept."""
     ip = ipaddress.ip_address(child_ip)
+    keep = via is not None and not ip.is_loopback and has_default_route(cfg.netns_path, ip.version)
     return Target(cfg.container_id, cfg.netns_path,
                   ip if isinstance(ip, ipaddress.IPv4Address) else None,
-                  ip if isinstance(ip, ipaddress.IPv6Address) else None)
+                  ip if isinstance(ip, ipaddress.IPv6Address) else None,
+                  via if keep else None)
 
 
 def start_dialer(chan: socket.socket) -> threading.Thread:
@@ -79,7 +136,9 @@ class PodmanForwarder:
         self.tcp = TcpProxy(self.loop, self.pool, self.guard)
         self.udp = UdpProxy(self.loop, self.pool, self.guard, UDP_TIMEOUT)
         self.manager = PortManager(self.loop, self.pool, self.tcp, self.udp, self.guard, self.stop)
-        to = target(cfg, cfg.child_ip)
+        # Bridge mode only (RootlessCNI): the rootless netns routes to the container's bridge.
+        self.via = rootless_netns(os.environ.get("XDG_RUNTIME_DIR")) if cfg.rootless_cni else None
+        to = target(cfg, cfg.child_ip, self.via)
         self.manager.adopt(cfg.container_id, [
             Listener(b.sock, PortSpec.of(b.forward.host_ip, b.forward.host_port,
                                          b.forward.container_port, 1, b.forward.protocol),
@@ -92,7 +151,14 @@ class PodmanForwarder:
             self.loop.on_signal(sig, self.stop)
 
     def retarget(self, child_ip: str) -> None:
-        self.manager.retarget(self.cfg.container_id, target(self.cfg, child_ip))
+        """Podman's reload (network connect/disconnect). Podman may have torn its rootless
+        netns down and made a new one at the same path meanwhile (4.3 does on a disconnect):
+        the dialer's open fd and pooled sockets would still lead into the old one."""
+        if self.via is not None:
+            self.pool.forget(self.via)
+        if self.cfg.rootless_cni:
+            self.via = rootless_netns(os.environ.get("XDG_RUNTIME_DIR"))
+        self.manager.retarget(self.cfg.container_id, target(self.cfg, child_ip, self.via))
 
     def _held(self) -> int:
         """fds held for no particular client: they come off the clients' budget."""
@@ -114,6 +180,10 @@ class PodmanForwarder:
 def serve(cfg: Config, bound: list[Bound], ctl: ControlSocket | None) -> int:
     """Forward until ExitFD reaches EOF; 0 on a clean stop."""
     raise_fd_limit()
+    # The reply routing runs nft/iptables and ip; a Debian user's PATH (Podman's, passed on)
+    # lacks the sbin dirs, as Podman itself knows when it runs netavark.
+    path = [d for d in os.environ.get("PATH", "").split(":") if d]
+    os.environ["PATH"] = ":".join(path + [d for d in ("/usr/sbin", "/sbin") if d not in path])
     proctitle.set_title(f"burrow-rootlessport {cfg.container_id[:12]}")
     fwd = PodmanForwarder(cfg, bound, ctl)
     gc.freeze()  # what start-up made lives on: keep it out of every later collection

@@ -258,6 +258,7 @@ def routed(podman_rootfs: Path, rootless_user: Any) -> Iterator[tuple[RootlessWo
         client.run(["ip", "route", "add", "default", "via", HOST_IP])
         w = RootlessWorld(rootless_user, base / "w", podman_rootfs, host=host)
         w.podman("network", "create", "--subnet", "10.89.23.0/24", "brlp3")
+        w.podman("network", "create", "--internal", "--subnet", "10.89.24.0/24", "brlp4")
         yield w, client
     finally:
         if w is not None:
@@ -267,7 +268,7 @@ def routed(podman_rootfs: Path, rootless_user: Any) -> Iterator[tuple[RootlessWo
         host.close()
 
 
-def test_routed_client_reaches_the_container_through_the_dropin(routed: tuple[RootlessWorld, Netns]) -> None:
+def test_routed_client_keeps_its_address_through_the_dropin(routed: tuple[RootlessWorld, Netns]) -> None:
     w, client = routed
     w.podman("run", "-d", "--name", "brlpr", "--network", "brlp3:ip=10.89.23.10", "-p", "8080:80", IMAGE,
              "sleep", "600")
@@ -277,8 +278,31 @@ def test_routed_client_reaches_the_container_through_the_dropin(routed: tuple[Ro
         res = client.run([sys.executable, "-c", WHO_CLIENT, HOST_IP, "8080"], check=False)
         assert res.returncode == 0, res.stderr
         here, peer = res.stdout.split()
-        assert here == "10.89.23.10"
+        # The container sees the client itself (dialled from Podman's rootless netns on a
+        # transparent socket), not its own address as with Podman's rootlessport.
+        assert (here, peer) == ("10.89.23.10", CLIENT_IP)
+        # A loopback client means nothing in the container: it shows the bridge's gateway.
+        res = w.host.run([sys.executable, "-c", WHO_CLIENT, "127.0.0.1", "8080"], check=False) \
+            if w.host else None
+        assert res is not None and res.stdout.split() == ["10.89.23.10", "10.89.23.1"], res
     finally:
         server.kill()
         server.wait()
         w.podman("rm", "-f", "-t", "0", "brlpr")
+
+
+def test_internal_network_keeps_the_old_dial(routed: tuple[RootlessWorld, Netns]) -> None:
+    """A container only on an --internal network has no route back to a client's address: the
+    drop-in dials inside it (it sees its own address) rather than hang the connection."""
+    w, client = routed
+    w.podman("run", "-d", "--name", "brlpi", "--network", "brlp4:ip=10.89.24.10", "-p", "8081:80", IMAGE,
+             "sleep", "600")
+    server = start_who(w, "brlpi")
+    try:
+        res = client.run([sys.executable, "-c", WHO_CLIENT, HOST_IP, "8081"], check=False)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.split() == ["10.89.24.10", "10.89.24.10"]
+    finally:
+        server.kill()
+        server.wait()
+        w.podman("rm", "-f", "-t", "0", "brlpi")

@@ -287,3 +287,21 @@ def test_sigterm_cleans_up_like_exitfd(env: tuple[Netns, Ctr, Path]) -> None:
         assert not (tmp / "rp" / CID).exists()
     finally:
         d.close()
+
+
+def test_default_route_check_sees_the_containers_own_routes(netns_factory: Callable[[], Netns]) -> None:
+    """Kept client addresses need a way back from the container: an --internal network has no
+    default route (and a fresh netns only the reject route on lo), so the dial stays inside."""
+    from rootless.rootlessport.forward import has_default_route
+
+    ns = netns_factory()
+    assert not has_default_route(ns.path, 4) and not has_default_route(ns.path, 6)
+    for cmd in (["ip", "link", "add", "e0", "type", "veth", "peer", "name", "e1"],
+                ["ip", "link", "set", "e0", "up"], ["ip", "link", "set", "e1", "up"],
+                ["ip", "addr", "add", "10.1.0.2/24", "dev", "e0"],
+                ["ip", "route", "add", "default", "via", "10.1.0.1"]):
+        ns.run(cmd)
+    assert has_default_route(ns.path, 4) and not has_default_route(ns.path, 6)
+    ns.run(["ip", "-6", "addr", "add", "fd00::2/64", "dev", "e0", "nodad"])
+    ns.run(["ip", "-6", "route", "add", "default", "via", "fd00::1"])
+    assert has_default_route(ns.path, 6)

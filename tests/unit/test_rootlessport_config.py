@@ -132,3 +132,22 @@ def test_control_packet(packet: bytes, want: str) -> None:
 def test_control_packet_hostile(packet: bytes) -> None:
     with pytest.raises(ConfigError):
         parse_child_ip(packet)
+
+
+def test_rootless_netns_is_found_only_when_unambiguous(tmp_path: Any) -> None:
+    """Client addresses are kept by dialling from Podman's rootless netns: 4.3's and 5.x's
+    places, and none when two storage roots each have one (the config does not say which)."""
+    from rootless.rootlessport.forward import rootless_netns
+
+    assert rootless_netns(str(tmp_path)) is None and rootless_netns("relative") is None
+    (tmp_path / "netns").mkdir()
+    (tmp_path / "netns" / "netns-1234").touch()  # a container's: never
+    assert rootless_netns(str(tmp_path)) is None
+    (tmp_path / "netns" / "rootless-netns-0123456789").touch()
+    assert rootless_netns(str(tmp_path)) == str(tmp_path / "netns" / "rootless-netns-0123456789")
+    v5 = tmp_path / "containers" / "networks" / "rootless-netns"
+    v5.mkdir(parents=True)
+    (v5 / "rootless-netns").touch()
+    assert rootless_netns(str(tmp_path)) is None  # two: ambiguous
+    (tmp_path / "netns" / "rootless-netns-0123456789").unlink()
+    assert rootless_netns(str(tmp_path)) == str(v5 / "rootless-netns")
