@@ -87,6 +87,8 @@ def _template_format(value: str) -> str:
 
 FormatOpt = Annotated[str, typer.Option("--format", metavar="table|json", callback=_format,
                                         help="table or json")]
+NoHeadingOpt = Annotated[bool, typer.Option("--noheading", help="no table heading")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="names only")]
 TemplateFormatOpt = Annotated[str, typer.Option(
     "--format", metavar="FORMAT", callback=_template_format,
     help="table, json, or a Go template such as '{{.Name}}'")]

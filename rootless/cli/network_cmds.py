@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from netns.errors import BurrowError
-from rootless.cli.core import TemplateFormatOpt, ctx, emit, network_app
+from rootless.cli.core import NoHeadingOpt, QuietOpt, TemplateFormatOpt, ctx, emit, network_app
 from rootless.cli.output import each, go_template
 
 NamesArg = Annotated[list[str], typer.Argument(metavar="NAME")]
@@ -95,8 +95,8 @@ def network_ls(
         "--filter", "-f", metavar="KEY=VALUE",
         help="name=REGEX, id=REGEX, driver=D, label=K[=V], label!=K[=V], dangling=true|false;"
         " the same key again: either matches; different keys: all must")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="names only")] = False,
-    noheading: Annotated[bool, typer.Option("--noheading", help="no table heading")] = False,
+    quiet: QuietOpt = False,
+    noheading: NoHeadingOpt = False,
 ) -> None:
     """List networks (JSON: Podman's network objects, as `network inspect`)."""
     from rootless import netconf

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from rootless.cli.core import FormatOpt, ctx, emit, port_app
+from rootless.cli.core import FormatOpt, NoHeadingOpt, ctx, emit, port_app
 
 
 @port_app.command("ls")
@@ -15,6 +15,7 @@ def port_ls(
     sandbox: Annotated[str | None, typer.Argument(metavar="SANDBOX",
                                                   help="only this sandbox's ports")] = None,
     fmt: FormatOpt = "table",
+    noheading: NoHeadingOpt = False,
 ) -> None:
     """Published ports of every sandbox (host ports burrow chose for `-p CTR` included)."""
     from rootless.store import Store
@@ -24,4 +25,4 @@ def port_ls(
     rows = [{"sandbox": n, **p.to_json(), "spec": str(p)}
             for n, rec in recs.items() for p in rec.ports]
     emit(rows, fmt, ["sandbox", "spec", "host_ip", "host_port", "container_port", "range",
-                     "protocol"])
+                     "protocol"], heading=not noheading)

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from rootless.cli.core import FormatOpt, app, ctx, emit, sandbox_app
+from rootless.cli.core import FormatOpt, NoHeadingOpt, QuietOpt, app, ctx, emit, sandbox_app
 from rootless.cli.output import each
 
 ListOpt = list[str] | None
@@ -58,7 +58,8 @@ def sandbox_create(
 
 
 @sandbox_app.command("ls")
-def sandbox_ls(c: typer.Context, fmt: FormatOpt = "table") -> None:
+def sandbox_ls(c: typer.Context, fmt: FormatOpt = "table", quiet: QuietOpt = False,
+               noheading: NoHeadingOpt = False) -> None:
     """List sandboxes. A sandbox whose namespace died is `lost` until `burrow up`."""
     from rootless.status import sandbox_state
     from rootless.store import Store
@@ -69,7 +70,11 @@ def sandbox_ls(c: typer.Context, fmt: FormatOpt = "table") -> None:
              "ports": [str(p) for p in r.ports], "state": sandbox_state(r, rt),
              "created": r.created}
             for r in Store(w.paths).sandboxes().values()]
-    emit(rows, fmt, ["name", "networks", "ips", "ports", "state"])
+    if quiet:
+        for r in rows:
+            print(r["name"])
+        return
+    emit(rows, fmt, ["name", "networks", "ips", "ports", "state"], heading=not noheading)
     if any(r["state"] == "lost" for r in rows) and fmt == "table":
         print("lost: its namespace died; `burrow up` re-creates it", file=sys.stderr)
 

@@ -79,6 +79,8 @@ def test_publish_without_host_port_is_chosen_reported_and_forwarded(rl: Any) -> 
     port = row["host_port"]
     assert 1024 < port <= 65535
     assert json.loads(ok(rl, "sandbox", "inspect", "rp"))["ports"][0]["host_port"] == port
+    assert ok(rl, "port", "ls", "--noheading").split()[:4] == [
+        "rp", f"127.0.0.1:{port}:80/tcp", "127.0.0.1", str(port)]
     srv = serve(rl, "rp", "t:80", "rp")
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
@@ -133,6 +135,9 @@ def test_network_commands_as_podman(rl: Any) -> None:
 def test_sandbox_rm_goes_on_past_a_failure(rl: Any) -> None:
     for n in ("ra", "rb"):
         ok(rl, "sandbox", "create", n, "--network", "none")
+    assert ok(rl, "sandbox", "ls", "-q").split() == ["ra", "rb"]
+    assert [ln.split()[0] for ln in ok(rl, "sandbox", "ls", "--noheading").splitlines()] == [
+        "ra", "rb"]
     res = rl.burrow("sandbox", "rm", "ra", "missing", "rb", timeout=60)
     assert res.rc == 1 and "sandbox rm failed for 1 of 3: missing" in res.err
     assert "ra" in res.out and "rb" in res.out
