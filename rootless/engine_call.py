@@ -25,7 +25,12 @@ def bin_path(name: str) -> str:
 def netavark(rt: Runtime, command: str, netns_path: str, options: schema.NetworkOptions
              ) -> dict[str, Any]:
     if not options.networks:
-        return {}  # a sandbox on `--network none`: loopback only, nothing for the engine
+        # A sandbox on `--network none`: nothing for the engine; its loopback comes up (on
+        # create and on a restore), as Podman's does.
+        if command == "setup":
+            rt.run(["nsenter", f"--net={netns_path}", "ip", "link", "set", "lo", "up"],
+                   what="bring loopback up")
+        return {}
     argv = [bin_path("burrow-netavark"), "--config", str(rt.paths.netavark_config),
             f"--rootless={'true' if rt.rootless else 'false'}", "--aardvark-binary",
             bin_path("burrow-dns"), command, netns_path]

@@ -236,9 +236,6 @@ def create(w: World, name: str, attaches: Sequence[Attach], ports: Sequence[Port
         undo.callback(teardown_sandbox, rt, rec, store)
         rt.create_netns(name)
         rec = rec.replace(status=netavark(rt, "setup", rec.netns or "", options(rt, rec, store)))
-        if not rec.networks:  # --network none: loopback up, as Podman leaves it
-            rt.run(["nsenter", f"--net={rec.netns}", "ip", "link", "set", "lo", "up"],
-                   what="bring loopback up")
         rt.ports.publish(rec.to_json())
         rec = rec.replace(state=RUNNING, creator=None)
         store.save_sandbox(rec)

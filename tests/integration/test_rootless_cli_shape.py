@@ -173,3 +173,12 @@ def test_connector_of_a_running_world_is_not_ignored(rl: Any) -> None:
 def test_piped_output_has_no_escape_codes(rl: Any) -> None:
     res = rl.run(["sh", "-c", f"{BURROW} --help | cat; {BURROW} status | cat"])
     assert "\033[" not in res.out and "\033[" not in res.err
+
+
+def test_network_none_comes_back_up_after_the_namespace_died(rl: Any) -> None:
+    from tests.integration.test_rootless_faults import kill
+
+    ok(rl, "sandbox", "create", "iso", "--network", "none")
+    kill(json.loads(ok(rl, "status", "--format", "json"))["namespace"]["holder_pid"])
+    assert "re-created sandbox iso" in ok(rl, "up", timeout=120)
+    assert in_sandbox(rl, "iso", "ip -br addr show lo").split()[2] == "127.0.0.1/8"
