@@ -221,6 +221,8 @@ class FirewalldFirewall:
             snap = self.store.load()
             nets, ports = snap.ordered_networks(), snap.ordered_ports()
             self._validate(nets, ports)
+            if not nets and not ports:
+                return  # nothing saved: no reason to make the zone and policies (a reload)
             with self._firewalld() as fw, self.store.applying():
                 ensure_base(fw)
                 apply_setup(fw, Change(self._plan_of(nets, ports) + fp.isolation_plan(nets)))

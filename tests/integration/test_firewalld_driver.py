@@ -346,3 +346,9 @@ def test_teardown_goes_on_past_a_failure_and_reports_it(fwd: FwdWorld) -> None:
     # The state files stay, so running the teardown again finishes the job.
     w.fw.teardown([net], [pf])
     assert snapshot(fwd.fwd) == before
+
+
+def test_reload_with_nothing_saved_changes_nothing(fwd: FwdWorld) -> None:
+    before = snapshot(fwd.fwd)
+    fwd.world.fw.reload()
+    assert snapshot(fwd.fwd) == before  # no zone or policy made, no firewalld reload
