@@ -56,6 +56,12 @@ def isolate_option(net: Network) -> Isolate:
     raise BurrowError(f'unable to parse "isolate": {text!r} is not `true`, `false` or `strict`')
 
 
+def net_has_isolate(net: Network) -> bool:
+    """Whether the network names its isolation; if not, the firewall backend's default applies
+    (netavark 2.x: strict; 1.4: none)."""
+    return net.option("isolate") is not None
+
+
 def mode_option(net: Network) -> str:
     mode = net.option("mode") or "managed"
     if mode not in MODES:
@@ -219,6 +225,7 @@ class BridgeDriver:
             dns_port=dns_port,
             outbound4=v4,
             outbound6=v6,
+            isolate_given=net_has_isolate(b.network),
         )
 
     def dns(self, att: Attachment) -> bool:

@@ -437,7 +437,7 @@ class IptablesFirewall:
         bridges = set(fresh)
         new = frozenset(n.hash for n in networks if n.bridge in bridges)
         with self.store.locked():
-            networks = self.store.pin(networks, bridges)
+            networks = self.store.pin(networks, bridges, "false")  # 1.4: none unless asked
             ledger = self._ledger()
             if any(self.store.has_port(p) for p in ports):
                 # Set up before (a retry): its own rules may be in, so ask the kernel.

@@ -28,11 +28,14 @@ from netns.firewall.nfnl import Nfnl, NfnlError
 from netns.firewall.rules import DNAT_CT_MARK, MASQ_MARK, PortDnat, build
 from netns.firewall.runner import ExecResult, Runner, error_text, subprocess_runner
 from netns.firewall.state import key_of, port_key
-from netns.firewall.types import NetworkFw, PortFw
+from netns.firewall.types import Isolate, NetworkFw, PortFw
 from netns.schema import IPAddress, IPNetwork
 
 TABLE = "netavark"
 FAMILY = "inet"
+# Netavark 2.x isolates a bridge network that has no `isolate` option strictly
+# (src/network/bridge.rs get_isolate_option: "if no option default to strict isolation").
+DEFAULT_ISOLATE: Isolate = "strict"
 DNAT_CHAIN = "NETAVARK-HOSTPORT-DNAT"
 MARK_CHAIN = "NETAVARK-HOSTPORT-SETMARK"
 ISO1, ISO2, ISO3 = "NETAVARK-ISOLATION-1", "NETAVARK-ISOLATION-2", "NETAVARK-ISOLATION-3"
@@ -522,7 +525,7 @@ class NftablesFirewall:
               fresh: Iterable[str] = ()) -> None:
         dnats = self._validate(networks, ports)
         with self.store.locked():
-            networks = self.store.pin(networks, fresh := set(fresh))
+            networks = self.store.pin(networks, fresh := set(fresh), DEFAULT_ISOLATE)
             led = NftLedger.from_json(self.store.ledger(self.name))
             again = self.store.interrupted() or any(self.store.has_port(p) for p in ports)
             with self.store.applying():

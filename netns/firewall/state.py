@@ -98,19 +98,24 @@ class StateStore:
 
     # -- the per-change API: only the files of this change -----------------------------------
 
-    def pin(self, networks: Iterable[NetworkFw], fresh: Iterable[str]) -> list[NetworkFw]:
+    def pin(self, networks: Iterable[NetworkFw], fresh: Iterable[str],
+            default: Isolate = "false") -> list[NetworkFw]:
         """Networks whose bridge is up keep the isolation they were set up with: a later
-        container's request can't change it under the running ones (one small read each)."""
+        container's request can't change it under the running ones (one small read each).
+        Others without an `isolate` option get the backend's `default`."""
         new_bridges, out = set(fresh), []
         for net in networks:
             path = self.networks / net.id
+            isolation = None
             if net.bridge not in new_bridges and path.exists():
                 try:
                     isolation = _read(path).get("isolation")
                 except (OSError, ValueError, AttributeError):
                     isolation = None
-                if isolation in ISOLATE_OF and ISOLATE_OF[isolation] != net.isolate:
-                    net = replace(net, isolate=ISOLATE_OF[isolation])
+            if isolation in ISOLATE_OF:
+                net = replace(net, isolate=ISOLATE_OF[isolation], isolate_given=True)
+            elif not net.isolate_given:
+                net = replace(net, isolate=default, isolate_given=True)
             out.append(net)
         return out
 

@@ -44,6 +44,10 @@ class NetworkFw:
     # SNATed to this host address instead of masqueraded (None: masquerade).
     outbound4: IPv4Address | None = None
     outbound6: IPv6Address | None = None
+    # False: the network has no `isolate` option, so `isolate` is only a placeholder and the
+    # backend applies the default of the Netavark version it stands in for (StateStore.pin):
+    # nftables as 2.x (strict), iptables as 1.4 (none).
+    isolate_given: bool = True
 
     def __post_init__(self) -> None:
         if not self.hash:

@@ -130,7 +130,8 @@ def test_isolation_blocks_other_networks(world: World, netns_factory: Callable[[
     c1, c2, c3 = netns_factory(), netns_factory(), netns_factory()
     n1 = network(unique("n"), unique("bt"), [("10.61.0.0/24", "10.61.0.1")], options={"isolate": "strict"})
     n2 = network(unique("n"), unique("bt"), [("10.62.0.0/24", "10.62.0.1")], options={"isolate": "true"})
-    n3 = network(unique("n"), unique("bt"), [("10.63.0.0/24", "10.63.0.1")])
+    n3 = network(unique("n"), unique("bt"), [("10.63.0.0/24", "10.63.0.1")],
+                 options={"isolate": "false"})  # explicit: nftables' default is 2.x's strict
     o1 = options("a", [(n1, {"interface_name": "eth0", "static_ips": ["10.61.0.2"]})])
     o2 = options("b", [(n2, {"interface_name": "eth0", "static_ips": ["10.62.0.2"]})])
     o3 = options("c", [(n3, {"interface_name": "eth0", "static_ips": ["10.63.0.2"]})])
@@ -148,8 +149,11 @@ def test_isolation_blocks_other_networks(world: World, netns_factory: Callable[[
 
 def test_without_isolation_networks_route(world: World, netns_factory: Callable[[], Netns]) -> None:
     c1, c2 = netns_factory(), netns_factory()
-    n1 = network(unique("n"), unique("bt"), [("10.64.0.0/24", "10.64.0.1")])
-    n2 = network(unique("n"), unique("bt"), [("10.65.0.0/24", "10.65.0.1")])
+    # explicit: without the option, nftables isolates as 2.x (test_firewall_isolation_default)
+    n1 = network(unique("n"), unique("bt"), [("10.64.0.0/24", "10.64.0.1")],
+                 options={"isolate": "false"})
+    n2 = network(unique("n"), unique("bt"), [("10.65.0.0/24", "10.65.0.1")],
+                 options={"isolate": "false"})
     o1 = options("a", [(n1, {"interface_name": "eth0", "static_ips": ["10.64.0.2"]})])
     o2 = options("b", [(n2, {"interface_name": "eth0", "static_ips": ["10.65.0.2"]})])
     world.setup(c1, o1)
