@@ -71,6 +71,11 @@ class Loop:
     def modify(self, fd: int, events: int) -> None:
         self._ep.modify(fd, events)
 
+    def forget(self, fd: int) -> None:
+        """Drop fd's handler only, for an fd about to be closed that no other process or fd
+        shares: closing it takes it out of the epoll set, no EPOLL_CTL_DEL is needed."""
+        self._handlers.pop(fd, None)
+
     def remove(self, fd: int) -> None:
         if self._handlers.pop(fd, None) is not None:
             try:

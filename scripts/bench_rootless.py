@@ -240,6 +240,7 @@ def inbound(seconds: float, runs: int) -> list[Row]:
         wait_backend(port)
     rows.append(("burrow forwarder (splice, fd-passing dialer)", *iperf(bp, seconds, runs),
                  conn_rate(bep, seconds), round_trip_us(brr)))
+    rows.append(own_netns_row(seconds, runs))
 
     # rootlessport: Podman's forwarder, into the same sandbox (child in the sandbox netns).
     if os.access(ROOTLESSPORT, os.X_OK):
@@ -367,6 +368,44 @@ def print_client_address(seconds: float, rounds: int) -> None:
           f"{ca.get('unavailable') or 'none'}")
 
 
+def control(req: dict[str, object]) -> dict[str, object]:
+    """One request to the running forwarder's control socket."""
+    path = json.loads(burrow("status", "--format", "json"))["forwarder"]["socket"]
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(path)
+        s.sendall(json.dumps(req).encode() + b"\n")
+        reply: dict[str, object] = json.loads(s.makefile().readline())
+    if "error" in reply:
+        raise SystemExit(f"forwarder: {reply['error']}")
+    return reply
+
+
+def own_netns_row(seconds: float, runs: int) -> Row:
+    """burrow's forwarder with pasta -t's topology: the servers in the forwarder's own
+    namespace (the user's netns, on its loopback), no bridge and veth hop. Published with a
+    raw `add` whose netns is the user's own (the dialer sees it as /proc/1/ns/net)."""
+    h = holder_pid()
+    ports = [free_port() for _ in range(3)]
+    enter = ["nsenter", "--preserve-credentials", "-U", "-n", "-t", str(h), "--"]
+    servers = [bg([*enter, "iperf3", "-s", "-B", "127.0.0.1", "-p", "5211"]),
+               bg([*enter, sys.executable, "-c", ECHO_SERVER, "5311"]),
+               bg([*enter, sys.executable, "-c", RR_SERVER, "5411"])]
+    control({"op": "add", "sandbox": "bench-ownns", "netns": "/proc/1/ns/net",
+             "ip4": "127.0.0.1", "ip6": None, "ports": [
+                 {"host_ip": "127.0.0.1", "container_port": c, "host_port": p, "range": 1,
+                  "protocol": "tcp"} for p, c in zip(ports, (5211, 5311, 5411), strict=True)]})
+    try:
+        for port in ports:
+            wait_backend(port)
+        return ("burrow forwarder, servers in its own netns*", *iperf(ports[0], seconds, runs),
+                conn_rate(ports[1], seconds), round_trip_us(ports[2]))
+    finally:
+        control({"op": "remove", "sandbox": "bench-ownns"})
+        for srv in servers:
+            stop(srv)
+
+
 def outbound(seconds: float, runs: int) -> list[tuple[str, float, float]]:
     rows = []
     for conn in ("slirp4netns", "pasta"):
@@ -421,14 +460,20 @@ def worker(args: argparse.Namespace) -> int:
               + (f"{rate:6.0f} {rtt:6.1f}" if rate else ""))
     by = {r[0].split(" (")[0]: r for r in rows}
     b = by.get("burrow forwarder")
+    own = by.get("burrow forwarder, servers in its own netns*")
     if b:
         print()
-        for other in ("podman rootlessport", "pasta -t", "host loopback"):
+        for mine, other in ((b, "podman rootlessport"), (b, "pasta -t"), (b, "host loopback"),
+                            (own, "pasta -t")):
             o = by.get(other)
-            if o and o[1] and o[4] and b[5]:
-                print(f"burrow / {other:20} throughput {b[1] / o[1]:.2f}x   conn/s "
-                      f"{b[4] / o[4]:.2f}x   round trip {b[5] / o[5]:.2f}x (lower is better)")
-    print("* pasta forwards into its own namespace (no bridge hop), as in spec §3b.")
+            if mine and o and o[1] and o[4] and mine[5]:
+                label = "burrow" if mine is b else "burrow own netns*"
+                print(f"{label} / {other:20} throughput {mine[1] / o[1]:.2f}x   conn/s "
+                      f"{mine[4] / o[4]:.2f}x   round trip {mine[5] / o[5]:.2f}x (lower is "
+                      "better)")
+    print("* pasta forwards into its own namespace (no bridge hop), as in spec §3b; the "
+          "'own netns' row is burrow's\n  forwarder in that same topology (servers on the "
+          "user netns' loopback), the like-for-like pair.")
     print("CPU: share of all CPUs busy during the iperf3 runs (whole machine). Gb/s@2c: the "
           "throughput if all of it\nscaled to every CPU busy, a ceiling for that path here. A "
           "forwarder carries each byte over two\nloopback TCP connections; -P 2 is what this "

@@ -112,11 +112,14 @@ def _nft() -> None:
 
 def make_transparent(s: socket.socket, family: int) -> None:
     """The options only CAP_NET_ADMIN in the netns's user namespace may set (the dialer's)."""
-    if family == 4:
-        s.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
-    else:
-        s.setsockopt(socket.IPPROTO_IPV6, IPV6_TRANSPARENT, 1)
-    s.setsockopt(socket.SOL_SOCKET, SO_MARK, DIAL_MARK)
+    try:
+        if family == 4:
+            s.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+        else:
+            s.setsockopt(socket.IPPROTO_IPV6, IPV6_TRANSPARENT, 1)
+        s.setsockopt(socket.SOL_SOCKET, SO_MARK, DIAL_MARK)
+    except OSError as e:
+        raise Unsupported(f"IP_TRANSPARENT/SO_MARK: {e.strerror}") from None
 
 
 def client_ip(host: str) -> tuple[str, int] | None:

@@ -68,10 +68,11 @@ class Dialer:
                 try:
                     if req.transparent:
                         clientaddr.make_transparent(s, req.family)
-                except OSError as e:
+                    if kind == socket.SOCK_STREAM:  # here, once, not per connection there
+                        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                except (OSError, clientaddr.Unsupported):
                     s.close()
-                    raise clientaddr.Unsupported(f"IP_TRANSPARENT/SO_MARK: {e.strerror}") \
-                        from None
+                    raise
                 fds.append(s.detach())
         except clientaddr.Unsupported:
             for fd in fds:

@@ -82,7 +82,8 @@ class Forwarder:
 
     def _held(self) -> int:
         """fds held for no particular client: they come off the clients' budget."""
-        return self.manager.listeners + self.pool.size + len(self.ctl.conns)
+        return (self.manager.listeners + self.pool.size + len(self.ctl.conns)
+                + self.tcp.big.spare_fds)
 
     def stop(self) -> None:
         self.loop.stop()

@@ -64,6 +64,8 @@ def bind(spec: PortSpec, port: int) -> socket.socket:
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         if kind == socket.SOCK_STREAM:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # Accepted connections inherit it: one setsockopt here instead of one each.
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         s.bind((addr, port))
         if kind == socket.SOCK_STREAM:
             s.listen(BACKLOG)

@@ -163,15 +163,21 @@ class DialerPool:
             fds = _received_fds(anc)
             if flags & socket.MSG_CTRUNC:  # out of fds: the kernel dropped the rest
                 self.shed.out_of_fds += 1
-            socks = [socket.socket(fileno=fd) for fd in fds]
             try:
                 reply = messages.parse_dialer_reply(msg)
             except (ValueError, BurrowError) as e:
                 log.error("dialer: bad reply %r: %s", msg[:80], e)
-                for s in socks:
-                    s.close()
+                close_fds(fds)
                 self._fail_in_flight()
                 continue
+            key = self.requests.get(reply.id)
+            if key is None:
+                close_fds(fds)
+                socks = []
+            else:  # family and type given: socket() need not ask the kernel (3 syscalls)
+                fam = socket.AF_INET6 if key[1] == 6 else socket.AF_INET
+                kind = socket.SOCK_DGRAM if key[2] == "udp" else socket.SOCK_STREAM
+                socks = [socket.socket(fam, kind, 0, fd) for fd in fds]
             self._deliver(reply, socks)
 
     def _deliver(self, reply: messages.DialReply, socks: list[socket.socket]) -> None:

@@ -67,12 +67,34 @@ def pipe_pair() -> tuple[Pipe, Pipe]:
 
 
 class BigPipes:
-    """How many pipes have grown to BIG_PIPE, so their number stays bounded."""
+    """How many pipes have grown to BIG_PIPE, so their number stays bounded; and a few empty
+    default-size pipes of finished connections kept for the next ones (`spare` pairs at most:
+    fds held for no client, so the forwarder counts them in its budget)."""
 
-    __slots__ = ("count",)
+    __slots__ = ("count", "spare", "free")
 
-    def __init__(self) -> None:
+    def __init__(self, spare: int = 0) -> None:
         self.count = 0
+        self.spare = spare
+        self.free: list[Pipe] = []
+
+    @property
+    def spare_fds(self) -> int:
+        return 2 * len(self.free)
+
+    def pair(self) -> tuple[Pipe, Pipe]:
+        """Two empty pipes, reused if any are kept; OSError (out of fds) with nothing open."""
+        if len(self.free) >= 2:
+            return self.free.pop(), self.free.pop()
+        return pipe_pair()
+
+    def drop_spare(self) -> bool:
+        """Close the kept pipes (out of fds: a client needs them more)."""
+        had = bool(self.free)
+        for p in self.free:
+            p.close()
+        self.free.clear()
+        return had
 
     def grow(self, p: Pipe) -> None:
         if p.cap >= BIG_PIPE or self.count >= MAX_BIG_PIPES:
@@ -83,9 +105,14 @@ class BigPipes:
         except OSError:
             pass  # over the user's pipe budget: the small pipe still works
 
-    def release(self, p: Pipe) -> None:
+    def release(self, p: Pipe, reuse: bool = False) -> None:
+        """reuse: the pipe is known empty (its direction finished cleanly)."""
         if p.cap >= BIG_PIPE:
             self.count -= 1
+        elif reuse and p.pending == 0 and len(self.free) < 2 * self.spare:
+            p.eof = p.done = False
+            self.free.append(p)
+            return
         p.close()
 
 

@@ -19,7 +19,7 @@ from rootless.ports.budget import OUT_OF_FDS, Guard, Tally
 from rootless.ports.budget import reset as rst
 from rootless.ports.clientaddr import Plan
 from rootless.ports.pool import DialerPool
-from rootless.ports.splice import BigPipes, Pipe, pipe_pair, pump
+from rootless.ports.splice import BigPipes, Pipe, pump
 from rootless.ports.target import Listener
 
 ET = select.EPOLLET
@@ -28,6 +28,7 @@ RW = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | ET
 # pipe into it. Pumping only the direction an event concerns saves failed splices.
 READABLE = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 WRITABLE = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
+SPARE_PIPE_PAIRS = 16
 # Errors after which the other address family may still answer (a server bound to one family).
 TRY_OTHER_FAMILY = frozenset({errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH,
                               errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT})
@@ -44,6 +45,7 @@ class TcpConn:
     connected: bool = False
     watching_a: bool = False
     closed: bool = False
+    early_a: int = 0  # the client side's events while the dial was still connecting
     ab: Pipe | None = None
     ba: Pipe | None = None
 
@@ -53,12 +55,15 @@ class TcpProxy:
         self.loop, self.pool, self.guard = loop, pool, guard
         self.conns = Tally()  # every connection, dialling or pumping
         self.dials = Tally()  # connections not yet connected to the sandbox
-        self.big = BigPipes()
+        # Empty pipes of finished connections kept for the next ones; none at a low fd limit.
+        self.big = BigPipes(spare=min(SPARE_PIPE_PAIRS, guard.fd_limit // 256))
 
     def listen(self, lst: Listener) -> None:
         self.loop.add(lst.sock.fileno(), partial(self._on_accept, lst))
 
     def _on_accept(self, lst: Listener, ev: int) -> None:
+        """One connection per wakeup: the listener is level-triggered, so the loop comes back
+        for the next one, and an accept that would only fail with EAGAIN is never made."""
         while True:
             try:
                 a, addr = lst.sock.accept()
@@ -71,6 +76,7 @@ class TcpProxy:
                     continue
                 return
             self._admit(lst, a, addr)
+            return
 
     def _admit(self, lst: Listener, a: socket.socket, addr: tuple[str, int]) -> None:
         client, v4 = self.guard.client_of(addr[0])
@@ -108,25 +114,22 @@ class TcpProxy:
             c.candidates.insert(0, Plan(p.netns, p.family, False, p.ip))
             self._dial_next(c)
             return
-        b.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            b.connect((p.ip, c.port))
+        # TCP_NODELAY: the dialer set it on b, and a has it from its listener (inherited).
+        err = b.connect_ex((p.ip, c.port))  # no exception for the usual EINPROGRESS
+        if err == 0:
             c.connected = True
-        except BlockingIOError:
-            pass
-        except OSError as e:
+        elif err != errno.EINPROGRESS:
             b.close()
-            self._retry(c, e.errno)
+            self._retry(c, err)
             return
         c.b = b
-        self.loop.add(b.fileno(), partial(self._on_event, c, False), RW)
+        self.loop.add(b.fileno(), partial(self._on_conn, c, False), RW)
         if not c.watching_a:
-            c.a.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.loop.add(c.a.fileno(), partial(self._on_event, c, True), RW)
+            self.loop.add(c.a.fileno(), partial(self._on_conn, c, True), RW)
             c.watching_a = True
-        if c.connected:
+        if c.connected:  # at once (rare): anything may be waiting on either side
             self.dials.drop(c.client)
-            self._on_conn(c, READABLE | WRITABLE, READABLE | WRITABLE)
+            self._pump(c, b, READABLE | WRITABLE, READABLE | WRITABLE)
 
     def _retry(self, c: TcpConn, err: int | None) -> None:
         """The dial failed: the other family if the server may be listening there, else RST."""
@@ -135,13 +138,10 @@ class TcpProxy:
         else:
             self._close(c, reset=True)
 
-    def _on_event(self, c: TcpConn, client_side: bool, ev: int) -> None:
-        if client_side:
-            self._on_conn(c, ev, 0)
-        else:
-            self._on_conn(c, 0, ev)
-
-    def _connect_done(self, c: TcpConn, b: socket.socket) -> bool:
+    def _connect_done(self, c: TcpConn, b: socket.socket, ev: int) -> bool:
+        """On the dial's first events: connected (writable, no error), failed, or not yet."""
+        if not ev & WRITABLE:
+            return False  # still connecting
         err = b.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
             self.loop.remove(b.fileno())
@@ -149,25 +149,34 @@ class TcpProxy:
             c.b = None
             self._retry(c, err)
             return False
-        try:
-            b.getpeername()
-        except OSError:
-            return False  # still connecting
         c.connected = True
         self.dials.drop(c.client)
         return True
 
-    def _on_conn(self, c: TcpConn, ev_a: int, ev_b: int) -> None:
+    def _on_conn(self, c: TcpConn, client_side: bool, ev: int) -> None:
+        """Edge-triggered events of either socket: pump the directions they concern."""
         b = c.b
         if b is None or c.closed:
+            if client_side:
+                c.early_a |= ev
             return
+        if client_side:
+            ev_a, ev_b = ev, 0
+        else:
+            ev_a, ev_b = 0, ev
         if not c.connected:
-            if not self._connect_done(c, b):
+            if client_side:
+                c.early_a |= ev  # kept until the dial connects: edges are not repeated
                 return
-            ev_a = ev_b = READABLE | WRITABLE  # first pass: anything may be waiting
+            if not self._connect_done(c, b, ev):
+                return
+            ev_a = c.early_a
+        self._pump(c, b, ev_a, ev_b)
+
+    def _pump(self, c: TcpConn, b: socket.socket, ev_a: int, ev_b: int) -> None:
         if c.ab is None:
             try:
-                c.ab, c.ba = pipe_pair()
+                c.ab, c.ba = self.big.pair()
             except OSError:  # out of fds: this client is refused, the others go on
                 self.guard.shed.out_of_fds += 1
                 self._close(c, reset=True)
@@ -185,9 +194,11 @@ class TcpProxy:
             self._close(c, reset=True)
             return
         if ab.done and ba.done:
-            self._close(c)
+            self._close(c, reuse=True)
 
-    def _close(self, c: TcpConn, reset: bool = False) -> None:
+    def _close(self, c: TcpConn, reset: bool = False, reuse: bool = False) -> None:
+        """reuse: both directions finished cleanly, so the pipes are empty and may serve the
+        next connection (saves two pipe2 and four close per connection)."""
         if c.closed:
             return
         c.closed = True
@@ -197,13 +208,15 @@ class TcpProxy:
         for s in (c.a, c.b):
             if s is None or s.fileno() < 0:
                 continue
-            self.loop.remove(s.fileno())
+            # Closing takes the socket out of the epoll set (no one else holds it): no
+            # EPOLL_CTL_DEL needed, only the handler goes.
+            self.loop.forget(s.fileno())
             if reset:
                 rst(s)
             else:
                 s.close()
         for p in (c.ab, c.ba):
             if p is not None:
-                self.big.release(p)
+                self.big.release(p, reuse)
         c.ab = c.ba = None
 
