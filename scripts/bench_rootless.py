@@ -452,6 +452,14 @@ def worker(args: argparse.Namespace) -> int:
     print("\n## inbound port forwarding: host 127.0.0.1 -> server in a sandbox")
     both = ("two loopback streams at once (-P 2), total", *two_streams(args.seconds, args.runs),
             0.0, 0.0)
+    print_inbound(rows, both)
+    if args.only == "inbound":
+        burrow("down")
+        return 0
+    return report(args)
+
+
+def print_inbound(rows: list[Row], both: Row) -> None:
     print(f"{'forwarder':46} {'Gbit/s':>6} {'runs':17} {'CPU':>4} {'Gb/s@2c':>7} "
           f"{'conn/s':>6} {'rtt us':>6}")
     for name, gbps, vals, busy, rate, rtt in [*rows, both]:
@@ -478,6 +486,9 @@ def worker(args: argparse.Namespace) -> int:
           "throughput if all of it\nscaled to every CPU busy, a ceiling for that path here. A "
           "forwarder carries each byte over two\nloopback TCP connections; -P 2 is what this "
           "machine's loopback carries over two at once.")
+
+
+def report(args: argparse.Namespace) -> int:
     out = outbound(args.seconds, args.runs)
     print("\n## outbound: sandbox -> host loopback iperf3 (bridge+veth MTU 65520)")
     print(f"{'connector':14} {'upload Gbit/s':>14} {'download (-R)':>14}")
@@ -497,7 +508,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--create-runs", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=5, help="client-address on/off rounds")
-    ap.add_argument("--only", choices=["client-addr"], help="run only that part")
+    ap.add_argument("--only", choices=["client-addr", "inbound"], help="run only that part")
     args = ap.parse_args()
     if os.geteuid() == 0:
         return as_test_user()
