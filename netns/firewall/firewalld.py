@@ -180,6 +180,14 @@ class FirewalldFirewall:
     def setup(self, networks: Sequence[NetworkFw], ports: Sequence[PortFw], *,
               fresh: Iterable[str] = ()) -> None:
         dnats = self._validate(networks, ports)
+        snat = [n.name for n in networks if n.outbound4 is not None or n.outbound6 is not None]
+        if snat:
+            # firewalld has no SNAT to a given address (rich rules only masquerade), and
+            # netavark_policy masquerades every subnet: refuse rather than masquerade silently.
+            raise BurrowError(
+                f"firewall ({self.name}): network {snat[0]!r}: outbound_addr4/outbound_addr6 "
+                "is not supported by the firewalld driver (firewalld can only masquerade); "
+                "use --firewall-driver nftables")
         with self.store.locked():
             networks = self.store.pin(networks, fresh := set(fresh))
             with self._firewalld() as fw:

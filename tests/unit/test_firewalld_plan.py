@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -182,3 +184,20 @@ def test_plans_add_up_without_duplicates() -> None:
     assert a + a == a
     assert (a + fp.network_plan([net(2)])).sources == (
         "10.89.1.0/24", "fd89:1::/64", "10.89.2.0/24", "fd89:2::/64")
+
+
+def test_driver_refuses_outbound_addr_before_any_dbus_call(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from netns.firewall.firewalld import FirewalldFirewall
+    from netns.firewall.state import StateStore
+
+    def no_bus() -> Any:
+        raise AssertionError("no D-Bus call may happen")
+
+    fw = FirewalldFirewall(StateStore(tmp_path), {}, connect=no_bus)
+    n = replace(net(1), outbound4=IPv4Address("172.31.0.3"))
+    with pytest.raises(BurrowError, match=r"firewall \(firewalld\): network 'n1': "
+                       r"outbound_addr4/outbound_addr6 is not supported by the firewalld driver"):
+        fw.setup([n], [])
+    assert not (tmp_path / "firewall" / "networks").exists()
