@@ -1,10 +1,16 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from tests.nsutil import Netns, is_root
+
+# No test may reach this machine's own firewalld: an empty system bus address means "no bus" to
+# burrow (as to Netavark), and every process a test starts inherits it. Tests that want firewalld
+# run a private one (tests/firewalld_env.py) and hand its address to their own processes only.
+os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = ""
 
 
 @pytest.fixture
