@@ -29,7 +29,6 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from scripts import bench_scale_dns  # noqa: E402
 from scripts.bench_engine import AARDVARK, NETAVARK, Tool  # noqa: E402
 from tests.nsutil import VENV_BIN, Netns  # noqa: E402
 
@@ -131,11 +130,13 @@ def main() -> int:
             subprocess.run([sys.executable, str(REPO / "scripts/bench_scale_profile.py"),
                             "--n", str(n), *(["--dual"] if dual else [])], check=True)
     if "dns" in parts:  # burrow-dns vs aardvark-dns 1.4 (issue 15)
-        try:
-            bench_scale_dns.main(["--n", str(n), "--seconds",
-                                  str(1 if args.quick else args.dns_seconds)])
-        except (RuntimeError, OSError, SystemExit) as exc:  # the other rows still come
-            print(f"DNS rows failed: {exc!r}", flush=True)
+        # Two processes: aardvark-dns 1.4 was seen exiting right after its start in the qps
+        # rows when the resolve rows had run first in the same process (cause not found).
+        dns = [sys.executable, str(REPO / "scripts/bench_scale_dns.py"), "--n", str(n),
+               "--seconds", str(1 if args.quick else args.dns_seconds)]
+        for skip in ("--skip-qps", "--skip-resolve"):
+            if subprocess.run([*dns, skip], check=False).returncode:
+                print(f"DNS rows ({skip}) failed", flush=True)
     if "rootless" in parts:
         quick = ["--n", "3", "--ports", "50", "--idle", "1"] if args.quick else []
         subprocess.run([sys.executable, str(REPO / "scripts/bench_scale_rootless.py"), *quick],

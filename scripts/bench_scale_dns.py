@@ -162,6 +162,27 @@ def write_networks(cfg: Path, nets: int, per: int) -> list[str]:
     return names[::step][:100]
 
 
+def _one_run(world: Any, server: str, cfg: Path, qfile: str, seconds: float,
+             p99_rate: int) -> dict[str, float]:
+    """One qps + p99 measurement; NaN if the server died (aardvark-dns 1.4 was seen exiting
+    right after its start when the resolve rows ran first in the same process)."""
+    pid = bench_dns.start(world, server, cfg)
+    try:
+        bench_dns.dnsperf(world, qfile, 1)  # warm-up
+        if not bench_dns.alive(pid):
+            print(f"({server} exited after start; started again)", flush=True)
+            pid = bench_dns.start(world, server, cfg)
+            bench_dns.dnsperf(world, qfile, 1)
+        run = bench_dns.qps_run(world, pid, qfile, seconds)
+        run["p99"] = bench_dns.p99_run(world, qfile, p99_rate, min(seconds, 4))
+        return run
+    except (OSError, RuntimeError, AttributeError) as exc:
+        print(f"({server}: run failed: {exc!r})", flush=True)
+        return {"qps": float("nan"), "p99": float("nan")}
+    finally:
+        bench_dns.stop(pid, cfg)
+
+
 def qps_rows(seconds: float, p99_rate: int, rounds: int) -> list[str]:
     """Rounds interleave the configs and the servers, so load drift hits all four alike;
     printed are the medians over the rounds."""
@@ -181,16 +202,8 @@ def qps_rows(seconds: float, p99_rate: int, rounds: int) -> list[str]:
                 for per in (1, 100) if rnd % 2 == 0 else (100, 1):
                     for server in ("aardvark", "burrow") if rnd % 2 == 0 else ("burrow", "aardvark"):
                         cfg, qfile = world.work / f"scale{per}", f"q_scale{per}.txt"
-                        pid = bench_dns.start(world, server, cfg)
-                        bench_dns.dnsperf(world, qfile, 1)  # warm-up
-                        if not bench_dns.alive(pid):  # seen once after the resolve rows
-                            print(f"({server} exited after start; started again)", flush=True)
-                            pid = bench_dns.start(world, server, cfg)
-                            bench_dns.dnsperf(world, qfile, 1)
-                        run = bench_dns.qps_run(world, pid, qfile, seconds)
-                        run["p99"] = bench_dns.p99_run(world, qfile, p99_rate, min(seconds, 4))
-                        bench_dns.stop(pid, cfg)
-                        runs.setdefault((server, per), []).append(run)
+                        runs.setdefault((server, per), []).append(
+                            _one_run(world, server, cfg, qfile, seconds, p99_rate))
         finally:
             world.close()
     rows = [f"== DNS with 50 names vs 5,000 names across {nets} networks (client on all of them)",
