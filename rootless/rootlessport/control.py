@@ -83,6 +83,9 @@ class ControlServer:
             self.retarget(ip)
         except ConfigError as e:
             return str(e).encode()
+        except Exception as e:  # a fault of ours: Podman still gets an answer, not a 5 s wait
+            log.exception("control socket: re-pointing the ports")
+            return f"internal error: {type(e).__name__}: {e}".encode()
         log.info("ports re-pointed at %s", ip)
         return b"OK"
 

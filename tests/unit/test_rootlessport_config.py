@@ -151,3 +151,24 @@ def test_rootless_netns_is_found_only_when_unambiguous(tmp_path: Any) -> None:
     assert rootless_netns(str(tmp_path)) is None  # two: ambiguous
     (tmp_path / "netns" / "rootless-netns-0123456789").unlink()
     assert rootless_netns(str(tmp_path)) == str(v5 / "rootless-netns")
+
+
+def test_control_server_answers_even_when_repointing_fails() -> None:
+    """Podman reads to EOF and treats anything but OK as failure: a fault while re-pointing
+    must come back as text at once (Podman would otherwise wait for the 5 s timeout)."""
+    from netns.loop import Loop
+    from rootless.rootlessport.control import ControlServer
+
+    def broken(ip: str) -> None:
+        raise RuntimeError("boom")
+
+    import socket as s_
+
+    a, b = s_.socketpair(s_.AF_UNIX, s_.SOCK_SEQPACKET)
+    try:
+        server = ControlServer(Loop(), a, broken)
+        assert server.handle(b'"10.89.0.5"\n') == b"internal error: RuntimeError: boom"
+        assert server.handle(b'"nope"\n').startswith(b"ChildIP")
+    finally:
+        a.close()
+        b.close()
