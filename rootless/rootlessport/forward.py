@@ -14,7 +14,8 @@ Client addresses (rootless.ports.clientaddr): on a bridge network the container 
 bridge in Podman's rootless netns, where we (uid 0 of Podman's user namespace) hold
 CAP_NET_ADMIN; dialled from there (`via`) on a transparent socket bound to the client's
 address, the container's server sees the real client, and its replies come back through that
-netns's policy route. Loopback clients show the bridge's gateway. In slirp4netns mode there is
+netns's policy route. Loopback clients are dialled inside the container as before (it sees
+its own address; rootless.ports.clientaddr decides per client). In slirp4netns mode there is
 no such netns (the container's own would need rules the container can see): the dial stays
 inside the container, which sees ChildIP itself, as upstream.
 """
