@@ -153,10 +153,10 @@ def through(w: RootlessWorld, sw: Switch, kind: str, seconds: float, runs: int) 
     w.podman("run", "-d", "--name", "brlpbench", "--network", "bdns", "-p", f"127.0.0.1:{ip}:5201",
              "-p", f"127.0.0.1:{ep}:5301", "-p", f"127.0.0.1:{rr}:5401", IMAGE, "sleep", "3600")
     servers = []
+    tmp = Path(tempfile.mkdtemp(prefix="brlp-srv-", dir="/tmp"))
     try:
         pid = w.pid("brlpbench")
         ns = ["nsenter", "-t", str(pid), "-n", "--"]
-        tmp = Path(tempfile.mkdtemp(prefix="brlp-srv-", dir="/tmp"))
         (tmp / "echo.py").write_text(br.ECHO_SERVER)
         (tmp / "rr.py").write_text(br.RR_SERVER)
         servers = [br.bg([*ns, "iperf3", "-s", "-p", "5201"]),
@@ -181,6 +181,7 @@ def through(w: RootlessWorld, sw: Switch, kind: str, seconds: float, runs: int) 
         for s in servers:
             br.stop(s)
         w.podman("rm", "-f", "-t", "0", "brlpbench", check=False)
+        subprocess.run(["rm", "-rf", str(tmp)], check=False)
 
 
 def precompile() -> None:
