@@ -32,7 +32,7 @@ import signal
 import socket
 import threading
 
-from netns import nsenter, proctitle
+from netns import nsenter
 from netns.loop import Loop
 from rootless.ports.budget import Guard
 from rootless.ports.dialer import Dialer
@@ -185,7 +185,6 @@ def serve(cfg: Config, bound: list[Bound], ctl: ControlSocket | None) -> int:
     # lacks the sbin dirs, as Podman itself knows when it runs netavark.
     path = [d for d in os.environ.get("PATH", "").split(":") if d]
     os.environ["PATH"] = ":".join(path + [d for d in ("/usr/sbin", "/sbin") if d not in path])
-    proctitle.set_title(f"burrow-rootlessport {cfg.container_id[:12]}")
     fwd = PodmanForwarder(cfg, bound, ctl)
     gc.freeze()  # what start-up made lives on: keep it out of every later collection
     try:

@@ -5,12 +5,18 @@ host port and the control socket, point fds 1 and 2 at /dev/null (Podman's pipes
 it exits), write "1" to ReadyFD. A failure before that is one line on stdout (Podman shows
 `Error: rootlessport <line>` and `podman run` exits 126) and exit status 1.
 Phase 2: burrow's forwarder serves the bound listeners until ExitFD reaches EOF (forward.py).
+Its imports wait until there is work (a client, a control packet) or `IMPORT_AFTER` seconds have
+passed: right after ready, Podman is still starting the container on the same cores, and an
+import there added ~30 ms to `podman run -p`. Clients meanwhile wait in the listen queue.
 """
 
 from __future__ import annotations
 
 import os
+import select
+import signal
 import sys
+from types import FrameType
 
 from rootless.rootlessport.config import MAX_CONFIG, Config, ConfigError, check_netns, parse
 from rootless.rootlessport.listen import BindError, Bound, ControlSocket, bind_all, bind_control
@@ -58,6 +64,43 @@ def release(cfg: Config) -> None:
     os.close(cfg.ready_fd)
 
 
+IMPORT_AFTER = 1.0  # seconds: past `podman run`'s own start-up, short enough to be warm early
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stopped
+
+
+def wait_for_work(cfg: Config, bound: list[Bound], ctl: ControlSocket | None,
+                  timeout: float = IMPORT_AFTER) -> bool:
+    """Until a listener or the control socket is readable, or the timeout; False if ExitFD
+    reached EOF or SIGTERM/SIGINT came first (nothing to serve: phase 2 would only exit)."""
+    poller = select.poll()
+    for fd in [b.sock.fileno() for b in bound] + ([ctl.sock.fileno()] if ctl else []):
+        poller.register(fd, select.POLLIN)
+    poller.register(cfg.exit_fd, select.POLLIN)
+    old = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        events = poller.poll(timeout * 1000)
+    except _Stopped:
+        return False
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    return all(fd != cfg.exit_fd for fd, _ in events)
+
+
+def close_all(bound: list[Bound], ctl: ControlSocket | None) -> None:
+    for b in bound:
+        b.sock.close()
+    if ctl is not None:
+        ctl.close()  # unlinks the socket, as phase 2's clean exit does
+
+
 def main() -> int:
     try:
         cfg, bound, ctl = start()
@@ -66,6 +109,12 @@ def main() -> int:
     except Exception as e:  # a bug must still reach the user as a line, not a traceback
         return fail(f"internal error: {type(e).__name__}: {e}")
     release(cfg)
+    from netns import proctitle  # after ready; `ps` names the container before phase 2 runs
+
+    proctitle.set_title(f"burrow-rootlessport {cfg.container_id[:12]}")
+    if not wait_for_work(cfg, bound, ctl):
+        close_all(bound, ctl)
+        return 0
     from rootless.rootlessport.forward import serve  # phase 2: the heavy imports
 
     return serve(cfg, bound, ctl)
