@@ -12,10 +12,10 @@ on to the connector. So, all inside `via` and never in the host's netns:
 - `ip rule fwmark REPLY_MARK lookup TABLE`, and TABLE holds `local default dev lo`: the reply
   is delivered locally, to the transparent socket.
 A client whose address means nothing inside the sandbox (loopback, link-local), or a dial that
-crosses address families, is dialled inside the sandbox as before: the sandbox sees its own
-address (and the connection never crosses the bridge, the cheapest path). Where the set-up
-fails (no nftables, no policy routing), the dialer says so once; the ports go on as before,
-with one log line and a `burrow status` note.
+crosses address families, gets a plain socket in `via` instead: the sandbox sees the gateway
+address of the network it is reached on. Where the set-up fails (no nftables, no policy
+routing), the dialer says so once; the ports go on as before (the dial made inside the sandbox,
+which sees its own address), with one log line and a `burrow status` note.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def make_transparent(s: socket.socket, family: int) -> None:
 
 def client_ip(host: str) -> tuple[str, int] | None:
     """The client's address and family as the sandbox should see it, or None when it means
-    nothing there (loopback, link-local, unspecified): then the dial is made as before."""
+    nothing there (loopback, link-local, unspecified): then the gateway address is used."""
     if host.startswith("::ffff:") and "." in host:
         host = host[7:]
     if "." in host and ":" not in host:
@@ -153,6 +153,7 @@ class Availability:
     def __init__(self) -> None:
         self.failed: dict[tuple[str, int], str] = {}
         self.kept = 0  # dials bound to a client's address
+        self.gateway = 0  # dials from via without it (loopback client, other family)
 
     def usable(self, via: str | None, family: int) -> bool:
         return via is not None and (via, family) not in self.failed
@@ -165,9 +166,10 @@ class Availability:
 
     def bind(self, s: socket.socket, addr: tuple[str, int] | None) -> bool:
         """Bind a dial socket from `via` to the client's address (its port too, unless that
-        is taken or privileged); False if it cannot be bound."""
+        is taken or privileged); None: unbound, the sandbox sees the gateway. False: failed."""
         if addr is None:
-            return False
+            self.gateway += 1
+            return True
         try:
             s.bind(addr)
         except OSError:
@@ -180,6 +182,6 @@ class Availability:
         return True
 
     def to_json(self) -> dict[str, Any]:
-        return {"kept": self.kept,
+        return {"kept": self.kept, "gateway": self.gateway,
                 "unavailable": [{"netns": v, "family": f, "reason": r}
                                 for (v, f), r in sorted(self.failed.items())]}
