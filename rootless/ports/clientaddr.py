@@ -12,10 +12,10 @@ on to the connector. So, all inside `via` and never in the host's netns:
 - `ip rule fwmark REPLY_MARK lookup TABLE`, and TABLE holds `local default dev lo`: the reply
   is delivered locally, to the transparent socket.
 A client whose address means nothing inside the sandbox (loopback, link-local), or a dial that
-crosses address families, gets a plain socket in `via` instead: the sandbox sees the gateway
-address of the network it is reached on. Where the set-up fails (no nftables, no policy
-routing), the dialer says so once; the ports go on as before (the dial made inside the sandbox,
-which sees its own address), with one log line and a `burrow status` note.
+crosses address families, is dialled inside the sandbox as before: the sandbox sees its own
+address (and the connection never crosses the bridge, the cheapest path). Where the set-up
+fails (no nftables, no policy routing), the dialer says so once; the ports go on as before,
+with one log line and a `burrow status` note.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def make_transparent(s: socket.socket, family: int) -> None:
 
 def client_ip(host: str) -> tuple[str, int] | None:
     """The client's address and family as the sandbox should see it, or None when it means
-    nothing there (loopback, link-local, unspecified): then the gateway address is used."""
+    nothing there (loopback, link-local, unspecified): then the dial is made as before."""
     if host.startswith("::ffff:") and "." in host:
         host = host[7:]
     if "." in host and ":" not in host:
@@ -153,7 +153,6 @@ class Availability:
     def __init__(self) -> None:
         self.failed: dict[tuple[str, int], str] = {}
         self.kept = 0  # dials bound to a client's address
-        self.gateway = 0  # dials from via without it (loopback client, other family)
 
     def usable(self, via: str | None, family: int) -> bool:
         return via is not None and (via, family) not in self.failed
@@ -166,10 +165,9 @@ class Availability:
 
     def bind(self, s: socket.socket, addr: tuple[str, int] | None) -> bool:
         """Bind a dial socket from `via` to the client's address (its port too, unless that
-        is taken or privileged); None: unbound, the sandbox sees the gateway. False: failed."""
+        is taken or privileged); False if it cannot be bound."""
         if addr is None:
-            self.gateway += 1
-            return True
+            return False
         try:
             s.bind(addr)
         except OSError:
@@ -182,6 +180,6 @@ class Availability:
         return True
 
     def to_json(self) -> dict[str, Any]:
-        return {"kept": self.kept, "gateway": self.gateway,
+        return {"kept": self.kept,
                 "unavailable": [{"netns": v, "family": f, "reason": r}
                                 for (v, f), r in sorted(self.failed.items())]}

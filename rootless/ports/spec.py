@@ -16,8 +16,8 @@ from netns.errors import BurrowError
 from netns.schema import IPAddress, PortMapping
 
 PROTOCOLS = ("tcp", "udp")
-# `-p 8080:80/tcp,no-client-addr`: the sandbox sees the gateway or itself as the peer, not the
-# client (the behaviour before client addresses were kept). Stored as `keep_client_address`.
+# `-p 8080:80/tcp,no-client-addr`: the sandbox sees itself as the peer, not the client (the
+# behaviour before client addresses were kept). Stored as `keep_client_address`.
 NO_CLIENT_ADDR = "no-client-addr"
 KEEP_KEY = "keep_client_address"
 

@@ -47,21 +47,18 @@ class Target:
         """How to dial for a client at host:port, in the order of `candidates`.
 
         Keeping the client's address (`keep`, and a `via` netns whose set-up has not failed
-        for the family): the client's own family dials from `via` bound to its address; a
-        loopback client, or the other family, dials from `via` unbound, so the sandbox sees
-        its gateway. Otherwise the dial is made inside the sandbox, which sees itself."""
-        if not keep or self.via is None:
+        for the family): the client's own family dials from `via` bound to its address.
+        Otherwise (a loopback or link-local client, the other family, or not kept) the dial
+        is made inside the sandbox, as before: the sandbox sees its own address, and the
+        connection never crosses the bridge."""
+        via = self.via
+        client = client_ip(host) if keep and via is not None else None
+        if via is None or client is None:
             return list(self._plain[v4_client])
-        client = client_ip(host)
-        out = []
-        for fam, ip in (self._v4_first if v4_client else self._v6_first):
-            if not avail.usable(self.via, fam):
-                out.append(Plan(self.netns, fam, False, ip))
-            elif client is not None and client[1] == fam:
-                out.append(Plan(self.via, fam, True, ip, (client[0], port)))
-            else:
-                out.append(Plan(self.via, fam, False, ip))
-        return out
+        return [Plan(via, fam, True, ip, (client[0], port))
+                if fam == client[1] and avail.usable(via, fam)
+                else Plan(self.netns, fam, False, ip)
+                for fam, ip in (self._v4_first if v4_client else self._v6_first)]
 
 
 @dataclass(eq=False)

@@ -110,8 +110,8 @@ class TcpProxy:
             self._dial_next(c)
             return
         if p.netns != c.netns and not self.pool.avail.bind(b, p.bind):
-            b.close()
-            c.candidates.insert(0, Plan(p.netns, p.family, False, p.ip))
+            b.close()  # the client's address cannot be bound: dial as before
+            c.candidates.insert(0, Plan(c.netns, p.family, False, p.ip))
             self._dial_next(c)
             return
         # TCP_NODELAY: the dialer set it on b, and a has it from its listener (inherited).

@@ -152,8 +152,8 @@ class UdpProxy:
             self._dial_next(flow)
             return
         if p.netns != netns and not self.pool.avail.bind(b, p.bind):
-            b.close()
-            flow.candidates.insert(0, Plan(p.netns, p.family, False, p.ip))
+            b.close()  # the client's address cannot be bound: dial as before
+            flow.candidates.insert(0, Plan(netns, p.family, False, p.ip))
             self._dial_next(flow)
             return
         try:

@@ -226,9 +226,9 @@ def test_dial_plans_keep_the_address_in_the_clients_family_only() -> None:
     P = clientaddr.Plan
     assert t.plans("::ffff:198.51.100.7", 5000, True, True, avail) == [
         P("/proc/1/ns/net", 4, True, "10.89.0.2", ("198.51.100.7", 5000)),
-        P("/proc/1/ns/net", 6, False, "fd89::2")]  # the other family: from the gateway
-    assert t.plans("::1", 5000, False, True, avail) == [
-        P("/proc/1/ns/net", 6, False, "fd89::2"), P("/proc/1/ns/net", 4, False, "10.89.0.2")]
+        P("/n/web", 6, False, "fd89::2")]  # the other family: inside the sandbox, as before
+    assert t.plans("::1", 5000, False, True, avail) == [  # loopback: as before
+        P("/n/web", 6, False, "fd89::2"), P("/n/web", 4, False, "10.89.0.2")]
     old = [P("/n/web", 4, False, "10.89.0.2"), P("/n/web", 6, False, "fd89::2")]
     assert t.plans("::ffff:198.51.100.7", 5000, True, False, avail) == old  # switched off
     assert Target("web", "/n/web", t.ip4, t.ip6).plans("1.2.3.4", 1, True, True, avail) == old
