@@ -27,7 +27,6 @@ import io
 import json
 import os
 import pstats
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -40,28 +39,10 @@ sys.path.insert(0, str(REPO))
 
 from netns import netavark_cli  # noqa: E402
 from netns.nsenter import entered  # noqa: E402
+from scripts.bench_scale import options  # noqa: E402  (the one container shape of the scale rows)
 from tests.nsutil import VENV_BIN, Netns  # noqa: E402
 
 BUCKETS = ("netlink", "firewall", "dns", "state", "other")
-NET_ID = secrets.token_hex(32)
-
-
-def options(i: int, dual: bool) -> dict[str, Any]:
-    subnets = [{"subnet": "10.89.0.0/16", "gateway": "10.89.255.254"}]
-    ips = [f"10.89.{i // 250}.{i % 250 + 2}"]
-    if dual:
-        subnets.append({"subnet": "fd89::/64", "gateway": "fd89::ffff"})
-        ips.append(f"fd89::{i + 2:x}")
-    return {
-        "container_id": secrets.token_hex(32), "container_name": f"c{i}",
-        "port_mappings": [{"host_ip": "", "container_port": 80, "host_port": 20000 + i,
-                           "range": 1, "protocol": "tcp"}],
-        "networks": {"scale": {"static_ips": ips, "aliases": [f"a{i}"], "interface_name": "eth0"}},
-        "network_info": {"scale": {
-            "name": "scale", "id": NET_ID, "driver": "bridge", "network_interface": "bwscale0",
-            "subnets": subnets, "ipv6_enabled": dual, "internal": False, "dns_enabled": dual,
-            "ipam_options": {"driver": "host-local"}}},
-    }  # fmt: skip
 
 
 def bucket(filename: str) -> str:
