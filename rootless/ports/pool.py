@@ -137,7 +137,9 @@ class DialerPool:
         want = self.live_waiting.get(key, 0)
         if key in self.in_flight or key[0] not in self.live:
             return
-        if want or len(self.pools.get(key, ())) < POOL_LOW:
+        # Spares only while the pool may keep them: at its cap (few fds left) a spare would be
+        # closed on arrival and asked for again, forever (a busy loop seen out of fds).
+        if want or (len(self.pools.get(key, ())) < POOL_LOW and self.size < self.max_pooled):
             self.next_id += 1
             self.requests[self.next_id] = key
             self.in_flight.add(key)
