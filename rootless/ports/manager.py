@@ -17,20 +17,13 @@ from netns.loop import Loop
 from rootless.ports import messages
 from rootless.ports.budget import Guard
 from rootless.ports.pool import DialerPool
+from rootless.ports.portfloor import unprivileged_port_start
 from rootless.ports.spec import PortSpec
 from rootless.ports.target import Listener, Target
 from rootless.ports.tcp import TcpProxy
 from rootless.ports.udp import UdpProxy
 
 BACKLOG = 4096
-
-
-def unprivileged_port_start() -> int:
-    try:
-        with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return 1024
 
 
 def bind_error(e: OSError, ip: str, port: int, proto: str) -> str:

@@ -15,6 +15,7 @@ import os
 import socket
 from typing import NamedTuple
 
+from rootless.ports.portfloor import unprivileged_port_start
 from rootless.rootlessport.config import Config, Forward
 
 BACKLOG = 4096
@@ -28,14 +29,6 @@ class BindError(Exception):
 class Bound(NamedTuple):
     forward: Forward
     sock: socket.socket
-
-
-def unprivileged_port_start() -> int:
-    try:
-        with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return 1024
 
 
 def _error_line(e: OSError, fw: Forward, addr: str) -> str:
