@@ -13,6 +13,7 @@ from typing import Any
 
 from netns import ipam, names, validate
 from netns.errors import BurrowError
+from rootless import until
 from rootless.records import rfc3339
 
 MAX_NAME = 63  # a DNS label: sandbox names and aliases are looked up by name
@@ -57,7 +58,8 @@ class NetworkRequest:
 
 # Podman refuses these as network names: they are network modes (`--network none`).
 RESERVED = ("none", "host", "private", "slirp4netns", "pasta")
-FILTER_KEYS = ("name", "id", "driver", "label", "label!", "dangling")
+FILTER_KEYS = ("name", "id", "driver", "label", "label!", "dangling", "until")
+PRUNE_FILTER_KEYS = ("label", "label!", "until")  # what `podman network prune --filter` takes
 
 
 def parse_labels(raw: Sequence[str]) -> tuple[tuple[str, str], ...]:
@@ -71,17 +73,19 @@ def parse_labels(raw: Sequence[str]) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def parse_filters(raw: Sequence[str]) -> dict[str, list[str]]:
-    """`--filter KEY=VALUE`s, grouped by key; every key and pattern checked here."""
+def parse_filters(raw: Sequence[str], keys: Sequence[str] = FILTER_KEYS) -> dict[str, list[str]]:
+    """`--filter KEY=VALUE`s, grouped by key; every key and pattern checked here. An `until`
+    is kept as epoch seconds, so "10m" means ten minutes before this call."""
     out: dict[str, list[str]] = {}
+    now = time.time()
     for item in raw:
         k, sep, v = item.partition("=")
         if k.endswith("!"):
             k, sep, v = item.partition("!=")
             k += "!"
-        if not sep or k not in FILTER_KEYS:
+        if not sep or k not in keys:
             raise BurrowError(f"invalid --filter {item!r}: use KEY=VALUE with KEY one of "
-                              f"{', '.join(FILTER_KEYS)}")
+                              f"{', '.join(keys)}")
         if k in ("name", "id"):
             try:
                 re.compile(v)
@@ -89,6 +93,8 @@ def parse_filters(raw: Sequence[str]) -> dict[str, list[str]]:
                 raise BurrowError(f"invalid --filter {item!r}: {e}") from None
         if k == "dangling" and v not in ("true", "false", "1", "0"):
             raise BurrowError(f"invalid --filter {item!r}: dangling takes true or false")
+        if k == "until":
+            v = repr(until.until(v, now))
         out.setdefault(k, []).append(v)
     return out
 
@@ -113,6 +119,8 @@ def filter_networks(nets: Sequence[dict[str, Any]], filters: Mapping[str, Sequen
             return _label_matches(net.get("labels") or {}, v)
         if key == "label!":
             return not _label_matches(net.get("labels") or {}, v)
+        if key == "until":
+            return until.created_before(net.get("created", ""), float(v))
         return (v in ("true", "1")) != in_use(net["name"])  # dangling
 
     def keep(net: dict[str, Any]) -> bool:

@@ -93,8 +93,9 @@ def network_ls(
     fmt: TemplateFormatOpt = "table",
     filters: Annotated[list[str] | None, typer.Option(
         "--filter", "-f", metavar="KEY=VALUE",
-        help="name=REGEX, id=REGEX, driver=D, label=K[=V], label!=K[=V], dangling=true|false;"
-        " the same key again: either matches; different keys: all must")] = None,
+        help="name=REGEX, id=REGEX, driver=D, label=K[=V], label!=K[=V], dangling=true|false,"
+        " until=TIME (created before: 24h, 2026-11-29, Unix seconds); the same key again: "
+        "either matches; different keys: all must")] = None,
     quiet: QuietOpt = False,
     noheading: NoHeadingOpt = False,
 ) -> None:
@@ -187,12 +188,17 @@ def network_rm(
 def network_prune(
     c: typer.Context,
     force: Annotated[bool, typer.Option("--force", "-f", help="do not ask")] = False,
+    filters: Annotated[list[str] | None, typer.Option(
+        "--filter", metavar="KEY=VALUE",
+        help="prune only networks with label=K[=V], without label!=K[=V], or created before "
+        "until=TIME (24h, 2026-11-29, Unix seconds); as Podman's")] = None,
 ) -> None:
     """Remove every network no sandbox uses, except the default network `burrow`. Asks
-    first unless -f (no answer, as from a script without -f, is no)."""
+    first unless -f (no answer, as from a script without -f, is no). Prints each name removed."""
     from rootless import netconf
     from rootless.store import Store
 
+    wanted = netconf.parse_filters(filters or [], netconf.PRUNE_FILTER_KEYS)
     if not force and not _confirm("WARNING! This will remove all networks not used by at "
                                   "least one sandbox.\nThe default network "
                                   f"{netconf.DEFAULT_NETWORK} will not be removed.\n"
@@ -200,7 +206,9 @@ def network_prune(
         raise SystemExit(1)
     store = Store(ctx(c).paths)
     with store.lock():
-        for n in store.networks():
+        nets = netconf.filter_networks(list(store.networks().values()), wanted,
+                                       lambda n: bool(store.users_of(n)))
+        for n in (net["name"] for net in nets):
             if n != netconf.DEFAULT_NETWORK and not store.users_of(n):
                 store.delete_network(n)
                 print(n)

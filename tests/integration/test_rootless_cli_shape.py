@@ -122,6 +122,12 @@ def test_network_commands_as_podman(rl: Any) -> None:
     res = rl.run([str(BURROW), "network", "prune"], input="")
     assert res.rc == 1 and "Are you sure" in res.err
     assert ok(rl, "network", "ls", "-q").split() == ["burrow", "na", "nb"]
+    # --filter as Podman's prune: label, label!, until only; nothing matches, nothing goes.
+    ok(rl, "network", "create", "nc", "--label", "keep")
+    assert ok(rl, "network", "prune", "-f", "--filter", "until=24h").split() == []
+    assert ok(rl, "network", "prune", "-f", "--filter", "label=keep").split() == ["nc"]
+    res = rl.burrow("network", "prune", "-f", "--filter", "name=nb")
+    assert res.rc != 0 and "KEY one of label, label!, until" in res.err
     assert ok(rl, "network", "prune", "-f").split() == ["nb"]
     assert ok(rl, "network", "ls", "-q").split() == ["burrow", "na"]
     # rm goes on past a failure: na is used, nope is missing; -f removes the user first.

@@ -5,10 +5,12 @@ the unprivileged user: tests/integration/test_rootless_cli_shape.py.)"""
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +19,12 @@ import typer.main
 from typer.testing import CliRunner
 
 from netns.errors import BurrowError
-from rootless import netconf, publish
+from rootless import netconf, publish, until
 from rootless.cli import app, core
 from rootless.cli import output as out
 from rootless.netconf import NetworkRequest, filter_networks, make_network, parse_filters
 from rootless.ports.spec import NO_CLIENT_ADDR, PortSpec
-from rootless.records import Attachment, HostEntry, SandboxRecord
+from rootless.records import Attachment, HostEntry, SandboxRecord, rfc3339
 from rootless.sandbox import Attach, Identity, hosts_file, parse_networks, resolv_conf
 from tests.unit.test_cli_help import COMMANDS
 
@@ -226,6 +228,37 @@ def test_network_filters_as_podman() -> None:
     for bad in ("color=red", "name", "name=(", "dangling=maybe"):
         with pytest.raises(BurrowError, match="invalid --filter"):
             parse_filters([bad])
+
+
+def test_until_takes_podmans_times() -> None:
+    now = 1_800_000_000.0
+    assert until.until("10m", now) == now - 600
+    assert until.until("1h30m", now) == now - 5400
+    assert until.until("1.5h", now) == now - 5400
+    assert until.until("300ms", now) == pytest.approx(now - 0.3)
+    assert until.until("1700000000", now) == 1_700_000_000
+    assert until.until("1700000000.5", now) == 1_700_000_000.5
+    assert until.until("2026-11-29T06:00:00Z", now) == 1_795_932_000
+    assert until.until("2026-11-29T07:00:00+01:00", now) == 1_795_932_000
+    local = datetime.datetime(2026, 11, 29).timestamp()  # no zone: local time, as Podman
+    assert until.until("2026-11-29", now) == local
+    for bad in ("", "10x", "h", "yesterday", "2026-13-01", "1" * 80, "-5m", "1e9"):
+        with pytest.raises(BurrowError, match="invalid --filter until"):
+            until.until(bad, now)
+    assert until.created_before("2026-11-29T05:59:59Z", 1_795_932_000)
+    assert not until.created_before("2026-11-29T06:00:00Z", 1_795_932_000)
+    assert not until.created_before("", 1_795_932_000)  # unknown age: never pruned by age
+
+
+def test_network_until_filter_and_prune_keys() -> None:
+    nets = [{"name": "old", "created": "2020-01-01T00:00:00Z"},
+            {"name": "new", "created": rfc3339(time.time())}, {"name": "undated"}]
+    kept = filter_networks(nets, parse_filters(["until=24h"]), lambda n: False)
+    assert [n["name"] for n in kept] == ["old"]
+    assert parse_filters(["until=2h", "label=a"], netconf.PRUNE_FILTER_KEYS)["label"] == ["a"]
+    for bad in ("name=x", "dangling=true", "driver=bridge"):
+        with pytest.raises(BurrowError, match="KEY one of label, label!, until"):
+            parse_filters([bad], netconf.PRUNE_FILTER_KEYS)
 
 
 def test_network_labels_are_kept() -> None:
