@@ -1,8 +1,9 @@
 """Aardvark-format DNS config files and the DNS daemon's lifecycle (spec/netavark.md §5).
 
 Files live in `<config>/aardvark-dns/`, one per network (`<name>%int` for internal networks), all
-writes under an flock on `<config>/aardvark.lock`. After a change the daemon gets SIGHUP; if it
-is not running, setup starts it (`<bin> --config <dir> -p <port> run`, which daemonizes).
+writes under an flock on `<config>/aardvark.lock`. After a change burrow-dns is asked to reload
+and answers once it serves the change (netns/dns/control.py); another server gets SIGHUP. If
+none is running, setup starts it (`<bin> --config <dir> -p <port> run`, which daemonizes).
 The format itself (names, lines, what a field may hold) is netns/dns/config.py's, which the
 server reads with: every line is rendered there, and refused there if it would not read back.
 """
@@ -14,6 +15,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from netns import locks, logs, proctitle, statefiles
 from netns.dns import config as fmt
+from netns.dns import control
 from netns.errors import BurrowError
 
 log = logging.getLogger("netns.aardvark")
@@ -190,19 +193,29 @@ class AardvarkConfig:
             return None
 
     def notify(self, *, start: bool, env: dict[str, str] | None = None) -> None:
-        """SIGHUP the running server; if none runs and `start`, start it and wait until ready."""
+        """Have the running server apply the config; if none runs and `start`, start it and
+        wait until ready. burrow-dns is asked over its reload socket and answers once the
+        change is served, so a name resolves as soon as setup returns; any other server gets
+        SIGHUP (which returns at once), as netavark sends it."""
         pid = self._pid()
         if pid is not None and _pid_alive(pid):
-            try:
-                os.kill(pid, signal.SIGHUP)
+            applied = control.request(str(self.dir), RELOAD_TIMEOUT)
+            if applied or (applied is False and not start):
                 return
-            except ProcessLookupError:
-                pass
+            if applied is False:  # it had no network left and is stopping: wait, then start
+                _wait_gone(pid, RELOAD_TIMEOUT)
+            else:
+                try:
+                    os.kill(pid, signal.SIGHUP)
+                    return
+                except ProcessLookupError:
+                    pass
         if not start:
             return
-        # A killed burrow-dns leaves its stats file; aardvark-dns 1.4 would read it as a
-        # network and refuse the whole directory.
-        (self.dir / statefiles.DNS_STATS).unlink(missing_ok=True)
+        # A killed burrow-dns leaves its stats file and reload socket; aardvark-dns 1.4 would
+        # read them as networks and refuse the whole directory.
+        for leftover in (statefiles.DNS_STATS, statefiles.DNS_CONTROL):
+            (self.dir / leftover).unlink(missing_ok=True)
         argv = [self.binary, "--config", str(self.dir), "-p", str(self.port), "run"]
         log.info("starting DNS server: %s", " ".join(argv))
         forked = self._fork_burrow_dns(argv[1:], env)
@@ -229,6 +242,16 @@ class AardvarkConfig:
         if res.returncode != 0:
             detail = res.stderr.decode(errors="replace").strip() or f"exit code {res.returncode}"
             raise BurrowError(f"aardvark-dns failed to start: {detail}")
+
+
+RELOAD_TIMEOUT = 2.0  # seconds a setup waits for burrow-dns to apply its change, then SIGHUP
+
+
+def _wait_gone(pid: int, timeout: float) -> None:
+    """Until `pid` has exited (bounded): a new server could not bind its port before."""
+    deadline = time.monotonic() + timeout
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.002)
 
 
 SYSTEMD_BOOTED = "/run/systemd/system"  # sd_booted(3), as netavark checks it

@@ -13,6 +13,9 @@ AARDVARK_LOCK = "aardvark.lock"  # beside AARDVARK_DIR, as netavark takes it
 # burrow-dns's counts for `burrow status` (netns/dns/limits.py), inside AARDVARK_DIR: a dotfile,
 # so no network can be named like it and no DNS server reads it as a network's config.
 DNS_STATS = ".burrow-dns-stats.json"
+# burrow-dns's reload socket (netns/dns/control.py), inside AARDVARK_DIR, a dotfile for the same
+# reason; aardvark-dns 1.4 reads every other file as a network, so a start of it removes both.
+DNS_CONTROL = ".burrow-dns.sock"
 FIREWALL_DIR = "firewall"
 FIREWALL_LOCK = "lock"  # inside FIREWALL_DIR
 FIREWALL_APPLYING = "applying"  # inside FIREWALL_DIR while state is ahead of the kernel

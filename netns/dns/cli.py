@@ -105,6 +105,7 @@ def run(config_dir: str, port: int, search_domain: str, log_file: str | None) ->
         print(f"burrow-dns: {exc}", file=sys.stderr)
         return 1
     if log_file and not _writable(log_file):
+        server.close()
         return 1
     if not server.listeners:
         # Nothing to serve: like aardvark, succeed without leaving a process behind.
@@ -165,12 +166,14 @@ def _daemon(server: object, pid_file: str, log_file: str | None, ready: int) -> 
     loop = Loop()
     server.start(loop, float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT)))
 
-    def reload() -> None:
-        server.reload()
+    def reload() -> bool:
+        serving = server.reload()
         gc.freeze()
+        return serving
 
     server.on_empty = loop.stop
-    loop.on_signal(signal.SIGHUP, reload)
+    server.serve_reloads(reload)  # the engine's handshake (netns/dns/control.py)
+    loop.on_signal(signal.SIGHUP, lambda: None if reload() else None)
     loop.on_signal(signal.SIGUSR1, lambda: server.stats.write(force=True))
     loop.on_signal(signal.SIGTERM, loop.stop)
     loop.on_signal(signal.SIGINT, loop.stop)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from netns import statefiles
-from netns.dns import config, fastpath, table
+from netns.dns import config, control, fastpath, table
 from netns.dns.files import ConfigFiles
 from netns.dns.limits import Limits, Stats
 from netns.dns.resolver import Forward, Policy, Reply, error_reply, resolve
@@ -165,6 +165,8 @@ class Server:
         self.loop: Loop | None = None
         self.forwarder: Forwarder | None = None
         self.tcp: TcpClients | None = None
+        self.control: control.Listener | None = None
+        self.stopping = False  # no network was left: on_empty() was called
 
     @classmethod
     def prepare(cls, config_dir: str, port: int, policy: Policy,
@@ -179,7 +181,10 @@ class Server:
             raise StartError(f"read config directory {config_dir}: {exc.strerror}") from exc
         listeners, gone = bind_all(listen_ips(networks.values()), port)
         tbl = table.build(kept(networks, gone).values())
-        return cls(files, port, policy, tbl, listeners, limits)
+        server = cls(files, port, policy, tbl, listeners, limits)
+        if listeners:  # only now: the DNS port is ours, so no other server owns the socket
+            server.control = control.Listener.bind(config_dir)
+        return server
 
     def start(self, loop: Loop, timeout: float) -> None:
         self.loop = loop
@@ -192,6 +197,14 @@ class Server:
         self.stats.write(force=True)
         loop.call_later(STATS_EVERY, self._write_stats)
 
+    def serve_reloads(self, reload: Callable[[], bool]) -> None:
+        """Reload requests on the control socket (netns/dns/control.py) run `reload`, which
+        returns whether the server goes on serving."""
+        assert self.loop is not None
+        ctl = self.control
+        if ctl is not None:
+            self.loop.add(ctl.sock.fileno(), lambda ev: ctl.on_ready(reload))
+
     def _gauges(self) -> dict[str, object]:
         fwd = self.forwarder
         return {
@@ -200,7 +213,8 @@ class Server:
             "upstream_pending": fwd.pending if fwd is not None else 0,
             # what reloads cost: after one container's setup, one file and its one new line
             "config": {"reads": self.files.reads, "files_read": self.files.files_read,
-                       "lines_parsed": self.files.lines_parsed},
+                       "bytes_read": self.files.bytes_read, "lines_parsed": self.files.lines_parsed,
+                       "reload_requests": self.control.answered if self.control else 0},
         }
 
     def _write_stats(self) -> None:
@@ -227,15 +241,18 @@ class Server:
         lst.close()
 
     # -- reload ---------------------------------------------------------------------------
-    def reload(self) -> None:
+    def reload(self) -> bool:
         """Apply what changed in the config directory: only the changed files are read and
         only their networks' records rebuilt (netns/dns/files.py, table.update); the new
-        table (and its empty reply caches) is swapped in through one reference."""
+        table (and its empty reply caches) is swapped in through one reference. False when
+        no network is left (`on_empty` was called: the server stops)."""
+        if self.stopping:  # told a client so already; a later change needs a new server
+            return False
         try:
             networks = self.files.read()
         except OSError as exc:
             log.error("reload failed, keeping the old config: %s", exc)
-            return
+            return True
         serve = kept(networks, self._bind_new(listen_ips(networks.values())))
         old = self.state.table
         changed = {n: serve.get(n) for n in old.nets.keys() | serve.keys()
@@ -243,14 +260,16 @@ class Server:
         tbl = table.update(old, changed) if changed else old
         if not tbl.by_listen:
             log.info("no network config left, exiting")
+            self.stopping = True
             self.on_empty()
-            return
+            return False
         if changed:
             self.state = State(tbl)  # the one atomic swap
         for ip in [ip for ip in self.listeners if ip not in tbl.by_listen]:
             self._unregister(self.listeners.pop(ip))
         self._update_own()
         log.info("reloaded: %s", ", ".join(sorted(changed)) or "no change")
+        return True
 
     def _bind_new(self, ips: Iterable[str]) -> list[str]:
         """Listen on addresses new to us; returns those that do not exist here (yet)."""
@@ -277,6 +296,11 @@ class Server:
         self.listeners.clear()
         if self.tcp is not None:
             self.tcp.close_all()
+        if self.control is not None:
+            if self.loop is not None:
+                self.loop.remove(self.control.sock.fileno())
+            self.control.close()
+            self.control = None
         self.stats.remove()
 
     # -- UDP --------------------------------------------------------------------------------

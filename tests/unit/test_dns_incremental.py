@@ -106,3 +106,65 @@ def test_update_equals_a_build_from_scratch(steps: list[tuple[int, object]]) -> 
             current[name] = _net(name, k, ids, dns, internal)
         tbl = table.update(tbl, {name: current.get(name)})
         _same(tbl, table.build(current[n] for n in sorted(current)), sources)
+
+
+def _counts(files: ConfigFiles) -> tuple[int, int, int]:
+    return files.files_read, files.bytes_read, files.lines_parsed
+
+
+def test_a_grown_file_is_read_from_where_it_was_left(tmp_path: Path) -> None:
+    """Issue 15: a setup's reload reads the one new line of its network's file, not the 500
+    entries before it (nor any other network's file)."""
+    def wide(i: int) -> str:
+        return f"{i:064x} 10.0.{i // 250}.{i % 250 + 2}  c{i},a{i}"
+
+    big = "\n".join(["10.0.0.1"] + [wide(i) for i in range(500)]) + "\n"
+    (tmp_path / "big").write_text(big)
+    (tmp_path / "other").write_text("10.1.0.1\n" + _line(1, 1) + "\n")
+    files = ConfigFiles(str(tmp_path))
+    first = files.read()
+    before = _counts(files)
+    assert before == (2, len(big) + len(_line(1, 1)) + 10, 503)
+    new = wide(777) + "\n"
+    with open(tmp_path / "big", "a") as f:
+        f.write(new)
+    second = files.read()
+    read, nbytes, parsed = (a - b for a, b in zip(_counts(files), before, strict=True))
+    assert (read, parsed) == (1, 1)
+    assert nbytes <= len(new) + len("10.0.0.1\n") + 64  # the new line, the header, the anchor
+    assert second["other"] is first["other"]
+    assert second["big"] == parse_network("big", big + new)
+    with open(tmp_path / "big", "a") as f:  # and again from there, errors numbered as a whole
+        f.write("too few\n")
+    assert files.read() == {"other": first["other"]}
+
+
+def _rewrite_in_place(path: Path, text: str) -> None:
+    """As netavark edits a file (remove a container, change the header): same inode."""
+    ino = path.stat().st_ino
+    with open(path, "r+") as f:
+        f.write(text)
+        f.truncate()
+    assert path.stat().st_ino == ino
+
+
+def test_an_in_place_rewrite_that_grows_is_read_whole(tmp_path: Path) -> None:
+    """The incremental read must never keep stale records: a file rewritten in place that
+    came out longer (a new header with DNS servers; a container removed and two added before
+    the server looked) is parsed whole, giving exactly what a fresh read gives."""
+    path = tmp_path / "n"
+    lines = [_line(i, 0) for i in range(100)]
+    path.write_text("\n".join(["10.0.0.1", *lines]) + "\n")
+    files = ConfigFiles(str(tmp_path))
+    files.read()
+    steps = [
+        ["10.0.0.1 9.9.9.9,8.8.8.8", *lines],  # network DNS servers added
+        ["10.0.0.1 9.9.9.9,8.8.8.8", *lines[:60], *lines[61:], _line(200, 0), _line(201, 0)],
+        ["10.0.0.1 9.9.9.9,8.8.8.8", *lines[1:], _line(202, 0), _line(203, 0), _line(204, 0)],
+    ]
+    for step in steps:
+        text = "\n".join(step) + "\n"
+        _rewrite_in_place(path, text)
+        before = files.lines_parsed
+        assert files.read()["n"] == parse_network("n", text)
+        assert files.lines_parsed - before == len(step)  # whole
