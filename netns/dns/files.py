@@ -56,11 +56,15 @@ class ConfigFiles:
         self.files_read = 0
         self.bytes_read = 0
         self.lines_parsed = 0
+        # Of the last read: network name -> (the Network it was, the containers appended),
+        # for table.update to extend that network instead of comparing its container lists.
+        self.grown: dict[str, tuple[config.Network, tuple[config.Container, ...]]] = {}
 
     def read(self) -> dict[str, config.Network]:
         """Every good network file, by network name (sorted). Raises OSError if the directory
         is unreadable; a bad file is logged when read and skipped while it stays bad."""
         self.reads += 1
+        self.grown = {}
         with os.scandir(self.path) as it:
             entries = sorted((e for e in it if config.is_network_file(e.name)), key=lambda e: e.name)
         files: dict[str, Cached] = {}
@@ -115,5 +119,6 @@ class ConfigFiles:
         text = tail.decode("utf-8")
         self.lines_parsed += text.count("\n") + (not text.endswith("\n"))
         net = config.extend_network(old.network, text, old.lines + 1)
+        self.grown[net.name] = (old.network, net.containers[len(old.network.containers):])
         return Cached(_sig(st), st.st_size, old.lines + tail.count(b"\n"), old.head,
                       (old.anchor + tail)[-ANCHOR:], net)

@@ -12,11 +12,13 @@ scope's identity is a cheap, exact cache key for the fast path.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from netns.dns.config import Container, Network
 
+log = logging.getLogger("netns.dns")
 Records = tuple[tuple[str, ...], tuple[str, ...]]  # (IPv4s, IPv6s)
 
 
@@ -36,25 +38,28 @@ class Scope:
 
 
 Who = tuple[frozenset[str], tuple[str, ...]]  # a container's networks, its own DNS servers
-Index = Mapping[str, tuple[Container, ...]]  # container id -> its lines in one network
+Index = dict[str, tuple[Container, ...]]  # container id -> its lines in one network
+Grown = Mapping[str, tuple[Network, tuple[Container, ...]]]  # name -> (what grew, the new lines)
 
 
 @dataclass(frozen=True)
 class Table:
     """What queries read, plus what `update` needs to apply one network's change without
-    revisiting the others.
+    revisiting the others. The dicts of every container (`by_source`, `owners`) and of every
+    network (`nets`, `index`) are handed on from table to table by `update` and changed in
+    place, so a change never copies the other networks' entries.
 
     A container's source IP maps to its `Who` (`by_source`) and that to its Scope (`by_who`):
     two lookups, so that a name added to a network of 500 containers re-points one scope, not
     500 addresses."""
 
-    by_source: Mapping[str, Who]
+    by_source: dict[str, Who]
     by_who: Mapping[Who, Scope]
     by_listen: Mapping[str, Scope]
     networks: tuple[str, ...] = field(default=())
-    nets: Mapping[str, Network] = field(default_factory=dict)
-    index: Mapping[str, Index] = field(default_factory=dict)
-    owners: Mapping[str, frozenset[str]] = field(default_factory=dict)  # ctr id -> networks
+    nets: dict[str, Network] = field(default_factory=dict)
+    index: dict[str, Index] = field(default_factory=dict)
+    owners: dict[str, frozenset[str]] = field(default_factory=dict)  # ctr id -> networks
     listen_nets: Mapping[str, frozenset[str]] = field(default_factory=dict)
     views: Mapping[frozenset[str], View] = field(default_factory=dict)
 
@@ -70,7 +75,7 @@ class Table:
         return self.scope_of(source) or self.by_listen[listen_ip]
 
 
-EMPTY = Table({}, {}, {})
+EMPTY = Table({}, {}, {})  # never updated in place: `update` starts from copies of it
 
 
 def _uniq(items: Iterable[str]) -> tuple[str, ...]:
@@ -78,16 +83,19 @@ def _uniq(items: Iterable[str]) -> tuple[str, ...]:
 
 
 def _add(view: View | None, containers: Iterable[Container]) -> View:
-    """`view` (None: an empty one) with `containers` added: dict copies, then only their names."""
-    names = dict(view.names) if view is not None else {}
-    reverse = dict(view.reverse) if view is not None else {}
+    """`view` (None: a new one) with `containers` added, in place: only their names are
+    touched. (Every scope that holds `view` is replaced in the same update.)"""
+    if view is None:
+        view = View({}, {})
+    names, reverse = view.names, view.reverse
+    assert isinstance(names, dict) and isinstance(reverse, dict)
     for ctr in containers:
         for name in ctr.names:
             v4, v6 = names.get(name, ((), ()))
             names[name] = (_uniq(v4 + ctr.v4), _uniq(v6 + ctr.v6))
         for ip in ctr.v4 + ctr.v6:
             reverse[ip] = _uniq(reverse.get(ip, ()) + ctr.names)
-    return View(names, reverse)
+    return view
 
 
 def _index(net: Network) -> Index:
@@ -98,10 +106,9 @@ def _index(net: Network) -> Index:
 
 
 def _extend(index: Index, tail: Iterable[Container]) -> Index:
-    out = dict(index)
     for ctr in tail:
-        out[ctr.id] = out.get(ctr.id, ()) + (ctr,)
-    return out
+        index[ctr.id] = index.get(ctr.id, ()) + (ctr,)
+    return index
 
 
 def appended(old: Network | None, new: Network | None) -> tuple[Container, ...] | None:
@@ -115,6 +122,22 @@ def appended(old: Network | None, new: Network | None) -> tuple[Container, ...] 
 
 def build(networks: Iterable[Network]) -> Table:
     return update(EMPTY, {n.name: n for n in networks})
+
+
+def _grown(old: Table, changed: Mapping[str, Network | None],
+           hints: Grown) -> dict[str, tuple[Container, ...]]:
+    """The changed networks that only had containers appended, with those containers: from
+    the file reader's word when it is about the very network the table has (O(new lines)),
+    else by comparing the container lists."""
+    out = {}
+    for n, new in changed.items():
+        hint, have = hints.get(n), old.nets.get(n)
+        if hint is not None and have is not None and new is not None and hint[0] is have and (
+                len(new.containers) == len(have.containers) + len(hint[1])):
+            out[n] = hint[1]
+        elif (tail := appended(have, new)) is not None:
+            out[n] = tail
+    return out
 
 
 class _Scopes:
@@ -146,19 +169,39 @@ class _Scopes:
         return found
 
 
-def update(old: Table, changed: Mapping[str, Network | None]) -> Table:
-    """A new table with `changed` applied (None: the network is gone). The work is
-    proportional to what changed (plus C-speed copies of the lookup dicts): a network that
-    only grew costs its new lines; otherwise its containers get new scopes. A container is
-    identified by its id across files; all its IPs share all its networks."""
+def update(old: Table, changed: Mapping[str, Network | None], hints: Grown | None = None) -> Table:
+    """A new table with `changed` applied (None: the network is gone). `old` is used up: its
+    dicts are updated in place and handed on (the server swaps the new table in and never
+    reads the old one again), so the work is proportional to what changed: a network that
+    only grew (`hints`: netns/dns/files.py's word for it) costs its new lines; otherwise its
+    containers get new scopes; no other network's entries are copied or rebuilt. A container
+    is identified by its id across files; all its IPs share all its networks."""
+    if old is EMPTY:
+        old = Table({}, {}, {})
+    grown = _grown(old, changed, hints or {})
+    before = {k: old.nets.get(k) for k in changed}  # their listen addresses, for _listen
+    nets = old.nets
+    for k, v in changed.items():
+        if v is None:
+            nets.pop(k, None)
+        else:
+            nets[k] = v
+    try:
+        return _apply(old, changed, grown, before)
+    except Exception:  # noqa: BLE001 - a bug here must not leave a half-updated table
+        log.exception("incremental DNS table update failed; rebuilding it whole")
+        return update(EMPTY, dict(nets))
+
+
+def _apply(old: Table, changed: Mapping[str, Network | None],
+           grown: Mapping[str, tuple[Container, ...]], before: Mapping[str, Network | None]) -> Table:
     names = frozenset(changed)
-    nets = {k: v for k, v in old.nets.items() if k not in names}
-    nets.update({k: v for k, v in changed.items() if v is not None})
-    grown = {n: t for n in names if (t := appended(old.nets.get(n), changed[n])) is not None}
-    index = {k: v for k, v in old.index.items() if k not in names}
+    nets = old.nets  # already updated
+    index = old.index
+    old_index = {k: index.pop(k) for k in names if k in index}  # what _repoint must unlink
     for k, v in changed.items():  # a grown network: its old index plus the new lines
         if v is not None:
-            index[k] = _index(v) if k not in grown else _extend(old.index[k], grown[k])
+            index[k] = _index(v) if k not in grown else _extend(old_index[k], grown[k])
     scopes = _Scopes(old, nets, grown, names)
 
     joined: dict[str, set[str]] = {}  # container id -> the changed networks it is now on
@@ -168,33 +211,36 @@ def update(old: Table, changed: Mapping[str, Network | None]) -> Table:
         ids = {c.id for c in tail} if tail is not None else index.get(n, {}).keys()
         for ctr_id in ids:
             joined.setdefault(ctr_id, set()).add(n)
-        affected.update(ids if tail is not None else old.index.get(n, {}).keys() | ids)
-    by_source = dict(old.by_source)
-    owners = dict(old.owners)
+        affected.update(ids if tail is not None else old_index.get(n, {}).keys() | ids)
+    by_source = old.by_source
+    owners = old.owners
     # Scopes of changed networks are made again (a grown network's containers keep their Who,
     # which now gets the new view); all others are kept as they are.
     whos = {w for w in old.by_who if w[0] & names and w[0] <= nets.keys()}
     for ctr_id in affected:
-        who = _repoint(ctr_id, old, nets, index, joined.get(ctr_id, set()), names, by_source,
-                       owners)
+        who = _repoint(ctr_id, old_index, nets, index, joined.get(ctr_id, set()), names,
+                       by_source, owners)
         if who is not None:
             whos.add(who)
     by_who = {w: sc for w, sc in old.by_who.items() if not w[0] & names}
     by_who.update({w: scopes.get(*w) for w in whos})
-    by_listen, listen_nets = _listen(old, nets, names, scopes)
+    by_listen, listen_nets = _listen(old, before, nets, names, scopes)
     return Table(by_source, by_who, by_listen, tuple(sorted(nets)), nets, index, owners,
                  listen_nets, scopes.views)
 
 
-def _repoint(ctr_id: str, old: Table, nets: Mapping[str, Network], index: Mapping[str, Index],
-             joined: set[str], names: frozenset[str], by_source: dict[str, Who],
-             owners: dict[str, frozenset[str]]) -> Who | None:
-    """The container's addresses now name its current networks (or nothing, if it is gone)."""
-    for m in old.owners.get(ctr_id, ()):
-        for ctr in old.index[m][ctr_id]:
+def _repoint(ctr_id: str, old_index: Mapping[str, Index], nets: Mapping[str, Network],
+             index: Mapping[str, Index], joined: set[str], names: frozenset[str],
+             by_source: dict[str, Who], owners: dict[str, frozenset[str]]) -> Who | None:
+    """The container's addresses now name its current networks (or nothing, if it is gone).
+    `owners` still holds its networks before this change; `old_index` the changed networks'
+    indexes before it (the others' are in `index`, unchanged)."""
+    was = owners.get(ctr_id, frozenset())
+    for m in was:
+        for ctr in (old_index[m] if m in names else index[m])[ctr_id]:
             for ip in ctr.v4 + ctr.v6:
                 by_source.pop(ip, None)
-    members = (old.owners.get(ctr_id, frozenset()) - names) | joined
+    members = (was - names) | joined
     members = frozenset(m for m in members if ctr_id in index.get(m, {}))
     if not members:
         owners.pop(ctr_id, None)
@@ -209,11 +255,11 @@ def _repoint(ctr_id: str, old: Table, nets: Mapping[str, Network], index: Mappin
     return who
 
 
-def _listen(old: Table, nets: Mapping[str, Network], names: frozenset[str],
-            scopes: _Scopes) -> tuple[dict[str, Scope], dict[str, frozenset[str]]]:
-    listen_nets = dict(old.listen_nets)
+def _listen(old: Table, before: Mapping[str, Network | None], nets: Mapping[str, Network],
+            names: frozenset[str], scopes: _Scopes) -> tuple[dict[str, Scope], dict[str, frozenset[str]]]:
+    listen_nets = dict(old.listen_nets)  # one entry per listen address: a few, copied
     by_listen = dict(old.by_listen)
-    touched = {ip for n in names for net in (old.nets.get(n), nets.get(n)) if net is not None
+    touched = {ip for n in names for net in (before.get(n), nets.get(n)) if net is not None
                for ip in net.listen_ips}
     for ip in touched:
         ms = frozenset(n for n in listen_nets.get(ip, frozenset()) - names if n in nets) | {

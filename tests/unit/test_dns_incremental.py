@@ -100,6 +100,10 @@ def test_update_equals_a_build_from_scratch(steps: list[tuple[int, object]]) -> 
             extra = parse_network("x", f"10.{k}.0.1\n{_line(len(old.containers) + 20, k)}\n")
             current[name] = Network(old.name, old.internal, old.listen_ips, old.dns_servers,
                                     old.containers + extra.containers)
+            if k % 2:  # the file reader's word for it (else update compares the lists)
+                tbl = table.update(tbl, {name: current[name]}, {name: (old, extra.containers)})
+                _same(tbl, table.build(current[n] for n in sorted(current)), sources)
+                continue
         else:
             assert isinstance(change, tuple)
             ids, dns, internal = change
@@ -168,3 +172,33 @@ def test_an_in_place_rewrite_that_grows_is_read_whole(tmp_path: Path) -> None:
         before = files.lines_parsed
         assert files.read()["n"] == parse_network("n", text)
         assert files.lines_parsed - before == len(step)  # whole
+
+
+def test_a_grown_network_leaves_every_other_networks_entries_alone(tmp_path: Path) -> None:
+    """Issue 15: a setup's reload with 5,000 names across 50 networks. The one network that
+    grew is extended in place; nothing of the other 49 is copied or rebuilt: the per-container
+    lookup dicts are the same objects, updated in place, and the other networks' views and
+    scopes are the very objects they were."""
+    for n in range(50):
+        (tmp_path / f"net{n}").write_text("\n".join([f"10.{n}.0.1"] + [
+            f"{n:032x}{i:032x} 10.{n}.{i // 250}.{i % 250 + 2}  n{n}c{i}" for i in range(100)]) + "\n")
+    files = ConfigFiles(str(tmp_path))
+    tbl = table.build(files.read().values())
+    by_source, owners, index = tbl.by_source, tbl.owners, tbl.index
+    views = {n: tbl.views[frozenset((f"net{n}",))] for n in range(50)}
+    scopes = {n: tbl.scope_of(f"10.{n}.0.2") for n in range(50)}
+    with open(tmp_path / "net7", "a") as f:
+        f.write(f"{'f' * 64} 10.7.9.9  newone\n")
+    nets = files.read()
+    changed = {k: v for k, v in nets.items() if v is not tbl.nets.get(k)}
+    assert list(changed) == ["net7"] and files.grown["net7"][0] is tbl.nets["net7"]
+    new = table.update(tbl, changed, files.grown)
+    assert new.by_source is by_source and new.owners is owners and new.index is index
+    assert new.views[frozenset(("net7",))] is views[7]  # extended, not merged again
+    assert new.scope("10.7.0.2", "10.7.0.1").view.names["newone"] == (("10.7.9.9",), ())
+    assert new.scope_of("10.7.9.9") is new.scope_of("10.7.0.2")
+    for n in (0, 6, 8, 49):
+        assert new.views[frozenset((f"net{n}",))] is views[n]
+        assert new.scope_of(f"10.{n}.0.2") is scopes[n]
+    _same(new, table.build(nets.values()), [f"10.{n}.0.{i}" for n in range(50) for i in (2, 3)]
+          + ["10.7.9.9"])
