@@ -13,6 +13,7 @@ burrow-rootlessport vs Podman's own rootlessport: start-up added to `podman run`
 exec -> ready, connections/s, Gbit/s, round trip.
 
 usage: sudo .venv/bin/python scripts/bench_podman.py [--rounds N] [--mode rootful|rootless|ports|both|all]
+       [--part startup|ready|flow]... [--streams N] [--seconds S]   (the last three: --mode ports)
 Target (issue 5): burrow's overhead <= 0.6 x netavark's. Issue 13: the drop-in >= 2x
 rootlessport's connections/s and >= 1.2x its throughput.
 """
@@ -149,6 +150,10 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--mode", choices=("rootful", "rootless", "ports", "both", "all"), default="all")
     ap.add_argument("--json", help="write raw results here")
+    ap.add_argument("--part", action="append", choices=("startup", "ready", "flow"),
+                    help="--mode ports: only these parts (repeatable; default all)")
+    ap.add_argument("--streams", type=int, default=1, help="--mode ports: parallel iperf3 streams")
+    ap.add_argument("--seconds", type=float, default=3.0, help="--mode ports: seconds per flow run")
     a = ap.parse_args()
     problem = environment_problem()
     if problem:
@@ -163,7 +168,8 @@ def main() -> int:
         if mode == "ports":
             import bench_podman_ports as ports
 
-            res = ports.bench(tar, a.rounds)
+            res = ports.bench(tar, a.rounds, seconds=a.seconds, parts=tuple(a.part or ports.PARTS),
+                              streams=a.streams)
             out.append(res)
             print(ports.table(res), flush=True)
             continue

@@ -29,7 +29,8 @@ from tests.nsutil import Netns, have
 pytestmark = [pytest.mark.e2e, pytest.mark.rootless]
 GO_ROOTLESSPORT = "/usr/lib/podman/rootlessport"
 
-# TCP and UDP on [::]:80 (dual-stack) in a container netns: "<local address> <peer address>".
+# TCP and UDP on [::]:80 (dual-stack) in a container netns: "<local address> <peer address>"
+# over TCP, "udp <peer address>" over UDP.
 WHO = textwrap.dedent("""\
     import selectors, socket
     sel = selectors.DefaultSelector()
@@ -49,7 +50,7 @@ WHO = textwrap.dedent("""\
             s = key.fileobj
             if s.type == socket.SOCK_DGRAM:
                 data, peer = s.recvfrom(4096)
-                s.sendto(b"udp", peer)
+                s.sendto(("udp %s" % plain(peer[0])).encode(), peer)
                 continue
             c, peer = s.accept()
             here = c.getsockname()
@@ -165,7 +166,7 @@ def test_bridge_ports_v4_v6_udp_through_the_dropin_then_teardown_leaves_nothing(
         # Every client family and listener reaches the container at its ChildIP (first IPv4).
         for host, p in (("127.0.0.1", port), ("::1", port), ("127.0.0.1", port + 1), ("::1", port + 1)):
             assert who(host, p).split()[:1] == ["10.89.21.10"], (host, p)
-        assert who("127.0.0.1", port + 2, "udp") == "udp"
+        assert who("127.0.0.1", port + 2, "udp").split()[:1] == ["udp"]
         # Names still resolve (burrow-dns on the bridge): the forwarder changed nothing else.
         res = w.in_ctr("brlpb", ["dig", "+short", "@10.89.21.1", "brlpa"], check=False) if have("dig") else None
         assert res is None or res.stdout.split() == ["10.89.21.10"]
@@ -238,6 +239,20 @@ WHO_CLIENT = textwrap.dedent("""\
     s = socket.create_connection((sys.argv[1], int(sys.argv[2])), 3)
     print(s.recv(256).decode())
 """)
+# One datagram from a fresh socket, retried: the drop-in's first dial may lose the first one.
+WHO_UDP_CLIENT = textwrap.dedent("""\
+    import socket, sys
+    s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(1)
+    s.connect((sys.argv[1], int(sys.argv[2])))
+    for _ in range(5):
+        s.send(b"x")
+        try:
+            print(s.recv(256).decode())
+            break
+        except TimeoutError:
+            pass
+""")
 
 
 @pytest.fixture(scope="module")
@@ -290,6 +305,32 @@ def test_routed_client_keeps_its_address_through_the_dropin(routed: tuple[Rootle
         server.kill()
         server.wait()
         w.podman("rm", "-f", "-t", "0", "brlpr")
+
+
+def test_routed_udp_client_keeps_its_address_through_the_dropin(
+        routed: tuple[RootlessWorld, Netns]) -> None:
+    """UDP as TCP above: one transparent socket per client flow, dialled from Podman's rootless
+    netns, so the container's server sees the routed client's own address (Podman's Go
+    rootlessport would show the container's address); a loopback client sees the container's."""
+    w, client = routed
+    w.podman("run", "-d", "--name", "brlpu", "--network", "brlp3:ip=10.89.23.11", "-p", "8082:80/udp",
+             IMAGE, "sleep", "600")
+    server = start_who(w, "brlpu")
+    try:
+        assert forwarders(w)["go"] == []
+        res = client.run([sys.executable, "-c", WHO_UDP_CLIENT, HOST_IP, "8082"], check=False)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.split() == ["udp", CLIENT_IP], res.stdout
+        # A second flow from the same client (a new source port) is its own transparent dial.
+        res = client.run([sys.executable, "-c", WHO_UDP_CLIENT, HOST_IP, "8082"], check=False)
+        assert res.stdout.split() == ["udp", CLIENT_IP], res.stdout
+        res = w.host.run([sys.executable, "-c", WHO_UDP_CLIENT, "127.0.0.1", "8082"], check=False) \
+            if w.host else None
+        assert res is not None and res.stdout.split() == ["udp", "10.89.23.11"], res
+    finally:
+        server.kill()
+        server.wait()
+        w.podman("rm", "-f", "-t", "0", "brlpu")
 
 
 def test_internal_network_keeps_the_old_dial(routed: tuple[RootlessWorld, Netns]) -> None:
