@@ -28,33 +28,14 @@ DEFAULT_STATE_DIR = "/run/burrow-cni"  # as netns.cni.config.DEFAULT_STATE_DIR (
 ENGINE_VERBS = ("ADD", "DEL")
 
 
-class _ScanContext:
-    """What `_json.make_scanner` reads from `json.JSONDecoder`: the C scanner alone decodes the
-    config, as json.loads would, without importing `json` (and with it `re`): that import is
-    most of this client's own cost per ADD/DEL."""
-
-    strict = True
-    object_hook = None
-    object_pairs_hook = None
-    parse_float = float
-    parse_int = int
-    parse_constant = float  # NaN, Infinity, -Infinity
-
-
 def load_object(stdin: bytes) -> object:
     """`json.loads(stdin)`, or None where that raises (the in-process run reports it)."""
-    import _json
+    from netns.jsonscan import NotJson, loads
 
     try:
-        text = stdin.decode("utf-8")
-        start = len(text) - len(text.lstrip(_WHITESPACE))
-        obj, end = _json.make_scanner(_ScanContext())(text, start)  # type: ignore[arg-type]
-    except (Exception, StopIteration, RecursionError):
+        return loads(stdin)
+    except NotJson:
         return None
-    return obj if not text[end:].strip(_WHITESPACE) else None
-
-
-_WHITESPACE = " \t\n\r"  # JSON's whitespace (str.strip() would also take others)
 
 
 def state_dir(stdin: bytes) -> str | None:

@@ -2,25 +2,30 @@
 
 Go field names (spec/rootlessport.md §3); unknown keys are ignored as Go does. Every field is
 checked here, once, before anything is bound: the input comes from another program and a bad
-one must end in one clear error line, never a half-started forwarder. Stdlib only and no
-rootless.ports import: this runs before Podman is released (see the package doc). For the
-same reason the records are NamedTuples (immutable, typed) rather than dataclasses, and
-addresses are checked with inet_pton rather than ipaddress: together ~12 ms of imports less.
+one must end in one clear error line, never a half-started forwarder. No rootless.ports
+import and only the lightest stdlib: this runs before Podman is released (see the package
+doc). For the same reason the records are NamedTuples (immutable, typed) rather than
+dataclasses, addresses are checked with inet_pton rather than ipaddress, and neither `json`,
+`re`, `socket` nor `typing` is imported (light.py).
 """
 
 from __future__ import annotations
 
-import json
+import _socket
 import os
-import re
-import socket
-from typing import Any, NamedTuple
+
+from netns.jsonscan import NotJson, loads
+from rootless.rootlessport.light import NamedTuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_CONFIG = 1 << 20  # bytes of stdin; Podman's is a few hundred per mapping
 MAX_MAPPINGS = 4096
 MAX_FORWARDS = 65536  # host ports over all mappings, ranges and protocols
 MAX_PATH = 4096
-CONTAINER_ID_RE = re.compile(r"^[0-9a-f]{64}$")
+HEX = "0123456789abcdef"
 PROTOCOLS = ("tcp", "udp")
 DEFAULT_CHILD_IP = "127.0.0.1"  # upstream: an empty ChildIP dials the container's loopback
 
@@ -98,9 +103,9 @@ def check_netns(path: str) -> None:
 
 def ip_text(value: str, what: str) -> str:
     """An IPv4 or IPv6 address, spelled canonically (`::0001` is `::1`); no zone index."""
-    for fam in (socket.AF_INET, socket.AF_INET6):
+    for fam in (_socket.AF_INET, _socket.AF_INET6):
         try:
-            return socket.inet_ntop(fam, socket.inet_pton(fam, value))
+            return _socket.inet_ntop(fam, _socket.inet_pton(fam, value))
         except (OSError, ValueError):
             continue
     raise ConfigError(f"{what} {value!r:.60} is not an IPv4 or IPv6 address")
@@ -167,13 +172,13 @@ def parse(data: bytes) -> Config:
     if len(data) > MAX_CONFIG:
         raise ConfigError(f"config on stdin is larger than {MAX_CONFIG} bytes")
     try:
-        obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
+        obj = loads(data)
+    except NotJson as e:
         raise ConfigError(f"config on stdin is not JSON: {e}") from None
     if not isinstance(obj, dict):
         raise ConfigError("config on stdin must be a JSON object")
     cid = _get(obj, "ContainerID", str, "")
-    if not CONTAINER_ID_RE.match(cid):
+    if len(cid) != 64 or cid.strip(HEX):
         raise ConfigError(f"config field 'ContainerID' must be 64 hex digits, got {cid!r:.80}")
     cni = _get(obj, "RootlessCNI", bool, False)
     exit_fd, ready_fd = fd_field(obj, "ExitFD"), fd_field(obj, "ReadyFD")

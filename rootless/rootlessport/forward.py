@@ -22,6 +22,7 @@ inside the container, which sees ChildIP itself, as upstream.
 
 from __future__ import annotations
 
+import _socket
 import gc
 import glob
 import ipaddress
@@ -141,12 +142,13 @@ class PodmanForwarder:
         self.via = rootless_netns(os.environ.get("XDG_RUNTIME_DIR")) if cfg.rootless_cni else None
         to = target(cfg, cfg.child_ip, self.via)
         self.manager.adopt(cfg.container_id, [
-            Listener(b.sock, PortSpec.of(b.forward.host_ip, b.forward.host_port,
+            Listener(adopt(b.sock), PortSpec.of(b.forward.host_ip, b.forward.host_port,
                                          b.forward.container_port, 1, b.forward.protocol),
                      b.forward.host_port, b.forward.container_port, to)
             for b in bound])
         self.ctl = ctl
-        self.control = ControlServer(self.loop, ctl.sock, self.retarget) if ctl else None
+        # ctl keeps the detached object: its close() then only unlinks the socket file.
+        self.control = ControlServer(self.loop, adopt(ctl.sock), self.retarget) if ctl else None
         self.loop.add(cfg.exit_fd, lambda ev: self.stop())  # EOF: the container stopped
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.on_signal(sig, self.stop)
@@ -176,6 +178,13 @@ class PodmanForwarder:
         self.manager.remove(self.cfg.container_id)
         self.pool.close()
         self.chan.close()  # the dialer thread sees EOF and ends
+
+
+def adopt(s: _socket.socket) -> socket.socket:
+    """Phase 1's `_socket.socket` as the `socket.socket` the forwarder works with (same fd)."""
+    out = socket.socket(fileno=s.detach())
+    out.setblocking(False)  # the fd is O_NONBLOCK already; this tells the object
+    return out
 
 
 def serve(cfg: Config, bound: list[Bound], ctl: ControlSocket | None) -> int:

@@ -10,13 +10,14 @@ Podman prints after `Error: rootlessport `), with what to do about them.
 
 from __future__ import annotations
 
+# `_socket`, not `socket` (light.py): phase 2 adopts these as socket.socket (forward.adopt).
+import _socket
 import errno
 import os
-import socket
-from typing import NamedTuple
 
 from rootless.ports.portfloor import unprivileged_port_start
 from rootless.rootlessport.config import Config, Forward
+from rootless.rootlessport.light import NamedTuple
 
 BACKLOG = 4096
 CONTROL_DIR = "rp"  # TmpDir/rp/<ContainerID>, as upstream
@@ -28,7 +29,7 @@ class BindError(Exception):
 
 class Bound(NamedTuple):
     forward: Forward
-    sock: socket.socket
+    sock: _socket.socket
 
 
 def _error_line(e: OSError, fw: Forward, addr: str) -> str:
@@ -47,27 +48,27 @@ def _error_line(e: OSError, fw: Forward, addr: str) -> str:
     return line
 
 
-def bind(fw: Forward) -> socket.socket:
+def bind(fw: Forward) -> _socket.socket:
     """One listener. Any address: `::` with IPV6_V6ONLY off serves both families, as upstream
     (an IPv4-only host gets 0.0.0.0)."""
-    kind = socket.SOCK_DGRAM if fw.protocol == "udp" else socket.SOCK_STREAM
-    flags = kind | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
+    kind = _socket.SOCK_DGRAM if fw.protocol == "udp" else _socket.SOCK_STREAM
+    flags = kind | _socket.SOCK_NONBLOCK | _socket.SOCK_CLOEXEC
     addr = fw.host_ip or "::"
-    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    fam = _socket.AF_INET6 if ":" in addr else _socket.AF_INET
     try:
-        s = socket.socket(fam, flags)
+        s = _socket.socket(fam, flags)
     except OSError as e:
         if fw.host_ip or e.errno != errno.EAFNOSUPPORT:
             raise BindError(_error_line(e, fw, addr)) from None
         addr = "0.0.0.0"
-        s = socket.socket(socket.AF_INET, flags)
+        s = _socket.socket(_socket.AF_INET, flags)
     try:
-        if fam == socket.AF_INET6 and not fw.host_ip:
-            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        if kind == socket.SOCK_STREAM:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if fam == _socket.AF_INET6 and not fw.host_ip:
+            s.setsockopt(_socket.IPPROTO_IPV6, _socket.IPV6_V6ONLY, 0)
+        if kind == _socket.SOCK_STREAM:
+            s.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
         s.bind((addr, fw.host_port))
-        if kind == socket.SOCK_STREAM:
+        if kind == _socket.SOCK_STREAM:
             s.listen(BACKLOG)
     except OSError as e:
         s.close()
@@ -89,7 +90,7 @@ def bind_all(cfg: Config) -> list[Bound]:
 
 
 class ControlSocket(NamedTuple):
-    sock: socket.socket
+    sock: _socket.socket
     dir_fd: int  # TmpDir/rp, held open: the socket is unlinked through it on exit
     name: str
 
@@ -112,7 +113,7 @@ def bind_control(cfg: Config) -> ControlSocket:
         dir_fd = os.open(rp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as e:
         raise BindError(f"control socket directory {rp}: {e.strerror}") from None
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_NONBLOCK | _socket.SOCK_CLOEXEC)
     try:
         try:
             os.unlink(cfg.container_id, dir_fd=dir_fd)

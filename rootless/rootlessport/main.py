@@ -12,14 +12,17 @@ import there added ~30 ms to `podman run -p`. Clients meanwhile wait in the list
 
 from __future__ import annotations
 
+import _signal  # not `signal` (and `enum` behind it): light.py
 import os
 import select
-import signal
 import sys
-from types import FrameType
 
 from rootless.rootlessport.config import MAX_CONFIG, Config, ConfigError, check_netns, parse
 from rootless.rootlessport.listen import BindError, Bound, ControlSocket, bind_all, bind_control
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import FrameType
 
 
 def read_stdin(limit: int = MAX_CONFIG) -> bytes:
@@ -83,14 +86,14 @@ def wait_for_work(cfg: Config, bound: list[Bound], ctl: ControlSocket | None,
     for fd in [b.sock.fileno() for b in bound] + ([ctl.sock.fileno()] if ctl else []):
         poller.register(fd, select.POLLIN)
     poller.register(cfg.exit_fd, select.POLLIN)
-    old = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    old = {sig: _signal.signal(sig, _stop) for sig in (_signal.SIGTERM, _signal.SIGINT)}
     try:
         events = poller.poll(timeout * 1000)
     except _Stopped:
         return False
     finally:
         for sig, handler in old.items():
-            signal.signal(sig, handler)
+            _signal.signal(sig, handler)
     return all(fd != cfg.exit_fd for fd, _ in events)
 
 
