@@ -233,6 +233,7 @@ def test_network_disconnect_and_connect_repoint_the_ports(world: RootlessWorld) 
 
 
 CLIENT_IP, HOST_IP = "192.0.2.50", "192.0.2.1"  # TEST-NET-1, only inside the test's namespaces
+CLIENT_IP6, HOST_IP6 = "2001:db8:13::50", "2001:db8:13::1"  # documentation prefix, likewise
 
 WHO_CLIENT = textwrap.dedent("""\
     import socket, sys
@@ -271,9 +272,13 @@ def routed(podman_rootfs: Path, rootless_user: Any) -> Iterator[tuple[RootlessWo
         client.run(["ip", "addr", "add", f"{CLIENT_IP}/24", "dev", "brlpc"])
         client.run(["ip", "link", "set", "brlpc", "up"])
         client.run(["ip", "route", "add", "default", "via", HOST_IP])
+        host.run(["ip", "addr", "add", f"{HOST_IP6}/64", "dev", "brlph", "nodad"])
+        client.run(["ip", "addr", "add", f"{CLIENT_IP6}/64", "dev", "brlpc", "nodad"])
+        client.run(["ip", "-6", "route", "add", "default", "via", HOST_IP6])
         w = RootlessWorld(rootless_user, base / "w", podman_rootfs, host=host)
         w.podman("network", "create", "--subnet", "10.89.23.0/24", "brlp3")
         w.podman("network", "create", "--internal", "--subnet", "10.89.24.0/24", "brlp4")
+        w.podman("network", "create", "--subnet", "fd89:25::/64", "brlp5")  # IPv6 only (no --ipv6)
         yield w, client
     finally:
         if w is not None:
@@ -331,6 +336,26 @@ def test_routed_udp_client_keeps_its_address_through_the_dropin(
         server.kill()
         server.wait()
         w.podman("rm", "-f", "-t", "0", "brlpu")
+
+
+def test_routed_ipv6_client_keeps_its_address_tcp_and_udp(routed: tuple[RootlessWorld, Netns]) -> None:
+    """On an IPv6-only network ChildIP is the container's IPv6 address: a routed IPv6 client
+    is dialled from Podman's rootless netns on an IPV6_TRANSPARENT socket, over TCP and UDP."""
+    w, client = routed
+    w.podman("run", "-d", "--name", "brlp6", "--network", "brlp5:ip=fd89:25::10", "-p", "8083:80",
+             "-p", "8083:80/udp", IMAGE, "sleep", "600")
+    server = start_who(w, "brlp6")
+    try:
+        assert forwarders(w)["go"] == []
+        res = client.run([sys.executable, "-c", WHO_CLIENT, HOST_IP6, "8083"], check=False)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.split() == ["fd89:25::10", CLIENT_IP6]
+        res = client.run([sys.executable, "-c", WHO_UDP_CLIENT, HOST_IP6, "8083"], check=False)
+        assert res.stdout.split() == ["udp", CLIENT_IP6], (res.stdout, res.stderr)
+    finally:
+        server.kill()
+        server.wait()
+        w.podman("rm", "-f", "-t", "0", "brlp6")
 
 
 def test_internal_network_keeps_the_old_dial(routed: tuple[RootlessWorld, Netns]) -> None:
