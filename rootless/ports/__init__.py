@@ -12,5 +12,6 @@ lines, on one netns.loop event loop:
     udp.py         one flow per client address, least recently used shed at the caps
     budget.py      the caps per client and in total, derived from the fd limit; what was shed
     target.py      where a port leads: the sandbox's netns and addresses, how to dial it
-    clientaddr.py  keep the client's address: transparent dials from the user's netns
+    clientaddr.py  keep the client's address: transparent dials (TCP in the sandbox, UDP via
+                   the user's netns)
 """

@@ -1,10 +1,25 @@
 """Keep the client's address: the sandbox's server sees who really connected.
 
-The dial is made not inside the sandbox but from the user's own netns (`via`, the netns that
-routes to the sandbox's network, where the user holds CAP_NET_ADMIN), on a socket with
-IP_TRANSPARENT (IPV6_TRANSPARENT) bound to the client's address. The sandbox answers that
-address through its default route, i.e. back into `via`, where the reply would be forwarded
-on to the connector. So, all inside `via` and never in the host's netns:
+The dial is made on a socket with IP_TRANSPARENT (IPV6_TRANSPARENT) and SO_MARK DIAL_MARK,
+bound to the client's address, in one of two places (both namespaces of the user's world,
+where the user holds CAP_NET_ADMIN; never the host's):
+
+INSIDE, TCP of burrow's own sandboxes: in the sandbox's own netns, to its own address, so the
+connection runs over the sandbox's loopback as an ordinary dial does (no veth, no bridge, no
+conntrack, no nftables: measured, keeping the address then costs next to nothing). The server
+answers the client's address; in the sandbox (`set_up_inside`):
+- `net.ipv4.tcp_fwmark_accept=1`: the accepted socket, its SYN-ACK included, carries the mark
+  of the SYN, i.e. DIAL_MARK (a SYN from outside has no mark: nothing changes for it);
+- `net.ipv4.fwmark_reflect` / `net.ipv6.fwmark_reflect=1`: so does the kernel's RST for a port
+  nobody listens on (the dial must be refused at once to try the other family);
+- `ip rule fwmark DIAL_MARK lookup TABLE`, TABLE holding `local default dev lo`: what carries
+  the mark is delivered locally, to the transparent socket.
+UDP replies carry no mark (an unconnected server socket answers with sendto), so UDP, and
+burrow-rootlessport (which leaves a Podman container's netns alone), dial VIA:
+
+VIA: from the user's own netns (`via`, the netns that routes to the sandbox's network). The
+sandbox answers the client's address through its default route, i.e. back into `via`, where
+the reply would be forwarded on to the connector. So, all inside `via`:
 - the dial socket carries SO_MARK DIAL_MARK; an nftables `output` rule copies it into the
   connection's conntrack mark as REPLY_MARK (two marks: the dial's own packets must still be
   routed to the sandbox, not delivered locally);
@@ -13,9 +28,9 @@ on to the connector. So, all inside `via` and never in the host's netns:
   is delivered locally, to the transparent socket.
 A client whose address means nothing inside the sandbox (loopback, link-local), or a dial that
 crosses address families, is dialled inside the sandbox as before: the sandbox sees its own
-address (and the connection never crosses the bridge, the cheapest path). Where the set-up
-fails (no nftables, no policy routing), the dialer says so once; the ports go on as before,
-with one log line and a `burrow status` note.
+address. Where the INSIDE set-up fails, TCP dials VIA; where the VIA set-up fails (no
+nftables, no policy routing), the dialer says so once; the ports go on as before, with one
+log line and a `burrow status` note.
 """
 
 from __future__ import annotations
@@ -36,6 +51,10 @@ DIAL_MARK = 0x62720001  # "br": on the dial sockets
 REPLY_MARK = 0x62720002  # on the connection's packets coming back
 TABLE = 0x6272  # the routing table that delivers them locally
 RULE_PRIORITY = 90  # before the main table (32766)
+PLAIN, VIA, INSIDE = "", "via", "inside"  # how a dial socket is made (Plan.mode)
+# Written in the sandbox's netns by set_up_inside (the opener's netns is the one they set).
+INSIDE_SYSCTLS = {4: ("ipv4/tcp_fwmark_accept", "ipv4/fwmark_reflect"),
+                  6: ("ipv4/tcp_fwmark_accept", "ipv6/fwmark_reflect")}
 NFT_TABLE = "burrow_client_addr"
 NFT_RULES = f"""add table inet {NFT_TABLE}
 delete table inet {NFT_TABLE}
@@ -90,9 +109,27 @@ def set_up(family: int, marks_done: bool) -> None:
             _nft()
         else:
             _marks_with_iptables(family)
+    _route_mark(family, REPLY_MARK)
+
+
+def set_up_inside(family: int) -> None:
+    """Make the current netns (a sandbox's) deliver what answers a DIAL_MARK socket locally.
+
+    Idempotent. Raises Unsupported."""
+    for name in INSIDE_SYSCTLS[family]:
+        try:
+            with open(f"/proc/sys/net/{name}", "w") as f:
+                f.write("1")
+        except OSError as e:
+            raise Unsupported(f"net.{name.replace('/', '.')}: {e.strerror}") from None
+    _route_mark(family, DIAL_MARK)
+
+
+def _route_mark(family: int, mark: int) -> None:
+    """`ip rule fwmark MARK lookup TABLE`, TABLE delivering everything locally."""
     ip = ["ip", "-4" if family == 4 else "-6"]
     any_ = "0.0.0.0/0" if family == 4 else "::/0"
-    rule = ["rule", "add", "fwmark", f"{REPLY_MARK:#x}", "lookup", str(TABLE),
+    rule = ["rule", "add", "fwmark", f"{mark:#x}", "lookup", str(TABLE),
             "priority", str(RULE_PRIORITY)]
     _run([*ip, "rule", "del", *rule[2:]], "ip rule del", check=False)
     _run([*ip, *rule], f"ip -{family} rule add (policy routing)")
@@ -137,14 +174,16 @@ def client_ip(host: str) -> tuple[str, int] | None:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """One way to dial: a socket of `family` made in `netns`, connected to `ip`, bound to
-    `bind` first if given (the client's address, on a transparent socket)."""
+    """One way to dial: a socket of `family` made in `netns`, connected to `ip`; `mode` VIA
+    or INSIDE: a transparent socket, bound to `bind` (the client's address) first, and
+    `fallback` the way to dial instead when no such socket can be had or bound."""
 
     netns: str
     family: int
-    transparent: bool
+    mode: str
     ip: str
     bind: tuple[str, int] | None = None
+    fallback: Plan | None = None
 
 
 class Availability:
@@ -152,12 +191,24 @@ class Availability:
 
     def __init__(self) -> None:
         self.failed: dict[tuple[str, int], str] = {}
+        # INSIDE set-ups that failed, by (sandbox netns, family): those dial VIA instead.
+        self.inside_failed: dict[tuple[str, int], str] = {}
         self.kept = 0  # dials bound to a client's address
 
     def usable(self, via: str | None, family: int) -> bool:
         return via is not None and (via, family) not in self.failed
 
-    def fail(self, via: str, family: int, reason: str) -> None:
+    def inside(self, netns: str, family: int) -> bool:
+        return (netns, family) not in self.inside_failed
+
+    def fail(self, netns: str, family: int, reason: str, mode: str = VIA) -> None:
+        if mode == INSIDE:
+            if (netns, family) not in self.inside_failed:
+                self.inside_failed[(netns, family)] = reason
+                log.warning("TCP client addresses for IPv%d cannot be kept inside %s (%s): "
+                            "dialling from the user's netns instead", family, netns, reason)
+            return
+        via = netns
         if (via, family) not in self.failed:
             self.failed[(via, family)] = reason
             log.warning("client addresses cannot be kept for IPv%d (%s): published ports "
@@ -179,7 +230,14 @@ class Availability:
         self.kept += 1
         return True
 
+    def forget(self, netns: str) -> None:
+        """The sandbox is gone (a new one at the same path is set up afresh)."""
+        for fam in (4, 6):
+            self.inside_failed.pop((netns, fam), None)
+
     def to_json(self) -> dict[str, Any]:
         return {"kept": self.kept,
                 "unavailable": [{"netns": v, "family": f, "reason": r}
-                                for (v, f), r in sorted(self.failed.items())]}
+                                for (v, f), r in sorted(self.failed.items())],
+                "inside_unavailable": [{"netns": v, "family": f, "reason": r}
+                                       for (v, f), r in sorted(self.inside_failed.items())]}

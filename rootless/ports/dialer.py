@@ -29,24 +29,30 @@ class Dialer:
     def __init__(self, chan: socket.socket) -> None:
         self.chan = chan
         self.netns: dict[str, int] = {}  # open netns files, by path
-        # Client-address routing, per netns: families set up, or why it failed.
-        self.routed: dict[str, dict[int, str | None]] = {}
+        # Client-address routing, per netns and kind (INSIDE or VIA): families set up, or why
+        # it failed.
+        self.routed: dict[tuple[str, bool], dict[int, str | None]] = {}
 
     def forget(self, path: str) -> None:
         fd = self.netns.pop(path, None)
         if fd is not None:
             os.close(fd)
-        self.routed.pop(path, None)
+        self.routed.pop((path, False), None)
+        self.routed.pop((path, True), None)
 
     def route_replies(self, req: messages.Dial) -> None:
         """Once per netns and family: the reply routing of clientaddr (we are in req.netns)."""
-        done = self.routed.setdefault(req.netns, {})
+        done = self.routed.setdefault((req.netns, req.inside), {})
         if req.family not in done:
             try:
-                ok = any(err is None for err in done.values())  # the marks are in place
-                clientaddr.set_up(req.family, marks_done=ok)
+                if req.inside:
+                    clientaddr.set_up_inside(req.family)
+                else:
+                    ok = any(err is None for err in done.values())  # the marks are in place
+                    clientaddr.set_up(req.family, marks_done=ok)
                 done[req.family] = None
-                log.info("client addresses kept for IPv%d via %s", req.family, req.netns)
+                log.info("client addresses kept for IPv%d %s %s", req.family,
+                         "inside" if req.inside else "via", req.netns)
             except clientaddr.Unsupported as e:
                 done[req.family] = str(e)
         if done[req.family] is not None:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from netns.loop import Loop
-from rootless.ports import messages
+from rootless.ports import clientaddr, messages
 from rootless.ports.budget import Guard
 from rootless.ports.pool import DialerPool
 from rootless.ports.portfloor import unprivileged_port_start
@@ -111,7 +111,7 @@ class PortManager:
 
     def add(self, req: messages.Add) -> dict[str, Any]:
         """Bind everything first; publish only if every bind worked."""
-        target = Target(req.sandbox, req.netns, req.ip4, req.ip6, req.via)
+        target = Target(req.sandbox, req.netns, req.ip4, req.ip6, req.via, inside=True)
         made: list[Listener] = []
         for spec in req.ports:
             for hp, cp in spec.pairs():
@@ -176,8 +176,12 @@ class PortManager:
         assert t.via is not None
         for kind in {p.protocol for p in ports if p.keep_client}:
             for fam, ip in ((4, t.ip4), (6, t.ip6)):
-                if ip is not None and self.pool.avail.usable(t.via, fam):
-                    self.pool.warm((t.via, fam, kind, True))
+                if ip is None:
+                    continue
+                if kind == "tcp" and t.inside and self.pool.avail.inside(t.netns, fam):
+                    self.pool.warm((t.netns, fam, kind, clientaddr.INSIDE))
+                elif self.pool.avail.usable(t.via, fam):
+                    self.pool.warm((t.via, fam, kind, clientaddr.VIA))
 
     def protocols(self) -> tuple[bool, bool]:
         """Whether TCP, UDP ports are published: the fd budget goes to those that are."""

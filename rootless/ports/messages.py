@@ -185,7 +185,8 @@ class Dial:
     """Make `n` unconnected sockets of `family`/`kind` inside `netns`.
 
     `transparent`: with IP_TRANSPARENT and the dial mark set, for binding a client's address,
-    and with the reply routing of rootless.ports.clientaddr set up in `netns` first (once)."""
+    and with the reply routing of rootless.ports.clientaddr set up in `netns` first (once):
+    `inside` the sandbox's own (clientaddr INSIDE), else for dials from `netns` (VIA)."""
 
     id: int
     netns: str
@@ -193,6 +194,7 @@ class Dial:
     kind: str
     n: int
     transparent: bool = False
+    inside: bool = False
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Dial:
@@ -200,16 +202,20 @@ class Dial:
         n = _field(obj, "n", int)
         if family not in FAMILIES or kind not in KINDS or not 1 <= n <= MAX_DIAL_BATCH:
             raise BurrowError(f"bad dial request family={family} type={kind!r:.10} n={n}")
-        transparent = obj.get("transparent", False)
-        if not isinstance(transparent, bool):
-            raise BurrowError(f"field 'transparent' must be bool, got {transparent!r:.20}")
+        transparent, inside = obj.get("transparent", False), obj.get("inside", False)
+        for name, v in (("transparent", transparent), ("inside", inside)):
+            if not isinstance(v, bool):
+                raise BurrowError(f"field '{name}' must be bool, got {v!r:.20}")
+        if inside and not transparent:
+            raise BurrowError("field 'inside' needs 'transparent'")
         return cls(_field(obj, "id", int), netns_path(obj.get("netns")), family, kind, n,
-                   transparent)
+                   transparent, inside)
 
     def to_json(self) -> dict[str, Any]:
         return {"op": "dial", "id": self.id, "netns": self.netns, "family": self.family,
                 "type": self.kind, "n": self.n,
-                **({"transparent": True} if self.transparent else {})}
+                **({"transparent": True} if self.transparent else {}),
+                **({"inside": True} if self.inside else {})}
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ from rootless.ports.budget import Shed
 
 log = logging.getLogger("rootless.ports")
 
-SockKey = tuple[str, int, str, bool]  # (netns path, 4 or 6, "tcp" or "udp", transparent)
+# (netns path, 4 or 6, "tcp" or "udp", clientaddr mode: PLAIN, or transparent VIA / INSIDE)
+SockKey = tuple[str, int, str, str]
 Waiter = Callable[[socket.socket | None], None]
 POOL_LOW, POOL_BATCH = 8, 32
 
@@ -117,6 +118,7 @@ class DialerPool:
     def forget(self, netns: str) -> None:
         """Drop the netns: pooled sockets would keep it alive after its sandbox is gone."""
         self.live.discard(netns)
+        self.avail.forget(netns)
         for key in [k for k in self.pools if k[0] == netns]:
             for s in self.pools.pop(key):
                 self.size -= 1
@@ -145,7 +147,8 @@ class DialerPool:
             self.in_flight.add(key)
             spare = max(0, min(POOL_BATCH, self.max_pooled - self.size))
             n = max(1, min(messages.MAX_DIAL_BATCH, want + spare))
-            self._send(messages.Dial(self.next_id, key[0], key[1], key[2], n, key[3]))
+            self._send(messages.Dial(self.next_id, key[0], key[1], key[2], n,
+                                     key[3] != clientaddr.PLAIN, key[3] == clientaddr.INSIDE))
 
     def _on_reply(self, ev: int) -> None:
         while True:
@@ -191,7 +194,7 @@ class DialerPool:
                 s.close()
             return
         if reply.unsupported and reply.error:
-            self.avail.fail(key[0], key[1], reply.error)
+            self.avail.fail(key[0], key[1], reply.error, key[3])
         elif reply.error:
             log.warning("dialer: %s", reply.error)
         pool = self.pools.setdefault(key, deque())

@@ -6,7 +6,7 @@ import socket
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 
-from rootless.ports.clientaddr import Availability, Plan, client_ip
+from rootless.ports.clientaddr import INSIDE, PLAIN, VIA, Availability, Plan, client_ip
 from rootless.ports.spec import PortSpec
 
 Candidate = tuple[int, str]  # (4 or 6, address to dial)
@@ -19,6 +19,9 @@ class Target:
     ip4: IPv4Address | None
     ip6: IPv6Address | None
     via: str | None = None  # the user's netns: dials from there can keep the client address
+    # TCP keeps the client address with dials inside the sandbox itself (clientaddr INSIDE):
+    # burrow's own sandboxes; burrow-rootlessport leaves a Podman container's netns alone.
+    inside: bool = False
     # Both orders, spelled once: they are asked for on every accept.
     _v4_first: tuple[Candidate, ...] = field(init=False, repr=False, compare=False)
     _v6_first: tuple[Candidate, ...] = field(init=False, repr=False, compare=False)
@@ -31,7 +34,7 @@ class Target:
         object.__setattr__(self, "_v4_first", v4 + v6)
         object.__setattr__(self, "_v6_first", v6 + v4)
         object.__setattr__(self, "_plain", tuple(
-            tuple(Plan(self.netns, fam, False, ip) for fam, ip in order)
+            tuple(Plan(self.netns, fam, PLAIN, ip) for fam, ip in order)
             for order in (v6 + v4, v4 + v6)))
 
     def candidates(self, v4_client: bool) -> list[Candidate]:
@@ -43,22 +46,31 @@ class Target:
         return list(self._v4_first if v4_client else self._v6_first)
 
     def plans(self, host: str, port: int, v4_client: bool, keep: bool,
-              avail: Availability) -> list[Plan]:
+              avail: Availability, tcp: bool = False) -> list[Plan]:
         """How to dial for a client at host:port, in the order of `candidates`.
 
-        Keeping the client's address (`keep`, and a `via` netns whose set-up has not failed
-        for the family): the client's own family dials from `via` bound to its address.
-        Otherwise (a loopback or link-local client, the other family, or not kept) the dial
-        is made inside the sandbox, as before: the sandbox sees its own address, and the
-        connection never crosses the bridge."""
+        Keeping the client's address (`keep`, and a `via` netns: the sandbox is routed): the
+        client's own family dials bound to its address, for TCP of an `inside` target inside
+        the sandbox, else (or where that set-up failed) from `via` whose set-up has not
+        failed for the family; each falls back to the next. Otherwise (a loopback or
+        link-local client, the other family, or not kept) the dial is made inside the
+        sandbox, as before: the sandbox sees its own address."""
         via = self.via
         client = client_ip(host) if keep and via is not None else None
         if via is None or client is None:
             return list(self._plain[v4_client])
-        return [Plan(via, fam, True, ip, (client[0], port))
-                if fam == client[1] and avail.usable(via, fam)
-                else Plan(self.netns, fam, False, ip)
-                for fam, ip in (self._v4_first if v4_client else self._v6_first)]
+        out = []
+        for plain in self._plain[v4_client]:
+            fam, ip = plain.family, plain.ip
+            p = plain
+            if fam == client[1]:
+                bind = (client[0], port)
+                if avail.usable(via, fam):
+                    p = Plan(via, fam, VIA, ip, bind, plain)
+                if tcp and self.inside and avail.inside(self.netns, fam):
+                    p = Plan(self.netns, fam, INSIDE, ip, bind, p)
+            out.append(p)
+        return out
 
 
 @dataclass(eq=False)

@@ -84,7 +84,8 @@ class TcpProxy:
             rst(a)
             return
         a.setblocking(False)
-        plans = lst.target.plans(addr[0], addr[1], v4, lst.spec.keep_client, self.pool.avail)
+        plans = lst.target.plans(addr[0], addr[1], v4, lst.spec.keep_client, self.pool.avail,
+                                 tcp=True)
         conn = TcpConn(a, client, lst.target.netns, lst.ctr_port, plans)
         self.conns.add(client)
         self.dials.add(client)
@@ -95,7 +96,7 @@ class TcpProxy:
             self._close(c, reset=True)
             return
         p = c.candidates.pop(0)
-        self.pool.get((p.netns, p.family, "tcp", p.transparent), partial(self._dial, c, p))
+        self.pool.get((p.netns, p.family, "tcp", p.mode), partial(self._dial, c, p))
 
     def _dial(self, c: TcpConn, p: Plan, b: socket.socket | None) -> None:
         if c.closed:
@@ -103,15 +104,15 @@ class TcpProxy:
                 b.close()
             return
         if b is None:
-            if p.netns != c.netns:  # no dial from the user's netns: from the sandbox, as before
-                c.candidates.insert(0, Plan(c.netns, p.family, False, p.ip))
+            if p.fallback is not None:  # no transparent socket: the next way to dial
+                c.candidates.insert(0, p.fallback)
             else:  # no socket for this family (the dialer failed): try the other one
                 self.guard.shed.dial_failed += not c.candidates
             self._dial_next(c)
             return
-        if p.netns != c.netns and not self.pool.avail.bind(b, p.bind):
-            b.close()  # the client's address cannot be bound: dial as before
-            c.candidates.insert(0, Plan(c.netns, p.family, False, p.ip))
+        if p.fallback is not None and not self.pool.avail.bind(b, p.bind):
+            b.close()  # the client's address cannot be bound: the next way to dial
+            c.candidates.insert(0, p.fallback)
             self._dial_next(c)
             return
         # TCP_NODELAY: the dialer set it on b, and a has it from its listener (inherited).

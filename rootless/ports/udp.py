@@ -132,7 +132,7 @@ class UdpProxy:
             self.close_flow(flow)
             return
         p = flow.candidates.pop(0)
-        ticket = self.pool.get((p.netns, p.family, "udp", p.transparent),
+        ticket = self.pool.get((p.netns, p.family, "udp", p.mode),
                                partial(self._dial, flow, p))
         if ticket is not None:
             flow.ticket = ticket
@@ -143,17 +143,16 @@ class UdpProxy:
             if b is not None:
                 b.close()
             return
-        netns = flow.lst.target.netns
         if b is None:
-            if p.netns != netns:  # no dial from the user's netns: from the sandbox, as before
-                flow.candidates.insert(0, Plan(netns, p.family, False, p.ip))
+            if p.fallback is not None:  # no transparent socket: the next way to dial
+                flow.candidates.insert(0, p.fallback)
             else:
                 self.guard.shed.dial_failed += not flow.candidates
             self._dial_next(flow)
             return
-        if p.netns != netns and not self.pool.avail.bind(b, p.bind):
-            b.close()  # the client's address cannot be bound: dial as before
-            flow.candidates.insert(0, Plan(netns, p.family, False, p.ip))
+        if p.fallback is not None and not self.pool.avail.bind(b, p.bind):
+            b.close()  # the client's address cannot be bound: the next way to dial
+            flow.candidates.insert(0, p.fallback)
             self._dial_next(flow)
             return
         try:

@@ -11,6 +11,7 @@ reply routing cannot be set up falls back, with a log line and a `burrow status`
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -94,22 +95,31 @@ def forwarder(rl: Any) -> dict[str, Any]:
 def test_server_sees_the_client_address_tcp_udp_v4_v6(world: tuple[HostSession, Netns]) -> None:
     rl, client = world
     rl.burrow("sandbox", "create", "web", "-p", f"{PORT}:80", "-p", f"{PORT}:90/udp",
-              check=True, timeout=60)
-    run_in(rl, "web", FAMILY_SERVER, "td:80,ud:90")
+              "-p", f"{PORT + 1}:81", "-p", f"{PORT + 2}:82", check=True, timeout=60)
+    run_in(rl, "web", FAMILY_SERVER, "td:80,ud:90,t6:81,t4:82")
     # A non-loopback client, each family and protocol: the server logs its real address.
     assert ask(client, HOST4, PORT, "t") == f"d:::ffff:{CLIENT4}"
     assert ask(client, HOST6, PORT, "t") == f"d:{CLIENT6}"
     assert ask(client, HOST4, PORT, "u") == f"d:::ffff:{CLIENT4}"
     assert ask(client, HOST6, PORT, "u") == f"d:{CLIENT6}"
+    # TCP binds the client's address inside the sandbox: the sandbox routes what answers
+    # the dial's mark back to it over its loopback (clientaddr INSIDE).
+    rules = rl.burrow("exec", "web", "--", "ip", "rule", check=True).out
+    assert "fwmark 0x62720001 lookup 25202" in rules, rules
+    # A server of one family only: the dial in the client's family is refused at once (the
+    # sandbox's RST carries the mark back too), and the other family answers.
+    v4, v6, _ = addresses(rl, "web")
+    assert ask(client, HOST4, PORT + 1, "t") == f"6:{v6}"
+    assert ask(client, HOST6, PORT + 2, "t") == f"4:{v4}"
     # Loopback clients on the host, whose address means nothing in the sandbox: dialled
     # inside the sandbox as before, so it sees its own address, in the client's family.
-    v4, v6, _ = addresses(rl, "web")
     got = rl.run(["python3", "-c", CLIENT, "127.0.0.1", str(PORT), "t"], check=True).out
     assert got.strip() == f"d:::ffff:{v4}"
     got = rl.run(["python3", "-c", CLIENT, "::1", str(PORT), "u"], check=True).out
     assert got.strip() == f"d:{v6}"
     fwd, st = forwarder(rl)
     assert fwd["client_address"]["kept"] >= 4 and not fwd["client_address"]["unavailable"]
+    assert not fwd["client_address"]["inside_unavailable"]
     assert not any("client address" in n for n in st.get("notes", []))
 
 
@@ -128,26 +138,35 @@ def test_off_switch_gives_the_old_behaviour(world: tuple[HostSession, Netns]) ->
     assert "no-client-addr" in ls, ls
 
 
+def shim(rl: Any, name: str, script: str) -> Path:
+    """A directory with an executable `name` (the user's own runtime dir: pytest's tmp is
+    root's), to put first in the forwarder's PATH."""
+    d = Path(rl.runtime) / "shim"
+    d.mkdir(exist_ok=True)
+    (d / name).write_text(script)
+    (d / name).chmod(0o755)
+    d.chmod(0o755)
+    return d
+
+
 def test_no_reply_routing_falls_back_with_a_note(world: tuple[HostSession, Netns]) -> None:
-    """Where the reply routing cannot be set up (here nft refuses, as a kernel without
-    nf_tables conntrack would), ports still work the old way, and status says why."""
+    """Where the user netns's reply routing cannot be set up (here nft refuses, as a kernel
+    without nf_tables conntrack would), UDP ports work the old way, and status says why; TCP
+    needs no nftables (it keeps the address inside the sandbox)."""
     rl, client = world
     rl.burrow("sandbox", "create", "first", check=True, timeout=60)  # the world, no ports yet
-    shim = Path(rl.runtime) / "shim"  # the user's own runtime dir: pytest's tmp is root's
-    shim.mkdir()
-    (shim / "nft").write_text("#!/bin/sh\necho 'Error: Could not process rule: Operation not "
-                              "supported' >&2\nexit 1\n")
-    (shim / "nft").chmod(0o755)
-    shim.chmod(0o755)
+    d = shim(rl, "nft", "#!/bin/sh\necho 'Error: Could not process rule: Operation not "
+             "supported' >&2\nexit 1\n")
     # The forwarder starts with this command's PATH (its first published port).
-    rl.run(["env", f"PATH={shim}:{PATH}", str(VENV_BIN / "burrow"), "sandbox", "create", "fb",
+    rl.run(["env", f"PATH={d}:{PATH}", str(VENV_BIN / "burrow"), "sandbox", "create", "fb",
             "-p", f"{PORT}:80", "-p", f"{PORT}:90/udp"], check=True, timeout=60)
     run_in(rl, "fb", FAMILY_SERVER, "td:80,ud:90")
     v4, v6, _ = addresses(rl, "fb")
-    # The dial is made inside the sandbox, as before: it sees its own address.
-    assert ask(client, HOST4, PORT, "t") == f"d:::ffff:{v4}"
-    assert ask(client, HOST6, PORT, "t") == f"d:{v6}"
+    # UDP is dialled inside the sandbox, as before: it sees its own address.
     assert ask(client, HOST6, PORT, "u") == f"d:{v6}"
+    assert ask(client, HOST4, PORT, "u") == f"d:::ffff:{v4}"
+    assert ask(client, HOST4, PORT, "t") == f"d:::ffff:{CLIENT4}"
+    assert ask(client, HOST6, PORT, "t") == f"d:{CLIENT6}"
     fwd, st = forwarder(rl)
     gone = fwd["client_address"]["unavailable"]
     assert {u["family"] for u in gone} == {4, 6}, fwd
@@ -157,6 +176,31 @@ def test_no_reply_routing_falls_back_with_a_note(world: tuple[HostSession, Netns
     assert "PROBLEM" not in text, text
     log = rl.run(["sh", "-c", 'cat "$XDG_RUNTIME_DIR/burrow/log/forwarder.log"']).out
     assert log.count("client addresses cannot be kept for IPv4") == 1, log
+
+
+def test_no_routing_inside_the_sandbox_dials_from_the_user_netns(
+        world: tuple[HostSession, Netns]) -> None:
+    """Where the sandbox's own reply routing cannot be set up (here `ip rule` refuses the
+    dial mark's rule), TCP still keeps the client's address, dialled from the user's netns
+    across the bridge; the forwarder says so, and status has no note (nothing is lost)."""
+    rl, client = world
+    rl.burrow("sandbox", "create", "first", check=True, timeout=60)
+    real_ip = shutil.which("ip", path=PATH)
+    d = shim(rl, "ip", f"#!/bin/sh\ncase \"$*\" in *0x62720001*) echo 'RTNETLINK answers: "
+             f"Operation not permitted' >&2; exit 2;; esac\nexec {real_ip} \"$@\"\n")
+    rl.run(["env", f"PATH={d}:{PATH}", str(VENV_BIN / "burrow"), "sandbox", "create", "fi",
+            "-p", f"{PORT}:80"], check=True, timeout=60)
+    run_in(rl, "fi", FAMILY_SERVER, "td:80")
+    assert ask(client, HOST4, PORT, "t") == f"d:::ffff:{CLIENT4}"
+    assert ask(client, HOST6, PORT, "t") == f"d:{CLIENT6}"
+    rules = rl.burrow("exec", "fi", "--", "ip", "rule", check=True).out
+    assert "0x62720001" not in rules, rules
+    fwd, st = forwarder(rl)
+    gone = fwd["client_address"]["inside_unavailable"]
+    assert {u["family"] for u in gone} == {4, 6}, fwd
+    assert all("Operation not permitted" in u["reason"] for u in gone), gone
+    assert not fwd["client_address"]["unavailable"]
+    assert not any("client address" in n for n in st.get("notes", []))
 
 
 def test_two_clients_same_port_each_seen(world: tuple[HostSession, Netns]) -> None:

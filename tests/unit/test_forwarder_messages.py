@@ -208,6 +208,14 @@ def test_transparent_dial_messages_round_trip() -> None:
     assert messages.parse_dialer_reply(json.dumps(reply.to_json()).encode()) == reply
     with pytest.raises(BurrowError, match="transparent"):
         messages.parse_dialer_request(json.dumps({**dial.to_json(), "transparent": 1}).encode())
+    inside = messages.Dial(4, "/n/web", 6, "tcp", 8, transparent=True, inside=True)
+    assert messages.parse_dialer_request(json.dumps(inside.to_json()).encode()) == inside
+    assert "inside" not in dial.to_json()
+    with pytest.raises(BurrowError, match="inside"):
+        messages.parse_dialer_request(json.dumps({**inside.to_json(), "inside": "yes"}).encode())
+    with pytest.raises(BurrowError, match="needs 'transparent'"):
+        messages.parse_dialer_request(json.dumps(
+            {**messages.Dial(4, "/n", 4, "tcp", 1).to_json(), "inside": True}).encode())
 
 
 @pytest.mark.parametrize("host,seen", [
@@ -223,16 +231,41 @@ def test_dial_plans_keep_the_address_in_the_clients_family_only() -> None:
     t = Target("web", "/n/web", ipaddress.IPv4Address("10.89.0.2"),
                ipaddress.IPv6Address("fd89::2"), via="/proc/1/ns/net")
     avail = clientaddr.Availability()
-    P = clientaddr.Plan
+    P, VIA = clientaddr.Plan, clientaddr.VIA
     assert t.plans("::ffff:198.51.100.7", 5000, True, True, avail) == [
-        P("/proc/1/ns/net", 4, True, "10.89.0.2", ("198.51.100.7", 5000)),
-        P("/n/web", 6, False, "fd89::2")]  # the other family: inside the sandbox, as before
+        P("/proc/1/ns/net", 4, VIA, "10.89.0.2", ("198.51.100.7", 5000),
+          P("/n/web", 4, "", "10.89.0.2")),
+        P("/n/web", 6, "", "fd89::2")]  # the other family: inside the sandbox, as before
     assert t.plans("::1", 5000, False, True, avail) == [  # loopback: as before
-        P("/n/web", 6, False, "fd89::2"), P("/n/web", 4, False, "10.89.0.2")]
-    old = [P("/n/web", 4, False, "10.89.0.2"), P("/n/web", 6, False, "fd89::2")]
+        P("/n/web", 6, "", "fd89::2"), P("/n/web", 4, "", "10.89.0.2")]
+    old = [P("/n/web", 4, "", "10.89.0.2"), P("/n/web", 6, "", "fd89::2")]
     assert t.plans("::ffff:198.51.100.7", 5000, True, False, avail) == old  # switched off
     assert Target("web", "/n/web", t.ip4, t.ip6).plans("1.2.3.4", 1, True, True, avail) == old
     avail.fail("/proc/1/ns/net", 4, "nft: no")  # set-up failed for v4: v4 dials as before
     assert t.plans("::ffff:198.51.100.7", 5000, True, True, avail)[0] == old[0]
     assert avail.to_json()["unavailable"] == [
         {"netns": "/proc/1/ns/net", "family": 4, "reason": "nft: no"}]
+
+
+def test_tcp_plans_of_an_inside_target_dial_in_the_sandbox_then_via_then_plain() -> None:
+    """burrow's own sandboxes: TCP binds the client's address inside the sandbox (no bridge
+    crossing), falling back to a dial from `via`, then to the old dial; UDP always via."""
+    t = Target("web", "/n/web", ipaddress.IPv4Address("10.89.0.2"),
+               ipaddress.IPv6Address("fd89::2"), via="/proc/1/ns/net", inside=True)
+    avail = clientaddr.Availability()
+    P, VIA, INSIDE = clientaddr.Plan, clientaddr.VIA, clientaddr.INSIDE
+    plain6, plain4 = P("/n/web", 6, "", "fd89::2"), P("/n/web", 4, "", "10.89.0.2")
+    bind = ("2001:db8::7", 5000)
+    via = P("/proc/1/ns/net", 6, VIA, "fd89::2", bind, plain6)
+    assert t.plans("2001:db8::7", 5000, False, True, avail, tcp=True) == [
+        P("/n/web", 6, INSIDE, "fd89::2", bind, via), plain4]
+    assert t.plans("2001:db8::7", 5000, False, True, avail) == [via, plain4]  # UDP
+    avail.fail("/n/web", 6, "ip rule: no", INSIDE)  # the sandbox refused: via, no note
+    assert t.plans("2001:db8::7", 5000, False, True, avail, tcp=True) == [via, plain4]
+    assert avail.to_json()["unavailable"] == []
+    assert avail.to_json()["inside_unavailable"] == [
+        {"netns": "/n/web", "family": 6, "reason": "ip rule: no"}]
+    avail.fail("/proc/1/ns/net", 6, "nft: no")
+    assert t.plans("2001:db8::7", 5000, False, True, avail, tcp=True) == [plain6, plain4]
+    avail.forget("/n/web")  # a new sandbox at that path is tried afresh
+    assert t.plans("2001:db8::7", 5000, False, True, avail, tcp=True)[0].mode == INSIDE
