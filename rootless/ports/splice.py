@@ -1,8 +1,18 @@
-"""Zero-copy TCP pumping: socket -> pipe -> socket with os.splice, no per-byte Python.
+"""TCP pumping: small messages by recv/send, bulk flows socket -> pipe -> socket by os.splice.
 
 Each direction of a connection has a pipe. Edge-triggered epoll tells which side can be read
 or written; a pump moves what it can and returns on EAGAIN, and passes the FIN on
 (shutdown(SHUT_WR)) once its source has hit EOF and the pipe is drained.
+
+A direction starts in copy mode: one recv into a page-sized buffer and one send. A recv that
+returns less than it was offered has emptied the socket's receive queue (tcp_recvmsg walks
+the whole queue), and anything arriving later raises a new edge, so no third call is needed
+to meet EAGAIN, as a splice would (a short splice may only mean a full pipe): 2 system calls
+per message instead of 3, and no exception. With EPOLLRDHUP in the same event, a short recv
+also means the FIN is next, so it is passed on without reading the 0. What the destination
+cannot take yet goes into the (empty) pipe, which holds a page at least, so nothing waits in
+Python. The first recv that fills the buffer marks a bulk flow: from then on that direction
+splices, zero-copy.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ F_SETPIPE_SZ, F_GETPIPE_SZ = 1031, 1032
 BIG_PIPE = 1 << 20
 MAX_BIG_PIPES = 16
 CHUNK = 1 << 20
+COPY = 4096  # PIPE_BUF: a write of this much into an empty pipe (one page at least) always fits
 
 
 @dataclass(slots=True)
@@ -34,6 +45,7 @@ class Pipe:
     pending: int = 0
     eof: bool = False
     done: bool = False
+    bulk: bool = False  # a recv filled COPY once: this direction splices from now on
 
     def close(self) -> None:
         os.close(self.r)
@@ -71,12 +83,15 @@ class BigPipes:
     default-size pipes of finished connections kept for the next ones (`spare` pairs at most:
     fds held for no client, so the forwarder counts them in its budget)."""
 
-    __slots__ = ("count", "spare", "free")
+    __slots__ = ("count", "spare", "free", "buf", "view")
 
     def __init__(self, spare: int = 0) -> None:
         self.count = 0
         self.spare = spare
         self.free: list[Pipe] = []
+        # Copy mode's buffer, shared: every message is sent on before the next recv.
+        self.buf = bytearray(COPY)
+        self.view = memoryview(self.buf)
 
     @property
     def spare_fds(self) -> int:
@@ -110,16 +125,22 @@ class BigPipes:
         if p.cap >= BIG_PIPE:
             self.count -= 1
         elif reuse and p.pending == 0 and len(self.free) < 2 * self.spare:
-            p.eof = p.done = False
+            p.eof = p.done = p.bulk = False
             self.free.append(p)
             return
         p.close()
 
 
-def pump(src: socket.socket, dst: socket.socket, p: Pipe, big: BigPipes) -> None:
-    """Move what can move from src to dst now; OSError means the connection is broken."""
+def pump(src: socket.socket, dst: socket.socket, p: Pipe, big: BigPipes, hup: int = 0) -> None:
+    """Move what can move from src to dst now; OSError means the connection is broken.
+
+    hup: EPOLLRDHUP was in src's event (its peer has sent its FIN)."""
     while not p.done:
         if p.pending == 0 and not p.eof:
+            if not p.bulk:
+                if _copy(src, dst, p, big, hup):
+                    return
+                continue
             try:
                 n = os.splice(src.fileno(), p.w, CHUNK, flags=SPLICE)
             except BlockingIOError:
@@ -143,3 +164,27 @@ def pump(src: socket.socket, dst: socket.socket, p: Pipe, big: BigPipes) -> None
             except OSError:
                 pass
             p.done = True
+
+
+def _copy(src: socket.socket, dst: socket.socket, p: Pipe, big: BigPipes, hup: int) -> bool:
+    """One message in copy mode (the pipe is empty); True when src has nothing more now."""
+    try:
+        n = src.recv_into(big.buf)
+    except BlockingIOError:
+        return True
+    if n == 0:
+        p.eof = True
+        return False
+    try:
+        sent = dst.send(big.view[:n])
+    except BlockingIOError:
+        sent = 0
+    if sent < n:  # dst is full: the pipe keeps the rest until dst drains (EPOLLOUT)
+        p.pending = os.write(p.w, big.view[sent:n])
+    if n == COPY:
+        p.bulk = True  # more may be queued: splice it
+        return False
+    if hup:
+        p.eof = True  # the queue is empty and the FIN is next: no recv for the 0
+        return False
+    return not p.pending

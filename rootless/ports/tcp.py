@@ -23,6 +23,7 @@ from rootless.ports.splice import BigPipes, Pipe, pump
 from rootless.ports.target import Listener
 
 ET = select.EPOLLET
+RDHUP = select.EPOLLRDHUP
 RW = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | ET
 # Edge-triggered: data to read on a socket feeds its outbound pipe, room to write drains the
 # pipe into it. Pumping only the direction an event concerns saves failed splices.
@@ -188,9 +189,9 @@ class TcpProxy:
             # Room to write matters only to a pipe stalled on it: epoll reports EPOLLOUT
             # alongside nearly every EPOLLIN, and a blind read would just fail with EAGAIN.
             if ev_a & READABLE or ev_b & WRITABLE and ab.pending:
-                pump(c.a, b, ab, self.big)
+                pump(c.a, b, ab, self.big, ev_a & RDHUP)
             if ev_b & READABLE or ev_a & WRITABLE and ba.pending:
-                pump(b, c.a, ba, self.big)
+                pump(b, c.a, ba, self.big, ev_b & RDHUP)
         except OSError:
             self._close(c, reset=True)
             return

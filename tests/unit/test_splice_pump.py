@@ -1,0 +1,122 @@
+"""The forwarder's pump (rootless.ports.splice) on real loopback TCP sockets: small messages
+by recv/send, a destination that cannot take them yet, the switch to splice for bulk flows,
+and the FIN passed on from EPOLLRDHUP without reading the 0."""
+
+from __future__ import annotations
+
+import select
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from rootless.ports.splice import COPY, BigPipes, Pipe, pipe_pair, pump
+
+
+def tcp_pair() -> tuple[socket.socket, socket.socket]:
+    """A connected loopback pair: (the forwarder's end, the peer's end)."""
+    with socket.socket() as lst:
+        lst.bind(("127.0.0.1", 0))
+        lst.listen(1)
+        peer = socket.create_connection(lst.getsockname())
+        mine, _ = lst.accept()
+    mine.setblocking(False)
+    return mine, peer
+
+
+@pytest.fixture
+def conn() -> Iterator[tuple[socket.socket, socket.socket, socket.socket, socket.socket, Pipe,
+                             BigPipes]]:
+    """client -> src ... pump ... dst -> server, with src->dst's pipe."""
+    src, client = tcp_pair()
+    dst, server = tcp_pair()
+    ab, ba = pipe_pair()
+    yield src, client, dst, server, ab, BigPipes()
+    for s in (src, client, dst, server):
+        s.close()
+    ab.close()
+    ba.close()
+
+
+def recv_exactly(s: socket.socket, n: int) -> bytes:
+    s.settimeout(5)
+    out = b""
+    while len(out) < n:
+        d = s.recv(n - len(out))
+        assert d, f"EOF after {len(out)} of {n} bytes"
+        out += d
+    return out
+
+
+def wait_readable(s: socket.socket) -> None:
+    assert select.select([s], [], [], 5)[0]
+
+
+def test_a_small_message_is_copied_and_the_pipe_stays_empty(conn: tuple) -> None:
+    src, client, dst, server, p, big = conn
+    client.sendall(b"x" * 64)
+    wait_readable(src)
+    pump(src, dst, p, big)
+    assert recv_exactly(server, 64) == b"x" * 64
+    assert (p.pending, p.bulk, p.eof) == (0, False, False)
+
+
+def test_what_the_destination_cannot_take_waits_in_the_pipe_in_order(conn: tuple) -> None:
+    src, client, dst, server, p, big = conn
+    dst.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    sent = 0
+    try:  # fill dst's send buffer and server's receive buffer (server does not read)
+        while True:
+            sent += dst.send(b"a" * 65536)
+    except BlockingIOError:
+        pass
+    client.sendall(b"b" * 100)
+    wait_readable(src)
+    pump(src, dst, p, big)
+    assert p.pending == 100, "the message went into the pipe, not lost or held in Python"
+    got = recv_exactly(server, sent)  # the server reads: dst can take more (EPOLLOUT)
+    assert got == b"a" * sent
+    pump(src, dst, p, big)
+    assert recv_exactly(server, 100) == b"b" * 100
+    assert p.pending == 0
+
+
+def test_a_bulk_flow_turns_to_splice_and_moves_everything(conn: tuple) -> None:
+    src, client, dst, server, p, big = conn
+    data = bytes(range(256)) * 4096  # 1 MiB: more than the socket buffers hold at once
+    got = bytearray()
+
+    def send() -> None:
+        client.sendall(data)
+        client.shutdown(socket.SHUT_WR)
+
+    def read() -> None:
+        server.settimeout(10)
+        while (d := server.recv(1 << 20)):
+            got.extend(d)
+
+    threads = [threading.Thread(target=send), threading.Thread(target=read)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 20
+    while not p.done and time.monotonic() < deadline:
+        select.select([src], [dst] if p.pending else [], [], 1)
+        pump(src, dst, p, big)
+    for t in threads:
+        t.join(10)
+    assert bytes(got) == data, "everything arrived, in order, and then the FIN"
+    assert p.bulk, f"a recv of {COPY} bytes marks the direction bulk"
+
+
+def test_rdhup_passes_the_fin_on_after_a_short_read(conn: tuple) -> None:
+    src, client, dst, server, p, big = conn
+    client.sendall(b"hello\n")
+    client.shutdown(socket.SHUT_WR)
+    wait_readable(src)
+    pump(src, dst, p, big, hup=1)
+    assert p.done and p.eof
+    server.settimeout(5)
+    assert server.recv(64) == b"hello\n"
+    assert server.recv(64) == b"", "the FIN came with the message, in one wakeup"
