@@ -4,7 +4,9 @@
 For sequential connections (connect, read a short greeting, close) to an echo server behind
 each forwarder, it reports the rate, the forwarder process's CPU per connection split into
 user (for burrow: the Python interpreter) and system (the kernel: TCP handshakes, splice,
-shutdown), and, with --strace, the system calls per connection by name (strace -c). CPU per
+shutdown), and, with --strace, the system calls per connection by name (strace -c). The same
+for round trips of a 64-byte message on one open connection (an echo server that answers at
+once): the round trip, the forwarder's CPU and system calls per round trip. CPU per
 connection is less sensitive to a loaded machine than the rate; the system call counts are
 exact.
 
@@ -37,6 +39,17 @@ s.listen(512)
 while True:
     c,_=s.accept(); c.sendall(b'hello\\n'); c.close()
 """
+RR = """
+import socket,sys,threading
+s=socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
+s.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,0); s.bind(('::',int(sys.argv[1])))
+s.listen(512)
+def one(c):
+    c.setsockopt(socket.IPPROTO_TCP,socket.TCP_NODELAY,1)
+    while (d:=c.recv(65536)): c.sendall(d)
+while True:
+    threading.Thread(target=one,args=(s.accept()[0],),daemon=True).start()
+"""
 
 
 def cpu(pid: int) -> tuple[int, int]:
@@ -55,6 +68,30 @@ def conns(port: int, n: int) -> float:
     return n / (time.perf_counter() - t)
 
 
+def round_trips(port: int, n: int) -> float:
+    """Mean microseconds per round trip of a 64-byte message, n of them on one connection."""
+    msg = b"x" * 64
+    with socket.create_connection(("127.0.0.1", port), 2) as c:
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        t = time.perf_counter()
+        for _ in range(n):
+            c.sendall(msg)
+            got = 0
+            while got < len(msg):
+                got += len(c.recv(len(msg) - got))
+        return (time.perf_counter() - t) / n * 1e6
+
+
+def measure_rr(name: str, port: int, pid: int, n: int) -> None:
+    round_trips(port, 200)
+    c0 = cpu(pid)
+    rtt = round_trips(port, n)
+    c1 = cpu(pid)
+    us = [(b - a) / os.sysconf("SC_CLK_TCK") / n * 1e6 for a, b in zip(c0, c1, strict=True)]
+    print(f"{name:18} {rtt:7.1f} us per round trip   CPU per round trip: user {us[0]:6.1f} us, "
+          f"system {us[1]:6.1f} us   (load {os.getloadavg()[0]:.1f})", flush=True)
+
+
 def measure(name: str, port: int, pid: int, n: int) -> None:
     conns(port, 100)  # warm: pools filled, code paths hot
     c0 = cpu(pid)
@@ -65,12 +102,15 @@ def measure(name: str, port: int, pid: int, n: int) -> None:
           f"system {us[1]:6.1f} us   (load {os.getloadavg()[0]:.1f})", flush=True)
 
 
-def syscalls(name: str, port: int, pid: int, n: int = 500) -> None:
+def syscalls(name: str, port: int, pid: int, n: int = 500, rr: bool = False) -> None:
     out = tempfile.mktemp(prefix="bsrc-strace-")
     st = subprocess.Popen(["strace", "-c", "-f", "-o", out, "-p", str(pid)],
                           stderr=subprocess.DEVNULL)
     time.sleep(1.0)  # attached
-    conns(port, n)
+    if rr:
+        round_trips(port, n)
+    else:
+        conns(port, n)
     time.sleep(0.3)
     st.terminate()
     st.wait()
@@ -84,7 +124,8 @@ def syscalls(name: str, port: int, pid: int, n: int = 500) -> None:
                 continue
     os.unlink(out)
     rows.sort(reverse=True)
-    print(f"{name:18} {sum(c for c, _ in rows):5.1f} syscalls per connection: "
+    print(f"{name:18} {sum(c for c, _ in rows):5.1f} syscalls per "
+          f"{'round trip' if rr else 'connection'}: "
           + ", ".join(f"{s} {c:.2f}" for c, s in rows if c >= 0.05), flush=True)
 
 
@@ -92,10 +133,11 @@ def pasta(s: Session, port: int) -> tuple[subprocess.Popen[str], int, Path]:
     d = Path(tempfile.mkdtemp(dir=s.runtime))
     os.chown(d, s.user.uid, s.user.gid)
     (d / "echo.py").write_text(ECHO)
-    p = s.popen(["pasta", "--config-net", "-f", "-t", f"{port}:5301", "-u", "none", "-T", "none",
-                 "-U", "none", "-P", str(d / "pid"), "--", "/usr/bin/python3",
-                 str(d / "echo.py"), "5301"], stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL)
+    (d / "rr.py").write_text(RR)
+    p = s.popen(["pasta", "--config-net", "-f", "-t", f"{port}:5301,{port + 1}:5401", "-u",
+                 "none", "-T", "none", "-U", "none", "-P", str(d / "pid"), "--", "sh", "-c",
+                 f"/usr/bin/python3 {d}/rr.py 5401 & exec /usr/bin/python3 {d}/echo.py 5301"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
     while not (d / "pid").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -107,6 +149,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--conns", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--round-trips", type=int, default=5000, help="per round-trip row")
     ap.add_argument("--strace", action="store_true", help="also count system calls")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -114,23 +157,31 @@ def main() -> int:
     s = RootlessUser.ensure().session()
     try:
         port = 20000 + os.getpid() % 20000
-        s.burrow("sandbox", "create", "prof", "-p", f"127.0.0.1:{port}:5301", check=True,
-                 timeout=60)
-        s.popen([str(VENV_BIN / "burrow"), "exec", "prof", "--", "/usr/bin/python3", "-c",
-                 ECHO, "5301"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        s.burrow("sandbox", "create", "prof", "-p", f"127.0.0.1:{port}:5301", "-p",
+                 f"127.0.0.1:{port + 1}:5401", check=True, timeout=60)
+        for script, cport in ((ECHO, "5301"), (RR, "5401")):
+            s.popen([str(VENV_BIN / "burrow"), "exec", "prof", "--", "/usr/bin/python3", "-c",
+                     script, cport], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(2)
         fwd = json.loads(s.burrow("status", "--format", "json", check=True).out)["forwarder"]
         others = None
         if shutil.which("pasta"):
-            others = pasta(s, port + 1)
+            others = pasta(s, port + 2)
         for _ in range(args.rounds):  # alternating, so both see the same load
             measure("burrow forwarder", port, fwd["pid"], args.conns)
             if others:
-                measure("pasta -t", port + 1, others[1], args.conns)
+                measure("pasta -t", port + 2, others[1], args.conns)
+        for _ in range(args.rounds):
+            measure_rr("burrow forwarder", port + 1, fwd["pid"], args.round_trips)
+            if others:
+                measure_rr("pasta -t", port + 3, others[1], args.round_trips)
         if args.strace:
             syscalls("burrow forwarder", port, fwd["pid"])
             if others:
-                syscalls("pasta -t", port + 1, others[1])
+                syscalls("pasta -t", port + 2, others[1])
+            syscalls("burrow forwarder", port + 1, fwd["pid"], rr=True)
+            if others:
+                syscalls("pasta -t", port + 3, others[1], rr=True)
         if others:
             others[0].terminate()
             subprocess.run(["kill", str(others[1])], check=False)

@@ -29,6 +29,7 @@ RW = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | ET
 # pipe into it. Pumping only the direction an event concerns saves failed splices.
 READABLE = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 WRITABLE = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
+FAILED = select.EPOLLHUP | select.EPOLLERR
 SPARE_PIPE_PAIRS = 16
 # Errors after which the other address family may still answer (a server bound to one family).
 TRY_OTHER_FAMILY = frozenset({errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH,
@@ -144,7 +145,9 @@ class TcpProxy:
         """On the dial's first events: connected (writable, no error), failed, or not yet."""
         if not ev & WRITABLE:
             return False  # still connecting
-        err = b.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        # A failed connect always reports EPOLLERR (with HUP): only then is there an error
+        # to fetch, a getsockopt saved on every connection that works.
+        err = b.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if ev & FAILED else 0
         if err:
             self.loop.remove(b.fileno())
             b.close()
