@@ -24,6 +24,7 @@ FIREWALL_NETWORKS = "networks"  # inside FIREWALL_DIR: networks/<netid>, Netavar
 FIREWALL_PORTS = "ports"  # inside FIREWALL_DIR: ports/<netid>_<cid>, Netavark's PortForwardConfig
 FIREWALL_LEDGER = ".burrow-ledger.json"  # inside FIREWALL_DIR: what each backend knows is installed
 FIREWALL_HANDLES = ".burrow-nft-handles"  # inside FIREWALL_DIR: <portkey> -> its rules' handles
+FIREWALL_IPT_HANDLES = ".burrow-ipt-handles"  # the same for the iptables driver (iptables-nft)
 FIREWALL_OLD_INSTALLED = "installed.json"  # inside FIREWALL_DIR: the old state layout's mark
 
 

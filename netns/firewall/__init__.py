@@ -56,7 +56,9 @@ def select(
     backend: Firewall
     real = runner is subprocess_runner
     if chosen == "iptables":
-        backend = IptablesFirewall(store, argv_prefix=argv_prefix, runner=runner)
+        # In-process (the warm engine): container rules deleted by handle (ipt_handles.py).
+        nfnl_ipt = shared_nfnl() if real and not argv_prefix else None
+        backend = IptablesFirewall(store, argv_prefix=argv_prefix, runner=runner, nfnl=nfnl_ipt)
     else:
         nfnl = None
         if real and not argv_prefix and env.get("BURROW_NFT_EXEC") != "1":

@@ -26,9 +26,13 @@ from ipaddress import IPv4Network, IPv6Network
 from typing import Any, Protocol
 
 from netns.errors import BurrowError
+from netns.firewall import ipt_handles
 from netns.firewall import rules as model
+from netns.firewall.ipt_handles import HandleCounter
+from netns.firewall.nfnl import Nfnl
 from netns.firewall.rules import MASQ_MARK, PortDnat
 from netns.firewall.runner import Runner, error_text, subprocess_runner
+from netns.firewall.state import port_key
 from netns.firewall.types import NetworkFw, PortFw
 from netns.schema import IPAddress, IPNetwork
 
@@ -173,6 +177,7 @@ class Rule:
     chain: str
     spec: str
     owner: str  # what the ledger ties it to: "fwd", "hostport", "isojump", "net:<H>", "ctr"
+    port: str = field(default="", compare=False)  # a container's rule: its port key
 
 
 class Plan:
@@ -182,6 +187,7 @@ class Plan:
         self.oracle = oracle
         self.teardown = teardown
         self.lines: dict[str, list[str]] = {"nat": [], "filter": []}
+        self.ports: list[str] = []  # per nat line added by `add`: its port key ("" if none)
         self.made: set[tuple[str, str]] = set()
         self.dropped: set[tuple[str, str]] = set()
         self.added: set[tuple[str, str, str]] = set()
@@ -219,6 +225,8 @@ class Plan:
             return
         where = f"-I {r.chain} {position}" if position else f"-A {r.chain}"
         self.lines[r.table].append(f"{where} {r.spec}")
+        if r.table == "nat":
+            self.ports.append(r.port)
         self.added.add((r.table, r.chain, r.spec))
         self.counts[(r.table, r.chain)] = self.counts.get((r.table, r.chain), 0) + 1
 
@@ -329,10 +337,12 @@ def port_rules(family: int, pf: PortFw) -> list[Rule]:
             target = _hostport(p.container_ip,
                                f"{p.container_port}-{p.container_port_end}/{p.host_port}")
         comment = f'-m comment --comment "dnat name: {p.network_name} id: {p.container_id}"'
-        out += [Rule("nat", dn, f"-s {p.subnet} {daddr}{dport} -j {MARK_CHAIN}", "ctr"),
-                Rule("nat", dn, f"-s {_LOCALHOST[family]} {daddr}{dport} -j {MARK_CHAIN}", "ctr"),
-                Rule("nat", dn, f"{daddr}{dport} -j DNAT --to-destination {target}", "ctr"),
-                Rule("nat", DNAT_CHAIN, f"{dport} {comment} -j {dn}", "ctr")]
+        key = port_key(pf)
+        out += [Rule("nat", dn, f"-s {p.subnet} {daddr}{dport} -j {MARK_CHAIN}", "ctr", key),
+                Rule("nat", dn, f"-s {_LOCALHOST[family]} {daddr}{dport} -j {MARK_CHAIN}",
+                     "ctr", key),
+                Rule("nat", dn, f"{daddr}{dport} -j DNAT --to-destination {target}", "ctr", key),
+                Rule("nat", DNAT_CHAIN, f"{dport} {comment} -j {dn}", "ctr", key)]
     return out
 
 
@@ -421,15 +431,19 @@ def families(nets: Sequence[NetworkFw], ports: Sequence[PortFw]) -> list[int]:
 
 
 class IptablesFirewall:
-    """A `Firewall`: Netavark 1.4's iptables layout, one `iptables-restore` per family."""
+    """A `Firewall`: Netavark 1.4's iptables layout, one `iptables-restore` per family.
+
+    With `nfnl` (in-process, iptables-nft), a container's rules are counted in and deleted
+    by handle, without `-D`'s search of the chain (firewall/ipt_handles.py)."""
 
     name = "iptables"
 
     def __init__(self, store: Any, *, argv_prefix: Sequence[str] = (),
-                 runner: Runner = subprocess_runner) -> None:
+                 runner: Runner = subprocess_runner, nfnl: Nfnl | None = None) -> None:
         self.store = store
         self.prefix = list(argv_prefix)
         self.runner = runner
+        self.nfnl = nfnl
 
     def setup(self, networks: Sequence[NetworkFw], ports: Sequence[PortFw], *,
               fresh: Iterable[str] = ()) -> None:
@@ -443,34 +457,48 @@ class IptablesFirewall:
                 # Set up before (a retry): its own rules may be in, so ask the kernel.
                 ledger = {4: None, 6: None}
             done: list[int] = []
+            counter = HandleCounter(self.nfnl, MARK_CHAIN) if self.nfnl and ports else None
             with self.store.applying():
                 try:
                     for fam in families(networks, ports):
                         led = ledger.get(fam)
                         peers = _peers(led or Ledger.from_json(self._raw().get(f"v{fam}")))
                         plan = self._apply(fam, led, new, False, lambda p, f=fam, pe=peers:
-                                           plan_setup(p, f, networks, ports, pe))
+                                           plan_setup(p, f, networks, ports, pe), counter)
                         ledger[fam] = _after_setup(plan, networks, ports, fam, led)
                         done.append(fam)
                 except BurrowError:
                     for fam in done:  # the other family back as it was (best effort)
                         self._undo(fam, [n for n in networks if n.hash in new], ports)
                     raise
+                recs = counter.records([port_key(p) for p in ports]) if counter else {}
+                for key, rec in recs.items():
+                    self.store.save_handles(key, rec, self.name)
                 self.store.add(networks, ports, self.name, bridges)
                 self._save(ledger)
 
     def teardown(self, networks: Sequence[NetworkFw], ports: Sequence[PortFw]) -> None:
         _validate(networks, ports)
+        keys = [port_key(p) for p in ports]
         with self.store.locked():
             ledger = self._ledger()
+            trusted = ledger[4] is not None  # else the handles may be behind the kernel
             with self.store.applying():
-                for fam in families(networks, ports):
-                    led = ledger.get(fam)
-                    plan = self._apply(fam, led, frozenset(), True,
-                                       lambda p, f=fam: plan_teardown(p, f, networks, ports))
-                    ledger[fam] = _after_teardown(plan, networks, ports, led)
+                # A container leaving a network that stays: its rules by their handles.
+                if networks or not trusted or not self._by_handle(keys):
+                    for fam in families(networks, ports):
+                        led = ledger.get(fam)
+                        plan = self._apply(fam, led, frozenset(), True,
+                                           lambda p, f=fam: plan_teardown(p, f, networks, ports))
+                        ledger[fam] = _after_teardown(plan, networks, ports, led)
+                self.store.drop_handles(keys, self.name)
                 self.store.remove(networks, ports)
                 self._save(ledger)
+
+    def _by_handle(self, keys: Sequence[str]) -> bool:
+        if self.nfnl is None or not keys:
+            return False
+        return ipt_handles.delete(self.nfnl, [self.store.handles(k, self.name) for k in keys])
 
     def reload(self) -> None:
         """Add whatever of the saved networks and ports the kernel lacks (asks the kernel)."""
@@ -510,7 +538,7 @@ class IptablesFirewall:
         return self.runner([*self.prefix, *argv], stdin)
 
     def _apply(self, fam: int, led: Ledger | None, new: frozenset[str], teardown: bool,
-               build: Any) -> Plan:
+               build: Any, counter: HandleCounter | None = None) -> Plan:
         restore, save = TOOLS[fam]
         argv = [restore, "-w", "--noflush"]
         if led is not None:
@@ -518,8 +546,15 @@ class IptablesFirewall:
             plan = Plan(led, teardown=teardown)
             build(plan)
             text = plan.render()
-            if not text or self._run(argv, text).returncode == 0:
+            if not text:
                 return plan
+            start = counter.before(fam, plan.lines, plan.ports) if counter else None
+            if self._run(argv, text).returncode == 0:
+                if counter:
+                    counter.after(fam, plan.lines, plan.ports, start)
+                return plan
+        if counter:
+            counter.miss()  # planned from the kernel: some rules may have been there already
         # The ledger was wrong (another tool, a flush, a crash): plan from the kernel's tables.
         res = self._run([save], "")
         if res.returncode != 0:

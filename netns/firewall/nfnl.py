@@ -22,7 +22,7 @@ import os
 import socket
 import struct
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
@@ -32,7 +32,7 @@ NFTA_TABLE_NAME, NFTA_TABLE_HANDLE = 1, 4
 NFTA_RULE_TABLE, NFTA_RULE_CHAIN, NFTA_RULE_HANDLE, NFTA_RULE_ID = 1, 2, 3, 9
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_ECHO, NLM_F_CREATE, NLM_F_APPEND = 0x1, 0x4, 0x8, 0x400, 0x800
 NLMSG_ERROR, NLMSG_DONE = 2, 3
-NFPROTO_INET = 1
+NFPROTO_INET, NFPROTO_IPV4, NFPROTO_IPV6 = 1, 2, 10
 TIMEOUT = 5.0
 
 
@@ -142,10 +142,11 @@ class Nfnl:
             raise
 
 
-    def table_handle(self, table: str) -> int | None:
-        """The handle of `inet <table>`; None if there is no such table."""
+    def table_handle(self, table: str, family: int | None = None) -> int | None:
+        """The handle of `<family> <table>` (inet unless given); None if there is none."""
         kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE
-        req = self._msg(kind, NLM_F_REQUEST | NLM_F_ACK, self.family, _str(NFTA_TABLE_NAME, table))
+        req = self._msg(kind, NLM_F_REQUEST | NLM_F_ACK, family or self.family,
+                        _str(NFTA_TABLE_NAME, table))
         try:
             replies = self._exchange(req, 1)
         except NfnlError as exc:
@@ -159,9 +160,10 @@ class Nfnl:
                         return int(struct.unpack(">Q", value)[0])
         raise NfnlError(f"nfnetlink: no handle in the reply for table {table!r}")
 
-    def next_handle(self, table: str, chain: str) -> int:
+    def next_handle(self, table: str, chain: str, family: int | None = None) -> int:
         """The handle the table gave a probe rule (no expressions) that the same transaction
         adds to `chain` and deletes again (by its batch id): nothing ever sees it."""
+        fam = family or self.family
         newrule = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE
         delrule = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELRULE
         where = _str(NFTA_RULE_TABLE, table) + _str(NFTA_RULE_CHAIN, chain)
@@ -169,8 +171,8 @@ class Nfnl:
         data = b"".join([
             self._msg(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 0, b"", NFNL_SUBSYS_NFTABLES),
             self._msg(newrule, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_APPEND | NLM_F_ECHO
-                      | NLM_F_ACK, self.family, where + rid),
-            self._msg(delrule, NLM_F_REQUEST | NLM_F_ACK, self.family, where + rid),
+                      | NLM_F_ACK, fam, where + rid),
+            self._msg(delrule, NLM_F_REQUEST | NLM_F_ACK, fam, where + rid),
             self._msg(NFNL_MSG_BATCH_END, NLM_F_REQUEST, 0, b"", NFNL_SUBSYS_NFTABLES),
         ])
         for k, body in self._exchange(data, 2, echo=newrule):
@@ -179,3 +181,21 @@ class Nfnl:
                 if len(value) == 8:
                     return int(struct.unpack(">Q", value)[0])
         raise NfnlError(f"nfnetlink: the probe rule's echo did not come ({table}/{chain})")
+
+    def delete_rules(self, rules: Sequence[tuple[int, str, str, int]]) -> None:
+        """Delete rules by (family, table, chain, handle) in one transaction: all or none.
+
+        The kernel finds each by its handle within its chain; no rule is listed. A rule that
+        is gone fails the whole transaction (NfnlError), so nothing else changes."""
+        delrule = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELRULE
+        msgs = [self._msg(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 0, b"", NFNL_SUBSYS_NFTABLES)]
+        for family, table, chain, handle in rules:
+            if not table or not chain or handle <= 0:
+                # Without a chain the kernel would delete every rule of the table.
+                raise NfnlError(f"nfnetlink: refusing to delete {table}/{chain} handle {handle}")
+            where = _str(NFTA_RULE_TABLE, table) + _str(NFTA_RULE_CHAIN, chain)
+            msgs.append(self._msg(delrule, NLM_F_REQUEST | NLM_F_ACK, family,
+                                  where + _attr(NFTA_RULE_HANDLE, struct.pack(">Q", handle))))
+        msgs.append(self._msg(NFNL_MSG_BATCH_END, NLM_F_REQUEST, 0, b"", NFNL_SUBSYS_NFTABLES))
+        if len(msgs) > 2:
+            self._exchange(b"".join(msgs), len(msgs) - 2)

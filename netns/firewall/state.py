@@ -149,22 +149,26 @@ class StateStore:
         """Whether this container's port file is there (it was set up already)."""
         return (self.ports / port_key(pf)).exists()
 
-    def handles(self, key: str) -> Any:
-        """The nft rule handles saved for one container's ports (None: unknown)."""
+    def _handles_dir(self, driver: str) -> Path:
+        name = statefiles.FIREWALL_IPT_HANDLES if driver == "iptables" else statefiles.FIREWALL_HANDLES
+        return self.root / name
+
+    def handles(self, key: str, driver: str = "nftables") -> Any:
+        """The rule handles saved for one container's ports (None: unknown)."""
         try:
-            return json.loads((self.root / statefiles.FIREWALL_HANDLES / key).read_text())
+            return json.loads((self._handles_dir(driver) / key).read_text())
         except (OSError, ValueError):
             return None
 
-    def save_handles(self, key: str, value: Any) -> None:
+    def save_handles(self, key: str, value: Any, driver: str = "nftables") -> None:
         try:
-            _write_text(self.root / statefiles.FIREWALL_HANDLES / key, json.dumps(value))
+            _write_text(self._handles_dir(driver) / key, json.dumps(value))
         except OSError as exc:
             raise context(f"firewall state {self.root}: save", exc) from exc
 
-    def drop_handles(self, keys: Iterable[str]) -> None:
+    def drop_handles(self, keys: Iterable[str], driver: str = "nftables") -> None:
         for key in keys:
-            (self.root / statefiles.FIREWALL_HANDLES / key).unlink(missing_ok=True)
+            (self._handles_dir(driver) / key).unlink(missing_ok=True)
 
     def ledger(self, driver: str) -> Any:
         """The backend's bookkeeping (None: nothing known)."""
