@@ -17,8 +17,8 @@ DNS_STATS = ".burrow-dns-stats.json"
 # reason; aardvark-dns 1.4 reads every other file as a network, so a start of it removes both.
 DNS_CONTROL = ".burrow-dns.sock"
 FIREWALL_DIR = "firewall"
-FIREWALL_LOCK = "lock"  # inside FIREWALL_DIR
-FIREWALL_APPLYING = "applying"  # inside FIREWALL_DIR while state is ahead of the kernel
+FIREWALL_LOCK = "lock"  # inside FIREWALL_DIR; non-empty while state may be behind the kernel
+FIREWALL_APPLYING = "applying"  # inside FIREWALL_DIR: older burrows' mark (read, then removed)
 FIREWALL_DRIVER = "firewall-driver"  # inside FIREWALL_DIR, Netavark's name and content
 FIREWALL_NETWORKS = "networks"  # inside FIREWALL_DIR: networks/<netid>, Netavark's SetupNetwork
 FIREWALL_PORTS = "ports"  # inside FIREWALL_DIR: ports/<netid>_<cid>, Netavark's PortForwardConfig

@@ -26,31 +26,32 @@ NFPROTO = {4: NFPROTO_IPV4, 6: NFPROTO_IPV6}
 
 class HandleCounter:
     """One setup's probes: port key -> [[family, chain, handle]] of its rules, if every
-    family's batch was counted; else nothing (the teardown then lists as before)."""
+    family's batch was counted; else nothing (the teardown then lists as before).
 
-    def __init__(self, nfnl: Nfnl, probe_chain: str) -> None:
+    `expected`: per family, how many rules the setup's ports have; a batch that adds fewer
+    (planned from the kernel, which had some already) is not counted."""
+
+    def __init__(self, nfnl: Nfnl, probe_chain: str, expected: dict[int, int]) -> None:
         self.nfnl = nfnl
         self.chain = probe_chain
-        self.ok = True
+        self.expected = expected
         self.tables: dict[str, int] = {}
-        self.rules: dict[str, list[list[Any]]] = {}
+        self.counted: dict[int, list[tuple[str, list[Any]]] | None] = {}
 
     def before(self, fam: int, lines: dict[str, list[str]], owners: Sequence[str]) -> int | None:
         """The counter before a batch of `-A` lines in nat only (one port key per line)."""
+        self.counted[fam] = None  # until after() has seen this batch's exact gap
         nat = lines.get(TABLE, [])
-        countable = (self.ok and nat and len(nat) == len(owners) and all(owners)
-                     and all(line.startswith("-A ") for line in nat)
-                     and not any(v for t, v in lines.items() if t != TABLE))
-        if not countable:
-            self.ok = False
+        if not (nat and len(nat) == len(owners) == self.expected.get(fam) and all(owners)
+                and all(line.startswith("-A ") for line in nat)
+                and not any(v for t, v in lines.items() if t != TABLE)):
             return None
         try:
             table = self.nfnl.table_handle(TABLE, NFPROTO[fam])
             start = self.nfnl.next_handle(TABLE, self.chain, NFPROTO[fam])
         except NfnlError:
-            table = None
+            return None
         if table is None:
-            self.ok = False
             return None
         self.tables[str(fam)] = table
         return start
@@ -58,29 +59,27 @@ class HandleCounter:
     def after(self, fam: int, lines: dict[str, list[str]], owners: Sequence[str],
               start: int | None) -> None:
         """After the batch went in: its rules' handles if the gap is exactly theirs."""
-        if start is None or not self.ok:
-            self.ok = False
+        if start is None:
             return
         try:
             end = self.nfnl.next_handle(TABLE, self.chain, NFPROTO[fam])
         except NfnlError:
-            end = -1
+            return
         nat = lines[TABLE]
         if end - start != len(nat) + 1:
-            self.ok = False  # someone else's change in between (or not iptables-nft)
-            return
-        for i, (line, owner) in enumerate(zip(nat, owners, strict=True)):
-            chain = line.split()[1]
-            self.rules.setdefault(owner, []).append([fam, chain, start + 1 + i])
-
-    def miss(self) -> None:
-        self.ok = False
+            return  # someone else's change in between (or not iptables-nft)
+        self.counted[fam] = [(owner, [fam, line.split()[1], start + 1 + i])
+                             for i, (line, owner) in enumerate(zip(nat, owners, strict=True))]
 
     def records(self, keys: Sequence[str]) -> dict[str, Any]:
-        """What to save per port key (empty if any batch went uncounted)."""
-        if not self.ok:
+        """What to save per port key (nothing if any family's rules went uncounted)."""
+        if any(self.counted.get(f) is None for f, n in self.expected.items() if n):
             return {}
-        return {k: {"tables": dict(self.tables), "rules": self.rules.get(k, [])} for k in keys}
+        rules: dict[str, list[list[Any]]] = {}
+        for got in self.counted.values():
+            for owner, rule in got or ():
+                rules.setdefault(owner, []).append(rule)
+        return {k: {"tables": dict(self.tables), "rules": rules.get(k, [])} for k in keys}
 
 
 def delete(nfnl: Nfnl, records: Sequence[Any]) -> bool:

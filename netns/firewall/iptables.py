@@ -31,7 +31,7 @@ from netns.firewall import rules as model
 from netns.firewall.ipt_handles import HandleCounter
 from netns.firewall.nfnl import Nfnl
 from netns.firewall.rules import MASQ_MARK, PortDnat
-from netns.firewall.runner import Runner, error_text, subprocess_runner
+from netns.firewall.runner import ExecResult, Runner, error_text, subprocess_runner
 from netns.firewall.state import port_key
 from netns.firewall.types import NetworkFw, PortFw
 from netns.schema import IPAddress, IPNetwork
@@ -457,7 +457,10 @@ class IptablesFirewall:
                 # Set up before (a retry): its own rules may be in, so ask the kernel.
                 ledger = {4: None, 6: None}
             done: list[int] = []
-            counter = HandleCounter(self.nfnl, MARK_CHAIN) if self.nfnl and ports else None
+            counter = None
+            if self.nfnl is not None and ports:
+                counter = HandleCounter(self.nfnl, MARK_CHAIN, {
+                    f: sum(len(port_rules(f, p)) for p in ports) for f in (4, 6)})
             with self.store.applying():
                 try:
                     for fam in families(networks, ports):
@@ -534,7 +537,7 @@ class IptablesFirewall:
                 raw[f"v{fam}"] = led.to_json()
         self.store.save_ledger(self.name, raw)
 
-    def _run(self, argv: list[str], stdin: str) -> Any:
+    def _run(self, argv: list[str], stdin: str) -> ExecResult:
         return self.runner([*self.prefix, *argv], stdin)
 
     def _apply(self, fam: int, led: Ledger | None, new: frozenset[str], teardown: bool,
@@ -546,15 +549,8 @@ class IptablesFirewall:
             plan = Plan(led, teardown=teardown)
             build(plan)
             text = plan.render()
-            if not text:
+            if not text or self._restore(argv, fam, plan, text, counter).returncode == 0:
                 return plan
-            start = counter.before(fam, plan.lines, plan.ports) if counter else None
-            if self._run(argv, text).returncode == 0:
-                if counter:
-                    counter.after(fam, plan.lines, plan.ports, start)
-                return plan
-        if counter:
-            counter.miss()  # planned from the kernel: some rules may have been there already
         # The ledger was wrong (another tool, a flush, a crash): plan from the kernel's tables.
         res = self._run([save], "")
         if res.returncode != 0:
@@ -563,10 +559,19 @@ class IptablesFirewall:
         build(plan)
         text = plan.render()
         if text:
-            res = self._run(argv, text)
+            res = self._restore(argv, fam, plan, text, counter)
             if res.returncode != 0:
                 raise BurrowError(f"apply batch ({restore}): {error_text(res)}")
         return plan
+
+    def _restore(self, argv: list[str], fam: int, plan: Plan, text: str,
+                 counter: HandleCounter | None) -> ExecResult:
+        """Run one batch, between the counter's probes when counting handles."""
+        start = counter.before(fam, plan.lines, plan.ports) if counter else None
+        res = self._run(argv, text)
+        if res.returncode == 0 and counter:
+            counter.after(fam, plan.lines, plan.ports, start)
+        return res
 
     def _undo(self, fam: int, nets: Sequence[NetworkFw], ports: Sequence[PortFw]) -> None:
         try:

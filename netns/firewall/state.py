@@ -6,8 +6,9 @@ Layout (Netavark 2.x `src/firewall/state.rs`; 1.4 writes no state):
     firewall/ports/<netid>_<cid>        one PortForwardConfig (serde JSON) per container
 burrow's own files beside them (Netavark reads only the three above):
     firewall/.burrow-ledger.json        backend bookkeeping: what it knows is in the kernel
-    firewall/lock                       flock: one setup/teardown/reload at a time
-    firewall/applying                   present while the kernel may be ahead of these files
+    firewall/lock                       flock: one setup/teardown/reload at a time; its
+                                        content is non-empty while the kernel may be ahead
+                                        of these files (older burrows: firewall/applying)
 
 So `firewall-reload` by either tool restores the other's networks. Each setup or teardown
 touches only its own files; only `load()` (reload, the nftables render) reads them all.
@@ -67,6 +68,7 @@ class StateStore:
         self.root = Path(config_dir) / statefiles.FIREWALL_DIR
         self.networks = self.root / statefiles.FIREWALL_NETWORKS
         self.ports = self.root / statefiles.FIREWALL_PORTS
+        self._lock_fd: int | None = None  # while locked(): the lock file (it holds the mark)
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -75,26 +77,44 @@ class StateStore:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise context(f"firewall state {self.root}", exc) from exc
-        with locks.locked(self.root / statefiles.FIREWALL_LOCK):
-            self._migrate()
-            yield
+        with locks.locked(self.root / statefiles.FIREWALL_LOCK) as fd:
+            self._lock_fd = fd
+            try:
+                self._migrate()
+                yield
+            finally:
+                self._lock_fd = None
 
     def interrupted(self) -> bool:
-        """Whether a transaction was cut short (its process killed) between apply and save."""
+        """Whether a transaction was cut short (its process killed) between apply and save:
+        the lock file still holds the mark, or an older burrow's `applying` file is there."""
+        try:
+            if (self.root / statefiles.FIREWALL_LOCK).stat().st_size > 0:
+                return True
+        except OSError:
+            pass
         return (self.root / statefiles.FIREWALL_APPLYING).exists()
 
     @contextmanager
     def applying(self) -> Iterator[None]:
-        """Mark the kernel as maybe out of step with the files; only a crash leaves the mark."""
-        mark = self.root / statefiles.FIREWALL_APPLYING
+        """Mark the kernel as maybe out of step with the files; only a crash leaves the mark.
+
+        The mark is the held lock file's content, not a file of its own: a file made and
+        removed per change is an inode allocated and freed per change, and on a journal-less
+        ext4 every file create skips (reading each one's inode) the inodes freed in the last
+        30 s, so each setup's creates got slower with the number of changes before it."""
+        fd = self._lock_fd
+        if fd is None:
+            raise RuntimeError("StateStore.applying() outside StateStore.locked()")
         try:
-            mark.touch()
+            os.pwrite(fd, b"applying\n", 0)
         except OSError as exc:
             raise context(f"firewall state {self.root}", exc) from exc
         try:
             yield
         finally:
-            mark.unlink(missing_ok=True)
+            os.ftruncate(fd, 0)
+            (self.root / statefiles.FIREWALL_APPLYING).unlink(missing_ok=True)  # an older mark
 
     # -- the per-change API: only the files of this change -----------------------------------
 

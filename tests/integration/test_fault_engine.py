@@ -160,7 +160,7 @@ def _files(config: Path) -> dict[str, str]:
     for path in sorted(config.rglob("*")):
         if path.is_file() and path.name not in IGNORED_FILES:
             # nft rule handles count up in the kernel: whether the file is there is the state.
-            handles = path.parent.name == ".burrow-nft-handles"
+            handles = path.parent.name in (".burrow-nft-handles", ".burrow-ipt-handles")
             out[str(path.relative_to(config))] = "" if handles else path.read_text()
     return out
 

@@ -189,3 +189,27 @@ def test_delete_rules_refuses_a_rule_without_its_chain() -> None:
     """Without NFTA_RULE_CHAIN the kernel deletes every rule of the table: never sent."""
     with pytest.raises(NfnlError, match="refusing"):
         Nfnl().delete_rules([(2, "nat", "", 5)])
+
+
+def test_a_setup_after_a_cut_short_one_keeps_no_handles_for_rules_it_found(
+        inproc: tuple[IptablesFirewall, Recording], host_ns: Netns) -> None:
+    """A setup killed after its batch went in, before its state was saved: the retry plans
+    from the kernel, finds the container's rules there and adds none, so it can't know their
+    handles; it keeps none, and the teardown removes them with `-D`."""
+    fw, rec = inproc
+    net = network(dual=False, third=77)
+    p0, p1 = port(net, 0), port(net, 1)
+    fw.setup([net], [p0], fresh=[net.bridge])
+    fw.setup([net], [p1])
+    assert fw.store.handles(port_key(p1), "iptables") is not None
+    # What the kill leaves: the rules in, the mark held, no state saved for the container.
+    fw.store.drop_handles([port_key(p1)], "iptables")
+    fw.store.remove([], [p1])
+    (fw.store.root / "lock").write_text("applying\n")
+    fw.setup([net], [p1])
+    assert len(rules_of(host_ns, 9001)) == 4  # not doubled
+    assert fw.store.handles(port_key(p1), "iptables") is None
+    rec.calls.clear()
+    fw.teardown([], [p1])
+    assert [argv[0] for argv in rec.calls] == ["iptables-restore"]
+    assert not rules_of(host_ns, 9001) and len(rules_of(host_ns, 9000)) == 4
