@@ -3,73 +3,70 @@
 iptables-nft keeps Netavark 1.4's rules as nf_tables rules in tables `ip nat` / `ip6 nat`,
 and `iptables-restore -D <spec>` finds each by fetching and decoding its whole chain: with N
 containers, NETAVARK-HOSTPORT-DNAT holds N jumps and NETAVARK-DN-<H> 3N rules, so every
-teardown grew with N. The nftables backend's trick works here too (firewall/nfnl.py): a
-container's `-A` lines go in one batch between two probes of the nat table's handle counter;
-exactly R + 1 apart means its R rules got the handles in between, in line order. Teardown
-then deletes those handles in one nfnetlink transaction: nothing listed, no exec.
+teardown grew with N. Instead, while a container's `-A` batch runs, burrow listens to
+nf_tables' change notifications (firewall/nfnl.py `watch`): the commit announces each rule
+it added with its handle, then the transaction's end. Teardown deletes those handles in one
+nfnetlink transaction: nothing listed, no exec. (Not the nftables backend's probes: a probe
+deletes its rule, and the next process to close a netfilter socket, iptables-restore at its
+exit, then waits for the kernel to free it: ~20 ms per setup here.)
 
-Anything else (legacy iptables, whose rules are not in nf_tables; another writer between the
-probes; a batch that also makes chains) leaves no handles, and teardown runs `-D` as before.
+Anything else (legacy iptables, whose rules are not in nf_tables; another writer's commit in
+the window; a batch that also makes chains) leaves no handles, and teardown runs `-D` as before.
 A table made again gets another handle, so saved handles are used only with the same table.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from netns.firewall.nfnl import NFPROTO_IPV4, NFPROTO_IPV6, Nfnl, NfnlError
+from netns.firewall.nfnl import NFPROTO_IPV4, NFPROTO_IPV6, Nfnl, NfnlError, Note
+from netns.firewall.runner import ExecResult
 
 TABLE = "nat"  # a container's rules are all in nat (Netavark 1.4: DN chain + DNAT jump)
 NFPROTO = {4: NFPROTO_IPV4, 6: NFPROTO_IPV6}
 
 
 class HandleCounter:
-    """One setup's probes: port key -> [[family, chain, handle]] of its rules, if every
+    """One setup's batches: port key -> [[family, chain, handle]] of its rules, if every
     family's batch was counted; else nothing (the teardown then lists as before).
 
     `expected`: per family, how many rules the setup's ports have; a batch that adds fewer
     (planned from the kernel, which had some already) is not counted."""
 
-    def __init__(self, nfnl: Nfnl, probe_chain: str, expected: dict[int, int]) -> None:
+    def __init__(self, nfnl: Nfnl, expected: dict[int, int]) -> None:
         self.nfnl = nfnl
-        self.chain = probe_chain
         self.expected = expected
         self.tables: dict[str, int] = {}
         self.counted: dict[int, list[tuple[str, list[Any]]] | None] = {}
 
-    def before(self, fam: int, lines: dict[str, list[str]], owners: Sequence[str]) -> int | None:
-        """The counter before a batch of `-A` lines in nat only (one port key per line)."""
-        self.counted[fam] = None  # until after() has seen this batch's exact gap
+    def run(self, fam: int, lines: dict[str, list[str]], owners: Sequence[str],
+            restore: Callable[[], ExecResult]) -> ExecResult:
+        """Run one batch; if it is only `-A` lines in nat (one port key each), learn their
+        handles from the kernel's notifications of that commit."""
+        self.counted[fam] = None
         nat = lines.get(TABLE, [])
         if not (nat and len(nat) == len(owners) == self.expected.get(fam) and all(owners)
                 and all(line.startswith("-A ") for line in nat)
                 and not any(v for t, v in lines.items() if t != TABLE)):
-            return None
+            return restore()
         try:
             table = self.nfnl.table_handle(TABLE, NFPROTO[fam])
-            start = self.nfnl.next_handle(TABLE, self.chain, NFPROTO[fam])
+            watch = self.nfnl.watch()
         except NfnlError:
-            return None
-        if table is None:
-            return None
-        self.tables[str(fam)] = table
-        return start
-
-    def after(self, fam: int, lines: dict[str, list[str]], owners: Sequence[str],
-              start: int | None) -> None:
-        """After the batch went in: its rules' handles if the gap is exactly theirs."""
-        if start is None:
-            return
+            return restore()
+        res = restore()
         try:
-            end = self.nfnl.next_handle(TABLE, self.chain, NFPROTO[fam])
+            notes = self.nfnl.notes(watch)
         except NfnlError:
-            return
-        nat = lines[TABLE]
-        if end - start != len(nat) + 1:
-            return  # someone else's change in between (or not iptables-nft)
-        self.counted[fam] = [(owner, [fam, line.split()[1], start + 1 + i])
-                             for i, (line, owner) in enumerate(zip(nat, owners, strict=True))]
+            return res
+        if res.returncode == 0 and table is not None:
+            got = _match(fam, [line.split()[1] for line in nat], notes)
+            if got is not None:
+                self.tables[str(fam)] = table
+                self.counted[fam] = [(owner, [fam, chain, handle]) for owner, (chain, handle)
+                                     in zip(owners, got, strict=True)]
+        return res
 
     def records(self, keys: Sequence[str]) -> dict[str, Any]:
         """What to save per port key (nothing if any family's rules went uncounted)."""
@@ -80,6 +77,17 @@ class HandleCounter:
             for owner, rule in got or ():
                 rules.setdefault(owner, []).append(rule)
         return {k: {"tables": dict(self.tables), "rules": rules.get(k, [])} for k in keys}
+
+
+def _match(fam: int, chains: Sequence[str], notes: Sequence[Note]) -> list[tuple[str, int]] | None:
+    """The batch's rules as the kernel announced them: exactly one commit in the window (no
+    other writer's), adding exactly these rules, to these chains of this family's nat, in
+    this order. Anything else: None."""
+    added = [n for n in notes if not n.gen]
+    if sum(n.gen for n in notes) != 1 or [(n.family, n.table, n.chain) for n in added] != [
+            (NFPROTO[fam], TABLE, c) for c in chains] or any(n.handle <= 0 for n in added):
+        return None
+    return [(n.chain, n.handle) for n in added]
 
 
 def delete(nfnl: Nfnl, records: Sequence[Any]) -> bool:

@@ -459,7 +459,7 @@ class IptablesFirewall:
             done: list[int] = []
             counter = None
             if self.nfnl is not None and ports:
-                counter = HandleCounter(self.nfnl, MARK_CHAIN, {
+                counter = HandleCounter(self.nfnl, {
                     f: sum(len(port_rules(f, p)) for p in ports) for f in (4, 6)})
             with self.store.applying():
                 try:
@@ -566,12 +566,10 @@ class IptablesFirewall:
 
     def _restore(self, argv: list[str], fam: int, plan: Plan, text: str,
                  counter: HandleCounter | None) -> ExecResult:
-        """Run one batch, between the counter's probes when counting handles."""
-        start = counter.before(fam, plan.lines, plan.ports) if counter else None
-        res = self._run(argv, text)
-        if res.returncode == 0 and counter:
-            counter.after(fam, plan.lines, plan.ports, start)
-        return res
+        """Run one batch (learning its rules' handles, when counting)."""
+        if counter is None:
+            return self._run(argv, text)
+        return counter.run(fam, plan.lines, plan.ports, lambda: self._run(argv, text))
 
     def _undo(self, fam: int, nets: Sequence[NetworkFw], ports: Sequence[PortFw]) -> None:
         try:

@@ -23,11 +23,14 @@ import socket
 import struct
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
 NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
-NFT_MSG_GETTABLE, NFT_MSG_NEWRULE, NFT_MSG_DELRULE = 1, 6, 8
+NFT_MSG_GETTABLE, NFT_MSG_NEWRULE, NFT_MSG_DELRULE, NFT_MSG_NEWGEN = 1, 6, 8, 15
+NFNLGRP_NFTABLES = 7  # the multicast group of nf_tables' change notifications
+SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, NETLINK_DROP_MEMBERSHIP = 270, 1, 2
 NFTA_TABLE_NAME, NFTA_TABLE_HANDLE = 1, 4
 NFTA_RULE_TABLE, NFTA_RULE_CHAIN, NFTA_RULE_HANDLE, NFTA_RULE_ID = 1, 2, 3, 9
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_ECHO, NLM_F_CREATE, NLM_F_APPEND = 0x1, 0x4, 0x8, 0x400, 0x800
@@ -81,10 +84,51 @@ def _parse(buf: bytes, out: list[tuple[int, bytes]]) -> int:
 
 
 
+def _drain(sock: socket.socket) -> list[tuple[int, bytes]]:
+    """Every queued message (type, body), without waiting."""
+    out: list[tuple[int, bytes]] = []
+    while True:
+        try:
+            buf = sock.recv(65536)
+        except BlockingIOError:
+            return out
+        off = 0
+        while off + 16 <= len(buf):
+            length, kind = struct.unpack_from("=IH", buf, off)
+            if length < 16:
+                break
+            out.append((kind, buf[off + 16:off + length]))
+            off += (length + 3) & ~3
+
+
 def netns_key() -> tuple[int, int]:
     """The current thread's network namespace (what a netlink socket binds to at creation)."""
     st = os.stat("/proc/thread-self/ns/net")
     return st.st_dev, st.st_ino
+
+
+@dataclass(frozen=True)
+class Note:
+    """One nf_tables notification: a rule added (table, chain, handle), or a transaction's
+    end (`gen`: one per commit, after the notes of its changes)."""
+
+    gen: bool
+    family: int = 0
+    table: str = ""
+    chain: str = ""
+    handle: int = 0
+
+
+def _note(kind: int, body: bytes) -> Note | None:
+    if kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN:
+        return Note(True)
+    if kind != (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE or len(body) < 4:
+        return None  # chains, sets, deletions: none of them allocate a rule to count
+    attrs = dict(_attrs(body[4:]))
+    handle = attrs.get(NFTA_RULE_HANDLE, b"")
+    return Note(False, body[0], attrs.get(NFTA_RULE_TABLE, b"").rstrip(b"\0").decode(),
+                attrs.get(NFTA_RULE_CHAIN, b"").rstrip(b"\0").decode(),
+                int(struct.unpack(">Q", handle)[0]) if len(handle) == 8 else 0)
 
 
 class Nfnl:
@@ -100,18 +144,45 @@ class Nfnl:
         self.family = family
         self.seq = 0
         self.socks: OrderedDict[tuple[int, int], socket.socket] = OrderedDict()
+        self.watchers: OrderedDict[tuple[int, int], socket.socket] = OrderedDict()
 
-    def _sock(self) -> socket.socket:
+    def _sock(self, pool: OrderedDict[tuple[int, int], socket.socket] | None = None
+              ) -> socket.socket:
+        pool = self.socks if pool is None else pool
         key = netns_key()
-        sock = self.socks.pop(key, None)
+        sock = pool.pop(key, None)
         if sock is None:
             sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
             sock.settimeout(TIMEOUT)
             sock.bind((0, 0))
-        self.socks[key] = sock
-        while len(self.socks) > self.MAX_SOCKETS:
-            self.socks.popitem(last=False)[1].close()
+        pool[key] = sock
+        while len(pool) > self.MAX_SOCKETS:
+            pool.popitem(last=False)[1].close()
         return sock
+
+    def watch(self) -> socket.socket:
+        """Start collecting nf_tables' change notifications in this netns (a socket of its
+        own, kept; it joins the group only until `notes`)."""
+        try:
+            sock = self._sock(self.watchers)
+            sock.setblocking(False)  # only ever drained of what is queued
+            _drain(sock)  # nothing of an earlier window
+            sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, NFNLGRP_NFTABLES)
+            return sock
+        except OSError as exc:
+            self.watchers.pop(netns_key(), None)
+            raise NfnlError(f"nfnetlink: watch: {exc.strerror or exc}") from exc
+
+    def notes(self, sock: socket.socket) -> list[Note]:
+        """What changed since `watch` (the kernel queues a commit's notifications before the
+        committing call returns). NfnlError if any were lost (the socket's buffer overran)."""
+        try:
+            sock.setsockopt(SOL_NETLINK, NETLINK_DROP_MEMBERSHIP, NFNLGRP_NFTABLES)
+            return [n for kind, body in _drain(sock) if (n := _note(kind, body)) is not None]
+        except OSError as exc:
+            self.watchers.pop(netns_key(), None)
+            sock.close()
+            raise NfnlError(f"nfnetlink: notifications: {exc.strerror or exc}") from exc
 
     def _drop(self) -> None:
         """Forget this netns's socket (after a failure: it may hold stale replies)."""

@@ -213,3 +213,21 @@ def test_a_setup_after_a_cut_short_one_keeps_no_handles_for_rules_it_found(
     fw.teardown([], [p1])
     assert [argv[0] for argv in rec.calls] == ["iptables-restore"]
     assert not rules_of(host_ns, 9001) and len(rules_of(host_ns, 9000)) == 4
+
+
+def test_a_container_setup_is_one_commit_and_deletes_nothing(
+        inproc: tuple[IptablesFirewall, Recording], host_ns: Netns) -> None:
+    """Its handles come from the commit's own notifications: no probe rule added and deleted
+    (a deleted rule makes the next netfilter socket to close, iptables-restore's at its exit,
+    wait for the kernel to free it)."""
+    fw, _ = inproc
+    net = network(dual=False, third=78)
+    fw.setup([net], [port(net, 0)], fresh=[net.bridge])
+    spy = Nfnl()
+    watch = spy.watch()
+    fw.setup([net], [port(net, 1)])
+    notes = spy.notes(watch)
+    assert sum(n.gen for n in notes) == 1
+    assert [n.chain for n in notes if not n.gen] == [
+        "NETAVARK-DN-" + net.hash] * 3 + ["NETAVARK-HOSTPORT-DNAT"]
+    assert fw.store.handles(port_key(port(net, 1)), "iptables") is not None
