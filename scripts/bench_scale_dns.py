@@ -183,7 +183,7 @@ def _one_run(world: Any, server: str, cfg: Path, qfile: str, seconds: float,
 
 def burrow_dns_files() -> tuple[str, ...]:
     """What a killed burrow-dns leaves in its config dir (none of it a network)."""
-    return tuple(getattr(statefiles, n) for n in ("DNS_STATS", "DNS_CONTROL") if hasattr(statefiles, n))
+    return statefiles.DNS_STATS, statefiles.DNS_CONTROL
 
 
 def qps_rows(seconds: float, p99_rate: int, rounds: int) -> list[str]:
