@@ -5,6 +5,12 @@ of its network's bridge, so the answer lists N links; pyroute2 decodes every att
 one of them (~0.6 ms each here), which made each teardown grow with the number of containers
 (scripts/bench scale). Only the index and IFLA_MASTER are needed: the headers are read with
 struct, nothing else is decoded.
+
+Reading all N answers still costs the kernel a full link message per port (and us the bytes),
+while the question needs at most two: with `limit`, reading stops as soon as that many ports
+are known. The kernel fills a dump's datagrams only as they are read, so an unfinished dump
+costs it a datagram or two whatever N is; the socket is then left mid-dump (a netlink socket
+runs one dump at a time) and must be closed.
 """
 
 from __future__ import annotations
@@ -19,11 +25,11 @@ RTM_NEWLINK, RTM_GETLINK = 16, 18
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 IFLA_MASTER = 10
-_NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
-_IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
-_RTATTR = struct.Struct("=HH")
+NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
+IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
+RTATTR = struct.Struct("=HH")
 _U32 = struct.Struct("=I")
-_HDR = _NLMSGHDR.size + _IFINFOMSG.size
+_HDR = NLMSGHDR.size + IFINFOMSG.size
 
 
 def open_socket() -> socket.socket:
@@ -31,41 +37,51 @@ def open_socket() -> socket.socket:
     return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
 
 
-def bridge_ports(sock: socket.socket, bridge: int) -> list[int]:
+def bridge_ports(sock: socket.socket, bridge: int, limit: int | None = None) -> list[int]:
     """Indexes of the links whose master is `bridge`. The request carries IFLA_MASTER, so the
     kernel sends the ports alone; each reply's master is checked again here, which also covers
-    a kernel that ignores the filter."""
-    body = _IFINFOMSG.pack(0, 0, 0, 0, 0) + _RTATTR.pack(8, IFLA_MASTER) + _U32.pack(bridge)
+    a kernel that ignores the filter.
+
+    With `limit`, returns as soon as `limit` ports are known: a list that long may be partial,
+    and then the dump is unfinished and `sock` must be closed (see `finished`)."""
+    body = IFINFOMSG.pack(0, 0, 0, 0, 0) + RTATTR.pack(8, IFLA_MASTER) + _U32.pack(bridge)
     seq = int.from_bytes(os.urandom(4), "little")
-    sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), RTM_GETLINK,
+    sock.send(NLMSGHDR.pack(NLMSGHDR.size + len(body), RTM_GETLINK,
                              NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body)
     buf = bytearray(1 << 17)
     ports: list[int] = []
     while True:
         n = sock.recv_into(buf)
         off = 0
-        while off + _NLMSGHDR.size <= n:
-            length, kind, _flags, rseq, _pid = _NLMSGHDR.unpack_from(buf, off)
-            if length < _NLMSGHDR.size or off + length > n:
+        while off + NLMSGHDR.size <= n:
+            length, kind, _flags, rseq, _pid = NLMSGHDR.unpack_from(buf, off)
+            if length < NLMSGHDR.size or off + length > n:
                 raise OSError(errno.EPROTO, "truncated rtnetlink reply")
             if rseq == seq:
                 if kind == NLMSG_DONE:
                     return ports
                 if kind == NLMSG_ERROR:
-                    code = -struct.unpack_from("=i", buf, off + _NLMSGHDR.size)[0]
+                    code = -struct.unpack_from("=i", buf, off + NLMSGHDR.size)[0]
                     if code:
                         raise OSError(code, f"link dump: {os.strerror(code)}")
                 elif kind == RTM_NEWLINK and length >= _HDR:
-                    index = _IFINFOMSG.unpack_from(buf, off + _NLMSGHDR.size)[2]
+                    index = IFINFOMSG.unpack_from(buf, off + NLMSGHDR.size)[2]
                     if _master(buf, off + _HDR, off + length) == bridge:
                         ports.append(index)
+                        if limit is not None and len(ports) >= limit:
+                            return ports
             off += (length + 3) & ~3
 
 
+def finished(ports: list[int], limit: int | None) -> bool:
+    """Whether `bridge_ports` read its dump to the end (else its socket is mid-dump)."""
+    return limit is None or len(ports) < limit
+
+
 def _master(buf: bytearray, off: int, end: int) -> int | None:
-    while off + _RTATTR.size <= end:
-        alen, atype = _RTATTR.unpack_from(buf, off)
-        if alen < _RTATTR.size:
+    while off + RTATTR.size <= end:
+        alen, atype = RTATTR.unpack_from(buf, off)
+        if alen < RTATTR.size:
             return None
         if atype == IFLA_MASTER and alen >= 8:
             return int(_U32.unpack_from(buf, off + 4)[0])

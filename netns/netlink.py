@@ -20,7 +20,7 @@ from typing import Any
 from pyroute2 import IPRoute  # noqa: TID251 - this module is the one allowed importer
 from pyroute2.netlink.exceptions import NetlinkError  # noqa: TID251
 
-from netns import linkdump
+from netns import devconf, linkdump
 from netns.errors import BurrowError
 from netns.nsenter import entered
 from netns.plan import (
@@ -82,6 +82,11 @@ def _tolerate_readonly(path: str, value: str, exc: OSError) -> None:
     log.warning("cannot set /proc/sys/%s=%s: %s", path, value, exc.strerror)
 
 
+def _thread_netns() -> tuple[int, int]:
+    st = os.stat("/proc/thread-self/ns/net")
+    return (st.st_dev, st.st_ino)
+
+
 def _kind(link: Any) -> str | None:
     info = link.get_attr("IFLA_LINKINFO")
     return info.get_attr("IFLA_INFO_KIND") if info is not None else None
@@ -100,22 +105,27 @@ class Handles:
         self._macs: dict[tuple[Where, str], str] = {}
         self._mtus: dict[tuple[Where, str], int] = {}
         self.host = IPRoute()
+        # Raw sockets for the bridge-port dump are made here and again after a dump left
+        # unfinished (`_ports`): both only while the thread is in the host netns (checked).
+        self._host_ns = _thread_netns()
         self.host_raw: socket.socket | None = linkdump.open_socket()
         self.made_bridges: set[str] = set()  # created by this request (their MTU is not set)
         # A new bridge in a VRF: the VRF's routing table has the default route for its MTU.
         self.route_tables: dict[str, int] = {}
         self.ctr: IPRoute | None = None
+        self.ctr_raw: socket.socket | None = None  # IPv4 sysctls of the container's links
         if container_fd is not None:
             with entered(container_fd):
                 self.ctr = IPRoute()
+                self.ctr_raw = linkdump.open_socket()
 
     def close(self) -> None:
         self.host.close()
-        if self.host_raw is not None:
-            self.host_raw.close()
-            self.host_raw = None
+        self._drop_host_raw()
         if self.ctr is not None:
             self.ctr.close()
+        if self.ctr_raw is not None:
+            self.ctr_raw.close()
 
     def __enter__(self) -> Handles:
         return self
@@ -132,14 +142,30 @@ class Handles:
             raise BurrowError("the container network namespace is not available")
         return self.ctr
 
-    def _ports(self, bridge: int) -> list[int]:
-        """The host links whose master is `bridge` (netns/linkdump.py: read, not decoded)."""
-        if self.host_raw is None:  # made with the IPRoute socket, in the host netns
-            raise BurrowError("the host rtnetlink socket is closed")
+    def _ports(self, bridge: int, limit: int | None = None) -> list[int]:
+        """The host links whose master is `bridge` (netns/linkdump.py: read, not decoded); with
+        `limit`, at most that many (enough to answer "is this the last port?" whatever N)."""
+        sock = self._host_raw()
         try:
-            return linkdump.bridge_ports(self.host_raw, bridge)
+            ports = linkdump.bridge_ports(sock, bridge, limit)
         except OSError as exc:
+            self._drop_host_raw()
             raise BurrowError(f"list the ports of bridge {bridge}: {exc}") from exc
+        if not linkdump.finished(ports, limit):
+            self._drop_host_raw()  # mid-dump: a netlink socket runs one dump at a time
+        return ports
+
+    def _host_raw(self) -> socket.socket:
+        if self.host_raw is None:
+            if _thread_netns() != self._host_ns:
+                raise BurrowError("internal: host link dump asked for outside the host netns")
+            self.host_raw = linkdump.open_socket()
+        return self.host_raw
+
+    def _drop_host_raw(self) -> None:
+        if self.host_raw is not None:
+            self.host_raw.close()
+            self.host_raw = None
 
     def _link(self, where: Where, name: str) -> Any | None:
         """One RTM_GETLINK by name (a dump of every link is slow on a host with many veths)."""
@@ -172,6 +198,8 @@ class Handles:
         self._macs.pop((where, name), None)
 
     def write_sysctl(self, where: Where, path: str, value: str) -> None:
+        if self._sysctl_by_netlink(where, path, value):
+            return
         if where == "container":
             if self.container_fd is None:
                 raise BurrowError("the container network namespace is not available")
@@ -179,6 +207,28 @@ class Handles:
                 _write_proc_sys(path, value)
         else:
             _write_proc_sys(path, value)
+
+    def _sysctl_by_netlink(self, where: Where, path: str, value: str) -> bool:
+        """Set (or find already set) a sysctl over rtnetlink, not /proc/sys, whose lookups grow
+        with the namespaces (netns/devconf.py). False: not such a sysctl, or the kernel said no;
+        the /proc/sys write then happens as before, with its errors and tolerance."""
+        parts = path.split("/")
+        if not value.isdigit():
+            return False
+        try:
+            if path == "net/ipv4/ip_forward":  # writing its value again changes nothing
+                return where == "host" and devconf.ipv4_forwarding(self._host_raw()) == int(value)
+            if len(parts) != 5 or parts[:3] != ["net", "ipv4", "conf"] \
+                    or parts[4] not in devconf.IPV4_DEVCONF or parts[3] in ("all", "default"):
+                return False
+            index = self._index(where, parts[3])
+            sock = self._host_raw() if where == "host" else self.ctr_raw
+            if index is None or sock is None:
+                return False
+            devconf.set_ipv4_conf(sock, index, {parts[4]: int(value)})
+        except (OSError, NetlinkError, BurrowError):
+            return False
+        return True
 
     def soft_sysctl(self, where: Where, path: str, value: str) -> None:
         """A tuning sysctl: a read-only /proc/sys (tolerated for forwarding) skips it."""
@@ -340,7 +390,7 @@ class Netlink(Handles):
                 idx = self._index("host", name)
                 if idx is None:
                     return Outcome(deleted=True)
-                if self._ports(idx):
+                if self._ports(idx, limit=1):
                     return Outcome(deleted=False)
                 self.host.link("del", index=idx)
                 self._forget("host", name)
@@ -354,7 +404,8 @@ class Netlink(Handles):
             out = self._apply(DeleteBridgeIfUnused(op.bridge))
             return Outcome(deleted=out.deleted, missing=op.ifname if self.ctr is not None else None)
         peer = link.get_attr("IFLA_LINK")
-        ports = self._ports(bridge) if bridge is not None else []
+        # Two ports at most: none, just the peer, or another one too (then it is not the last).
+        ports = self._ports(bridge, limit=2) if bridge is not None else []
         if bridge is not None and ports == [peer]:
             # The last port: delete veth and bridge in ONE request. Each RTM_DELLINK waits for
             # an RCU grace period (~15-30 ms here); a group delete unregisters both under one.
@@ -513,6 +564,7 @@ class Netlink(Handles):
         soft = [(f"net/ipv4/conf/{op.ifname}/arp_notify", "1"),
                 (f"net/ipv4/conf/{op.ifname}/rp_filter", "2")]  # fmt: skip
         hard, soft = (hard if op.ipv6 else []), (soft if op.bridge_port else [])
+        soft = [(p, v) for p, v in soft if not self._sysctl_by_netlink("container", p, v)]
         if not hard and not soft:
             return
         assert self.container_fd is not None
