@@ -1,0 +1,96 @@
+"""IPv4 sysctls over rtnetlink instead of /proc/sys, where the kernel offers the same setting.
+
+Why: a path below /proc/sys/net is looked up among the "net" directories of every network
+namespace whose /proc/sys anyone has opened (procfs keeps one dentry per namespace under one
+parent, and tells them apart by comparing each in turn: proc_sys_compare). With a container
+per namespace, every open of such a path walks past all N containers' entries, so writing
+sysctls the /proc/sys way made each setup grow with the number of containers (perf at N = 300:
+__d_lookup/proc_sys_compare). And a container's own sysctl written through /proc/sys adds its
+namespace to the ones every later lookup walks past.
+
+rtnetlink reaches the same values by interface index, in the namespace the socket was made in:
+- `set_ipv4_conf`: RTM_SETLINK with IFLA_AF_SPEC/AF_INET/IFLA_INET_CONF sets per-interface
+  IPV4_DEVCONF_* values, as a /proc/sys/net/ipv4/conf/<if>/<key> write does (the value and its
+  "explicitly set" bit). What the kernel does on top for a /proc/sys write differs only for
+  keys this module is not used for (forwarding: LRO off; route_localnet 1 -> 0: a route cache
+  flush) and in one notification: a changed rp_filter sends RTM_NEWNETCONF to listeners.
+- `ipv4_forwarding`: RTM_GETNETCONF of the "all" device, the value of net/ipv4/ip_forward.
+  Writing ip_forward's current value again changes nothing in the kernel, so a setup may skip
+  the write when this says it is already on.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+from collections.abc import Mapping
+
+from netns.linkdump import IFINFOMSG, NLM_F_REQUEST, NLMSG_ERROR, NLMSGHDR, RTATTR
+
+RTM_SETLINK = 19
+RTM_NEWNETCONF, RTM_GETNETCONF = 80, 82
+NLM_F_ACK = 0x4
+NLA_F_NESTED = 0x8000
+IFLA_AF_SPEC = 26
+IFLA_INET_CONF = 1
+NETCONFA_IFINDEX, NETCONFA_FORWARDING = 1, 2
+NETCONFA_IFINDEX_ALL = -1
+# include/uapi/linux/ip.h, IPV4_DEVCONF_*: the keys set this way (others keep /proc/sys).
+IPV4_DEVCONF = {"rp_filter": 8, "arp_notify": 22, "route_localnet": 26}
+_S32 = struct.Struct("=i")
+_NETCONFMSG = struct.Struct("=Bxxx")  # ncm_family, padded to the attributes' alignment
+
+
+def _attr(kind: int, payload: bytes) -> bytes:
+    size = RTATTR.size + len(payload)
+    return RTATTR.pack(size, kind) + payload + b"\0" * (-size % 4)
+
+
+def set_ipv4_conf(sock: socket.socket, index: int, values: Mapping[str, int]) -> None:
+    """Set per-interface IPv4 sysctls (names of IPV4_DEVCONF) of link `index`; OSError if the
+    kernel refuses (no such link, no permission, a key it does not know)."""
+    conf = b"".join(_attr(IPV4_DEVCONF[k], struct.pack("=I", v)) for k, v in values.items())
+    spec = _attr(IFLA_AF_SPEC | NLA_F_NESTED,
+                 _attr(socket.AF_INET | NLA_F_NESTED, _attr(IFLA_INET_CONF | NLA_F_NESTED, conf)))
+    _request(sock, RTM_SETLINK, NLM_F_ACK, IFINFOMSG.pack(0, 0, index, 0, 0) + spec)
+
+
+def ipv4_forwarding(sock: socket.socket) -> int:
+    """The namespace's net/ipv4/ip_forward, read by netlink (OSError if it cannot be read)."""
+    body = _NETCONFMSG.pack(socket.AF_INET) + _attr(NETCONFA_IFINDEX, _S32.pack(NETCONFA_IFINDEX_ALL))
+    reply = _request(sock, RTM_GETNETCONF, 0, body)
+    off = _NETCONFMSG.size
+    while off + RTATTR.size <= len(reply):
+        alen, atype = RTATTR.unpack_from(reply, off)
+        if alen < RTATTR.size:
+            break
+        if atype & ~NLA_F_NESTED == NETCONFA_FORWARDING and alen >= 8:
+            return int(_S32.unpack_from(reply, off + 4)[0])
+        off += (alen + 3) & ~3
+    raise OSError(errno.EPROTO, "netconf reply without NETCONFA_FORWARDING")
+
+
+def _request(sock: socket.socket, kind: int, flags: int, body: bytes) -> bytes:
+    """Send one request; returns the body of its answer (b"" for an ack), OSError on an error."""
+    seq = int.from_bytes(os.urandom(4), "little")
+    sock.send(NLMSGHDR.pack(NLMSGHDR.size + len(body), kind, NLM_F_REQUEST | flags, seq, 0) + body)
+    buf = bytearray(1 << 16)
+    while True:
+        n = sock.recv_into(buf)
+        off = 0
+        while off + NLMSGHDR.size <= n:
+            length, rkind, _flags, rseq, _pid = NLMSGHDR.unpack_from(buf, off)
+            if length < NLMSGHDR.size or off + length > n:
+                raise OSError(errno.EPROTO, "truncated rtnetlink reply")
+            if rseq == seq:
+                payload = bytes(buf[off + NLMSGHDR.size : off + length])
+                if rkind == NLMSG_ERROR:
+                    code = -_S32.unpack_from(payload)[0]
+                    if code:
+                        raise OSError(code, os.strerror(code))
+                    return b""
+                if rkind == RTM_NEWNETCONF:
+                    return payload
+            off += (length + 3) & ~3

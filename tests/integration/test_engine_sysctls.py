@@ -1,0 +1,134 @@
+"""IPv4 sysctls go over rtnetlink, not /proc/sys (netns/devconf.py).
+
+A /proc/sys/net path is looked up past the "net" directory of every namespace whose /proc/sys
+was ever opened, so each open grows with the containers, and each container whose own sysctls
+were written there adds one more. A setup on an existing bridge (the common case at scale)
+must therefore write nothing through /proc/sys on the IPv4 path, and still leave every value
+as before; when rtnetlink refuses, /proc/sys is still written.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from netns import devconf, linkdump, netavark_cli, netlink
+from netns.nsenter import entered
+from tests.engine_util import network, options
+from tests.nsutil import Netns, unique
+
+
+@contextmanager
+def inside(ns: Netns) -> Iterator[None]:
+    fd = os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with entered(fd):
+            yield
+    finally:
+        os.close(fd)
+
+
+def setup(config: Path, ctr: Netns, opts: dict[str, Any]) -> None:
+    argv = ["--rootless=false", "--firewall-driver=nftables", "--aardvark-binary=/nonexistent",
+            "--config", str(config), "setup", ctr.path]
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DBUS_SYSTEM_BUS_ADDRESS": ""}
+    out, err, code = netavark_cli.run(argv, json.dumps(opts).encode(), env)
+    assert code == 0, (out, err)
+
+
+@pytest.fixture
+def proc_writes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths the engine writes through /proc/sys (the writes still happen)."""
+    written: list[str] = []
+    real = netlink._write_proc_sys
+
+    def spy(path: str, value: str) -> None:
+        written.append(path)
+        real(path, value)
+
+    monkeypatch.setattr(netlink, "_write_proc_sys", spy)
+    return written
+
+
+def _two_containers(
+    host_ns: Netns, netns_factory: Callable[[], Netns], tmp_path: Path, written: list[str]
+) -> tuple[str, Netns, list[str]]:
+    br = unique("se")
+    net = network(br, br, [("10.93.0.0/24", "10.93.0.1")])
+    ctrs = [netns_factory(), netns_factory()]
+    port = {"host_ip": "", "container_port": 80, "host_port": 18080, "range": 1, "protocol": "tcp"}
+    with inside(host_ns):
+        setup(tmp_path, ctrs[0], options("c0", [(net, {"interface_name": "eth0",
+                                                       "static_ips": ["10.93.0.2"]})], [port]))
+        first = list(written)
+        written.clear()
+        port = {**port, "host_port": 18081}
+        setup(tmp_path, ctrs[1], options("c1", [(net, {"interface_name": "eth0",
+                                                       "static_ips": ["10.93.0.3"]})], [port]))
+    return br, ctrs[1], first
+
+
+def test_a_setup_on_an_existing_bridge_writes_nothing_through_proc_sys(
+    host_ns: Netns, netns_factory: Callable[[], Netns], tmp_path: Path, proc_writes: list[str]
+) -> None:
+    br, ctr, first = _two_containers(host_ns, netns_factory, tmp_path, proc_writes)
+    # The first setup found ip_forward off (a fresh netns): that one is written the old way.
+    assert first == ["net/ipv4/ip_forward"]
+    assert proc_writes == []
+    assert host_ns.sysctl("net/ipv4/ip_forward") == "1"
+    assert host_ns.sysctl(f"net/ipv4/conf/{br}/route_localnet") == "1"
+    assert host_ns.sysctl(f"net/ipv4/conf/{br}/rp_filter") == "2"
+    assert ctr.sysctl("net/ipv4/conf/eth0/arp_notify") == "1"
+    assert ctr.sysctl("net/ipv4/conf/eth0/rp_filter") == "2"
+
+
+def test_when_rtnetlink_refuses_the_values_are_written_through_proc_sys(
+    host_ns: Netns, netns_factory: Callable[[], Netns], tmp_path: Path,
+    proc_writes: list[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    def refuse(*_a: object) -> None:
+        raise OSError(errno.EOPNOTSUPP, "refused by the test")
+
+    monkeypatch.setattr(devconf, "set_ipv4_conf", refuse)
+    br, ctr, _ = _two_containers(host_ns, netns_factory, tmp_path, proc_writes)
+    assert sorted(proc_writes) == sorted([
+        f"net/ipv4/conf/{br}/route_localnet",
+        "net/ipv4/conf/eth0/arp_notify", "net/ipv4/conf/eth0/rp_filter",
+    ])  # fmt: skip
+    assert host_ns.sysctl(f"net/ipv4/conf/{br}/route_localnet") == "1"
+    assert ctr.sysctl("net/ipv4/conf/eth0/arp_notify") == "1"
+    assert ctr.sysctl("net/ipv4/conf/eth0/rp_filter") == "2"
+
+
+def test_devconf_sets_and_reads_what_proc_sys_shows(host_ns: Netns) -> None:
+    name = unique("se")
+    host_ns.run(["ip", "link", "add", name, "type", "veth", "peer", "name", f"{name}p"])
+    index = next(link["ifindex"] for link in host_ns.links() if link["ifname"] == name)
+    with inside(host_ns):
+        sock = linkdump.open_socket()
+    try:
+        for arp_notify, rp_filter, localnet in ((1, 2, 1), (0, 1, 0)):
+            devconf.set_ipv4_conf(sock, index, {"arp_notify": arp_notify, "rp_filter": rp_filter,
+                                                "route_localnet": localnet})
+            assert host_ns.sysctl(f"net/ipv4/conf/{name}/arp_notify") == str(arp_notify)
+            assert host_ns.sysctl(f"net/ipv4/conf/{name}/rp_filter") == str(rp_filter)
+            assert host_ns.sysctl(f"net/ipv4/conf/{name}/route_localnet") == str(localnet)
+        for value in ("1", "0"):
+            host_ns.run(["sh", "-c", f"echo {value} > /proc/sys/net/ipv4/ip_forward"])
+            assert devconf.ipv4_forwarding(sock) == int(value)
+        missing = 1 + max(link["ifindex"] for link in host_ns.links())
+        with pytest.raises(OSError) as exc:
+            devconf.set_ipv4_conf(sock, missing, {"arp_notify": 1})
+        assert exc.value.errno == errno.ENODEV
+        # The socket still serves requests after an error (its answer was read).
+        devconf.set_ipv4_conf(sock, index, {"arp_notify": 1})
+        assert host_ns.sysctl(f"net/ipv4/conf/{name}/arp_notify") == "1"
+    finally:
+        sock.close()
