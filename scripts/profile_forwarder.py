@@ -129,6 +129,39 @@ def syscalls(name: str, port: int, pid: int, n: int = 500, rr: bool = False) -> 
           + ", ".join(f"{s} {c:.2f}" for c, s in rows if c >= 0.05), flush=True)
 
 
+def py_spy(port: int, pid: int, seconds: float, rr: bool) -> None:
+    """Sample the forwarder's Python stacks (py-spy, if installed) while clients run: the
+    functions its time goes to, by self time (leaf frames; idle epoll waits not counted)."""
+    exe = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if exe is None:
+        print("py-spy is not installed: no stack samples")
+        return
+    out = tempfile.mktemp(prefix="bsrc-pyspy-")
+    sp = subprocess.Popen([exe, "record", "-f", "raw", "-r", "500", "-d", str(int(seconds)), "-o",
+                           out, "-p", str(pid)], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    end = time.monotonic() + seconds - 1.5
+    while time.monotonic() < end:
+        round_trips(port, 500) if rr else conns(port, 100)
+    _, err = sp.communicate()
+    if not os.path.exists(out):
+        print(f"py-spy failed: {err.strip()[-300:]}")
+        return
+    leaf: dict[str, int] = {}
+    total = 0
+    for line in Path(out).read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        frame = stack.rsplit(";", 1)[-1]
+        leaf[frame] = leaf.get(frame, 0) + int(n)
+        total += int(n)
+    os.unlink(out)
+    print(f"py-spy, {'round trips' if rr else 'connections'}: {total} samples (busy only); "
+          "self time by function:")
+    for frame, n in sorted(leaf.items(), key=lambda kv: -kv[1])[:14]:
+        print(f"  {n / total:6.1%}  {frame}")
+
+
 def pasta(s: Session, port: int) -> tuple[subprocess.Popen[str], int, Path]:
     d = Path(tempfile.mkdtemp(dir=s.runtime))
     os.chown(d, s.user.uid, s.user.gid)
@@ -151,6 +184,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--round-trips", type=int, default=5000, help="per round-trip row")
     ap.add_argument("--strace", action="store_true", help="also count system calls")
+    ap.add_argument("--py-spy", type=float, default=0, metavar="SECONDS",
+                    help="also sample the forwarder's Python stacks for this long")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: it runs burrow as the test user")
@@ -182,6 +217,9 @@ def main() -> int:
             syscalls("burrow forwarder", port + 1, fwd["pid"], rr=True)
             if others:
                 syscalls("pasta -t", port + 3, others[1], rr=True)
+        if args.py_spy:
+            py_spy(port, fwd["pid"], args.py_spy, rr=False)
+            py_spy(port + 1, fwd["pid"], args.py_spy, rr=True)
         if others:
             others[0].terminate()
             subprocess.run(["kill", str(others[1])], check=False)
