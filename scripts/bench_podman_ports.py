@@ -11,10 +11,17 @@ Podman falls through to /usr/lib/podman/rootlessport. Rows:
   same config on stdin): the helper's own start-up, without Podman's noise;
 - through a running container (servers in its netns): iperf3 Gbit/s, connections/s (connect,
   read, close), round trip of a 64-byte echo on an open connection (scripts/bench_rootless.py's
-  clients, so the rows compare with that bench's forwarder rows), alternating forwarders.
+  clients, so the rows compare with that bench's forwarder rows), alternating forwarders; and
+  the CPU each part spends per GB (the forwarder, the iperf3 client, the iperf3 server).
+  `podman run` runs in a session of its own (`setsid`), so the forwarder it leaves behind is not
+  in the clients' session: with the kernel's autogroups (here every process is in the root
+  cgroup of the cpu controller, where they apply) one session's processes share one CPU
+  share, and on 2 cores the iperf3 client and the forwarder then split about one core: the
+  Gbit/s row measured client + forwarder CPU per GB, not the forwarder. `--shared-session`
+  measures that old way.
 Target (issue 13): drop-in >= 2x rootlessport's conn/s and >= 1.2x its throughput.
 
-    sudo .venv/bin/python scripts/bench_podman.py --mode ports [--rounds N]
+    sudo .venv/bin/python scripts/bench_podman.py --mode ports [--rounds N] [--part flow] [--shared-session]
 """
 
 from __future__ import annotations
@@ -156,11 +163,20 @@ def children_cpu_ms() -> float:
 
 
 def through(w: RootlessWorld, sw: Switch, kind: str, seconds: float, runs: int,
-            streams: tuple[str, ...] = ()) -> dict[str, Any]:
+            streams: tuple[str, ...] = (), own_session: bool = True) -> dict[str, Any]:
+    """own_session: `podman run` (and so the forwarder it starts, which stays in its session)
+    runs in a session of its own, as when a user starts the container from one terminal and
+    clients come from elsewhere. Otherwise the forwarder shares this bench's session, and so
+    its scheduler autogroup, with the clients: on 2 cores the iperf3 client and the forwarder
+    then split about one core between them, and the rate measures their sum."""
     sw.use(kind)
     ip, ep, rr = br.free_port(), br.free_port(), br.free_port()
-    w.podman("run", "-d", "--name", "brlpbench", "--network", "bdns", "-p", f"127.0.0.1:{ip}:5201",
-             "-p", f"127.0.0.1:{ep}:5301", "-p", f"127.0.0.1:{rr}:5401", IMAGE, "sleep", "3600")
+    run = ["run", "-d", "--name", "brlpbench", "--network", "bdns", "-p", f"127.0.0.1:{ip}:5201",
+           "-p", f"127.0.0.1:{ep}:5301", "-p", f"127.0.0.1:{rr}:5401", IMAGE, "sleep", "3600"]
+    if own_session:
+        w.run(["setsid", "-w", "podman", *run], check=True)
+    else:
+        w.podman(*run)
     servers = []
     tmp = Path(tempfile.mkdtemp(prefix="brlp-srv-", dir="/tmp"))
     try:
@@ -213,7 +229,7 @@ PARTS = ("startup", "ready", "flow")
 
 
 def bench(tar: Path, rounds: int, seconds: float = 3.0, runs: int = 3,
-          parts: tuple[str, ...] = PARTS, streams: int = 1) -> dict[str, Any]:
+          parts: tuple[str, ...] = PARTS, streams: int = 1, own_session: bool = True) -> dict[str, Any]:
     from tests.rootless_user import RootlessUser
 
     precompile()
@@ -223,7 +239,8 @@ def bench(tar: Path, rounds: int, seconds: float = 3.0, runs: int = 3,
     try:
         w.podman("network", "create", "--subnet", "10.89.61.0/24", "bdns")
         sw = Switch(w)
-        res: dict[str, Any] = {"mode": "ports", "rounds": rounds, "streams": streams}
+        res: dict[str, Any] = {"mode": "ports", "rounds": rounds, "streams": streams,
+                               "own_session": own_session}
         if "startup" in parts:
             res["startup"] = startup(w, sw, rounds)
         if "ready" in parts:
@@ -233,7 +250,7 @@ def bench(tar: Path, rounds: int, seconds: float = 3.0, runs: int = 3,
             flow: dict[str, list[dict[str, Any]]] = {k: [] for k in KINDS}
             for _ in range(2):  # alternate: drift hits both
                 for kind in KINDS:
-                    flow[kind].append(through(w, sw, kind, seconds, runs, extra))
+                    flow[kind].append(through(w, sw, kind, seconds, runs, extra, own_session))
             res["flow"] = flow
         sw.use(KINDS[0])
         return res
@@ -274,6 +291,8 @@ def table(res: dict[str, Any]) -> str:
             return med([r[key] for r in fl[kind]])
 
         row("connections/s", flow(KINDS[0], "conn_s"), flow(KINDS[1], "conn_s"), ".0f", True)
+        lines.append("flows: the forwarder " + ("in a session of its own (a user's terminal), the clients in "
+                     "the bench's" if res.get("own_session", True) else "in the clients' session (one autogroup)"))
         row(f"Gbit/s (iperf3, {res.get('streams', 1)} stream(s))", flow(KINDS[0], "gbps"),
             flow(KINDS[1], "gbps"), ".2f", True)
         row("round trip, us", flow(KINDS[0], "rtt_us"), flow(KINDS[1], "rtt_us"), ".1f", False)
