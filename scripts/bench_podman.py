@@ -154,8 +154,8 @@ def main() -> int:
                     help="--mode ports: only these parts (repeatable; default all)")
     ap.add_argument("--streams", type=int, default=1, help="--mode ports: parallel iperf3 streams")
     ap.add_argument("--seconds", type=float, default=3.0, help="--mode ports: seconds per flow run")
-    ap.add_argument("--shared-session", action="store_true",
-                    help="--mode ports: the forwarder in the clients' session (the old way: one autogroup)")
+    ap.add_argument("--own-session", action="store_true",
+                    help="--mode ports: podman run (so the forwarder) in a session of its own, not the clients'")
     a = ap.parse_args()
     problem = environment_problem()
     if problem:
@@ -171,7 +171,7 @@ def main() -> int:
             import bench_podman_ports as ports
 
             res = ports.bench(tar, a.rounds, seconds=a.seconds, parts=tuple(a.part or ports.PARTS),
-                              streams=a.streams, own_session=not a.shared_session)
+                              streams=a.streams, own_session=a.own_session)
             out.append(res)
             print(ports.table(res), flush=True)
             continue
