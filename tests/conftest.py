@@ -62,8 +62,22 @@ def rl(rootless_user: Any) -> Iterator[Any]:
     """A private burrow world for one test; after it, nothing of it may be left running."""
     session = rootless_user.session()
     yield session
-    left = session.close()
-    assert not left, f"processes left after `burrow down`: {left}"
+    session.close()  # what it left fails this test: pytest_runtest_teardown below
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    """Every rootless world closed during this test's teardown (its own, or a module's world
+    after the module's last test) must have left nothing running: name the test and what."""
+    from tests.rootless_user import take_leftovers
+
+    try:
+        yield
+    except BaseException:
+        take_leftovers()  # the fixture that closed it has failed already, with the same news
+        raise
+    left = take_leftovers()
+    assert not left, f"processes left after `burrow down` by the world of {'; '.join(left)}"
 
 
 # --- firewalld: a real one on a private bus in the test's host netns (tests/firewalld_env.py) ---

@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from netns import statefiles
+
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = REPO / ".venv" / "bin"
 DEFAULT_USER = "burrowtest"
@@ -133,7 +135,75 @@ class RootlessUser:
         runtime = tempfile.mkdtemp(prefix="burrow-rt-", dir="/tmp")
         os.chown(runtime, self.uid, self.gid)
         os.chmod(runtime, 0o700)
-        return Session(self, runtime)
+        return Session(self, runtime, _make_cgroup(os.path.basename(runtime)))
+
+
+# -- finding what a world left behind ---------------------------------------------------------
+# A daemon that sets its process title (setproctitle: burrow-dns, the forwarder, the engine)
+# overwrites the memory /proc/PID/environ reads, so "XDG_RUNTIME_DIR=<ours> in its environment"
+# misses exactly the long-lived processes a leak is made of. Each session therefore runs its
+# commands in a cgroup of its own (cgroup v2, where the machine has it writable): every
+# descendant stays in it whatever it does (daemonizing, new namespaces, a new title), so its
+# member list is the world. The environment and the command line (the title still names the
+# runtime dir: `burrow-dns --config <runtime>/...`) are kept as markers where there is no cgroup.
+_CGROUP_ROOTS = ("/sys/fs/cgroup", "/sys/fs/cgroup/unified")
+
+# Descriptions of processes a closed session left (and killed), until a test's teardown takes
+# them (tests/conftest.py): a leftover fails the test whose world it was, whoever closed it.
+LEFTOVERS: list[str] = []
+
+
+def take_leftovers() -> list[str]:
+    out = LEFTOVERS[:]
+    LEFTOVERS.clear()
+    return out
+
+
+def _make_cgroup(name: str) -> str | None:
+    for root in _CGROUP_ROOTS:
+        if not os.path.exists(f"{root}/cgroup.controllers"):  # only cgroup v2 has it
+            continue
+        path = f"{root}/burrow-test-{name}"
+        try:
+            os.mkdir(path)
+            return path
+        except OSError:
+            continue
+    return None
+
+
+def _cgroup_pids(path: str) -> set[int]:
+    found: set[int] = set()
+    for d, _, _ in os.walk(path):
+        try:
+            with open(f"{d}/cgroup.procs") as f:
+                found.update(int(line) for line in f if line.strip())
+        except OSError:
+            pass
+    return found
+
+
+def _remove_cgroup(path: str) -> None:
+    for _ in range(40):  # members that were just killed leave it a moment later
+        try:
+            for d, _, _ in sorted(os.walk(path), key=lambda t: -len(t[0])):
+                os.rmdir(d)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.05)
+
+
+def describe(pid: int) -> str:
+    """`PID user: command line` (the title for a titled daemon), for a failure message."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        owner = pwd.getpwuid(os.stat(f"/proc/{pid}").st_uid).pw_name
+    except (OSError, KeyError):
+        return f"{pid} (gone)"
+    return f"{pid} {owner}: {cmd}"
 
 
 @dataclass(frozen=True)
@@ -146,9 +216,12 @@ class Result:
 class Session:
     """One private $XDG_RUNTIME_DIR: a whole burrow "world" of its own for one test."""
 
-    def __init__(self, user: RootlessUser, runtime: str) -> None:
+    def __init__(self, user: RootlessUser, runtime: str, cgroup: str | None = None) -> None:
         self.user = user
         self.runtime = runtime
+        self.cgroup = cgroup  # see _make_cgroup; None: markers only
+        # Which test made this world, for the failure a leftover of it becomes.
+        self.origin = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0] or "a session"
 
     def env(self) -> dict[str, str]:
         return {
@@ -160,7 +233,11 @@ class Session:
 
     def argv(self, cmd: Sequence[str]) -> list[str]:
         env = [f"{k}={v}" for k, v in self.env().items()]
-        return ["runuser", "-u", self.user.name, "--", "env", "-i", *env, *cmd]
+        argv = ["runuser", "-u", self.user.name, "--", "env", "-i", *env, *cmd]
+        if self.cgroup is None:
+            return argv
+        # Still root here: join the session's cgroup, then become the user.
+        return ["sh", "-c", 'echo $$ > "$0" && exec "$@"', f"{self.cgroup}/cgroup.procs", *argv]
 
     def run(self, cmd: Sequence[str], *, input: str | None = None, timeout: float = 60,
             check: bool = False) -> Result:
@@ -179,8 +256,11 @@ class Session:
         return subprocess.Popen(self.argv(cmd), text=True, cwd="/", **kw)  # type: ignore[call-overload, no-any-return]
 
     def leftover_pids(self) -> list[int]:
-        """Processes still carrying this session's runtime dir in their environment."""
-        needle = f"XDG_RUNTIME_DIR={self.runtime}".encode()
+        """Live processes of this session's world: its cgroup's members, and any process whose
+        environment or command line names its runtime dir."""
+        env_needle = f"XDG_RUNTIME_DIR={self.runtime}".encode()
+        cmd_needle = self.runtime.encode()
+        members = _cgroup_pids(self.cgroup) if self.cgroup else set()
         found = []
         for entry in os.listdir("/proc"):
             if not entry.isdigit() or int(entry) == os.getpid():
@@ -190,33 +270,50 @@ class Session:
                     status = f.read()
                 if "\nState:\tZ" in status:
                     continue  # zombies of a non-reaping PID 1 hold nothing
+                if int(entry) in members:
+                    found.append(int(entry))
+                    continue
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if cmd_needle in f.read():
+                        found.append(int(entry))
+                        continue
                 with open(f"/proc/{entry}/environ", "rb") as f:
-                    if needle in f.read().split(b"\0"):
+                    if env_needle in f.read().split(b"\0"):
                         found.append(int(entry))
             except (FileNotFoundError, ProcessLookupError, PermissionError):
                 pass
         return found
 
-    def close(self) -> list[int]:
-        """`burrow down`, then kill anything left (and report it, so a test can fail on it)."""
+    def close(self) -> list[str]:
+        """`burrow down`, then kill anything left. Returns what was left (`describe`), and
+        records it in LEFTOVERS, so the test whose world it was fails (tests/conftest.py)."""
         try:
             self.burrow("down", timeout=30)
         except subprocess.TimeoutExpired:
             pass
-        left = []
-        deadline = time.monotonic() + 3
+        # A warm engine (netns/server.py) of a world burrow does not manage (Podman's config
+        # dir) idles out after 30 s; removing its socket is how it is told to go now.
+        for sock in Path(self.runtime).rglob(statefiles.ENGINE_SOCK):
+            sock.unlink(missing_ok=True)
+        left: list[int] = []
+        deadline = time.monotonic() + 5  # an engine notices its socket is gone within 1 s
         while time.monotonic() < deadline:
             left = self.leftover_pids()
             if not left:
                 break
             time.sleep(0.05)
+        described = [describe(pid) for pid in left]
         for pid in left:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        if self.cgroup:
+            _remove_cgroup(self.cgroup)
         shutil.rmtree(self.runtime, ignore_errors=True)
-        return left
+        if described:
+            LEFTOVERS.append(f"{self.origin}: {'; '.join(described)}")
+        return described
 
 
 def main(argv: list[str]) -> int:
