@@ -38,8 +38,23 @@ def converge(rt: Runtime, store: Store) -> list[str]:
                     live.append(restored)
             else:
                 live.append(rec)
+        done += _rewrite_etc_files(rt, store, live)
         done += rt.restore_ports(live)
         done += rt.restore_dns()
+    return done
+
+
+def _rewrite_etc_files(rt: Runtime, store: Store, live: list[SandboxRecord]) -> list[str]:
+    """A command killed while it wrote a running sandbox's resolv.conf or hosts left the file
+    empty, and nothing else writes it again while the sandbox runs: names would not resolve
+    in it (glibc falls back to 127.0.0.1) with `burrow status` clean."""
+    from rootless.sandbox import etc_files_cut, write_resolv
+
+    done = []
+    for rec in live:
+        if rec.state == RUNNING and etc_files_cut(store, rec):
+            write_resolv(store, rec, rt)
+            done.append(f"wrote resolv.conf and hosts of sandbox {rec.name} again")
     return done
 
 

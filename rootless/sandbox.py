@@ -361,11 +361,24 @@ def reload(w: World, name: str) -> None:
 
 def write_resolv(store: Store, rec: SandboxRecord, rt: Runtime) -> None:
     """The files `burrow exec` mounts over /etc: resolv.conf, hosts and (with --hostname)
-    hostname, written as Podman writes them (`resolv_conf`, `hosts_file`)."""
+    hostname, written as Podman writes them (`resolv_conf`, `hosts_file`). Written in place
+    (a running `burrow exec` has them bind-mounted), so a writer killed half-way leaves one
+    empty: `burrow up` writes those again (rootless.recover)."""
     store.file(rec.name, RESOLV).write_text(resolv_conf(rec, rt.default_dns()))
     store.file(rec.name, HOSTS).write_text(hosts_file(rec))
     if rec.hostname:
         store.file(rec.name, HOSTNAME).write_text(rec.hostname + "\n")
+
+
+def etc_files_cut(store: Store, rec: SandboxRecord) -> bool:
+    """Whether a file write_resolv writes is missing or empty (none ever is when written)."""
+    for suffix in (RESOLV, HOSTS, *((HOSTNAME,) if rec.hostname else ())):
+        try:
+            if store.file(rec.name, suffix).stat().st_size == 0:
+                return True
+        except FileNotFoundError:
+            return True
+    return False
 
 
 def resolv_conf(rec: SandboxRecord, default_dns: Sequence[str]) -> str:

@@ -74,6 +74,18 @@ def has_subids(user_id: int | None = None) -> bool:
     return True
 
 
+def tied(cmd: Sequence[str]) -> list[str]:
+    """`cmd` killed when its parent dies (`setpriv --pdeathsig KILL`, util-linux like nsenter).
+
+    A command run in the world must not outlive the burrow that ran it: SIGKILLed (the OOM
+    killer, a CI timeout), that burrow released its locks, and the next `burrow up` tears down
+    and re-creates what it finds while the orphan, say an engine setup holding the old netns
+    open, goes on changing the same sandbox (found by test_killed_restore_converges). Tied at
+    both ends of nsenter: to us, and (inside the PID namespace, as nsenter's forked child) to
+    nsenter. Daemons a command starts fork first, and a fork does not inherit the tie."""
+    return ["setpriv", "--pdeathsig", "KILL", *cmd] if shutil.which("setpriv") else list(cmd)
+
+
 @dataclass(frozen=True)
 class Holder:
     proc: ProcRef
@@ -117,7 +129,8 @@ class Holder:
         env: Mapping[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         res = subprocess.run(
-            [*self.join_argv(net=net), *cmd], input=input, capture_output=True, text=True,
+            tied([*self.join_argv(net=net), *tied(cmd)]), input=input, capture_output=True,
+            text=True,
             env=self.env(env), timeout=timeout, stdin=None if input is not None else
             subprocess.DEVNULL,
         )
