@@ -160,9 +160,6 @@ def _daemon(server: object, pid_file: str, log_file: str | None, ready: int) -> 
     _detach(log_file)
 
     me = os.getpid()
-    with open(pid_file, "w") as f:
-        f.write(str(me))  # no newline, like aardvark
-
     loop = Loop()
     server.start(loop, float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT)))
 
@@ -177,6 +174,10 @@ def _daemon(server: object, pid_file: str, log_file: str | None, ready: int) -> 
     loop.on_signal(signal.SIGUSR1, lambda: server.stats.write(force=True))
     loop.on_signal(signal.SIGTERM, loop.stop)
     loop.on_signal(signal.SIGINT, loop.stop)
+    # Only now may anyone find us: a SIGHUP sent before the handlers were set was lost (forked
+    # from the engine, SIGHUP is ignored) or killed us, and with it a config change.
+    with open(pid_file, "w") as f:
+        f.write(str(me))  # no newline, like aardvark
     os.write(ready, b"1")
     os.close(ready)
     log.info("serving %s port %d", ", ".join(server.listeners), server.port)

@@ -128,6 +128,14 @@ def bind_all(ips: Iterable[str], port: int) -> tuple[dict[str, Listener], list[s
     return listeners, gone
 
 
+def _dir_id(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
 def listen_ips(networks: Iterable[config.Network]) -> list[str]:
     return list(dict.fromkeys(ip for n in networks for ip in n.listen_ips))
 
@@ -167,6 +175,7 @@ class Server:
         self.tcp: TcpClients | None = None
         self.control: control.Listener | None = None
         self.stopping = False  # no network was left: on_empty() was called
+        self.dir_id = _dir_id(config_dir)
 
     @classmethod
     def prepare(cls, config_dir: str, port: int, policy: Policy,
@@ -220,6 +229,13 @@ class Server:
     def _write_stats(self) -> None:
         assert self.loop is not None
         self.loop.call_later(STATS_EVERY, self._write_stats)  # first: a failure must not stop it
+        if _dir_id(self.config_dir) != self.dir_id:
+            # Removed (a world's runtime dir gone) or replaced: our pid file went with it, so
+            # no engine can signal us any more, and a new server could not bind our port.
+            log.info("config directory %s is gone: nobody can reach us, exiting", self.config_dir)
+            self.stopping = True
+            self.on_empty()
+            return
         self.stats.write()
 
     def _update_own(self) -> None:
