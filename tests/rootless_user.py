@@ -2,7 +2,8 @@
 
 Root is used only here, for set-up: create the test user (idempotent), give it a subordinate
 uid/gid range, make /dev/net/tun usable, and make a private 0700 runtime directory per session
-(there is no logind on CI machines, so nothing else provides $XDG_RUNTIME_DIR).
+(there is no logind on CI machines, so nothing else provides $XDG_RUNTIME_DIR), and a cgroup
+per session where cgroup v2 is writable, so that whatever a world leaves running is found.
 Everything burrow itself does then runs as that user through `runuser ... env -i ...`.
 
 Usable as a module (`RootlessUser`, `Session`) and as a script:
@@ -236,8 +237,10 @@ class Session:
         argv = ["runuser", "-u", self.user.name, "--", "env", "-i", *env, *cmd]
         if self.cgroup is None:
             return argv
-        # Still root here: join the session's cgroup, then become the user.
-        return ["sh", "-c", 'echo $$ > "$0" && exec "$@"', f"{self.cgroup}/cgroup.procs", *argv]
+        # Still root here: join the session's cgroup (if that fails, the markers remain), then
+        # become the user.
+        join = 'echo $$ 2>/dev/null > "$0"; exec "$@"'
+        return ["sh", "-c", join, f"{self.cgroup}/cgroup.procs", *argv]
 
     def run(self, cmd: Sequence[str], *, input: str | None = None, timeout: float = 60,
             check: bool = False) -> Result:
