@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = REPO / ".venv" / "bin"
 DEFAULT_USER = "burrowtest"
 SUBID_COUNT = 65536
+RUNTIME_PARENT, RUNTIME_PREFIX = "/tmp", "burrow-rt-"  # each session's runtime dir
 PATH = f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
 
 
@@ -133,7 +134,7 @@ class RootlessUser:
         )
 
     def session(self) -> Session:
-        runtime = tempfile.mkdtemp(prefix="burrow-rt-", dir="/tmp")
+        runtime = tempfile.mkdtemp(prefix=RUNTIME_PREFIX, dir=RUNTIME_PARENT)
         os.chown(runtime, self.uid, self.gid)
         os.chmod(runtime, 0o700)
         return Session(self, runtime, _make_cgroup(os.path.basename(runtime)))
@@ -164,6 +165,7 @@ def _make_cgroup(name: str) -> str | None:
     for root in _CGROUP_ROOTS:
         if not os.path.exists(f"{root}/cgroup.controllers"):  # only cgroup v2 has it
             continue
+        _sweep_cgroups(root)
         path = f"{root}/burrow-test-{name}"
         try:
             os.mkdir(path)
@@ -171,6 +173,23 @@ def _make_cgroup(name: str) -> str | None:
         except OSError:
             continue
     return None
+
+
+def _sweep_cgroups(root: str) -> None:
+    """Remove the cgroups of closed sessions that were still busy when closed (a killed
+    member not yet gone: exiting takes a while on a loaded machine, and a zombie of this
+    machine's non-reaping PID 1 can hold one). A session's is closed once its runtime dir
+    is gone; a busy one stays until a later sweep."""
+    try:
+        names = [n for n in os.listdir(root) if n.startswith(f"burrow-test-{RUNTIME_PREFIX}")]
+    except OSError:
+        return
+    for n in names:
+        if not os.path.exists(f"{RUNTIME_PARENT}/{n.removeprefix('burrow-test-')}"):
+            try:
+                os.rmdir(f"{root}/{n}")
+            except OSError:
+                pass
 
 
 def _cgroup_pids(path: str) -> set[int]:
