@@ -45,15 +45,21 @@ def collect(w: World) -> dict[str, Any]:
 
 
 def _client_address_note(fwd: Any) -> str | None:
-    """Where the forwarder could not keep client addresses (rootless.ports.clientaddr)."""
+    """Where the forwarder could not keep client addresses (rootless.ports.clientaddr). The
+    user netns's reply routing serves UDP; TCP needs it only where the sandbox's own part
+    (`inside_unavailable`) failed too."""
     ca = fwd.get("client_address") if isinstance(fwd, dict) else None
     gone = ca.get("unavailable") if isinstance(ca, dict) else None
     if not isinstance(gone, list) or not gone:
         return None
-    fams = "/".join(sorted({f"IPv{u.get('family')}" for u in gone if isinstance(u, dict)}))
-    why = "; ".join(sorted({str(u.get("reason")) for u in gone if isinstance(u, dict)}))
-    return (f"client addresses are not kept for {fams} ({why}): sandboxes see their own "
-            "address as the peer of published ports")
+    gone = [u for u in gone if isinstance(u, dict)]
+    inside = ca.get("inside_unavailable") if isinstance(ca, dict) else None
+    inside_fams = {u.get("family") for u in inside or [] if isinstance(u, dict)}
+    protos = "TCP and UDP" if inside_fams & {u.get("family") for u in gone} else "UDP"
+    fams = "/".join(sorted({f"IPv{u.get('family')}" for u in gone}))
+    why = "; ".join(sorted({str(u.get("reason")) for u in gone}))
+    return (f"client addresses are not kept for {protos} over {fams} ({why}): sandboxes see "
+            "their own address as the peer of those published ports")
 
 
 def render(w: World, info: dict[str, Any]) -> str:

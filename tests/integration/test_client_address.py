@@ -172,7 +172,7 @@ def test_no_reply_routing_falls_back_with_a_note(world: tuple[HostSession, Netns
     assert {u["family"] for u in gone} == {4, 6}, fwd
     assert all("Operation not supported" in u["reason"] for u in gone), gone
     text = rl.burrow("status", check=True).out
-    assert "note:       client addresses are not kept for IPv4/IPv6" in text, text
+    assert "note:       client addresses are not kept for UDP over IPv4/IPv6" in text, text
     assert "PROBLEM" not in text, text
     log = rl.run(["sh", "-c", 'cat "$XDG_RUNTIME_DIR/burrow/log/forwarder.log"']).out
     assert log.count("client addresses cannot be kept for IPv4") == 1, log

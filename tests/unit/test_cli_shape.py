@@ -341,3 +341,20 @@ def test_command_modules_register_in_one_place() -> None:
     names = set(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
     assert {"up", "status", "down", "exec", "network", "sandbox", "port", "podman"} <= names
     assert cli.COMMAND_MODULES[:4] == ("world_cmds", "sandbox_cmds", "network_cmds", "port_cmds")
+
+
+def test_client_address_note_names_what_is_lost() -> None:
+    from rootless.status import _client_address_note
+
+    via = [{"netns": "/run/x", "family": 4, "reason": "nft: no"}]
+    assert _client_address_note({"client_address": {"unavailable": []}}) is None
+    assert _client_address_note({"client_address": {"unavailable": via}}) == (
+        "client addresses are not kept for UDP over IPv4 (nft: no): sandboxes see their own "
+        "address as the peer of those published ports")  # TCP keeps them inside the sandbox
+    both = {"unavailable": via, "inside_unavailable": [{"netns": "/s", "family": 4,
+                                                        "reason": "ip: no"}]}
+    assert "not kept for TCP and UDP over IPv4" in str(_client_address_note(
+        {"client_address": both}))
+    v6_inside = {"unavailable": via, "inside_unavailable": [{"family": 6, "reason": "r"}]}
+    assert "not kept for UDP over IPv4" in str(_client_address_note(
+        {"client_address": v6_inside}))
