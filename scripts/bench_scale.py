@@ -29,7 +29,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from scripts.bench_engine import AARDVARK, NETAVARK, Tool  # noqa: E402
+from scripts.bench_engine import AARDVARK, NETAVARK, Tool, config_parent  # noqa: E402
 from tests.nsutil import VENV_BIN, Netns  # noqa: E402
 
 NET_ID = secrets.token_hex(32)
@@ -121,7 +121,8 @@ def main() -> int:
     }  # fmt: skip
     parts = args.only or ["netavark", "nftables", "profile", "dns", "rootless"]
     print(f"== scripts/bench scale: N = {n}; burrow from {args.burrow_venv}; "
-          f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+          f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; config dirs in "
+          f"{config_parent() or 'the temp dir (no tmpfs found)'}")
     for dual in [s == "dual" for s in args.shape or ["v4", "dual"]]:
         keys = [k for k in ("netavark", "nftables", "iptables") if k in parts]
         if keys:

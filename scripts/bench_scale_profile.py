@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from netns import netavark_cli  # noqa: E402
 from netns.nsenter import entered  # noqa: E402
+from scripts.bench_engine import config_parent  # noqa: E402
 from scripts.bench_scale import options  # noqa: E402  (the one container shape of the scale rows)
 from tests.nsutil import VENV_BIN, Netns  # noqa: E402
 
@@ -104,7 +105,7 @@ def call(config: Path, driver: str, command: str, ctr: Netns, opts: dict[str, An
 
 
 def run(n: int, dual: bool, driver: str) -> list[str]:
-    config = Path(tempfile.mkdtemp(prefix="bfw-prof-"))
+    config = Path(tempfile.mkdtemp(prefix="bfw-prof-", dir=config_parent()))
     prof = {k: cProfile.Profile() for k in ("s_first", "s_last", "t_first", "t_last")}
     ctrs: list[tuple[Netns, dict[str, Any]]] = []
     try:
