@@ -27,7 +27,7 @@ import socket
 import struct
 from collections.abc import Mapping
 
-from netns.linkdump import IFINFOMSG, NLM_F_REQUEST, NLMSG_ERROR, NLMSGHDR, RTATTR
+from netns.linkdump import IFINFOMSG, NLMSG_ERROR, NLMSGHDR, RTATTR, error_code, replies
 
 RTM_SETLINK = 19
 RTM_NEWNETCONF, RTM_GETNETCONF = 80, 82
@@ -74,23 +74,12 @@ def ipv4_forwarding(sock: socket.socket) -> int:
 
 def _request(sock: socket.socket, kind: int, flags: int, body: bytes) -> bytes:
     """Send one request; returns the body of its answer (b"" for an ack), OSError on an error."""
-    seq = int.from_bytes(os.urandom(4), "little")
-    sock.send(NLMSGHDR.pack(NLMSGHDR.size + len(body), kind, NLM_F_REQUEST | flags, seq, 0) + body)
-    buf = bytearray(1 << 16)
-    while True:
-        n = sock.recv_into(buf)
-        off = 0
-        while off + NLMSGHDR.size <= n:
-            length, rkind, _flags, rseq, _pid = NLMSGHDR.unpack_from(buf, off)
-            if length < NLMSGHDR.size or off + length > n:
-                raise OSError(errno.EPROTO, "truncated rtnetlink reply")
-            if rseq == seq:
-                payload = bytes(buf[off + NLMSGHDR.size : off + length])
-                if rkind == NLMSG_ERROR:
-                    code = -_S32.unpack_from(payload)[0]
-                    if code:
-                        raise OSError(code, os.strerror(code))
-                    return b""
-                if rkind == RTM_NEWNETCONF:
-                    return payload
-            off += (length + 3) & ~3
+    for rkind, buf, off, length in replies(sock, kind, flags, body):
+        if rkind == NLMSG_ERROR:
+            code = error_code(buf, off)
+            if code:
+                raise OSError(code, os.strerror(code))
+            return b""
+        if rkind == RTM_NEWNETCONF:
+            return bytes(buf[off + NLMSGHDR.size : off + length])
+    raise AssertionError("unreachable: replies() never ends")  # pragma: no cover

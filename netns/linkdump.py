@@ -19,6 +19,7 @@ import errno
 import os
 import socket
 import struct
+from collections.abc import Iterator
 
 NETLINK_ROUTE = 0
 RTM_NEWLINK, RTM_GETLINK = 16, 18
@@ -29,6 +30,7 @@ NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
 RTATTR = struct.Struct("=HH")
 _U32 = struct.Struct("=I")
+_S32 = struct.Struct("=i")
 _HDR = NLMSGHDR.size + IFINFOMSG.size
 
 
@@ -45,32 +47,46 @@ def bridge_ports(sock: socket.socket, bridge: int, limit: int | None = None) -> 
     With `limit`, returns as soon as `limit` ports are known: a list that long may be partial,
     and then the dump is unfinished and `sock` must be closed (see `finished`)."""
     body = IFINFOMSG.pack(0, 0, 0, 0, 0) + RTATTR.pack(8, IFLA_MASTER) + _U32.pack(bridge)
-    seq = int.from_bytes(os.urandom(4), "little")
-    sock.send(NLMSGHDR.pack(NLMSGHDR.size + len(body), RTM_GETLINK,
-                             NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body)
-    buf = bytearray(1 << 17)
     ports: list[int] = []
+    for kind, buf, off, length in replies(sock, RTM_GETLINK, NLM_F_DUMP, body):
+        if kind == NLMSG_DONE:
+            return ports
+        if kind == NLMSG_ERROR:
+            code = error_code(buf, off)
+            if code:
+                raise OSError(code, f"link dump: {os.strerror(code)}")
+        elif kind == RTM_NEWLINK and length >= _HDR:
+            index = IFINFOMSG.unpack_from(buf, off + NLMSGHDR.size)[2]
+            if _master(buf, off + _HDR, off + length) == bridge:
+                ports.append(index)
+                if limit is not None and len(ports) >= limit:
+                    return ports
+    raise AssertionError("unreachable: replies() never ends")  # pragma: no cover
+
+
+def replies(sock: socket.socket, kind: int, flags: int, body: bytes
+            ) -> Iterator[tuple[int, bytearray, int, int]]:
+    """Send one rtnetlink request; yield (type, buffer, offset, length) of each answer to it,
+    in order, for as long as the caller reads (it stops at NLMSG_DONE, an ack or what it
+    wanted). The buffer is reused by the next datagram: read a message before moving on."""
+    seq = int.from_bytes(os.urandom(4), "little")
+    sock.send(NLMSGHDR.pack(NLMSGHDR.size + len(body), kind, NLM_F_REQUEST | flags, seq, 0) + body)
+    buf = bytearray(1 << 17)
     while True:
         n = sock.recv_into(buf)
         off = 0
         while off + NLMSGHDR.size <= n:
-            length, kind, _flags, rseq, _pid = NLMSGHDR.unpack_from(buf, off)
+            length, rkind, _flags, rseq, _pid = NLMSGHDR.unpack_from(buf, off)
             if length < NLMSGHDR.size or off + length > n:
                 raise OSError(errno.EPROTO, "truncated rtnetlink reply")
             if rseq == seq:
-                if kind == NLMSG_DONE:
-                    return ports
-                if kind == NLMSG_ERROR:
-                    code = -struct.unpack_from("=i", buf, off + NLMSGHDR.size)[0]
-                    if code:
-                        raise OSError(code, f"link dump: {os.strerror(code)}")
-                elif kind == RTM_NEWLINK and length >= _HDR:
-                    index = IFINFOMSG.unpack_from(buf, off + NLMSGHDR.size)[2]
-                    if _master(buf, off + _HDR, off + length) == bridge:
-                        ports.append(index)
-                        if limit is not None and len(ports) >= limit:
-                            return ports
+                yield rkind, buf, off, length
             off += (length + 3) & ~3
+
+
+def error_code(buf: bytearray, off: int) -> int:
+    """The errno of an NLMSG_ERROR message at `off` (0: an ack)."""
+    return -int(_S32.unpack_from(buf, off + NLMSGHDR.size)[0])
 
 
 def finished(ports: list[int], limit: int | None) -> bool:
