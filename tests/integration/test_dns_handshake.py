@@ -11,7 +11,6 @@ import os
 import signal
 import socket
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 from netns import statefiles
 from netns.aardvark import AardvarkConfig, Entry
 from netns.dns import control
+from tests.engine_util import wait_for
 from tests.integration.test_dns_support import BURROW_DNS, addrs, pid_of, query, start_dns, wait_dead
 from tests.nsutil import Netns
 
@@ -31,15 +31,6 @@ LISTEN = "10.87.0.1"
 def _entry(i: int) -> Entry:
     return Entry("hsnet", False, (LISTEN,), (), f"{i:064x}", (f"10.87.{i // 250}.{i % 250 + 2}",),
                  (), (f"h{i}",), ())
-
-
-def _until(pred: Callable[[], bool], timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 @pytest.fixture
@@ -102,7 +93,7 @@ def test_without_a_reload_socket_the_server_gets_sighup(
         assert control.request(str(conf.dir), 1.0) is None
         conf.add([_entry(400)])
         conf.notify(start=False)
-        assert _until(lambda: _first_answer(ns, 400) == [_entry(400).ipv4[0]])
+        assert wait_for(lambda: _first_answer(ns, 400) == [_entry(400).ipv4[0]], 10)
     finally:
         os.kill(pid, signal.SIGTERM)
         wait_dead(pid)

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.engine_util import wait_for
 from tests.integration.test_dns_hostile import stats
 from tests.integration.test_dns_support import addrs, pid_of, query, start_dns
 from tests.nsutil import Netns
@@ -31,15 +31,6 @@ def _write(cfg: Path, n: int, ids: range) -> None:
     tmp = cfg / f".net{n}.tmp"
     tmp.write_text("\n".join([f"10.88.{n}.1"] + [_line(n, i) for i in ids]) + "\n")
     tmp.replace(cfg / f"net{n}")
-
-
-def _until(pred: Callable[[], bool], timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_reload_reads_only_the_changed_file(netns_factory: Callable[[], Netns],
@@ -69,18 +60,18 @@ def test_reload_reads_only_the_changed_file(netns_factory: Callable[[], Netns],
         with open(cfg / "net7", "a") as f:  # the engine adds one container
             f.write(_line(7, 99) + "\n")
         os.kill(pid, signal.SIGHUP)
-        assert _until(lambda: a(7, "n7c99") == ["10.88.7.109"])
+        assert wait_for(lambda: a(7, "n7c99") == ["10.88.7.109"], 10)
         grown = counters()
         assert grown["files_read"] == start["files_read"] + 1
         assert grown["lines_parsed"] == start["lines_parsed"] + 1  # the new line, not the file
         _write(cfg, 12, range(1, PER))  # the engine removes one: rewrite and rename
         os.kill(pid, signal.SIGHUP)
-        assert _until(lambda: a(12, "n12c0") == [])
+        assert wait_for(lambda: a(12, "n12c0") == [], 10)
         shrunk = counters()
         assert shrunk["files_read"] == grown["files_read"] + 1
         assert shrunk["lines_parsed"] == grown["lines_parsed"] + PER  # that file, whole
         os.kill(pid, signal.SIGHUP)  # nothing changed: the directory is scanned, nothing read
-        assert _until(lambda: counters()["reads"] > shrunk["reads"])
+        assert wait_for(lambda: counters()["reads"] > shrunk["reads"], 10)
         assert counters()["files_read"] == shrunk["files_read"]
         for n in (0, 7, 12, NETS - 1):  # every network still answers
             assert a(n, f"n{n}c3") == [f"10.88.{n}.13"]
