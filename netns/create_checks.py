@@ -30,7 +30,7 @@ def name_and_id(req: CreateRequest) -> None:
         raise BurrowError(f"network already exists {net.name}")
     if not net.id:
         raise BurrowError("Network id must be supplied")
-    if not HEX_ID_RE.match(net.id):
+    if not HEX_ID_RE.fullmatch(net.id):
         raise BurrowError(f'Network id must be a 64 character hexadecimal string "{net.id}"')
 
 

@@ -11,6 +11,8 @@ import re
 from netns.errors import BurrowError
 
 IFNAMSIZ = 15  # the kernel's limit, without the trailing NUL
+# Every pattern here is applied with fullmatch(), never match(): `$` also matches just before a
+# trailing newline, so "web\n" passed every check and reached DNS files and iptables batches.
 # Kernel interface names can hold almost anything but '/', ':' and whitespace; we also refuse
 # '+' (an iptables wildcard) and other punctuation that could change a rule's meaning.
 IFNAME_RE = re.compile(r"^[A-Za-z0-9_.\-@]+$")
@@ -31,7 +33,7 @@ def ifname(name: str, what: str) -> str:
         raise BurrowError(
             f"{what} name {name!r} is too long: {len(name)} characters, the kernel allows {IFNAMSIZ}"
         )
-    if name in (".", "..") or not IFNAME_RE.match(name):
+    if name in (".", "..") or not IFNAME_RE.fullmatch(name):
         raise BurrowError(
             f"{what} name {name!r} is not valid: use letters, digits and '_', '.', '-' only"
         )
@@ -48,7 +50,7 @@ def is_ifname(name: str) -> bool:
 
 def mac(text: str, what: str = "static mac") -> str:
     """A unicast MAC, normalised to lower case as netlink reports it back."""
-    if not MAC_RE.match(text):
+    if not MAC_RE.fullmatch(text):
         raise BurrowError(
             f"invalid {what} {text!r}: expected six hex octets like 92:d0:c6:0a:29:10"
         )
@@ -63,7 +65,7 @@ def mac(text: str, what: str = "static mac") -> str:
 
 def is_name(text: str) -> bool:
     """Podman's name/id pattern: letters, digits, '_', '.', '-', not starting with '_.-'."""
-    return bool(NAME_RE.match(text))
+    return bool(NAME_RE.fullmatch(text))
 
 
 def name(text: str, what: str, limit: int = MAX_NAME) -> str:
@@ -74,7 +76,7 @@ def name(text: str, what: str, limit: int = MAX_NAME) -> str:
         raise BurrowError(
             f"invalid {what} {text[:20]!r}...: {len(text)} characters, the limit is {limit}"
         )
-    if not NAME_RE.match(text):
+    if not NAME_RE.fullmatch(text):
         raise BurrowError(
             f"invalid {what} {text!r}: use letters, digits, '_', '.', '-', "
             "starting with a letter or digit"

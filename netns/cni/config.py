@@ -65,7 +65,7 @@ def parse_env(env: Mapping[str, str]) -> Env:
     if command in ("VERSION", "STATUS", "GC"):
         return Env(command, "", "", "", {}, tuple(p for p in env.get("CNI_PATH", "").split(":") if p))
     cid = _need(env, "CNI_CONTAINERID")
-    if not CONTAINER_ID_RE.match(cid) or len(cid) > 1024:
+    if not CONTAINER_ID_RE.fullmatch(cid) or len(cid) > 1024:
         raise CniError(E.INVALID_ENV, f"invalid CNI_CONTAINERID {cid[:80]!r}",
                        "it must start with a letter or digit, then letters, digits, _ . -")  # fmt: skip
     netns = env.get("CNI_NETNS", "")

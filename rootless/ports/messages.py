@@ -40,7 +40,7 @@ def _field(obj: Mapping[str, Any], key: str, kind: type[T]) -> T:
 
 
 def owner(text: Any) -> str:
-    if not isinstance(text, str) or not OWNER_RE.match(text):
+    if not isinstance(text, str) or not OWNER_RE.fullmatch(text):
         raise BurrowError(f"invalid sandbox {text!r:.80}: expected a name of letters, digits, "
                           "'_', '.' and '-' (at most 128)")
     return text

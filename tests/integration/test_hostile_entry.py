@@ -1,0 +1,81 @@
+"""Hostile fields at `burrow-netavark setup`, tried for real (a throwaway host netns, the real
+CLI, the iptables driver whose batches are line-based). A name with a trailing newline passed
+the entry checks (`re.match` with `$`), so setup got as far as the firewall before
+iptables-restore choked on the split line, or, under nftables, succeeded with a network named
+"hard\\n" in its state files. Now it is refused before the first side effect."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.engine_util import World, network, options
+from tests.nsutil import Netns, unique
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture
+def world(host_ns: Netns, tmp_path: Path) -> World:
+    return World(host_ns, tmp_path / "cfg", "iptables")
+
+
+def request(mutate: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    net = network("hardnet", unique("be-"), [("10.97.4.0/24", "10.97.4.1")])
+    opts = options("web", [(net, {"interface_name": "eth0", "static_ips": ["10.97.4.5"]})])
+    opts["port_mappings"] = [{"host_ip": "", "container_port": 80, "host_port": 8080, "range": 1,
+                              "protocol": "tcp"}]
+    mutate(opts)
+    return opts
+
+
+def _rename(opts: dict[str, Any], new: str) -> None:
+    opts["networks"] = {new: opts["networks"].pop("hardnet")}
+    info = opts["network_info"].pop("hardnet")
+    info["name"] = new
+    opts["network_info"][new] = info
+
+
+def _host_state(w: World) -> tuple[str, str]:
+    links = w.host.run(["ip", "-o", "link"]).stdout
+    rules = w.host.run(["iptables-save"]).stdout
+    return links, "\n".join(ln for ln in rules.splitlines() if ln.startswith("-A"))
+
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda o: _rename(o, "hard\n"), "invalid network name"),
+    (lambda o: o.update(container_id=o["container_id"] + "\n"), "invalid container id"),
+    (lambda o: o.update(container_name="web\n"), "invalid container name"),
+    (lambda o: o["networks"]["hardnet"].update(interface_name="eth0\n"), "container interface"),
+    (lambda o: o["networks"]["hardnet"].update(static_mac="92:d0:c6:0a:29:10\n"), "static mac"),
+], ids=["network_name", "container_id", "container_name", "interface_name", "static_mac"])
+def test_a_trailing_newline_is_refused_before_any_change(
+    world: World, ctr_ns: Netns, mutate: Callable[[dict[str, Any]], None], message: str
+) -> None:
+    before = _host_state(world)
+    res = world.netavark("setup", ctr_ns, request(mutate), check=False)
+    assert res.returncode == 1, res.stdout
+    assert message in json.loads(res.stdout)["error"]
+    assert _host_state(world) == before  # no bridge, no rule: refused at the entry
+    assert "eth0" not in ctr_ns.run(["ip", "-o", "link"]).stdout
+    assert not (world.config / "firewall").exists()
+
+
+def test_an_alias_with_a_trailing_newline_is_skipped_like_any_bad_alias(
+    world: World, ctr_ns: Netns
+) -> None:
+    """Netavark 1.15 skips an alias that cannot be a name, with a warning; a trailing newline
+    made the whole setup fail later, in the DNS config writer."""
+    dns = World(world.host, world.config, "none", env={"RUST_LOG": "warn"}, aardvark="/bin/true")
+    opts = request(lambda o: o["networks"]["hardnet"].update(aliases=["www\n", "good"]))
+    opts["network_info"]["hardnet"]["dns_enabled"] = True
+    opts["port_mappings"] = []
+    res = dns.netavark("setup", ctr_ns, opts)
+    assert "skipping DNS alias 'www\\n'" in res.stderr
+    text = "".join(p.read_text() for p in (world.config / "aardvark-dns").iterdir() if p.is_file())
+    assert text.splitlines()[1].endswith(" 10.97.4.5  web,good"), text
+    dns.teardown(ctr_ns, opts)
