@@ -6,7 +6,6 @@ refuses: a new network's name, id, bridge name, IPAM choice, DNS servers, subnet
 
 from __future__ import annotations
 
-import ipaddress
 import re
 
 from netns import ipam, names
@@ -75,10 +74,7 @@ def lease_range(sub: Subnet) -> None:
             continue
         if not isinstance(text, str):
             raise BurrowError(f"invalid {key}: {text!r} is not an IP address")
-        try:
-            ip = ipaddress.ip_address(text)
-        except ValueError:
-            raise BurrowError(f"invalid {key}: {text!r} is not an IP address") from None
+        ip = parse_ip(text, key)
         if ip not in sub.subnet:
             raise BurrowError(f"lease range {key} {ip} not in subnet {sub.subnet}")
         ips.append(ip)

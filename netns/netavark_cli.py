@@ -8,7 +8,6 @@ as text on stderr with exit code 2; logs on stderr only when RUST_LOG or --log-l
 from __future__ import annotations
 
 import io
-import ipaddress
 import json
 import logging
 import os
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from netns import __version__, logs
 from netns.errors import BurrowError, UsageError, error_json
-from netns.schema import IPAddress
+from netns.schema import IPAddress, parse_ip
 
 log = logging.getLogger("netns.cli")
 
@@ -216,13 +215,7 @@ def run(argv: Sequence[str], stdin: bytes, env: Mapping[str, str]) -> tuple[str,
 
 
 def _dns_servers(texts: Sequence[str]) -> tuple[IPAddress, ...]:
-    out = []
-    for s in texts:
-        try:
-            out.append(ipaddress.ip_address(s))
-        except ValueError:
-            raise BurrowError(f"invalid DNS server {s!r}: not an IP address") from None
-    return tuple(out)
+    return tuple(parse_ip(s, "DNS server") for s in texts)
 
 
 def _dispatch(args: Args, stdin: bytes, env: Mapping[str, str]) -> str:

@@ -29,6 +29,7 @@ log = logging.getLogger("netns.validate")
 
 # Kept for the rootless CLI, which offers the engine's drivers and macvlan modes.
 DRIVERS = drivers.USABLE
+MAX_METRIC = 2**32 - 1
 MACVLAN_MODES = macvlan.MODES
 
 
@@ -63,6 +64,9 @@ def _routes(net: Network) -> tuple[Route, ...]:
             raise BurrowError(f"route to {r.destination}: unknown route_type {r.route_type!r}")
         if r.gateway is not None and r.gateway.version != r.destination.version:
             raise BurrowError(f"route to {r.destination}: gateway {r.gateway} is another IP family")
+        if r.metric is not None and not 0 <= r.metric <= MAX_METRIC:
+            # a u32 in netlink: anything else failed mid-apply as an "internal error"
+            raise BurrowError(f"route to {r.destination}: metric {r.metric} is not 0-{MAX_METRIC}")
     return routes
 
 
@@ -109,7 +113,7 @@ def attachment(net: Network, per: PerNetworkOptions) -> Attachment:
         gateways=gateways(net),
         mac=names.mac(per.static_mac) if per.static_mac else None,
         mtu=mtu_option(net),
-        metric=int_option(net, "metric", 100, 0, 2**32 - 1),
+        metric=int_option(net, "metric", 100, 0, MAX_METRIC),
         default_route=not net.internal and not bool_option(net, "no_default_route"),
         routes=_routes(net),
         aliases=dns_aliases(per.aliases),

@@ -79,3 +79,51 @@ def test_an_alias_with_a_trailing_newline_is_skipped_like_any_bad_alias(
     text = "".join(p.read_text() for p in (world.config / "aardvark-dns").iterdir() if p.is_file())
     assert text.splitlines()[1].endswith(" 10.97.4.5  web,good"), text
     dns.teardown(ctr_ns, opts)
+
+
+def dual(mutate: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    net = network("hn", unique("be-"), [("10.97.5.0/24", "10.97.5.1"), ("fd97::/64", "fd97::1")],
+                  ipv6_enabled=True)
+    opts = options("web", [(net, {"interface_name": "eth0", "static_ips": ["10.97.5.5", "fd97::5"]})])
+    mutate(opts)
+    return opts
+
+
+def _info(o: dict[str, Any]) -> dict[str, Any]:
+    info: dict[str, Any] = o["network_info"]["hn"]
+    return info
+
+
+def _port(host_ip: str) -> list[dict[str, Any]]:
+    return [{"host_ip": host_ip, "container_port": 80, "host_port": 8080, "range": 1,
+             "protocol": "tcp"}]
+
+
+# Python's ipaddress takes "fd97::5%zz" (a scope id); the old code set up a container whose
+# status said "fd97::5%zz/64", or failed mid-apply in nft/ip6tables/netlink ("internal error"
+# for a metric past u32).
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda o: o["networks"]["hn"].update(static_ips=["10.97.5.5", "fd97::5%zz"]), "%zone"),
+    (lambda o: _info(o)["subnets"][1].update(gateway="fd97::1%zz"), "%zone"),
+    (lambda o: _info(o)["subnets"][1].update(subnet="fd97::%zz/64"), "%zone"),
+    (lambda o: o.update(port_mappings=_port("fd97::9%zz")), "%zone"),
+    (lambda o: _info(o).update(routes=[{"destination": "fd98::/64", "gateway": "fd97::1%zz"}]),
+     "%zone"),
+    (lambda o: o.update(dns_servers=["fe80::1%x y"]), "%zone"),
+    (lambda o: _info(o).update(routes=[{"destination": "10.98.0.0/24", "metric": 2**40}]),
+     "metric 1099511627776 is not 0-4294967295"),
+    (lambda o: _info(o).update(routes=[{"destination": "10.98.0.0/24", "metric": -1}]),
+     "metric -1 is not"),
+], ids=["static_ip", "gateway", "subnet", "host_ip", "route_gateway", "dns_server",
+        "metric_big", "metric_negative"])
+def test_an_address_with_a_zone_or_a_metric_past_u32_is_refused_before_any_change(
+    world: World, ctr_ns: Netns, mutate: Callable[[dict[str, Any]], None], message: str
+) -> None:
+    before = _host_state(world)
+    res = world.netavark("setup", ctr_ns, dual(mutate), check=False)
+    assert res.returncode == 1, res.stdout
+    error = json.loads(res.stdout)["error"]
+    assert message in error and "internal error" not in error, error
+    assert _host_state(world) == before
+    assert "eth0" not in ctr_ns.run(["ip", "-o", "link"]).stdout
+    assert not (world.config / "firewall").exists()
