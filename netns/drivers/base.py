@@ -58,10 +58,12 @@ def int_option(net: Network, key: str, default: int, low: int, high: int) -> int
     text = net.option(key)
     if text is None or text == "":
         return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise BurrowError(f"unable to parse {key!r}: {text!r} is not a number") from None
+    # As Rust's str::parse::<u32> (netavark): ASCII digits with an optional sign; Python's int()
+    # would also take " 1500 ", "1_500" and other scripts' digits.
+    digits = text[1:] if text[:1] in "+-" else text
+    if not (digits.isascii() and digits.isdigit()):
+        raise BurrowError(f"unable to parse {key!r}: {text!r} is not a number")
+    value = int(text)
     if not low <= value <= high:
         raise BurrowError(f"option {key}={value} is out of range {low}-{high}")
     return value

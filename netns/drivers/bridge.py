@@ -74,7 +74,7 @@ def vlan_option(net: Network) -> int | None:
     text = net.option("vlan")
     if text is None or text == "":
         return None
-    if not text.isdigit() or int(text) > MAX_U16:
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_U16:  # "²".isdigit() too
         raise BurrowError(f"unable to parse 'vlan': {text!r} is not a number from 0 to {MAX_U16}")
     vlan = int(text)
     if vlan > MAX_VLAN:
