@@ -13,14 +13,14 @@ import logging
 import os
 import random
 import socket
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pyroute2 import IPRoute  # noqa: TID251 - this module is the one allowed importer
 from pyroute2.netlink.exceptions import NetlinkError  # noqa: TID251
 
-from netns import devconf, linkdump
+from netns import bridges, devconf, linkdump
+from netns.bridges import Outcome
 from netns.errors import BurrowError
 from netns.nsenter import entered
 from netns.plan import (
@@ -42,21 +42,8 @@ from netns.plan import (
 
 log = logging.getLogger("netns.netlink")
 RTPROT_STATIC = 4
-IN6_ADDR_GEN_MODE_NONE = 1  # the kernel makes no IPv6 address for the link (addrgenmode none)
-NO_HOST_PORT_ADDRESSES = {
-    "attrs": [("AF_INET6", {"attrs": [("IFLA_INET6_ADDR_GEN_MODE", IN6_ADDR_GEN_MODE_NONE)]})]}
-BRPORT_HAIRPIN = 1  # IFLA_BRPORT_MODE: the bridge may send a frame back out of its own port
-HAIRPIN_PORT = {"attrs": [("IFLA_INFO_SLAVE_KIND", "bridge"), (
-    "IFLA_INFO_SLAVE_DATA", {"attrs": [("IFLA_BRPORT_MODE", BRPORT_HAIRPIN)]})]}
 # The kernel's numbers (RTN_*) for plan.ROUTE_TYPES.
 RTN_TYPES = {"unicast": 1, "blackhole": 6, "unreachable": 7, "prohibit": 8}
-
-
-def random_mac() -> str:
-    """A random locally administered unicast MAC."""
-    octets = bytearray(os.urandom(6))
-    octets[0] = (octets[0] & 0xFC) | 0x02
-    return ":".join(f"{b:02x}" for b in octets)
 
 
 def netlink_error(exc: NetlinkError) -> BurrowError:
@@ -66,15 +53,6 @@ def netlink_error(exc: NetlinkError) -> BurrowError:
 
 def sysctl_error(path: str, exc: OSError) -> BurrowError:
     return BurrowError(f"Sysctl error: {exc.strerror or exc} for /proc/sys/{path}")
-
-
-@dataclass(frozen=True)
-class Outcome:
-    undo: Op | None = None
-    deleted: bool = False  # DeleteBridgeIfUnused: the bridge is gone
-    # Teardown: the container interface that was already gone from a live container netns
-    # (the host side was still cleaned; the caller reports it, as netavark does).
-    missing: str | None = None
 
 
 def _write_proc_sys(path: str, value: str) -> None:
@@ -173,7 +151,7 @@ class Handles:
             self.host_raw.close()
             self.host_raw = None
 
-    def _link(self, where: Where, name: str) -> Any | None:
+    def lookup(self, where: Where, name: str) -> Any | None:
         """One RTM_GETLINK by name (a dump of every link is slow on a host with many veths)."""
         try:
             link = self._ipr(where).link("get", ifname=name)[0]
@@ -189,14 +167,30 @@ class Handles:
         self._mtus[(where, name)] = int(link.get_attr("IFLA_MTU") or 0)
         return link
 
-    def _index(self, where: Where, name: str) -> int | None:
+    def index(self, where: Where, name: str) -> int | None:
         # Cached per request: a setup asks for the same few names many times.
         if (where, name) in self._indexes:
             return self._indexes[(where, name)]
         if (where, name) in self._absent:
             return None
-        link = self._link(where, name)
+        link = self.lookup(where, name)
         return None if link is None else int(link["index"])
+
+    def known_mtu(self, where: Where, name: str) -> int | None:
+        """The MTU the last lookup of this link in this request read, if any."""
+        return self._mtus.get((where, name))
+
+    @staticmethod
+    def tolerating(request: Callable[[], object], code: int) -> bool:
+        """Run one netlink request: False if it succeeded, True if the kernel answered `code`
+        (an expected answer, not a failure); any other error is raised as it came."""
+        try:
+            request()
+        except NetlinkError as exc:
+            if exc.code != code:
+                raise
+            return True
+        return False
 
     def _forget(self, where: Where, name: str) -> None:
         self._indexes.pop((where, name), None)
@@ -227,7 +221,7 @@ class Handles:
             if len(parts) != 5 or parts[:3] != ["net", "ipv4", "conf"] \
                     or parts[4] not in devconf.IPV4_DEVCONF or parts[3] in ("all", "default"):
                 return False
-            index = self._index(where, parts[3])
+            index = self.index(where, parts[3])
             sock = self._host_raw() if where == "host" else self.ctr_raw
             if index is None or sock is None:
                 return False
@@ -245,7 +239,7 @@ class Handles:
 
     def link_addresses(self, where: Where, name: str) -> tuple[str, ...]:
         """The link's global addresses (no link-local: a DNS server can't serve on those)."""
-        idx = self._index(where, name)
+        idx = self.index(where, name)
         if idx is None:
             return ()
         out = []
@@ -272,7 +266,7 @@ class Handles:
         # Read back when the veth was created (a MAC never changes by bringing a link up).
         if ("container", ifname) in self._macs:
             return self._macs[("container", ifname)]
-        link = self._link("container", ifname)
+        link = self.lookup("container", ifname)
         if link is None:
             raise BurrowError(f"interface {ifname} vanished from the container namespace")
         return str(link.get_attr("IFLA_ADDRESS"))
@@ -296,7 +290,7 @@ class Handles:
         for op in ops:
             match op:
                 case EnsureBridge(name, vrf=vrf):
-                    link = self._link("host", name)
+                    link = self.lookup("host", name)
                     if link is not None and _kind(link) != "bridge":
                         raise BurrowError(
                             f"bridge interface {name} already exists but is a "
@@ -305,20 +299,20 @@ class Handles:
                     if link is None and vrf is not None:
                         self.vrf(vrf)
                 case RequireLink(where, name, kind):
-                    link = self._link(where, name)
+                    link = self.lookup(where, name)
                     if link is None:
                         raise BurrowError(f"interface {name} does not exist ({where})")
                     if kind is not None and _kind(link) != kind:
                         raise BurrowError(f"interface {name} is not a {kind}")
                 case AddVeth() | AddMacvlan():
-                    if self._index("container", op.ifname) is not None:
+                    if self.index("container", op.ifname) is not None:
                         what = "create veth pair" if isinstance(op, AddVeth) else "create macvlan"
                         raise BurrowError(
                             f"{what}: interface {op.ifname} already exists on container namespace: "
                             "Netlink error: File exists (os error 17)"
                         )
                     host_ifname = op.host_ifname if isinstance(op, AddVeth) else None
-                    if host_ifname and self._index("host", host_ifname) is not None:
+                    if host_ifname and self.index("host", host_ifname) is not None:
                         raise BurrowError(
                             f"create veth pair: host interface {host_ifname} already exists: "
                             "Netlink error: File exists (os error 17)"
@@ -363,14 +357,14 @@ class Netlink(Handles):
                     raise sysctl_error(path, exc) from exc
                 return Outcome()
             case EnsureBridge():
-                return self._ensure_bridge(op)
+                return bridges.ensure_bridge(self, op)
             case RequireLink():
                 self.preflight((op,))
                 return Outcome()
             case AddVeth():
-                return self._add_veth(op)
+                return bridges.add_veth(self, op, rollback=self._apply)
             case AddMacvlan():
-                return self._add_macvlan(op)
+                return bridges.add_macvlan(self, op)
             case ConfigureInterface():
                 self._configure(op)
                 return Outcome()
@@ -378,7 +372,7 @@ class Netlink(Handles):
                 self._add_route(op)
                 return Outcome()
             case DeleteLink(where, name, missing_ok):
-                idx = self._index(where, name)
+                idx = self.index(where, name)
                 if idx is None:
                     if missing_ok:
                         gone = name if where == "container" and self.ctr is not None else None
@@ -393,7 +387,7 @@ class Netlink(Handles):
                 self._delete_route(op)
                 return Outcome()
             case DeleteBridgeIfUnused(name):
-                idx = self._index("host", name)
+                idx = self.index("host", name)
                 if idx is None:
                     return Outcome(deleted=True)
                 if self._ports(idx, limit=1):
@@ -404,8 +398,8 @@ class Netlink(Handles):
         raise AssertionError(op)
 
     def _detach(self, op: DetachFromBridge) -> Outcome:
-        bridge = self._index("host", op.bridge)
-        link = self._link("container", op.ifname) if self.ctr is not None else None
+        bridge = self.index("host", op.bridge)
+        link = self.lookup("container", op.ifname) if self.ctr is not None else None
         if link is None:  # the container side is gone already (its netns died)
             out = self._apply(DeleteBridgeIfUnused(op.bridge))
             return Outcome(deleted=out.deleted, missing=op.ifname if self.ctr is not None else None)
@@ -429,156 +423,6 @@ class Netlink(Handles):
             return self._apply(DeleteBridgeIfUnused(op.bridge))
         return Outcome(deleted=bridge is None)
 
-    def _ensure_bridge(self, op: EnsureBridge) -> Outcome:
-        if self._index("host", op.name) is not None:
-            self.preflight((op,))
-            if op.vlan_filtering:
-                self._vlan_filtering(op.name)
-            return Outcome()
-        # A fixed MAC: otherwise the bridge takes its lowest port's MAC and changes it when that
-        # container leaves, and the others' ARP caches point at a MAC nobody answers for.
-        # Made up at once (one request less): with no port it has no carrier, so nothing (DAD,
-        # link-local addresses) happens before the sysctls and addresses below.
-        args: dict[str, Any] = {
-            "ifname": op.name, "kind": "bridge", "br_stp_state": 0, "address": random_mac(),
-            "state": "up",
-        }  # fmt: skip
-        if op.mtu:
-            args["mtu"] = op.mtu
-        if op.vlan_filtering:
-            args["br_vlan_filtering"] = 1
-        if op.vrf is not None:
-            args["master"], table = self.vrf(op.vrf)
-            if table is not None:
-                self.route_tables[op.name] = table
-        try:
-            self.host.link("add", **args)
-        except NetlinkError as exc:
-            if exc.code == errno.EEXIST:  # a parallel setup made it first
-                self.preflight((op,))
-                return Outcome()
-            raise
-        self._absent.discard(("host", op.name))
-        idx = self._index("host", op.name)
-        assert idx is not None
-        if op.ipv6:
-            # Before the addresses: DAD would hold the gateway "tentative" for a second or more.
-            for key in ("accept_dad", "accept_ra"):
-                self.write_sysctl("host", f"net/ipv6/conf/{op.name}/{key}", "0")
-        # Loose reverse-path filtering (netavark 1.11): strict mode (RHEL's default) drops port
-        # forwards whose replies take another network's interface.
-        self.soft_sysctl("host", f"net/ipv4/conf/{op.name}/rp_filter", "2")
-        if op.route_localnet:
-            # Lets DNAT from 127.0.0.1 reach a container (the localhost SETMARK rule).
-            self.soft_sysctl("host", f"net/ipv4/conf/{op.name}/route_localnet", "1")
-        self.made_bridges.add(op.name)
-        for addr in op.addresses:
-            self.host.addr("add", index=idx, address=str(addr.ip), prefixlen=addr.network.prefixlen)
-        return Outcome(undo=DeleteBridgeIfUnused(op.name))
-
-    def _vlan_filtering(self, name: str) -> None:
-        """An existing bridge asked for a VLAN: turn its VLAN filtering on if off (1.14)."""
-        link = self._link("host", name)
-        assert link is not None
-        data = link.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA")
-        if data is None or not data.get_attr("IFLA_BR_VLAN_FILTERING"):
-            self.host.link("set", index=link["index"], kind="bridge", br_vlan_filtering=1)
-
-    def _add_veth(self, op: AddVeth) -> Outcome:
-        assert self.container_fd is not None
-        bridge = self._index("host", op.bridge)
-        if bridge is None:
-            raise BurrowError(f"bridge {op.bridge} does not exist")
-        peer: dict[str, Any] = {"ifname": op.ifname, "net_ns_fd": self.container_fd}
-        if op.mac:
-            peer["address"] = op.mac
-        mtu = op.mtu or self._default_mtu(op.bridge, bridge)
-        if mtu:
-            peer["mtu"] = mtu
-        # The host end joins the bridge as it is made (as netavark does), and comes up with it
-        # unless something must happen first (v6 DAD off, the VLAN): one or two requests less.
-        up_at_once = not op.ipv6 and op.vlan is None
-        args: dict[str, Any] = {"kind": "veth", "peer": peer, "master": bridge}
-        if up_at_once:
-            args["state"] = "up"
-        if mtu:
-            args["mtu"] = mtu
-        if op.host_ifname:
-            args["ifname"] = op.host_ifname
-        self.host.link("add", **args)
-        undo = DeleteLink("container", op.ifname)
-        try:
-            link = self._link("container", op.ifname)
-            assert link is not None
-            host_idx = link.get_attr("IFLA_LINK")
-            if op.ipv6:
-                host_name = self.host.get_links(host_idx)[0].get_attr("IFLA_IFNAME")
-                self.write_sysctl("host", f"net/ipv6/conf/{host_name}/accept_dad", "0")
-            if op.vlan is not None:
-                # The port's untagged VLAN, also its PVID: the container is on that VLAN only.
-                vlan_info = {"vid": op.vlan, "flags": ["pvid", "untagged"]}
-                self.host.vlan_filter("add", index=host_idx, vlan_info=vlan_info)
-            self._finish_host_port(host_idx, up=not up_at_once)
-        except BaseException:
-            self._apply(undo)
-            raise
-        return Outcome(undo=undo)
-
-    def _finish_host_port(self, index: int, *, up: bool) -> None:
-        """Hairpin on and no IPv6 addresses on a container's host end (and up, if asked), in
-        one request, before the peer's carrier would make those addresses.
-
-        Hairpin: a container reaching its own published port (DNAT back to itself) needs the
-        bridge to send the frame out of the port it came in on; with bridge netfilter on (as
-        here), that is otherwise dropped. No IPv6: a bridge port's own addresses are never
-        used (the bridge takes its frames), but each one's link-local route, DAD and MLD/RS
-        multicasts (flooded to every port) made every later link change cost more with the
-        number of containers."""
-        args: dict[str, Any] = {"IFLA_LINKINFO": HAIRPIN_PORT}
-        if up:
-            args["state"] = "up"
-        try:
-            self.host.link("set", index=index, IFLA_AF_SPEC=NO_HOST_PORT_ADDRESSES, **args)
-        except NetlinkError as exc:
-            if exc.code != errno.EAFNOSUPPORT:  # a kernel without IPv6: nothing to turn off
-                raise
-            self.host.link("set", index=index, **args)
-
-    def _default_mtu(self, name: str, index: int) -> int:
-        """Without an `mtu` option (netavark 1.16, 1.17.2): an existing bridge's MTU, or for a
-        bridge this request made, the MTU of the main table's default-route interface."""
-        if name not in self.made_bridges:
-            # Preflight read the bridge a moment ago, under the config dir's lock.
-            if ("host", name) in self._mtus:
-                return self._mtus[("host", name)]
-            return int(self.host.get_links(index)[0].get_attr("IFLA_MTU") or 0)
-        table = self.route_tables.get(name, 254)
-        for route in self.host.get_default_routes(family=2, table=table):
-            oif = route.get_attr("RTA_OIF")
-            if oif is not None:
-                return int(self.host.get_links(oif)[0].get_attr("IFLA_MTU") or 0)
-        return 0
-
-    def _add_macvlan(self, op: AddMacvlan) -> Outcome:
-        assert self.container_fd is not None
-        if op.parent:
-            parent = self._index("host", op.parent)
-        else:
-            routes = self.host.route("get", dst="0.0.0.0") if self.host.get_default_routes() else []
-            parent = routes[0].get_attr("RTA_OIF") if routes else None
-        if parent is None:
-            raise BurrowError("no parent interface given and the host has no default route")
-        args: dict[str, Any] = {
-            "ifname": op.ifname, "kind": "macvlan", "link": parent,
-            "macvlan_mode": op.mode, "net_ns_fd": self.container_fd,
-        }  # fmt: skip
-        if op.mac:
-            args["address"] = op.mac
-        if op.mtu:
-            args["mtu"] = op.mtu
-        self.host.link("add", **args)
-        return Outcome(undo=DeleteLink("container", op.ifname))
-
     def _container_sysctls(self, op: ConfigureInterface) -> None:
         """No SLAAC and DAD (v6); arp_notify and loose rp_filter on bridge ports (soft)."""
         hard = [f"net/ipv6/conf/{op.ifname}/{k}" for k in ("autoconf", "accept_dad")]
@@ -600,7 +444,7 @@ class Netlink(Handles):
 
     def _configure(self, op: ConfigureInterface) -> None:
         ctr = self._ipr("container")
-        idx = self._index("container", op.ifname)
+        idx = self.index("container", op.ifname)
         if idx is None:
             raise BurrowError(f"interface {op.ifname} is missing in the container namespace")
         self._container_sysctls(op)
@@ -635,7 +479,7 @@ class Netlink(Handles):
         if op.gateway is not None:
             args["gateway"] = str(op.gateway)
         if op.ifname is not None:
-            idx = self._index(op.where, op.ifname)
+            idx = self.index(op.where, op.ifname)
             if idx is None:
                 raise BurrowError(f"interface {op.ifname} does not exist")
             args["oif"] = idx
