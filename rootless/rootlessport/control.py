@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
+import struct
 from collections.abc import Callable
 from functools import partial
 
@@ -24,13 +26,25 @@ log = logging.getLogger("rootless.rootlessport")
 MAX_CONNS = 8
 MAX_PACKET = 4096
 TIMEOUT = 5.0  # seconds a connection may stay without sending its packet
+_PEERCRED = struct.Struct("3i")  # pid, uid, gid
+
+
+def _own_uid(conn: socket.socket) -> bool:
+    """Only our own uid (Podman, in the same user namespace) may re-point the ports, whatever
+    the mode of a directory that existed before us."""
+    try:
+        _, uid, _ = _PEERCRED.unpack(
+            conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+    except OSError:
+        return False
+    return bool(uid == os.getuid())
 
 
 def parse_child_ip(data: bytes) -> str:
     """The packet's ChildIP; "" means the container's loopback, as at start-up."""
     try:
         value = json.loads(data.decode())
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: "[[[[..."
         raise ConfigError(f"expected a JSON string with the new ChildIP, got {data[:60]!r}") from None
     if not isinstance(value, str):
         raise ConfigError(f"expected a JSON string with the new ChildIP, got {value!r:.60}")
@@ -52,7 +66,7 @@ class ControlServer:
             except OSError as e:  # out of fds, aborted: the next one may work
                 log.warning("control socket: accept: %s", e)
                 return
-            if len(self.conns) >= MAX_CONNS:
+            if len(self.conns) >= MAX_CONNS or not _own_uid(conn):
                 conn.close()
                 continue
             conn.setblocking(False)

@@ -113,6 +113,15 @@ def bind_control(cfg: Config) -> ControlSocket:
         dir_fd = os.open(rp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as e:
         raise BindError(f"control socket directory {rp}: {e.strerror}") from None
+    # makedirs keeps a directory that was already there: its mode is what keeps other users
+    # away from a socket that re-points this container's ports.
+    st = os.fstat(dir_fd)
+    if st.st_uid != os.getuid():
+        os.close(dir_fd)
+        raise BindError(f"control socket directory {rp} belongs to uid {st.st_uid}, not to "
+                        f"uid {os.getuid()}: remove it")
+    if st.st_mode & 0o077:
+        os.fchmod(dir_fd, 0o700)
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_NONBLOCK | _socket.SOCK_CLOEXEC)
     try:
         try:

@@ -1,0 +1,101 @@
+"""burrow-rootlessport's control socket re-points a container's published ports, so only the
+user's own uid may use it. Upstream (and burrow before) relied on `TmpDir/rp` being 0700, but
+`makedirs(exist_ok=True)` keeps a directory that was already there with whatever mode it had,
+and a directory of another user was used as is. Now the directory is made 0700 and must be
+ours, and a peer of another uid (SO_PEERCRED) is closed without an answer."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from tests.integration.test_rootlessport_contract import (  # noqa: F401 - env is a fixture
+    CID,
+    IP1,
+    IP2,
+    Ctr,
+    Dropin,
+    env,
+    mappings,
+    talk,
+)
+from tests.nsutil import Netns
+
+NOBODY = 65534
+# Connect to the control socket through an inherited directory fd as `nobody`, ask for IP2.
+AS_NOBODY = textwrap.dedent("""\
+    import os, socket, sys
+    fd, cid, uid = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    os.setgid(uid); os.setgroups([]); os.setuid(uid)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s.settimeout(5)
+    try:
+        s.connect(f"/proc/self/fd/{fd}/{cid}")
+        s.send(b'"%s"\\n' % sys.argv[4].encode())
+        out = b""
+        while chunk := s.recv(4096):
+            out += chunk
+    except OSError as e:
+        out = b"error: " + str(e).encode()
+    print(out.decode(errors="replace"))
+""")
+
+
+def _ask_as_nobody(rp: Path, ip: str) -> str:
+    fd = os.open(rp, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        res = subprocess.run([sys.executable, "-c", AS_NOBODY, str(fd), CID, str(NOBODY), ip],
+                             pass_fds=(fd,), capture_output=True, text=True, timeout=20, check=True)
+    finally:
+        os.close(fd)
+    return res.stdout.strip()
+
+
+def _cfg(ctr: Ctr, tmp: Path) -> dict[str, object]:
+    return {"Mappings": mappings(("", 8080, 80, 1, "tcp")), "NetNSPath": ctr.ns.path,
+            "TmpDir": str(tmp), "ChildIP": IP1, "ContainerID": CID, "RootlessCNI": True}
+
+
+def test_a_wide_open_control_dir_is_narrowed_and_other_uids_are_refused(
+    env: tuple[Netns, Ctr, Path],  # noqa: F811
+) -> None:
+    host, ctr, tmp = env
+    rp = tmp / "rp"
+    rp.mkdir(mode=0o777)
+    rp.chmod(0o777)  # as a wide umask or another tool left it
+    d = Dropin(host, _cfg(ctr, tmp))
+    try:
+        assert d.ready() == b"1"
+        assert stat.S_IMODE(rp.stat().st_mode) == 0o700
+        # Even if both are opened up again, another uid's request is not served.
+        rp.chmod(0o777)
+        (rp / CID).chmod(0o777)
+        answer = _ask_as_nobody(rp, IP2)
+        assert "OK" not in answer, answer
+        assert talk(host, "tcp", "127.0.0.1", 8080) == f"tcp {IP1}:80 hi"  # not re-pointed
+    finally:
+        assert d.stop() == 0
+        d.close()
+
+
+def test_a_control_dir_of_another_user_is_refused_before_ready(
+    env: tuple[Netns, Ctr, Path],  # noqa: F811
+) -> None:
+    host, ctr, tmp = env
+    rp = tmp / "rp"
+    rp.mkdir(mode=0o777)
+    os.chown(rp, NOBODY, NOBODY)
+    d = Dropin(host, _cfg(ctr, tmp))
+    try:
+        assert d.ready() == b""
+        assert d.proc.wait(10) == 1
+        assert d.proc.stdout is not None
+        out = d.proc.stdout.read().decode()
+        assert f"control socket directory {rp} belongs to uid {NOBODY}" in out, out
+        assert not (rp / CID).exists()
+    finally:
+        d.close()
