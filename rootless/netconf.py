@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from netns import ipam, names, validate
+from netns import ipam, names, schema, validate
 from netns.errors import BurrowError
 from rootless import until
 from rootless.records import rfc3339
@@ -157,6 +157,8 @@ def parse_opts(raw: Sequence[str]) -> tuple[tuple[str, str], ...]:
 
 def _net(text: str) -> IPNet:
     try:
+        if "%" in text:  # ipaddress takes "fd00::%zone/64"; the engine refuses it
+            raise ValueError(text)
         return ipaddress.ip_network(text, strict=False)
     except ValueError:
         raise BurrowError(f"invalid subnet {text!r}: expected CIDR, e.g. 10.89.5.0/24") from None
@@ -209,8 +211,8 @@ def make_network(req: NetworkRequest, existing: Mapping[str, dict[str, Any]],
     _check_driver(req, rootless)
     for d in req.dns:
         try:
-            ipaddress.ip_address(d)
-        except ValueError:
+            schema.parse_ip(d, "--dns")  # the engine's parser: no "%zone" the engine would refuse
+        except BurrowError:
             raise BurrowError(f"invalid --dns {d!r}: expected an IP address") from None
     subnets = [_subnet_entry(req, i, n) for i, n in enumerate(_choose_subnets(req, existing))]
     opts = dict(req.options)
@@ -278,7 +280,7 @@ def _subnet_entry(req: NetworkRequest, i: int, n: IPNet) -> dict[str, Any]:
     the lease range from an --ip-range of the same family."""
     if n.num_addresses < 4:
         raise BurrowError(f"subnet {n} is too small for a gateway and a sandbox")
-    gw = ipaddress.ip_address(req.gateways[i]) if i < len(req.gateways) else n[1]
+    gw = schema.parse_ip(req.gateways[i], "--gateway") if i < len(req.gateways) else n[1]
     if gw not in n or gw in (n.network_address, n.broadcast_address) and n.version == 4:
         raise BurrowError(f"gateway {gw} is not a usable address of subnet {n}")
     sub: dict[str, Any] = {"subnet": str(n), "gateway": str(gw)}
