@@ -20,7 +20,7 @@ import sys
 
 from netns import logs, nsenter, proctitle
 from netns.errors import BurrowError
-from rootless.ports import clientaddr, messages
+from rootless.ports import clientaddr, inhost, messages
 
 log = logging.getLogger("rootless.ports")
 
@@ -76,6 +76,7 @@ class Dialer:
                         clientaddr.make_transparent(s, req.family)
                     if kind == socket.SOCK_STREAM:  # here, once, not per connection there
                         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                        inhost.unpaced(s)  # the hop to the server never leaves the host
                 except (OSError, clientaddr.Unsupported):
                     s.close()
                     raise
