@@ -18,6 +18,13 @@ def setns(fd: int, nstype: int = CLONE_NEWNET) -> None:
         raise OSError(e, os.strerror(e))
 
 
+def unshare_net() -> None:
+    """Move this thread into a new, empty netns of its own (owned by its user namespace)."""
+    if _libc.unshare(CLONE_NEWNET) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
 @contextmanager
 def entered(fd: int) -> Iterator[None]:
     """Run the block with this thread inside netns `fd`, then come back.

@@ -12,52 +12,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
 from netns.errors import BurrowError
 from rootless import sandbox, topology
-from rootless.backend import Runtime, World
+from rootless.backend import World
 from rootless.ports.spec import PortSpec
-from rootless.procs import ProcRef
 from rootless.store import Store
-
-
-def _netns_outside(rt: Runtime, name: str) -> str:
-    from rootless.world import RootlessRuntime
-
-    if isinstance(rt, RootlessRuntime):  # on the holder's private tmpfs
-        return rt.holder.sandbox_netns_outside(name)
-    return rt.netns_path(name)
-
-
-def sandbox_pids(w: World, name: str) -> list[int]:
-    """Processes running in the sandbox's network namespace (this user's, or root's)."""
-    from rootless.rootful import pids_in_netns
-
-    rt = w.current()
-    if rt is None:
-        return []
-    try:
-        inode = os.stat(_netns_outside(rt, name)).st_ino
-    except OSError:
-        return []
-    if inode == os.stat("/proc/self/ns/net").st_ino:
-        return []
-    return pids_in_netns(inode)
-
-
-def stop_sandbox_processes(w: World, name: str, grace: float = 2.0) -> None:
-    refs = [r for r in map(ProcRef.of, sandbox_pids(w, name)) if r is not None]
-    for r in refs:
-        r.signal(15)
-    deadline = time.monotonic() + grace
-    while any(r.alive() for r in refs) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    for r in refs:
-        if r.alive():
-            r.kill()
 
 
 def start_command(w: World, box: topology.SandboxDecl) -> int:
@@ -93,7 +55,7 @@ def up_file(w: World, path: Path) -> int:
     with store.lock():
         existing = {n: list(r.network_names) for n, r in store.sandboxes().items()}
         p = topology.plan(topo, store.networks(), existing,
-                          lambda n: bool(sandbox_pids(w, n)), w.network_mtu,
+                          lambda n: bool(sandbox.sandbox_pids(w, n)), w.network_mtu,
                           rootless=w.mode == "rootless")
     if p.empty:
         print(f"nothing to change: {len(p.unchanged)} object(s) as declared in {path} "
@@ -130,8 +92,7 @@ def _create(w: World, box: topology.SandboxDecl) -> None:
 
 
 def _remove(w: World, name: str) -> None:
-    stop_sandbox_processes(w, name)
-    sandbox.remove(w, name, last_stops_world=False)
+    sandbox.remove(w, name, last_stops_world=False)  # stops what runs in it first
 
 
 def down_file(w: World, path: Path) -> int:

@@ -20,7 +20,6 @@ from types import FrameType
 from netns.errors import BurrowError
 from rootless import sandbox
 from rootless.backend import World
-from rootless.cmd_topology import sandbox_pids, stop_sandbox_processes
 from rootless.ports.spec import PortSpec
 
 RUN_ERROR = 125  # podman run's "the error is with podman itself"
@@ -60,7 +59,7 @@ def _foreground(w: World, name: str, argv: Sequence[str]) -> int:
     def forward(sig: int, _frame: FrameType | None) -> None:
         if sig in (signal.SIGINT, signal.SIGQUIT) and _terminal_sent_to_all():
             return
-        for pid in {proc.pid, *sandbox_pids(w, name)}:
+        for pid in {proc.pid, *sandbox.sandbox_pids(w, name)}:
             try:
                 os.kill(pid, sig)
             except OSError:
@@ -96,5 +95,4 @@ def run(w: World, name: str, attaches: Sequence[sandbox.Attach], ports: Sequence
         for s in FORWARDED:  # cleanup is not interrupted half-way by a second Ctrl-C
             signal.signal(s, signal.SIG_IGN)
         if rm:
-            stop_sandbox_processes(w, name)
-            sandbox.remove(w, name)
+            sandbox.remove(w, name)  # stops what still runs in it first

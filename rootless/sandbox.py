@@ -14,6 +14,7 @@ import hashlib
 import ipaddress
 import os
 import re
+import signal
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -32,6 +33,7 @@ from rootless.store import HOSTNAME, HOSTS, RESOLV, Store
 
 NONE = "none"  # `--network none`: a namespace with loopback only, as in Podman
 ATTACH_KEYS = "ip, ip6, mac, alias or interface_name"
+STOP_GRACE = 2.0  # seconds from SIGTERM to SIGKILL for what runs in a sandbox being removed
 
 
 @dataclass(frozen=True)
@@ -244,8 +246,63 @@ def create(w: World, name: str, attaches: Sequence[Attach], ports: Sequence[Port
     return rec
 
 
+def _netns_outside(rt: Runtime, name: str) -> str:
+    from rootless.world import RootlessRuntime
+
+    if isinstance(rt, RootlessRuntime):  # on the holder's private tmpfs
+        return rt.holder.sandbox_netns_outside(name)
+    return rt.netns_path(name)
+
+
+def _burrows_own(pid: int) -> bool:
+    """The forwarder's dialer, caught in the sandbox's netns while it makes a socket there:
+    it serves every sandbox's ports, and leaves on its own (rootless.ports.dialer)."""
+    from rootless.ports.dialer import TITLE as DIALER_TITLE
+
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().startswith(DIALER_TITLE.encode())
+    except OSError:
+        return False
+
+
+def sandbox_pids(w: World, name: str) -> list[int]:
+    """Processes running in the sandbox's network namespace (this user's, or root's): what
+    `burrow exec` started there, and what those started."""
+    from rootless.rootful import pids_in_netns
+
+    rt = w.current()
+    if rt is None:
+        return []
+    try:
+        inode = os.stat(_netns_outside(rt, name)).st_ino
+    except OSError:
+        return []
+    if inode == os.stat("/proc/self/ns/net").st_ino:
+        return []
+    return [pid for pid in pids_in_netns(inode) if not _burrows_own(pid)]
+
+
+def stop_sandbox_processes(w: World, name: str, grace: float = STOP_GRACE) -> None:
+    """SIGTERM to everything running in the sandbox, SIGKILL to what is left after `grace`
+    seconds (Podman's stop, with a shorter timeout)."""
+    refs = [r for r in map(ProcRef.of, sandbox_pids(w, name)) if r is not None]
+    for r in refs:
+        r.signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while any(r.alive() for r in refs) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for r in refs:
+        if r.alive():
+            r.kill()
+
+
 def remove(w: World, name: str, *, last_stops_world: bool = True) -> bool:
-    """Remove a sandbox; when it was the last one, stop the whole world. True if it did."""
+    """Remove a sandbox; when it was the last one, stop the whole world. True if it did.
+
+    What still runs in it is stopped first (as `podman rm -f` stops a running container):
+    a process left there would keep the namespace, and with it the sandbox's addresses'
+    routes and sockets, alive after burrow forgot it, with nothing left to remove it."""
     from rootless.status import sandbox_state
 
     store = Store(w.paths)
@@ -253,6 +310,7 @@ def remove(w: World, name: str, *, last_stops_world: bool = True) -> bool:
     rt = w.current()
     errors: list[str] = []
     if rt is not None and sandbox_state(rec, rt) != LOST:
+        stop_sandbox_processes(w, name)
         errors = teardown_sandbox(rt, rec, store)
     elif rt is not None and rec.world == rt.world_id:
         teardown_sandbox(rt, rec, store)  # best effort: what a restore that died left

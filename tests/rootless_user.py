@@ -236,6 +236,65 @@ def describe(pid: int) -> str:
     return f"{pid} {owner}: {cmd}"
 
 
+# -- who keeps a network namespace alive ------------------------------------------------------
+SIOCGSKNS = 0x894C  # ioctl: an fd for the netns a socket belongs to (linux/sockios.h)
+SYS_PIDFD_GETFD = 438
+
+
+def _socket_netns(pid: int, fd: int) -> int | None:
+    """The netns inode of socket `fd` of process `pid` (a copy of it by pidfd_getfd, then
+    SIOCGSKNS): a socket keeps its netns alive though nothing in /proc names it."""
+    import ctypes
+    import fcntl
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    try:
+        mine = libc.syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
+        if mine < 0:
+            return None
+        try:
+            ns = fcntl.ioctl(mine, SIOCGSKNS)
+            try:
+                return os.fstat(ns).st_ino
+            finally:
+                os.close(ns)
+        except OSError:
+            return None
+        finally:
+            os.close(mine)
+    finally:
+        os.close(pidfd)
+
+
+def netns_holders(inode: int) -> list[str]:
+    """Everything on the machine that keeps netns `inode` alive and can be seen: a task in it,
+    an open fd of it (a netns file or /proc/PID/ns/net), a socket in it. (A bind mount is
+    the other way: where it is mounted is the caller's to check.) Needs root."""
+    needle = f"net:[{inode}]"
+    found: list[str] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        pid = int(entry)
+        try:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                if os.readlink(f"/proc/{pid}/task/{tid}/ns/net") == needle:
+                    found.append(f"task {tid} in it: {describe(pid)}")
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target == needle:  # an nsfs file reads as net:[INODE] wherever it was opened
+                    found.append(f"fd {fd} opens it: {describe(pid)}")
+                elif target.startswith("socket:") and _socket_netns(pid, int(fd)) == inode:
+                    found.append(f"socket fd {fd} in it: {describe(pid)}")
+        except OSError:
+            continue
+    return found
+
+
 @dataclass(frozen=True)
 class Result:
     rc: int

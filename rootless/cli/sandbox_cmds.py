@@ -90,7 +90,8 @@ def sandbox_inspect(c: typer.Context, name: str) -> None:
 @sandbox_app.command("rm")
 def sandbox_rm(c: typer.Context, names: Annotated[list[str], typer.Argument(metavar="NAME")]
                ) -> None:
-    """Remove sandboxes; removing the last one stops the namespace. Goes on past a name that
+    """Remove sandboxes, stopping what still runs in them (SIGTERM, then SIGKILL after 2 s,
+    as `podman rm -f`); removing the last one stops the namespace. Goes on past a name that
     fails, and exits 1 at the end naming each."""
     from rootless import sandbox
 

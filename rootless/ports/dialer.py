@@ -7,6 +7,11 @@ netns.nsenter), creates N unconnected sockets and passes them back with SCM_RIGH
 forwarder connects them itself: a socket keeps the netns it was created in, so no data ever
 passes through this process. A request it cannot parse is logged and dropped: the forwarder
 is its only peer, but a bug there must not kill it.
+
+Between requests it waits in a netns of its own, never a sandbox's: a task entered in a
+netns keeps it alive, so staying in the last one served kept a removed sandbox's namespace
+(and whatever still listened in it) alive for as long as the forwarder ran. What it holds
+of a sandbox is then only the netns file it opened, closed on the forwarder's `Forget`.
 """
 
 from __future__ import annotations
@@ -23,12 +28,19 @@ from netns.errors import BurrowError
 from rootless.ports import clientaddr, inhost, messages
 
 log = logging.getLogger("rootless.ports")
+TITLE = "burrow forwarder-dialer"  # its process title (rootless.sandbox spares it)
+
+
+def _this_netns() -> int:
+    return os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
 
 
 class Dialer:
     def __init__(self, chan: socket.socket) -> None:
         self.chan = chan
         self.netns: dict[str, int] = {}  # open netns files, by path
+        self.home = _this_netns()  # where it waits between requests (go_home)
+        self.away = False  # entered in a sandbox's netns
         # Client-address routing, per netns and kind (INSIDE or VIA): families set up, or why
         # it failed.
         self.routed: dict[tuple[str, bool], dict[int, str | None]] = {}
@@ -58,11 +70,31 @@ class Dialer:
         if done[req.family] is not None:
             raise clientaddr.Unsupported(done[req.family])
 
+    def go_home(self) -> None:
+        """Leave the sandbox's netns. Home is the netns this dialer started in where it may go
+        back there; the forwarder's own is the host's, which belongs to a user namespace
+        where we hold no capability, so there the first return makes a private empty netns
+        (it dies with us) and that is home from then on."""
+        if not self.away:
+            return
+        try:
+            nsenter.setns(self.home)
+        except PermissionError:
+            try:
+                nsenter.unshare_net()
+            except OSError as e:  # no way out: the old behaviour, said once per request
+                log.error("dialer: cannot leave the netns it dialled in: %s", e)
+                return
+            os.close(self.home)
+            self.home = _this_netns()
+        self.away = False
+
     def make(self, req: messages.Dial) -> list[int]:
         """N sockets inside req.netns, or OSError (the netns is gone, out of fds)."""
         if req.netns not in self.netns:
             self.netns[req.netns] = os.open(req.netns, os.O_RDONLY | os.O_CLOEXEC)
         nsenter.setns(self.netns[req.netns])
+        self.away = True
         if req.transparent:
             self.route_replies(req)
         fam = socket.AF_INET6 if req.family == 6 else socket.AF_INET
@@ -100,6 +132,8 @@ class Dialer:
         except OSError as e:
             err = f"{req.netns}: {e.strerror or e}"
             self.forget(req.netns)
+        finally:
+            self.go_home()
         head = json.dumps(messages.DialReply(req.id, err, unsupported).to_json()).encode()
         try:
             self.chan.sendmsg([head], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
@@ -136,7 +170,7 @@ class Dialer:
 
 
 def main(argv: list[str]) -> int:
-    proctitle.set_title("burrow forwarder-dialer")
+    proctitle.set_title(TITLE)
     logs.configure("burrow-forwarder-dialer", stream=sys.stderr)
     return Dialer(socket.socket(fileno=int(argv[0]))).run()
 

@@ -168,6 +168,7 @@ class PortManager:
         self.listeners -= len(lsts)
         still = self._netns_of(lst for ls in self.by_sandbox.values() for lst in ls)
         for path in self._netns_of(lsts) - still:
+            self.tcp.drop_netns(path)  # its sockets would keep a removed sandbox's netns
             self.pool.forget(path)
 
     def _warm(self, t: Target, ports: tuple[PortSpec, ...]) -> None:

@@ -57,6 +57,7 @@ class TcpProxy:
         self.loop, self.pool, self.guard = loop, pool, guard
         self.conns = Tally()  # every connection, dialling or pumping
         self.dials = Tally()  # connections not yet connected to the sandbox
+        self.by_netns: dict[str, set[TcpConn]] = {}  # every connection, by netns (drop_netns)
         # Empty pipes of finished connections kept for the next ones; none at a low fd limit.
         self.big = BigPipes(spare=min(SPARE_PIPE_PAIRS, guard.fd_limit // 256))
 
@@ -89,6 +90,7 @@ class TcpProxy:
         plans = lst.target.plans(addr[0], addr[1], v4, lst.spec.keep_client, self.pool.avail,
                                  tcp=True)
         conn = TcpConn(a, client, lst.target.netns, lst.ctr_port, plans)
+        self.by_netns.setdefault(conn.netns, set()).add(conn)
         self.conns.add(client)
         self.dials.add(client)
         self._dial_next(conn)
@@ -201,12 +203,21 @@ class TcpProxy:
         if ab.done and ba.done:
             self._close(c, reuse=True)
 
+    def drop_netns(self, netns: str) -> None:
+        """Reset every connection into netns: its sandbox is gone, and their sockets there
+        would keep its namespace alive for as long as their clients keep them open."""
+        for c in list(self.by_netns.pop(netns, ())):
+            self._close(c, reset=True)
+
     def _close(self, c: TcpConn, reset: bool = False, reuse: bool = False) -> None:
         """reuse: both directions finished cleanly, so the pipes are empty and may serve the
         next connection (saves two pipe2 and four close per connection)."""
         if c.closed:
             return
         c.closed = True
+        live = self.by_netns.get(c.netns)
+        if live is not None:
+            live.discard(c)
         if not c.connected:
             self.dials.drop(c.client)
         self.conns.drop(c.client)
