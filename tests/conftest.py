@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -70,15 +69,13 @@ def rl(rootless_user: Any) -> Iterator[Any]:
 def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
     """Every rootless world closed during this test's teardown (its own, or a module's world
     after the module's last test) must have left nothing running: name the test and what."""
-    from tests.rootless_user import take_leftovers, take_podman_dns_leftovers
+    from tests.rootless_user import take_leftovers
 
     try:
         yield
     except BaseException:
         take_leftovers()  # the fixture that closed it has failed already, with the same news
         raise
-    for known in take_podman_dns_leftovers():  # an open issue: shown, not failed (see there)
-        warnings.warn(f"burrow-dns left running by the Podman world of {known}", stacklevel=1)
     left = take_leftovers()
     assert not left, f"processes left after `burrow down` by the world of {'; '.join(left)}"
 

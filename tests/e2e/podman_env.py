@@ -8,9 +8,18 @@ Rootful (`RootfulWorld`): a private net+mount namespace (tests/nsutil.Netns) in 
 The machine's own network, /etc/containers and Podman state are never touched.
 
 Rootless (`RootlessWorld`): the unprivileged harness user (tests/rootless_user.py) with a private
-XDG_RUNTIME_DIR, XDG_CONFIG_HOME (containers.conf + `burrow podman enable --user` drop-in) and
-XDG_DATA_HOME (its own storage and network files). Podman makes its rootless netns with
-slirp4netns and execs burrow-netavark inside it.
+XDG_RUNTIME_DIR, HOME whose ~/.config holds containers.conf + the `burrow podman enable --user`
+drop-in, and XDG_DATA_HOME (its own storage and network files). Podman makes its rootless netns
+with slirp4netns and execs burrow-netavark inside it.
+
+The config lives at the private HOME's default place, not in an XDG_CONFIG_HOME of its own:
+conmon runs a stopped container's `podman container cleanup` with only PATH, HOME and
+XDG_RUNTIME_DIR of Podman's environment (and CONTAINERS_CONF when set; seen in
+/proc/CONMON/environ with Podman 4.3). With XDG_CONFIG_HOME elsewhere that cleanup read
+the user's real (empty) ~/.config, so the network teardown of whichever container it won the
+race for ran Debian's netavark 1.4 against burrow's state: on an --internal network it looked
+for the DNS file `NET` where burrow keeps `NET%int` (netavark 1.11's name), left the container's
+record there, and burrow-dns served it until the world was killed.
 
 Host-wide fixes podman.md §1 needs on this machine type, done idempotently and left in place:
 the hugetlb v1 cgroup mount and /dev/net/tun mode 0666.
@@ -277,7 +286,8 @@ class RootlessWorld:
         # network is never touched). Everything of Podman's lives and dies inside it.
         self.host = host
         self.session = user.session()
-        self.config_home = base / "config"
+        self.home = base / "home"
+        self.config_home = self.home / ".config"  # HOME's default: see the module doc
         self.data_home = base / "data"
         for d in (base, self.config_home / "containers", self.data_home):
             d.mkdir(parents=True, exist_ok=True)
@@ -294,7 +304,8 @@ class RootlessWorld:
             raise
 
     def run(self, cmd: Sequence[str], check: bool = False, timeout: float = 90) -> Any:
-        env = ["env", f"XDG_CONFIG_HOME={self.config_home}", f"XDG_DATA_HOME={self.data_home}"]
+        env = ["env", f"HOME={self.home}", f"XDG_CONFIG_HOME={self.config_home}",
+               f"XDG_DATA_HOME={self.data_home}"]
         if self.host is None:
             return self.session.run([*env, *cmd], check=check, timeout=timeout)
         from tests.rootless_user import Result
