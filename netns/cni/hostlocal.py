@@ -45,25 +45,41 @@ class Store:
         with locks.locked(self.dir / statefiles.CNI_IPAM_LOCK, what="burrow-cni IPAM"):
             yield
 
-    def allocations(self) -> dict[IPAddress, Owner]:
-        out: dict[IPAddress, Owner] = {}
+    def taken(self) -> set[IPAddress]:
+        """Every address in use, from the file names alone (no file is read)."""
         try:
             entries = os.listdir(self.dir)
         except FileNotFoundError:
-            return out
+            return set()
         except OSError as exc:
             raise _io(f"IPAM state {self.dir}", exc) from None
+        out: set[IPAddress] = set()
         for entry in entries:
             try:
-                ip = ipaddress.ip_address(entry)
+                out.add(ipaddress.ip_address(entry))
             except ValueError:
                 continue  # lock, last_reserved_ip.N, anything else
-            try:
-                text = (self.dir / entry).read_bytes().decode(errors="replace")
-            except FileNotFoundError:
-                continue
-            cid, _, ifname = text.partition(LINE_BREAK)
-            out[ip] = (cid.strip(), ifname.strip())
+        return out
+
+    def owner(self, ip: IPAddress) -> Owner | None:
+        """Who holds `ip`: one file, looked up by its name."""
+        try:
+            text = (self.dir / str(ip)).read_bytes().decode(errors="replace")
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _io(f"IPAM state {self.dir / str(ip)}", exc) from None
+        cid, _, ifname = text.partition(LINE_BREAK)
+        return cid.strip(), ifname.strip()
+
+    def allocations(self) -> dict[IPAddress, Owner]:
+        """Every address with its owner: reads every file (DEL, GC and CHECK look an owner up
+        this way, as host-local's GetByID and ReleaseByID do; an ADD does not)."""
+        out: dict[IPAddress, Owner] = {}
+        for ip in self.taken():
+            who = self.owner(ip)
+            if who is not None:
+                out[ip] = who
         return out
 
     def owned(self, cid: str, ifname: str) -> list[IPAddress]:
@@ -146,22 +162,26 @@ def pick(rs: Sequence[Range], after: IPAddress | None, taken: set[IPAddress]) ->
 
 
 def allocate(
-    store: Store, sets: Sequence[Sequence[Range]], owner: Owner, requested: Sequence[IPAddress]
+    store: Store, sets: Sequence[Sequence[Range]], owner: Owner, requested: Sequence[IPAddress],
+    *, may_hold: bool = True,
 ) -> tuple[tuple[IPAddress, ...], tuple[IPAddress, ...]]:
     """One address per range set, under the store's lock: (all, newly reserved).
 
     A requested address goes to the set whose ranges hold it. An address this (container,
     ifname) already holds is kept (a repeated ADD must not take a second address, nor give the
-    first one back when it fails).
+    first one back when it fails). Finding those reads every allocation file, so a caller
+    that knows the owner holds none (`may_hold=False`: the CNI front door, whose attachment
+    record is written before any address) saves it: then no file is read but the one per
+    requested address, and a free address is found as host-local finds it (below).
     """
     wanted = list(requested)
-    current = store.allocations()
-    held = [ip for ip, o in current.items() if o == owner or o == (owner[0], "")]
+    held = [ip for ip, o in store.allocations().items()
+            if o == owner or o == (owner[0], "")] if may_hold else []
     out: list[IPAddress] = []
     new: list[IPAddress] = []
     try:
         for index, rs in enumerate(sets):
-            ip = _one(store, index, rs, owner, wanted, held, current)
+            ip = _one(store, index, rs, owner, wanted, held)
             if ip not in held:
                 new.append(ip)
             out.append(ip)
@@ -175,7 +195,7 @@ def allocate(
 
 
 def _one(store: Store, index: int, rs: Sequence[Range], owner: Owner, wanted: list[IPAddress],
-         held: list[IPAddress], current: dict[IPAddress, Owner]) -> IPAddress:  # fmt: skip
+         held: list[IPAddress]) -> IPAddress:  # fmt: skip
     mine = next((w for w in wanted if any(w in r for r in rs)), None)
     if mine is not None:
         wanted.remove(mine)
@@ -184,27 +204,55 @@ def _one(store: Store, index: int, rs: Sequence[Range], owner: Owner, wanted: li
         if mine in {r.gateway for r in rs}:
             raise CniError(E.INVALID_CONFIG, f"requested IP {mine} is the gateway")
         if not store.reserve(mine, owner):
+            who = store.owner(mine)
             raise CniError(E.ENGINE_FAILURE, f"requested IP {mine} is already allocated "
-                           f"to container {current.get(mine, ('?',))[0]}")  # fmt: skip
+                           f"to container {who[0] if who else '?'}")  # fmt: skip
         return mine
     kept = next((h for h in held if any(h in r for r in rs)), None)
     if kept is not None:
         return kept
-    taken = set(current)
+    ip = _probe(store, index, rs, owner) or _crowded(store, index, rs, owner)
+    store.set_last_reserved(index, ip)
+    return ip
+
+
+PROBES = 32  # addresses tried one by one before the names in use are listed
+
+
+def _probe(store: Store, index: int, rs: Sequence[Range], owner: Owner) -> IPAddress | None:
+    """host-local's own search: from after the last reserved address, each address in turn
+    is reserved by creating its file (O_EXCL: the name is the lookup), the gateway skipped.
+    The first one free wins, so no file is read and, usually, one is made."""
+    gateways = {r.gateway for r in rs}
+    tried = 0
+    for ip in _candidates(rs, store.last_reserved(index)):
+        if ip in gateways:
+            continue
+        if store.reserve(ip, owner):
+            return ip
+        tried += 1
+        if tried >= PROBES:
+            break
+    return None
+
+
+def _crowded(store: Store, index: int, rs: Sequence[Range], owner: Owner) -> IPAddress:
+    """Past PROBES taken addresses in a row: the names in use (one directory listing, no file
+    read) say where the next free one is, and whether there is any (a full range)."""
+    taken = store.taken()
     while True:
         ip = pick(rs, store.last_reserved(index), taken)
         if ip is None:
             subnet = rs[0].subnet
             raise CniError(E.ENGINE_FAILURE, f"no IP addresses available in range set {subnet}")
         if store.reserve(ip, owner):
-            store.set_last_reserved(index, ip)
             return ip
         taken.add(ip)  # raced with a file the lock does not cover: try the next one
 
 
 def free_count(store: Store, rs: Sequence[Range]) -> int:
     """Free addresses left in a range set (STATUS), counted up to a cap."""
-    taken = set(store.allocations()) | {r.gateway for r in rs}
+    taken = store.taken() | {r.gateway for r in rs}
     total = 0
     for r in rs:
         size = int(r.end) - int(r.start) + 1

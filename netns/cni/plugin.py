@@ -52,15 +52,27 @@ def add(env: Env, conf: NetConf, environ: Mapping[str, str]) -> str:
     mac, aliases = C.requested_mac(env, conf), C.aliases(env, conf)
     ports, name = C.port_mappings(conf), C.container_name(env)
     store = hostlocal.Store(conf.data_dir, conf.name)
-    with store.locked():
-        ips, new = hostlocal.allocate(store, conf.range_sets, (env.container_id, env.ifname), requested)
-    opts = translate.options(env, conf, ips, name=name, mac=mac, aliases=aliases, ports=ports)
     key = (conf.state_dir, conf.name, env.container_id, env.ifname)
+    # The record is written before any address is reserved, so without one this (container,
+    # ifname) holds none, and the allocation need not read every allocation file to find
+    # out (netns/cni/hostlocal.py).
+    first = attachments.load(*key) is None
+    if first:
+        attachments.save(*key, attachments.Record(name, ports))
+    try:
+        with store.locked():
+            ips, new = hostlocal.allocate(store, conf.range_sets, (env.container_id, env.ifname),
+                                          requested, may_hold=not first)
+    except BaseException:
+        if first:
+            attachments.remove(*key)
+        raise
     # A repeated ADD (same container and ifname, nothing newly reserved) must not replace
     # the record the first ADD left, nor remove it when it fails.
-    fresh = bool(new) or attachments.load(*key) is None
+    fresh = bool(new) or first
     try:
-        if fresh:
+        opts = translate.options(env, conf, ips, name=name, mac=mac, aliases=aliases, ports=ports)
+        if fresh and not first:
             attachments.save(*key, attachments.Record(name, ports))
         status = engine_for(conf, environ).setup(opts, env.netns)
     except BaseException:
