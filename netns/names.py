@@ -11,6 +11,7 @@ import re
 from netns.errors import BurrowError
 
 IFNAMSIZ = 15  # the kernel's limit, without the trailing NUL
+RESERVED_IFNAMES = frozenset({"all", "default"})
 # Every pattern here is applied with fullmatch(), never match(): `$` also matches just before a
 # trailing newline, so "web\n" passed every check and reached DNS files and iptables batches.
 # Kernel interface names can hold almost anything but '/', ':' and whitespace; we also refuse
@@ -37,6 +38,10 @@ def ifname(name: str, what: str) -> str:
         raise BurrowError(
             f"{what} name {name!r} is not valid: use letters, digits and '_', '.', '-' only"
         )
+    if name in RESERVED_IFNAMES:
+        # /proc/sys/net/*/conf/{all,default} exist already: the kernel refuses the link with a
+        # bare EINVAL, after the rest of the setup was applied (and then rolled back).
+        raise BurrowError(f"{what} name {name!r} is reserved by the kernel: pick another name")
     return name
 
 

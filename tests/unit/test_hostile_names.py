@@ -46,3 +46,12 @@ def test_cni_containerid_with_a_trailing_newline_is_code_4() -> None:
     with pytest.raises(CniError) as info:
         parse_env({**env, "CNI_CONTAINERID": "abc\n"})
     assert info.value.code == 4
+
+
+@pytest.mark.parametrize("reserved", ["all", "default"])
+def test_the_kernels_reserved_interface_names_are_refused_at_the_entry(reserved: str) -> None:
+    """The kernel refuses them with a bare EINVAL ("create veth pair: Invalid argument"), which
+    setup met only after the bridge and rules were made."""
+    with pytest.raises(BurrowError, match="reserved by the kernel"):
+        names.ifname(reserved, "container interface")
+    names.ifname("all0", "container interface")  # the control
