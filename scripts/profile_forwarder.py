@@ -162,6 +162,53 @@ def py_spy(port: int, pid: int, seconds: float, rr: bool) -> None:
         print(f"  {n / total:6.1%}  {frame}")
 
 
+def descendants(pid: int) -> list[int]:
+    """pid and every process under it (burrow's forwarder: its dialer, behind nsenter)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            todo += [int(c) for c in task.read_text().split()]
+    return out
+
+
+def perf_breakdown(name: str, port: int, pid: int, n: int) -> None:
+    """CPU per connection, by where it goes: each system call's kernel time (its own work and
+    the softirq work it triggers, e.g. a connect's whole handshake on loopback), the entry and
+    exit around them (incl. being scheduled out), and user space (for burrow: the Python
+    interpreter). perf's cpu-clock sampling of the process and its children (the dialer)."""
+    out = tempfile.mktemp(prefix="bsrc-perf-")
+    pids = ",".join(map(str, descendants(pid)))
+    rec = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "20000", "-g",
+                            "-o", out, "-p", pids], stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    conns(port, n)
+    rec.send_signal(2)
+    rec.wait()
+    script = subprocess.run(["perf", "script", "-i", out, "-F", "period"], capture_output=True,
+                            text=True).stdout
+    total_us = sum(int(x) for x in script.split()) / 1e3 / n  # cpu-clock periods are ns
+    rep = subprocess.run(["perf", "report", "-i", out, "--children", "--sort", "sym", "-q",
+                          "-g", "none", "--percent-limit", "0.3"], capture_output=True,
+                         text=True).stdout
+    os.unlink(out)
+    share: dict[str, float] = {}
+    for line in rep.splitlines():
+        p = line.split()
+        if len(p) >= 4 and p[2] == "[k]":
+            share[p[3]] = float(p[0].rstrip("%")) / 100
+    kernel = share.get("entry_SYSCALL_64_after_hwframe", 0.0)
+    calls = sorted(((v, k[len("__x64_sys_"):]) for k, v in share.items()
+                    if k.startswith("__x64_sys_")), reverse=True)
+    inside = sum(v for v, _ in calls)
+    print(f"{name:18} {total_us:6.1f} us CPU per connection (perf): user space "
+          f"{(1 - kernel) * total_us:5.1f}, system calls {inside * total_us:5.1f} ("
+          + ", ".join(f"{c} {v * total_us:.1f}" for v, c in calls if v * total_us >= 0.5)
+          + f"), syscall entry/exit and scheduling {(kernel - inside) * total_us:4.1f}",
+          flush=True)
+
+
 def pasta(s: Session, port: int) -> tuple[subprocess.Popen[str], int, Path]:
     d = Path(tempfile.mkdtemp(dir=s.runtime))
     os.chown(d, s.user.uid, s.user.gid)
@@ -184,6 +231,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--round-trips", type=int, default=5000, help="per round-trip row")
     ap.add_argument("--strace", action="store_true", help="also count system calls")
+    ap.add_argument("--perf", action="store_true",
+                    help="also break each one's CPU per connection down with perf")
     ap.add_argument("--py-spy", type=float, default=0, metavar="SECONDS",
                     help="also sample the forwarder's Python stacks for this long")
     args = ap.parse_args()
@@ -217,6 +266,10 @@ def main() -> int:
             syscalls("burrow forwarder", port + 1, fwd["pid"], rr=True)
             if others:
                 syscalls("pasta -t", port + 3, others[1], rr=True)
+        if args.perf:
+            perf_breakdown("burrow forwarder", port, fwd["pid"], args.conns)
+            if others:
+                perf_breakdown("pasta -t", port + 2, others[1], args.conns)
         if args.py_spy:
             py_spy(port, fwd["pid"], args.py_spy, rr=False)
             py_spy(port + 1, fwd["pid"], args.py_spy, rr=True)

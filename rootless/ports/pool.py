@@ -8,6 +8,7 @@ connects it itself and no data ever passes through the dialer. A small pool per
 
 from __future__ import annotations
 
+import _socket
 import json
 import logging
 import os
@@ -27,6 +28,8 @@ log = logging.getLogger("rootless.ports")
 SockKey = tuple[str, int, str, str]
 Waiter = Callable[[socket.socket | None], None]
 POOL_LOW, POOL_BATCH = 8, 32
+AF_INET, AF_INET6 = int(socket.AF_INET), int(socket.AF_INET6)
+SOCK_STREAM, SOCK_DGRAM = int(socket.SOCK_STREAM), int(socket.SOCK_DGRAM)
 
 
 class Ticket:
@@ -63,11 +66,9 @@ class DialerPool:
         if key[0] not in self.live:  # unpublished meanwhile: nothing will ever come
             cb(None)
             return None
-        pool = self.pools.get(key)
-        if pool:
-            self.size -= 1
-            cb(pool.popleft())
-            self._refill(key)
+        s = self.take(key)
+        if s is not None:
+            cb(s)
             return None
         t = Ticket(key, cb)
         queue = self.waiting.setdefault(key, deque())
@@ -77,6 +78,18 @@ class DialerPool:
             self.waiting[key] = deque(x for x in queue if x.live)
         self._refill(key)
         return t
+
+    def take(self, key: SockKey) -> socket.socket | None:
+        """A pooled socket for key at once, or None: then `get` waits for the dialer (the
+        per-connection path, without a callback when the pool has one)."""
+        pool = self.pools.get(key)
+        if not pool or key[0] not in self.live:
+            return None
+        self.size -= 1
+        s = pool.popleft()
+        if len(pool) < POOL_LOW or self.live_waiting.get(key):
+            self._refill(key)
+        return s
 
     def cancel(self, t: Ticket) -> None:
         if t.live:
@@ -176,13 +189,15 @@ class DialerPool:
                 self._fail_in_flight()
                 continue
             key = self.requests.get(reply.id)
+            socks: list[socket.socket] = []
             if key is None:
                 close_fds(fds)
-                socks = []
             else:  # family and type given: socket() need not ask the kernel (3 syscalls)
-                fam = socket.AF_INET6 if key[1] == 6 else socket.AF_INET
-                kind = socket.SOCK_DGRAM if key[2] == "udp" else socket.SOCK_STREAM
-                socks = [socket.socket(fam, kind, 0, fd) for fd in fds]
+                fam = AF_INET6 if key[1] == 6 else AF_INET
+                kind = SOCK_DGRAM if key[2] == "udp" else SOCK_STREAM
+                # The C type socket.socket derives from: every method the proxies call on a
+                # dial socket is its own, without socket.py's Python layer (__init__, close).
+                socks = [_socket.socket(fam, kind, 0, fd) for fd in fds]  # type: ignore[misc]
             self._deliver(reply, socks)
 
     def _deliver(self, reply: messages.DialReply, socks: list[socket.socket]) -> None:

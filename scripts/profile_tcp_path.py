@@ -1,0 +1,300 @@
+#!/usr/bin/env python3
+"""One TCP connection's path through burrow's forwarder, phase by phase, in one process.
+
+The forwarder's TCP parts (netns.loop, rootless.ports.pool with the real dialer process,
+rootless.ports.tcp) run in this process on the host's 127.0.0.1; the dialer makes the sockets
+in a throwaway netns whose loopback runs an echo server (connect, "hello", close), the same
+kernel path as a dial to a sandbox's own address. A client process makes sequential
+connections (connect, read to EOF, close), as `bench_rootless.py`'s conn/s row does, and
+times each one's phases from its side: connect returned, first byte, EOF.
+
+Modes (each worker is a fresh process; several trees alternate in one run for an A/B):
+- rate: connections/s, and the forwarder's user/system CPU per connection;
+- phases: the forwarder's handlers timed (accept, first event of the dial, client's FIN),
+  next to the client's own timeline;
+- cprofile: Python function calls per connection, and where the time goes;
+- strace: system calls per connection by name.
+
+Run as root (it makes a netns), e.g.:
+    .venv/bin/python scripts/profile_tcp_path.py --mode rate --conns 3000 --rounds 3 \
+        --tree /work/main --tree .
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+
+ECHO = """
+import socket,sys
+s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
+s.bind(('127.0.0.1',int(sys.argv[1]))); s.listen(512)
+print('up',flush=True)
+while True:
+    c,_=s.accept(); c.sendall(b'hello\\n'); c.close()
+"""
+# Sequential connections; one JSON line: rate, and the medians of each phase (microseconds).
+CLIENT = """
+import json,socket,statistics,sys,time
+port,n=int(sys.argv[1]),int(sys.argv[2])
+for _ in range(200):  # warm: pools filled, code paths hot
+    with socket.create_connection(('127.0.0.1',port),2) as c:
+        while c.recv(64): pass
+print('warm',flush=True); sys.stdin.readline()
+pc=time.perf_counter_ns
+ph={'connect':[],'first_byte':[],'eof':[],'close':[]}
+t0=pc()
+for _ in range(n):
+    a=pc(); c=socket.socket(); c.connect(('127.0.0.1',port)); b=pc()
+    c.recv(64); d=pc()
+    while c.recv(64): pass
+    e=pc(); c.close(); f=pc()
+    ph['connect'].append(b-a); ph['first_byte'].append(d-b); ph['eof'].append(e-d)
+    ph['close'].append(f-e)
+t1=pc()
+print(json.dumps({'rate':n/((t1-t0)/1e9),
+                  **{k:statistics.median(v)/1e3 for k,v in ph.items()}}),flush=True)
+"""
+
+
+def cpu() -> tuple[float, float]:
+    """This process's (user, system) seconds, to the microsecond (os.times counts ticks)."""
+    import resource
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime, r.ru_stime
+
+
+def worker(args: argparse.Namespace) -> None:
+    """The forwarder side, in this process, importing rootless from args.tree."""
+    sys.path.insert(0, str(Path(args.tree).resolve()))
+    import socket
+    from ipaddress import IPv4Address
+
+    from netns.loop import Loop
+    from rootless.ports import tcp as tcpmod
+    from rootless.ports.budget import Guard
+    from rootless.ports.manager import bind
+    from rootless.ports.pool import DialerPool
+    from rootless.ports.spec import PortSpec
+    from rootless.ports.target import Listener, Target
+    from tests.nsutil import Netns
+
+    with Netns() as ns:
+        srv = ns.popen([sys.executable, "-c", ECHO, "5301"], stdout=subprocess.PIPE)
+        assert srv.stdout is not None and srv.stdout.readline().strip() == "up"
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        dialer = subprocess.Popen([sys.executable, "-m", "rootless.ports.dialer",
+                                   str(child.fileno())], pass_fds=[child.fileno()],
+                                  cwd=args.tree, stderr=subprocess.DEVNULL,
+                                  env={**os.environ, "PYTHONPATH": str(Path(args.tree).resolve())})
+        child.close()
+        loop = Loop()
+        guard = Guard(65536, lambda: 0)
+        pool = DialerPool(loop, parent, guard.shed, loop.stop)
+        proxy = tcpmod.TcpProxy(loop, pool, guard)
+        spec = PortSpec.of("127.0.0.1", 40000 + os.getpid() % 20000, 5301)
+        target = Target("prof", ns.path, IPv4Address("127.0.0.1"), None)
+        lsock = bind(spec, spec.host_port)
+        pool.open(ns.path)
+        proxy.listen(Listener(lsock, spec, spec.host_port, 5301, target))
+        timers = (instrument(loop, lsock.fileno(), spec.host_port) if args.mode == "phases"
+                  else None)
+        cl = subprocess.Popen([sys.executable, "-c", CLIENT, str(spec.host_port),
+                               str(args.conns)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+        assert cl.stdout is not None and cl.stdin is not None
+        out: list[str] = []
+
+        def on_client(ev: int) -> None:
+            line = cl.stdout.readline()  # type: ignore[union-attr]
+            out.append(line)
+            loop.stop()
+
+        loop.add(cl.stdout.fileno(), on_client)
+        loop.run()  # the warm-up
+        assert out.pop().strip() == "warm"
+        if timers is not None:
+            for v in timers.values():
+                v.clear()
+        prof = None
+        if args.mode == "cprofile":
+            import cProfile
+            prof = cProfile.Profile()
+        st = None
+        if args.mode == "strace":
+            stout = f"/tmp/cs-strace-{os.getpid()}"
+            st = subprocess.Popen(["strace", "-c", "-o", stout, "-p", str(os.getpid())],
+                                  stderr=subprocess.DEVNULL)
+            time.sleep(1.0)
+        if args.mode == "perf":
+            stout = f"/tmp/cs-perf-{os.getpid()}"
+            st = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "20000",
+                                   "-g", "-o", stout, "-p", str(os.getpid())],
+                                  stderr=subprocess.DEVNULL)
+            time.sleep(1.0)
+        c0 = cpu()
+        cl.stdin.write("go\n")
+        cl.stdin.flush()
+        if prof is not None:
+            prof.enable()
+        loop.run()
+        if prof is not None:
+            prof.disable()
+        c1 = cpu()
+        if st is not None:
+            st.send_signal(2 if args.mode == "perf" else 15)
+            st.wait()
+        res = json.loads(out[0])
+        res["user_us"] = (c1[0] - c0[0]) / args.conns * 1e6
+        res["sys_us"] = (c1[1] - c0[1]) / args.conns * 1e6
+        res["tree"] = args.tree
+        if timers is not None:
+            import statistics
+            res["handlers"] = {k: (len(v) / args.conns, statistics.median(v) / 1e3 if v else 0,
+                                   sum(v) / 1e3 / args.conns) for k, v in timers.items()}
+        if prof is not None:
+            res["calls"] = report_profile(prof, args.conns, args.top)
+        if args.mode == "strace":
+            res["syscalls"] = report_strace(stout, args.conns)
+        if args.mode == "perf":
+            res["perf"] = stout
+        print(json.dumps(res), flush=True)
+        cl.wait()
+        srv.kill()
+        dialer.kill()
+        dialer.wait()
+
+
+def instrument(loop: Any, lfd: int, port: int) -> dict[str, list[int]]:
+    """Time each event handler the loop runs, by the connection phase it serves (ns, each
+    call): the listener's; a connection's first event on the client side and on the dial side
+    (told apart by the local port), and later ones. Works whatever the handlers are."""
+    import socket
+    timers: dict[str, list[int]] = {}
+    pc = time.perf_counter_ns
+    fresh: set[int] = set()
+    handlers = loop._handlers
+
+    class Timed(dict):  # type: ignore[type-arg]
+        def get(self, fd: int, default: Any = None) -> Any:
+            h = dict.get(self, fd, default)
+            if h is None:
+                return h
+            if fd == lfd:
+                key = "1 accept (accept, admit, dial)"
+            else:
+                try:
+                    with socket.socket(fileno=os.dup(fd)) as s:
+                        name = s.getsockname()
+                except OSError:
+                    name = ""
+                if not isinstance(name, tuple):
+                    key = "0 other (dialer replies, the client's pipe)"
+                else:
+                    first = fd in fresh
+                    fresh.discard(fd)
+                    key = (("3 client side" if name[1] == port else "2 dial side")
+                           + (", its first event" if first else ", later events"))
+
+            def timed(ev: int) -> None:
+                before = set(self) if fd == lfd else None
+                t = pc()
+                try:
+                    h(ev)
+                finally:
+                    timers.setdefault(key, []).append(pc() - t)
+                    if before is not None:
+                        fresh.update(set(self) - before)
+            return timed
+
+    loop._handlers = Timed(handlers)
+    return timers
+
+
+def report_profile(prof: object, n: int, top: int) -> dict[str, object]:
+    import pstats
+    st = pstats.Stats(prof)  # type: ignore[arg-type]
+    rows = []
+    total_calls = 0
+    for (file, line, fn), (_cc, nc, tt, ct, _) in st.stats.items():  # type: ignore[attr-defined]
+        total_calls += nc
+        rows.append((tt, nc, f"{Path(file).name}:{line}:{fn}", ct))
+    rows.sort(reverse=True)
+    return {"calls_per_conn": total_calls / n,
+            "top": [(name, round(nc / n, 2), round(tt / n * 1e6, 2), round(ct / n * 1e6, 2))
+                    for tt, nc, name, ct in rows[:top]]}
+
+
+def report_strace(path: str, n: int) -> dict[str, float]:
+    rows = {}
+    for line in Path(path).read_text().splitlines():
+        p = line.split()
+        if len(p) >= 5 and p[0][0].isdigit() and p[-1] != "total":
+            try:
+                rows[p[-1]] = round(int(p[3]) / n, 2)
+            except ValueError:
+                continue
+    os.unlink(path)
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mode", choices=["rate", "phases", "cprofile", "strace", "perf"], default="rate")
+    ap.add_argument("--conns", type=int, default=3000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--tree", action="append", help="repo trees to compare (default: this)")
+    ap.add_argument("--top", type=int, default=30, help="cprofile: functions shown")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root: it makes a netns")
+    if args.worker:
+        args.tree = args.tree[0]
+        worker(args)
+        return 0
+    trees = args.tree or [str(REPO)]
+    got: dict[str, list[dict[str, object]]] = {t: [] for t in trees}
+    print(f"# {args.mode}, {args.conns} sequential connections x {args.rounds} rounds, "
+          f"load {os.getloadavg()[0]:.2f}", flush=True)
+    for r in range(args.rounds):
+        for t in (trees if r % 2 == 0 else trees[::-1]):
+            res = subprocess.run([sys.executable, __file__, "--worker", "--mode", args.mode,
+                                  "--conns", str(args.conns), "--tree", t,
+                                  "--top", str(args.top)],
+                                 capture_output=True, text=True, timeout=600)
+            if res.returncode:
+                raise SystemExit(res.stderr[-2000:])
+            d = json.loads(res.stdout.strip().splitlines()[-1])
+            got[t].append(d)
+            print(f"{t:24} {d['rate']:7.0f} conn/s  user {d['user_us']:5.1f} us  sys "
+                  f"{d['sys_us']:5.1f} us  client: connect {d['connect']:5.1f}  first byte "
+                  f"{d['first_byte']:6.1f}  eof {d['eof']:5.1f}  close {d['close']:4.1f} us"
+                  f"  (load {os.getloadavg()[0]:.2f})", flush=True)
+            for k in ("handlers", "calls", "syscalls", "perf"):
+                if k in d:
+                    print(json.dumps(d[k], indent=1))
+    import statistics
+    for t in trees:
+        med = {k: statistics.median(float(d[k]) for d in got[t])  # type: ignore[arg-type]
+               for k in ("rate", "user_us", "sys_us")}
+        print(f"median {t:17} {med['rate']:7.0f} conn/s  user {med['user_us']:5.1f} us  "
+              f"sys {med['sys_us']:5.1f} us  user+sys {med['user_us'] + med['sys_us']:5.1f} us")
+        got[t].append(med)  # type: ignore[arg-type]
+    for t in trees[1:]:
+        m, b = got[t][-1], got[trees[0]][-1]
+        print(f"{t} / {trees[0]}: conn/s {float(m['rate']) / float(b['rate']):.3f}x, "  # type: ignore[arg-type]
+              f"user CPU {float(m['user_us']) / float(b['user_us']):.3f}x")  # type: ignore[arg-type]
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
