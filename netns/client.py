@@ -154,10 +154,12 @@ def socket_path(config: str | None, env: Mapping[str, str]) -> str:
     euid = os.geteuid()
     if euid == 0:
         return f"/run/burrow/{name}"
-    runtime = env.get("XDG_RUNTIME_DIR", "")
-    if runtime.startswith("/"):
-        return f"{runtime}/burrow/{name}"
-    return f"/tmp/burrow-{euid}/{name}"
+    # The rootless state directory, by the one rule (RuntimeDirError, a ValueError: the
+    # XDG_RUNTIME_DIR set is unusable, which the user is told, naming the fix). Imported only
+    # here: Podman always passes --config, and its every exec of us pays for each import.
+    from netns import rundir
+
+    return f"{rundir.burrow_dir(env, euid)}/{name}"
 
 
 # --- framing --------------------------------------------------------------------------------
@@ -524,6 +526,9 @@ def _try_engine(
         path = socket_path(p.config, env)
     except OSError as exc:
         return None, f"no-socket-path ({exc})", False
+    except ValueError as exc:  # netns.rundir.RuntimeDirError: runs in-process; say the fix
+        sys.stderr.write(f"burrow-netavark: {exc} (running without the warm engine)\n")
+        return None, "no-socket-path (XDG_RUNTIME_DIR)", False
     netns_fd: int | None = None
     if p.netns_index is not None:
         try:

@@ -3,9 +3,9 @@
 Two places, as Podman has them:
 - the *runtime* directory (`root`): the namespace holder, connector, sockets, pid files, logs,
   sandbox records. It dies with a reboot, as the namespaces do. Rootless that is
-  `$XDG_RUNTIME_DIR/burrow/`; with XDG_RUNTIME_DIR unset, what Podman (containers/storage) does:
-  `/run/user/<uid>` when it is a directory of the user's that only they can write, else
-  `/tmp/burrow-<uid>/`. Set to a directory that does not exist, it is an error naming the fix,
+  `$XDG_RUNTIME_DIR/burrow/`, found by the one rule netns.rundir has for every part of burrow
+  (the warm engine's client too): unset, what Podman does (`/run/user/<uid>` if it is the
+  user's and private, else `/tmp/burrow-<uid>/`); relative or missing, an error naming the fix,
   never a silent fallback (that gave one user two sets of networks). Rootful: `/run/burrow/`.
 - the *data* directory (`data`): networks, the user's configuration, which survive a reboot.
   Rootless `$XDG_DATA_HOME/burrow/` (default `~/.local/share/burrow/`), rootful `/etc/burrow/`
@@ -28,36 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from netns import locks
+from netns import locks, rundir
 from netns.errors import BurrowError
 
 ROOTFUL_STATE_DIR = Path("/run/burrow")
 ROOTFUL_DATA_DIR = Path("/etc/burrow")
-
-
-def runtime_dir(env: Mapping[str, str], uid: int | None = None,
-                run_user: Path = Path("/run/user")) -> Path:
-    """The user's runtime directory, as Podman finds it (containers/storage GetRuntimeDir);
-    `/tmp` means none: the caller uses its own `/tmp/burrow-<uid>`."""
-    uid = os.getuid() if uid is None else uid
-    xdg = env.get("XDG_RUNTIME_DIR", "")
-    if xdg:
-        if not os.path.isabs(xdg) or not os.path.isdir(xdg):
-            what = "is not an absolute path" if not os.path.isabs(xdg) else "does not exist"
-            raise BurrowError(
-                f"XDG_RUNTIME_DIR={xdg} {what}; create it (`mkdir -m 700 {xdg}`), or unset "
-                f"XDG_RUNTIME_DIR (burrow then uses /run/user/{uid} if it is yours, else "
-                f"/tmp/burrow-{uid}), or log in again so that systemd-logind sets it")
-        return Path(xdg)
-    mine = run_user / str(uid)
-    try:
-        st = os.lstat(mine)
-    except OSError:
-        st = None
-    if st is not None and stat.S_ISDIR(st.st_mode) and st.st_uid == uid \
-            and not stat.S_IMODE(st.st_mode) & 0o022:
-        return mine
-    return Path("/tmp")
 
 
 def data_home(env: Mapping[str, str]) -> Path:
@@ -81,8 +56,10 @@ class StatePaths:
     @classmethod
     def for_user(cls, env: Mapping[str, str] | None = None) -> StatePaths:
         env = os.environ if env is None else env
-        run = runtime_dir(env)
-        root = run / "burrow" if run != Path("/tmp") else Path(f"/tmp/burrow-{os.getuid()}")
+        try:
+            root = Path(rundir.burrow_dir(env, os.getuid()))
+        except rundir.RuntimeDirError as e:
+            raise BurrowError(str(e)) from None
         return cls(root, data_home(env) / "burrow")
 
     @classmethod

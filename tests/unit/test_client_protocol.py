@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -87,18 +88,52 @@ def test_socket_path_with_config_is_in_the_config_dir(tmp_path: os.PathLike[str]
         os.chdir(REPO)
 
 
-def test_socket_path_without_config_names_the_world(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_socket_path_without_config_names_the_world(monkeypatch: pytest.MonkeyPatch,
+                                                    tmp_path: Path) -> None:
     net = os.stat("/proc/self/ns/net").st_ino
     user = os.stat("/proc/self/ns/user").st_ino
     name = f"engine-{net}-{user}.sock"
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     assert client.socket_path(None, {"XDG_RUNTIME_DIR": "/run/user/0"}) == f"/run/burrow/{name}"
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    assert client.socket_path(None, {"XDG_RUNTIME_DIR": "/run/user/1000"}) == (
-        f"/run/user/1000/burrow/{name}"
+    assert client.socket_path(None, {"XDG_RUNTIME_DIR": str(tmp_path)}) == (
+        f"{tmp_path}/burrow/{name}"
     )
-    assert client.socket_path(None, {}) == f"/tmp/burrow-1000/{name}"
-    assert client.socket_path(None, {"XDG_RUNTIME_DIR": "relative"}) == f"/tmp/burrow-1000/{name}"
+    if not os.path.exists("/run/user/1000"):
+        assert client.socket_path(None, {}) == f"/tmp/burrow-1000/{name}"
+
+
+def test_socket_path_follows_the_one_runtime_dir_rule(monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path) -> None:
+    """Without --config the engine's socket is in the rootless state directory, found as
+    rootless.paths finds it (netns.rundir): a relative or missing XDG_RUNTIME_DIR is an error
+    naming the fix, not a silent /tmp/burrow-<uid> (where the client used to go)."""
+    from netns import rundir
+    from rootless.paths import StatePaths
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)  # a user: root's engine is /run/burrow
+    monkeypatch.setattr(os, "getuid", lambda: 1000)
+    (tmp_path / "run").mkdir(mode=0o700)
+    for env in ({"XDG_RUNTIME_DIR": str(tmp_path / "run")}, {"XDG_RUNTIME_DIR": "/"}):
+        sock = client.socket_path(None, env)
+        assert os.path.dirname(sock) == rundir.burrow_dir(env, 1000)
+        assert Path(os.path.dirname(sock)) == StatePaths.for_user(env).root
+    for bad in ("relative/run", str(tmp_path / "gone")):
+        with pytest.raises(rundir.RuntimeDirError, match=f"XDG_RUNTIME_DIR={bad} .*; .*unset"):
+            client.socket_path(None, {"XDG_RUNTIME_DIR": bad})
+    assert not (tmp_path / "gone").exists()
+
+
+def test_an_unusable_runtime_dir_is_said_and_the_command_runs_in_process(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """burrow-netavark without --config: the warm engine has no place, so the command runs
+    in-process (it works, only slower) and the user is told the fix once per call."""
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    reply, reason, maybe_ran = client._try_engine(
+        client.Peek("setup", None, None, None), ["setup"], b"", {"XDG_RUNTIME_DIR": "rel"}, 1.0)
+    assert reply is None and not maybe_ran and reason == "no-socket-path (XDG_RUNTIME_DIR)"
+    err = capsys.readouterr().err
+    assert "XDG_RUNTIME_DIR=rel is not an absolute path" in err and "unset" in err
 
 
 def test_private_dir_rejects_a_world_writable_dir(tmp_path: os.PathLike[str]) -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from netns.errors import BurrowError
-from rootless.paths import ROOTFUL_DATA_DIR, ROOTFUL_STATE_DIR, StatePaths, runtime_dir
+from netns.rundir import user_runtime_dir
+from rootless.paths import ROOTFUL_DATA_DIR, ROOTFUL_STATE_DIR, StatePaths
 from rootless.settings import Settings
 from rootless.store import Store
 
@@ -44,14 +45,14 @@ def test_unset_runtime_dir_as_podman(tmp_path: Path) -> None:
     run_user = tmp_path / "run-user"
     run_user.mkdir()
     uid = os.getuid()
-    # No /run/user/<uid>: the /tmp fallback (burrow-<uid>, made 0700 by ensure()).
-    assert runtime_dir({}, uid, run_user) == Path("/tmp")
+    # No /run/user/<uid>: none (the state goes to /tmp/burrow-<uid>, made 0700 by ensure()).
+    assert user_runtime_dir({}, uid, str(run_user)) is None
     mine = run_user / str(uid)
     mine.mkdir(mode=0o700)
-    assert runtime_dir({}, uid, run_user) == mine
+    assert user_runtime_dir({}, uid, str(run_user)) == str(mine)
     mine.chmod(0o777)  # writable by others: not trusted, as containers/storage
-    assert runtime_dir({}, uid, run_user) == Path("/tmp")
-    assert runtime_dir({}, uid + 1, run_user) == Path("/tmp")  # someone else's uid: not there
+    assert user_runtime_dir({}, uid, str(run_user)) is None
+    assert user_runtime_dir({}, uid + 1, str(run_user)) is None  # someone else's uid
 
 
 def test_the_one_choice_of_places() -> None:
