@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from netns import drivers, names
 from netns.drivers import macvlan
 from netns.drivers.base import Attachment, bool_option, gateways, int_option, mtu_option
+from netns.drivers.bridge import BridgeAttachment
 from netns.errors import BurrowError
 from netns.plan import ROUTE_TYPES
 from netns.schema import (
@@ -123,14 +124,31 @@ def attachment(net: Network, per: PerNetworkOptions) -> Attachment:
     return driver.attach(base, per)
 
 
+def _one_network_per_bridge(att: Attachment, bridges: dict[str, str]) -> None:
+    """Two networks on one bridge: the first one's rules outlived the teardown (they go with the
+    bridge, which the second still held)."""
+    if not isinstance(att, BridgeAttachment) or not att.managed:
+        return  # macvlan networks may share a parent; an unmanaged bridge has no rules of ours
+    other = bridges.setdefault(att.bridge, att.network.name)
+    if other != att.network.name:
+        raise BurrowError(f"networks {other} and {att.network.name} both use bridge {att.bridge}: "
+                          "give each network its own network_interface")
+
+
 def request(opts: NetworkOptions) -> Request:
     """Check everything that can be checked without the kernel; raise on the first problem."""
     names.name(opts.container_id, "container id")
     names.name(opts.container_name, "container name")
     attachments: list[Attachment] = []
     seen_if: set[str] = set()
+    seen_nets: set[str] = set()
+    bridges: dict[str, str] = {}  # bridge -> the network using it in this request
     for name, per in opts.networks:
         names.network_name(name)
+        if name in seen_nets:
+            # The 2.x array shape can list one twice; its rules then clashed in the firewall.
+            raise BurrowError(f"network {name} is listed twice in the request")
+        seen_nets.add(name)
         net = opts.network_info.get(name)
         if net is None:
             raise BurrowError(f"network info for network {name} not found")
@@ -143,6 +161,7 @@ def request(opts: NetworkOptions) -> Request:
                 f"network {name}: interface name {att.ifname} is used twice in the request"
             )
         seen_if.add(att.ifname)
+        _one_network_per_bridge(att, bridges)
         attachments.append(att)
     # Port mappings were checked when parsed (`PortMapping.from_json`). A host_ip of a family
     # the container lacks on these networks is not an error: rootless Podman's `network connect`

@@ -127,3 +127,41 @@ def test_an_address_with_a_zone_or_a_metric_past_u32_is_refused_before_any_chang
     assert _host_state(world) == before
     assert "eth0" not in ctr_ns.run(["ip", "-o", "link"]).stdout
     assert not (world.config / "firewall").exists()
+
+
+def _twice(opts: dict[str, Any]) -> None:
+    """The 2.x array shape, with the network listed twice (another interface and address)."""
+    per = opts["networks"]["hardnet"]
+    opts["networks"] = [dict(per, name="hardnet"),
+                        dict(per, name="hardnet", interface_name="eth1", static_ips=["10.97.4.6"])]
+
+
+def _shared_bridge(opts: dict[str, Any]) -> None:
+    info = opts["network_info"]["hardnet"]
+    other = dict(info, name="other", subnets=[{"subnet": "10.97.7.0/24", "gateway": "10.97.7.1"}])
+    opts["network_info"]["other"] = other
+    opts["networks"]["other"] = {"interface_name": "eth1", "static_ips": ["10.97.7.5"]}
+
+
+def _rules(w: World) -> list[str]:
+    return [ln for ln in w.host.run(["iptables-save"]).stdout.splitlines() if "10.97." in ln]
+
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (_twice, "network hardnet is listed twice in the request"),
+    (_shared_bridge, "networks hardnet and other both use bridge"),
+], ids=["network_twice", "shared_bridge"])
+def test_a_request_that_would_clash_or_leak_rules_is_refused_before_any_change(
+    world: World, ctr_ns: Netns, mutate: Callable[[dict[str, Any]], None], message: str
+) -> None:
+    """The same network twice failed mid-apply ("File exists" from the firewall); two networks
+    on one bridge set up, and their teardown left the first network's rules behind for good
+    (they go with the bridge, which the second network still held)."""
+    opts = request(mutate)
+    res = world.netavark("setup", ctr_ns, opts, check=False)
+    if res.returncode == 0:  # the old code: show what the teardown leaves
+        world.netavark("teardown", ctr_ns, opts, check=False)
+        pytest.fail(f"set up; after teardown these rules are left: {_rules(world)}")
+    assert message in json.loads(res.stdout)["error"], res.stdout
+    assert _rules(world) == [] and "eth0" not in ctr_ns.run(["ip", "-o", "link"]).stdout
+    assert not (world.config / "firewall").exists()
