@@ -19,7 +19,7 @@ from typing import Any
 from pyroute2 import IPRoute  # noqa: TID251 - this module is the one allowed importer
 from pyroute2.netlink.exceptions import NetlinkError  # noqa: TID251
 
-from netns import bridges, devconf, linkdump
+from netns import bridges, devconf, linkdump, neigh
 from netns.bridges import Outcome
 from netns.errors import BurrowError
 from netns.nsenter import entered
@@ -33,8 +33,10 @@ from netns.plan import (
     DeleteRoute,
     DetachFromBridge,
     EnsureBridge,
+    ForgetNeighbours,
     Op,
     RequireLink,
+    SeedNeighbours,
     Sysctl,
     Where,
     describe,
@@ -368,6 +370,11 @@ class Netlink(Handles):
             case ConfigureInterface():
                 self._configure(op)
                 return Outcome()
+            case SeedNeighbours():
+                return self._seed_neighbours(op)
+            case ForgetNeighbours():
+                self._forget_neighbours(op)
+                return Outcome()
             case AddRoute():
                 self._add_route(op)
                 return Outcome()
@@ -456,6 +463,44 @@ class Netlink(Handles):
             if exc.code != errno.ENODEV:
                 raise
         ctr.link("set", index=idx, state="up")
+
+    def _seed_neighbours(self, op: SeedNeighbours) -> Outcome:
+        """One raw request in the container (gateways -> the bridge's MAC) and one on the host
+        (addresses -> the container's MAC): netns/neigh.py. Not getting them is no error (the
+        kernel resolves as it always did), so failures are logged; the undo removes whatever
+        host entries may have been made."""
+        bridge, port = self.index("host", op.bridge), self.index("container", op.ifname)
+        if bridge is None or port is None or self.ctr_raw is None:
+            return Outcome()
+        undo = ForgetNeighbours(op.bridge, op.addresses)
+        refused: list[tuple[neigh.Address, int]] = []
+        try:
+            # A bridge made here has the MAC it was given. Any other is read now: one with no
+            # MAC of its own (not made by burrow) may have just taken the new port's.
+            made = self._macs.get(("host", op.bridge)) if op.bridge in self.made_bridges else None
+            mac = neigh.mac_bytes(made) if made else neigh.link_address(self._host_raw(), bridge)
+            refused += neigh.replace(self.ctr_raw, port, [(gw, mac) for gw in op.gateways])
+            mine = neigh.mac_bytes(self.mac(op.ifname))
+            refused += neigh.replace(self._host_raw(), bridge, [(a, mine) for a in op.addresses])
+        except (OSError, ValueError) as exc:
+            log.warning("%s: %s", describe(op), exc)
+        for ip, code in refused:
+            log.warning("%s: %s: %s", describe(op), ip, os.strerror(code))
+        return Outcome(undo=undo)
+
+    def _forget_neighbours(self, op: ForgetNeighbours) -> None:
+        """Best effort, as seeding: an entry left behind is a STALE one the kernel checks, and
+        the address's next setup replaces it."""
+        bridge = self.index("host", op.bridge)
+        if bridge is None:  # the bridge went, and its entries with it
+            return
+        try:
+            refused = neigh.delete(self._host_raw(), bridge, op.addresses)
+        except OSError as exc:
+            log.warning("%s: %s", describe(op), exc)
+            return
+        for ip, code in refused:
+            log.warning("%s: %s: %s", describe(op), ip, os.strerror(code))
 
     def _delete_route(self, op: DeleteRoute) -> None:
         try:

@@ -85,6 +85,30 @@ class ConfigureInterface:
 
 
 @dataclass(frozen=True)
+class SeedNeighbours:
+    """A new bridge port's two ends learn each other's MAC (netns/neigh.py): in the container,
+    each gateway -> the bridge's MAC on `ifname`; on the host, each container address -> the
+    container's MAC on `bridge`. Else the container's first packet to its gateway, and the
+    reply, each wait for an ARP/ND exchange the bridge floods to every port (issue 15).
+    Kernel-checked entries (STALE); failing to write them is logged, never a setup error."""
+
+    bridge: str
+    ifname: str
+    gateways: tuple[IPAddress, ...]
+    addresses: tuple[IPAddress, ...]
+
+
+@dataclass(frozen=True)
+class ForgetNeighbours:
+    """Teardown (and rollback) of `SeedNeighbours`' host side: the bridge's entries for the
+    container's addresses, so a later holder of an address never gets the old MAC (the
+    container side goes with its interface). Entries already gone are fine."""
+
+    bridge: str
+    addresses: tuple[IPAddress, ...]
+
+
+@dataclass(frozen=True)
 class AddRoute:
     where: Where
     destination: IPNetwork
@@ -134,6 +158,8 @@ Op = (
     | AddVeth
     | AddMacvlan
     | ConfigureInterface
+    | SeedNeighbours
+    | ForgetNeighbours
     | AddRoute
     | DeleteRoute
     | DeleteLink
@@ -157,6 +183,10 @@ def describe(op: Op) -> str:
             return f"create macvlan {ifname} on {parent or 'the default-route interface'}"
         case ConfigureInterface(ifname):
             return f"configure container interface {ifname}"
+        case SeedNeighbours(bridge, ifname):
+            return f"seed neighbour entries of {ifname} and bridge {bridge}"
+        case ForgetNeighbours(bridge):
+            return f"remove neighbour entries on bridge {bridge}"
         case AddRoute(where, dest, gw):
             return f"add route {dest} via {gw or 'link'} ({where})"
         case DeleteRoute(where, dest, _, kind):

@@ -14,6 +14,9 @@
 
 Run through `scripts/bench scale` (part of scripts/bench_scale.py), or alone:
     sudo .venv/bin/python scripts/bench_scale_dns.py [--n 500] [--seconds 5]
+An A/B of two burrow trees, resolve rows only, 2 rounds in alternating order:
+    sudo .venv/bin/python scripts/bench_scale_dns.py --skip-qps --no-netavark --resolve-rounds 2 \
+        --burrow-venv OLD/.venv --burrow-venv .venv
 """
 
 from __future__ import annotations
@@ -138,26 +141,39 @@ def resolve_after_setup(tool: Tool, n: int) -> tuple[list[float], list[float]]:
     return cold, warm
 
 
-def resolve_rows(n: int) -> list[str]:
-    bin_ = VENV_BIN
-    burrow = [str(bin_ / "burrow-netavark"), "--rootless=false", f"--aardvark-binary={bin_ / 'burrow-dns'}"]
-    tools = [  # made one at a time: each holds a "host" netns until resolve_after_setup closes it
-        lambda: Tool("netavark 1.4 + aardvark-dns 1.4", [NETAVARK, "--rootless=false",
-                     f"--aardvark-binary={AARDVARK}"], {"NETAVARK_FW": "iptables"}),
-        lambda: Tool("burrow + burrow-dns (warm)", burrow,
-                     {"NETAVARK_DNS_PORT": "53", "BURROW_ENGINE_IDLE": "600", "NETAVARK_FW": "nftables"}),
-    ]  # fmt: skip
+def _burrow(venv: Path, label: str) -> Tool:
+    bin_ = venv / "bin"
+    argv = [str(bin_ / "burrow-netavark"), "--rootless=false", f"--aardvark-binary={bin_ / 'burrow-dns'}"]
+    return Tool(label, argv, {"NETAVARK_DNS_PORT": "53", "BURROW_ENGINE_IDLE": "600",
+                              "NETAVARK_FW": "nftables"})
+
+
+def resolve_rows(n: int, venvs: list[Path] | None = None, netavark: bool = True,
+                 rounds: int = 1) -> list[str]:
+    """One row per tool and round; with several burrow trees (`venvs`, e.g. before and after a
+    change) the rounds alternate their order, so load drift hits each alike."""
+    tools: list[tuple[str, Any]] = []  # made one at a time: each holds a "host" netns
+    if netavark:
+        tools.append(("netavark 1.4 + aardvark-dns 1.4", lambda: Tool(
+            "netavark 1.4 + aardvark-dns 1.4", [NETAVARK, "--rootless=false",
+            f"--aardvark-binary={AARDVARK}"], {"NETAVARK_FW": "iptables"})))
+    venvs = [v.resolve() for v in venvs or [VENV_BIN.parent]]
+    for k, venv in enumerate(venvs):
+        label = "burrow + burrow-dns (warm)" + (f" [{k}]" if len(venvs) > 1 else "")
+        tools.append((label, lambda venv=venv, label=label: _burrow(venv, label)))
     rows = [f"== setup return -> name resolves, N = {n} containers on one network, dual-stack + "
             "DNS + 1 port (ms; median of the first 10 -> last 10, worst of each)",
             f"{'':34} {'the query is the first packet':>36}   {'after a first packet (DNS alone)':>36}"]
-    for make in tools:
-        tool = make()
-        cells = []
-        for ms in resolve_after_setup(tool, n):
-            first, last = ms[:10], ms[-10:]
-            cells.append(f"{statistics.median(first):6.2f} -> {statistics.median(last):6.2f}"
-                         f" (worst {max(first):5.1f}/{max(last):5.1f})")
-        rows.append(f"{tool.name:34} {cells[0]:>36}   {cells[1]:>36}")
+    rows += [f"  [{k}] = {v}" for k, v in enumerate(venvs) if len(venvs) > 1]
+    for rnd in range(rounds):
+        for label, make in tools if rnd % 2 == 0 else tools[::-1]:
+            cells = []
+            for ms in resolve_after_setup(make(), n):
+                first, last = ms[:10], ms[-10:]
+                cells.append(f"{statistics.median(first):6.2f} -> {statistics.median(last):6.2f}"
+                             f" (worst {max(first):5.1f}/{max(last):5.1f})")
+            rows.append(f"{label:34} {cells[0]:>36}   {cells[1]:>36}")
+            print(rows[-1], f"(load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
     return rows
 
 
@@ -253,12 +269,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="qps/p99 rounds (interleaved)")
     ap.add_argument("--skip-resolve", action="store_true")
     ap.add_argument("--skip-qps", action="store_true")
+    ap.add_argument("--burrow-venv", type=Path, action="append",
+                    help="a burrow tree's venv (repeat for an A/B: before and after a change)")
+    ap.add_argument("--no-netavark", action="store_true", help="resolve rows: burrow only")
+    ap.add_argument("--resolve-rounds", type=int, default=1,
+                    help="resolve rows: rounds, alternating the tools' order")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("bench_scale_dns: needs root (throwaway namespaces)", file=sys.stderr)
         return 1
     if not args.skip_resolve:
-        print("\n".join(resolve_rows(args.n)), flush=True)
+        print(f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
+        rows = resolve_rows(args.n, args.burrow_venv, not args.no_netavark, args.resolve_rounds)
+        print("\n".join(rows), flush=True)
     if not args.skip_qps:
         print("\n".join(qps_rows(args.seconds, args.p99_rate, args.rounds)), flush=True)
     return 0

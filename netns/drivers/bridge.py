@@ -19,8 +19,10 @@ from netns.plan import (
     DeleteRoute,
     DetachFromBridge,
     EnsureBridge,
+    ForgetNeighbours,
     Op,
     RequireLink,
+    SeedNeighbours,
     Sysctl,
 )
 from netns.schema import Network, PerNetworkOptions
@@ -118,6 +120,20 @@ def routes(att: Attachment) -> tuple[Op, ...]:
     return tuple(ops)
 
 
+def seeds_neighbours(att: BridgeAttachment) -> bool:
+    """Managed bridges only: their gateways are the bridge's own addresses (an unmanaged
+    bridge's may be another host); and not on a VLAN, whose frames the bridge device itself
+    may not take (netavark 1.14 leaves it out of the VLAN: the gateway is elsewhere)."""
+    return att.managed and att.vlan is None and bool(att.addresses)
+
+
+def seed_neighbours(att: BridgeAttachment) -> SeedNeighbours:
+    # The gateways of the subnets the container has an address in (its on-link next hops).
+    mine = {a.network for a in att.addresses}
+    gateways = tuple(g.ip for g in att.gateways if g.network in mine)
+    return SeedNeighbours(att.bridge, att.ifname, gateways, tuple(a.ip for a in att.addresses))
+
+
 def plan_setup(att: BridgeAttachment, *, has_ports: bool) -> tuple[Op, ...]:
     ipv6 = att.ipv6
     ops: list[Op] = list(forwarding(ipv6))
@@ -130,6 +146,8 @@ def plan_setup(att: BridgeAttachment, *, has_ports: bool) -> tuple[Op, ...]:
         ops.append(RequireLink("host", att.bridge, "bridge"))
     ops.append(AddVeth(att.bridge, att.ifname, att.host_ifname, att.mac, att.mtu, ipv6, att.vlan))
     ops.append(ConfigureInterface(att.ifname, att.addresses, ipv6, bridge_port=att.managed))
+    if seeds_neighbours(att):
+        ops.append(seed_neighbours(att))
     ops.extend(routes(att))
     if att.managed and att.internal:
         ops.append(Sysctl("host", f"net/ipv4/conf/{att.bridge}/forwarding", "0"))
@@ -155,7 +173,10 @@ def deviceless_routes(att: Attachment) -> tuple[Op, ...]:
 
 def plan_teardown(att: BridgeAttachment) -> tuple[Op, ...]:
     if att.managed:
-        return (*deviceless_routes(att), DetachFromBridge(att.ifname, att.bridge))
+        forget: tuple[Op, ...] = ()
+        if seeds_neighbours(att):
+            forget = (ForgetNeighbours(att.bridge, tuple(a.ip for a in att.addresses)),)
+        return (*deviceless_routes(att), *forget, DetachFromBridge(att.ifname, att.bridge))
     return (*deviceless_routes(att), DeleteLink("container", att.ifname))
 
 

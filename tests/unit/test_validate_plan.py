@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import ipaddress
 from typing import Any
 
@@ -20,7 +21,9 @@ from netns.plan import (
     DeleteRoute,
     DetachFromBridge,
     EnsureBridge,
+    ForgetNeighbours,
     RequireLink,
+    SeedNeighbours,
     Sysctl,
 )
 from netns.schema import NetworkOptions
@@ -121,11 +124,36 @@ def test_bridge_plan_transcript() -> None:
         EnsureBridge("podman1", 0, (gw4, gw6), True, route_localnet=True),
         AddVeth("podman1", "eth0", None, "92:d0:c6:0a:29:10", 0, True),
         ConfigureInterface("eth0", a1.addresses, True, bridge_port=True),
+        SeedNeighbours("podman1", "eth0", (gw4.ip, gw6.ip), tuple(a.ip for a in a1.addresses)),
         AddRoute("container", ipaddress.ip_network("0.0.0.0/0"), gw4.ip, "eth0", 100),
         AddRoute("container", ipaddress.ip_network("::/0"), gw6.ip, "eth0", 100),
         Sysctl("host", "net/ipv4/conf/podman1/route_localnet", "1"),
     )
-    assert bridge.plan_teardown(a1) == (DetachFromBridge("eth0", "podman1"),)
+    assert bridge.plan_teardown(a1) == (
+        ForgetNeighbours("podman1", tuple(a.ip for a in a1.addresses)),
+        DetachFromBridge("eth0", "podman1"),
+    )
+
+
+def test_neighbours_are_seeded_only_where_the_bridge_is_the_gateway() -> None:
+    """Managed bridges hold their network's gateways; an unmanaged bridge's gateway may be
+    another host, and a VLAN port's frames may never reach the bridge device (1.14). Only the
+    gateways of subnets the container has an address in are its next hops."""
+    def seeded(mutate: Any) -> list[SeedNeighbours]:
+        a = req(mutate).attachments[0]
+        forget = [op for op in bridge.plan_teardown(a) if isinstance(op, ForgetNeighbours)]
+        seeds = [op for op in bridge.plan_setup(a, has_ports=False) if isinstance(op, SeedNeighbours)]
+        assert [f.addresses for f in forget] == [s.addresses for s in seeds]
+        return seeds
+
+    assert seeded(lambda d: None)
+    assert not seeded(lambda d: d["network_info"]["pdnet1"].update(options={"mode": "unmanaged"}))
+    assert not seeded(lambda d: d["network_info"]["pdnet1"].update(options={"vlan": "42"}))
+
+    a = req().attachments[0]
+    v4 = dataclasses.replace(a, addresses=tuple(x for x in a.addresses if x.version == 4))
+    (seed,) = [op for op in bridge.plan_setup(v4, has_ports=False) if isinstance(op, SeedNeighbours)]
+    assert [ip.version for ip in seed.gateways] == [4] and [ip.version for ip in seed.addresses] == [4]
 
 
 def test_route_localnet_is_set_on_every_bridge_made_for_a_non_internal_network() -> None:
