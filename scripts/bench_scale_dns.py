@@ -22,6 +22,7 @@ An A/B of two burrow trees, resolve rows only, 2 rounds in alternating order:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -149,7 +150,7 @@ def _burrow(venv: Path, label: str) -> Tool:
 
 
 def resolve_rows(n: int, venvs: list[Path] | None = None, netavark: bool = True,
-                 rounds: int = 1) -> list[str]:
+                 rounds: int = 1, dump: Path | None = None) -> list[str]:
     """One row per tool and round; with several burrow trees (`venvs`, e.g. before and after a
     change) the rounds alternate their order, so load drift hits each alike."""
     tools: list[tuple[str, Any]] = []  # made one at a time: each holds a "host" netns
@@ -165,10 +166,15 @@ def resolve_rows(n: int, venvs: list[Path] | None = None, netavark: bool = True,
             "DNS + 1 port (ms; median of the first 10 -> last 10, worst of each)",
             f"{'':34} {'the query is the first packet':>36}   {'after a first packet (DNS alone)':>36}"]
     rows += [f"  [{k}] = {v}" for k, v in enumerate(venvs) if len(venvs) > 1]
+    raw: list[dict[str, Any]] = []
     for rnd in range(rounds):
         for label, make in tools if rnd % 2 == 0 else tools[::-1]:
             cells = []
-            for ms in resolve_after_setup(make(), n):
+            cold, warm = resolve_after_setup(make(), n)
+            raw.append({"tool": label, "round": rnd, "cold": cold, "warm": warm})
+            if dump is not None:  # every latency, in setup order (cold: even i, warm: odd i)
+                dump.write_text(json.dumps(raw))
+            for ms in (cold, warm):
                 first, last = ms[:10], ms[-10:]
                 cells.append(f"{statistics.median(first):6.2f} -> {statistics.median(last):6.2f}"
                              f" (worst {max(first):5.1f}/{max(last):5.1f})")
@@ -272,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--burrow-venv", type=Path, action="append",
                     help="a burrow tree's venv (repeat for an A/B: before and after a change)")
     ap.add_argument("--no-netavark", action="store_true", help="resolve rows: burrow only")
+    ap.add_argument("--dump", type=Path, help="resolve rows: write every latency there (JSON)")
     ap.add_argument("--resolve-rounds", type=int, default=1,
                     help="resolve rows: rounds, alternating the tools' order")
     args = ap.parse_args(argv)
@@ -280,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if not args.skip_resolve:
         print(f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
-        rows = resolve_rows(args.n, args.burrow_venv, not args.no_netavark, args.resolve_rounds)
+        rows = resolve_rows(args.n, args.burrow_venv, not args.no_netavark, args.resolve_rounds,
+                            args.dump)
         print("\n".join(rows), flush=True)
     if not args.skip_qps:
         print("\n".join(qps_rows(args.seconds, args.p99_rate, args.rounds)), flush=True)
