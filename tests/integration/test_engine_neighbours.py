@@ -23,7 +23,7 @@ import pytest
 
 from netns import neigh, netavark_cli
 from netns.nsenter import entered
-from tests.engine_util import network, options
+from tests.engine_util import network, options, wait_for
 from tests.nsutil import Netns, have, unique
 
 pytestmark = [pytest.mark.root,
@@ -128,6 +128,14 @@ def test_first_exchange_with_the_gateway_floods_nothing(
             new.run(args)
         host_ns.run(["ping", "-c1", "-W2", "10.96.0.9"])
         host_ns.run(["ping", "-6", "-c1", "-W2", "fd96::9"])
+        # The kernel checks a seeded entry it used (DELAY, then PROBE after
+        # delay_first_probe_time, 5 s) with unicast probes to the MAC it has: both ends
+        # confirm theirs without any broadcast or multicast.
+        def confirmed() -> bool:
+            return all("REACHABLE" in _neighbours(new, "eth0")[ip][1] for ip in (GW4, GW6)) \
+                and all("REACHABLE" in _neighbours(host_ns, br)[ip][1]
+                        for ip in ("10.96.0.9", "fd96::9"))
+        assert wait_for(confirmed, timeout=30), (_neighbours(new, "eth0"), _neighbours(host_ns, br))
         # The other containers' ports saw no resolution of the gateway or of the new container.
         involved = {GW4, GW6, "10.96.0.9", "fd96::9"}
         for ctr, sock in zip(others, sniffers, strict=True):
