@@ -4,15 +4,28 @@ and the FIN passed on from EPOLLRDHUP without reading the 0."""
 
 from __future__ import annotations
 
+import fcntl
 import select
 import socket
+import struct
+import termios
 import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from rootless.ports.splice import COPY, BigPipes, Pipe, pipe_pair, pump
+from rootless.ports.splice import (
+    BIG_PIPE,
+    COPY,
+    DEFAULT_PIPE,
+    F_GETPIPE_SZ,
+    MAX_BIG_PIPES,
+    BigPipes,
+    Pipe,
+    pipe_pair,
+    pump,
+)
 
 
 def tcp_pair() -> tuple[socket.socket, socket.socket]:
@@ -120,3 +133,54 @@ def test_rdhup_passes_the_fin_on_after_a_short_read(conn: tuple) -> None:
     server.settimeout(5)
     assert server.recv(64) == b"hello\n"
     assert server.recv(64) == b"", "the FIN came with the message, in one wakeup"
+
+
+def queued(s: socket.socket) -> int:
+    """Bytes in s's receive queue (SIOCINQ)."""
+    return struct.unpack("i", fcntl.ioctl(s.fileno(), termios.FIONREAD, b"\0" * 4))[0]  # type: ignore[no-any-return]
+
+
+def size(p: Pipe) -> int:
+    """The pipe's size in effect, as the kernel has it."""
+    return int(fcntl.fcntl(p.w, F_GETPIPE_SZ))
+
+
+def test_a_pipe_a_splice_fills_grows_to_big_pipe(conn: tuple) -> None:
+    """A splice that fills the default pipe marks a bulk flow: its pipe grows to BIG_PIPE
+    (1 MiB pipes measured faster than 64 and 256 KiB ones)."""
+    src, client, dst, server, p, big = conn
+    assert size(p) == p.cap == DEFAULT_PIPE < BIG_PIPE
+    sender = threading.Thread(target=client.sendall, args=(b"z" * (4 * DEFAULT_PIPE),))
+    sender.start()
+    deadline = time.monotonic() + 10  # more than the pipe holds is queued: one splice fills it
+    while queued(src) <= DEFAULT_PIPE + COPY:
+        assert time.monotonic() < deadline, "the client's data never queued up"
+        time.sleep(0.01)
+    got = 0
+    while got < 4 * DEFAULT_PIPE:
+        assert time.monotonic() < deadline, f"only {got} bytes arrived"
+        pump(src, dst, p, big)
+        if select.select([server], [], [], 0.1)[0]:
+            got += len(server.recv(1 << 20))
+    sender.join(10)
+    assert (size(p), p.cap, big.count) == (BIG_PIPE, BIG_PIPE, 1)
+
+
+def test_at_most_max_big_pipes_grow_and_a_released_one_frees_a_place() -> None:
+    """Many bulk connections share the user's pipe budget (fs.pipe-user-pages-soft) with every
+    other program of the user: past MAX_BIG_PIPES a pipe keeps its default size."""
+    big = BigPipes()
+    pairs = [pipe_pair() for _ in range(MAX_BIG_PIPES // 2 + 1)]
+    pipes = [p for pair in pairs for p in pair]
+    try:
+        for p in pipes:
+            big.grow(p)
+        assert [size(p) for p in pipes] == [BIG_PIPE] * MAX_BIG_PIPES + [DEFAULT_PIPE] * 2
+        assert big.count == MAX_BIG_PIPES
+        big.release(pipes.pop(0))  # closes it
+        assert big.count == MAX_BIG_PIPES - 1
+        big.grow(pipes[-1])
+        assert (size(pipes[-1]), big.count) == (BIG_PIPE, MAX_BIG_PIPES)
+    finally:
+        for p in pipes:
+            p.close()
