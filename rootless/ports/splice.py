@@ -22,6 +22,8 @@ import os
 import socket
 from dataclasses import dataclass
 
+from rootless.ports import inhost
+
 # No SPLICE_F_MORE on the write side: it sets MSG_MORE, TCP then holds a sub-MSS tail until
 # more data comes, and a request/response protocol stalls ~200 ms per message. Without it bulk
 # throughput measured the same (splice already hands TCP up to a pipe's worth at once).
@@ -169,6 +171,21 @@ def pump(src: socket.socket, dst: socket.socket, p: Pipe, big: BigPipes, hup: in
             p.done = True
 
 
+def _bulk_to(dst: socket.socket) -> None:
+    """A flow to a loopback peer (a client on this host) does not pace either: as the dialled
+    hop (rootless.ports.inhost), where the host's default is bbr. Set when the flow turns bulk,
+    so short connections pay nothing; bbr has then already started pacing the socket, which
+    goes on at the rate cubic leaves (cwnd/srtt, huge on loopback). Measured (iperf3 -R through
+    burrow-rootlessport, load ~5, 3 runs): 6.9 -> 9.2 Gbit/s (Go's rootlessport 8.5), the
+    client's CPU per GB 272 -> 152 ms, the forwarder's 244 -> 187."""
+    try:
+        peer = dst.getpeername()[0]
+    except OSError:
+        return
+    if peer.startswith(("127.", "::ffff:127.")) or peer == "::1":
+        inhost.unpaced(dst)
+
+
 def _copy(src: socket.socket, dst: socket.socket, p: Pipe, big: BigPipes, hup: int) -> bool:
     """One message in copy mode (the pipe is empty); True when src has nothing more now."""
     try:
@@ -186,6 +203,7 @@ def _copy(src: socket.socket, dst: socket.socket, p: Pipe, big: BigPipes, hup: i
         p.pending = os.write(p.w, big.view[sent:n])
     if n == COPY:
         p.bulk = True  # more may be queued: splice it
+        _bulk_to(dst)
         return False
     if hup:
         p.eof = True  # the queue is empty and the FIN is next: no recv for the 0

@@ -10,6 +10,7 @@ container's netns.
 
 from __future__ import annotations
 
+import select
 import socket
 import subprocess
 import sys
@@ -24,6 +25,7 @@ import pytest
 from netns import nsenter
 from rootless.ports import inhost, messages
 from rootless.ports.dialer import Dialer
+from rootless.ports.splice import COPY, BigPipes, pipe_pair, pump
 from tests.engine_util import wait_for
 from tests.integration.test_rootlessport_contract import CID, DROPIN, Dropin, mappings
 from tests.nsutil import Netns
@@ -177,3 +179,56 @@ def test_through_burrow_rootlessport_the_connection_to_the_server_does_not_pace(
         sink.kill()
         sink.wait()
         subprocess.run(["rm", "-rf", str(tmp)], check=False)
+
+
+def test_a_bulk_flow_to_a_loopback_peer_stops_taking_bbr(netns_factory: Callable[[], Netns]) -> None:
+    """splice._bulk_to: when a direction turns bulk and its destination's peer is a loopback
+    address (a client on this host), that socket leaves bbr too; a destination with any other
+    peer keeps the netns's choice (it may face any network)."""
+    ns = bbr_netns(netns_factory)
+    ns.run(["ip", "addr", "add", "10.99.0.1/32", "dev", "lo"])
+
+    def pairs() -> list[socket.socket]:
+        with open(ns.path) as f:
+            nsenter.setns(f.fileno())
+        out = []
+        for ip in ("127.0.0.1", "10.99.0.1", "127.0.0.1"):  # src side, dst (loopback), dst (not)
+            with socket.socket() as lst:
+                lst.bind((ip, 0))
+                lst.listen(1)
+                peer = socket.create_connection(lst.getsockname())
+                mine, _ = lst.accept()
+            out += [mine, peer]
+        return out
+
+    socks = in_thread(pairs)
+    src, client, far, far_peer, near, near_peer = socks
+    try:
+        assert {cc_of(s) for s in socks} == {"bbr"}
+        for dst, reader in ((near, near_peer), (far, far_peer)):
+            src.setblocking(False)
+            client.sendall(b"y" * COPY)  # one full copy-mode recv: the flow turns bulk
+            assert select.select([src], [], [], 5)[0]
+            p, q = pipe_pair()
+            try:
+                pump(src, dst, p, BigPipes())
+                assert p.bulk
+                assert len(recv_all(reader, COPY)) == COPY
+            finally:
+                p.close()
+                q.close()
+        assert cc_of(near) in UNPACED, "a loopback peer: the hop stays on this host"
+        assert cc_of(far) == "bbr", "any other peer keeps the netns's choice"
+    finally:
+        for s in socks:
+            s.close()
+
+
+def recv_all(s: socket.socket, n: int) -> bytes:
+    s.settimeout(5)
+    got = b""
+    while len(got) < n:
+        d = s.recv(n - len(got))
+        assert d
+        got += d
+    return got
