@@ -15,7 +15,9 @@ So the dialled socket gets a loss-based congestion control that does not pace, s
 connect (bbr decides to pace when the connection is established; a later switch would keep
 the pacing). cubic first, the kernel's usual default; an unprivileged user may only pick from
 `net.ipv4.tcp_allowed_congestion_control` (where we hold no CAP_NET_ADMIN), which always has
-reno. The client's side (the accepted socket) keeps the host's choice: it may face any network.
+reno. The client's side (the accepted socket) keeps the host's choice, as it may face any
+network, unless its peer is a loopback address: then it turns unpaced too once a flow towards
+the client is bulk (rootless.ports.splice._bulk_to).
 """
 
 from __future__ import annotations
