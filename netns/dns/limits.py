@@ -1,5 +1,6 @@
-"""What one peer (a client IP) may make burrow-dns hold, in total and per client, and the
-counts of what was shed, published as a small JSON file for `burrow status`.
+"""What one peer (a container's source IP; every other source is one peer, table.OTHERS) may
+make burrow-dns hold, in total and per client, and the counts of what was shed, published as a
+small JSON file for `burrow status`.
 
 Everything a peer can make the server allocate is capped here: TCP connections, and upstream
 queries in flight (each UDP one is a table entry, each TCP one a socket). What goes over a cap

@@ -378,7 +378,8 @@ class Server:
                 _send(send, reply)
 
         assert self.forwarder is not None
-        if not self.forwarder.forward(data, servers, deliver, tcp, client) and tcp:
+        key = state.table.budget_key(client)
+        if not self.forwarder.forward(data, servers, deliver, tcp, key) and tcp:
             deliver(None)  # shed: a TCP client waits for each answer, so it gets SERVFAIL now
         return True
 

@@ -20,6 +20,11 @@ from netns.dns.config import Container, Network
 
 log = logging.getLogger("netns.dns")
 Records = tuple[tuple[str, ...], tuple[str, ...]]  # (IPv4s, IPv6s)
+# The per-client budgets key on a container's source address. Any other source shares this
+# one: on the host every local user can send from any of 127.0.0.0/8 (and every address of the
+# host), so keyed per address, one user with a few hundred of them held the whole upstream and
+# TCP totals, and every container's forwarded query was shed.
+OTHERS = "other sources"
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,6 +71,11 @@ class Table:
     @property
     def listen_ips(self) -> tuple[str, ...]:
         return tuple(self.by_listen)
+
+    def budget_key(self, source: str) -> str:
+        """Whose share of the per-client caps (limits.Limits) a query from `source` uses: a
+        container's own; every other source shares one (OTHERS)."""
+        return source if source in self.by_source else OTHERS
 
     def scope_of(self, source: str) -> Scope | None:
         who = self.by_source.get(source)

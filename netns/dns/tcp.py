@@ -52,13 +52,14 @@ class TcpClients:
                     self.stats.accept_error(exc)
                 return
             client = str(addr[0])
-            if not self._admit(client):
+            key = self.server.state.table.budget_key(client)
+            if not self._admit(key):
                 sock.close()
                 continue
             sock.setblocking(False)
-            conn = TcpConn(self, sock, client, listen_ip)
+            conn = TcpConn(self, sock, client, listen_ip, key)
             self.conns[conn] = None
-            self.per_client[client] = self.per_client.get(client, 0) + 1
+            self.per_client[key] = self.per_client.get(key, 0) + 1
 
     def _admit(self, client: str) -> bool:
         if self.per_client.get(client, 0) >= self.limits.tcp_per_client:
@@ -87,11 +88,11 @@ class TcpClients:
     def forget(self, conn: TcpConn) -> None:
         if conn in self.conns:
             del self.conns[conn]
-            left = self.per_client[conn.source] - 1
+            left = self.per_client[conn.key] - 1
             if left:
-                self.per_client[conn.source] = left
+                self.per_client[conn.key] = left
             else:
-                del self.per_client[conn.source]
+                del self.per_client[conn.key]
 
     def _sweep(self) -> None:
         now = time.monotonic()
@@ -108,11 +109,13 @@ class TcpClients:
 class TcpConn:
     """Length-framed messages, several per connection; a malformed frame closes it."""
 
-    def __init__(self, owner: TcpClients, sock: socket.socket, source: str, listen_ip: str) -> None:
+    def __init__(self, owner: TcpClients, sock: socket.socket, source: str, listen_ip: str,
+                 key: str) -> None:
         self.owner = owner
         self.sock = sock
         self.fd = sock.fileno()
         self.source = source
+        self.key = key  # its per-client budget (Table.budget_key), fixed at accept
         self.listen_ip = listen_ip
         self.buf = bytearray()
         self.out = bytearray()

@@ -51,3 +51,48 @@ def test_a_message_with_hundreds_of_questions_is_formerr(ns: Netns, tmp_path: Pa
             formerr(wire, qid)
     assert addrs(query(ns, GW, "r3", source="10.89.7.12", timeout=5)) == ["10.89.7.13"]
     assert addrs(query(ns, GW, "r3", source="10.89.7.12", tcp=True, timeout=5)) == ["10.89.7.13"]
+
+
+def test_sources_that_are_no_container_share_one_budget(ns: Netns, tmp_path: Path) -> None:  # noqa: F811
+    """A local user on the host reaches burrow-dns on the bridge gateway from any of
+    127.0.0.0/8. Keyed per address, 40 of them took the whole upstream budget (every query
+    to a silent upstream) and a container's forwarded query on another network was shed; now
+    they share one per-client budget and the container is answered."""
+    from tests.integration.test_dns_hostile import GOOD, GW_B, SILENT, started, stats
+    from tests.integration.test_dns_support import FakeUpstream
+
+    for ip in (GW_B + "/24", SILENT + "/32", GOOD + "/32", "10.89.8.10/32"):
+        ns.run(["ip", "addr", "add", ip, "dev", "lo"])
+    cfg = tmp_path / "cfg"
+    one_network(cfg)
+    (cfg / "dnr").write_text((cfg / "dnr").read_text().replace(GW, f"{GW} {SILENT}", 1))
+    (cfg / "dnb").write_text(f"{GW_B} {GOOD}\n{'b' * 64} 10.89.8.10  b1\n")
+    silent = ns_socket(ns, socket.AF_INET, socket.SOCK_DGRAM, (SILENT, 53))  # never answers
+    good = FakeUpstream(ns, GOOD, "192.0.2.7")
+    sources, each, cap, total = 40, 10, 8, 64
+    pid = started(ns, cfg, {"BURROW_DNS_UPSTREAM_TIMEOUT": "30", "BURROW_DNS_RESOLV_CONF": "/dev/null",
+                            "BURROW_DNS_PENDING_PER_CLIENT": str(cap),
+                            "BURROW_DNS_PENDING_TOTAL": str(total)})
+    try:
+        for i in range(sources):
+            s = ns_socket(ns, socket.AF_INET, socket.SOCK_DGRAM, (f"127.0.0.{10 + i}", 0))
+            with s:
+                for j in range(each):
+                    s.sendto(dns.message.make_query(f"f{i}-{j}.flood.test", "A").to_wire(), (GW, 53))
+        # The last flood source asks a local name last: once answered, the flood was handled.
+        assert addrs(query(ns, GW, "r1", source=f"127.0.0.{10 + sources - 1}", timeout=10)) == ["10.89.7.11"]
+        ctr = ns_socket(ns, socket.AF_INET, socket.SOCK_DGRAM, ("10.89.8.10", 0))
+        with ctr:
+            ctr.settimeout(5)
+            ctr.sendto(dns.message.make_query("out.example.test", "A").to_wire(), (GW_B, 53))
+            try:
+                answer = dns.message.from_wire(ctr.recv(65535))
+            except TimeoutError:
+                pytest.fail("the container's forwarded query was shed: no answer in 5 s")
+        assert addrs(answer) == ["192.0.2.7"]  # the container was not shed
+        counts = stats(cfg, pid)
+        assert counts["upstream_pending"] == cap  # all 40 addresses: one share
+        assert counts["shed"]["pending_per_client"] == sources * each - cap
+    finally:
+        good.close()
+        silent.close()
