@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import _socket
 import os
+from stat import S_ISREG
 
 from netns.jsonscan import NotJson, loads
 from rootless.rootlessport.light import NamedTuple
@@ -88,7 +89,12 @@ def check_netns(path: str) -> None:
     import fcntl  # a C module: nothing to speak of at start-up
 
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        # Never block in open(): a FIFO there held `podman run` forever. O_NONBLOCK opens one
+        # at once, and a namespace file (nsfs, a regular file to stat) is not affected by it;
+        # anything but a regular file is refused before it is opened at all (a device).
+        if not S_ISREG(os.stat(path).st_mode):
+            raise ConfigError(f"NetNSPath {path} is not a network namespace")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
         raise ConfigError(f"cannot open NetNSPath {path}: {e.strerror}") from None
     try:

@@ -99,3 +99,26 @@ def test_a_control_dir_of_another_user_is_refused_before_ready(
         assert not (rp / CID).exists()
     finally:
         d.close()
+
+
+def test_a_fifo_or_a_device_as_netnspath_fails_before_ready_without_blocking(
+    env: tuple[Netns, Ctr, Path],  # noqa: F811
+) -> None:
+    """open(O_RDONLY) of a FIFO blocks until a writer comes: rootlessport (and `podman run`)
+    hung there forever. Both now get the error line at once."""
+    host, ctr, tmp = env
+    fifo = tmp / "fifo"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/null")):
+        d = Dropin(host, {**_cfg(ctr, tmp), "NetNSPath": str(path)})
+        try:
+            try:
+                code = d.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                d.proc.kill()
+                raise AssertionError(f"rootlessport blocked on NetNSPath {path}") from None
+            assert code == 1 and d.ready() == b""
+            assert d.proc.stdout is not None
+            assert f"NetNSPath {path} is not a network namespace" in d.proc.stdout.read().decode()
+        finally:
+            d.close()
