@@ -116,7 +116,9 @@ def check_netns(fd: int, path: object) -> None:
 
 def open_netns(path: str | os.PathLike[str]) -> int:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        # O_NONBLOCK, as the client and burrow-cni open it: a FIFO's open() would wait for a
+        # writer forever (check_netns then refuses it); a namespace file does not care.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as exc:
         raise BurrowError(
             f"invalid namespace path: IO error: {exc.strerror} (os error {exc.errno})"

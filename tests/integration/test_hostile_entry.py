@@ -7,6 +7,8 @@ iptables-restore choked on the split line, or, under nftables, succeeded with a 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -165,3 +167,19 @@ def test_a_request_that_would_clash_or_leak_rules_is_refused_before_any_change(
     assert message in json.loads(res.stdout)["error"], res.stdout
     assert _rules(world) == [] and "eth0" not in ctr_ns.run(["ip", "-o", "link"]).stdout
     assert not (world.config / "firewall").exists()
+
+
+def test_a_fifo_as_the_netns_path_is_refused_at_once(world: World, tmp_path: Path) -> None:
+    """open() of a FIFO waits for a writer: setup and teardown hung (in-process, and so the
+    warm engine's fallback too) until something wrote to it; now it is refused."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    opts = request(lambda o: None)
+    for command in ("setup", "teardown"):
+        try:
+            res = world.netavark(command, None, opts, check=False, netns_path=str(fifo))
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{command} blocked on a FIFO as the netns path")
+        assert res.returncode in (0, 1), res  # teardown may go on with the host side only
+        if command == "setup":
+            assert "is not a network namespace" in json.loads(res.stdout)["error"]
