@@ -173,22 +173,21 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def perf_breakdown(name: str, port: int, pid: int, n: int) -> None:
-    """CPU per connection, by where it goes: each system call's kernel time (its own work and
-    the softirq work it triggers, e.g. a connect's whole handshake on loopback), the entry and
-    exit around them (incl. being scheduled out), and user space (for burrow: the Python
-    interpreter). perf's cpu-clock sampling of the process and its children (the dialer)."""
+def perf_breakdown(name: str, port: int, procs: list[int], n: int) -> None:
+    """Where the CPU of a connection goes, as shares: each system call's kernel time (its own
+    work and the softirq work it runs, e.g. a connect's whole handshake on loopback), the entry
+    and exit around them (incl. being scheduled out), and user space (for burrow: the Python
+    interpreter). perf's cpu-clock samples with call graphs of procs; sampling costs the
+    sampled processes CPU of its own, so the measure() rows, taken without perf, give the
+    CPU per connection these shares split."""
     out = tempfile.mktemp(prefix="bsrc-perf-")
-    pids = ",".join(map(str, descendants(pid)))
-    rec = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "20000", "-g",
-                            "-o", out, "-p", pids], stderr=subprocess.DEVNULL)
+    rec = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "2500", "-g",
+                            "-o", out, "-p", ",".join(map(str, procs))],
+                           stderr=subprocess.DEVNULL)
     time.sleep(1.0)
     conns(port, n)
     rec.send_signal(2)
     rec.wait()
-    script = subprocess.run(["perf", "script", "-i", out, "-F", "period"], capture_output=True,
-                            text=True).stdout
-    total_us = sum(int(x) for x in script.split()) / 1e3 / n  # cpu-clock periods are ns
     rep = subprocess.run(["perf", "report", "-i", out, "--children", "--sort", "sym", "-q",
                           "-g", "none", "--percent-limit", "0.3"], capture_output=True,
                          text=True).stdout
@@ -197,16 +196,14 @@ def perf_breakdown(name: str, port: int, pid: int, n: int) -> None:
     for line in rep.splitlines():
         p = line.split()
         if len(p) >= 4 and p[2] == "[k]":
-            share[p[3]] = float(p[0].rstrip("%")) / 100
+            share[p[3]] = float(p[0].rstrip("%"))
     kernel = share.get("entry_SYSCALL_64_after_hwframe", 0.0)
     calls = sorted(((v, k[len("__x64_sys_"):]) for k, v in share.items()
                     if k.startswith("__x64_sys_")), reverse=True)
     inside = sum(v for v, _ in calls)
-    print(f"{name:18} {total_us:6.1f} us CPU per connection (perf): user space "
-          f"{(1 - kernel) * total_us:5.1f}, system calls {inside * total_us:5.1f} ("
-          + ", ".join(f"{c} {v * total_us:.1f}" for v, c in calls if v * total_us >= 0.5)
-          + f"), syscall entry/exit and scheduling {(kernel - inside) * total_us:4.1f}",
-          flush=True)
+    print(f"{name:18} CPU shares (perf): user space {100 - kernel:4.1f}%, system calls "
+          f"{inside:4.1f}% (" + ", ".join(f"{c} {v:.1f}" for v, c in calls if v >= 0.5)
+          + f"), syscall entry/exit and scheduling {kernel - inside:4.1f}%", flush=True)
 
 
 def pasta(s: Session, port: int) -> tuple[subprocess.Popen[str], int, Path]:
@@ -267,9 +264,11 @@ def main() -> int:
             if others:
                 syscalls("pasta -t", port + 3, others[1], rr=True)
         if args.perf:
-            perf_breakdown("burrow forwarder", port, fwd["pid"], args.conns)
+            # burrow: the forwarder and its dialer; pasta: itself (its children are the
+            # servers in its namespace).
+            perf_breakdown("burrow forwarder", port, descendants(fwd["pid"]), args.conns)
             if others:
-                perf_breakdown("pasta -t", port + 2, others[1], args.conns)
+                perf_breakdown("pasta -t", port + 2, [others[1]], args.conns)
         if args.py_spy:
             py_spy(port, fwd["pid"], args.py_spy, rr=False)
             py_spy(port + 1, fwd["pid"], args.py_spy, rr=True)

@@ -28,6 +28,7 @@ import os
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -46,21 +47,27 @@ CLIENT = """
 import json,socket,statistics,sys,time
 port,n=int(sys.argv[1]),int(sys.argv[2])
 for _ in range(200):  # warm: pools filled, code paths hot
-    with socket.create_connection(('127.0.0.1',port),2) as c:
-        while c.recv(64): pass
+    try:
+        with socket.create_connection(('127.0.0.1',port),2) as c:
+            while c.recv(64): pass
+    except OSError: pass
 print('warm',flush=True); sys.stdin.readline()
 pc=time.perf_counter_ns
 ph={'connect':[],'first_byte':[],'eof':[],'close':[]}
 t0=pc()
+errors={}
 for _ in range(n):
-    a=pc(); c=socket.socket(); c.connect(('127.0.0.1',port)); b=pc()
-    c.recv(64); d=pc()
-    while c.recv(64): pass
-    e=pc(); c.close(); f=pc()
+    try:
+        a=pc(); c=socket.socket(); c.connect(('127.0.0.1',port)); b=pc()
+        c.recv(64); d=pc()
+        while c.recv(64): pass
+        e=pc(); c.close(); f=pc()
+    except OSError as x:
+        errors[repr(x)]=errors.get(repr(x),0)+1; c.close(); continue
     ph['connect'].append(b-a); ph['first_byte'].append(d-b); ph['eof'].append(e-d)
     ph['close'].append(f-e)
 t1=pc()
-print(json.dumps({'rate':n/((t1-t0)/1e9),
+print(json.dumps({'rate':n/((t1-t0)/1e9),'errors':errors,
                   **{k:statistics.median(v)/1e3 for k,v in ph.items()}}),flush=True)
 """
 
@@ -107,20 +114,28 @@ def worker(args: argparse.Namespace) -> None:
         proxy.listen(Listener(lsock, spec, spec.host_port, 5301, target))
         timers = (instrument(loop, lsock.fileno(), spec.host_port) if args.mode == "phases"
                   else None)
-        cl = subprocess.Popen([sys.executable, "-c", CLIENT, str(spec.host_port),
-                               str(args.conns)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True)
-        assert cl.stdout is not None and cl.stdin is not None
+        per = max(1, args.conns // args.clients)
+        cls = [subprocess.Popen([sys.executable, "-c", CLIENT, str(spec.host_port), str(per)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+               for _ in range(args.clients)]
         out: list[str] = []
 
-        def on_client(ev: int) -> None:
-            line = cl.stdout.readline()  # type: ignore[union-attr]
+        def on_client(cl: subprocess.Popen[str], ev: int) -> None:
+            assert cl.stdout is not None
+            line = cl.stdout.readline()
+            if not line:  # the client exited after its last line
+                loop.remove(cl.stdout.fileno())
+                return
             out.append(line)
-            loop.stop()
+            if len(out) == len(cls):
+                loop.stop()
 
-        loop.add(cl.stdout.fileno(), on_client)
+        for cl in cls:
+            assert cl.stdout is not None
+            loop.add(cl.stdout.fileno(), partial(on_client, cl))
         loop.run()  # the warm-up
-        assert out.pop().strip() == "warm"
+        assert [x.strip() for x in out] == ["warm"] * len(cls)
+        out.clear()
         if timers is not None:
             for v in timers.values():
                 v.clear()
@@ -141,8 +156,10 @@ def worker(args: argparse.Namespace) -> None:
                                   stderr=subprocess.DEVNULL)
             time.sleep(1.0)
         c0 = cpu()
-        cl.stdin.write("go\n")
-        cl.stdin.flush()
+        for cl in cls:
+            assert cl.stdin is not None
+            cl.stdin.write("go\n")
+            cl.stdin.flush()
         if prof is not None:
             prof.enable()
         loop.run()
@@ -152,10 +169,16 @@ def worker(args: argparse.Namespace) -> None:
         if st is not None:
             st.send_signal(2 if args.mode == "perf" else 15)
             st.wait()
-        res = json.loads(out[0])
-        res["user_us"] = (c1[0] - c0[0]) / args.conns * 1e6
-        res["sys_us"] = (c1[1] - c0[1]) / args.conns * 1e6
+        got = [json.loads(x) for x in out]
+        res = got[0]
+        res["rate"] = sum(g["rate"] for g in got)  # the clients ran side by side
+        total = per * len(cls)
+        res["user_us"] = (c1[0] - c0[0]) / total * 1e6
+        res["sys_us"] = (c1[1] - c0[1]) / total * 1e6
         res["tree"] = args.tree
+        res["shed"] = {k: v for k, v in guard.shed.to_json().items() if v}
+        res["errors"] = {k: sum(g["errors"].get(k, 0) for g in got)
+                         for g0 in got for k in g0["errors"]}
         if timers is not None:
             import statistics
             res["handlers"] = {k: (len(v) / args.conns, statistics.median(v) / 1e3 if v else 0,
@@ -167,7 +190,8 @@ def worker(args: argparse.Namespace) -> None:
         if args.mode == "perf":
             res["perf"] = stout
         print(json.dumps(res), flush=True)
-        cl.wait()
+        for cl in cls:
+            cl.wait()
         srv.kill()
         dialer.kill()
         dialer.wait()
@@ -252,6 +276,8 @@ def main() -> int:
     ap.add_argument("--conns", type=int, default=3000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--tree", action="append", help="repo trees to compare (default: this)")
+    ap.add_argument("--clients", type=int, default=1,
+                    help="client processes side by side (each makes conns/clients)")
     ap.add_argument("--top", type=int, default=30, help="cprofile: functions shown")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -269,6 +295,7 @@ def main() -> int:
         for t in (trees if r % 2 == 0 else trees[::-1]):
             res = subprocess.run([sys.executable, __file__, "--worker", "--mode", args.mode,
                                   "--conns", str(args.conns), "--tree", t,
+                                  "--clients", str(args.clients),
                                   "--top", str(args.top)],
                                  capture_output=True, text=True, timeout=600)
             if res.returncode:
@@ -278,7 +305,9 @@ def main() -> int:
             print(f"{t:24} {d['rate']:7.0f} conn/s  user {d['user_us']:5.1f} us  sys "
                   f"{d['sys_us']:5.1f} us  client: connect {d['connect']:5.1f}  first byte "
                   f"{d['first_byte']:6.1f}  eof {d['eof']:5.1f}  close {d['close']:4.1f} us"
-                  f"  (load {os.getloadavg()[0]:.2f})", flush=True)
+                  f"  (load {os.getloadavg()[0]:.2f})"
+                  + (f"  client errors {d['errors']}, shed {d['shed']}"
+                     if d["errors"] or d["shed"] else ""), flush=True)
             for k in ("handlers", "calls", "syscalls", "perf"):
                 if k in d:
                     print(json.dumps(d[k], indent=1))

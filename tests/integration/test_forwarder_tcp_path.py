@@ -1,0 +1,148 @@
+"""burrow's TCP proxy (rootless.ports.tcp) on its hot path, in this process.
+
+The real parts: netns.loop on a thread of its own, the dialer process making the sockets in a
+throwaway netns, the splice pump, the caps; the server runs in that netns on its loopback (the
+kernel path of a dial to a sandbox's own address), the clients on this process's loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from ipaddress import IPv4Address
+
+import pytest
+
+from netns.loop import Loop
+from rootless.ports.budget import Guard
+from rootless.ports.manager import bind
+from rootless.ports.pool import DialerPool
+from rootless.ports.spec import PortSpec
+from rootless.ports.target import Listener, Target
+from rootless.ports.tcp import TcpProxy
+from tests.nsutil import Netns
+
+pytestmark = pytest.mark.root
+
+BLOB = os.urandom(1 << 16) * 128  # 8 MiB: far more than a socket buffer and a pipe hold
+# Sends BLOB to each client at once, then closes.
+BULK_SERVER = """
+import socket,sys
+blob=open(sys.argv[2],'rb').read()
+s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
+s.bind(('127.0.0.1',int(sys.argv[1]))); s.listen(64)
+print('up',flush=True)
+while True:
+    c,_=s.accept(); c.sendall(blob); c.close()
+"""
+# Says "hi" to each client and keeps it open.
+HOLD_SERVER = """
+import socket,sys
+s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
+s.bind(('127.0.0.1',int(sys.argv[1]))); s.listen(64)
+print('up',flush=True)
+held=[]
+while True:
+    c,_=s.accept(); c.sendall(b'hi'); held.append(c)
+"""
+
+
+class Proxy:
+    """One published port, 127.0.0.1:port here -> 127.0.0.1:5301 in ns."""
+
+    def __init__(self, ns: Netns, fd_limit: int = 65536) -> None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.dialer = subprocess.Popen([sys.executable, "-m", "rootless.ports.dialer",
+                                        str(child.fileno())], pass_fds=[child.fileno()],
+                                       stdin=subprocess.DEVNULL)
+        child.close()
+        self.loop = Loop()
+        self.guard = Guard(fd_limit, lambda: 0, lambda: (True, False))
+        self.pool = DialerPool(self.loop, parent, self.guard.shed, self.loop.stop)
+        self.tcp = TcpProxy(self.loop, self.pool, self.guard)
+        with socket.socket() as probe:  # a free port (a spec's port must be 1-65535)
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+        spec = PortSpec.of("127.0.0.1", self.port, 5301)
+        sock = bind(spec, self.port)
+        self.pool.open(ns.path)
+        self.tcp.listen(Listener(sock, spec, self.port, 5301,
+                                 Target("t", ns.path, IPv4Address("127.0.0.1"), None)))
+        self._stop_r, self._stop_w = os.pipe()
+        self.loop.add(self._stop_r, lambda ev: self.loop.stop())
+        self.thread = threading.Thread(target=self.loop.run, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        os.write(self._stop_w, b"x")
+        self.thread.join(10)
+        self.dialer.kill()
+        self.dialer.wait()
+
+
+@pytest.fixture
+def proxy_in(netns_factory: Callable[[], Netns],
+             tmp_path: os.PathLike[str]) -> Iterator[Callable[..., Proxy]]:
+    made: list[Proxy] = []
+
+    def make(server: str, *args: str, fd_limit: int = 65536) -> Proxy:
+        ns = netns_factory()
+        srv = ns.popen([sys.executable, "-c", server, "5301", *args], stdout=subprocess.PIPE)
+        assert srv.stdout is not None and srv.stdout.readline().strip() == "up"
+        p = Proxy(ns, fd_limit)
+        made.append(p)
+        return p
+
+    yield make
+    for p in made:
+        p.close()
+
+
+def test_a_client_slower_than_its_server_gets_every_byte(
+        proxy_in: Callable[..., Proxy], tmp_path: os.PathLike[str]) -> None:
+    """The client side is watched for room to write only once bytes wait for it: a client
+    that reads nothing while its server sends 8 MiB stalls the pipe towards it, and must get
+    all of it, in order, once it reads."""
+    blob = os.path.join(tmp_path, "blob")
+    with open(blob, "wb") as f:
+        f.write(BLOB)
+    p = proxy_in(BULK_SERVER, blob)
+    with socket.create_connection(("127.0.0.1", p.port), 5) as c:
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+        time.sleep(1.0)  # not reading: the forwarder's send to us fills up and stops
+        c.settimeout(10)
+        got = bytearray()
+        while chunk := c.recv(1 << 20):
+            got += chunk
+    assert len(got) == len(BLOB)
+    assert got == BLOB
+
+
+def test_per_client_cap_holds_on_the_accept_path(proxy_in: Callable[..., Proxy]) -> None:
+    """A client over its TCP cap is reset at once and counted; the ones under it are served
+    and stay open."""
+    p = proxy_in(HOLD_SERVER, fd_limit=48 + 16 + 72)  # a cap of a few connections
+    cap = p.guard.caps().tcp_per_client
+    assert 2 <= cap <= 16
+    served, reset = 0, 0
+    held = []
+    for _ in range(cap + 3):
+        try:  # the reset may come while connect() still returns
+            c = socket.create_connection(("127.0.0.1", p.port), 5)
+            held.append(c)
+            c.settimeout(5)
+            if c.recv(2) == b"hi":
+                served += 1
+            else:
+                reset += 1
+        except ConnectionResetError:
+            reset += 1
+    for c in held:
+        c.close()
+    assert (served, reset) == (cap, 3)
+    assert p.guard.shed.tcp_refused_per_client == 3
