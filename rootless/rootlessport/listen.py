@@ -110,9 +110,11 @@ def bind_control(cfg: Config) -> ControlSocket:
     rp = os.path.join(cfg.tmp_dir, CONTROL_DIR)
     try:
         os.makedirs(rp, mode=0o700, exist_ok=True)
-        dir_fd = os.open(rp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        # O_NOFOLLOW: an rp/ that is a symlink would have its target narrowed to 0700 below.
+        dir_fd = os.open(rp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as e:
-        raise BindError(f"control socket directory {rp}: {e.strerror}") from None
+        what = "is a symlink: remove it" if os.path.islink(rp) else e.strerror
+        raise BindError(f"control socket directory {rp}: {what}") from None
     # makedirs keeps a directory that was already there: its mode is what keeps other users
     # away from a socket that re-points this container's ports.
     st = os.fstat(dir_fd)

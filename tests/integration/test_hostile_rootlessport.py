@@ -122,3 +122,24 @@ def test_a_fifo_or_a_device_as_netnspath_fails_before_ready_without_blocking(
             assert f"NetNSPath {path} is not a network namespace" in d.proc.stdout.read().decode()
         finally:
             d.close()
+
+
+def test_a_control_dir_that_is_a_symlink_is_refused_and_its_target_left_alone(
+    env: tuple[Netns, Ctr, Path],  # noqa: F811
+) -> None:
+    """rp/ planted as a symlink to another directory: that directory was used for the socket
+    and, since the mode check, narrowed to 0700."""
+    host, ctr, tmp = env
+    target = tmp / "elsewhere"
+    target.mkdir(mode=0o755)
+    target.chmod(0o755)
+    (tmp / "rp").symlink_to(target)
+    d = Dropin(host, _cfg(ctr, tmp))
+    try:
+        assert d.ready() == b""
+        assert d.proc.wait(10) == 1
+        assert d.proc.stdout is not None
+        assert "is a symlink: remove it" in d.proc.stdout.read().decode()
+        assert stat.S_IMODE(target.stat().st_mode) == 0o755 and list(target.iterdir()) == []
+    finally:
+        d.close()
