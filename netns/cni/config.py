@@ -378,8 +378,9 @@ def port_mappings(conf: NetConf) -> tuple[PortMapping, ...]:
         host_ip = p.get("hostIP") or ""
         try:
             pm = PortMapping(
-                host_ip=str(host_ip), container_port=int(p["containerPort"]),
-                host_port=int(p["hostPort"]), range=1, protocol=str(p.get("protocol") or "tcp").lower(),
+                host_ip=_str_field(host_ip, "hostIP"), container_port=_port(p, "containerPort"),
+                host_port=_port(p, "hostPort"), range=1,
+                protocol=_str_field(p.get("protocol") or "tcp", "protocol").lower(),
             )  # fmt: skip
             pm.validate()
         except (KeyError, TypeError, ValueError) as exc:
@@ -388,6 +389,21 @@ def port_mappings(conf: NetConf) -> tuple[PortMapping, ...]:
             raise _bad(str(exc)) from None
         out.append(pm)
     return tuple(out)
+
+
+def _port(p: Mapping[str, Any], key: str) -> int:
+    """A JSON integer, as the reference portmap plugin (Go's int) takes it: int() also made
+    8080.9 into 8080, true into port 1 and "80" into 80."""
+    value = p[key]
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{key} must be an integer, got {value!r:.40}")
+    return value
+
+
+def _str_field(value: object, key: str) -> str:
+    if not isinstance(value, str):  # str() made {"a": 1} into a host_ip to parse
+        raise TypeError(f"{key} must be a string, got {value!r:.40}")
+    return value
 
 
 def aliases(env: Env, conf: NetConf) -> tuple[str, ...]:

@@ -34,3 +34,25 @@ def test_a_number_option_outside_ascii_digits_is_refused(key: str, value: str) -
     validate.request(NetworkOptions.loads(_with_option(key, "1500" if key == "mtu" else "10")))
     with pytest.raises(BurrowError, match=f"'{key}'"):
         validate.request(NetworkOptions.loads(_with_option(key, value)))
+
+
+@pytest.mark.parametrize("mapping", [
+    {"hostPort": 8080.9, "containerPort": 80},
+    {"hostPort": True, "containerPort": 80},
+    {"hostPort": "8080", "containerPort": 80},
+    {"hostPort": 8080, "containerPort": 80, "hostIP": {"a": 1}},
+    {"hostPort": 8080, "containerPort": 80, "protocol": ["tcp"]},
+], ids=["float", "bool", "string", "host_ip_object", "protocol_list"])
+def test_a_cni_port_mapping_of_the_wrong_json_type_is_refused(mapping: dict[str, Any]) -> None:
+    """int() made 8080.9 into port 8080, true into port 1 and "8080" into 8080; str() made an
+    object into a host address to parse. The reference portmap plugin (Go) refuses them."""
+    from netns.cni import config as C
+    from netns.cni.errors import CniError
+    from tests.unit.test_cni_config import conf
+
+    good = C.parse_conf(conf(runtimeConfig={"portMappings": [{"hostPort": 8080, "containerPort": 80}]}))
+    assert C.port_mappings(good)[0].host_port == 8080
+    bad = C.parse_conf(conf(runtimeConfig={"portMappings": [mapping]}))
+    with pytest.raises(CniError) as info:
+        C.port_mappings(bad)
+    assert info.value.code == 7 and "must be" in info.value.msg
