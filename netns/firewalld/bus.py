@@ -95,6 +95,16 @@ class Bus:
         (owned,) = self.call(_DBUS, "NameHasOwner", "s", (name,), timeout=AUTH_TIMEOUT)
         return bool(owned)
 
+    def name_owner(self, name: str) -> str:
+        """The unique name of the connection owning `name`, "" when nobody does."""
+        try:
+            (owner,) = self.call(_DBUS, "GetNameOwner", "s", (name,), timeout=AUTH_TIMEOUT)
+        except BusError as exc:
+            if exc.name == "org.freedesktop.DBus.Error.NameHasNoOwner":
+                return ""
+            raise
+        return str(owner)
+
     @contextmanager
     def signals(self, *rules: MatchRule, bufsize: int = 64) -> Iterator[SignalQueue]:
         """Subscribe to the signals matching any of `rules`, in one queue, for the block.

@@ -88,6 +88,7 @@ def listen(config_dir: Path, env: Mapping[str, str], fallback: str | None = None
     fw = api.Firewalld(bus)
     with bus, bus.signals(*_rules()) as signals:
         # Subscribed first, then applied: a reload in between is not lost.
+        owner = bus.name_owner(api.SERVICE)  # after subscribing: a change is seen either way
         reload_rules(config_dir, env, fallback)
         log.info("listening for firewalld reloads on %s", bus.address)
         if ready is not None:
@@ -98,15 +99,37 @@ def listen(config_dir: Path, env: Mapping[str, str], fallback: str | None = None
             batch = [first]
             while (more := signals.wait(timeout=0)) is not None:
                 batch.append(more)  # a burst of reloads: one re-apply after the last
-            owner = _last_owner(batch)
-            if owner == "":
+            batch, owner = genuine(batch, owner)
+            if not batch:
+                continue
+            new_owner = _last_owner(batch)
+            if new_owner == "":
                 log.info("firewalld stopped; waiting for it to start again")
                 continue
-            if owner is not None and not _wait_running(fw, START_TIMEOUT):
+            if new_owner is not None and not _wait_running(fw, START_TIMEOUT):
                 log.error("firewalld restarted but is not RUNNING after %g s", START_TIMEOUT)
                 continue
             log.debug("firewalld reloaded or restarted (%d signals)", len(batch))
             reload_rules(config_dir, env, fallback)
+
+
+def genuine(batch: list[Message], owner: str) -> tuple[list[Message], str]:
+    """The batch without the `Reloaded` signals firewalld did not send, and firewalld's bus
+    name's owner after it. Any local user may emit a signal with firewalld's path, interface
+    and member on the system bus, and the match rule cannot name the sender (the daemon would
+    resolve a well-known name, jeepney's filter compares it with the unique one): each such
+    signal made this root daemon re-apply every rule. netavark's zbus proxy checks the sender."""
+    out = []
+    for m in batch:
+        if m.header.fields.get(HeaderFields.member) == "NameOwnerChanged":
+            owner = str(m.body[2])  # the match rule names the bus daemon as sender
+            out.append(m)
+        elif owner and m.header.fields.get(HeaderFields.sender) == owner:
+            out.append(m)
+        else:
+            log.debug("ignored a %s signal from %s, which is not firewalld (%s)",
+                      api.RELOADED, m.header.fields.get(HeaderFields.sender), owner or "none")
+    return out, owner
 
 
 def _last_owner(batch: list[Message]) -> str | None:
