@@ -140,7 +140,7 @@ def parse_opts(raw: Sequence[str]) -> tuple[tuple[str, str], ...]:
             k = k.strip()
             if k not in VALID_OPTS:
                 raise BurrowError(f"unsupported --opt {k!r}; supported: {', '.join(VALID_OPTS)}")
-            if k in ("mtu", "metric") and not v.isdigit():
+            if k in ("mtu", "metric") and not (v.isascii() and v.isdigit()):  # "²".isdigit()
                 raise BurrowError(f"invalid --opt {k}={v}: expected a number")
             if k == "mtu" and not MIN_MTU <= int(v) <= MAX_MTU:
                 # The kernel refuses it only at the first sandbox's setup; say so now.

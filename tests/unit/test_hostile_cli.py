@@ -30,3 +30,14 @@ def test_the_same_flags_without_the_zone_are_fine() -> None:
                                       dns=("fd00::53",)), {}, None)
     assert net["network_dns_servers"] == ["fd00::53"]
     assert net["subnets"][0] == {"subnet": "fd00:2::/64", "gateway": "fd00:2::1"}
+
+
+@pytest.mark.parametrize("opt", ["mtu=\u00b2", "metric=\u00b2", "mtu=\u0661\u0665\u0660\u0660"])
+def test_a_number_opt_in_other_digits_is_refused(opt: str) -> None:
+    """"²".isdigit() is True: mtu=² leaked "Error: ValueError", metric=² was saved and then
+    refused by the engine at every sandbox's setup."""
+    from rootless.netconf import parse_opts
+
+    assert parse_opts(["mtu=1500", "metric=10"]) == (("mtu", "1500"), ("metric", "10"))
+    with pytest.raises(BurrowError, match="expected a number"):
+        parse_opts([opt])
