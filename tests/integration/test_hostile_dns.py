@@ -96,3 +96,27 @@ def test_sources_that_are_no_container_share_one_budget(ns: Netns, tmp_path: Pat
     finally:
         good.close()
         silent.close()
+
+
+def test_tcp_connections_from_sources_that_are_no_container_share_one_budget(
+    ns: Netns, tmp_path: Path, env: dict[str, str],  # noqa: F811
+) -> None:
+    """20 loopback addresses, 2 connections each, against a table of 8 with 2 per client:
+    keyed per address they took all 8 (the oldest idle evicted to make room), now the 2 of
+    their one share; a container still connects and is answered."""
+    from tests.integration.test_dns_hostile import _closed_by_peer, _connect_many, started, stats
+
+    cfg = tmp_path / "cfg"
+    one_network(cfg)
+    pid = started(ns, cfg, {**env, "BURROW_DNS_TCP_TOTAL": "8", "BURROW_DNS_TCP_PER_CLIENT": "2",
+                            "BURROW_DNS_TCP_TIMEOUT": "60"})
+    socks = [s for i in range(20) for s in _connect_many(ns, f"127.0.0.{10 + i}", 2)]
+    try:
+        assert addrs(query(ns, GW, "r3", source="10.89.7.12", tcp=True, timeout=5)) == ["10.89.7.13"]
+        counts = stats(cfg, pid)
+        assert counts["shed"]["tcp_per_client"] == 38, counts["shed"]  # all but one share
+        assert counts["shed"]["tcp_evicted"] == 0, counts["shed"]
+        assert sum(not _closed_by_peer(s) for s in socks) == 2
+    finally:
+        for s in socks:
+            s.close()
