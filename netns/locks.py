@@ -24,21 +24,25 @@ class LockBusy(BurrowError):
     """Raised by `locked(..., timeout=0)` when another process holds the lock."""
 
 
-def _open(path: Path) -> int:
+def _open(path: Path, directory: bool) -> int:
+    # A directory is locked through a read-only fd of it (no lock file created beside it).
+    flags = os.O_RDONLY | os.O_DIRECTORY if directory else os.O_RDWR | os.O_CREAT
     try:
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        return os.open(path, flags | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise BurrowError(f"lock {path}: {exc.strerror or exc}") from exc
 
 
 @contextmanager
-def locked(path: Path, *, timeout: float | None = None, what: str = "burrow state") -> Iterator[int]:
+def locked(path: Path, *, timeout: float | None = None, what: str = "burrow state",
+           directory: bool = False) -> Iterator[int]:
     """Hold an exclusive flock on `path` for the block; yields the lock's fd.
 
     timeout None waits forever (a blocking flock: the kernel queues waiters fairly); 0 fails at
     once with LockBusy; otherwise poll until the deadline and raise LockTimeout naming the fix.
+    `directory`: lock the existing directory `path` itself.
     """
-    fd = _open(path)
+    fd = _open(path, directory)
     try:
         if timeout is None:
             fcntl.flock(fd, fcntl.LOCK_EX)

@@ -53,17 +53,6 @@ def _port(text: str) -> int:
     return port
 
 
-def _remove_pid_file(path: str, only_if: int | None = None) -> None:
-    try:
-        if only_if is not None:
-            with open(path) as f:
-                if f.read().strip() != str(only_if):
-                    return
-        os.unlink(path)
-    except OSError:
-        pass
-
-
 def _writable(log_file: str) -> bool:
     try:
         os.close(os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644))
@@ -108,8 +97,13 @@ def run(config_dir: str, port: int, search_domain: str, log_file: str | None) ->
         server.close()
         return 1
     if not server.listeners:
-        # Nothing to serve: like aardvark, succeed without leaving a process behind.
-        _remove_pid_file(pid_file)
+        # Nothing to serve: like aardvark, succeed without leaving a process behind (nor a
+        # pid file of a dead one; one that names a live server of this directory stays).
+        from netns.dns import owned
+
+        with owned.dir_lock(config_dir) as ours:
+            if ours:
+                owned.unlink_stale_pid(pid_file)
         return 0
     _raise_fd_limit()
 
@@ -152,6 +146,7 @@ def _detach(log_file: str | None) -> None:
 
 
 def _daemon(server: object, pid_file: str, log_file: str | None, ready: int) -> int:
+    from netns.dns import owned
     from netns.dns.server import Server
     from netns.dns.upstream import DEFAULT_TIMEOUT, TIMEOUT_ENV
     from netns.loop import Loop
@@ -176,8 +171,9 @@ def _daemon(server: object, pid_file: str, log_file: str | None, ready: int) -> 
     loop.on_signal(signal.SIGINT, loop.stop)
     # Only now may anyone find us: a SIGHUP sent before the handlers were set was lost (forked
     # from the engine, SIGHUP is ignored) or killed us, and with it a config change.
-    with open(pid_file, "w") as f:
-        f.write(str(me))  # no newline, like aardvark
+    with owned.dir_lock(server.config_dir):  # an exiting server's check of it waits for us
+        with open(pid_file, "w") as f:
+            f.write(str(me))  # no newline, like aardvark
     os.write(ready, b"1")
     os.close(ready)
     log.info("serving %s port %d", ", ".join(server.listeners), server.port)
@@ -185,7 +181,9 @@ def _daemon(server: object, pid_file: str, log_file: str | None, ready: int) -> 
     gc.freeze()
     loop.run()
     server.close()
-    _remove_pid_file(pid_file, only_if=me)
+    with owned.dir_lock(server.config_dir) as ours:  # a newer server's pid file stays
+        if ours:
+            owned.unlink_pid_if(pid_file, me)
     log.info("exiting")
     return 0
 

@@ -22,6 +22,7 @@ import struct
 from collections.abc import Callable
 
 from netns import statefiles
+from netns.dns import owned
 
 log = logging.getLogger("netns.dns")
 
@@ -52,22 +53,24 @@ class _Dir:
 
 # -- the server's side --------------------------------------------------------------------
 class Listener:
-    def __init__(self, config_dir: str, sock: socket.socket) -> None:
+    def __init__(self, config_dir: str, sock: socket.socket, ident: owned.Ident | None) -> None:
         self.path = os.path.join(config_dir, NAME)
         self.sock = sock
+        self.ident = ident  # the socket file we bound: removed at exit only while still there
         self.answered = 0  # requests acknowledged (stats)
 
     @classmethod
     def bind(cls, config_dir: str) -> Listener | None:
-        """Listen in `config_dir`, replacing a socket a killed server left behind. Call it only
-        once this server owns the DNS port (a second server would steal the first's socket).
-        None (logged) if that fails: the engine then falls back to SIGHUP."""
+        """Listen in `config_dir`, replacing a socket a killed (or exiting) server left behind.
+        Call it only once this server owns the DNS port (a second server would steal the
+        first's socket). None (logged) if that fails: the engine then falls back to SIGHUP."""
         sock = socket.socket(socket.AF_UNIX,
                              socket.SOCK_SEQPACKET | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
         try:
-            with _Dir(config_dir) as d:
+            # Locked: an exiting server checks that the socket is its own before removing it.
+            with _Dir(config_dir) as d, owned.dir_lock(config_dir):
                 try:
-                    os.unlink(os.path.join(config_dir, NAME))
+                    os.unlink(NAME, dir_fd=d.fd)
                 except FileNotFoundError:
                     pass
                 old = os.umask(0o177)  # 0600 from the start: no window with a wider mode
@@ -75,12 +78,13 @@ class Listener:
                     sock.bind(d.address())
                 finally:
                     os.umask(old)
+                ident = owned.ident_of(NAME, dir_fd=d.fd)
             sock.listen(BACKLOG)
         except OSError as exc:
             sock.close()
             log.warning("no reload socket in %s (setups fall back to SIGHUP): %s", config_dir, exc)
             return None
-        return cls(config_dir, sock)
+        return cls(config_dir, sock, ident)
 
     def on_ready(self, reload: Callable[[], bool]) -> None:
         """Answer every waiting request with one reload (APPLIED, EXITING or FAILED)."""
@@ -109,12 +113,12 @@ class Listener:
                 conn.close()
             self.answered += len(conns)
 
-    def close(self) -> None:
+    def close(self, remove: bool) -> None:
+        """Stop listening; with `remove` (under owned.dir_lock) the socket file goes too, if it
+        is still ours: a newer server's socket under the same name stays."""
         self.sock.close()
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
+        if remove:
+            owned.unlink_if(self.path, self.ident)
 
 
 def _allowed(conn: socket.socket) -> bool:

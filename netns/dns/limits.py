@@ -27,6 +27,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 
+from netns.dns import owned
+
 log = logging.getLogger("netns.dns")
 
 LOG_EVERY = 10.0  # seconds between two log lines of one kind (everything is counted)
@@ -82,6 +84,7 @@ class Stats:
         self.gauges: Callable[[], dict[str, object]] = dict
         self._logged: dict[str, float] = {}
         self._written: dict[str, object] | None = None
+        self.ident: owned.Ident | None = None  # the file we last wrote
 
     def _log_limited(self, kind: str, level: int, msg: str, *args: object,
                      exc: BaseException | None = None) -> None:
@@ -126,19 +129,25 @@ class Stats:
             return
         body = {"pid": os.getpid(), "updated": round(time.time(), 3), **snap}
         tmp = self.path + ".tmp"
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(body, f, indent=1, sort_keys=True)
-                f.write("\n")
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            self._log_limited("stats", logging.WARNING, "cannot write %s: %s", self.path, exc)
-            return
+        # Under the config dir's lock (netns/dns/owned.py): another server of the directory may
+        # be exiting and checks that the file is its own before removing it. Never waited for
+        # long in the event loop: busy, the next tick writes.
+        with owned.dir_lock(os.path.dirname(self.path), timeout=0.05 if force else 0) as ok:
+            if not ok:
+                return
+            try:
+                with open(tmp, "w", encoding="utf-8") as f:
+                    json.dump(body, f, indent=1, sort_keys=True)
+                    f.write("\n")
+                    st = os.fstat(f.fileno())
+                os.replace(tmp, self.path)
+            except OSError as exc:
+                self._log_limited("stats", logging.WARNING, "cannot write %s: %s", self.path, exc)
+                return
+        self.ident = (st.st_dev, st.st_ino)
         self._written = snap
 
     def remove(self) -> None:
+        """Remove the file if it is still the one we wrote. Call under owned.dir_lock."""
         if self.path is not None:
-            try:
-                os.unlink(self.path)
-            except OSError:
-                pass
+            owned.unlink_if(self.path, self.ident)

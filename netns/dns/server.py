@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from netns import statefiles
-from netns.dns import config, control, fastpath, table
+from netns.dns import config, control, fastpath, owned, table
 from netns.dns.files import ConfigFiles
 from netns.dns.limits import Limits, Stats
 from netns.dns.resolver import Forward, Policy, Reply, error_reply, resolve
@@ -312,12 +312,16 @@ class Server:
         self.listeners.clear()
         if self.tcp is not None:
             self.tcp.close_all()
-        if self.control is not None:
-            if self.loop is not None:
-                self.loop.remove(self.control.sock.fileno())
-            self.control.close()
-            self.control = None
-        self.stats.remove()
+        # Only our own files go: a newer server of this directory may already have put its
+        # socket and stats file under the same names (netns/dns/owned.py).
+        with owned.dir_lock(self.config_dir) as ours:
+            if self.control is not None:
+                if self.loop is not None:
+                    self.loop.remove(self.control.sock.fileno())
+                self.control.close(remove=ours)
+                self.control = None
+            if ours:
+                self.stats.remove()
 
     # -- UDP --------------------------------------------------------------------------------
     def _udp_handler(self, lst: Listener) -> Callable[[int], None]:
