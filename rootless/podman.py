@@ -22,6 +22,14 @@ Scopes (Podman's own config locations):
   $XDG_DATA_HOME/burrow/podman (default ~/.local/share/burrow/podman)
 Both directories can be redirected (`--conf-dir`/`BURROW_PODMAN_CONF_DIR`, `--helper-dir`/
 `BURROW_PODMAN_HELPER_DIR`), which is what the tests do.
+
+A stopped container's network teardown is run by `podman container cleanup`, which conmon
+starts with only a few of Podman's variables: HOME, not XDG_CONFIG_HOME (spec/podman.md §3),
+so it reads ~/.config/containers whatever $XDG_CONFIG_HOME says. With a custom XDG_CONFIG_HOME
+(and no CONTAINERS_CONF, which conmon passes on), `enable --user` therefore writes the same
+drop-in under ~/.config/containers too: otherwise that teardown would run Podman's own
+netavark against burrow's state and leave DNS records and firewall rules behind. `disable`
+removes both, and `status` says when setup and cleanup would run different netavarks.
 """
 
 from __future__ import annotations
@@ -69,6 +77,35 @@ def user_config_home(env: Mapping[str, str]) -> Path:
     return Path(xdg) if xdg.startswith("/") else _home(env) / ".config"
 
 
+def user_conf_dir(env: Mapping[str, str]) -> Path:
+    """The user's containers.conf.d that Podman run with `env` reads (rootless)."""
+    return user_config_home(env) / "containers" / "containers.conf.d"
+
+
+def cleanup_env(env: Mapping[str, str]) -> dict[str, str]:
+    """Of Podman's environment `env`, what conmon gives `podman container cleanup` that decides
+    which containers.conf files it reads: HOME and CONTAINERS_CONF, and an empty
+    XDG_CONFIG_HOME (spec/podman.md §3; seen in /proc/CONMON/environ with Podman 4.3)."""
+    out = {"XDG_CONFIG_HOME": ""}
+    for name in ("HOME", "CONTAINERS_CONF"):
+        if env.get(name):
+            out[name] = env[name]
+    return out
+
+
+def _same_dir(a: Path, b: Path) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def cleanup_conf_dir(env: Mapping[str, str]) -> Path | None:
+    """The user containers.conf.d the cleanup of a stopped container reads, if it is not the
+    one Podman reads (a custom XDG_CONFIG_HOME); None when both read the same files."""
+    if env.get("CONTAINERS_CONF"):
+        return None  # both read only that file: conmon passes it on
+    theirs = user_conf_dir(cleanup_env(env))
+    return None if _same_dir(user_conf_dir(env), theirs) else theirs
+
+
 def user_data_home(env: Mapping[str, str]) -> Path:
     xdg = env.get("XDG_DATA_HOME", "")
     return Path(xdg) if xdg.startswith("/") else _home(env) / ".local" / "share"
@@ -93,10 +130,17 @@ class Scope:
     name: str  # "system" or "user"
     conf_dir: Path  # the containers.conf.d directory the drop-in goes to
     helper_dir: Path
+    # --user with a custom XDG_CONFIG_HOME: the drop-in goes here too, where the cleanup
+    # of a stopped container reads it (see the module doc). None: nowhere else.
+    cleanup_conf_dir: Path | None = None
 
     @property
     def dropin(self) -> Path:
         return self.conf_dir / DROPIN_NAME
+
+    @property
+    def cleanup_dropin(self) -> Path | None:
+        return self.cleanup_conf_dir / DROPIN_NAME if self.cleanup_conf_dir is not None else None
 
     @property
     def helpers(self) -> dict[str, str]:
@@ -118,10 +162,12 @@ def resolve_scope(system: bool, user: bool, conf_dir: str | None, helper_dir: st
                               "run it with sudo, or use --user for your own Podman")
         cdir = Path(conf_dir) if conf_dir else ETC_DROPIN_DIR
         hdir = Path(helper_dir) if helper_dir else Path(sys.prefix) / "libexec" / "burrow-podman"
-    else:
-        cdir = Path(conf_dir) if conf_dir else user_config_home(env) / "containers" / "containers.conf.d"
-        hdir = Path(helper_dir) if helper_dir else user_data_home(env) / "burrow" / "podman"
-    return Scope(name, cdir.absolute(), hdir.absolute())
+        return Scope(name, cdir.absolute(), hdir.absolute())
+    cdir = Path(conf_dir) if conf_dir else user_conf_dir(env)
+    hdir = Path(helper_dir) if helper_dir else user_data_home(env) / "burrow" / "podman"
+    # A --conf-dir elsewhere is the caller's own choice: written there only.
+    cleanup = cleanup_conf_dir(env) if _same_dir(cdir, user_conf_dir(env)) else None
+    return Scope(name, cdir.absolute(), hdir.absolute(), cleanup)
 
 
 # -- Podman's config chain --------------------------------------------------------------------
@@ -262,6 +308,28 @@ def render_dropin(helper_dir: Path, search_after: Sequence[str]) -> str:
 
 
 @dataclass(frozen=True)
+class DropinEdit:
+    """One drop-in file: what it holds now and what it will (None: absent / remove)."""
+
+    path: Path
+    old: str | None
+    new: str | None
+
+    def lines(self) -> list[str]:
+        import difflib
+
+        if self.old == self.new:
+            return []
+        path = self.path
+        head = (f"remove {path}" if self.new is None
+                else f"{'create' if self.old is None else 'update'} {path}:")
+        return [head] + [ln.rstrip("\n") for ln in difflib.unified_diff(
+            (self.old or "").splitlines(True), (self.new or "").splitlines(True),
+            fromfile=str(path) if self.old is not None else "/dev/null",
+            tofile=str(path) if self.new is not None else "/dev/null")]
+
+
+@dataclass(frozen=True)
 class Change:
     """What enable/disable will do; `lines()` is what the user is shown before it is done."""
 
@@ -272,27 +340,21 @@ class Change:
     links_now: dict[str, str | None]
     rmdir_helper: bool = False
     notes: tuple[str, ...] = ()
+    also: tuple[DropinEdit, ...] = ()  # the same drop-in where the cleanup reads it
+
+    @property
+    def dropins(self) -> tuple[DropinEdit, ...]:
+        return (DropinEdit(self.scope.dropin, self.dropin_old, self.dropin_new), *self.also)
 
     @property
     def empty(self) -> bool:
         links_same = all(
             (str(t) if t is not None else None) == self.links_now.get(n) for n, t in self.links.items())
-        return self.dropin_old == self.dropin_new and links_same and not self.rmdir_helper
+        return (all(d.old == d.new for d in self.dropins) and links_same
+                and not self.rmdir_helper)
 
     def lines(self) -> list[str]:
-        import difflib
-
-        out: list[str] = []
-        path = self.scope.dropin
-        if self.dropin_old != self.dropin_new:
-            if self.dropin_new is None:
-                out.append(f"remove {path}")
-            else:
-                out.append(f"{'create' if self.dropin_old is None else 'update'} {path}:")
-            out += [ln.rstrip("\n") for ln in difflib.unified_diff(
-                (self.dropin_old or "").splitlines(True), (self.dropin_new or "").splitlines(True),
-                fromfile=str(path) if self.dropin_old is not None else "/dev/null",
-                tofile=str(path) if self.dropin_new is not None else "/dev/null")]
+        out = [line for d in self.dropins for line in d.lines()]
         for name, target in self.links.items():
             now = self.links_now.get(name)
             want = str(target) if target is not None else None
@@ -351,7 +413,27 @@ def plan_enable(scope: Scope, env: Mapping[str, str] | None = None) -> Change:
         from rootless.install_check import require_runnable_by_others
 
         require_runnable_by_others([p for p in links.values() if p is not None])
-    return Change(scope, old, new, links, now, notes=tuple(notes))
+    also = _plan_cleanup_dropin(scope, env)
+    if also is not None and also.old != also.new:
+        notes.append(
+            f"{also.path} too: conmon runs a stopped container's `podman container cleanup` "
+            f"(its network teardown) with HOME but not XDG_CONFIG_HOME, so it reads "
+            f"{also.path.parent.parent}, not {scope.conf_dir.parent}")
+    return Change(scope, old, new, links, now, notes=tuple(notes),
+                  also=() if also is None else (also,))
+
+
+def _plan_cleanup_dropin(scope: Scope, env: Mapping[str, str]) -> DropinEdit | None:
+    """The drop-in for the cleanup's config dir, computed against the cleanup's own chain."""
+    path = scope.cleanup_dropin
+    if path is None:
+        return None
+    old = _read(path)
+    if old is not None and MARKER not in old:
+        raise BurrowError(f"{path} exists and was not written by burrow (it is where `podman "
+                          "container cleanup` reads your config); move it away")
+    before = merge(config_chain(True, cleanup_env(env)), skip=path)
+    return DropinEdit(path, old, render_dropin(scope.helper_dir, before.helper_binaries_dir))
 
 
 def plan_disable(scope: Scope) -> Change:
@@ -369,7 +451,16 @@ def plan_disable(scope: Scope) -> Change:
             raise BurrowError(f"{scope.helper_dir / n} is not burrow's link ({cur}); leaving it alone")
         links[n] = None
     rmdir = (scope.helper_dir / HELPER_MARKER).exists()
-    return Change(scope, old, None, links, now, rmdir_helper=rmdir)
+    also: tuple[DropinEdit, ...] = ()
+    notes: tuple[str, ...] = ()
+    path = scope.cleanup_dropin
+    cleanup_old = _read(path) if path is not None else None
+    if path is not None and cleanup_old is not None:
+        if MARKER in cleanup_old:
+            also = (DropinEdit(path, cleanup_old, None),)
+        else:
+            notes = (f"{path} was not written by burrow; leaving it alone",)
+    return Change(scope, old, None, links, now, rmdir_helper=rmdir, notes=notes, also=also)
 
 
 def apply(change: Change) -> None:
@@ -394,14 +485,15 @@ def _apply(change: Change) -> None:
             tmp.unlink(missing_ok=True)
             tmp.symlink_to(target)
             tmp.replace(link)
-    if change.dropin_new is None:
-        s.dropin.unlink(missing_ok=True)
-    elif change.dropin_old != change.dropin_new:
-        s.conf_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
-        tmp = s.dropin.with_name(f".{DROPIN_NAME}.tmp{os.getpid()}")
-        tmp.write_text(change.dropin_new)
-        tmp.chmod(0o644)
-        tmp.replace(s.dropin)
+    for d in change.dropins:
+        if d.new is None:
+            d.path.unlink(missing_ok=True)
+        elif d.old != d.new:
+            d.path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+            tmp = d.path.with_name(f".{DROPIN_NAME}.tmp{os.getpid()}")
+            tmp.write_text(d.new)
+            tmp.chmod(0o644)
+            tmp.replace(d.path)
     if change.rmdir_helper:
         (s.helper_dir / HELPER_MARKER).unlink(missing_ok=True)
         try:
@@ -425,6 +517,7 @@ def collect_status(scope: Scope, env: Mapping[str, str] | None = None) -> dict[s
         "rootless": rootless,
         "enabled": scope.dropin.exists(),
         "dropin": str(scope.dropin),
+        "cleanup_dropin": str(scope.cleanup_dropin) if scope.cleanup_dropin else None,
         "helper_dir": str(scope.helper_dir),
         "containers_conf_env": env.get("CONTAINERS_CONF") or None,
         "config_files": [str(f) for f in chain],
@@ -441,7 +534,39 @@ def collect_status(scope: Scope, env: Mapping[str, str] | None = None) -> dict[s
         "podman_uses_burrow": using,
         "unreachable": unreachable_helpers(eff.helper_binaries_dir, list(ALL_HELPERS)),
         "errors": eff.errors,
+        "cleanup": _cleanup_status(scope, env) if rootless else None,
     }
+
+
+def _cleanup_status(scope: Scope, env: Mapping[str, str]) -> dict[str, Any]:
+    """Which netavark a stopped container's `podman container cleanup` runs for its teardown:
+    it reads the files of `cleanup_env` (see the module doc). A --conf-dir elsewhere than
+    $XDG_CONFIG_HOME is taken as read by it too, as by Podman."""
+    extra = None if _same_dir(scope.conf_dir, user_conf_dir(env)) else scope.conf_dir
+    chain = config_chain(True, cleanup_env(env), extra)
+    eff = merge(chain)
+    nv = find_helper("netavark", eff.helper_binaries_dir)
+    return {
+        "config_files": [str(f) for f in chain],
+        "netavark": str(nv) if nv else None,
+        "uses_burrow": nv is not None and is_burrow(nv) and eff.network_backend in ("", "netavark"),
+    }
+
+
+def cleanup_mismatch(info: Mapping[str, Any]) -> str | None:
+    """The warning when setup and the cleanup's teardown would run different netavarks."""
+    cleanup = info.get("cleanup")
+    if not cleanup or cleanup["uses_burrow"] == info["podman_uses_burrow"]:
+        return None
+    runs = cleanup["netavark"] or "no netavark"
+    return (
+        f"warning: a stopped container's network teardown (`podman container cleanup`, started "
+        f"by conmon with HOME but not XDG_CONFIG_HOME) reads "
+        f"{', '.join(cleanup['config_files']) or 'no config file'} and runs {runs}, "
+        f"{'not burrow' if info['podman_uses_burrow'] else 'burrow'}, while setup runs "
+        f"{info['netavark'] or 'no netavark'}: with burrow's networks that leaves DNS records "
+        "and firewall rules behind. Fix: run `burrow podman enable --user` (or `disable "
+        "--user`) with this XDG_CONFIG_HOME, which writes (removes) the drop-in in both places")
 
 
 def render_status(info: Mapping[str, Any]) -> str:
@@ -454,6 +579,9 @@ def render_status(info: Mapping[str, Any]) -> str:
     lines = [
         f"scope:            {info['scope']}{' (rootless)' if info['rootless'] else ''}",
         f"burrow drop-in:   {info['dropin']} ({'present' if info['enabled'] else 'absent'})",
+        *([f"  for cleanup:    {info['cleanup_dropin']} "
+           f"({'present' if Path(info['cleanup_dropin']).exists() else 'absent'})"]
+          if info.get("cleanup_dropin") else []),
         f"network backend:  {info['network_backend']}  [from {info['network_backend_from']}]",
         f"netavark:         {who(info['netavark'], info['netavark_is_burrow'])}",
         f"aardvark-dns:     {who(info['aardvark_dns'], info['aardvark_dns_is_burrow'])}",
@@ -467,6 +595,9 @@ def render_status(info: Mapping[str, Any]) -> str:
         lines.append(f"note: CONTAINERS_CONF={info['containers_conf_env']} makes Podman read only that "
                      "file; drop-ins are ignored while it is set")
     lines += [f"warning: cannot read {e}" for e in info["errors"]]
+    mismatch = cleanup_mismatch(info)
+    if mismatch:
+        lines.append(mismatch)
     if info.get("unreachable"):
         lines.append(
             f"warning: you (uid {os.getuid()}) cannot run {', '.join(info['unreachable'])} "
