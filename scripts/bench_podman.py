@@ -156,6 +156,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=3.0, help="--mode ports: seconds per flow run")
     ap.add_argument("--own-session", action="store_true",
                     help="--mode ports: podman run (so the forwarder) in a session of its own, not the clients'")
+    ap.add_argument("--baseline", type=Path,
+                    help="--mode ports: another checkout (with .venv) whose drop-in joins the flows")
     a = ap.parse_args()
     problem = environment_problem()
     if problem:
@@ -171,7 +173,8 @@ def main() -> int:
             import bench_podman_ports as ports
 
             res = ports.bench(tar, a.rounds, seconds=a.seconds, parts=tuple(a.part or ports.PARTS),
-                              streams=a.streams, own_session=a.own_session)
+                              streams=a.streams, own_session=a.own_session,
+                              baseline=a.baseline.resolve() if a.baseline else None)
             out.append(res)
             print(ports.table(res), flush=True)
             continue

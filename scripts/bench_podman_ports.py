@@ -24,6 +24,8 @@ Podman falls through to /usr/lib/podman/rootlessport. Rows:
 Target (issue 13): drop-in >= 2x rootlessport's conn/s and >= 1.2x its throughput.
 
     sudo .venv/bin/python scripts/bench_podman.py --mode ports [--rounds N] [--part flow] [--own-session]
+        [--baseline DIR]   (DIR: another checkout with its .venv, e.g. main before a change: its
+                            drop-in joins the flows as a third kind, old vs new in one run)
 """
 
 from __future__ import annotations
@@ -51,22 +53,29 @@ from tests.nsutil import Netns  # noqa: E402
 GO = "/usr/lib/podman/rootlessport"
 DROPIN = REPO / ".venv" / "bin" / "burrow-rootlessport"
 KINDS = ("burrow-rootlessport", "podman rootlessport")
+BASE = "baseline drop-in"  # --baseline: another checkout's burrow-rootlessport, flows only
 
 
 class Switch:
-    """Which rootlessport Podman finds: burrow's link in the helper dir, or none (Podman's)."""
+    """Which rootlessport Podman finds: burrow's link in the helper dir, or none (Podman's);
+    with a baseline, the link may point at another checkout's drop-in instead."""
 
-    def __init__(self, w: RootlessWorld) -> None:
+    def __init__(self, w: RootlessWorld, baseline: Path | None = None) -> None:
         self.link = w.data_home / "burrow" / "podman" / "rootlessport"
         if not self.link.is_symlink():
             raise SystemExit(f"{self.link} missing: `burrow podman enable --user` did not link it")
-        self.target = os.readlink(self.link)
+        self.targets = {KINDS[0]: os.readlink(self.link)}
+        if baseline is not None:
+            self.targets[BASE] = str(baseline / ".venv" / "bin" / "burrow-rootlessport")
 
     def use(self, kind: str) -> None:
-        if kind == KINDS[0] and not self.link.is_symlink():
-            self.link.symlink_to(self.target)
-        elif kind == KINDS[1] and self.link.is_symlink():
+        want = self.targets.get(kind)
+        if self.link.is_symlink():
+            if want is not None and os.readlink(self.link) == want:
+                return
             self.link.unlink()
+        if want is not None:
+            self.link.symlink_to(want)
 
 
 def startup(w: RootlessWorld, sw: Switch, rounds: int) -> dict[str, list[float]]:
@@ -139,7 +148,7 @@ def forwarder_pids(uid: int, kind: str) -> list[int]:
                 title = f.read().split(b"\0")[0].split(b" ")[0]
         except OSError:
             continue
-        if (kind == KINDS[1] and exe == GO) or (kind == KINDS[0] and title == b"burrow-rootlessport"):
+        if (kind == KINDS[1] and exe == GO) or (kind != KINDS[1] and title == b"burrow-rootlessport"):
             out.append(int(entry))
     return out
 
@@ -205,8 +214,12 @@ def through(w: RootlessWorld, sw: Switch, kind: str, seconds: float, runs: int,
         def per_gb(ms: float) -> float:
             return ms / gbytes if gbytes else float("nan")
 
+        rtt = br.round_trip_us(rr)
+        # Downloads too: the server's data reaches the client through the accepted socket.
+        gbps_r, vals_r, _ = br.iperf(ip, seconds, runs, extra=streams, reverse=True)
         return {"gbps": gbps, "gbps_runs": vals, "cpu": busy, "conn_s": conn_s,
-                "rtt_us": br.round_trip_us(rr), "pids": len(pids),
+                "gbps_reverse": gbps_r, "gbps_reverse_runs": vals_r,
+                "rtt_us": rtt, "pids": len(pids),
                 "cpu_ms_per_gb": per_gb(c1 - c0), "client_ms_per_gb": per_gb(k1 - k0),
                 "server_ms_per_gb": per_gb(s1 - s0),
                 "cpu_ms_per_1000_conns": (c2 - c1) / (conn_s * seconds) * 1000 if conn_s else float("nan")}
@@ -230,7 +243,8 @@ PARTS = ("startup", "ready", "flow")
 
 
 def bench(tar: Path, rounds: int, seconds: float = 3.0, runs: int = 3,
-          parts: tuple[str, ...] = PARTS, streams: int = 1, own_session: bool = False) -> dict[str, Any]:
+          parts: tuple[str, ...] = PARTS, streams: int = 1, own_session: bool = False,
+          baseline: Path | None = None) -> dict[str, Any]:
     from tests.rootless_user import RootlessUser
 
     precompile()
@@ -239,18 +253,19 @@ def bench(tar: Path, rounds: int, seconds: float = 3.0, runs: int = 3,
     w = RootlessWorld(RootlessUser.ensure(), base / "w", tar)
     try:
         w.podman("network", "create", "--subnet", "10.89.61.0/24", "bdns")
-        sw = Switch(w)
+        sw = Switch(w, baseline)
         res: dict[str, Any] = {"mode": "ports", "rounds": rounds, "streams": streams,
-                               "own_session": own_session}
+                               "own_session": own_session, "baseline": str(baseline) if baseline else None}
         if "startup" in parts:
             res["startup"] = startup(w, sw, rounds)
         if "ready" in parts:
             res["exec_ready"] = exec_to_ready(max(2 * rounds, 20))
         if "flow" in parts:
             extra = ("-P", str(streams)) if streams > 1 else ()
-            flow: dict[str, list[dict[str, Any]]] = {k: [] for k in KINDS}
+            kinds = (*KINDS, BASE) if baseline is not None else KINDS
+            flow: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
             for _ in range(2):  # alternate: drift hits both
-                for kind in KINDS:
+                for kind in kinds:
                     flow[kind].append(through(w, sw, kind, seconds, runs, extra, own_session))
             res["flow"] = flow
         sw.use(KINDS[0])
@@ -296,6 +311,9 @@ def table(res: dict[str, Any]) -> str:
                      "the bench's" if res.get("own_session", False) else "in the clients' session (one autogroup)"))
         row(f"Gbit/s (iperf3, {res.get('streams', 1)} stream(s))", flow(KINDS[0], "gbps"),
             flow(KINDS[1], "gbps"), ".2f", True)
+        if all("gbps_reverse" in r for k in KINDS for r in fl[k]):
+            row("Gbit/s reverse (iperf3 -R, downloads)", flow(KINDS[0], "gbps_reverse"),
+                flow(KINDS[1], "gbps_reverse"), ".2f", True)
         row("round trip, us", flow(KINDS[0], "rtt_us"), flow(KINDS[1], "rtt_us"), ".1f", False)
         row("CPU busy during iperf3 (share)", flow(KINDS[0], "cpu"), flow(KINDS[1], "cpu"), ".2f", False)
         row("forwarder CPU ms / 1000 conns", flow(KINDS[0], "cpu_ms_per_1000_conns"),
@@ -304,6 +322,15 @@ def table(res: dict[str, Any]) -> str:
                            ("server_ms_per_gb", "iperf3 server")):
             if all(key in r for k in KINDS for r in fl[k]):
                 row(f"{label} CPU ms / GB", flow(KINDS[0], key), flow(KINDS[1], key), ".0f", False)
+    if "flow" in res and BASE in res["flow"]:
+        lines.append(f"\nthis tree vs the baseline drop-in ({res.get('baseline')}), same run:")
+        for key, label, high in (("gbps", "Gbit/s", True), ("gbps_reverse", "Gbit/s reverse", True),
+                                 ("conn_s", "connections/s", True), ("rtt_us", "round trip, us", False),
+                                 ("cpu_ms_per_gb", "forwarder CPU ms / GB", False),
+                                 ("client_ms_per_gb", "iperf3 client CPU ms / GB", False)):
+            this, base = (med([r[key] for r in res["flow"][k]]) for k in (KINDS[0], BASE))
+            ratio = (this / base if high else base / this) if this and base else float("nan")
+            lines.append(f"{label:36}{this:>22.2f}{base:>22.2f}{ratio:>7.2f}x")
     lines.append("(ratio: how many times better burrow is; target conn/s >= 2x, Gbit/s >= 1.2x, "
                  "start-up added <= rootlessport's)")
     return "\n".join(lines)
