@@ -67,6 +67,9 @@ def bind(fw: Forward) -> _socket.socket:
             s.setsockopt(_socket.IPPROTO_IPV6, _socket.IPV6_V6ONLY, 0)
         if kind == _socket.SOCK_STREAM:
             s.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+            # Accepted sockets inherit it (rootless.ports.tcp counts on that), as Go sets it
+            # on every connection: a small reply is not held back for the client's ACK.
+            s.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
         s.bind((addr, fw.host_port))
         if kind == _socket.SOCK_STREAM:
             s.listen(BACKLOG)

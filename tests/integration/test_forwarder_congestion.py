@@ -10,6 +10,7 @@ container's netns.
 
 from __future__ import annotations
 
+import os
 import select
 import socket
 import subprocess
@@ -146,15 +147,16 @@ def test_through_burrow_rootlessport_the_connection_to_the_server_does_not_pace(
     d = Dropin(host, {"Mappings": mappings(("127.0.0.1", 8080, 80, 1, "tcp")), "NetNSPath": ctr.path,
                       "TmpDir": str(tmp), "ChildIP": "127.0.0.1", "ContainerID": CID,
                       "RootlessCNI": False})
-    client = subprocess.Popen(host.argv([sys.executable, "-c", textwrap.dedent("""\
-        import socket, sys
-        c = socket.create_connection(("127.0.0.1", 8080))
-        c.sendall(b"x" * (1 << 20))
-        sys.stdin.read()
-    """)]), stdin=subprocess.PIPE)
+    client: subprocess.Popen[str] | None = None
     try:
         assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
         assert d.ready() == b"1"
+        client = subprocess.Popen(host.argv([sys.executable, "-c", textwrap.dedent("""\
+            import socket, sys
+            c = socket.create_connection(("127.0.0.1", 8080))
+            c.sendall(b"x" * (1 << 20))
+            sys.stdin.read()
+        """)]), stdin=subprocess.PIPE, text=True)
 
         seen: dict[str, str] = {}
 
@@ -172,9 +174,10 @@ def test_through_burrow_rootlessport_the_connection_to_the_server_does_not_pace(
         assert seen["server"] == "bbr", "the container's own sockets keep its choice"
         assert seen["dialled"] in UNPACED
     finally:
-        assert client.stdin is not None
-        client.stdin.close()
-        client.wait(10)
+        if client is not None:
+            assert client.stdin is not None
+            client.stdin.close()
+            client.wait(10)
         d.close()
         sink.kill()
         sink.wait()
@@ -232,3 +235,77 @@ def recv_all(s: socket.socket, n: int) -> bytes:
         assert d
         got += d
     return got
+
+
+def their_socket(pid: int, fd: int) -> socket.socket | None:
+    """A copy of process pid's socket fd (pidfd_getfd), or None."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    try:
+        mine = libc.syscall(438, pidfd, fd, 0)  # SYS_pidfd_getfd
+    finally:
+        os.close(pidfd)
+    return socket.socket(fileno=mine) if mine >= 0 else None
+
+
+def test_burrow_rootlessports_accepted_sockets_have_tcp_nodelay(
+        netns_factory: Callable[[], Netns]) -> None:
+    """The listener sets it, so every accepted socket has it from the start (Go's rootlessport
+    sets it on each connection): the drop-in's listeners had only SO_REUSEADDR."""
+    if not DROPIN.exists():
+        pytest.skip("environment: .venv is not built (scripts/install)")
+    host, ctr = netns_factory(), netns_factory()
+    sink = subprocess.Popen(ctr.argv([sys.executable, "-c", SINK]), stdout=subprocess.PIPE, text=True)
+    tmp = Path(tempfile.mkdtemp(prefix="brlp-nd-", dir="/tmp"))
+    d = Dropin(host, {"Mappings": mappings(("", 8080, 80, 1, "tcp")), "NetNSPath": ctr.path,
+                      "TmpDir": str(tmp), "ChildIP": "127.0.0.1", "ContainerID": CID,
+                      "RootlessCNI": False})
+    client: subprocess.Popen[str] | None = None
+    try:
+        assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+        assert d.ready() == b"1"
+        client = subprocess.Popen(host.argv([sys.executable, "-c", textwrap.dedent("""\
+            import socket, sys
+            c = socket.create_connection(("127.0.0.1", 8080))
+            print(c.getsockname()[1], flush=True)
+            sys.stdin.read()
+        """)]), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert client.stdout is not None
+        cport = int(client.stdout.readline())
+        found: dict[str, int] = {}
+
+        def accepted() -> bool:
+            fds = f"/proc/{d.pid_in_host()}/fd"
+            for fd in os.listdir(fds):
+                try:
+                    if not os.readlink(f"{fds}/{fd}").startswith("socket:"):
+                        continue
+                except OSError:
+                    continue
+                s = their_socket(d.pid_in_host(), int(fd))
+                if s is None:
+                    continue
+                with s:
+                    if s.type != socket.SOCK_STREAM or s.family not in (socket.AF_INET, socket.AF_INET6):
+                        continue
+                    try:
+                        peer = s.getpeername()
+                    except OSError:
+                        continue
+                    if peer[1] == cport:
+                        found["nodelay"] = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            return "nodelay" in found
+
+        assert wait_for(accepted, timeout=10), "the drop-in's accepted socket was not found"
+        assert found["nodelay"] == 1
+    finally:
+        if client is not None:
+            assert client.stdin is not None
+            client.stdin.close()
+            client.wait(10)
+        d.close()
+        sink.kill()
+        sink.wait()
+        subprocess.run(["rm", "-rf", str(tmp)], check=False)
