@@ -74,8 +74,10 @@ def run(w: World) -> int:
         v4, v6 = addresses(rec.to_json())
         _step(f"   {web}: {v4} {v6}")
         _step(f"2. sandbox {client}")
-        made.append(client)
+        # Only what the demo made is removed: a `demo-client` of the user's that was there
+        # first (create refuses it) must survive the clean-up.
         sandbox.create(w, client, [], [], [], w.network_mtu)
+        made.append(client)
         _step(f"3. HTTP server in {web} on [::]:80")
         server = subprocess.Popen(sandbox.exec_argv(w, web, [PY, "-c", SERVE, web]),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -89,7 +91,11 @@ def run(w: World) -> int:
                                   f"{res.stderr.strip().splitlines()[-1:]}")
             print(res.stdout, end="")
         _step(f"5. the host reaches {web} through the published port")
-        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read()
+        try:
+            body = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read()
+        except OSError as e:
+            raise BurrowError(f"demo: the host -> 127.0.0.1:{port} -> {web} failed: {e}; "
+                              f"see `burrow status` and the logs in {w.paths.log_dir}") from e
         _step(f"  127.0.0.1:{port} -> {body.decode().strip()!r}")
         _step("demo OK")
         return 0

@@ -20,8 +20,22 @@ from rootless.settings import Settings
 PLAIN: Any = {"no_args_is_help": True, "rich_markup_mode": None,
               "context_settings": {"help_option_names": ["-h", "--help"]}}
 # add_completion: typer's `--install-completion`/`--show-completion` (bash, zsh, fish).
+# The first commands a new user runs, as the README's quick start (\b: click keeps the lines).
+EXAMPLES = """Examples:
+
+\b
+  burrow demo                                  # try it: two sandboxes, DNS, a port; cleans up
+  burrow network create web --subnet 10.90.0.0/24
+  burrow sandbox create api --network web -p 127.0.0.1:8080:80
+  burrow exec api -- python3 -m http.server 80 &
+  burrow status                                # what runs; exit 1 if something died
+  burrow up                                    # bring back what died
+  burrow down                                  # stop everything (networks stay)
+
+Run as yourself: no root needed (run by root, burrow works in root's own network
+namespace: rootful). `burrow COMMAND -h` shows each command's options."""
 app = typer.Typer(add_completion=True, help="Container networking for people without root.",
-                  **PLAIN)
+                  epilog=EXAMPLES, **PLAIN)
 network_app = typer.Typer(help="Manage networks.", **PLAIN)
 sandbox_app = typer.Typer(help="Manage sandboxes (network namespaces).", **PLAIN)
 port_app = typer.Typer(help="Published ports.", **PLAIN)
@@ -129,11 +143,25 @@ def ctx(c: typer.Context) -> Ctx:
 
 
 
+def _connector_name(value: str | None) -> str | None:
+    """A connector name is checked where it enters (exit 2, naming the choices), before it
+    is compared with the running namespace's or reaches the world."""
+    if value is None:
+        return None
+    from rootless.connectors import select
+
+    try:
+        select(value)
+    except BurrowError as e:
+        raise typer.BadParameter(str(e).removeprefix("unknown connector ")) from None
+    return value
+
+
 @app.callback()
 def _main(
     c: typer.Context,
     connector: Annotated[str | None, typer.Option(
-        "--connector",
+        "--connector", callback=_connector_name,
         help="slirp4netns or pasta (default: $BURROW_CONNECTOR, else whichever is installed, "
              "slirp4netns first); used when the namespace is created")] = None,
     allow_host_loopback: Annotated[bool, typer.Option(

@@ -21,7 +21,7 @@ def sandbox_create(
     name: Annotated[str, typer.Argument(metavar="NAME")],
     network: Annotated[ListOpt, typer.Option(
         "--network", "--net", metavar="NET[:OPTS]",
-        help="NET[:ip=..,mac=..,alias=..,interface_name=..] (ip= may repeat, IPv4 or IPv6), "
+        help="NET[:ip=..,ip6=..,mac=..,alias=..,interface_name=..] (ip= once per family), "
         "or none; repeatable (default: the dual-stack network `burrow`)")] = None,
     publish: Annotated[ListOpt, typer.Option(
         "-p", "--publish", metavar="SPEC",
@@ -42,7 +42,11 @@ def sandbox_create(
         "--hostname", metavar="NAME",
         help="the hostname `burrow exec` shows (its own UTS namespace, /etc/hostname)")] = None,
 ) -> None:
-    """Create a sandbox (a network namespace) attached to networks."""
+    """Create a sandbox (a network namespace) attached to networks; prints its name and
+    addresses. The first sandbox also starts the per-user namespace.
+
+    Example: `burrow sandbox create api --network web:ip=10.90.0.10,alias=backend -p
+    127.0.0.1:8080:80`, then `burrow exec api -- CMD`."""
     from rootless import publish as publish_mod
     from rootless import sandbox
     from rootless.store import Store
@@ -80,7 +84,8 @@ def sandbox_ls(c: typer.Context, fmt: FormatOpt = "table", quiet: QuietOpt = Fal
 
 
 @sandbox_app.command("inspect")
-def sandbox_inspect(c: typer.Context, name: str) -> None:
+def sandbox_inspect(c: typer.Context, name: Annotated[str, typer.Argument(metavar="NAME")]
+                    ) -> None:
     """Everything burrow knows about a sandbox, as JSON."""
     from rootless.store import Store
 
@@ -106,8 +111,14 @@ def sandbox_rm(c: typer.Context, names: Annotated[list[str], typer.Argument(meta
 
 @app.command("exec", context_settings={"allow_extra_args": True,
                                        "ignore_unknown_options": True})
-def exec_(c: typer.Context, name: str, cmd: Annotated[list[str], typer.Argument()]) -> None:
-    """Run CMD inside a sandbox: `burrow exec NAME -- CMD...`."""
+def exec_(c: typer.Context,
+          name: Annotated[str, typer.Argument(metavar="NAME", help="the sandbox")],
+          cmd: Annotated[list[str], typer.Argument(
+              metavar="CMD...", help="the command and its arguments, after --")]) -> None:
+    """Run CMD inside a sandbox, with its own /etc/resolv.conf and /etc/hosts; exits with
+    CMD's exit code (127: CMD not found).
+
+    Example: `burrow exec api -- getent hosts backend`."""
     from rootless import sandbox
 
     argv = sandbox.exec_argv(ctx(c).world, name, cmd)

@@ -40,7 +40,8 @@ def up(c: typer.Context, file: FileOpt = None) -> None:
 
 @app.command()
 def status(c: typer.Context, fmt: FormatOpt = "table") -> None:
-    """The namespace, connector, DNS, forwarder and sandboxes."""
+    """The namespace, connector, DNS, forwarder and sandboxes. Exits 1 naming what died
+    (`burrow up` brings it back)."""
     from rootless import status as status_mod
 
     info = status_mod.collect(ctx(c).world)
@@ -77,7 +78,9 @@ def netavark(args: Annotated[list[str] | None, typer.Argument()] = None) -> None
 
 @app.command()
 def demo(c: typer.Context) -> None:
-    """Two sandboxes, one serving HTTP; reach it by name (v4, v6) and from the host."""
+    """Two sandboxes, one serving HTTP; reach it by name (v4, v6) and from the host. Uses
+    the default network `burrow` and host port 127.0.0.1:8080, removes what it made, and
+    exits 1 naming the step that failed."""
     import rootless.demo as demo_mod
 
     raise SystemExit(demo_mod.run(ctx(c).world))

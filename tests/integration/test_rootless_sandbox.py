@@ -422,6 +422,17 @@ def test_demo(rl: Any) -> None:
     assert rl.leftover_pids() == []
 
 
+def test_demo_leaves_a_sandbox_of_the_users_alone(rl: Any) -> None:
+    """A sandbox the user already had under a demo name makes the demo fail, and survives its
+    clean-up (the demo once removed a `demo-client` it had failed to create)."""
+    rl.burrow("sandbox", "create", "demo-client", check=True, timeout=60)
+    res = rl.burrow("demo", timeout=120)
+    assert res.rc == 1 and "demo-client already exists" in res.err, (res.out, res.err)
+    assert "cleaned up" in res.out
+    names = rl.burrow("sandbox", "ls", "-q", check=True).out.split()
+    assert names == ["demo-client"], names
+
+
 def test_parallel_creates_get_distinct_addresses(rl: Any) -> None:
     procs = [rl.popen(["burrow", "sandbox", "create", f"p{i}"], stdout=subprocess.PIPE,
                       stderr=subprocess.PIPE) for i in range(4)]

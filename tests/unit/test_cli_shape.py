@@ -335,6 +335,27 @@ def test_connector_of_a_running_world_of_another_kind_is_an_error() -> None:
         core._check_connector(World(), "slirp4netns")  # type: ignore[arg-type]
 
 
+def test_an_unknown_connector_is_refused_where_it_enters() -> None:
+    """`--connector bogus` is a usage error naming the choices, before any world is looked
+    at (it was once compared with a running namespace's and answered "uses slirp4netns, not
+    bogus ... run `burrow --connector bogus up`")."""
+    res = _invoke("--connector", "bogus", "status")
+    assert res.exit_code == 2, res.output
+    assert "'bogus'" in res.output and "slirp4netns or pasta" in res.output
+    assert "running namespace" not in res.output
+
+
+def test_help_teaches_the_first_commands() -> None:
+    """`burrow --help` ends with the quick start's commands; exec and run name their
+    arguments and exit codes."""
+    top = _invoke("--help").output
+    for cmd in ("burrow demo", "burrow sandbox create", "burrow exec", "burrow down"):
+        assert cmd in top, top
+    exec_help = _invoke("exec", "--help").output
+    assert "after --" in exec_help and "exit code" in exec_help, exec_help
+    assert "125" in _invoke("run", "--help").output
+
+
 def test_command_modules_register_in_one_place() -> None:
     from rootless import cli
 
