@@ -14,7 +14,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -83,8 +83,20 @@ class Store:
         return out
 
     def owned(self, cid: str, ifname: str) -> list[IPAddress]:
-        # Files from old host-local versions hold only the id: they match any ifname.
-        return [ip for ip, (c, i) in self.allocations().items() if c == cid and i in (ifname, "")]
+        """What (cid, ifname) holds, from every file (when nothing says where to look)."""
+        return [ip for ip, o in self.allocations().items() if _matches(o, (cid, ifname))]
+
+    def holds(self, owner: Owner, ips: Iterable[IPAddress]) -> list[IPAddress]:
+        """Of `ips`, those `owner` holds: one file read each, no other (DEL, with the addresses
+        its attachment record names; GC, with those its one scan found)."""
+        return [ip for ip in ips if (o := self.owner(ip)) is not None and _matches(o, owner)]
+
+    def by_owner(self) -> dict[Owner, list[IPAddress]]:
+        """Every allocation, grouped by owner: one read of every file (GC)."""
+        out: dict[Owner, list[IPAddress]] = {}
+        for ip, who in self.allocations().items():
+            out.setdefault(who, []).append(ip)
+        return out
 
     def reserve(self, ip: IPAddress, owner: Owner) -> bool:
         """False if the address is already taken (the file exists)."""
@@ -120,6 +132,11 @@ class Store:
             os.replace(tmp, path)
         except OSError as exc:
             raise _io(f"write {path}", exc) from None
+
+
+def _matches(found: Owner, owner: Owner) -> bool:
+    # Files from old host-local versions hold only the id: they match any ifname.
+    return found[0] == owner[0] and found[1] in (owner[1], "")
 
 
 def _candidates(rs: Sequence[Range], after: IPAddress | None) -> Iterator[IPAddress]:

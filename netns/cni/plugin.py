@@ -4,8 +4,10 @@ ADD: parse and check everything -> allocate addresses (host-local style, on disk
 setup (bridge, veth, addresses, routes, port DNAT, DNS names) -> CNI result. A failed setup
 gives back only the addresses this call reserved. DEL: the addresses this (container, ifname)
 holds -> engine teardown (also when the netns is gone) -> release; nothing held means nothing
-to do. CHECK compares prevResult with the kernel and IPAM. GC tears down and releases every
-allocation not in `cni.dev/valid-attachments`. STATUS says whether an ADD could succeed.
+to do; the addresses are those the ADD's attachment record names (their files alone are read),
+or, without them, every allocation file's. CHECK compares prevResult with the kernel and IPAM.
+GC tears down and releases every allocation not in `cni.dev/valid-attachments`, from one read
+of every file. STATUS says whether an ADD could succeed.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from netns.cni import attachments, hostlocal, result, translate
 from netns.cni import config as C
@@ -55,10 +57,13 @@ def add(env: Env, conf: NetConf, environ: Mapping[str, str]) -> str:
     key = (conf.state_dir, conf.name, env.container_id, env.ifname)
     # The record is written before any address is reserved, so without one this (container,
     # ifname) holds none, and the allocation need not read every allocation file to find
-    # out (netns/cni/hostlocal.py).
-    first = attachments.load(*key) is None
-    if first:
-        attachments.save(*key, attachments.Record(name, ports))
+    # out (netns/cni/hostlocal.py). Until the addresses are known it names none, and a DEL
+    # then looks at every file: a crash in between leaks nothing.
+    rec = attachments.load(*key)
+    first = rec is None
+    if rec is None or rec.ips is not None:
+        kept = rec or attachments.Record(name, ports)
+        attachments.save(*key, dataclasses.replace(kept, ips=None))
     try:
         with store.locked():
             ips, new = hostlocal.allocate(store, conf.range_sets, (env.container_id, env.ifname),
@@ -68,12 +73,13 @@ def add(env: Env, conf: NetConf, environ: Mapping[str, str]) -> str:
             attachments.remove(*key)
         raise
     # A repeated ADD (same container and ifname, nothing newly reserved) must not replace
-    # the record the first ADD left, nor remove it when it fails.
+    # the record the first ADD left (only say which addresses it holds), nor remove it when
+    # it fails.
     fresh = bool(new) or first
     try:
         opts = translate.options(env, conf, ips, name=name, mac=mac, aliases=aliases, ports=ports)
-        if fresh and not first:
-            attachments.save(*key, attachments.Record(name, ports))
+        kept = attachments.Record(name, ports) if fresh or rec is None else rec
+        attachments.save(*key, dataclasses.replace(kept, ips=ips))
         status = engine_for(conf, environ).setup(opts, env.netns)
     except BaseException:
         with store.locked():
@@ -98,13 +104,20 @@ def _held_view(conf: NetConf, held: list[IPAddress]) -> tuple[NetConf, tuple[IPA
     return dataclasses.replace(conf, range_sets=tuple(sets)), tuple(ips)
 
 
-def release(env: Env, conf: NetConf, environ: Mapping[str, str], netns: str | None) -> None:
-    """Tear down and release what (container, ifname) holds; nothing held is success."""
+def release(env: Env, conf: NetConf, environ: Mapping[str, str], netns: str | None,
+            found: Sequence[IPAddress] | None = None) -> None:
+    """Tear down and release what (container, ifname) holds; nothing held is success.
+
+    Where its addresses are: `found` (GC's one scan), else those the ADD's attachment record
+    names (one file read each), else (no record, or one whose ADD never got to name them)
+    every allocation file is read, as host-local's ReleaseByID does."""
+    owner = (env.container_id, env.ifname)
     store = hostlocal.Store(conf.data_dir, conf.name)
-    with store.locked():
-        held = store.owned(env.container_id, env.ifname)
-    view, ips = _held_view(conf, held)
     rec = attachments.load(conf.state_dir, conf.name, env.container_id, env.ifname)
+    known = found if found is not None else rec.ips if rec is not None else None
+    with store.locked():
+        held = store.owned(*owner) if known is None else store.holds(owner, known)
+    view, ips = _held_view(conf, held)
     if ips:
         # The runtime's portMappings if it sent them, else those the ADD saved.
         ports = C.port_mappings(conf) or (rec.ports if rec else ())
@@ -113,23 +126,28 @@ def release(env: Env, conf: NetConf, environ: Mapping[str, str], netns: str | No
         # A failure keeps the addresses: the runtime retries DEL, which must find them again.
         engine_for(view, environ).teardown(opts, netns)
     with store.locked():
-        store.release(held)
+        store.release(store.holds(owner, held))  # still ours: the lock was let go meanwhile
     attachments.remove(conf.state_dir, conf.name, env.container_id, env.ifname)
 
 
 def gc(conf: NetConf, environ: Mapping[str, str]) -> None:
+    """Release every attachment not in `cni.dev/valid-attachments`, from one scan of the
+    allocation files (not one per stale owner)."""
     valid = set(conf.valid_attachments or ())
     valid_ids = {cid for cid, ifname in valid if not ifname}
     store = hostlocal.Store(conf.data_dir, conf.name)
     with store.locked():
-        owners = set(store.allocations().values())
-    errors: list[str] = []
-    for cid, ifname in sorted(owners):
+        allocated = store.by_owner()
+    stale: dict[tuple[str, str], list[IPAddress]] = {}
+    for (cid, ifname), ips in allocated.items():
         if (cid, ifname) in valid or cid in valid_ids or (ifname == "" and any(c == cid for c, _ in valid)):
             continue
-        stale = Env("DEL", cid, "", ifname or "eth0", {}, ())
+        # A file of an old host-local (the id alone) goes with that container's eth0.
+        stale.setdefault((cid, ifname or "eth0"), []).extend(ips)
+    errors: list[str] = []
+    for (cid, ifname), ips in sorted(stale.items()):
         try:
-            release(stale, conf, environ, None)
+            release(Env("DEL", cid, "", ifname, {}, ()), conf, environ, None, found=ips)
         except (BurrowError, CniError) as exc:
             errors.append(f"{cid}/{ifname}: {exc}")
     if errors:

@@ -49,16 +49,25 @@ def _reference(data: Path, command: str, cid: str) -> list[str] | None:
     return [ip["address"].split("/")[0] for ip in json.loads(res.stdout)["ips"]]
 
 
-def _burrow(store: hostlocal.Store, command: str, cid: str) -> list[str] | None:
+def _burrow(store: hostlocal.Store, command: str, cid: str,
+            records: dict[str, tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]] | None,
+            ) -> list[str] | None:
+    """As netns/cni/plugin.py does it. `records`: what the attachment records say the ADDs
+    reserved, which DEL checks and releases (None: no record, DEL reads every file)."""
     sets = C.parse_range_sets({"ranges": RANGES})
+    owner = (cid, "eth0")
     with store.locked():
         if command == "DEL":
-            store.release(store.owned(cid, "eth0"))
+            known = records.pop(cid, None) if records is not None else None
+            held = store.owned(*owner) if known is None else store.holds(owner, known)
+            store.release(store.holds(owner, held))
             return []
         try:
-            ips, _ = hostlocal.allocate(store, sets, (cid, "eth0"), (), may_hold=False)
+            ips, _ = hostlocal.allocate(store, sets, owner, (), may_hold=False)
         except CniError:
             return None
+    if records is not None:
+        records[cid] = ips
     return [str(ip) for ip in ips]
 
 
@@ -79,12 +88,17 @@ STEPS = [("ADD", f"c{i}") for i in range(1, 7)] + [
 
 @pytest.mark.skipif(not REFERENCE.exists(),
                     reason="environment: no reference host-local (containernetworking-plugins)")
-def test_same_addresses_and_same_files_as_host_local(tmp_path: Path) -> None:
+@pytest.mark.parametrize("del_from", ["record", "scan"])
+def test_same_addresses_and_same_files_as_host_local(tmp_path: Path, del_from: str) -> None:
+    """DEL from the attachment record's addresses (as burrow-cni's DEL does) and from a scan
+    of every file (a record from an older burrow, or none): the same files either way."""
     ref_dir, ours_dir = tmp_path / "ref", tmp_path / "ours"
     store = hostlocal.Store(str(ours_dir), NET)
+    records: dict[str, tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]] | None = (
+        {} if del_from == "record" else None)
     for n, (command, cid) in enumerate(STEPS):
         want = _reference(ref_dir, command, cid)
-        got = _burrow(store, command, cid)
+        got = _burrow(store, command, cid, records)
         assert got == want, f"step {n} {command} {cid}"
         assert _files(ours_dir / NET) == _files(ref_dir / NET), f"step {n} {command} {cid}"
 
