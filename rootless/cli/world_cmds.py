@@ -79,8 +79,8 @@ def netavark(args: Annotated[list[str] | None, typer.Argument()] = None) -> None
 @app.command()
 def demo(c: typer.Context) -> None:
     """Two sandboxes, one serving HTTP; reach it by name (v4, v6) and from the host. Uses
-    the default network `burrow` and host port 127.0.0.1:8080, removes what it made, and
-    exits 1 naming the step that failed."""
+    the default network `burrow` and host port 127.0.0.1:8080 (another free one when that is
+    taken), removes what it made, and exits 1 naming the step that failed."""
     import rootless.demo as demo_mod
 
     raise SystemExit(demo_mod.run(ctx(c).world))
