@@ -14,7 +14,7 @@ def run(
     c: typer.Context,
     name: Annotated[str, typer.Argument(metavar="NAME", help="the new sandbox's name")],
     cmd: Annotated[list[str], typer.Argument(
-        metavar="CMD...", help="the command and its arguments, after --")],
+        metavar="CMD", help="the command and its arguments, after --")],
     rm: Annotated[bool, typer.Option("--rm", help="remove the sandbox when the command ends "
                                      "(also on Ctrl-C or SIGTERM)")] = False,
     network: Annotated[list[str] | None, typer.Option(

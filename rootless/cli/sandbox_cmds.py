@@ -114,7 +114,7 @@ def sandbox_rm(c: typer.Context, names: Annotated[list[str], typer.Argument(meta
 def exec_(c: typer.Context,
           name: Annotated[str, typer.Argument(metavar="NAME", help="the sandbox")],
           cmd: Annotated[list[str], typer.Argument(
-              metavar="CMD...", help="the command and its arguments, after --")]) -> None:
+              metavar="CMD", help="the command and its arguments, after --")]) -> None:
     """Run CMD inside a sandbox, with its own /etc/resolv.conf and /etc/hosts; exits with
     CMD's exit code (127: CMD not found).
 

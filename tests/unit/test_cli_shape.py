@@ -353,6 +353,7 @@ def test_help_teaches_the_first_commands() -> None:
         assert cmd in top, top
     exec_help = _invoke("exec", "--help").output
     assert "after --" in exec_help and "exit code" in exec_help, exec_help
+    assert " NAME CMD...\n" in exec_help and "CMD....." not in exec_help, exec_help
     assert "125" in _invoke("run", "--help").output
 
 
