@@ -36,7 +36,7 @@ def ifname(name: str, what: str) -> str:
         )
     if name in (".", "..") or not IFNAME_RE.fullmatch(name):
         raise BurrowError(
-            f"{what} name {name!r} is not valid: use letters, digits and '_', '.', '-' only"
+            f"{what} name {name!r} is not valid: use ASCII letters, digits and '_', '.', '-' only"
         )
     if name in RESERVED_IFNAMES:
         # /proc/sys/net/*/conf/{all,default} exist already: the kernel refuses the link with a
@@ -83,7 +83,7 @@ def name(text: str, what: str, limit: int = MAX_NAME) -> str:
         )
     if not NAME_RE.fullmatch(text):
         raise BurrowError(
-            f"invalid {what} {text!r}: use letters, digits, '_', '.', '-', "
+            f"invalid {what} {text!r}: use ASCII letters, digits, '_', '.', '-', "
             "starting with a letter or digit"
         )
     return text

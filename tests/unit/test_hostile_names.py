@@ -55,3 +55,11 @@ def test_the_kernels_reserved_interface_names_are_refused_at_the_entry(reserved:
     with pytest.raises(BurrowError, match="reserved by the kernel"):
         names.ifname(reserved, "container interface")
     names.ifname("all0", "container interface")  # the control
+
+
+def test_the_name_rule_says_ascii() -> None:
+    """'ü1' is refused, and the message says why: the rule's letters are ASCII ones."""
+    for bad, check in (("ü1", lambda t: names.name(t, "sandbox name")),
+                       ("eth_ü", lambda t: names.ifname(t, "interface"))):
+        with pytest.raises(BurrowError, match="ASCII letters"):
+            check(bad)
