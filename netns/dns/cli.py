@@ -174,6 +174,7 @@ def _daemon(server: object, pid_file: str, log_file: str | None, ready: int) -> 
     with owned.dir_lock(server.config_dir):  # an exiting server's check of it waits for us
         with open(pid_file, "w") as f:
             f.write(str(me))  # no newline, like aardvark
+    server.pid_file = pid_file
     os.write(ready, b"1")
     os.close(ready)
     log.info("serving %s port %d", ", ".join(server.listeners), server.port)

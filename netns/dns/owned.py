@@ -87,6 +87,13 @@ def unlink_pid_if(path: str, pid: int) -> None:
             pass
 
 
+def superseded(path: str, pid: int) -> bool:
+    """Whether the pid file names another process than `pid` (a newer server took over).
+    Not locked: a file being written reads empty, which does not count."""
+    text = _pid_in(path)
+    return text is not None and text.isdigit() and text != str(pid)
+
+
 def unlink_stale_pid(path: str) -> None:
     """Remove a pid file unless it names a live process (a server of another network may
     still be serving from this directory). Call under `dir_lock`."""

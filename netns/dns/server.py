@@ -176,6 +176,7 @@ class Server:
         self.control: control.Listener | None = None
         self.stopping = False  # no network was left: on_empty() was called
         self.dir_id = _dir_id(config_dir)
+        self.pid_file: str | None = None  # set once written: we exit when it names another
 
     @classmethod
     def prepare(cls, config_dir: str, port: int, policy: Policy,
@@ -233,6 +234,13 @@ class Server:
             # Removed (a world's runtime dir gone) or replaced: our pid file went with it, so
             # no engine can signal us any more, and a new server could not bind our port.
             log.info("config directory %s is gone: nobody can reach us, exiting", self.config_dir)
+            self.stopping = True
+            self.on_empty()
+            return
+        if self.pid_file is not None and owned.superseded(self.pid_file, os.getpid()):
+            # A newer server of this directory wrote its pid over ours (it was started while
+            # we were on our way out): engines reach it, not us, so our records would go stale.
+            log.info("%s names another server now: exiting", self.pid_file)
             self.stopping = True
             self.on_empty()
             return

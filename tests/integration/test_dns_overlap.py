@@ -53,8 +53,9 @@ def _stop(pid: int) -> None:
         wait_dead(pid)
 
 
+@pytest.mark.parametrize("exit_by", ["sigterm", "superseded"])
 def test_an_exiting_server_leaves_the_newer_servers_files(
-        world: tuple[Netns, AardvarkConfig, dict[str, str]]) -> None:
+        world: tuple[Netns, AardvarkConfig, dict[str, str]], exit_by: str) -> None:
     ns, conf, env = world
     conf.add([_entry("tqold", OLD_GW, 0)])
     start_dns(ns, conf.dir, env)
@@ -70,8 +71,11 @@ def test_an_exiting_server_leaves_the_newer_servers_files(
         sock = conf.dir / statefiles.DNS_CONTROL
         sock_id = sock.stat().st_ino
         os.kill(old, signal.SIGCONT)
-        os.kill(old, signal.SIGTERM)  # now it gets to its exit
-        assert wait_dead(old)
+        if exit_by == "sigterm":
+            os.kill(old, signal.SIGTERM)  # now it gets to its exit
+        # else on its own: its pid file names the newer server, so nobody can reach it
+        # any more (it would serve stale records for ever)
+        assert wait_dead(old, 15)
 
         # The newer server's files are still there, and still its own.
         assert sock.is_socket() and sock.stat().st_ino == sock_id
