@@ -9,6 +9,7 @@ lines, on one netns.loop event loop:
     manager.py     the port manager: add / list / remove listeners, all or nothing
     pool.py        sockets made inside sandbox netns by dialer.py (a process in the userns)
     tcp.py         accept, dial (the client's family first), splice.py pumps both ways
+    inhost.py      no pacing congestion control on hops that stay on this host
     udp.py         one flow per client address, least recently used shed at the caps
     budget.py      the caps per client and in total, derived from the fd limit; what was shed
     target.py      where a port leads: the sandbox's netns and addresses, how to dial it

@@ -16,28 +16,37 @@ connect (bbr decides to pace when the connection is established; a later switch 
 the pacing). cubic first, the kernel's usual default; an unprivileged user may only pick from
 `net.ipv4.tcp_allowed_congestion_control` (where we hold no CAP_NET_ADMIN), which always has
 reno. The client's side (the accepted socket) keeps the host's choice, as it may face any
-network, unless its peer is a loopback address: then it turns unpaced too once a flow towards
-the client is bulk (rootless.ports.splice._bulk_to).
+network, unless its clients can only be on this host: a listener on a loopback address gets
+the same choice, which its accepted sockets inherit before bbr could start; on any other
+listener a socket whose peer is a loopback address turns unpaced once a flow towards the
+client is bulk (rootless.ports.splice._bulk_to), later, so bbr's pacing has begun and goes on.
+
+Only `_socket` here: burrow-rootlessport's phase 1 (before ready) binds its listeners with it.
 """
 
 from __future__ import annotations
 
-import socket
+import _socket
 
 UNPACED = ("cubic", "reno")
 # Names this process was refused (not built, not allowed): not asked again on every socket.
 _refused: set[str] = set()
 
 
-def unpaced(s: socket.socket, choices: tuple[str, ...] = UNPACED) -> str | None:
+def unpaced(s: _socket.socket, choices: tuple[str, ...] = UNPACED) -> str | None:
     """Give the unconnected TCP socket s the first of `choices` the kernel lets us use; which
     one, or None when none is (s then keeps the netns's default, which works, only slower)."""
     for name in choices:
         if name in _refused:
             continue
         try:
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, name.encode())
+            s.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_CONGESTION, name.encode())
             return name
         except OSError:
             _refused.add(name)
     return None
+
+
+def loopback(addr: str) -> bool:
+    """An address only this host can send from (or, for a listener, be reached on)."""
+    return addr.startswith(("127.", "::ffff:127.")) or addr == "::1"

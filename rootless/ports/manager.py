@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from netns.loop import Loop
-from rootless.ports import clientaddr, messages
+from rootless.ports import clientaddr, inhost, messages
 from rootless.ports.budget import Guard
 from rootless.ports.pool import DialerPool
 from rootless.ports.portfloor import unprivileged_port_start
@@ -59,6 +59,8 @@ def bind(spec: PortSpec, port: int) -> socket.socket:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             # Accepted connections inherit it: one setsockopt here instead of one each.
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if inhost.loopback(addr):  # every client is on this host (rootless.ports.inhost)
+                inhost.unpaced(s)
         s.bind((addr, port))
         if kind == socket.SOCK_STREAM:
             s.listen(BACKLOG)

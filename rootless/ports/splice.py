@@ -182,7 +182,7 @@ def _bulk_to(dst: socket.socket) -> None:
         peer = dst.getpeername()[0]
     except OSError:
         return
-    if peer.startswith(("127.", "::ffff:127.")) or peer == "::1":
+    if inhost.loopback(peer):
         inhost.unpaced(dst)
 
 

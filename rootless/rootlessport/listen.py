@@ -15,6 +15,7 @@ import _socket
 import errno
 import os
 
+from rootless.ports import inhost
 from rootless.ports.portfloor import unprivileged_port_start
 from rootless.rootlessport.config import Config, Forward
 from rootless.rootlessport.light import NamedTuple
@@ -70,6 +71,8 @@ def bind(fw: Forward) -> _socket.socket:
             # Accepted sockets inherit it (rootless.ports.tcp counts on that), as Go sets it
             # on every connection: a small reply is not held back for the client's ACK.
             s.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+            if inhost.loopback(addr):  # every client is on this host (rootless.ports.inhost)
+                inhost.unpaced(s)
         s.bind((addr, fw.host_port))
         if kind == _socket.SOCK_STREAM:
             s.listen(BACKLOG)

@@ -24,8 +24,9 @@ from pathlib import Path
 import pytest
 
 from netns import nsenter
-from rootless.ports import inhost, messages
+from rootless.ports import inhost, manager, messages
 from rootless.ports.dialer import Dialer
+from rootless.ports.spec import PortSpec
 from rootless.ports.splice import COPY, BigPipes, pipe_pair, pump
 from tests.engine_util import wait_for
 from tests.integration.test_rootlessport_contract import CID, DROPIN, Dropin, mappings
@@ -250,31 +251,34 @@ def their_socket(pid: int, fd: int) -> socket.socket | None:
     return socket.socket(fileno=mine) if mine >= 0 else None
 
 
-def test_burrow_rootlessports_accepted_sockets_have_tcp_nodelay(
+def test_burrow_rootlessports_accepted_sockets_nodelay_and_unpaced_on_loopback_ports(
         netns_factory: Callable[[], Netns]) -> None:
-    """The listener sets it, so every accepted socket has it from the start (Go's rootlessport
-    sets it on each connection): the drop-in's listeners had only SO_REUSEADDR."""
+    """The listeners set TCP_NODELAY, so every accepted socket has it from the start (Go's
+    rootlessport sets it on each connection; the drop-in's listeners had only SO_REUSEADDR).
+    A listener on 127.0.0.1 also has an unpaced congestion control, which its accepted sockets
+    inherit before the host's bbr could start pacing them; a wildcard one keeps bbr (its
+    clients may be anywhere)."""
     if not DROPIN.exists():
         pytest.skip("environment: .venv is not built (scripts/install)")
-    host, ctr = netns_factory(), netns_factory()
+    host, ctr = bbr_netns(netns_factory), netns_factory()
     sink = subprocess.Popen(ctr.argv([sys.executable, "-c", SINK]), stdout=subprocess.PIPE, text=True)
     tmp = Path(tempfile.mkdtemp(prefix="brlp-nd-", dir="/tmp"))
-    d = Dropin(host, {"Mappings": mappings(("", 8080, 80, 1, "tcp")), "NetNSPath": ctr.path,
-                      "TmpDir": str(tmp), "ChildIP": "127.0.0.1", "ContainerID": CID,
-                      "RootlessCNI": False})
+    d = Dropin(host, {"Mappings": mappings(("127.0.0.1", 8080, 80, 1, "tcp"), ("", 8081, 80, 1, "tcp")),
+                      "NetNSPath": ctr.path, "TmpDir": str(tmp), "ChildIP": "127.0.0.1",
+                      "ContainerID": CID, "RootlessCNI": False})
     client: subprocess.Popen[str] | None = None
     try:
         assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
         assert d.ready() == b"1"
         client = subprocess.Popen(host.argv([sys.executable, "-c", textwrap.dedent("""\
             import socket, sys
-            c = socket.create_connection(("127.0.0.1", 8080))
-            print(c.getsockname()[1], flush=True)
+            cs = [socket.create_connection(("127.0.0.1", p)) for p in (8080, 8081)]
+            print(*(c.getsockname()[1] for c in cs), flush=True)
             sys.stdin.read()
         """)]), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert client.stdout is not None
-        cport = int(client.stdout.readline())
-        found: dict[str, int] = {}
+        loop_port, any_port = map(int, client.stdout.readline().split())
+        found: dict[int, tuple[int, str]] = {}
 
         def accepted() -> bool:
             fds = f"/proc/{d.pid_in_host()}/fd"
@@ -294,12 +298,14 @@ def test_burrow_rootlessports_accepted_sockets_have_tcp_nodelay(
                         peer = s.getpeername()
                     except OSError:
                         continue
-                    if peer[1] == cport:
-                        found["nodelay"] = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-            return "nodelay" in found
+                    if peer[1] in (loop_port, any_port):
+                        found[peer[1]] = (s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), cc_of(s))
+            return len(found) == 2
 
-        assert wait_for(accepted, timeout=10), "the drop-in's accepted socket was not found"
-        assert found["nodelay"] == 1
+        assert wait_for(accepted, timeout=10), f"the drop-in's accepted sockets were not found: {found}"
+        assert found[loop_port][0] == found[any_port][0] == 1
+        assert found[loop_port][1] in UNPACED, "a loopback listener's clients are on this host"
+        assert found[any_port][1] == "bbr", "a wildcard listener keeps the host's choice"
     finally:
         if client is not None:
             assert client.stdin is not None
@@ -309,3 +315,28 @@ def test_burrow_rootlessports_accepted_sockets_have_tcp_nodelay(
         sink.kill()
         sink.wait()
         subprocess.run(["rm", "-rf", str(tmp)], check=False)
+
+
+def test_burrows_own_listeners_unpaced_only_on_loopback_addresses(
+        netns_factory: Callable[[], Netns]) -> None:
+    """rootless.ports.manager.bind, as for `burrow sandbox create -p`: a TCP listener on a
+    loopback address gets the unpaced choice (its accepted sockets inherit it); on all
+    addresses or another one it keeps the netns's bbr; UDP is untouched."""
+    ns = bbr_netns(netns_factory)
+    ns.run(["ip", "addr", "add", "10.99.0.1/32", "dev", "lo"])
+
+    def listeners() -> list[socket.socket]:
+        with open(ns.path) as f:
+            nsenter.setns(f.fileno())
+        return [manager.bind(PortSpec.parse(p)[0], 8090 + i) for i, p in enumerate(
+            ("127.0.0.1:1:80", "[::1]:1:80", "1:80", "10.99.0.1:1:80", "127.0.0.1:1:53/udp"))]
+
+    socks = in_thread(listeners)
+    try:
+        assert len(socks) == 5
+        assert [cc_of(s) in UNPACED for s in socks[:4]] == [True, True, False, False]
+        assert [cc_of(s) for s in socks[2:4]] == ["bbr", "bbr"]
+        assert socks[4].type == socket.SOCK_DGRAM
+    finally:
+        for s in socks:
+            s.close()
