@@ -16,9 +16,10 @@ FileOpt = Annotated[Path | None, typer.Option(
 
 @app.command()
 def up(c: typer.Context, file: FileOpt = None) -> None:
-    """Create the world now (the first sandbox otherwise does), or repair it: a dead namespace,
-    connector, DNS server or port forwarder comes back with everything it served. With -f,
-    bring up the networks and sandboxes a topology file declares."""
+    """Start burrow's world now (rootless: the per-user namespace; the first sandbox otherwise
+    does it), or repair it: a dead namespace, connector, DNS server or port forwarder comes
+    back with everything it served. With -f, bring up the networks and sandboxes a topology
+    file declares."""
     from rootless.recover import converge
 
     if file is not None:
@@ -40,7 +41,7 @@ def up(c: typer.Context, file: FileOpt = None) -> None:
 
 @app.command()
 def status(c: typer.Context, fmt: FormatOpt = "table") -> None:
-    """The namespace, connector, DNS, forwarder and sandboxes. Exits 1 naming what died
+    """Show the namespace, connector, DNS, forwarder and sandboxes. Exits 1 naming what died
     (`burrow up` brings it back)."""
     from rootless import status as status_mod
 
