@@ -107,6 +107,15 @@ def worker(args: argparse.Namespace) -> None:
         guard = Guard(65536, lambda: 0)
         pool = DialerPool(loop, parent, guard.shed, loop.stop)
         proxy = tcpmod.TcpProxy(loop, pool, guard)
+        empty = [0]  # connections that found no pooled socket and waited for the dialer
+        if hasattr(pool, "take"):
+            take = pool.take
+
+            def counted(key: Any) -> Any:
+                s = take(key)
+                empty[0] += s is None
+                return s
+            pool.take = counted  # type: ignore[method-assign]
         spec = PortSpec.of("127.0.0.1", 40000 + os.getpid() % 20000, 5301)
         target = Target("prof", ns.path, IPv4Address("127.0.0.1"), None)
         lsock = bind(spec, spec.host_port)
@@ -177,6 +186,8 @@ def worker(args: argparse.Namespace) -> None:
         res["sys_us"] = (c1[1] - c0[1]) / total * 1e6
         res["tree"] = args.tree
         res["shed"] = {k: v for k, v in guard.shed.to_json().items() if v}
+        if empty[0]:
+            res["shed"]["waited_for_the_dialer"] = empty[0]
         res["errors"] = {k: sum(g["errors"].get(k, 0) for g in got)
                          for g0 in got for k in g0["errors"]}
         if timers is not None:
