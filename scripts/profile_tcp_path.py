@@ -95,6 +95,14 @@ def worker(args: argparse.Namespace) -> None:
     from tests.nsutil import Netns
 
     with Netns() as ns:
+        if args.inside_routing:  # as a burrow sandbox that keeps client addresses has it
+            for cmd in (["sysctl", "-qw", "net.ipv4.tcp_fwmark_accept=1",
+                         "net.ipv4.fwmark_reflect=1"],
+                        ["ip", "rule", "add", "fwmark", "0x62720001", "lookup", "25202",
+                         "priority", "90"],
+                        ["ip", "route", "replace", "local", "0.0.0.0/0", "dev", "lo", "table",
+                         "25202"]):
+                ns.run(cmd)
         srv = ns.popen([sys.executable, "-c", ECHO, "5301"], stdout=subprocess.PIPE)
         assert srv.stdout is not None and srv.stdout.readline().strip() == "up"
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -289,6 +297,8 @@ def main() -> int:
     ap.add_argument("--tree", action="append", help="repo trees to compare (default: this)")
     ap.add_argument("--clients", type=int, default=1,
                     help="client processes side by side (each makes conns/clients)")
+    ap.add_argument("--inside-routing", action="store_true",
+                    help="the netns gets clientaddr's INSIDE policy rule and sysctls")
     ap.add_argument("--top", type=int, default=30, help="cprofile: functions shown")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -307,6 +317,7 @@ def main() -> int:
             res = subprocess.run([sys.executable, __file__, "--worker", "--mode", args.mode,
                                   "--conns", str(args.conns), "--tree", t,
                                   "--clients", str(args.clients),
+                                  *(["--inside-routing"] if args.inside_routing else []),
                                   "--top", str(args.top)],
                                  capture_output=True, text=True, timeout=600)
             if res.returncode:
