@@ -174,6 +174,13 @@ def _main(
 ) -> None:
     settings = c.obj if isinstance(c.obj, Settings) else Settings.from_env()
     w = make_world(settings, connector, allow_host_loopback)
+    if w.mode == "rootful" and (connector or allow_host_loopback):
+        # Asked for on purpose and then silently ignored would leave a user who typed `sudo`
+        # by habit wondering why the rootless world they meant never appeared.
+        flag = "--connector" if connector else "--allow-host-loopback"
+        raise BurrowError(f"{flag} is for the rootless world, and burrow run by root works "
+                          "rootful, in this network namespace, with no connector; drop "
+                          f"{flag}, or run burrow as your own user (without sudo)")
     if connector and c.invoked_subcommand != "down":
         _check_connector(w, connector)
     c.obj = Ctx(settings, w)

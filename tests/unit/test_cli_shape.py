@@ -345,6 +345,20 @@ def test_an_unknown_connector_is_refused_where_it_enters() -> None:
     assert "running namespace" not in res.output
 
 
+@pytest.mark.parametrize("flag", [["--connector", "pasta"], ["--allow-host-loopback"]])
+def test_rootless_only_flags_run_by_root_are_an_error(flag: list[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run by root, burrow is rootful and has no connector: `sudo burrow --connector pasta
+    ...` says so and names the fix, instead of ignoring the flag."""
+    from rootless import rootful
+
+    monkeypatch.setattr(rootful, "is_initial_root", lambda: True)
+    res = CliRunner().invoke(app, [*flag, "status"],
+                             env={"COLUMNS": "120", "BURROW_STATE_DIR": "/nonexistent/bcsh"})
+    assert isinstance(res.exception, BurrowError), res.output
+    assert flag[0] in str(res.exception) and "your own user" in str(res.exception)
+
+
 def test_help_teaches_the_first_commands() -> None:
     """`burrow --help` ends with the quick start's commands; exec and run name their
     arguments and exit codes."""
