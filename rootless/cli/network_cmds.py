@@ -158,8 +158,9 @@ def network_rm(
         "--force", "-f", help="remove the sandboxes that use it first (as Podman's -f)")
     ] = False,
 ) -> None:
-    """Remove networks. Goes on past a name that fails, and exits 1 at the end naming each."""
-    from rootless import sandbox
+    """Remove networks (not the default network `burrow`, as Podman keeps `podman`). Goes on
+    past a name that fails, and exits 1 at the end naming each."""
+    from rootless import netconf, sandbox
     from rootless.store import Store
 
     w = ctx(c).world
@@ -167,6 +168,11 @@ def network_rm(
 
     def rm(n: str) -> str:
         store.network(n)
+        if n == netconf.DEFAULT_NETWORK:
+            # As Podman refuses `podman network rm podman`: sandboxes created without
+            # --network expect it, and removing it would only have it silently re-made.
+            raise BurrowError(f"the default network {n} cannot be removed; remove or "
+                              f"disconnect its sandboxes instead (`burrow sandbox ls`)")
         users = store.users_of(n)
         for user in users if force else []:
             sandbox.remove(w, user)

@@ -136,6 +136,11 @@ def test_network_commands_as_podman(rl: Any) -> None:
     out = ok(rl, "network", "rm", "-f", "na", timeout=60)
     assert out.split("\n")[:2] == ["removed sandbox user", "na"]
     assert json.loads(ok(rl, "sandbox", "ls", "--format", "json")) == []
+    # The default network stays, as Podman refuses `network rm podman`, -f or not.
+    for argv in (("network", "rm", "burrow"), ("network", "rm", "-f", "burrow")):
+        res = rl.burrow(*argv)
+        assert res.rc == 1 and "default network burrow cannot be removed" in res.err
+    assert "burrow" in ok(rl, "network", "ls", "-q").split()
 
 
 def test_sandbox_rm_goes_on_past_a_failure(rl: Any) -> None:
