@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +81,19 @@ class ProcRef:
         deadline = time.monotonic() + 2.0
         while self.alive() and time.monotonic() < deadline:
             time.sleep(0.005)
+
+
+def stop_all(refs: Sequence[ProcRef], grace: float) -> None:
+    """SIGTERM to all at once, SIGKILL to what is left after `grace` seconds (Podman's stop,
+    for many processes: one grace period in all, not one each)."""
+    for r in refs:
+        r.signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while any(r.alive() for r in refs) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for r in refs:
+        if r.alive():
+            r.kill()
 
 
 def children(pid: int) -> list[int]:

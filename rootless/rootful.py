@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -31,7 +30,7 @@ from rootless.backend import Runtime
 from rootless.hostdns import host_servers
 from rootless.paths import StatePaths, locked, read_json, remove, write_json
 from rootless.ports.kernel import KernelPorts
-from rootless.procs import ProcRef
+from rootless.procs import ProcRef, stop_all
 from rootless.records import SandboxRecord
 from rootless.settings import Settings
 
@@ -68,17 +67,6 @@ def pids_in_netns(inode: int) -> list[int]:
         except OSError:
             pass
     return found
-
-
-def _stop_all(refs: Sequence[ProcRef], grace: float = 1.0) -> None:
-    for r in refs:
-        r.signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while any(r.alive() for r in refs) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    for r in refs:
-        if r.alive():
-            r.kill()
 
 
 def _engine_pids(config: Path) -> list[ProcRef]:
@@ -163,7 +151,7 @@ class RootfulRuntime:
             inode = None
         # What still runs in the sandbox (`burrow exec`) would keep its namespace alive.
         if inode is not None and inode != _netns_inode():
-            _stop_all([r for r in map(ProcRef.of, pids_in_netns(inode)) if r is not None])
+            stop_all([r for r in map(ProcRef.of, pids_in_netns(inode)) if r is not None], 1.0)
         errors = []
         if os.path.ismount(path):
             res = self.run(["umount", path], check=False)
@@ -246,7 +234,7 @@ class RootfulWorld:
                 else:
                     store.delete_sandbox(name)
             # burrow-dns exits once its last network goes; the warm engine would idle out.
-            _stop_all(_engine_pids(self.paths.netavark_config))
+            stop_all(_engine_pids(self.paths.netavark_config), 1.0)
             if errors:
                 raise BurrowError("burrow down: " + " | ".join(errors) +
                                   "; fix that and run `burrow down` again")

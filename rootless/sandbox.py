@@ -14,7 +14,6 @@ import hashlib
 import ipaddress
 import os
 import re
-import signal
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -27,7 +26,7 @@ from rootless import netconf
 from rootless.backend import Runtime, World, require
 from rootless.engine_call import netavark, options, teardown_sandbox
 from rootless.ports.spec import PortSpec, overlaps
-from rootless.procs import ProcRef
+from rootless.procs import ProcRef, stop_all
 from rootless.records import LOST, RUNNING, Attachment, HostEntry, SandboxRecord, rfc3339
 from rootless.store import HOSTNAME, HOSTS, RESOLV, Store
 
@@ -286,15 +285,7 @@ def sandbox_pids(w: World, name: str) -> list[int]:
 def stop_sandbox_processes(w: World, name: str, grace: float = STOP_GRACE) -> None:
     """SIGTERM to everything running in the sandbox, SIGKILL to what is left after `grace`
     seconds (Podman's stop, with a shorter timeout)."""
-    refs = [r for r in map(ProcRef.of, sandbox_pids(w, name)) if r is not None]
-    for r in refs:
-        r.signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while any(r.alive() for r in refs) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    for r in refs:
-        if r.alive():
-            r.kill()
+    stop_all([r for r in map(ProcRef.of, sandbox_pids(w, name)) if r is not None], grace)
 
 
 def remove(w: World, name: str, *, last_stops_world: bool = True) -> bool:
