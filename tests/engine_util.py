@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -141,3 +142,22 @@ def wait_for(pred: Any, timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.05)
     return bool(pred())
+
+
+def run_in_process(config: Path, host: Netns, command: str, ctr: Netns, opts: dict[str, Any]
+                   ) -> tuple[int, str]:
+    """burrow-netavark's `command` run in this process from inside `host` (nftables, no DNS):
+    its exit code and output."""
+    from netns import netavark_cli
+    from netns.nsenter import entered
+
+    argv = ["--rootless=false", "--firewall-driver=nftables", "--aardvark-binary=/nonexistent",
+            "--config", str(config), command, ctr.path]
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DBUS_SYSTEM_BUS_ADDRESS": ""}
+    fd = os.open(host.path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with entered(fd):
+            out, err, code = netavark_cli.run(argv, json.dumps(opts).encode(), env)
+    finally:
+        os.close(fd)
+    return code, out + err

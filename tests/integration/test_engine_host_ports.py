@@ -11,30 +11,19 @@ each other and the gateway on both families.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from netns import netavark_cli
-from netns.nsenter import entered
-from tests.engine_util import network, options
+from tests.engine_util import network, options, run_in_process
 from tests.nsutil import Netns, unique
 
 
 def _setup(config: Path, host: Netns, ctr: Netns, opts: dict[str, object]) -> None:
-    argv = ["--rootless=false", "--firewall-driver=nftables", "--aardvark-binary=/nonexistent",
-            "--config", str(config), "setup", ctr.path]
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DBUS_SYSTEM_BUS_ADDRESS": ""}
-    fd = os.open(host.path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        with entered(fd):
-            out, err, code = netavark_cli.run(argv, json.dumps(opts).encode(), env)
-    finally:
-        os.close(fd)
-    assert code == 0, (out, err)
+    code, text = run_in_process(config, host, "setup", ctr, opts)
+    assert code == 0, text
 
 
 def _ports(host: Netns, bridge: str) -> list[dict[str, object]]:

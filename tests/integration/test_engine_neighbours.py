@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from netns import neigh, netavark_cli
+from netns import neigh
 from netns.nsenter import entered
-from tests.engine_util import network, options, wait_for
+from tests.engine_util import network, options, run_in_process, wait_for
 from tests.nsutil import Netns, have, unique
 
 pytestmark = [pytest.mark.root,
@@ -36,16 +36,7 @@ GW4, GW6 = "10.96.0.1", "fd96::1"
 
 def _call(config: Path, host: Netns, command: str, ctr: Netns, opts: dict[str, Any]
           ) -> tuple[int, str]:
-    argv = ["--rootless=false", "--firewall-driver=nftables", "--aardvark-binary=/nonexistent",
-            "--config", str(config), command, ctr.path]
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DBUS_SYSTEM_BUS_ADDRESS": ""}
-    fd = os.open(host.path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        with entered(fd):
-            out, err, code = netavark_cli.run(argv, json.dumps(opts).encode(), env)
-    finally:
-        os.close(fd)
-    return code, out + err
+    return run_in_process(config, host, command, ctr, opts)
 
 
 def _ok(config: Path, host: Netns, command: str, ctr: Netns, opts: dict[str, Any]) -> None:

@@ -175,14 +175,7 @@ def test_through_burrow_rootlessport_the_connection_to_the_server_does_not_pace(
         assert seen["server"] == "bbr", "the container's own sockets keep its choice"
         assert seen["dialled"] in UNPACED
     finally:
-        if client is not None:
-            assert client.stdin is not None
-            client.stdin.close()
-            client.wait(10)
-        d.close()
-        sink.kill()
-        sink.wait()
-        subprocess.run(["rm", "-rf", str(tmp)], check=False)
+        _stop(client, d, sink, tmp)
 
 
 def test_a_bulk_flow_to_a_loopback_peer_stops_taking_bbr(netns_factory: Callable[[], Netns]) -> None:
@@ -226,6 +219,19 @@ def test_a_bulk_flow_to_a_loopback_peer_stops_taking_bbr(netns_factory: Callable
     finally:
         for s in socks:
             s.close()
+
+
+def _stop(client: subprocess.Popen[str] | None, d: Dropin, sink: subprocess.Popen[str],
+          tmp: Path) -> None:
+    """End a drop-in test: the client (its stdin closed), the drop-in, the sink, the temp dir."""
+    if client is not None:
+        assert client.stdin is not None
+        client.stdin.close()
+        client.wait(10)
+    d.close()
+    sink.kill()
+    sink.wait()
+    subprocess.run(["rm", "-rf", str(tmp)], check=False)
 
 
 def recv_all(s: socket.socket, n: int) -> bytes:
@@ -307,14 +313,7 @@ def test_burrow_rootlessports_accepted_sockets_nodelay_and_unpaced_on_loopback_p
         assert found[loop_port][1] in UNPACED, "a loopback listener's clients are on this host"
         assert found[any_port][1] == "bbr", "a wildcard listener keeps the host's choice"
     finally:
-        if client is not None:
-            assert client.stdin is not None
-            client.stdin.close()
-            client.wait(10)
-        d.close()
-        sink.kill()
-        sink.wait()
-        subprocess.run(["rm", "-rf", str(tmp)], check=False)
+        _stop(client, d, sink, tmp)
 
 
 def test_burrows_own_listeners_unpaced_only_on_loopback_addresses(
