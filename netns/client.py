@@ -527,7 +527,8 @@ def _try_engine(
     except OSError as exc:
         return None, f"no-socket-path ({exc})", False
     except ValueError as exc:  # netns.rundir.RuntimeDirError: runs in-process; say the fix
-        sys.stderr.write(f"burrow-netavark: {exc} (running without the warm engine)\n")
+        if p.command in ENGINE_COMMANDS:  # not for version/--help: netavark's are silent
+            sys.stderr.write(f"burrow-netavark: {exc} (running without the warm engine)\n")
         return None, "no-socket-path (XDG_RUNTIME_DIR)", False
     netns_fd: int | None = None
     if p.netns_index is not None:
