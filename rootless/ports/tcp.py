@@ -225,9 +225,9 @@ class TcpProxy:
             # Room to write matters only to a pipe stalled on it: epoll reports EPOLLOUT
             # alongside nearly every EPOLLIN, and a blind read would just fail with EAGAIN.
             if ev_a & READABLE or ev_b & WRITABLE and ab.pending:
-                pump(a, b, ab, self.big, ev_a & RDHUP)
+                pump(a, b, ab, self.big, ev_a & RDHUP, ba.done)
             if ev_b & READABLE or ev_a & WRITABLE and ba.pending:
-                pump(b, a, ba, self.big, ev_b & RDHUP)
+                pump(b, a, ba, self.big, ev_b & RDHUP, ab.done)
                 if ba.pending and not c.out_a:  # the client is slow: wake us when it drains
                     c.out_a = True
                     self.loop.modify(a.fileno(), RW)

@@ -135,6 +135,66 @@ def test_rdhup_passes_the_fin_on_after_a_short_read(conn: tuple) -> None:
     assert server.recv(64) == b"", "the FIN came with the message, in one wakeup"
 
 
+def segments_in(s: socket.socket) -> int:
+    """TCP segments s has received so far (tcp_info.tcpi_segs_in, Linux 4.2+)."""
+    info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    if len(info) < 144:
+        pytest.skip("the kernel's tcp_info has no tcpi_segs_in (before Linux 4.2)")
+    return int(struct.unpack_from("I", info, 140)[0])
+
+
+def test_the_last_message_and_the_fin_go_in_one_segment(conn: tuple) -> None:
+    """A short read with EPOLLRDHUP (the FIN is next) sends the message with MSG_MORE and the
+    shutdown sets FIN on it: the peer gets both in one segment, one wakeup (before: the
+    message, then the FIN in a segment of its own)."""
+    src, client, dst, server, p, big = conn
+    client.sendall(b"hello\n")
+    client.shutdown(socket.SHUT_WR)
+    wait_readable(src)
+    before = segments_in(server)
+    pump(src, dst, p, big, hup=1)
+    assert p.done
+    server.settimeout(5)
+    assert server.recv(64) == b"hello\n"
+    assert server.recv(64) == b""
+    assert segments_in(server) - before == 1, "message and FIN in one segment"
+
+
+def test_a_message_without_the_fin_behind_it_is_not_held(conn: tuple) -> None:
+    """No EPOLLRDHUP: the message goes at once (MSG_MORE would hold a sub-MSS message back and
+    stall a request/response protocol)."""
+    src, client, dst, server, p, big = conn
+    client.sendall(b"ping")
+    wait_readable(src)
+    pump(src, dst, p, big)
+    assert not_sent(dst) == 0, "nothing held back in dst's send queue"
+    assert recv_exactly(server, 4) == b"ping"
+    assert not p.eof
+
+
+def test_the_last_direction_leaves_the_fin_to_the_close(conn: tuple) -> None:
+    """last (the other direction is done): no shutdown, the caller closes both sockets next
+    and the close sends the FIN; the peer still gets every byte, then the FIN."""
+    src, client, dst, server, p, big = conn
+    client.sendall(b"bye")
+    client.shutdown(socket.SHUT_WR)
+    wait_readable(src)
+    pump(src, dst, p, big, hup=1, last=True)
+    assert p.done and p.eof
+    assert recv_exactly(server, 3) == b"bye"
+    server.settimeout(None)  # blocking: MSG_DONTWAIT then says EAGAIN at once
+    with pytest.raises(BlockingIOError):
+        server.recv(64, socket.MSG_DONTWAIT)  # no FIN yet: dst was not shut down
+    dst.close()
+    server.settimeout(5)
+    assert server.recv(64) == b"", "the close sent the FIN"
+
+
+def not_sent(s: socket.socket) -> int:
+    """Bytes in s's send queue not yet sent (SIOCOUTQNSD)."""
+    return struct.unpack("i", fcntl.ioctl(s.fileno(), 0x894B, b"\0" * 4))[0]  # type: ignore[no-any-return]
+
+
 def queued(s: socket.socket) -> int:
     """Bytes in s's receive queue (SIOCINQ)."""
     return struct.unpack("i", fcntl.ioctl(s.fileno(), termios.FIONREAD, b"\0" * 4))[0]  # type: ignore[no-any-return]
