@@ -106,11 +106,7 @@ def worker(args: argparse.Namespace) -> None:
         srv = ns.popen([sys.executable, "-c", ECHO, "5301"], stdout=subprocess.PIPE)
         assert srv.stdout is not None and srv.stdout.readline().strip() == "up"
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        dialer = subprocess.Popen([sys.executable, "-m", "rootless.ports.dialer",
-                                   str(child.fileno())], pass_fds=[child.fileno()],
-                                  cwd=args.tree, stderr=subprocess.DEVNULL,
-                                  env={**os.environ, "PYTHONPATH": str(Path(args.tree).resolve())})
-        child.close()
+        dialer = start_dialer(args, child)
         loop = Loop()
         guard = Guard(65536, lambda: 0)
         pool = DialerPool(loop, parent, guard.shed, loop.stop)
@@ -212,8 +208,67 @@ def worker(args: argparse.Namespace) -> None:
         for cl in cls:
             cl.wait()
         srv.kill()
-        dialer.kill()
-        dialer.wait()
+        dialer.stop()
+
+
+class DialerProc:
+    """The dialer as burrow's own forwarder runs it: a process of its own."""
+
+    def __init__(self, args: argparse.Namespace, child: Any) -> None:
+        self.p = subprocess.Popen([sys.executable, "-m", "rootless.ports.dialer",
+                                   str(child.fileno())], pass_fds=[child.fileno()],
+                                  cwd=args.tree, stderr=subprocess.DEVNULL,
+                                  env={**os.environ, "PYTHONPATH": str(Path(args.tree).resolve())})
+        child.close()
+
+    def stop(self) -> None:
+        self.p.kill()
+        self.p.wait()
+
+
+class DialerThread:
+    """The dialer as burrow-rootlessport runs it: a thread of the forwarder's process
+    (rootless.rootlessport.forward.start_dialer; --dialer thread)."""
+
+    def __init__(self, args: argparse.Namespace, child: Any) -> None:
+        import threading
+
+        from rootless.ports.dialer import Dialer
+        self.child = child
+        self.t = threading.Thread(target=Dialer(child).run, daemon=True)
+        self.t.start()
+
+    def stop(self) -> None:
+        import socket
+        self.child.shutdown(socket.SHUT_RDWR)
+        self.t.join(5)
+
+
+def start_dialer(args: argparse.Namespace, child: Any) -> Any:
+    if args.dialer == "thread":
+        return DialerThread(args, child)
+    if args.dialer == "fork" :
+        return DialerFork(args, child)
+    return DialerProc(args, child)
+
+
+class DialerFork:
+    """The dialer in a forked child of the forwarder's process (--dialer fork)."""
+
+    def __init__(self, args: argparse.Namespace, child: Any) -> None:
+        from rootless.ports.dialer import Dialer
+        self.pid = os.fork()
+        if self.pid == 0:
+            try:
+                Dialer(child).run()
+            finally:
+                os._exit(0)
+        child.close()
+
+    def stop(self) -> None:
+        import signal
+        os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
 
 
 def instrument(loop: Any, lfd: int, port: int) -> dict[str, list[int]]:
@@ -300,22 +355,29 @@ def main() -> int:
     ap.add_argument("--inside-routing", action="store_true",
                     help="the netns gets clientaddr's INSIDE policy rule and sysctls")
     ap.add_argument("--top", type=int, default=30, help="cprofile: functions shown")
+    ap.add_argument("--dialer", choices=["process", "thread", "fork"], action="append",
+                    help="how the dialer runs: a process (burrow's forwarder), a thread "
+                         "(burrow-rootlessport), a forked child; several alternate in one run")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: it makes a netns")
     if args.worker:
         args.tree = args.tree[0]
+        args.dialer = (args.dialer or ["process"])[0]
         worker(args)
         return 0
-    trees = args.tree or [str(REPO)]
-    got: dict[str, list[dict[str, object]]] = {t: [] for t in trees}
+    # Variants: every tree with every way of running the dialer, alternating in one run.
+    variants = [(t, d) for t in args.tree or [str(REPO)] for d in args.dialer or ["process"]]
+    names = [t if not args.dialer else f"{t}[{d}]" for t, d in variants]
+    got: dict[str, list[dict[str, object]]] = {t: [] for t in names}
     print(f"# {args.mode}, {args.conns} sequential connections x {args.rounds} rounds, "
           f"load {os.getloadavg()[0]:.2f}", flush=True)
+    order = list(zip(names, variants, strict=True))
     for r in range(args.rounds):
-        for t in (trees if r % 2 == 0 else trees[::-1]):
+        for name, (t, dialer) in (order if r % 2 == 0 else order[::-1]):
             res = subprocess.run([sys.executable, __file__, "--worker", "--mode", args.mode,
-                                  "--conns", str(args.conns), "--tree", t,
+                                  "--conns", str(args.conns), "--tree", t, "--dialer", dialer,
                                   "--clients", str(args.clients),
                                   *(["--inside-routing"] if args.inside_routing else []),
                                   "--top", str(args.top)],
@@ -323,8 +385,8 @@ def main() -> int:
             if res.returncode:
                 raise SystemExit(res.stderr[-2000:])
             d = json.loads(res.stdout.strip().splitlines()[-1])
-            got[t].append(d)
-            print(f"{t:24} {d['rate']:7.0f} conn/s  user {d['user_us']:5.1f} us  sys "
+            got[name].append(d)
+            print(f"{name:24} {d['rate']:7.0f} conn/s  user {d['user_us']:5.1f} us  sys "
                   f"{d['sys_us']:5.1f} us  client: connect {d['connect']:5.1f}  first byte "
                   f"{d['first_byte']:6.1f}  eof {d['eof']:5.1f}  close {d['close']:4.1f} us"
                   f"  (load {os.getloadavg()[0]:.2f})"
@@ -334,15 +396,17 @@ def main() -> int:
                 if k in d:
                     print(json.dumps(d[k], indent=1))
     import statistics
-    for t in trees:
+    for t in names:
         med = {k: statistics.median(float(d[k]) for d in got[t])  # type: ignore[arg-type]
                for k in ("rate", "user_us", "sys_us")}
         print(f"median {t:17} {med['rate']:7.0f} conn/s  user {med['user_us']:5.1f} us  "
-              f"sys {med['sys_us']:5.1f} us  user+sys {med['user_us'] + med['sys_us']:5.1f} us")
+              f"sys {med['sys_us']:5.1f} us  user+sys {med['user_us'] + med['sys_us']:5.1f} us"
+              f"  (best {max(float(d['rate']) for d in got[t]):.0f} conn/s, least user+sys "  # type: ignore[arg-type]
+              f"{min(float(d['user_us']) + float(d['sys_us']) for d in got[t]):.1f} us)")  # type: ignore[arg-type]
         got[t].append(med)  # type: ignore[arg-type]
-    for t in trees[1:]:
-        m, b = got[t][-1], got[trees[0]][-1]
-        print(f"{t} / {trees[0]}: conn/s {float(m['rate']) / float(b['rate']):.3f}x, "  # type: ignore[arg-type]
+    for t in names[1:]:
+        m, b = got[t][-1], got[names[0]][-1]
+        print(f"{t} / {names[0]}: conn/s {float(m['rate']) / float(b['rate']):.3f}x, "  # type: ignore[arg-type]
               f"user CPU {float(m['user_us']) / float(b['user_us']):.3f}x")  # type: ignore[arg-type]
     return 0
 
