@@ -10,7 +10,8 @@ Podman 4.x finds `netavark` and `aardvark-dns` by searching `helper_binaries_dir
    exec or interpreter start on Podman's critical path);
 2. writes one containers.conf drop-in, `99-burrow.conf`, whose `helper_binaries_dir` lists that
    directory first, followed by the directories Podman searched before (so `rootlessport`,
-   `catatonit` etc. are still found), and which sets `network_backend = "netavark"`.
+   `catatonit` etc. are still found), and which sets `network_backend = "netavark"` and, for a
+   netavark older than 1.9, NETAVARK_FW=iptables in [engine] env (see "the firewall driver").
 
 `disable` removes exactly those files. Both print what they change before they change it and
 are idempotent. `status` reads the same chain of containers.conf files Podman 4.3 reads and says
@@ -211,6 +212,8 @@ def _dropins(d: Path) -> list[Path]:
 class Effective:
     helper_binaries_dir: list[str] = field(default_factory=lambda: list(PODMAN_DEFAULT_HELPER_DIRS))
     helper_source: str = "built-in default"
+    engine_env: list[str] = field(default_factory=list)  # [engine] env: Podman's and its helpers'
+    env_source: str = "built-in default"
     network_backend: str = ""
     backend_source: str = "built-in default"
     errors: list[str] = field(default_factory=list)
@@ -232,6 +235,9 @@ def merge(files: Sequence[Path], skip: Path | None = None) -> Effective:
         if isinstance(engine, dict) and isinstance(engine.get("helper_binaries_dir"), list):
             eff.helper_binaries_dir = [str(x) for x in engine["helper_binaries_dir"]]
             eff.helper_source = str(f)
+        if isinstance(engine, dict) and isinstance(engine.get("env"), list):
+            eff.engine_env = [str(x) for x in engine["env"]]
+            eff.env_source = str(f)
         network = data.get("network", {})
         if isinstance(network, dict) and isinstance(network.get("network_backend"), str):
             eff.network_backend = network["network_backend"]
@@ -291,10 +297,75 @@ def is_burrow(path: Path | None) -> bool:
     return any(m in head for m in (b"netns.client", b"netns.dns", b"rootless.rootlessport"))
 
 
+# -- the firewall driver ----------------------------------------------------------------------
+# Netavark before 1.9 has no nftables driver: it writes iptables rules (Podman 4.x's netavark,
+# Debian 12's 1.4). burrow-netavark's default is nftables, as netavark 2.x. A container set up
+# with one driver and torn down with the other (`enable` or `disable` with containers running,
+# whose teardown then runs the other tool) leaves its DNAT, masquerade and forward rules
+# behind, and a stale DNAT for a host port can win over the next container's. So `enable` pins
+# the driver of the netavark it stands in for, with NETAVARK_FW in [engine] env: Podman sets
+# those variables for itself and every helper it runs, the cleanup's teardown included.
+FW_ENV = "NETAVARK_FW"
+NFTABLES_SINCE = (1, 9)
+
+
+@dataclass(frozen=True)
+class DriverPin:
+    driver: str
+    because: str  # the netavark it matches, e.g. "/usr/lib/podman/netavark 1.4"
+
+    def comment(self) -> str:
+        return (f"# burrow-netavark uses the {self.driver} firewall driver, as {self.because} "
+                "does:\n# either tool then tears down the containers the other set up.\n")
+
+
+def netavark_version(path: Path) -> tuple[int, int] | None:
+    """(major, minor) from `netavark --version` ("netavark 1.4.0"); None if it won't say."""
+    import re
+    import subprocess
+
+    try:
+        out = subprocess.run([str(path), "--version"], capture_output=True, text=True,
+                             timeout=10, env={"PATH": os.defpath}, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.match(r"netavark (\d+)\.(\d+)", out.strip())
+    return (int(m[1]), int(m[2])) if m else None
+
+
+def firewall_pin(before: Effective) -> DriverPin | None:
+    """The driver burrow-netavark must use to share Podman's world with the netavark it
+    replaces (found where Podman looked before burrow); None when its default is right, or
+    the user's own [engine] env already names one."""
+    if any(e.partition("=")[0] == FW_ENV for e in before.engine_env):
+        return None
+    real = find_helper("netavark", before.helper_binaries_dir)
+    if real is None or is_burrow(real):
+        return None
+    version = netavark_version(real)
+    if version is None or version >= NFTABLES_SINCE:
+        return None
+    return DriverPin("iptables", f"{real} {version[0]}.{version[1]}")
+
+
+def firewall_driver(eff: Effective, netavark_is_burrow: bool) -> str:
+    """What the netavark Podman runs will use, as `podman status` says it."""
+    for e in eff.engine_env:
+        name, _, value = e.partition("=")
+        if name == FW_ENV:
+            return value
+    return "nftables (burrow's default)" if netavark_is_burrow else "netavark's own default"
+
+
 # -- the change --------------------------------------------------------------------------------
-def render_dropin(helper_dir: Path, search_after: Sequence[str]) -> str:
+def render_dropin(helper_dir: Path, search_after: Sequence[str], pin: DriverPin | None = None,
+                  env_before: Sequence[str] = ()) -> str:
     dirs = [str(helper_dir)] + [d for d in search_after if d != str(helper_dir)]
     body = ",\n".join(f"  {json.dumps(d)}" for d in dirs)
+    env = ""
+    if pin is not None:  # the env Podman had, and the driver: a list replaces, never adds
+        values = ", ".join(json.dumps(v) for v in [*env_before, f"{FW_ENV}={pin.driver}"])
+        env = f"{pin.comment()}env = [{values}]\n"
     return (
         f"{MARKER}\n"
         "# Podman runs burrow's helpers (netavark, aardvark-dns, rootless: rootlessport) from\n"
@@ -302,6 +373,7 @@ def render_dropin(helper_dir: Path, search_after: Sequence[str]) -> str:
         "# Undo with `burrow podman disable` (or delete this file).\n"
         "[engine]\n"
         f"helper_binaries_dir = [\n{body},\n]\n"
+        f"{env}"
         "\n[network]\n"
         'network_backend = "netavark"\n'
     )
@@ -395,7 +467,8 @@ def plan_enable(scope: Scope, env: Mapping[str, str] | None = None) -> Change:
     rootless = scope.name == "user"
     # What Podman would search without our drop-in, so we only put ourselves in front.
     before = merge(config_chain(rootless, env, scope.conf_dir), skip=scope.dropin)
-    new = render_dropin(scope.helper_dir, before.helper_binaries_dir)
+    pin = firewall_pin(before)
+    new = render_dropin(scope.helper_dir, before.helper_binaries_dir, pin, before.engine_env)
     links: dict[str, Path | None] = {n: entry_point(ep) for n, ep in HELPERS.items()}
     notes: list[str] = []
     for n, ep in scope.helpers.items():
@@ -413,6 +486,10 @@ def plan_enable(scope: Scope, env: Mapping[str, str] | None = None) -> Change:
         from rootless.install_check import require_runnable_by_others
 
         require_runnable_by_others([p for p in links.values() if p is not None])
+    if pin is not None and (old is None or f"{FW_ENV}={pin.driver}" not in old):
+        notes.append(f"burrow-netavark will use the {pin.driver} firewall driver ({FW_ENV}), as "
+                     f"{pin.because} does, so containers already running keep working and are "
+                     "torn down cleanly by either tool (also after `disable`)")
     also = _plan_cleanup_dropin(scope, env)
     if also is not None and also.old != also.new:
         notes.append(
@@ -433,7 +510,8 @@ def _plan_cleanup_dropin(scope: Scope, env: Mapping[str, str]) -> DropinEdit | N
         raise BurrowError(f"{path} exists and was not written by burrow (it is where `podman "
                           "container cleanup` reads your config); move it away")
     before = merge(config_chain(True, cleanup_env(env)), skip=path)
-    return DropinEdit(path, old, render_dropin(scope.helper_dir, before.helper_binaries_dir))
+    return DropinEdit(path, old, render_dropin(scope.helper_dir, before.helper_binaries_dir,
+                                               firewall_pin(before), before.engine_env))
 
 
 def plan_disable(scope: Scope) -> Change:
@@ -532,6 +610,9 @@ def collect_status(scope: Scope, env: Mapping[str, str] | None = None) -> dict[s
         "rootlessport": str(rlp) if rlp else None,
         "rootlessport_is_burrow": is_burrow(rlp),
         "podman_uses_burrow": using,
+        "firewall_driver": firewall_driver(eff, is_burrow(nv)),
+        "firewall_driver_from": eff.env_source if any(
+            e.partition("=")[0] == FW_ENV for e in eff.engine_env) else "default",
         "unreachable": unreachable_helpers(eff.helper_binaries_dir, list(ALL_HELPERS)),
         "errors": eff.errors,
         "cleanup": _cleanup_status(scope, env) if rootless else None,
@@ -586,6 +667,9 @@ def render_status(info: Mapping[str, Any]) -> str:
         f"netavark:         {who(info['netavark'], info['netavark_is_burrow'])}",
         f"aardvark-dns:     {who(info['aardvark_dns'], info['aardvark_dns_is_burrow'])}",
         f"rootlessport:     {who(info['rootlessport'], info['rootlessport_is_burrow'])}",
+        f"firewall driver:  {info['firewall_driver']}"
+        + (f"  [from {info['firewall_driver_from']}]" if info["firewall_driver_from"] != "default"
+           else ""),
         f"helper dirs:      {', '.join(info['helper_binaries_dir'])}  "
         f"[from {info['helper_binaries_dir_from']}]",
         f"config files:     {', '.join(info['config_files']) or '(none)'}",
