@@ -73,6 +73,15 @@ def _thread_netns() -> tuple[int, int]:
     return (st.st_dev, st.st_ino)
 
 
+def _inet_conf(link: Any) -> dict[str, int]:
+    """The link's IPv4 sysctls by name as RTM_GETLINK gave them ({} if it gave none)."""
+    spec = link.get_attr("IFLA_AF_SPEC")
+    inet = spec.get_attr("AF_INET") if spec is not None else None
+    if not isinstance(inet, dict):
+        return {}
+    return {k: v for k, v in inet.items() if isinstance(v, int)}
+
+
 def _kind(link: Any) -> str | None:
     info = link.get_attr("IFLA_LINKINFO")
     return info.get_attr("IFLA_INFO_KIND") if info is not None else None
@@ -90,6 +99,9 @@ class Handles:
         self._absent: set[tuple[Where, str]] = set()
         self._macs: dict[tuple[Where, str], str] = {}
         self._mtus: dict[tuple[Where, str], int] = {}
+        # IPv4 sysctls of a link as its lookup read them (IFLA_AF_SPEC/AF_INET): a value that is
+        # already set is not set again (`_sysctl_by_netlink`).
+        self._inet_conf: dict[tuple[Where, str], dict[str, int]] = {}
         self.host = IPRoute()
         # Raw sockets for the bridge-port dump are made here and again after a dump left
         # unfinished (`_ports`): both only while the thread is in the host netns (checked).
@@ -167,6 +179,7 @@ class Handles:
         self._indexes[(where, name)] = link["index"]
         self._macs[(where, name)] = str(link.get_attr("IFLA_ADDRESS"))
         self._mtus[(where, name)] = int(link.get_attr("IFLA_MTU") or 0)
+        self._inet_conf[(where, name)] = _inet_conf(link)
         return link
 
     def index(self, where: Where, name: str) -> int | None:
@@ -198,6 +211,7 @@ class Handles:
         self._indexes.pop((where, name), None)
         self._mtus.pop((where, name), None)
         self._macs.pop((where, name), None)
+        self._inet_conf.pop((where, name), None)
 
     def write_sysctl(self, where: Where, path: str, value: str) -> None:
         if self._sysctl_by_netlink(where, path, value):
@@ -227,7 +241,15 @@ class Handles:
             sock = self._host_raw() if where == "host" else self.ctr_raw
             if index is None or sock is None:
                 return False
+            known = self._inet_conf.get((where, parts[3]), {})
+            if known.get(parts[4]) == int(value):
+                # Already so (the bridge's route_localnet on every setup after its first). Not
+                # set again: an RTM_SETLINK that carries IFLA_AF_SPEC makes the kernel announce a
+                # state change of the link (NETDEV_CHANGE), and for a link with IPv6 that resends
+                # its MLD reports; the bridge's go to all N ports (netns/devconf.py).
+                return True
             devconf.set_ipv4_conf(sock, index, {parts[4]: int(value)})
+            known[parts[4]] = int(value)
         except (OSError, NetlinkError, BurrowError):
             return False
         return True
