@@ -63,7 +63,8 @@ def _writable(log_file: str) -> bool:
 
 
 def _raise_fd_limit() -> None:
-    """Every TCP client and TCP upstream costs an fd; the caps assume the hard limit."""
+    """Every TCP client, TCP upstream and UDP upstream socket costs an fd; the caps on them
+    (limits.Limits: tcp_total, tcp_upstream_total, udp_sockets_total) assume the hard limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         try:

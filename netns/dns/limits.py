@@ -5,16 +5,21 @@ small JSON file for `burrow status`.
 Everything a peer can make the server allocate is capped here: TCP connections, and upstream
 queries in flight (each UDP one is a table entry, each TCP one a socket). What goes over a cap
 is shed (a UDP query dropped, a TCP query answered SERVFAIL, a connection closed) and counted;
-log lines about it are rate-limited, so a flood cannot fill the disk either.
+log lines about it are rate-limited, so a flood cannot fill the disk either. The UDP sockets
+to upstream servers are capped here too (a small pool per server, each socket retired after a
+few queries or seconds for source-port entropy, netns/dns/udpool.py), and so are all of them
+together: every socket is an fd (cli.py raises the fd limit to the hard limit for these caps).
 
 The stats file (`statefiles.DNS_STATS`, a dotfile inside the config dir, so neither burrow-dns
 nor aardvark-dns takes it for a network) is rewritten atomically at most once a second when
 something changed, and at once on SIGUSR1. Fields (all counts since start):
 
     pid, updated (unix time), listen (addresses served), networks,
-    tcp_connections, upstream_pending (gauges, at `updated`),
+    tcp_connections, upstream_pending, upstream_udp_sockets (gauges, at `updated`),
     shed: {tcp_total, tcp_per_client, tcp_evicted, tcp_timeout, pending_total,
-           pending_per_client, tcp_upstream_total}, accept_errors, faults,
+           pending_per_client, tcp_upstream_total, udp_sockets_total}, accept_errors, faults,
+    upstream_dropped: {unknown_id, not_a_reply, wrong_question} (upstream messages that were
+           not the answer to a query in flight, netns/dns/match.py: late, stray or forged),
     limits: the caps in force.
 """
 
@@ -28,12 +33,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 
 from netns.dns import owned
+from netns.dns.match import DROP_KINDS, UNKNOWN_ID
 
 log = logging.getLogger("netns.dns")
 
 LOG_EVERY = 10.0  # seconds between two log lines of one kind (everything is counted)
 SHED_KINDS = ("tcp_total", "tcp_per_client", "tcp_evicted", "tcp_timeout", "pending_total",
-              "pending_per_client", "tcp_upstream_total")
+              "pending_per_client", "tcp_upstream_total", "udp_sockets_total")
 ENV_PREFIX = "BURROW_DNS_"
 
 
@@ -52,6 +58,13 @@ class Limits:
     # dnsperf's 10 clients x 100 outstanding (scripts/bench) share one source address.
     pending_per_client: int = 1024
     tcp_upstream_total: int = 256  # upstream TCP connections (one socket each)
+    # UDP to upstreams (netns/dns/udpool.py). A socket's port is known to whoever saw one
+    # query leave, and kept by an off-path attacker who found it: so it serves a few queries
+    # for a few seconds at most. Each replacement costs a socket(), connect() and close().
+    udp_pool: int = 8  # sockets per upstream server a query picks from at random
+    udp_socket_queries: int = 64  # queries sent from one socket before it is retired
+    udp_socket_seconds: float = 10.0  # and its age at most (idle ones are closed then too)
+    udp_sockets_total: int = 256  # all upstreams' sockets, retired ones still draining included
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Limits:
@@ -81,6 +94,7 @@ class Stats:
         self.shed_counts = dict.fromkeys(SHED_KINDS, 0)
         self.faults = 0
         self.accept_errors = 0
+        self.dropped = dict.fromkeys(DROP_KINDS, 0)
         self.gauges: Callable[[], dict[str, object]] = dict
         self._logged: dict[str, float] = {}
         self._written: dict[str, object] | None = None
@@ -108,6 +122,15 @@ class Stats:
                               "over the %s limit: shed a request from %s (%d so far)",
                               kind, client, self.shed_counts[kind])
 
+    def reply_dropped(self, kind: str, server: str) -> None:
+        """An upstream message that answers nothing in flight (match.py) was dropped. A late
+        answer to a query that timed out is ordinary; the other kinds are stray or forged."""
+        self.dropped[kind] += 1
+        if kind != UNKNOWN_ID:
+            self._log_limited("dropped:" + kind, logging.WARNING,
+                              "dropped a message from upstream %s: %s (%d so far)",
+                              server, kind, self.dropped[kind])
+
     def accept_error(self, exc: OSError) -> None:
         self.accept_errors += 1
         self._log_limited("accept", logging.WARNING,
@@ -117,7 +140,8 @@ class Stats:
     def snapshot(self) -> dict[str, object]:
         return {
             **self.gauges(), "shed": dict(self.shed_counts), "accept_errors": self.accept_errors,
-            "faults": self.faults, "limits": asdict(self.limits),
+            "faults": self.faults, "upstream_dropped": dict(self.dropped),
+            "limits": asdict(self.limits),
         }
 
     def write(self, force: bool = False) -> None:

@@ -221,6 +221,7 @@ class Server:
             "listen": sorted(self.listeners), "networks": len(self.state.table.networks),
             "tcp_connections": len(self.tcp.conns) if self.tcp is not None else 0,
             "upstream_pending": fwd.pending if fwd is not None else 0,
+            "upstream_udp_sockets": fwd.udp_sockets if fwd is not None else 0,
             # what reloads cost: after one container's setup, one file and its one new line
             "config": {"reads": self.files.reads, "files_read": self.files.files_read,
                        "bytes_read": self.files.bytes_read, "lines_parsed": self.files.lines_parsed,
@@ -320,6 +321,8 @@ class Server:
         self.listeners.clear()
         if self.tcp is not None:
             self.tcp.close_all()
+        if self.forwarder is not None:
+            self.forwarder.close()
         # Only our own files go: a newer server of this directory may already have put its
         # socket and stats file under the same names (netns/dns/owned.py).
         with owned.dir_lock(self.config_dir) as ours:

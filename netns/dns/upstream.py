@@ -6,9 +6,11 @@ dead first server still leaves time for a good one (aardvark HEAD). The first re
 rcode is relayed verbatim with the client's id restored. When every server failed the caller
 gets None and answers SERVFAIL: unlike aardvark, the client is never left to time out.
 
-UDP uses one connected socket per upstream with random transaction ids (aardvark 1.4 built a
-socket and a client per query, which is what capped its forwarded rate); TCP opens one
-connection per query.
+UDP goes through a small pool of connected sockets per upstream whose source ports change
+every few queries (netns/dns/udpool.py: aardvark 1.4 built a socket and a client per query,
+which is what capped its forwarded rate; one socket for good would give the port away); TCP
+opens one connection per query. Either way a reply counts only if it carries the id we sent
+and our question (netns/dns/match.py); anything else is dropped, counted, and waited past.
 """
 
 from __future__ import annotations
@@ -16,20 +18,17 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
-import random
 import socket
-import time
 from collections.abc import Callable
 
+from netns.dns import match
 from netns.dns.fastpath import question_end
 from netns.dns.limits import Limits, Stats
+from netns.dns.udpool import Entropy, UdpPool, sockaddr
 from netns.loop import IN, OUT, Loop
 
-TYPE_CHECKING = False  # typing costs milliseconds at start-up, which is benchmarked
-if TYPE_CHECKING:
-    from typing import Any
+__all__ = ["Forwarder", "HostResolvers", "parse_resolv_conf", "question_end"]
 
-PORT = 53
 RESOLV_CONF_ENV = "BURROW_DNS_RESOLV_CONF"  # tests point this at their own file
 TIMEOUT_ENV = "BURROW_DNS_UPSTREAM_TIMEOUT"
 DEFAULT_TIMEOUT = 4.0  # total per query: below the 5 s clients wait, so SERVFAIL arrives in time
@@ -77,13 +76,8 @@ class HostResolvers:
         return self._servers
 
 
-def _sockaddr(server: str, kind: int) -> tuple[int, Any]:
-    info = socket.getaddrinfo(server, PORT, type=kind, flags=socket.AI_NUMERICHOST)[0]
-    return info[0], info[4]
-
-
 class _Query:
-    __slots__ = ("fwd", "client", "tcp", "wire", "question", "servers", "index", "deliver",
+    __slots__ = ("fwd", "client", "tcp", "wire", "name", "tc", "servers", "index", "deliver",
                  "deadline", "qid", "slice")
 
     def __init__(self, fwd: Forwarder, client: str, tcp: bool, wire: bytes,
@@ -92,8 +86,10 @@ class _Query:
         self.client = client
         self.tcp = tcp
         self.wire = wire
-        self.question = wire[12 : question_end(wire)].lower()
-        self.servers = servers
+        asked = match.question(wire)
+        # A question we cannot walk is never sent: no answer could be matched to it.
+        self.name, self.tc = asked if asked is not None else (b"", b"")
+        self.servers = servers if asked is not None else ()
         self.index = 0
         self.deliver = deliver
         self.deadline = 0.0
@@ -109,77 +105,17 @@ class _Query:
             self.fwd.stats.fault("forward reply", exc)
 
 
-class _UdpUpstream:
-    SWEEP = 0.05  # timeout resolution
-
-    def __init__(self, fwd: Forwarder, server: str) -> None:
-        family, addr = _sockaddr(server, socket.SOCK_DGRAM)
-        self.fwd = fwd
-        self.sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
-        self.sock.connect(addr)  # connected: the kernel drops datagrams from anyone else
-        self.pending: dict[int, _Query] = {}
-        self.sweeping = False
-        fwd.loop.add(self.sock.fileno(), self._on_read)
-
-    def send(self, q: _Query) -> None:
-        pending = self.pending
-        if len(pending) > 60000:
-            raise OSError(errno.ENOBUFS, "too many queries in flight")
-        qid = random.getrandbits(16)
-        while qid in pending:
-            qid = random.getrandbits(16)
-        self.sock.send(qid.to_bytes(2, "big") + q.wire[2:])
-        q.qid = qid
-        q.deadline = time.monotonic() + q.slice
-        pending[qid] = q
-        if not self.sweeping:
-            self.sweeping = True
-            self.fwd.loop.call_later(self.SWEEP, self._sweep)
-
-    def _sweep(self) -> None:
-        # One periodic sweep instead of a timer per query: an answered query then leaves no
-        # garbage behind, and the cyclic GC has nothing long-lived to walk (p99 latency).
-        now = time.monotonic()
-        expired = [q for q in self.pending.values() if q.deadline <= now]
-        for q in expired:
-            del self.pending[q.qid]
-            self.fwd.next_udp(q)
-        self.sweeping = bool(self.pending)
-        if self.sweeping:
-            self.fwd.loop.call_later(self.SWEEP, self._sweep)
-
-    def _on_read(self, events: int) -> None:
-        for _ in range(64):
-            try:
-                data = self.sock.recv(65535)
-            except BlockingIOError:
-                return
-            except OSError:
-                # ICMP unreachable on the connected socket: nobody listens there, so every
-                # query waiting on this server moves on now rather than at its timeout.
-                failed = list(self.pending.values())
-                self.pending.clear()
-                for q in failed:
-                    self.fwd.next_udp(q)
-                return
-            if len(data) < 12:
-                continue
-            got = self.pending.get(int.from_bytes(data[:2], "big"))
-            if got is None or data[12 : 12 + len(got.question)].lower() != got.question:
-                continue  # late, or not an answer to what we asked
-            del self.pending[got.qid]
-            got.done(got.wire[:2] + data[2:])
-
-
 class _TcpAttempt:
-    """One query over one TCP connection: connect, send the frame, read one framed reply."""
+    """One query over one TCP connection: connect, send the frame, read framed messages until
+    one answers it (same id, same question; others are dropped and counted) or time is up."""
 
     def __init__(self, fwd: Forwarder, q: _Query, server: str) -> None:
-        family, addr = _sockaddr(server, socket.SOCK_STREAM)
-        self.fwd, self.q = fwd, q
+        family, addr = sockaddr(server, socket.SOCK_STREAM)
+        self.fwd, self.q, self.server = fwd, q, server
         self.sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         self.buf = bytearray()
-        self.out = len(q.wire).to_bytes(2, "big") + q.wire
+        self.qid = fwd.entropy.u32() & 0xFFFF
+        self.out = len(q.wire).to_bytes(2, "big") + self.qid.to_bytes(2, "big") + q.wire[2:]
         err = self.sock.connect_ex(addr)
         if err not in (0, errno.EINPROGRESS):
             self.sock.close()
@@ -217,15 +153,27 @@ class _TcpAttempt:
             self._fail()
             return
         self.buf += chunk
-        if len(self.buf) >= 2:
-            size = int.from_bytes(self.buf[:2], "big")
-            if len(self.buf) >= 2 + size:
-                reply = bytes(self.buf[2 : 2 + size])
-                self._close()
-                if size >= 12:
-                    self.q.done(self.q.wire[:2] + reply[2:])
-                else:
-                    self.fwd.next_tcp(self.q)
+        self._frames()
+
+    def _frames(self) -> None:
+        """Take each whole frame off the buffer (so it never holds more than one frame and a
+        read); the first that answers the query ends the attempt."""
+        buf, q = self.buf, self.q
+        while len(buf) >= 2 and len(buf) >= 2 + int.from_bytes(buf[:2], "big"):
+            size = int.from_bytes(buf[:2], "big")
+            reply = bytes(buf[2 : 2 + size])
+            del buf[: 2 + size]
+            if size < 12 or int.from_bytes(reply[:2], "big") != self.qid:
+                self.fwd.stats.reply_dropped(
+                    match.NOT_A_REPLY if size < 12 else match.UNKNOWN_ID, self.server)
+                continue
+            why = match.mismatch(reply, q.name, q.tc)
+            if why is not None:
+                self.fwd.stats.reply_dropped(why, self.server)
+                continue
+            self._close()
+            q.done(q.wire[:2] + reply[2:])
+            return
 
 
 class Forwarder:
@@ -238,7 +186,9 @@ class Forwarder:
         self.limits = limits or Limits()
         self.stats = stats or Stats(None, self.limits)
         self.own: frozenset[str] = frozenset()  # our own listen IPs: never forward to ourselves
-        self._udp: dict[str, _UdpUpstream] = {}
+        self._udp: dict[str, UdpPool] = {}
+        self.udp_sockets = 0  # open in all pools, capped by limits.udp_sockets_total
+        self.entropy = Entropy()
         self.pending = 0
         self.tcp_pending = 0
         self.per_client: dict[str, int] = {}
@@ -283,14 +233,24 @@ class Forwarder:
             server = q.servers[q.index]
             q.index += 1
             try:
-                up = self._udp.get(server)
-                if up is None:
-                    up = self._udp[server] = _UdpUpstream(self, server)
-                up.send(q)
+                pool = self._udp.get(server)
+                if pool is None:
+                    pool = self._udp[server] = UdpPool(self, server)
+                pool.send(q)
                 return
             except OSError:
                 continue
         q.done(None)
+
+    def pool_empty(self, pool: UdpPool) -> None:
+        """A pool with no socket left is forgotten: servers once asked hold nothing."""
+        if self._udp.get(pool.server) is pool:
+            del self._udp[pool.server]
+
+    def close(self) -> None:
+        for pool in list(self._udp.values()):
+            pool.close()
+        self._udp.clear()
 
     def next_tcp(self, q: _Query) -> None:
         while q.index < len(q.servers):
