@@ -8,10 +8,18 @@ mount inside its private mount namespace) naming a fake upstream on 127.0.0.1:53
 script starts there. Servers are pinned to CPU 0, dnsperf to CPU 1, rounds are interleaved.
 
 Rows: dnsperf qps and average latency (10 clients, 100 outstanding) for local container
-names and for forwarded names; p99 latency at the same fixed offered load for both servers
-(a `dnsperf -v` pass with -Q); start-to-first-answer (median); RSS with 1,000 containers.
+names and for forwarded names, and the server's CPU per forwarded query (the fake upstream is
+one Python thread, so it may cap the forwarded qps before burrow-dns does: then CPU per query
+is the row that compares two burrow-dns trees); p99 latency at the same fixed offered load for
+every server (a `dnsperf -v` pass with -Q); start-to-first-answer (median); RSS with 1,000
+containers.
+
+`--baseline TREE` adds a third server: burrow-dns from another checkout (its netns/ with this
+venv's packages), interleaved with the others, for old-vs-new ratios of a change;
+`--no-aardvark` leaves aardvark-dns out (shorter runs while comparing two trees).
 
     .venv/bin/python scripts/bench_dns.py [--rounds 2] [--seconds 8] [--quick]
+        [--baseline TREE] [--no-aardvark]
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import re
 import signal
 import statistics
 import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Callable
@@ -112,9 +121,26 @@ class World:
         self.cli.close()
 
 
+LAUNCHER = """#!{py} -S
+import sys
+sys.path[:0] = [{tree!r}, {site!r}]
+from netns.dns.cli import main
+sys.exit(main())
+"""
+BINARIES = {"burrow": BURROW, "aardvark": AARDVARK}
+
+
+def baseline_launcher(tree: Path, work: Path) -> str:
+    """burrow-dns of another checkout, as the venv's own entry script starts ours."""
+    path = work / "burrow-dns-baseline"
+    path.write_text(LAUNCHER.format(py=PY, tree=str(tree.resolve()),
+                                    site=sysconfig.get_paths()["purelib"]))
+    path.chmod(0o755)
+    return str(path)
+
+
 def argv_for(server: str, cfg: Path) -> list[str]:
-    binary = BURROW if server == "burrow" else AARDVARK
-    return [binary, "--config", str(cfg), "-p", "53", "run"]
+    return [BINARIES[server], "--config", str(cfg), "-p", "53", "run"]
 
 
 def alive(pid: int) -> bool:
@@ -201,18 +227,21 @@ def rss_kb(world: World, server: str) -> int:
     return rss
 
 
-def run(rounds: int, seconds: float, p99_rate: int, starts: int,
+def run(rounds: int, seconds: float, p99_rate: int, starts: int, servers: list[str],
+        baseline: Path | None = None,
         say: Callable[[str], None] = print) -> dict[str, dict[str, list[float]]]:
-    res: dict[str, dict[str, list[float]]] = {s: {} for s in ("burrow", "aardvark")}
+    res: dict[str, dict[str, list[float]]] = {s: {} for s in servers}
 
     def add(server: str, key: str, value: float) -> None:
         res[server].setdefault(key, []).append(value)
 
     with tempfile.TemporaryDirectory(prefix="dnbench") as tmp:
         world = World(Path(tmp))
+        if baseline is not None:
+            BINARIES["base"] = baseline_launcher(baseline, world.work)
         try:
             for rnd in range(rounds):
-                order = ["aardvark", "burrow"] if rnd % 2 == 0 else ["burrow", "aardvark"]
+                order = servers[::-1] if rnd % 2 == 0 else servers
                 for server in order:
                     cfg = world.work / "cfg100"
                     pid = start(world, server, cfg)
@@ -228,10 +257,11 @@ def run(rounds: int, seconds: float, p99_rate: int, starts: int,
                         add(server, "fwd_" + k, v)
                     add(server, "local_p99", p_loc)
                     add(server, "fwd_p99", p_fwd)
+                    add(server, "fwd_cpu_us", fwd["cpu"] / 100 / fwd["qps"] * 1e6)
                     say(f"round {rnd + 1} {server}: local {loc['qps']:.0f} qps "
-                        f"(cpu {loc['cpu']:.0f}%), fwd {fwd['qps']:.0f} qps, "
-                        f"p99 {p_loc:.2f}/{p_fwd:.2f} ms")
-            for server in ("aardvark", "burrow"):
+                        f"(cpu {loc['cpu']:.0f}%), fwd {fwd['qps']:.0f} qps "
+                        f"(cpu {fwd['cpu']:.0f}%), p99 {p_loc:.2f}/{p_fwd:.2f} ms")
+            for server in servers:
                 add(server, "start_ms", first_answer(world, server, starts))
                 add(server, "rss_kb", float(rss_kb(world, server)))
         finally:
@@ -247,18 +277,25 @@ def table(res: dict[str, dict[str, list[float]]], p99_rate: int) -> str:
         ("local names: server CPU %", "local_cpu", "{:.0f}", None),
         ("forwarded names: qps", "fwd_qps", "{:,.0f}", True),
         ("forwarded names: avg latency ms", "fwd_avg_ms", "{:.3f}", False),
+        ("forwarded names: server CPU %", "fwd_cpu", "{:.0f}", None),
+        ("forwarded names: server CPU µs per query", "fwd_cpu_us", "{:.1f}", False),
         (f"forwarded names: p99 ms at {p99_rate // 4:,} qps (median)", "fwd_p99", "{:.3f}", False),
         ("start to first answer ms (median)", "start_ms", "{:.1f}", False),
         ("RSS with 1,000 containers KiB", "rss_kb", "{:,.0f}", False),
     ]
-    out = ["| metric | burrow-dns | aardvark-dns 1.4 | burrow/aardvark |", "|---|---|---|---|"]
+    names = {"burrow": "burrow-dns", "base": "burrow-dns baseline",
+             "aardvark": "aardvark-dns 1.4"}
+    servers = [s for s in ("burrow", "base", "aardvark") if s in res]
+    others = [s for s in servers if s != "burrow"]
+    head = ["metric", *(names[s] for s in servers), *(f"burrow/{s}" for s in others)]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, key, fmt, _higher_better in rows:
         # p99 is the most noise-sensitive row (one disturbed round dominates a mean): median
         agg = statistics.median if key.endswith("p99") else statistics.mean
-        b = agg(res["burrow"][key])
-        a = agg(res["aardvark"][key])
-        ratio = f"{b / a:.2f}x" if a else "-"
-        out.append(f"| {label} | {fmt.format(b)} | {fmt.format(a)} | {ratio} |")
+        v = {s: agg(res[s][key]) for s in servers}
+        ratios = [f"{v['burrow'] / v[s]:.2f}x" if v[s] else "-" for s in others]
+        out.append("| " + " | ".join([label, *(fmt.format(v[s]) for s in servers), *ratios])
+                   + " |")
     return "\n".join(out)
 
 
@@ -269,13 +306,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--p99-rate", type=int, default=40000)
     ap.add_argument("--starts", type=int, default=7)
     ap.add_argument("--quick", action="store_true", help="1 round of 3 s (smoke run)")
+    ap.add_argument("--baseline", type=Path, metavar="TREE",
+                    help="also run burrow-dns from this checkout (old vs new)")
+    ap.add_argument("--no-aardvark", action="store_true", help="leave aardvark-dns out")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("bench_dns: needs root (throwaway namespaces)", file=sys.stderr)
         return 1
     if args.quick:
         args.rounds, args.seconds, args.starts = 1, 3, 3
-    res = run(args.rounds, args.seconds, args.p99_rate, args.starts,
+    servers = ["burrow"] + (["base"] if args.baseline else []) + \
+        ([] if args.no_aardvark else ["aardvark"])
+    if args.baseline and not (args.baseline / "netns" / "dns" / "cli.py").is_file():
+        print(f"bench_dns: {args.baseline} is no burrow checkout", file=sys.stderr)
+        return 1
+    res = run(args.rounds, args.seconds, args.p99_rate, args.starts, servers, args.baseline,
               say=lambda s: print(s, file=sys.stderr))
     print(table(res, args.p99_rate))
     return 0
