@@ -693,9 +693,12 @@ def render_status(info: Mapping[str, Any]) -> str:
 
 
 # -- CLI --------------------------------------------------------------------------------------
-podman_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
-                         help="Use burrow as real Podman's network backend (netavark + aardvark-dns; "
-                              "rootless: + rootlessport).")
+podman_app = typer.Typer(
+    no_args_is_help=True, rich_markup_mode=None,
+    help="Use burrow as real Podman's network backend (netavark + aardvark-dns; rootless: + "
+         "rootlessport).\n\nExamples: `burrow podman enable --user --dry-run` (show the change "
+         "only), `burrow podman enable --user`, `burrow podman status`, `burrow podman disable "
+         "--user`; for every user: `sudo burrow podman enable --system`.")
 
 SystemOpt = Annotated[bool, typer.Option("--system", help="all users: /etc/containers (root only)")]
 UserOpt = Annotated[bool, typer.Option("--user", help="your own Podman: ~/.config/containers")]
@@ -703,6 +706,17 @@ ConfDirOpt = Annotated[str | None, typer.Option(
     "--conf-dir", help="containers.conf.d directory to write to instead (env BURROW_PODMAN_CONF_DIR)")]
 HelperDirOpt = Annotated[str | None, typer.Option(
     "--helper-dir", help="where the netavark/aardvark-dns links go (env BURROW_PODMAN_HELPER_DIR)")]
+
+
+def _format(value: str) -> str:
+    """--format: a usage error (exit 2) naming the choices, as every other burrow --format."""
+    if value not in ("table", "json"):
+        raise typer.BadParameter(f"{value!r}; use table or json")
+    return value
+
+
+FormatOpt = Annotated[str, typer.Option("--format", metavar="table|json", callback=_format,
+                                        help="table or json")]
 
 
 def _dirs(c: typer.Context, conf_dir: str | None, helper_dir: str | None
@@ -739,7 +753,18 @@ def enable(c: typer.Context, system: SystemOpt = False, user: UserOpt = False, c
            dry_run: Annotated[bool, typer.Option("--dry-run", help="only show the change")] = False,
            ) -> None:
     """Make Podman run burrow's netavark and aardvark-dns, and rootless Podman burrow's
-    rootlessport (shows the change, then writes it)."""
+    rootlessport (shows the change, then writes it).
+
+    Without --system or --user: --user, or --system when run by root. Containers already
+    running keep their ports and names; whichever backend is enabled when one stops tears it
+    down.
+
+    \b
+    Examples:
+      burrow podman enable --user --dry-run   # only show the change
+      burrow podman enable --user
+      burrow podman status                    # which netavark Podman runs now
+    """
     scope = resolve_scope(system, user, *_dirs(c, conf_dir, helper_dir))
     if not _carry_out(plan_enable(scope), dry_run,
                       unchanged=f"already enabled ({scope.name}): {scope.dropin}; nothing to change",
@@ -755,7 +780,11 @@ def disable(c: typer.Context, system: SystemOpt = False, user: UserOpt = False, 
             helper_dir: HelperDirOpt = None,
             dry_run: Annotated[bool, typer.Option("--dry-run", help="only show the change")] = False,
             ) -> None:
-    """Remove burrow's drop-in and helper links; Podman goes back to its own netavark."""
+    """Remove burrow's drop-in and helper links; Podman goes back to its own netavark.
+
+    Without --system or --user: --user, or --system when run by root. Containers already
+    running keep working; Podman's netavark tears them down when they stop. Example: `burrow
+    podman disable --user`."""
     scope = resolve_scope(system, user, *_dirs(c, conf_dir, helper_dir))
     _carry_out(plan_disable(scope), dry_run, unchanged=f"not enabled ({scope.name}): nothing to remove",
                done=f"disabled ({scope.name})")
@@ -764,13 +793,8 @@ def disable(c: typer.Context, system: SystemOpt = False, user: UserOpt = False, 
 @podman_app.command("status")
 def status(c: typer.Context, system: SystemOpt = False, user: UserOpt = False, conf_dir: ConfDirOpt = None,
            helper_dir: HelperDirOpt = None,
-           fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table") -> None:
+           fmt: FormatOpt = "table") -> None:
     """Which netavark, aardvark-dns and rootlessport Podman will run, and from which config file."""
     scope = resolve_scope(system, user, *_dirs(c, conf_dir, helper_dir), writing=False)
     info = collect_status(scope)
-    if fmt == "json":
-        print(json.dumps(info, indent=2))
-    elif fmt == "table":
-        print(render_status(info))
-    else:
-        raise BurrowError(f"unknown --format {fmt!r}; use table or json")
+    print(json.dumps(info, indent=2) if fmt == "json" else render_status(info))

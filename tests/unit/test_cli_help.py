@@ -33,3 +33,11 @@ def test_help_renders(path: tuple[str, ...]) -> None:
 def test_help_keeps_brackets() -> None:
     out = CliRunner().invoke(app, ["sandbox", "create", "--help"], env={"COLUMNS": "200"}).output
     assert "[/tcp|udp]" in out
+
+
+@pytest.mark.parametrize("cmd", ["enable", "disable"])
+def test_podman_enable_disable_name_their_default_scope_and_show_an_example(cmd: str) -> None:
+    """Neither --system nor --user given: the help says which one applies, and how to use it."""
+    out = CliRunner().invoke(app, ["podman", cmd, "--help"], env={"COLUMNS": "100"}).output
+    assert "--system when run by root" in out and f"burrow podman {cmd} --user" in out, out
+    assert "already" in out and "running" in out  # what happens to running containers

@@ -296,7 +296,7 @@ def test_help_shows_no_python_types() -> None:
 
 
 @pytest.mark.parametrize("listing", [("status",), ("sandbox", "ls"), ("network", "ls"),
-                                     ("port", "ls")])
+                                     ("port", "ls"), ("podman", "status")])
 def test_every_listing_refuses_other_formats(listing: tuple[str, ...]) -> None:
     res = _invoke(*listing, "--format", "yaml")
     assert res.exit_code == 2, res.output
