@@ -44,3 +44,8 @@ def mismatch(reply: bytes, name: bytes, tc: bytes) -> str | None:
     if reply[4:6] != b"\x00\x01" or reply[end : end + 4] != tc or reply[12:end].lower() != name:
         return WRONG_QUESTION
     return None
+
+
+def stray(message: bytes) -> str:
+    """Why a message with no query of its id in flight is dropped."""
+    return NOT_A_REPLY if len(message) < 12 else UNKNOWN_ID

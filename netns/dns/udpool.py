@@ -7,7 +7,8 @@ leaving, a port scan) then has 65,536 ids to try, forever. So each server gets a
 `Limits.udp_pool` sockets, each bound by the kernel to a random ephemeral port when connected;
 every query leaves from one of them picked at random, with an id random and unique among that
 socket's queries in flight; a socket is retired after `udp_socket_queries` queries or
-`udp_socket_seconds`, and closed once its last query is answered or has timed out. Sockets of
+`udp_socket_seconds`, or as soon as anything but an answer arrives on it (whoever sent that
+may know the port), and closed once its last query is answered or has timed out. Sockets of
 all servers together stay under `udp_sockets_total` (each is an fd): at that cap a due socket
 stays in use instead of being replaced, and a server with none at all is skipped (counted).
 
@@ -161,7 +162,6 @@ class UdpPool:
     def _read(self, port: Port, events: int) -> None:
         pending = port.pending
         recv = port.sock.recv
-        dropped = self.fwd.stats.reply_dropped
         for _ in range(64):
             try:
                 data = recv(65535)
@@ -177,11 +177,11 @@ class UdpPool:
                 break
             got = pending.get(int.from_bytes(data[:2], "big")) if len(data) >= 12 else None
             if got is None:
-                dropped(match.UNKNOWN_ID if len(data) >= 12 else match.NOT_A_REPLY, self.server)
+                self._stray(port, match.stray(data))
                 continue
             why = match.mismatch(data, got.name, got.tc)
             if why is not None:
-                dropped(why, self.server)  # forged or stray: the query still waits
+                self._stray(port, why)
                 continue
             del pending[got.qid]
             got.done(got.wire[:2] + data[2:])
@@ -189,6 +189,13 @@ class UdpPool:
                 return  # answering that client closed this socket (a sweep of another pool)
         if port.retired and not pending and port.fd >= 0:
             self._close(port)
+
+    def _stray(self, port: Port, why: str) -> None:
+        """Forged, stray or late: dropped, and the query it may claim to answer still waits.
+        Whoever sent it may know this port now, so no new query leaves from it (RFC 5452
+        §9.2: a wrong guess should cost the attacker the port it found)."""
+        self.fwd.stats.reply_dropped(why, self.server)
+        port.left = 0
 
     def _sweep(self) -> None:
         # One periodic sweep instead of a timer per query: an answered query then leaves no

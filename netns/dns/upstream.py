@@ -31,6 +31,7 @@ __all__ = ["Forwarder", "HostResolvers", "parse_resolv_conf", "question_end"]
 
 RESOLV_CONF_ENV = "BURROW_DNS_RESOLV_CONF"  # tests point this at their own file
 TIMEOUT_ENV = "BURROW_DNS_UPSTREAM_TIMEOUT"
+MAX_STRAY_FRAMES = 8  # frames that answer nothing before a TCP upstream counts as failed
 DEFAULT_TIMEOUT = 4.0  # total per query: below the 5 s clients wait, so SERVFAIL arrives in time
 MAX_RESOLV_SERVERS = 3
 
@@ -114,6 +115,7 @@ class _TcpAttempt:
         self.fwd, self.q, self.server = fwd, q, server
         self.sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         self.buf = bytearray()
+        self.strays = 0
         self.qid = fwd.entropy.u32() & 0xFFFF
         self.out = len(q.wire).to_bytes(2, "big") + self.qid.to_bytes(2, "big") + q.wire[2:]
         err = self.sock.connect_ex(addr)
@@ -157,19 +159,23 @@ class _TcpAttempt:
 
     def _frames(self) -> None:
         """Take each whole frame off the buffer (so it never holds more than one frame and a
-        read); the first that answers the query ends the attempt."""
+        read); the first that answers the query ends the attempt. Only the server (or whoever
+        is inside its connection) can send frames here, so a stream of frames that answer
+        nothing is a broken or hostile server: past MAX_STRAY_FRAMES it is failed, or it could
+        keep the loop parsing tiny frames until the attempt's timeout."""
         buf, q = self.buf, self.q
         while len(buf) >= 2 and len(buf) >= 2 + int.from_bytes(buf[:2], "big"):
             size = int.from_bytes(buf[:2], "big")
             reply = bytes(buf[2 : 2 + size])
             del buf[: 2 + size]
-            if size < 12 or int.from_bytes(reply[:2], "big") != self.qid:
-                self.fwd.stats.reply_dropped(
-                    match.NOT_A_REPLY if size < 12 else match.UNKNOWN_ID, self.server)
-                continue
-            why = match.mismatch(reply, q.name, q.tc)
+            ours = size >= 12 and int.from_bytes(reply[:2], "big") == self.qid
+            why = match.mismatch(reply, q.name, q.tc) if ours else match.stray(reply)
             if why is not None:
                 self.fwd.stats.reply_dropped(why, self.server)
+                self.strays += 1
+                if self.strays > MAX_STRAY_FRAMES:
+                    self._fail()
+                    return
                 continue
             self._close()
             q.done(q.wire[:2] + reply[2:])

@@ -452,3 +452,38 @@ def test_a_query_whose_question_cannot_be_matched_is_not_forwarded(
         reply = c.recv(65535)
     assert reply[:2] == b"\x77\x77" and reply[3] & 0x0F == dns.rcode.SERVFAIL
     assert up.seen == []
+
+
+def test_no_new_query_leaves_from_a_port_that_got_a_stray_reply(
+    ns: Netns, tmp_path: Path, upstream: Callable[..., Upstream]
+) -> None:
+    up = upstream()
+    cfg = tmp_path / "cfg"
+    # one socket that could serve every query for minutes: only the stray may retire it
+    pid = daemon(ns, cfg, udp_pool="1", udp_socket_queries="100000", udp_socket_seconds="600")
+    assert ask(ns, "one.example.test").answer
+    (src, wire), = up.seen
+    up.sock.sendto(_with_answer(wire, FORGED), src)  # a guess at an id no longer in flight
+    assert wait_for(lambda: stats(cfg, pid)["upstream_dropped"]["unknown_id"] == 1)
+    assert ask(ns, "two.example.test").answer
+    assert up.ports()[1] != up.ports()[0]
+
+
+def test_a_tcp_upstream_sending_only_strays_is_failed_not_read_until_its_timeout(
+    ns: Netns, tmp_path: Path
+) -> None:
+    strays = 50
+    up = TcpUpstream(ns, lambda wire: [_wrong_id(wire)] * strays + [real(wire)])
+    try:
+        cfg = tmp_path / "cfg"
+        pid = daemon(ns, cfg)
+        s = ns_socket(ns, socket.AF_INET, socket.SOCK_STREAM, (CTR, 0))
+        with s:
+            s.settimeout(10)
+            s.connect((GW, 53))
+            reply = dns.query.tcp(dns.message.make_query("t.example.test", "A"), GW,
+                                  timeout=10, sock=s)
+        assert reply.rcode() == dns.rcode.SERVFAIL  # its only server broke the protocol
+        assert stats(cfg, pid)["upstream_dropped"]["unknown_id"] == 9  # MAX_STRAY_FRAMES + 1
+    finally:
+        up.close()
