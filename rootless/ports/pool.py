@@ -28,6 +28,7 @@ log = logging.getLogger("rootless.ports")
 SockKey = tuple[str, int, str, str]
 Waiter = Callable[[socket.socket | None], None]
 POOL_LOW, POOL_BATCH = 8, 32
+POOL_KEEP = POOL_LOW + POOL_BATCH  # sockets given back beyond this many are closed
 AF_INET, AF_INET6 = int(socket.AF_INET), int(socket.AF_INET6)
 SOCK_STREAM, SOCK_DGRAM = int(socket.SOCK_STREAM), int(socket.SOCK_DGRAM)
 
@@ -90,6 +91,23 @@ class DialerPool:
         if len(pool) < POOL_LOW or self.live_waiting.get(key):
             self._refill(key)
         return s
+
+    def give_back(self, key: SockKey, s: socket.socket) -> bool:
+        """A dial socket of key made unconnected again (rootless.ports.recycle): to the first
+        client waiting for one, else into the pool; False (the caller closes it) when the
+        netns is gone or the pool holds enough."""
+        if key[0] not in self.live:
+            return False
+        t = self._next(key)
+        if t is not None:
+            t.cb(s)
+            return True
+        pool = self.pools.get(key)
+        if pool is None or len(pool) >= POOL_KEEP or self.size >= self.max_pooled:
+            return False
+        pool.appendleft(s)  # taken next, while its memory is still in the cache
+        self.size += 1
+        return True
 
     def cancel(self, t: Ticket) -> None:
         if t.live:

@@ -15,10 +15,11 @@ import socket
 from functools import partial
 
 from netns.loop import Loop
+from rootless.ports import recycle
 from rootless.ports.budget import OUT_OF_FDS, Guard, Tally, client_of
 from rootless.ports.budget import reset as rst
-from rootless.ports.clientaddr import Plan
-from rootless.ports.pool import DialerPool
+from rootless.ports.clientaddr import PLAIN, Plan
+from rootless.ports.pool import DialerPool, SockKey
 from rootless.ports.splice import BigPipes, Pipe, pump
 from rootless.ports.target import Listener
 
@@ -44,7 +45,7 @@ class TcpConn:
     once per event, several times per connection)."""
 
     __slots__ = ("proxy", "a", "client", "netns", "port", "candidates", "b", "connected", "closed",
-                 "watching_a", "early_a", "out_a", "ab", "ba")
+                 "watching_a", "early_a", "out_a", "ab", "ba", "key")
 
     def __init__(self, proxy: TcpProxy, a: socket.socket, client: str, netns: str, port: int,
                  candidates: list[Plan]) -> None:
@@ -62,6 +63,9 @@ class TcpConn:
         self.out_a = False  # the client side is watched for room to write (EPOLLOUT)
         self.ab: Pipe | None = None
         self.ba: Pipe | None = None
+        # The pool key of b, when b goes back to its pool after a clean end (a plain dial
+        # socket: rootless.ports.recycle), else None.
+        self.key: SockKey | None = None
 
     def on_a(self, ev: int) -> None:
         if self.connected:
@@ -84,6 +88,7 @@ class TcpProxy:
         self.by_netns: dict[str, set[TcpConn]] = {}  # every connection, by netns (drop_netns)
         # Empty pipes of finished connections kept for the next ones; none at a low fd limit.
         self.big = BigPipes(spare=min(SPARE_PIPE_PAIRS, guard.fd_limit // 256))
+        self.returned: list[tuple[SockKey, socket.socket]] = []  # for _give_back
 
     def listen(self, lst: Listener) -> None:
         self.loop.add(lst.sock.fileno(), partial(self._on_accept, lst, int(lst.sock.family)))
@@ -151,6 +156,7 @@ class TcpProxy:
             if b is not None:
                 b.close()
             return
+        c.key = None
         if b is None:
             if p.fallback is not None:  # no transparent socket: the next way to dial
                 c.candidates.insert(0, p.fallback)
@@ -172,6 +178,8 @@ class TcpProxy:
             self._retry(c, err)
             return
         c.b = b
+        if p.mode == PLAIN:
+            c.key = (p.netns, p.family, "tcp", PLAIN)
         add = self.loop.add
         add(b.fileno(), c.on_b, RW)
         if not c.watching_a:  # the first dial (a retry finds it registered)
@@ -225,7 +233,9 @@ class TcpProxy:
             # Room to write matters only to a pipe stalled on it: epoll reports EPOLLOUT
             # alongside nearly every EPOLLIN, and a blind read would just fail with EAGAIN.
             if ev_a & READABLE or ev_b & WRITABLE and ab.pending:
-                pump(a, b, ab, self.big, ev_a & RDHUP, ba.done)
+                # A socket that may go back to its pool needs its FIN sent and acknowledged
+                # before the close (rootless.ports.recycle): no `last` for it.
+                pump(a, b, ab, self.big, ev_a & RDHUP, ba.done and c.key is None)
             if ev_b & READABLE or ev_a & WRITABLE and ba.pending:
                 pump(b, a, ba, self.big, ev_b & RDHUP, ab.done)
                 if ba.pending and not c.out_a:  # the client is slow: wake us when it drains
@@ -236,6 +246,15 @@ class TcpProxy:
             return
         if ab.done and ba.done:
             self._close(c, reuse=True)
+
+    def _give_back(self) -> None:
+        """Recycled dial sockets back to their pools once the loop's current batch of events
+        is done: that batch may still hold an event of the old connection for the socket's
+        fd, which a new connection given the socket in the meantime would take for its own."""
+        returned, self.returned = self.returned, []
+        for key, b in returned:
+            if not self.pool.give_back(key, b):
+                b.close()
 
     def drop_netns(self, netns: str) -> None:
         """Reset every connection into netns: its sandbox is gone, and their sockets there
@@ -256,6 +275,13 @@ class TcpProxy:
             self.dials.drop(c.client)
         self.conns.drop(c.client)
         forget = self.loop.forget
+        b, key = c.b, c.key
+        if reuse and b is not None and key is not None and recycle.disconnect(b):
+            self.loop.remove(b.fileno())  # it stays open: out of the epoll set by hand
+            if not self.returned:
+                self.loop.call_later(0.0, self._give_back)
+            self.returned.append((key, b))
+            c.b = None
         for s in (c.a, c.b):
             if s is None or s.fileno() < 0:
                 continue

@@ -146,3 +146,65 @@ def test_per_client_cap_holds_on_the_accept_path(proxy_in: Callable[..., Proxy])
         c.close()
     assert (served, reset) == (cap, 3)
     assert p.guard.shed.tcp_refused_per_client == 3
+
+
+# Says "hello" to each client and closes (the server ends first).
+HELLO_SERVER = """
+import socket,sys
+s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
+s.bind(('127.0.0.1',int(sys.argv[1]))); s.listen(64)
+print('up',flush=True)
+while True:
+    c,_=s.accept(); c.sendall(b'hello'); c.close()
+"""
+# Reads to EOF, answers with what it read, reversed, and closes (the client ends first).
+REVERSE_SERVER = """
+import socket,sys
+s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
+s.bind(('127.0.0.1',int(sys.argv[1]))); s.listen(64)
+print('up',flush=True)
+while True:
+    c,_=s.accept(); got=b''
+    while (d:=c.recv(65536)): got+=d
+    c.sendall(got[::-1]); c.close()
+"""
+
+
+def settled(p: Proxy) -> int:
+    """The dialer requests made so far, once none is in flight (the pool filled)."""
+    deadline = time.monotonic() + 10
+    while p.pool.in_flight and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not p.pool.in_flight
+    return p.pool.next_id
+
+
+def exchange(port: int, data: bytes = b"") -> bytes:
+    with socket.create_connection(("127.0.0.1", port), 5) as c:
+        c.settimeout(5)
+        if data:
+            c.sendall(data)
+            c.shutdown(socket.SHUT_WR)
+        got = bytearray()
+        while chunk := c.recv(65536):
+            got += chunk
+    return bytes(got)
+
+
+@pytest.mark.parametrize("first", ["server", "client"])
+def test_a_cleanly_ended_connection_gives_its_dial_socket_back(
+        proxy_in: Callable[..., Proxy], first: str) -> None:
+    """A dial socket whose connection ended cleanly (both FINs, whichever side sent the first)
+    dials the next connections (rootless.ports.recycle): sequential clients need no new socket
+    from the dialer, and every one of them gets exactly its own answer."""
+    from rootless.ports.pool import POOL_BATCH
+
+    p = proxy_in(HELLO_SERVER if first == "server" else REVERSE_SERVER)
+    payload = b"" if first == "server" else b"abc"
+    want = b"hello" if first == "server" else b"cba"
+    assert exchange(p.port, payload) == want  # the first connection fills the pool
+    asked = settled(p)
+    for i in range(3 * POOL_BATCH):  # three times what a batch from the dialer holds
+        data = payload + str(i).encode() if payload else b""
+        assert exchange(p.port, data) == (data[::-1] if payload else want)
+    assert settled(p) == asked, "the dialer was asked for more sockets"
