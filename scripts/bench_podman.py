@@ -150,8 +150,10 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--mode", choices=("rootful", "rootless", "ports", "both", "all"), default="all")
     ap.add_argument("--json", help="write raw results here")
-    ap.add_argument("--part", action="append", choices=("startup", "ready", "flow"),
-                    help="--mode ports: only these parts (repeatable; default all)")
+    ap.add_argument("--part", action="append", choices=("startup", "ready", "flow", "conn"),
+                    help="--mode ports: only these parts (repeatable; default startup, ready, flow; "
+                         "conn: connections/s, CPU per connection and round trip only, --rounds "
+                         "fresh containers per kind)")
     ap.add_argument("--streams", type=int, default=1, help="--mode ports: parallel iperf3 streams")
     ap.add_argument("--seconds", type=float, default=3.0, help="--mode ports: seconds per flow run")
     ap.add_argument("--own-session", action="store_true",

@@ -230,6 +230,43 @@ def through(w: RootlessWorld, sw: Switch, kind: str, seconds: float, runs: int,
         subprocess.run(["rm", "-rf", str(tmp)], check=False)
 
 
+def conns(w: RootlessWorld, sw: Switch, kind: str, seconds: float,
+          own_session: bool = False) -> dict[str, float]:
+    """`--part conn`: connections/s, the forwarder's CPU per connection and the round trip
+    through one fresh container, without the iperf3 flows (short rounds, so many of them
+    alternate in a few minutes: drift and load hit every kind alike)."""
+    sw.use(kind)
+    ep, rr = br.free_port(), br.free_port()
+    run = ["run", "-d", "--name", "brlpconn", "--network", "bdns", "-p", f"127.0.0.1:{ep}:5301",
+           "-p", f"127.0.0.1:{rr}:5401", IMAGE, "sleep", "3600"]
+    if own_session:
+        w.run(["setsid", "-w", "podman", *run], check=True)
+    else:
+        w.podman(*run)
+    servers = []
+    tmp = Path(tempfile.mkdtemp(prefix="brlp-srv-", dir="/tmp"))
+    try:
+        ns = ["nsenter", "-t", str(w.pid("brlpconn")), "-n", "--"]
+        (tmp / "echo.py").write_text(br.ECHO_SERVER)
+        (tmp / "rr.py").write_text(br.RR_SERVER)
+        servers = [br.bg([*ns, sys.executable, str(tmp / "echo.py"), "5301"]),
+                   br.bg([*ns, sys.executable, str(tmp / "rr.py"), "5401"])]
+        for port in (ep, rr):
+            br.wait_backend(port)
+        br.conn_rate(ep, 0.3)  # warm: the forwarder's imports, its socket pool
+        pids = forwarder_pids(w.user.uid, kind)
+        c0 = cpu_ms(pids)
+        rate = br.conn_rate(ep, seconds)
+        c1 = cpu_ms(pids)
+        return {"conn_s": rate, "rtt_us": br.round_trip_us(rr),
+                "cpu_ms_per_1000_conns": (c1 - c0) / (rate * seconds) * 1000 if rate else float("nan")}
+    finally:
+        for s in servers:
+            br.stop(s)
+        w.podman("rm", "-f", "-t", "0", "brlpconn", check=False)
+        subprocess.run(["rm", "-rf", str(tmp)], check=False)
+
+
 def precompile() -> None:
     """Byte-code for burrow's modules, as an installed burrow has it (pip compiles on install);
     with PYTHONDONTWRITEBYTECODE set, or a checkout the user cannot write, every start of the
@@ -239,7 +276,7 @@ def precompile() -> None:
                    stdout=subprocess.DEVNULL, check=False)
 
 
-PARTS = ("startup", "ready", "flow")
+PARTS = ("startup", "ready", "flow")  # the default; "conn" only when asked for
 
 
 def bench(tar: Path, rounds: int, seconds: float = 3.0, runs: int = 3,
@@ -268,6 +305,13 @@ def bench(tar: Path, rounds: int, seconds: float = 3.0, runs: int = 3,
                 for kind in kinds:
                     flow[kind].append(through(w, sw, kind, seconds, runs, extra, own_session))
             res["flow"] = flow
+        if "conn" in parts:
+            kinds = (*KINDS, BASE) if baseline is not None else KINDS
+            conn: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
+            for r in range(rounds):
+                for kind in kinds[r % len(kinds):] + kinds[:r % len(kinds)]:  # each first in turn
+                    conn[kind].append(conns(w, sw, kind, seconds, own_session))
+            res["conn"] = conn
         sw.use(KINDS[0])
         return res
     finally:
@@ -322,6 +366,8 @@ def table(res: dict[str, Any]) -> str:
                            ("server_ms_per_gb", "iperf3 server")):
             if all(key in r for k in KINDS for r in fl[k]):
                 row(f"{label} CPU ms / GB", flow(KINDS[0], key), flow(KINDS[1], key), ".0f", False)
+    if "conn" in res:
+        lines += conn_table(res)
     if "flow" in res and BASE in res["flow"]:
         lines.append(f"\nthis tree vs the baseline drop-in ({res.get('baseline')}), same run:")
         for key, label, high in (("gbps", "Gbit/s", True), ("gbps_reverse", "Gbit/s reverse", True),
@@ -331,6 +377,30 @@ def table(res: dict[str, Any]) -> str:
             this, base = (med([r[key] for r in res["flow"][k]]) for k in (KINDS[0], BASE))
             ratio = (this / base if high else base / this) if this and base else float("nan")
             lines.append(f"{label:36}{this:>22.2f}{base:>22.2f}{ratio:>7.2f}x")
+        this, base = (med([r["cpu_ms_per_1000_conns"] for r in res["flow"][k]]) for k in (KINDS[0], BASE))
+        lines.append(f"{'forwarder CPU ms / 1000 conns':36}{this:>22.2f}{base:>22.2f}{base / this:>7.2f}x")
     lines.append("(ratio: how many times better burrow is; target conn/s >= 2x, Gbit/s >= 1.2x, "
                  "start-up added <= rootlessport's)")
     return "\n".join(lines)
+
+
+def conn_table(res: dict[str, Any]) -> list[str]:
+    """`--part conn`: medians per kind, and the median of the per-round ratios (each round runs
+    every kind back to back, so a ratio within a round cancels the load of that moment)."""
+    conn = res["conn"]
+    kinds = list(conn)
+    lines = [f"\n--part conn: {len(conn[KINDS[0]])} rounds, each kind once per round (medians; "
+             f"paired: median of the per-round ratios)",
+             f"{'':36}" + "".join(f"{k:>22}" for k in kinds)]
+    for key, label in (("conn_s", "connections/s"), ("cpu_ms_per_1000_conns", "forwarder CPU ms / 1000 conns"),
+                       ("rtt_us", "round trip, us")):
+        lines.append(f"{label:36}" + "".join(f"{statistics.median(r[key] for r in conn[k]):>22.1f}"
+                                              for k in kinds))
+    for other in kinds[1:]:
+        for key, label, high in (("conn_s", "connections/s", True), ("rtt_us", "round trip", False),
+                                 ("cpu_ms_per_1000_conns", "CPU per connection", False)):
+            ratios = [(a[key] / b[key] if high else b[key] / a[key]) if a[key] and b[key] else float("nan")
+                      for a, b in zip(conn[KINDS[0]], conn[other], strict=True)]
+            lines.append(f"{KINDS[0]} vs {other}, {label}: paired {statistics.median(ratios):.2f}x "
+                         f"(rounds {' '.join(f'{x:.2f}' for x in ratios)})")
+    return lines
