@@ -197,6 +197,11 @@ class Listed:
 
     chains: set[str] = field(default_factory=set)
     rules: dict[str, list[tuple[int, list[Any]]]] = field(default_factory=dict)
+    # Per chain, built on first use and again if rules were appended since.
+    _expr_cache: dict[str, tuple[int, dict[int, tuple[int, list[Any]]]]] = field(
+        default_factory=dict, repr=False, compare=False)
+    _dport_cache: dict[str, tuple[int, dict[tuple[str, Any], list[int]]]] = field(
+        default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def parse(cls, text: str) -> Listed:
@@ -211,6 +216,59 @@ class Listed:
 
     def find(self, chain: str, pred: Callable[[list[Any]], bool]) -> list[int]:
         return [h for h, expr in self.rules.get(chain, []) if pred(expr)]
+
+    def expr(self, chain: str, handle: int) -> list[Any]:
+        return self._exprs(chain)[handle][1]
+
+    def find_port(self, chain: str, p: PortDnat, pred: Callable[[list[Any]], bool]) -> list[int]:
+        """`find(chain, pred)` for a `pred` that holds only for rules matching one of `p`'s host
+        ports (`_port_match`), looked up by port: a scan of the chain per mapping, and a list
+        search per port, made the teardown of `-p 1-65535` or of 10,000 mappings take hours."""
+        index, exprs = self._dports(chain), self._exprs(chain)
+        keys: list[Any] = [(p.protocol, _dport_key(_want(p)))]
+        if p.range > 1:
+            keys += [(p.protocol, port) for port in range(p.host_port, p.host_port_end + 1)]
+        found = {h for key in keys for h in index.get(key, ())}
+        return [h for h in sorted(found, key=lambda h: exprs[h][0]) if pred(exprs[h][1])]
+
+    def _exprs(self, chain: str) -> dict[int, tuple[int, list[Any]]]:
+        """handle -> (position in the chain, expr), built once per chain."""
+        rules = self.rules.get(chain, [])
+        size, cached = self._expr_cache.get(chain, (-1, {}))
+        if size != len(rules):
+            cached = {h: (i, e) for i, (h, e) in enumerate(rules)}
+            self._expr_cache[chain] = (len(rules), cached)
+        return cached
+
+    def _dports(self, chain: str) -> dict[tuple[str, Any], list[int]]:
+        """(protocol, dport) -> handles of the chain's rules with that dport match."""
+        rules = self.rules.get(chain, [])
+        size, cached = self._dport_cache.get(chain, (-1, {}))
+        if size != len(rules):
+            cached = {}
+            for h, expr in rules:
+                for proto, right in _dport_matches(expr):
+                    cached.setdefault((proto, _dport_key(right)), []).append(h)
+            self._dport_cache[chain] = (len(rules), cached)
+        return cached
+
+
+def _dport_matches(expr: list[Any]) -> Iterable[tuple[Any, Any]]:
+    for st in expr:
+        m = st.get("match") if isinstance(st, dict) else None
+        if m and isinstance(m.get("left"), dict) and isinstance(m["left"].get("payload"), dict):
+            pl = m["left"]["payload"]
+            if pl.get("field") == "dport":
+                yield pl.get("protocol"), m.get("right")
+
+
+def _dport_key(right: Any) -> Any:
+    return right if isinstance(right, int) else json.dumps(right, sort_keys=True)
+
+
+def _want(p: PortDnat) -> Any:
+    """The dport a mapping's jump and mark rules match: its port, or its range."""
+    return {"range": [p.host_port, p.host_port_end]} if p.range > 1 else p.host_port
 
 
 def _rights(expr: list[Any]) -> list[Any]:
@@ -259,8 +317,8 @@ BASE_MATCHERS: list[tuple[str, Callable[[list[Any]], bool]]] = [
 
 def _port_match(p: PortDnat) -> Callable[[list[Any]], bool]:
     """A rule of this mapping: its protocol's dport on one of its host ports (and its host ip)."""
-    ports = set(range(p.host_port, p.host_port_end + 1))
-    want = {"range": [p.host_port, p.host_port_end]} if p.range > 1 else p.host_port
+    ports = range(p.host_port, p.host_port_end + 1)  # `in` on a range is arithmetic
+    want = _want(p)
 
     def pred(expr: list[Any]) -> bool:
         hit = False
@@ -450,12 +508,15 @@ def plan_teardown(b: Batch, nets: Sequence[NetworkFw], dnats: Sequence[PortDnat]
             gone += listed.find(DNAT_CHAIN, _mentions(rule["expr"][0]["match"]["right"]))
     handles = {h: chain for chain, rs in listed.rules.items() for h, _ in rs}
     doomed = set(gone)
+    dropped = [chain for chain in chains if chain in listed.chains and not (
+        chain.endswith("_dnat") and any(h not in doomed for h, _ in listed.rules.get(chain, [])))]
+    # Deleting a chain deletes its rules: one by one, each a walk of the chain in the kernel,
+    # the 65,535 dnat rules of `-p 1-65535` took most of a minute.
     for h in dict.fromkeys(gone):
-        b.do("delete", "rule", chain=handles[h], handle=h)
-    for chain in chains:
-        left = [h for h, _ in listed.rules.get(chain, []) if h not in doomed]
-        if chain in listed.chains and not (chain.endswith("_dnat") and left):
-            b.do("delete", "chain", name=chain)
+        if handles[h] not in dropped:
+            b.do("delete", "rule", chain=handles[h], handle=h)
+    for chain in dropped:
+        b.do("delete", "chain", name=chain)
 
 
 def _port_teardown(listed: Listed, p: PortDnat) -> list[int]:
@@ -464,27 +525,26 @@ def _port_teardown(listed: Listed, p: PortDnat) -> list[int]:
     port stays (Podman tearing down a run that failed on a port in use, after or before its
     setup), only the extra copies of those go, never the last one."""
     chain = subnet_chain(p.network_id, p.subnet, True)
-    mine = listed.find(chain, _both(_port_match(p), _dnats_to(p.container_ip)))
+    ours = _port_match(p)
+    mine = listed.find_port(chain, p, _both(ours, _dnats_to(p.container_ip)))
     if not mine:
         return []  # none of this port's rules lead to this container: not its to remove
-    shared = [*((DNAT_CHAIN, h) for h in listed.find(
-        DNAT_CHAIN, _both(_jumps_to(chain), _port_match(p)))),
-              *((chain, h) for h in listed.find(chain, _port_match(p))
-                if h not in mine and not _has("dnat")(_expr_of(listed, chain, h)))]
-    if not [h for h in listed.find(chain, _both(_port_match(p), _has("dnat"))) if h not in mine]:
+    mine_set = set(mine)
+    shared = [*((DNAT_CHAIN, h) for h in listed.find_port(
+        DNAT_CHAIN, p, _both(_jumps_to(chain), ours))),
+              *((chain, h) for h in listed.find_port(chain, p, ours)
+                if h not in mine_set and not _has("dnat")(listed.expr(chain, h)))]
+    if not [h for h in listed.find_port(chain, p, _both(ours, _has("dnat")))
+            if h not in mine_set]:
         return mine + [h for _, h in shared]
     seen: set[str] = set()
     extra: list[int] = []
     for where, h in shared:  # listed in table order: the first copy is the older owner's
-        key = where + json.dumps(_expr_of(listed, where, h), sort_keys=True)
+        key = where + json.dumps(listed.expr(where, h), sort_keys=True)
         if key in seen:
             extra.append(h)
         seen.add(key)
     return mine + extra
-
-
-def _expr_of(listed: Listed, chain: str, handle: int) -> list[Any]:
-    return next(expr for h, expr in listed.rules.get(chain, []) if h == handle)
 
 
 def _drop_base_rules(b: Batch, listed: Listed) -> None:
