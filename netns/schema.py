@@ -114,6 +114,38 @@ def parse_net(text: str, what: str) -> IPNetwork:
         raise BurrowError(f"invalid {what} {text!r}: not a CIDR such as 10.88.0.0/16") from None
 
 
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def usable_subnet(net: IPNetwork, what: str) -> IPNetwork:
+    """A subnet a bridge and its containers can live in, or a BurrowError naming the fix.
+
+    Each refusal here was applied (or half-applied) before: ::/0 or 0.0.0.0/1 on a bridge is a
+    kernel route that takes the host's own traffic; a loopback range makes containers look like
+    local clients (127.x) to the host's services; a multicast range failed mid-setup and left the
+    bridge behind; an IPv4-mapped range set up fine, then its teardown failed on every call
+    (nft lists its addresses in the IPv4 form) and its rules stayed.
+    """
+    why = ""
+    if net.network_address.is_unspecified:
+        why = (f"it holds the unspecified address {net.network_address} (and as /0 or /1 its "
+               "route would take the host's own traffic)")
+    elif net.is_loopback or net.overlaps(_LOOPBACK[net.version]):
+        why = "it is a loopback range: containers would look like local clients to the host"
+    elif net.is_multicast:
+        why = "it is a multicast range"
+    elif net.version == 6 and net.subnet_of(_MAPPED):
+        why = "it is an IPv4-mapped IPv6 range, which no interface can route"
+    if why:
+        raise BurrowError(f"invalid {what} {net}: {why}; use a private range such as "
+                          "10.89.0.0/24 or fd00:89::/64")
+    return net
+
+
+_LOOPBACK: dict[int, IPNetwork] = {4: ipaddress.IPv4Network("127.0.0.0/8"),
+                                   6: ipaddress.IPv6Network("::1/128")}
+
+
 def parse_net_strict(text: str) -> IPNetwork | None:
     """The network `text` names, or None when it has host bits set (10.0.0.1/24)."""
     try:
@@ -146,7 +178,8 @@ class Subnet:
     @classmethod
     def from_json(cls, obj: Any, where: str) -> Subnet:
         obj = _typed(obj, "subnets[]", dict, where)
-        net = parse_net(_req(obj, "subnet", str, where), f"subnet in {where}")
+        net = usable_subnet(parse_net(_req(obj, "subnet", str, where), f"subnet in {where}"),
+                            f"subnet in {where}")
         gw_text = _opt(obj, "gateway", str, where)
         gw = parse_ip(gw_text, f"gateway in {where}") if gw_text else None
         return cls(subnet=net, gateway=gw, lease_range=_opt(obj, "lease_range", dict, where))
@@ -535,7 +568,8 @@ class SubnetPool:
     def from_json(cls, obj: Any) -> SubnetPool:
         where = "subnet pool"
         obj = _typed(obj, "subnet_pools[]", dict, where)
-        base = parse_net(str(obj.get("base", "")), "subnet pool base")
+        base = usable_subnet(parse_net(str(obj.get("base", "")), "subnet pool base"),
+                             "subnet pool base")
         size = _opt(obj, "size", int, where)
         return cls(base, DEFAULT_POOL_SIZE if size is None else size)
 

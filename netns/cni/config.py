@@ -18,7 +18,7 @@ from netns import names
 from netns.cni import errors as E
 from netns.cni.errors import CniError
 from netns.errors import BurrowError
-from netns.schema import IPAddress, IPNetwork, PortMapping, parse_ip, parse_net
+from netns.schema import IPAddress, IPNetwork, PortMapping, parse_ip, parse_net, usable_subnet
 
 _T = TypeVar("_T")
 
@@ -203,6 +203,10 @@ def parse_range(obj: Any) -> Range:
     if not isinstance(obj, dict):
         raise _bad(f"invalid range {obj!r}")
     subnet = _net(obj.get("subnet"), "range subnet")
+    try:
+        usable_subnet(subnet, "range subnet")
+    except BurrowError as exc:
+        raise _bad(str(exc)) from None
     if subnet.num_addresses < 4:
         raise _bad(f"range subnet {subnet} is too small")
     first, last = subnet.network_address + 1, subnet.broadcast_address
