@@ -5,7 +5,8 @@ setup (bridge, veth, addresses, routes, port DNAT, DNS names) -> CNI result. A f
 gives back only the addresses this call reserved. DEL: the addresses this (container, ifname)
 holds -> engine teardown (also when the netns is gone) -> release; nothing held means nothing
 to do; the addresses are those the ADD's attachment record names (their files alone are read),
-or, without them, every allocation file's. CHECK compares prevResult with the kernel and IPAM.
+or, without them, every allocation file's. CHECK compares prevResult with the kernel and IPAM
+(the held addresses found as DEL finds them).
 GC tears down and releases every allocation not in `cni.dev/valid-attachments`, from one read
 of every file. STATUS says whether an ADD could succeed.
 """
@@ -165,8 +166,13 @@ def check_cmd(env: Env, conf: NetConf) -> None:
                        f"the config says {conf.cni_version}")  # fmt: skip
     expected = result.prev_addresses(conf, env.ifname)
     store = hostlocal.Store(conf.data_dir, conf.name)
+    owner = (env.container_id, env.ifname)
+    # As DEL: the files of the addresses the ADD's record names, else (no record, or one that
+    # names none) every file. A scan on every CHECK grew with the network's containers.
+    rec = attachments.load(conf.state_dir, conf.name, *owner)
     with store.locked():
-        held = {str(ip) for ip in store.owned(env.container_id, env.ifname)}
+        found = store.owned(*owner) if rec is None or rec.ips is None else store.holds(owner, rec.ips)
+    held = {str(ip) for ip in found}
     if not held:
         raise CniError(E.CHECK_FAILED, f"container {env.container_id} holds no address on {conf.name}")
     mac, addrs = check.interface(env.netns, env.ifname)

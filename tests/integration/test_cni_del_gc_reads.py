@@ -126,3 +126,19 @@ def test_del_with_a_record_that_names_no_address_reads_every_file(
     assert r["opened"] >= 22, r
     assert {ip: line.split("\r\n")[0] for ip, line in world.held().items()} == made
     assert not rec.exists()
+
+
+def test_check_reads_only_the_files_of_its_own_addresses(
+        world: CniWorld, netns_factory: Callable[[], Netns]) -> None:
+    """CHECK finds the container's held addresses as DEL does; it used to read all 302."""
+    ctr = netns_factory()
+    conf, c = world.conf(), cid()
+    prev = world.add(ctr, conf, c)
+    others(world, 300)
+    r = audited(world, "CHECK", {**conf, "prevResult": prev}, cid=c, netns=ctr.path)
+    assert (r["code"], r["out"]) == (0, ""), r
+    assert r["opened"] <= 2, r
+    # Released behind its back: CHECK still says so (the record names the addresses).
+    (world.data_dir / world.name / "10.77.0.2").unlink()
+    r = audited(world, "CHECK", {**conf, "prevResult": prev}, cid=c, netns=ctr.path)
+    assert r["code"] == 1 and "no longer reserved" in r["out"], r
