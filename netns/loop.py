@@ -71,6 +71,15 @@ class Loop:
     def modify(self, fd: int, events: int) -> None:
         self._ep.modify(fd, events)
 
+    def register(self, fd: int, events: int) -> None:
+        """fd in the epoll set without a handler: its events are dropped until `handle` gives
+        it one (the forwarder's pooled dial sockets, registered in batches off its hot path)."""
+        self._ep.register(fd, events)
+
+    def handle(self, fd: int, handler: Callable[[int], None]) -> None:
+        """A handler for an fd already in the epoll set (`register`, or left there by `forget`)."""
+        self._handlers[fd] = handler
+
     def forget(self, fd: int) -> None:
         """Drop fd's handler only, for an fd about to be closed that no other process or fd
         shares: closing it takes it out of the epoll set, no EPOLL_CTL_DEL is needed."""

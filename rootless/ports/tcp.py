@@ -89,6 +89,7 @@ class TcpProxy:
         # Empty pipes of finished connections kept for the next ones; none at a low fd limit.
         self.big = BigPipes(spare=min(SPARE_PIPE_PAIRS, guard.fd_limit // 256))
         self.returned: list[tuple[SockKey, socket.socket]] = []  # for _give_back
+        pool.tcp_events = RW
 
     def listen(self, lst: Listener) -> None:
         self.loop.add(lst.sock.fileno(), partial(self._on_accept, lst, int(lst.sock.family)))
@@ -180,12 +181,11 @@ class TcpProxy:
         c.b = b
         if p.mode == PLAIN:
             c.key = (p.netns, p.family, "tcp", PLAIN)
-        add = self.loop.add
-        add(b.fileno(), c.on_b, RW)
+        self.loop.handle(b.fileno(), c.on_b)  # in the epoll set since the pool had it (RW)
         if not c.watching_a:  # the first dial (a retry finds it registered)
             # Not EPOLLOUT yet: a new socket has room, and that edge would only wake us for
             # nothing; watched once the pipe towards the client holds bytes (pump).
-            add(c.a.fileno(), c.on_a, A_EVENTS)
+            self.loop.add(c.a.fileno(), c.on_a, A_EVENTS)
             c.watching_a = True
         if c.connected:  # at once (rare): anything may be waiting on either side
             self.dials.drop(c.client)
@@ -277,7 +277,7 @@ class TcpProxy:
         forget = self.loop.forget
         b, key = c.b, c.key
         if reuse and b is not None and key is not None and recycle.disconnect(b):
-            self.loop.remove(b.fileno())  # it stays open: out of the epoll set by hand
+            forget(b.fileno())  # it stays in the epoll set, without a handler (pool.py)
             if not self.returned:
                 self.loop.call_later(0.0, self._give_back)
             self.returned.append((key, b))

@@ -171,11 +171,12 @@ while True:
 
 
 def settled(p: Proxy) -> int:
-    """The dialer requests made so far, once none is in flight (the pool filled)."""
+    """The dialer requests made so far, once none is in flight (the pool filled) and the
+    forwarder has closed every connection (its sockets back in the pool)."""
     deadline = time.monotonic() + 10
-    while p.pool.in_flight and time.monotonic() < deadline:
+    while (p.pool.in_flight or p.tcp.conns.total or p.tcp.returned) and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert not p.pool.in_flight
+    assert not p.pool.in_flight and not p.tcp.conns.total and not p.tcp.returned
     return p.pool.next_id
 
 
@@ -208,3 +209,24 @@ def test_a_cleanly_ended_connection_gives_its_dial_socket_back(
         data = payload + str(i).encode() if payload else b""
         assert exchange(p.port, data) == (data[::-1] if payload else want)
     assert settled(p) == asked, "the dialer was asked for more sockets"
+
+
+def in_epoll_set(loop: Loop) -> set[int]:
+    """The fds in the loop's epoll set, as the kernel lists them (/proc/self/fdinfo)."""
+    with open(f"/proc/self/fdinfo/{loop._ep.fileno()}") as f:  # noqa: SLF001 - the kernel's view
+        return {int(line.split()[1]) for line in f if line.startswith("tfd:")}
+
+
+def test_pooled_dial_sockets_wait_in_the_epoll_set(proxy_in: Callable[..., Proxy]) -> None:
+    """Every pooled TCP socket is in the loop's epoll set from its arrival on, fresh from the
+    dialer or given back by a finished connection: a connection makes no epoll_ctl for its
+    dial socket (the handler is all it sets), and a recycled one never leaves the set."""
+    p = proxy_in(HELLO_SERVER)
+    assert exchange(p.port) == b"hello"
+    settled(p)
+    for _ in range(40):
+        assert exchange(p.port) == b"hello"
+    settled(p)
+    pooled = {s.fileno() for pool in p.pool.pools.values() for s in pool}
+    assert pooled, "the pool holds sockets"
+    assert pooled <= in_epoll_set(p.loop)
