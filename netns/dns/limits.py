@@ -64,7 +64,8 @@ class Limits:
     udp_pool: int = 8  # sockets per upstream server a query picks from at random
     udp_socket_queries: int = 64  # queries sent from one socket before it is retired
     udp_socket_seconds: float = 10.0  # and its age at most (idle ones are closed then too)
-    udp_sockets_total: int = 256  # all upstreams' sockets, retired ones still draining included
+    udp_pool_total: int = 32  # one upstream's, retired ones still draining included
+    udp_sockets_total: int = 256  # all upstreams'
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Limits:

@@ -8,9 +8,11 @@ leaving, a port scan) then has 65,536 ids to try, forever. So each server gets a
 every query leaves from one of them picked at random, with an id random and unique among that
 socket's queries in flight; a socket is retired after `udp_socket_queries` queries or
 `udp_socket_seconds`, or as soon as anything but an answer arrives on it (whoever sent that
-may know the port), and closed once its last query is answered or has timed out. Sockets of
-all servers together stay under `udp_sockets_total` (each is an fd): at that cap a due socket
-stays in use instead of being replaced, and a server with none at all is skipped (counted).
+may know the port), and closed once its last query is answered or has timed out. Each is an
+fd: one server's sockets, retired ones still draining included, stay under `udp_pool_total`
+(a silent server must not take every fd), and all servers' under `udp_sockets_total`. At a
+cap a due socket stays in use instead of being replaced; a server with none at all takes an
+idle socket of another server, and is skipped (counted) only if there is none.
 
 Ids and the socket picks come from os.urandom, never from `random`: that is a Mersenne
 Twister, whose next outputs anyone can compute from enough earlier ones, and a container may
@@ -116,34 +118,48 @@ class UdpPool:
             self.fwd.loop.call_later(SWEEP, self._sweep)
 
     def _renew(self, slot: int, now: float) -> Port:
-        """A fresh socket for `slot`, retiring the one there; at the fd cap (or out of fds) the
-        due one stays, or another of this pool serves; with none at all, OSError."""
+        """A fresh socket for `slot`, retiring the one there. At this pool's cap, or at the cap
+        of all pools (or out of fds), the due one stays, or another of this pool serves; a
+        pool with none at all takes an idle socket of another pool, else OSError (shed)."""
         old = self.slots[slot]
         fwd = self.fwd
         lim = fwd.limits
+        spare = old or next((p for p in self.slots if p is not None), None)
+        held = len(self.slots) - self.slots.count(None) + len(self.retired)
+        if spare is not None and (held >= lim.udp_pool_total
+                                  or fwd.udp_sockets >= lim.udp_sockets_total):
+            return spare
+        if fwd.udp_sockets >= lim.udp_sockets_total and not fwd.reclaim_idle():
+            fwd.stats.shed("udp_sockets_total", self.server)
+            raise OSError(errno.ENOBUFS, "udp_sockets_total")
         try:
-            if fwd.udp_sockets >= lim.udp_sockets_total:
-                raise OSError(errno.ENOBUFS, "udp_sockets_total")
             sock = socket.socket(self.family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK
                                  | socket.SOCK_CLOEXEC)
         except OSError:
-            spare = old or next((p for p in self.slots if p is not None), None)
             if spare is not None:
-                return spare
-            fwd.stats.shed("udp_sockets_total", self.server)
+                return spare  # out of fds: the old socket serves on
             raise
+        port = Port(sock, lim.udp_socket_queries, now + lim.udp_socket_seconds)
         try:
             sock.connect(self.addr)  # binds a random ephemeral port; filters the replies
+            fwd.loop.add(port.fd, functools.partial(self._read, port))
         except OSError:
             sock.close()
             raise
-        port = Port(sock, lim.udp_socket_queries, now + lim.udp_socket_seconds)
         fwd.udp_sockets += 1
-        fwd.loop.add(port.fd, functools.partial(self._read, port))
         self.slots[slot] = port
         if old is not None:
             self._retire(old)
         return port
+
+    def close_one_idle(self) -> bool:
+        """Close one socket with nothing in flight (another pool needs the fd)."""
+        for i, p in enumerate(self.slots):
+            if p is not None and not p.pending:
+                self.slots[i] = None
+                self._close(p)
+                return True
+        return False
 
     def _retire(self, port: Port) -> None:
         if port.pending:
@@ -202,11 +218,12 @@ class UdpPool:
         # garbage behind, and the cyclic GC has nothing long-lived to walk (p99 latency).
         now = time.monotonic()
         ports = [p for p in self.slots if p is not None] + list(self.retired)
+        expired: list[_Query] = []
         for port in ports:
-            expired = [q for q in port.pending.values() if q.deadline <= now]
-            for q in expired:
-                if port.pending.pop(q.qid, None) is q:
-                    self.fwd.next_udp(q)
+            gone = [q for q in port.pending.values() if q.deadline <= now]
+            for q in gone:
+                del port.pending[q.qid]
+            expired += gone
         for i, p in enumerate(self.slots):
             if p is not None and not p.pending and (p.left <= 0 or p.until <= now):
                 self.slots[i] = None  # idle and due: its port goes with it
@@ -214,6 +231,10 @@ class UdpPool:
         for p in list(self.retired):
             if not p.pending:
                 self._close(p)
+        # Only now, with the sockets they held closed if idle, do they try their next server:
+        # at the fd cap, that server's pool may need one of them.
+        for q in expired:
+            self.fwd.next_udp(q)
         if self.retired or any(p is not None for p in self.slots):
             self.fwd.loop.call_later(SWEEP, self._sweep)
         else:

@@ -248,6 +248,10 @@ class Forwarder:
                 continue
         q.done(None)
 
+    def reclaim_idle(self) -> bool:
+        """Close one upstream socket with nothing in flight, for a pool that has none."""
+        return any(pool.close_one_idle() for pool in list(self._udp.values()))
+
     def pool_empty(self, pool: UdpPool) -> None:
         """A pool with no socket left is forgotten: servers once asked hold nothing."""
         if self._udp.get(pool.server) is pool:

@@ -43,13 +43,13 @@ def ns(netns_factory: Callable[[], Netns]) -> Netns:
     return n
 
 
-def config(cfg: Path) -> None:
+def config(cfg: Path, servers: str = UP) -> None:
     cfg.mkdir()
-    (cfg / "dnp").write_text(f"{GW} {UP}\n{'a' * 64} {CTR}  r0\n")
+    (cfg / "dnp").write_text(f"{GW} {servers}\n{'a' * 64} {CTR}  r0\n")
 
 
-def daemon(ns: Netns, cfg: Path, **env: str) -> int:
-    config(cfg)
+def daemon(ns: Netns, cfg: Path, servers: str = UP, **env: str) -> int:
+    config(cfg, servers)
     full = {"BURROW_DNS_UPSTREAM_TIMEOUT": "3", **{f"BURROW_DNS_{k.upper()}": v
                                                    for k, v in env.items()}}
     res = start_dns(ns, cfg, full, check=False)
@@ -414,15 +414,15 @@ def test_garbage_flooded_at_the_pool_leaves_the_daemon_serving_and_no_fd_behind(
     assert wait_for(lambda: fds(pid) == baseline)  # the pool's sockets closed once idle
 
 
+@pytest.mark.parametrize("cap", ["udp_sockets_total", "udp_pool_total"])
 def test_a_burst_to_a_dead_upstream_holds_no_more_sockets_than_the_cap(
-    ns: Netns, tmp_path: Path, upstream: Callable[..., Upstream]
+    ns: Netns, tmp_path: Path, upstream: Callable[..., Upstream], cap: str
 ) -> None:
     up = upstream(None)  # silent: every query stays in flight until its timeout
     cfg = tmp_path / "cfg"
-    cap, burst = 12, 600
+    most, burst = 12, 600
     # 2 queries per socket would need 300 sockets for the burst; the cap allows 12
-    pid = daemon(ns, cfg, udp_socket_queries="2", udp_sockets_total=str(cap),
-                 upstream_timeout="4")
+    pid = daemon(ns, cfg, udp_socket_queries="2", upstream_timeout="4", **{cap: str(most)})
     baseline = fds(pid)
     with client(ns) as c:
         for i in range(burst):
@@ -431,11 +431,31 @@ def test_a_burst_to_a_dead_upstream_holds_no_more_sockets_than_the_cap(
         held = fds(pid)
         in_flight = stats(cfg, pid)
         codes = [dns.message.from_wire(c.recv(65535)).rcode() for _ in range(burst)]
-    assert 1 < len(set(up.ports())) <= cap
-    assert held - baseline <= cap
-    assert in_flight["upstream_pending"] == burst and in_flight["upstream_udp_sockets"] <= cap
+    assert 1 < len(set(up.ports())) <= most
+    assert held - baseline <= most
+    assert in_flight["upstream_pending"] == burst and in_flight["upstream_udp_sockets"] <= most
     assert codes == [dns.rcode.SERVFAIL] * burst  # every one answered when its time was up
     assert wait_for(lambda: fds(pid) == baseline)
+
+
+def test_a_silent_first_server_at_the_socket_cap_does_not_starve_the_next(
+    ns: Netns, tmp_path: Path, upstream: Callable[..., Upstream]
+) -> None:
+    silent = ns_socket(ns, socket.AF_INET, socket.SOCK_DGRAM, (OTHER, 53))  # no ICMP either
+    upstream()
+    # The silent server's pool takes both sockets allowed; when its queries time out they
+    # must still reach the second server, which then has to take one of those sockets.
+    daemon(ns, tmp_path / "cfg", servers=f"{OTHER},{UP}", udp_sockets_total="2", udp_pool="2",
+           udp_socket_queries="1000", upstream_timeout="2")
+    names = [f"s{i}.example.test." for i in range(40)]
+    with silent, client(ns) as c:
+        for name in names:
+            c.sendto(dns.message.make_query(name, "A").to_wire(), (GW, 53))
+        answers = {}
+        for _ in names:
+            r = dns.message.from_wire(c.recv(65535))
+            answers[r.question[0].name.to_text()] = [rd.to_text() for rs in r.answer for rd in rs]
+    assert answers == dict.fromkeys(names, [REAL])
 
 
 def test_a_query_whose_question_cannot_be_matched_is_not_forwarded(
