@@ -213,6 +213,11 @@ class TcpProxy:
             c.b = None
             self._retry(c, err)
             return False
+        if ev & FAILED:
+            # HUP without an error: an unconnected socket's mask, harvested while b still
+            # waited in the pool (it is in the epoll set there, pool.py) and delivered in the
+            # batch that took it. The dial's own event comes with the next poll.
+            return False
         c.connected = True
         self.dials.drop(c.client)
         return True
