@@ -112,6 +112,15 @@ def check_netns(fd: int, path: object) -> None:
         kind = None
     if kind != CLONE_NEWNET:
         raise BurrowError(f"invalid namespace path: {path} is not a network namespace")
+    ns, host = os.fstat(fd), os.stat("/proc/thread-self/ns/net")
+    if (ns.st_dev, ns.st_ino) == (host.st_dev, host.st_ino):
+        # The host's own namespace (/proc/self/ns/net, /proc/1/ns/net, a bind mount of it) as
+        # the container's: setup put the container's addresses and default route on the host,
+        # and teardown deleted the host interface named like the container's (its uplink).
+        raise BurrowError(
+            f"invalid namespace path: {path} is the host's own network namespace, not a "
+            "container's: give the container's (/proc/<container pid>/ns/net, /run/netns/NAME)"
+        )
 
 
 def open_netns(path: str | os.PathLike[str]) -> int:
