@@ -26,11 +26,12 @@ class LockBusy(BurrowError):
 
 def _open(path: Path, directory: bool) -> int:
     # A directory is locked through a read-only fd of it (no lock file created beside it).
-    flags = os.O_RDONLY | os.O_DIRECTORY if directory else os.O_RDWR | os.O_CREAT
+    flags = os.O_RDONLY | os.O_DIRECTORY if directory else os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
     try:
         return os.open(path, flags | os.O_CLOEXEC, 0o600)
     except OSError as exc:
-        raise BurrowError(f"lock {path}: {exc.strerror or exc}") from exc
+        why = "a symlink: never followed, remove it" if exc.errno == errno.ELOOP else exc.strerror
+        raise BurrowError(f"lock {path}: {why or exc}") from exc
 
 
 @contextmanager

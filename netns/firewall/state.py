@@ -18,8 +18,10 @@ once, the first time the store is locked.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -176,7 +178,7 @@ class StateStore:
     def handles(self, key: str, driver: str = "nftables") -> Any:
         """The rule handles saved for one container's ports (None: unknown)."""
         try:
-            return json.loads((self._handles_dir(driver) / key).read_text())
+            return _read(self._handles_dir(driver) / key)
         except (OSError, ValueError):
             return None
 
@@ -194,7 +196,7 @@ class StateStore:
         """The backend's bookkeeping (None: nothing known)."""
         path = self.root / statefiles.FIREWALL_LEDGER
         try:
-            data = json.loads(path.read_text()) if path.exists() else {}
+            data = _read(path) if os.path.lexists(path) else {}
         except (OSError, ValueError):
             return None  # unreadable: the backend asks the kernel instead
         return data.get(driver) if isinstance(data, dict) else None
@@ -202,7 +204,7 @@ class StateStore:
     def save_ledger(self, driver: str, value: Any) -> None:
         path = self.root / statefiles.FIREWALL_LEDGER
         try:
-            data = json.loads(path.read_text()) if path.exists() else {}
+            data = _read(path) if os.path.lexists(path) else {}
         except (OSError, ValueError):
             data = {}
         if not isinstance(data, dict) or data.get(driver) != value:
@@ -270,7 +272,22 @@ def _files(d: Path, suffix: str | None = None) -> list[Path]:
 
 
 def _read(path: Path) -> Any:
-    return json.loads(path.read_text())
+    return json.loads(read_text(path))
+
+
+def read_text(path: Path) -> str:
+    """A state file's text. Never through a symlink, never blocking: a FIFO planted as a state
+    file hung setup (and so Podman) for good; a symlinked one was read, or written, elsewhere.
+    Bad UTF-8 is a ValueError, as bad JSON is."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, f"{path} is not a regular file: remove it")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read()
+    finally:
+        os.close(fd)
+    return data.decode()
 
 
 def _dumps(obj: Any) -> str:
@@ -280,13 +297,18 @@ def _dumps(obj: Any) -> str:
 def _write_text(path: Path, text: str, *, only_if_changed: bool = False) -> None:
     if only_if_changed:
         try:
-            if path.read_text() == text:
+            if read_text(path) == text:
                 return
-        except OSError:
-            pass
+        except (OSError, ValueError):
+            pass  # missing, or not what it should be: replaced below
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
+    # A fresh file: a symlink planted as the temporary name was followed, and its target
+    # overwritten (with root's rights, in rootful use). A crash's leftover is removed first.
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
     os.replace(tmp, path)
 
 
