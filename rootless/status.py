@@ -69,5 +69,9 @@ def render(w: World, info: dict[str, Any]) -> str:
     lines = [f"mode:       {info['mode']}", f"state:      {info['state_dir']}",
              *w.status_lines(info), f"sandboxes:  {', '.join(shown) or '-'}"]
     lines += [f"note:       {n}" for n in info.get("notes", [])]
+    if info.get("namespace") is None and not info["sandboxes"] and not info.get("problems"):
+        # A new user's first `burrow status`: say what starts it rather than a column of dashes.
+        lines.append("note:       nothing runs; `burrow sandbox create NAME` (or `burrow up`) "
+                     "starts it, `burrow demo` tries it out and cleans up")
     lines += [f"PROBLEM:    {p}" for p in info.get("problems", [])]
     return "\n".join(lines)

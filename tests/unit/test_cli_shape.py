@@ -394,3 +394,22 @@ def test_client_address_note_names_what_is_lost() -> None:
     v6_inside = {"unavailable": via, "inside_unavailable": [{"family": 6, "reason": "r"}]}
     assert "not kept for UDP over IPv4" in str(_client_address_note(
         {"client_address": v6_inside}))
+
+
+def test_status_of_a_new_user_says_what_starts_the_world() -> None:
+    """Nothing made yet: `burrow status` ends with what to run, not only a column of dashes;
+    once something runs (or died) it says nothing of the kind."""
+    from rootless import status
+
+    class Lines:
+        def status_lines(self, info: dict[str, Any]) -> list[str]:
+            return ["namespace:  not running"]
+
+    fresh = {"mode": "rootless", "state_dir": "/x", "namespace": None, "sandboxes": [],
+             "problems": []}
+    out = status.render(Lines(), fresh)  # type: ignore[arg-type]
+    assert "nothing runs;" in out and "burrow sandbox create NAME" in out and "burrow demo" in out
+    running = {**fresh, "namespace": {"holder_pid": 1}, "sandboxes": ["a"]}
+    assert "nothing runs;" not in status.render(Lines(), running)  # type: ignore[arg-type]
+    died = {**fresh, "problems": ["connector died"]}
+    assert "nothing runs;" not in status.render(Lines(), died)  # type: ignore[arg-type]
