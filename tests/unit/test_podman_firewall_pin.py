@@ -81,3 +81,18 @@ def test_no_pin_for_an_nftables_capable_netavark_or_the_users_own_choice(tmp_pat
     info = podman.collect_status(s, env)
     assert info["firewall_driver"] == "nftables" and info["firewall_driver_from"].endswith(
         "containers.conf")
+
+
+def test_the_cleanups_dropin_gets_the_pin_too(tmp_path: Path) -> None:
+    """A custom XDG_CONFIG_HOME: the drop-in is also written where conmon's `podman container
+    cleanup` reads it (HOME's ~/.config), and that teardown must use the same driver."""
+    s0, env = setup(tmp_path, "1.4.0")
+    home_conf = tmp_path / ".config" / "containers"
+    home_conf.mkdir(parents=True)
+    (home_conf / "containers.conf").write_text(
+        (s0.conf_dir.parent / "containers.conf").read_text())
+    s = podman.resolve_scope(False, True, None, str(tmp_path / "helpers"), env, euid=1000)
+    assert s.cleanup_dropin == home_conf / "containers.conf.d" / podman.DROPIN_NAME
+    podman.apply(podman.plan_enable(s, env))
+    assert engine(s.dropin)["env"] == ["NETAVARK_FW=iptables"]
+    assert s.cleanup_dropin is not None and engine(s.cleanup_dropin)["env"] == ["NETAVARK_FW=iptables"]
