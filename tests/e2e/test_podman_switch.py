@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.podman_env import BURROW, IMAGE, RootfulWorld, RootlessWorld, free_port_block, wait_for
+from tests.e2e.test_podman_rootlessport import port_free
 from tests.nsutil import have
 
 pytestmark = [pytest.mark.e2e]
@@ -148,8 +149,13 @@ def test_rootless_switch_both_ways_with_containers_running(rootless_world: Rootl
         return w.in_ctr(ctr, cmd, check=False).stdout
 
     side = Side(podman, burrow, host_get, ruleset, in_ctr)
-    story(side, free_port_block(3), ("10.89.61", "10.89.62"),
+    port = free_port_block(3)
+    story(side, port, ("10.89.61", "10.89.62"),
           ("podman", "enable", "--user"), ("podman", "disable", "--user"))
+    # No port forwarder outlives its container: Go's rootlessport of the container made before
+    # enable, burrow-rootlessport of the one stopped after disable.
+    for p in (port, port + 1):
+        assert wait_for(lambda p=p: port_free(p)), f"host port {p} still held"
 
 
 @pytest.fixture
