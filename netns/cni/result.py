@@ -87,9 +87,13 @@ def prev_addresses(conf: NetConf, ifname: str) -> list[tuple[str, str]]:
     prev = conf.prev_result
     if prev is None:
         raise CniError(E.INVALID_CONFIG, "CHECK needs prevResult in the config")
-    interfaces = prev.get("interfaces") or []
+    interfaces, ips = prev.get("interfaces") or [], prev.get("ips") or []
+    for key, value in (("interfaces", interfaces), ("ips", ips)):
+        if not isinstance(value, list):  # an int or a map here was an "internal error"
+            raise CniError(E.INVALID_CONFIG, f"prevResult.{key} must be a list",
+                           f"got {type(value).__name__}")
     out = []
-    for ip in prev.get("ips") or ():
+    for ip in ips:
         index = ip.get("interface") if isinstance(ip, dict) else None
         if not isinstance(index, int) or not 0 <= index < len(interfaces):
             continue
