@@ -416,9 +416,12 @@ class Netlink(Handles):
                 self._delete_route(op)
                 return Outcome()
             case DeleteBridgeIfUnused(name):
-                idx = self.index("host", name)
-                if idx is None:
+                link = self.lookup("host", name)
+                if link is None:
                     return Outcome(deleted=True)
+                if _kind(link) != "bridge":  # a host link named as the bridge: never ours
+                    return Outcome(deleted=False)
+                idx = int(link["index"])
                 if self._ports(idx, limit=1):
                     return Outcome(deleted=False)
                 self.host.link("del", index=idx)

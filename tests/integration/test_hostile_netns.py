@@ -76,3 +76,22 @@ def test_cni_refuses_the_hosts_own_namespace(
     r = world.call("DEL", conf, cid=c, netns=OWN, ifname="ad-up")
     assert "ad-up" in uplinked.run(["ip", "-o", "link"]).stdout
     world.call("DEL", conf, cid=c, netns=ctr.path)
+
+
+@pytest.mark.parametrize("link", ["ad-up", "lo"])
+def test_a_teardown_never_deletes_a_host_link_named_as_the_bridge(
+    uplinked: Netns, ctr_ns: Netns, tmp_path: Path, link: str
+) -> None:
+    """A network whose network_interface is a host link that is no bridge: setup refuses it,
+    and Podman then runs teardown, which deleted the host's uplink (and its default route) as
+    an unused bridge, or failed on lo with "Operation not supported"."""
+    world = World(uplinked, tmp_path / "cfg", "nftables")
+    net = network("adnet", link, [("10.97.7.0/24", "10.97.7.1")])
+    opts = options("web", [(net, {"interface_name": "eth0", "static_ips": ["10.97.7.5"]})])
+    before = _host(uplinked)
+    res = world.netavark("setup", ctr_ns, opts, check=False)
+    assert res.returncode == 1 and "already exists but is a" in res.stdout, res.stdout
+    res = world.netavark("teardown", ctr_ns, opts, check=False)
+    assert _host(uplinked) == before
+    # As after any setup that never got the container its interface (netavark's exit 1).
+    assert "does not exist in the container namespace" in json.loads(res.stdout)["error"]
