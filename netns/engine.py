@@ -347,7 +347,14 @@ def _network_context(att: Attachment, count: int) -> Iterator[None]:
 
 def _apply(nl: Netlink, ops: Sequence[Op], undo: UndoStack, created: set[str]) -> None:
     for op in ops:
-        out = nl.apply(op)
+        try:
+            out = nl.apply(op)
+        except BurrowError:
+            if isinstance(op, EnsureBridge) and op.name in nl.made_bridges:
+                # Made, then its addresses failed (an IPv6 gateway on a host with IPv6 off:
+                # EACCES): the bridge gives no undo, and was left behind by the failed setup.
+                undo.push("rollback", functools.partial(nl.apply, DeleteBridgeIfUnused(op.name)))
+            raise
         if out.undo is not None:
             undo.push("rollback", functools.partial(nl.apply, out.undo))
             if isinstance(out.undo, DeleteBridgeIfUnused):

@@ -73,3 +73,19 @@ def test_create_refuses_it_too(world: World, subnet: str, gateway: str, ip: str,
                        "ipv6_enabled": ":" in subnet}, "used": {}, "options": {}}
     res = world.netavark("create", None, req, check=False)
     assert res.returncode == 1 and message in json.loads(res.stdout)["error"], res.stdout
+
+
+def test_a_bridge_whose_address_the_kernel_refuses_is_rolled_back(
+    world: World, ctr_ns: Netns
+) -> None:
+    """A dual-stack network on a host with IPv6 off: the new bridge's IPv6 gateway is refused
+    (EACCES) after the bridge was made, and the failed setup left the bridge, with its IPv4
+    gateway, behind (the bridge had no undo yet)."""
+    for conf in ("all", "default"):
+        world.host.run(["sysctl", "-qw", f"net.ipv6.conf.{conf}.disable_ipv6=1"])
+    before = _host(world)
+    net = network("adsub", unique("ad-"), [("10.97.7.0/24", "10.97.7.1"), ("fd97::/64", "fd97::1")])
+    opts = options("web", [(net, {"interface_name": "eth0", "static_ips": ["10.97.7.5", "fd97::5"]})])
+    res = world.netavark("setup", ctr_ns, opts, check=False)
+    assert res.returncode == 1 and "set up bridge" in res.stdout, res.stdout
+    assert _host(world) == before
