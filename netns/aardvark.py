@@ -24,7 +24,7 @@ from pathlib import Path
 from netns import locks, logs, proctitle, statefiles
 from netns.dns import config as fmt
 from netns.dns import control
-from netns.errors import BurrowError
+from netns.errors import BurrowError, context
 
 log = logging.getLogger("netns.aardvark")
 
@@ -102,8 +102,10 @@ class AardvarkConfig:
                     os.close(fd)
                 except FileExistsError:
                     pass
-                with open(path, "a") as f:
-                    f.write(line + "\n")
+                try:
+                    statefiles.append_text(path, line + "\n")
+                except OSError as exc:
+                    raise context(f"DNS config {path}", exc) from None
 
     def _file(self, network: str, internal: bool) -> Path:
         try:
@@ -117,17 +119,17 @@ class AardvarkConfig:
             for name, internal in networks:
                 path = self._file(name, internal)
                 try:
-                    lines = path.read_text().splitlines()
+                    lines = statefiles.read_text(path).splitlines()
                 except FileNotFoundError:
                     continue
+                except (OSError, ValueError) as exc:
+                    raise context(f"DNS config {path}", exc) from None
                 ctr = container_id.lower()
                 kept = [ln for i, ln in enumerate(lines) if i == 0 or fmt.container_id_of(ln) != ctr]
                 if len(kept) <= 1:
                     path.unlink(missing_ok=True)
                 else:
-                    tmp = path.with_name(f".{path.name}.tmp")
-                    tmp.write_text("\n".join(kept) + "\n")
-                    tmp.replace(path)
+                    statefiles.replace_text(path, "\n".join(kept) + "\n")
 
     def update_dns(self, network: str, servers: Sequence[str]) -> None:
         with self.locked():
@@ -137,15 +139,16 @@ class AardvarkConfig:
                     break
             else:
                 raise BurrowError(f"network {network} has no DNS configuration in {self.dir}")
-            lines = path.read_text().splitlines()
+            try:
+                lines = statefiles.read_text(path).splitlines()
+            except (OSError, ValueError) as exc:
+                raise context(f"DNS config {path}", exc) from None
             try:
                 listen, _ = fmt.header_of(lines[0] if lines else "")
                 lines[:1] = [fmt.format_header(listen, servers)]
             except fmt.ConfigError as exc:
                 raise BurrowError(f"DNS config of network {network!r}: {exc}") from None
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text("\n".join(lines) + "\n")
-            tmp.replace(path)
+            statefiles.replace_text(path, "\n".join(lines) + "\n")
 
     def _fork_burrow_dns(self, args: list[str], env: dict[str, str] | None) -> tuple[int, str] | None:
         """Start burrow-dns by forking this (warm) process instead of exec'ing a new Python.
@@ -188,7 +191,7 @@ class AardvarkConfig:
 
     def _pid(self) -> int | None:
         try:
-            return int((self.dir / statefiles.AARDVARK_PID).read_text().strip())
+            return int(statefiles.read_text(self.dir / statefiles.AARDVARK_PID).strip())
         except (OSError, ValueError):
             return None
 

@@ -5,6 +5,8 @@ listed here; `rootless/paths.py` is the one place for the per-user world's own f
 of imports: the stdlib-only thin client reads it on every call.
 """
 
+from __future__ import annotations
+
 ENGINE_SOCK = "burrow-engine.sock"  # the warm engine of a --config dir
 ENGINE_LOCK = "burrow.lock"  # one setup/teardown at a time per --config dir
 AARDVARK_DIR = "aardvark-dns"  # Aardvark-format DNS config, one file per network
@@ -53,3 +55,78 @@ CNI_IPAM_LAST = "last_reserved_ip."  # + the range set's index
 # burrow-cni: what each ADD asked for (ports, names), under the CNI state dir, so that DEL and GC
 # can undo it when the runtime does not send it again (netns/cni/attachments.py).
 CNI_ATTACHMENTS_DIR = "cni-attachments"
+
+
+# -- reading and writing them: the one way (imports inside, so the client pays nothing) ----------
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import os
+
+    StrPath = str | os.PathLike[str]
+
+
+def _open_regular(path: StrPath, flags: int) -> int:
+    import errno
+    import os
+    import stat
+
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise OSError(errno.ELOOP, f"{path} is a symlink (never followed): remove it") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"{path} is not a regular file: remove it")
+    return fd
+
+
+def read_bytes(path: StrPath) -> bytes:
+    """A state file's content. Never through a symlink and never blocking: a FIFO planted as a
+    state file hung setup (and so Podman) for good, a symlinked one was read, or written,
+    elsewhere. Not a regular file: OSError naming the fix."""
+    import os
+
+    fd = _open_regular(path, os.O_RDONLY)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def read_text(path: StrPath) -> str:
+    """`read_bytes`, decoded: bad UTF-8 is a ValueError, as bad JSON is."""
+    return read_bytes(path).decode()
+
+
+def replace_text(path: StrPath, text: str, mode: int = 0o644) -> None:
+    """Atomically replace `path` with `text`, through a fresh temporary beside it: a symlink
+    planted as the temporary name was followed, and its target overwritten (with root's rights,
+    in rootful use). A crash's leftover temporary is removed first."""
+    import os
+
+    tmp = os.path.join(os.path.dirname(os.fspath(path)), f".{os.path.basename(os.fspath(path))}.tmp")
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def append_text(path: StrPath, text: str) -> None:
+    """Append to an existing state file, with `read_bytes`'s rules (no symlink, no blocking)."""
+    import os
+
+    fd = _open_regular(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,9 +39,7 @@ def save(state_dir: str, network: str, cid: str, ifname: str, rec: Record) -> No
         data["ips"] = [str(ip) for ip in rec.ips]
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
+        statefiles.replace_text(path, json.dumps(data))
     except OSError as exc:
         raise CniError(E.IO_FAILURE, f"save attachment {path}: {exc.strerror or exc}") from None
 
@@ -50,7 +47,7 @@ def save(state_dir: str, network: str, cid: str, ifname: str, rec: Record) -> No
 def load(state_dir: str, network: str, cid: str, ifname: str) -> Record | None:
     """The saved record; None when absent or unreadable (DEL then does what it can without)."""
     try:
-        data = json.loads(_path(state_dir, network, cid, ifname).read_text())
+        data = json.loads(statefiles.read_text(_path(state_dir, network, cid, ifname)))
         return Record(str(data["name"]), tuple(PortMapping.from_json(p) for p in data["ports"]),
                       _ips(data.get("ips")))
     except (OSError, ValueError, KeyError, TypeError, Exception):

@@ -64,7 +64,7 @@ class Store:
     def owner(self, ip: IPAddress) -> Owner | None:
         """Who holds `ip`: one file, looked up by its name."""
         try:
-            text = (self.dir / str(ip)).read_bytes().decode(errors="replace")
+            text = statefiles.read_bytes(self.dir / str(ip)).decode(errors="replace")
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -120,16 +120,15 @@ class Store:
 
     def last_reserved(self, index: int) -> IPAddress | None:
         try:
-            return ipaddress.ip_address((self.dir / f"{statefiles.CNI_IPAM_LAST}{index}").read_text().strip())
+            return ipaddress.ip_address(
+                statefiles.read_text(self.dir / f"{statefiles.CNI_IPAM_LAST}{index}").strip())
         except (OSError, ValueError):
             return None
 
     def set_last_reserved(self, index: int, ip: IPAddress) -> None:
         path = self.dir / f"{statefiles.CNI_IPAM_LAST}{index}"
-        tmp = path.with_name(path.name + ".tmp")
         try:
-            tmp.write_text(str(ip))
-            os.replace(tmp, path)
+            statefiles.replace_text(path, str(ip))
         except OSError as exc:
             raise _io(f"write {path}", exc) from None
 

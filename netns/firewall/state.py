@@ -18,10 +18,8 @@ once, the first time the store is locked.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
-import stat
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -272,22 +270,7 @@ def _files(d: Path, suffix: str | None = None) -> list[Path]:
 
 
 def _read(path: Path) -> Any:
-    return json.loads(read_text(path))
-
-
-def read_text(path: Path) -> str:
-    """A state file's text. Never through a symlink, never blocking: a FIFO planted as a state
-    file hung setup (and so Podman) for good; a symlinked one was read, or written, elsewhere.
-    Bad UTF-8 is a ValueError, as bad JSON is."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, f"{path} is not a regular file: remove it")
-        with os.fdopen(os.dup(fd), "rb") as f:
-            data = f.read()
-    finally:
-        os.close(fd)
-    return data.decode()
+    return json.loads(statefiles.read_text(path))
 
 
 def _dumps(obj: Any) -> str:
@@ -297,19 +280,12 @@ def _dumps(obj: Any) -> str:
 def _write_text(path: Path, text: str, *, only_if_changed: bool = False) -> None:
     if only_if_changed:
         try:
-            if read_text(path) == text:
+            if statefiles.read_text(path) == text:
                 return
         except (OSError, ValueError):
             pass  # missing, or not what it should be: replaced below
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    # A fresh file: a symlink planted as the temporary name was followed, and its target
-    # overwritten (with root's rights, in rootful use). A crash's leftover is removed first.
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    statefiles.replace_text(path, text)
 
 
 # -- Netavark's SetupNetwork and PortForwardConfig ------------------------------------------

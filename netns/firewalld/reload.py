@@ -36,10 +36,8 @@ START_TIMEOUT = 60.0  # a restarted firewalld loading its config
 def state_driver(config_dir: Path) -> str | None:
     """The driver that wrote the firewall state, as Netavark's `read_fw_config` takes it."""
     path = config_dir / statefiles.FIREWALL_DIR / statefiles.FIREWALL_DRIVER
-    from netns.firewall.state import read_text
-
     try:
-        return read_text(path).strip() or None
+        return statefiles.read_text(path).strip() or None
     except (OSError, ValueError):  # a FIFO, a symlink, bad UTF-8: the fallback's driver
         return None
 

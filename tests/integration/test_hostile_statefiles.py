@@ -90,3 +90,25 @@ def test_a_fifo_or_garbage_as_a_state_file_neither_blocks_nor_breaks_setup(
     world.teardown(ctr_ns, opts)
     assert json.loads(_setup(world, ctr_ns, opts).stdout)["adnet"]
     world.teardown(ctr_ns, opts)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink"])
+def test_a_dns_config_file_that_is_no_regular_file_fails_setup_naming_it(
+    host_ns: Netns, ctr_ns: Netns, tmp_path: Path, kind: str
+) -> None:
+    """The network's Aardvark-format DNS file (aardvark-dns/<network>): a FIFO hung setup
+    (appending opened it for writing), a symlink had the container's record appended to its
+    target. Now setup fails naming the file and the fix, and rolls back."""
+    world = World(host_ns, tmp_path / "cfg", "none", aardvark="/bin/true")  # DNS on, no server
+    target = tmp_path / "precious"
+    target.write_text("precious\n")
+    net = network("adnet", unique("ad-"), [("10.97.7.0/24", "10.97.7.1")], dns_enabled=True)
+    opts = options("web", [(net, {"interface_name": "eth0", "static_ips": ["10.97.7.5"]})])
+    path = world.config / "aardvark-dns" / "adnet"
+    _plant(path, os.mkfifo if kind == "fifo" else lambda p: p.symlink_to(target))
+    res = _setup(world, ctr_ns, opts)
+    assert target.read_text() == "precious\n"
+    assert res.returncode == 1, res.stdout
+    assert f"{path} is {'not a regular file' if kind == 'fifo' else 'a symlink'}" in res.stdout
+    assert "remove it" in res.stdout, res.stdout
+    assert "eth0" not in ctr_ns.run(["ip", "-o", "link"]).stdout
