@@ -45,6 +45,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from netns import statefiles  # noqa: E402
 from tests.nsutil import Netns, unique  # noqa: E402
 
 AARDVARK = "/usr/lib/podman/aardvark-dns"
@@ -237,7 +238,11 @@ def stop(pid: int, cfg: Path) -> None:
     deadline = time.monotonic() + 5
     while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.01)
-    (cfg / "aardvark.pid").unlink(missing_ok=True)
+    # A killed burrow-dns leaves its stats dotfile and reload socket; aardvark-dns 1.4 takes
+    # every file but its pid file for a network and exits on the JSON, so the next aardvark
+    # round on this dir would measure a dead server.
+    for leftover in ("aardvark.pid", statefiles.DNS_STATS, statefiles.DNS_CONTROL):
+        (cfg / leftover).unlink(missing_ok=True)
 
 
 def cpu_ticks(pid: int) -> int:
