@@ -19,7 +19,7 @@ from typing import Any
 from pyroute2 import IPRoute  # noqa: TID251 - this module is the one allowed importer
 from pyroute2.netlink.exceptions import NetlinkError  # noqa: TID251
 
-from netns import bridges, devconf, linkdump, neigh
+from netns import bridgemac, bridges, devconf, linkdump, neigh
 from netns.bridges import Outcome
 from netns.errors import BurrowError
 from netns.nsenter import entered
@@ -108,6 +108,8 @@ class Handles:
         self._host_ns = _thread_netns()
         self.host_raw: socket.socket | None = linkdump.open_socket()
         self.made_bridges: set[str] = set()  # created by this request (their MTU is not set)
+        # An existing managed bridge's MAC before a port joins it (netns/bridgemac.py).
+        self._bridge_macs: dict[str, bytes] = {}
         # A new bridge in a VRF: the VRF's routing table has the default route for its MTU.
         self.route_tables: dict[str, int] = {}
         self.ctr: IPRoute | None = None
@@ -381,12 +383,18 @@ class Netlink(Handles):
                     raise sysctl_error(path, exc) from exc
                 return Outcome()
             case EnsureBridge():
-                return bridges.ensure_bridge(self, op)
+                out = bridges.ensure_bridge(self, op)
+                if op.name not in self.made_bridges:
+                    self._pin_bridge_mac(op.name, None)
+                return out
             case RequireLink():
                 self.preflight((op,))
                 return Outcome()
             case AddVeth():
-                return bridges.add_veth(self, op, rollback=self._apply)
+                out = bridges.add_veth(self, op, rollback=self._apply)
+                if op.bridge in self._bridge_macs:
+                    self._pin_bridge_mac(op.bridge, self._bridge_macs.pop(op.bridge))
+                return out
             case AddMacvlan():
                 return bridges.add_macvlan(self, op)
             case ConfigureInterface():
@@ -512,6 +520,27 @@ class Netlink(Handles):
         for ip, code in refused:
             log.warning("%s: %s: %s", describe(op), ip, os.strerror(code))
         return Outcome(undo=undo)
+
+    def _pin_bridge_mac(self, name: str, before: bytes | None) -> None:
+        """An existing bridge (netavark 1.4's) may have no MAC of its own and follow its lowest
+        port's: pin the one its containers know, before the new port joins (`before` None)
+        or, if it had no port, after (netns/bridgemac.py). Before the neighbour seeding:
+        pinning flushes the bridge's entries. Failing to pin only logs."""
+        index = self.index("host", name)
+        if index is None:
+            return
+        try:
+            if before is None:
+                self._bridge_macs[name], pinned = bridgemac.before_attach(
+                    self._host_raw(), name, index)
+                mac = self._bridge_macs[name] if pinned else None
+            else:
+                mac = bridgemac.after_attach(self._host_raw(), name, index, before)
+        except OSError as exc:
+            log.warning("pin the MAC of bridge %s: %s", name, exc)
+            return
+        if mac is not None:
+            log.info("bridge %s had no MAC of its own: pinned %s", name, mac.hex(":"))
 
     def _forget_neighbours(self, op: ForgetNeighbours) -> None:
         """Best effort, as seeding: an entry left behind is a STALE one the kernel checks, and

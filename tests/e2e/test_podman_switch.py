@@ -46,13 +46,9 @@ class Side:
         return self.podman("inspect", "-f", f"{{{{.NetworkSettings.Networks.{net}.IPAddress}}}}", ctr).strip()
 
     def resolve(self, ctr: str, server: str, name: str) -> list[str]:
-        # Netavark 1.4 makes its bridges without a MAC of their own, so the kernel gives the
-        # bridge its lowest port's MAC, and changes it when a port with a lower one joins or
-        # that port leaves: a container whose neighbour entry holds the old MAC cannot reach
-        # its gateway (DNS included) until the entry expires, with or without burrow (seen
-        # with netavark alone here; burrow's own bridges have a fixed MAC). Not what this test
-        # is about, so each query starts with a fresh neighbour table.
-        self.in_ctr(ctr, ["ip", "neigh", "flush", "all"])
+        # No neighbour flush first: netavark 1.4's bridges have no MAC of their own and follow
+        # their lowest port's; burrow pins it on its first attach (netns/bridgemac.py), so a
+        # port leaving (old's, below) no longer takes the gateway away from the others.
         return self.in_ctr(ctr, ["dig", "+short", "+tries=2", "+time=2", f"@{server}", name]).split()
 
 
