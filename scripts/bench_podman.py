@@ -160,6 +160,7 @@ def main() -> int:
                     help="--mode ports: podman run (so the forwarder) in a session of its own, not the clients'")
     ap.add_argument("--baseline", type=Path,
                     help="--mode ports: another checkout (with .venv) whose drop-in joins the flows")
+    ap.add_argument("--perf", type=Path, help="--part conn: perf record each forwarder's conn/s run into this dir")
     a = ap.parse_args()
     problem = environment_problem()
     if problem:
@@ -173,6 +174,10 @@ def main() -> int:
     for mode in modes:
         if mode == "ports":
             import bench_podman_ports as ports
+
+            if a.perf:
+                a.perf.mkdir(parents=True, exist_ok=True)
+                ports.PERF_DIR = a.perf.resolve()
 
             res = ports.bench(tar, a.rounds, seconds=a.seconds, parts=tuple(a.part or ports.PARTS),
                               streams=a.streams, own_session=a.own_session,

@@ -255,9 +255,19 @@ def conns(w: RootlessWorld, sw: Switch, kind: str, seconds: float,
             br.wait_backend(port)
         br.conn_rate(ep, 0.3)  # warm: the forwarder's imports, its socket pool
         pids = forwarder_pids(w.user.uid, kind)
+        rec = None
+        if PERF_DIR is not None:  # --perf: where the forwarder's CPU goes, per kind and round
+            out = PERF_DIR / f"{kind.replace(' ', '-')}-{time.monotonic_ns()}.data"
+            rec = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "10000", "-g",
+                                    "-o", str(out), "-p", ",".join(map(str, pids))],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.5)
         c0 = cpu_ms(pids)
         rate = br.conn_rate(ep, seconds)
         c1 = cpu_ms(pids)
+        if rec is not None:
+            rec.send_signal(2)
+            rec.wait(30)
         return {"conn_s": rate, "rtt_us": br.round_trip_us(rr),
                 "cpu_ms_per_1000_conns": (c1 - c0) / (rate * seconds) * 1000 if rate else float("nan")}
     finally:
@@ -276,6 +286,7 @@ def precompile() -> None:
                    stdout=subprocess.DEVNULL, check=False)
 
 
+PERF_DIR: Path | None = None  # --perf DIR: `--part conn` records each forwarder with perf there
 PARTS = ("startup", "ready", "flow")  # the default; "conn" only when asked for
 
 
