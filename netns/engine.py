@@ -414,6 +414,10 @@ def _teardown(ctx: Context, req: Request, fd: int | None, errors: list[BurrowErr
             ctx.firewall.teardown(fw_nets, fw_ports)
         except BurrowError as exc:
             errors.append(exc)
+        # And by the driver that set the container up, if another (NETAVARK_FW changed).
+        from netns.firewall import previous, select
+        errors += previous.teardown(ctx.firewall, ctx.config_dir, ctx.env, req.container_id,
+                                    fw_nets, fw_ports, select)
     dns_nets = [(a.name, a.internal) for a in req.attachments if dns_on(ctx, a)]
     if dns_nets:
         try:
