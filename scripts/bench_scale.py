@@ -12,17 +12,24 @@ another, so load drift can favour either. Then, in the same run:
   (scripts/bench_scale_rootless.py).
 
 Run: sudo .venv/bin/python scripts/bench_scale.py [--n 500] [--quick] [--burrow-venv DIR]
-(`--burrow-venv` measures another checkout's burrow, e.g. the code before a change.)
+(`--burrow-venv` measures another checkout's burrow, e.g. the code before a change.) With
+`--repeat R` each tool runs R times per shape, alternating, and the median of the runs' own
+ratios is printed: a run's first 10 and last 10 share its load, so that median is steadier
+than one run's. Each row also counts the frames the bridge gave the containers' ports per setup
+(broadcast and multicast copies: every container's stack pays for each; bench_scale_frames.py
+shows them by kind).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import statistics
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +60,21 @@ def options(i: int, dual: bool) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def run_tool(tool: Tool, n: int, dual: bool) -> tuple[list[float], list[float]]:
+@dataclass(frozen=True)
+class Run:
+    setup: list[float]
+    teardown: list[float]  # in call order: the first one at N containers
+    frames: int  # frames the bridge gave the containers' ports during the N setups
+
+
+def frames_to_ports(host: Netns) -> int:
+    """Frames sent to the containers so far: what the host ends of the veths transmitted
+    (the bridge's copies of every broadcast and multicast, and the few unicasts)."""
+    links = json.loads(host.run(["ip", "-s", "-j", "link", "show", "type", "veth"]).stdout or "[]")
+    return sum(int(link.get("stats64", {}).get("tx", {}).get("packets", 0)) for link in links)
+
+
+def run_tool(tool: Tool, n: int, dual: bool) -> Run:
     ctrs: list[tuple[Netns, dict[str, Any]]] = []
     setup, teardown = [], []
     try:
@@ -61,72 +82,103 @@ def run_tool(tool: Tool, n: int, dual: bool) -> tuple[list[float], list[float]]:
             ctr, opts = Netns(), options(i, dual)
             ctrs.append((ctr, opts))
             setup.append(tool.call("setup", ctr, opts))
+        frames = frames_to_ports(tool.host)
         for ctr, opts in reversed(ctrs):
             teardown.append(tool.call("teardown", ctr, opts))
     finally:
         for ctr, _ in ctrs:
             ctr.close()
         tool.close()
-    return setup, teardown
+    return Run(setup, teardown, frames)
 
 
 def medians(xs: list[float]) -> tuple[float, float]:
     return statistics.median(xs[:10]), statistics.median(xs[-10:])
 
 
-def row(name: str, setup: list[float], teardown: list[float]) -> str:
+def growth(xs: list[float]) -> float:
+    first, last = medians(xs)
+    return last / first
+
+
+def row(name: str, run: Run) -> str:
     def cols(xs: list[float]) -> str:
         first, last = medians(xs)
         return f"{first:7.1f} → {last:7.1f} ms (×{last / first:4.2f})"
     # Teardown runs in reverse: its first 10 calls are at N containers, its last 10 near 1.
-    return f"{name:28} setup {cols(setup)}   teardown {cols(teardown[::-1])}"
+    return (f"{name:28} setup {cols(run.setup)}   teardown {cols(run.teardown[::-1])}"
+            f"   frames to ports {run.frames / len(run.setup):.0f}/setup")
 
 
-def shape(n: int, dual: bool, keys: list[str], tools: dict[str, Any]) -> None:
+def shape(n: int, dual: bool, keys: list[str], tools: dict[str, Any], repeat: int) -> None:
     label = "dual-stack + DNS + 1 port" if dual else "IPv4 + 1 port"
     print(f"\n== {label}, N = {n}: medians of the first 10 → last 10 calls (teardown: at 10 → "
           f"at N containers)", flush=True)
-    got: dict[str, tuple[list[float], list[float]]] = {}
-    for key in keys:
-        tool = tools[key](dual)
-        got[key] = run_tool(tool, n, dual)
-        print(row(tool.name, *got[key]), flush=True)
+    got: dict[str, list[Run]] = {key: [] for key in keys}
+    for _ in range(repeat):  # tools alternate, so a drift in load hits each alike
+        for key in keys:
+            tool = tools[key](dual)
+            got[key].append(run_tool(tool, n, dual))
+            print(row(tool.name, got[key][-1]) + f"   load {os.getloadavg()[0]:.1f}", flush=True)
+    if repeat > 1:  # each run's own first-10 and last-10 are measured alike, in one run
+        for key, runs in got.items():
+            s = sorted(growth(r.setup) for r in runs)
+            t = sorted(growth(r.teardown[::-1]) for r in runs)
+            print(f"{key:28} median of {repeat} runs' ratios: setup ×{statistics.median(s):.2f} "
+                  f"({', '.join(f'{x:.2f}' for x in s)})   teardown ×{statistics.median(t):.2f} "
+                  f"({', '.join(f'{x:.2f}' for x in t)})")
     ref = got.get("netavark")
-    for key, (s, t) in got.items():
+    for key, runs in got.items():
         if key != "netavark" and ref is not None:
-            print(f"{'':28} last 10 / netavark's last 10: setup {medians(s)[1] / medians(ref[0])[1]:.2f}"
-                  f"   teardown {medians(t[::-1])[1] / medians(ref[1][::-1])[1]:.2f}")
+            mine = statistics.median(medians(r.setup)[1] for r in runs)
+            theirs = statistics.median(medians(r.setup)[1] for r in ref)
+            mine_t = statistics.median(medians(r.teardown[::-1])[1] for r in runs)
+            theirs_t = statistics.median(medians(r.teardown[::-1])[1] for r in ref)
+            print(f"{'':28} last 10 / netavark's last 10: setup {mine / theirs:.2f}"
+                  f"   teardown {mine_t / theirs_t:.2f}")
+
+
+def burrow_tool(venv: Path, driver: str, named: bool) -> Any:
+    bin_ = venv / "bin"
+    argv = [str(bin_ / "burrow-netavark"), "--rootless=false", f"--aardvark-binary={bin_ / 'burrow-dns'}"]
+    env = {"NETAVARK_DNS_PORT": "53", "BURROW_ENGINE_IDLE": "600", "NETAVARK_FW": driver}
+    name = f"burrow ({driver}, warm)" if not named else f"burrow {driver} {venv.parent.name}"
+    return lambda dual: Tool(name, argv, env)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--quick", action="store_true", help="a short smoke run of every part (CI)")
-    ap.add_argument("--burrow-venv", type=Path, default=VENV_BIN.parent)
+    ap.add_argument("--burrow-venv", type=Path, action="append",
+                    help="the burrow to measure (default: this checkout's .venv); given twice or "
+                         "more, each one's rows, alternating (an A/B in one run)")
     ap.add_argument("--only", action="append",
                     choices=["netavark", "nftables", "iptables", "profile", "dns", "rootless"])
     ap.add_argument("--shape", choices=["v4", "dual"], action="append")
     ap.add_argument("--dns-seconds", type=float, default=5, help="dnsperf run length (DNS rows)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="runs of each tool per shape (alternating); then the median of the "
+                         "runs' own last-10/first-10 ratios")
     args = ap.parse_args()
     n = 30 if args.quick else args.n
-    bin_ = args.burrow_venv / "bin"
-    burrow = [str(bin_ / "burrow-netavark"), "--rootless=false", f"--aardvark-binary={bin_ / 'burrow-dns'}"]
-    env = {"NETAVARK_DNS_PORT": "53", "BURROW_ENGINE_IDLE": "600"}
-    tools = {
+    venvs = [v.resolve() for v in args.burrow_venv or [VENV_BIN.parent]]
+    tools: dict[str, Any] = {
         "netavark": lambda dual: Tool("netavark 1.4 (iptables)", [NETAVARK, "--rootless=false",
                                       f"--aardvark-binary={AARDVARK}"],
                                       {"NETAVARK_FW": "iptables", "NETAVARK_DNS_PORT": "53"}),
-        "nftables": lambda dual: Tool("burrow (nftables, warm)", burrow, {**env, "NETAVARK_FW": "nftables"}),
-        "iptables": lambda dual: Tool("burrow (iptables, warm)", burrow, {**env, "NETAVARK_FW": "iptables"}),
     }  # fmt: skip
+    for i, venv in enumerate(venvs):
+        for driver in ("nftables", "iptables"):
+            tools[driver if i == 0 else f"{driver}#{i}"] = burrow_tool(venv, driver, len(venvs) > 1)
     parts = args.only or ["netavark", "nftables", "profile", "dns", "rootless"]
-    print(f"== scripts/bench scale: N = {n}; burrow from {args.burrow_venv}; "
+    print(f"== scripts/bench scale: N = {n}; burrow from {', '.join(map(str, venvs))}; "
           f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; config dirs in "
           f"{config_parent() or 'the temp dir (no tmpfs found)'}")
     for dual in [s == "dual" for s in args.shape or ["v4", "dual"]]:
-        keys = [k for k in ("netavark", "nftables", "iptables") if k in parts]
+        keys = [k for k in tools if k.split("#")[0] in parts]
         if keys:
-            shape(n, dual, keys, tools)
+            shape(n, dual, keys, tools, max(1, args.repeat))
         if "profile" in parts:
             subprocess.run([sys.executable, str(REPO / "scripts/bench_scale_profile.py"),
                             "--n", str(n), *(["--dual"] if dual else [])], check=True)

@@ -36,10 +36,10 @@ def mac_of(ns: Netns, dev: str = "eth0") -> str:
 
 
 def call(bin_: Path, host: Netns, config: Path, command: str, ctr: Netns, opts: dict[str, object]) -> None:
-    argv = [str(bin_ / "python"), "-m", "netns.netavark_cli", "--rootless=false",
-            "--firewall-driver=nftables", f"--aardvark-binary={bin_ / 'burrow-dns'}",
-            "--config", str(config), command, ctr.path]
-    env = ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "BURROW_ENGINE=off",
+    """As bench_scale.py calls it: the client, which hands the call to the warm engine."""
+    argv = [str(bin_ / "burrow-netavark"), "--rootless=false", "--firewall-driver=nftables",
+            f"--aardvark-binary={bin_ / 'burrow-dns'}", "--config", str(config), command, ctr.path]
+    env = ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "BURROW_ENGINE_IDLE=60",
            "NETAVARK_DNS_PORT=53", "DBUS_SYSTEM_BUS_ADDRESS="]
     res = host.run([*env, *argv], input=json.dumps(opts), check=False)
     if res.returncode != 0:
