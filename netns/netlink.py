@@ -57,9 +57,50 @@ def sysctl_error(path: str, exc: OSError) -> BurrowError:
     return BurrowError(f"Sysctl error: {exc.strerror or exc} for /proc/sys/{path}")
 
 
-def _write_proc_sys(path: str, value: str) -> None:
-    with open(f"/proc/sys/{path}", "w") as f:
-        f.write(value)
+# What a managed bridge port's IPv6 side is spared (soft: a read-only /proc/sys keeps the
+# kernel's defaults). The bridge copies each multicast frame a container sends to all N ports,
+# through N containers' stacks: CPU the next setups wait for (bench_scale_frames.py counts).
+# - router_solicitations=0: no router solicitation, which the kernel repeats for as long as
+#   the link lives (4 s, 8 s, 16 s, ... apart). Nothing on a managed bridge sends router
+#   advertisements unless the user runs a router there; its periodic ones are still taken.
+# - accept_dad=0, as netavark sets it on IPv6 networks: no DAD probe of the link-local
+#   address (made from the container's random MAC) on IPv4-only ones either.
+QUIET_PORT_V6 = {"router_solicitations": "0", "accept_dad": "0"}
+
+
+def _write_proc_sys(path: str, value: str, conf_dir: int | None = None) -> None:
+    """Write /proc/sys/<path>; with `conf_dir` (an open fd of its directory) relative to it,
+    without the lookup from /proc/sys down that walks every namespace's "net" (devconf.py)."""
+    if conf_dir is None:
+        fd = os.open(f"/proc/sys/{path}", os.O_WRONLY | os.O_CLOEXEC)
+    else:
+        fd = os.open(path.rsplit("/", 1)[1], os.O_WRONLY | os.O_CLOEXEC, dir_fd=conf_dir)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def _write_ipv6_conf(ifname: str, hard: dict[str, str], soft: dict[str, str]) -> None:
+    """Per-interface IPv6 sysctls in the current netns, with one lookup of their directory.
+    `hard` ones raise; `soft` ones tolerate a read-only /proc/sys, and a kernel without IPv6."""
+    conf = f"net/ipv6/conf/{ifname}"
+    try:
+        conf_dir = os.open(f"/proc/sys/{conf}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if hard:
+            raise
+        return  # no IPv6 here: nothing to keep quiet
+    try:
+        for key, value in hard.items():
+            _write_proc_sys(f"{conf}/{key}", value, conf_dir)
+        for key, value in soft.items():
+            try:
+                _write_proc_sys(f"{conf}/{key}", value, conf_dir)
+            except OSError as exc:
+                _tolerate_readonly(f"{conf}/{key}", value, exc)
+    finally:
+        os.close(conf_dir)
 
 
 def _tolerate_readonly(path: str, value: str, exc: OSError) -> None:
@@ -464,18 +505,19 @@ class Netlink(Handles):
         return Outcome(deleted=bridge is None)
 
     def _container_sysctls(self, op: ConfigureInterface) -> None:
-        """No SLAAC and DAD (v6); arp_notify and loose rp_filter on bridge ports (soft)."""
-        hard = [f"net/ipv6/conf/{op.ifname}/{k}" for k in ("autoconf", "accept_dad")]
+        """No SLAAC and DAD (v6); on bridge ports arp_notify, loose rp_filter and a quiet
+        IPv6 side (QUIET_PORT_V6), all soft."""
+        hard = dict.fromkeys(("autoconf", "accept_dad"), "0") if op.ipv6 else {}
+        quiet = {k: v for k, v in QUIET_PORT_V6.items() if k not in hard} if op.bridge_port else {}
         soft = [(f"net/ipv4/conf/{op.ifname}/arp_notify", "1"),
-                (f"net/ipv4/conf/{op.ifname}/rp_filter", "2")]  # fmt: skip
-        hard, soft = (hard if op.ipv6 else []), (soft if op.bridge_port else [])
+                (f"net/ipv4/conf/{op.ifname}/rp_filter", "2")] if op.bridge_port else []  # fmt: skip
         soft = [(p, v) for p, v in soft if not self._sysctl_by_netlink("container", p, v)]
-        if not hard and not soft:
+        if not hard and not quiet and not soft:
             return
         assert self.container_fd is not None
         with entered(self.container_fd):  # one setns there and back for all of them
-            for path in hard:
-                _write_proc_sys(path, "0")
+            if hard or quiet:
+                _write_ipv6_conf(op.ifname, hard, quiet)
             for path, value in soft:
                 try:
                     _write_proc_sys(path, value)

@@ -9,12 +9,15 @@ containers' ports count what arrives (tests/frames.py).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from netns import netlink
+from netns.nsenter import entered
 from tests.engine_util import network, options, port, run_in_process, wait_for
 from tests.frames import ICMP6, MLD2_REPORT, collect, drain, sniffer
 from tests.nsutil import Netns, have, unique
@@ -68,3 +71,77 @@ def test_the_bridge_resends_no_mld_report_when_a_container_joins(
     assert any(f.src == joined and f.kind == MLD_REPORT for f in frames), frames
     assert [f for f in frames if f.src == bridge and f.kind == MLD_REPORT] == []
     assert host_ns.sysctl(f"net/ipv4/conf/{br}/route_localnet") == "1"
+
+
+@pytest.mark.parametrize("dual", [False, True], ids=["ipv4", "dual-stack"])
+def test_a_new_container_sends_no_router_solicitation_and_no_dad_probe(
+    host_ns: Netns, netns_factory: Callable[[], Netns], tmp_path: Path, dual: bool
+) -> None:
+    """A managed bridge port's IPv6 side: router_solicitations=0 (the kernel would repeat
+    them 4, 8, 16 ... s apart for the link's life, each to all N ports) and accept_dad=0 on
+    IPv4-only networks too (netavark sets it on IPv6 ones): no DAD probe of the link-local."""
+    br = unique("sf")
+    subnets = [("10.98.0.0/24", "10.98.0.1")] + ([("fd98::/64", "fd98::1")] if dual else [])
+    net = network(br, br, subnets)
+
+    def opts(i: int) -> dict[str, Any]:
+        ips = [f"10.98.0.{i}"] + ([f"fd98::{i}"] if dual else [])
+        return options(f"c{i}", [(net, {"interface_name": "eth0", "static_ips": ips})])
+
+    first = netns_factory()
+    _ok(tmp_path, host_ns, "setup", first, opts(2))
+    sock = sniffer(first)
+    with sock:
+        drain(sock)
+        new = netns_factory()
+        _ok(tmp_path, host_ns, "setup", new, opts(3))
+        # The kernel's first solicitation comes within rtr_solicit_delay (1 s) of the
+        # link-local address being usable (at once without DAD, about 1 s later with it).
+        frames = collect(sock, 2 * WINDOW)
+    joined = _mac(new, "eth0")
+    mine = [f.kind for f in frames if f.src == joined]
+    assert MLD_REPORT in mine, frames  # the socket sees the new container's frames
+    assert [k for k in mine if k.startswith(("router solicitation", "neighbour solicitation"))] == []
+    assert new.sysctl("net/ipv6/conf/eth0/router_solicitations") == "0"
+    assert new.sysctl("net/ipv6/conf/eth0/accept_dad") == "0"
+    assert new.sysctl("net/ipv6/conf/eth0/accept_ra") == "1"  # router advertisements still taken
+    # The container's link-local address is there, as before (usable at once: no DAD).
+    addrs = json.loads(new.run(["ip", "-j", "-6", "addr", "show", "dev", "eth0"]).stdout)
+    local = [a for d in addrs for a in d["addr_info"] if a["local"].startswith("fe80:")]
+    assert local and not any(a.get("tentative") for a in local), local
+
+
+def test_only_managed_bridge_ports_are_quieted(
+    host_ns: Netns, netns_factory: Callable[[], Netns], tmp_path: Path
+) -> None:
+    """A bridge burrow did not make may be a real LAN's, where routers answer solicitations:
+    its containers keep the kernel's defaults (as macvlan ones do)."""
+    br = unique("sf")
+    host_ns.run(["ip", "link", "add", br, "type", "bridge"])
+    host_ns.run(["ip", "addr", "add", "10.99.0.1/24", "dev", br])
+    host_ns.run(["ip", "link", "set", br, "up"])
+    net = network(br, br, [("10.99.0.0/24", "10.99.0.1")], options={"mode": "unmanaged"})
+    ctr = netns_factory()
+    _ok(tmp_path, host_ns, "setup", ctr, options("c2", [(net, {
+        "interface_name": "eth0", "static_ips": ["10.99.0.2"]})]))
+    assert ctr.sysctl("net/ipv6/conf/eth0/router_solicitations") == "-1"
+    assert ctr.sysctl("net/ipv6/conf/eth0/accept_dad") == "1"
+
+
+def test_quiet_ipv6_sysctls_are_skipped_without_ipv6_but_required_ones_fail(
+    netns_factory: Callable[[], Netns]
+) -> None:
+    """A kernel without IPv6 has no net/ipv6: the quieting is then moot, but the sysctls an
+    IPv6 network needs (autoconf, accept_dad) still fail the setup, as before."""
+    ns = netns_factory()
+    fd = os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with entered(fd):
+            netlink._write_ipv6_conf("sf-missing0", {}, dict(netlink.QUIET_PORT_V6))
+            with pytest.raises(FileNotFoundError):
+                netlink._write_ipv6_conf("sf-missing0", {"autoconf": "0"}, {})
+            netlink._write_ipv6_conf("lo", {"autoconf": "0"}, {"router_solicitations": "0"})
+    finally:
+        os.close(fd)
+    assert ns.sysctl("net/ipv6/conf/lo/autoconf") == "0"
+    assert ns.sysctl("net/ipv6/conf/lo/router_solicitations") == "0"
