@@ -14,9 +14,10 @@ rtnetlink reaches the same values by interface index, in the namespace the socke
   "explicitly set" bit). What the kernel does on top for a /proc/sys write differs only for
   keys this module is not used for (forwarding: LRO off; route_localnet 1 -> 0: a route cache
   flush) and in one notification: a changed rp_filter sends RTM_NEWNETCONF to listeners.
-- `ipv4_forwarding`: RTM_GETNETCONF of the "all" device, the value of net/ipv4/ip_forward.
-  Writing ip_forward's current value again changes nothing in the kernel, so a setup may skip
-  the write when this says it is already on.
+- `forwarding`: RTM_GETNETCONF of the "all" device, the value of net/ipv4/ip_forward or of
+  net/ipv6/conf/all/forwarding. A setup skips the write when this says it is already on:
+  writing the value again only sets every interface's own forwarding to it once more (and for
+  IPv6 walks them all and purges RA default routes, under the RTNL lock).
 """
 
 from __future__ import annotations
@@ -57,9 +58,10 @@ def set_ipv4_conf(sock: socket.socket, index: int, values: Mapping[str, int]) ->
     _request(sock, RTM_SETLINK, NLM_F_ACK, IFINFOMSG.pack(0, 0, index, 0, 0) + spec)
 
 
-def ipv4_forwarding(sock: socket.socket) -> int:
-    """The namespace's net/ipv4/ip_forward, read by netlink (OSError if it cannot be read)."""
-    body = _NETCONFMSG.pack(socket.AF_INET) + _attr(NETCONFA_IFINDEX, _S32.pack(NETCONFA_IFINDEX_ALL))
+def forwarding(sock: socket.socket, family: int = socket.AF_INET) -> int:
+    """The namespace's net/ipv4/ip_forward (AF_INET) or net/ipv6/conf/all/forwarding
+    (AF_INET6), read by netlink (OSError if it cannot be read)."""
+    body = _NETCONFMSG.pack(family) + _attr(NETCONFA_IFINDEX, _S32.pack(NETCONFA_IFINDEX_ALL))
     reply = _request(sock, RTM_GETNETCONF, 0, body)
     off = _NETCONFMSG.size
     while off + RTATTR.size <= len(reply):

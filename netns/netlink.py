@@ -43,6 +43,7 @@ from netns.plan import (
 )
 
 log = logging.getLogger("netns.netlink")
+FORWARDING = {"net/ipv4/ip_forward": socket.AF_INET, "net/ipv6/conf/all/forwarding": socket.AF_INET6}
 RTPROT_STATIC = 4
 # The kernel's numbers (RTN_*) for plan.ROUTE_TYPES.
 RTN_TYPES = {"unicast": 1, "blackhole": 6, "unreachable": 7, "prohibit": 8}
@@ -275,8 +276,9 @@ class Handles:
         if not value.isdigit():
             return False
         try:
-            if path == "net/ipv4/ip_forward":  # writing its value again changes nothing
-                return where == "host" and devconf.ipv4_forwarding(self._host_raw()) == int(value)
+            if path in FORWARDING:  # already on: not written again (devconf.forwarding)
+                return where == "host" and \
+                    devconf.forwarding(self._host_raw(), FORWARDING[path]) == int(value)
             if len(parts) != 5 or parts[:3] != ["net", "ipv4", "conf"] \
                     or parts[4] not in devconf.IPV4_DEVCONF or parts[3] in ("all", "default"):
                 return False

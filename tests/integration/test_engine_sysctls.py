@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -58,7 +59,7 @@ def proc_writes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     def spy(path: str, value: str, conf_dir: int | None = None) -> None:
         written.append(path if conf_dir is None else f"{path} (in dir)")
-        real(path, value, conf_dir)
+        real(path, value, *([] if conf_dir is None else [conf_dir]))
 
     monkeypatch.setattr(netlink, "_write_proc_sys", spy)
     return written
@@ -96,6 +97,25 @@ def test_a_setup_on_an_existing_bridge_writes_nothing_through_proc_sys(
     assert ctr.sysctl("net/ipv4/conf/eth0/rp_filter") == "2"
 
 
+def test_ipv6_forwarding_is_written_only_when_it_is_off(
+    host_ns: Netns, netns_factory: Callable[[], Netns], tmp_path: Path, proc_writes: list[str]
+) -> None:
+    """As ip_forward: RTM_GETNETCONF (AF_INET6, "all") reads it; a setup that finds it on
+    leaves it (writing it again walks every interface under the RTNL lock)."""
+    br = unique("se")
+    net = network(br, br, [("10.94.0.0/24", "10.94.0.1"), ("fd94::/64", "fd94::1")])
+    with inside(host_ns):
+        for i in (2, 3):
+            if i == 3:
+                first = list(proc_writes)
+                proc_writes.clear()
+            setup(tmp_path, netns_factory(), options(f"c{i}", [(net, {
+                "interface_name": "eth0", "static_ips": [f"10.94.0.{i}", f"fd94::{i}"]})]))
+    assert "net/ipv6/conf/all/forwarding" in first
+    assert "net/ipv6/conf/all/forwarding" not in proc_writes, proc_writes
+    assert host_ns.sysctl("net/ipv6/conf/all/forwarding") == "1"
+
+
 def test_when_rtnetlink_refuses_the_values_are_written_through_proc_sys(
     host_ns: Netns, netns_factory: Callable[[], Netns], tmp_path: Path,
     proc_writes: list[str], monkeypatch: pytest.MonkeyPatch,
@@ -131,7 +151,9 @@ def test_devconf_sets_and_reads_what_proc_sys_shows(host_ns: Netns) -> None:
             assert host_ns.sysctl(f"net/ipv4/conf/{name}/route_localnet") == str(localnet)
         for value in ("1", "0"):
             host_ns.run(["sh", "-c", f"echo {value} > /proc/sys/net/ipv4/ip_forward"])
-            assert devconf.ipv4_forwarding(sock) == int(value)
+            assert devconf.forwarding(sock) == int(value)
+            host_ns.run(["sh", "-c", f"echo {value} > /proc/sys/net/ipv6/conf/all/forwarding"])
+            assert devconf.forwarding(sock, socket.AF_INET6) == int(value)
         missing = 1 + max(link["ifindex"] for link in host_ns.links())
         with pytest.raises(OSError) as exc:
             devconf.set_ipv4_conf(sock, missing, {"arp_notify": 1})
