@@ -13,7 +13,9 @@ as `open` or `send` go to the bucket of the function that called them):
     other     everything else (planning, validation, logging, the interpreter)
 
 Printed per bucket: ms per call, first 10 → last 10. The profiler's own overhead inflates
-the totals a little; the split is what it is for.
+the totals a little; the split is what it is for. Then the median call's time on a CPU, in the
+runqueue (other work had the CPUs) and blocked (locks, RCU grace periods, I/O): on a loaded
+machine, on-CPU time is the part other processes change least.
 
 Run: sudo .venv/bin/python scripts/bench_scale_profile.py [--n 500] [--dual] [--driver nftables]
 """
@@ -27,9 +29,11 @@ import io
 import json
 import os
 import pstats
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -104,22 +108,36 @@ def call(config: Path, driver: str, command: str, ctr: Netns, opts: dict[str, An
         raise SystemExit(f"{command} failed ({code}): {out} {err}")
 
 
+def sched() -> tuple[float, float]:
+    """This thread's time on a CPU and waiting for one (ms, /proc/thread-self/schedstat); the
+    on-CPU time includes the softirq work the kernel did on its back (flooded frames)."""
+    with open("/proc/thread-self/schedstat") as f:
+        run, wait, _ = f.read().split()
+    return int(run) / 1e6, int(wait) / 1e6
+
+
 def run(n: int, dual: bool, driver: str) -> list[str]:
     config = Path(tempfile.mkdtemp(prefix="bfw-prof-", dir=config_parent()))
     prof = {k: cProfile.Profile() for k in ("s_first", "s_last", "t_first", "t_last")}
+    times: dict[str, list[tuple[float, float, float]]] = {k: [] for k in prof}
     ctrs: list[tuple[Netns, dict[str, Any]]] = []
+
+    def one(key: str | None, command: str, ctr: Netns, opts: dict[str, Any]) -> None:
+        (cpu0, wait0), t0 = sched(), time.perf_counter()
+        with _profiled(prof[key] if key else None):
+            call(config, driver, command, ctr, opts)
+        (cpu1, wait1), wall = sched(), (time.perf_counter() - t0) * 1000
+        if key:
+            times[key].append((cpu1 - cpu0, wait1 - wait0, wall - (cpu1 - cpu0) - (wait1 - wait0)))
+
     try:
         with host_netns():
             for i in range(n):
                 ctr, opts = Netns(), options(i, dual)
                 ctrs.append((ctr, opts))
-                p = prof["s_first"] if i < 10 else prof["s_last"] if i >= n - 10 else None
-                with _profiled(p):
-                    call(config, driver, "setup", ctr, opts)
+                one("s_first" if i < 10 else "s_last" if i >= n - 10 else None, "setup", ctr, opts)
             for i, (ctr, opts) in reversed(list(enumerate(ctrs))):
-                p = prof["t_first"] if i < 10 else prof["t_last"] if i >= n - 10 else None
-                with _profiled(p):
-                    call(config, driver, "teardown", ctr, opts)
+                one("t_first" if i < 10 else "t_last" if i >= n - 10 else None, "teardown", ctr, opts)
             _stop_dns(config)
     finally:
         for ctr, _ in ctrs:
@@ -132,6 +150,10 @@ def run(n: int, dual: bool, driver: str) -> list[str]:
         cells = [f"{k} {lo[k] * 100:5.1f} → {hi[k] * 100:5.1f}" for k in BUCKETS]
         total = f"total {sum(lo.values()) * 100:5.1f} → {sum(hi.values()) * 100:5.1f}"
         rows.append(f"{what:9} {total}   " + "   ".join(cells))
+        # Medians of the calls (profiled): on a CPU, waiting for one, waiting for anything else.
+        med = [[statistics.median(x[j] for x in times[k]) for j in range(3)] for k in (a, b)]
+        rows.append(f"{'':9} on CPU {med[0][0]:5.1f} → {med[1][0]:5.1f}   runqueue "
+                    f"{med[0][1]:5.1f} → {med[1][1]:5.1f}   blocked {med[0][2]:5.1f} → {med[1][2]:5.1f}")
     return rows
 
 
