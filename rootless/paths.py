@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from netns import locks, rundir
+from netns import locks, rundir, statefiles
 from netns.errors import BurrowError
 
 ROOTFUL_STATE_DIR = Path("/run/burrow")
@@ -207,7 +207,9 @@ def locked(path: Path, *, timeout: float = 60.0, what: str = "burrow state") -> 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
     """Atomic replace, so a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
+    tmp.unlink(missing_ok=True)  # a crash's leftover; and never a planted symlink's target
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=1, sort_keys=True)
         f.write("\n")
     os.replace(tmp, path)
@@ -215,8 +217,8 @@ def write_json(path: Path, data: Mapping[str, Any]) -> None:
 
 def read_json(path: Path) -> dict[str, Any] | None:
     try:
-        with open(path) as f:
-            data = json.load(f)
+        # Never blocking on a FIFO, never through a symlink (netns/statefiles.py).
+        data = json.loads(statefiles.read_bytes(path))
     except FileNotFoundError:
         return None
     except (ValueError, OSError):

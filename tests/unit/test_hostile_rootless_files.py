@@ -1,0 +1,49 @@
+"""The per-user world's JSON records (rootless/paths.py) with a FIFO or a symlink where a
+record or its temporary goes. Before: reading a FIFO record blocked for good (`burrow` hung);
+a symlink planted as a write's temporary name had its target overwritten."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rootless.paths import read_json, write_json
+
+
+@pytest.fixture
+def hang_guard() -> Iterator[None]:
+    def fail(*_: Any) -> None:
+        raise AssertionError("blocked on a record for 10 s")
+
+    old = signal.signal(signal.SIGALRM, fail)
+    signal.alarm(10)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def test_a_fifo_record_reads_as_absent_without_blocking(hang_guard: None, tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "net.json")
+    assert read_json(tmp_path / "net.json") is None
+
+
+def test_a_symlinked_record_is_not_followed(tmp_path: Path) -> None:
+    (tmp_path / "other.json").write_text('{"name": "theirs"}')
+    (tmp_path / "net.json").symlink_to(tmp_path / "other.json")
+    assert read_json(tmp_path / "net.json") is None
+
+
+def test_a_symlink_planted_as_the_temporary_is_not_followed(tmp_path: Path) -> None:
+    target = tmp_path / "precious"
+    target.write_text("precious\n")
+    (tmp_path / f".net.json.{os.getpid()}.tmp").symlink_to(target)
+    write_json(tmp_path / "net.json", {"name": "mine"})
+    assert target.read_text() == "precious\n"
+    assert read_json(tmp_path / "net.json") == {"name": "mine"}
