@@ -255,7 +255,7 @@ def _choose_subnets(req: NetworkRequest, existing: Mapping[str, dict[str, Any]]
     """The request's subnets, checked against each other and every network's; free ones
     from the pools where the request gives none (v4, and v6 with --ipv6)."""
     used = [_net(s["subnet"]) for n in existing.values() for s in n.get("subnets", [])]
-    nets: list[IPNet] = [_net(s) for s in req.subnets]
+    nets: list[IPNet] = [schema.usable_subnet(_net(s), "--subnet") for s in req.subnets]
     for i, a in enumerate(nets):
         for b in nets[i + 1:]:
             if a.overlaps(b):

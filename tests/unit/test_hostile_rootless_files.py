@@ -47,3 +47,14 @@ def test_a_symlink_planted_as_the_temporary_is_not_followed(tmp_path: Path) -> N
     write_json(tmp_path / "net.json", {"name": "mine"})
     assert target.read_text() == "precious\n"
     assert read_json(tmp_path / "net.json") == {"name": "mine"}
+
+
+@pytest.mark.parametrize("subnet", ["127.0.0.0/24", "::/0", "224.1.0.0/24", "::ffff:10.0.0.0/120"])
+def test_network_create_refuses_a_subnet_the_engine_refuses(subnet: str) -> None:
+    """`burrow network create --subnet 127.0.0.0/24` saved a network whose every sandbox
+    setup then failed (netns.schema.usable_subnet)."""
+    from netns.errors import BurrowError
+    from rootless.netconf import NetworkRequest, make_network
+
+    with pytest.raises(BurrowError, match="invalid --subnet .*use a private range"):
+        make_network(NetworkRequest("x", subnets=(subnet,)), {}, 65520)
