@@ -69,11 +69,27 @@ def sysctl_error(path: str, exc: OSError) -> BurrowError:
 QUIET_PORT_V6 = {"router_solicitations": "0", "accept_dad": "0"}
 
 
-def _write_proc_sys(path: str, value: str, conf_dir: int | None = None) -> None:
-    """Write /proc/sys/<path>; with `conf_dir` (an open fd of its directory) relative to it,
-    without the lookup from /proc/sys down that walks every namespace's "net" (devconf.py)."""
+def _proc_sys_writable() -> bool:
+    """/proc/sys is there and not mounted read-only (statvfs of it: no lookup under net/)."""
+    try:
+        return not os.statvfs("/proc/sys").f_flag & os.ST_RDONLY
+    except OSError:
+        return False
+
+
+def _open_sys(path: str, flags: int, proc: int | None) -> int:
+    """Open sys/<path> of procfs: of `proc` (an own instance, devconf.procfs_instance), or /proc."""
+    if proc is None:
+        return os.open(f"/proc/sys/{path}", flags | os.O_CLOEXEC)
+    return os.open(f"sys/{path}", flags | os.O_CLOEXEC, dir_fd=proc)
+
+
+def _write_proc_sys(path: str, value: str, conf_dir: int | None = None,
+                    proc: int | None = None) -> None:
+    """Write /proc/sys/<path> (through `proc`, if given); with `conf_dir` (an open fd of its
+    directory) relative to it, without the lookup from sys/ down (devconf.py)."""
     if conf_dir is None:
-        fd = os.open(f"/proc/sys/{path}", os.O_WRONLY | os.O_CLOEXEC)
+        fd = _open_sys(path, os.O_WRONLY, proc)
     else:
         fd = os.open(path.rsplit("/", 1)[1], os.O_WRONLY | os.O_CLOEXEC, dir_fd=conf_dir)
     try:
@@ -82,22 +98,23 @@ def _write_proc_sys(path: str, value: str, conf_dir: int | None = None) -> None:
         os.close(fd)
 
 
-def _write_ipv6_conf(ifname: str, hard: dict[str, str], soft: dict[str, str]) -> None:
+def _write_ipv6_conf(ifname: str, hard: dict[str, str], soft: dict[str, str],
+                     proc: int | None = None) -> None:
     """Per-interface IPv6 sysctls in the current netns, with one lookup of their directory.
     `hard` ones raise; `soft` ones tolerate a read-only /proc/sys, and a kernel without IPv6."""
     conf = f"net/ipv6/conf/{ifname}"
     try:
-        conf_dir = os.open(f"/proc/sys/{conf}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        conf_dir = _open_sys(conf, os.O_RDONLY | os.O_DIRECTORY, proc)
     except FileNotFoundError:
         if hard:
             raise
         return  # no IPv6 here: nothing to keep quiet
     try:
         for key, value in hard.items():
-            _write_proc_sys(f"{conf}/{key}", value, conf_dir)
+            _write_proc_sys(f"{conf}/{key}", value, conf_dir, proc)
         for key, value in soft.items():
             try:
-                _write_proc_sys(f"{conf}/{key}", value, conf_dir)
+                _write_proc_sys(f"{conf}/{key}", value, conf_dir, proc)
             except OSError as exc:
                 _tolerate_readonly(f"{conf}/{key}", value, exc)
     finally:
@@ -156,12 +173,17 @@ class Handles:
         self.route_tables: dict[str, int] = {}
         self.ctr: IPRoute | None = None
         self.ctr_raw: socket.socket | None = None  # IPv4 sysctls of the container's links
+        self._proc: int | None = None  # a procfs of this request's own (`proc`)
+        self._proc_tried = False
         if container_fd is not None:
             with entered(container_fd):
                 self.ctr = IPRoute()
                 self.ctr_raw = linkdump.open_socket()
 
     def close(self) -> None:
+        if self._proc is not None:
+            os.close(self._proc)
+            self._proc = None
         self.host.close()
         self._drop_host_raw()
         if self.ctr is not None:
@@ -196,6 +218,17 @@ class Handles:
         if not linkdump.finished(ports, limit):
             self._drop_host_raw()  # mid-dump: a netlink socket runs one dump at a time
         return ports
+
+    def proc(self) -> int | None:
+        """This request's own procfs (devconf.procfs_instance) for the sysctls it writes,
+        made at the first; None (use /proc) where none can be made."""
+        if not self._proc_tried:
+            self._proc_tried = True
+            # Only where /proc/sys may itself be written: a read-only one (a container's, an
+            # admin's bind mount) stays the rule, and the writes meet it as before.
+            if _proc_sys_writable():
+                self._proc = devconf.procfs_instance()
+        return self._proc
 
     def _host_raw(self) -> socket.socket:
         if self.host_raw is None:
@@ -264,9 +297,9 @@ class Handles:
             if self.container_fd is None:
                 raise BurrowError("the container network namespace is not available")
             with entered(self.container_fd):
-                _write_proc_sys(path, value)
+                _write_proc_sys(path, value, proc=self.proc())
         else:
-            _write_proc_sys(path, value)
+            _write_proc_sys(path, value, proc=self.proc())
 
     def _sysctl_by_netlink(self, where: Where, path: str, value: str) -> bool:
         """Set (or find already set) a sysctl over rtnetlink, not /proc/sys, whose lookups grow
@@ -517,12 +550,13 @@ class Netlink(Handles):
         if not hard and not quiet and not soft:
             return
         assert self.container_fd is not None
+        proc = self.proc()
         with entered(self.container_fd):  # one setns there and back for all of them
             if hard or quiet:
-                _write_ipv6_conf(op.ifname, hard, quiet)
+                _write_ipv6_conf(op.ifname, hard, quiet, proc)
             for path, value in soft:
                 try:
-                    _write_proc_sys(path, value)
+                    _write_proc_sys(path, value, proc=proc)
                 except OSError as exc:
                     _tolerate_readonly(path, value, exc)
 

@@ -57,9 +57,9 @@ def proc_writes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     written: list[str] = []
     real = netlink._write_proc_sys
 
-    def spy(path: str, value: str, conf_dir: int | None = None) -> None:
+    def spy(path: str, value: str, conf_dir: int | None = None, proc: int | None = None) -> None:
         written.append(path if conf_dir is None else f"{path} (in dir)")
-        real(path, value, *([] if conf_dir is None else [conf_dir]))
+        real(path, value, conf_dir, proc)
 
     monkeypatch.setattr(netlink, "_write_proc_sys", spy)
     return written
@@ -163,3 +163,57 @@ def test_devconf_sets_and_reads_what_proc_sys_shows(host_ns: Netns) -> None:
         assert host_ns.sysctl(f"net/ipv4/conf/{name}/arp_notify") == "1"
     finally:
         sock.close()
+
+
+def _own_procfs() -> int:
+    proc = devconf.procfs_instance()
+    if proc is None:
+        pytest.skip("environment: no procfs can be mounted here (kernel < 5.2, or no "
+                    "CAP_SYS_ADMIN over the pid namespace)")
+    return proc
+
+
+def test_an_own_procfs_shows_the_callers_namespace(netns_factory: Callable[[], Netns]) -> None:
+    """devconf.procfs_instance: a procfs of one's own, attached nowhere; its sys/ is the
+    sysctls of whatever namespace the caller is in at each lookup, as /proc/sys is."""
+    a, b = netns_factory(), netns_factory()
+    proc = _own_procfs()
+    try:
+        for ns, value in ((a, "0"), (b, "7")):
+            with inside(ns):
+                netlink._write_proc_sys("net/ipv6/conf/lo/router_solicitations", value, proc=proc)
+    finally:
+        os.close(proc)
+    assert a.sysctl("net/ipv6/conf/lo/router_solicitations") == "0"
+    assert b.sysctl("net/ipv6/conf/lo/router_solicitations") == "7"
+
+
+def test_a_setup_writes_through_its_own_procfs_or_else_proc(
+    host_ns: Netns, netns_factory: Callable[[], Netns], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The sysctls with no rtnetlink way go through the request's own procfs, so their lookups
+    do not walk every namespace's "net" under /proc/sys (devconf.py); where none can be made
+    (rootless), through /proc, with the same values."""
+    os.close(_own_procfs())
+    used: list[bool] = []
+    real = netlink._write_proc_sys
+
+    def spy(path: str, value: str, conf_dir: int | None = None, proc: int | None = None) -> None:
+        used.append(proc is not None)
+        real(path, value, conf_dir, proc)
+
+    monkeypatch.setattr(netlink, "_write_proc_sys", spy)
+    br = unique("se")
+    net = network(br, br, [("10.95.0.0/24", "10.95.0.1"), ("fd95::/64", "fd95::1")])
+    with inside(host_ns):
+        for i in (2, 3):
+            if i == 3:  # as if procfs could not be mounted
+                monkeypatch.setattr(devconf, "procfs_instance", lambda: None)
+            ctr = netns_factory()
+            setup(tmp_path, ctr, options(f"c{i}", [(net, {
+                "interface_name": "eth0", "static_ips": [f"10.95.0.{i}", f"fd95::{i}"]})]))
+            assert set(used) == {i == 2}, used
+            used.clear()
+            for key, value in (("autoconf", "0"), ("accept_dad", "0"), ("router_solicitations", "0")):
+                assert ctr.sysctl(f"net/ipv6/conf/eth0/{key}") == value
