@@ -173,6 +173,22 @@ def children_cpu_ms() -> float:
     return (ru.ru_utime + ru.ru_stime) * 1000
 
 
+
+def start(w: RootlessWorld, name: str, ctr_ports: tuple[int, ...], own_session: bool) -> list[int]:
+    """`podman run -d` a sleeping container publishing each of `ctr_ports` on a free
+    127.0.0.1 port (in its own session if asked; see the module doc): those host ports."""
+    ports = [br.free_port() for _ in ctr_ports]
+    run = ["run", "-d", "--name", name, "--network", "bdns"]
+    for host, ctr in zip(ports, ctr_ports, strict=True):
+        run += ["-p", f"127.0.0.1:{host}:{ctr}"]
+    run += [IMAGE, "sleep", "3600"]
+    if own_session:
+        w.run(["setsid", "-w", "podman", *run], check=True)
+    else:
+        w.podman(*run)
+    return ports
+
+
 def through(w: RootlessWorld, sw: Switch, kind: str, seconds: float, runs: int,
             streams: tuple[str, ...] = (), own_session: bool = False) -> dict[str, Any]:
     """own_session: `podman run` (and so the forwarder it starts, which stays in its session)
@@ -180,13 +196,7 @@ def through(w: RootlessWorld, sw: Switch, kind: str, seconds: float, runs: int,
     clients come from elsewhere. Otherwise the forwarder shares this bench's session, and so
     its scheduler autogroup, with the clients (see the module doc)."""
     sw.use(kind)
-    ip, ep, rr = br.free_port(), br.free_port(), br.free_port()
-    run = ["run", "-d", "--name", "brlpbench", "--network", "bdns", "-p", f"127.0.0.1:{ip}:5201",
-           "-p", f"127.0.0.1:{ep}:5301", "-p", f"127.0.0.1:{rr}:5401", IMAGE, "sleep", "3600"]
-    if own_session:
-        w.run(["setsid", "-w", "podman", *run], check=True)
-    else:
-        w.podman(*run)
+    ip, ep, rr = start(w, "brlpbench", (5201, 5301, 5401), own_session)
     servers = []
     tmp = Path(tempfile.mkdtemp(prefix="brlp-srv-", dir="/tmp"))
     try:
@@ -236,13 +246,7 @@ def conns(w: RootlessWorld, sw: Switch, kind: str, seconds: float,
     through one fresh container, without the iperf3 flows (short rounds, so many of them
     alternate in a few minutes: drift and load hit every kind alike)."""
     sw.use(kind)
-    ep, rr = br.free_port(), br.free_port()
-    run = ["run", "-d", "--name", "brlpconn", "--network", "bdns", "-p", f"127.0.0.1:{ep}:5301",
-           "-p", f"127.0.0.1:{rr}:5401", IMAGE, "sleep", "3600"]
-    if own_session:
-        w.run(["setsid", "-w", "podman", *run], check=True)
-    else:
-        w.podman(*run)
+    ep, rr = start(w, "brlpconn", (5301, 5401), own_session)
     servers = []
     tmp = Path(tempfile.mkdtemp(prefix="brlp-srv-", dir="/tmp"))
     try:

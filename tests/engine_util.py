@@ -144,16 +144,20 @@ def wait_for(pred: Any, timeout: float = 5.0) -> bool:
     return bool(pred())
 
 
-def run_in_process(config: Path, host: Netns, command: str, ctr: Netns, opts: dict[str, Any]
-                   ) -> tuple[int, str]:
-    """burrow-netavark's `command` run in this process from inside `host` (nftables, no DNS):
-    its exit code and output."""
+def run_in_process(config: Path, host: Netns, command: str, ctr: Netns, opts: dict[str, Any],
+                   *, env_driver: str | None = None) -> tuple[int, str]:
+    """burrow-netavark's `command` run in this process from inside `host` (no DNS): its exit
+    code and output. nftables by flag, or `env_driver` by NETAVARK_FW (no flag), as Podman
+    passes a driver choice."""
     from netns import netavark_cli
     from netns.nsenter import entered
 
-    argv = ["--rootless=false", "--firewall-driver=nftables", "--aardvark-binary=/nonexistent",
+    driver = [] if env_driver else ["--firewall-driver=nftables"]
+    argv = ["--rootless=false", *driver, "--aardvark-binary=/nonexistent",
             "--config", str(config), command, ctr.path]
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DBUS_SYSTEM_BUS_ADDRESS": ""}
+    if env_driver:
+        env |= {"NETAVARK_FW": env_driver, "RUST_LOG": "warn"}
     fd = os.open(host.path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         with entered(fd):

@@ -8,15 +8,13 @@ used only the driver in effect, so the first driver's DNAT and network rules sta
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.engine_util import network, options, port
+from tests.engine_util import network, options, port, run_in_process
 from tests.nsutil import Netns, have, unique
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(
@@ -28,21 +26,7 @@ SUBNET, GW = "10.98.0.0/24", "10.98.0.1"
 
 def _run(config: Path, host: Netns, command: str, ctr: Netns, opts: dict[str, Any],
          driver: str) -> tuple[int, str]:
-    """burrow-netavark in this process, inside `host`, with NETAVARK_FW=driver (no flag)."""
-    from netns import netavark_cli
-    from netns.nsenter import entered
-
-    argv = ["--rootless=false", "--aardvark-binary=/nonexistent", "--config", str(config),
-            command, ctr.path]
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DBUS_SYSTEM_BUS_ADDRESS": "",
-           "NETAVARK_FW": driver, "RUST_LOG": "warn"}
-    fd = os.open(host.path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        with entered(fd):
-            out, err, code = netavark_cli.run(argv, json.dumps(opts).encode(), env)
-    finally:
-        os.close(fd)
-    return code, out + err
+    return run_in_process(config, host, command, ctr, opts, env_driver=driver)
 
 
 def _ok(*args: Any) -> str:

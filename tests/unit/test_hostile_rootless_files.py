@@ -5,28 +5,19 @@ a symlink planted as a write's temporary name had its target overwritten."""
 from __future__ import annotations
 
 import os
-import signal
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from rootless.paths import read_json, write_json
+from tests import alarm
 
 
 @pytest.fixture
 def hang_guard() -> Iterator[None]:
-    def fail(*_: Any) -> None:
-        raise AssertionError("blocked on a record for 10 s")
-
-    old = signal.signal(signal.SIGALRM, fail)
-    signal.alarm(10)
-    try:
+    with alarm.hang_guard(10, "blocked on a record for 10 s"):
         yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def test_a_fifo_record_reads_as_absent_without_blocking(hang_guard: None, tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ host ports, stayed. Each case here runs under an alarm as a hang guard, not as a
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,22 +16,15 @@ import pytest
 
 from netns.firewall import nftables as nft
 from netns.firewall import rules
+from tests import alarm
 from tests.unit.test_firewall_nftables import SUB4, batch, listing
 from tests.unit.test_firewall_rules import net, pf, pm
 
 
 @pytest.fixture
 def hang_guard() -> Iterator[None]:
-    def fail(*_: Any) -> None:
-        raise AssertionError("planning the teardown did not finish in 60 s")
-
-    old = signal.signal(signal.SIGALRM, fail)
-    signal.alarm(60)
-    try:
+    with alarm.hang_guard(60, "planning the teardown did not finish in 60 s"):
         yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def _table(ports: Any) -> nft.Listed:
