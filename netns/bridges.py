@@ -69,6 +69,8 @@ def ensure_bridge(h: Handles, op: EnsureBridge) -> Outcome:
     if h.tolerating(lambda: h.host.link("add", **args), errno.EEXIST):
         h.preflight((op,))  # a parallel setup made it first
         return Outcome()
+    # Ours from here: a failure in the sysctls or addresses below rolls the bridge back.
+    h.made_bridges.add(op.name)
     link = h.lookup("host", op.name)
     assert link is not None
     idx = int(link["index"])
@@ -82,7 +84,6 @@ def ensure_bridge(h: Handles, op: EnsureBridge) -> Outcome:
     if op.route_localnet:
         # Lets DNAT from 127.0.0.1 reach a container (the localhost SETMARK rule).
         h.soft_sysctl("host", f"net/ipv4/conf/{op.name}/route_localnet", "1")
-    h.made_bridges.add(op.name)
     for addr in op.addresses:
         h.host.addr("add", index=idx, address=str(addr.ip), prefixlen=addr.network.prefixlen)
     return Outcome(undo=DeleteBridgeIfUnused(op.name))

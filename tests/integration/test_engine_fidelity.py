@@ -83,6 +83,24 @@ def test_readonly_proc_with_forwarding_on_is_tolerated(world: World, netns_facto
     world.teardown(ctr, o)
 
 
+def test_a_new_bridge_whose_sysctls_fail_is_rolled_back(world: World, netns_factory: Callable[[], Netns]) -> None:
+    """A read-only /proc/sys refuses the new bridge's IPv6 accept_dad (a hard sysctl): the
+    setup fails, and the bridge it had just made goes with it (it was made before it was
+    recorded as this request's, so the rollback left it)."""
+    ctr = netns_factory()
+    world.host.run(["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward; "
+                                "echo 1 > /proc/sys/net/ipv6/conf/all/forwarding"])
+    _readonly_proc_sys(world.host)
+    bridge = unique("be2b")
+    net = network(unique("be2n"), bridge, [("10.79.0.0/24", "10.79.0.1"), ("fd79::/64", "fd79::1")])
+    o = options("c1", [(net, {"interface_name": "eth0", "static_ips": ["10.79.0.2", "fd79::2"]})])
+    res = world.netavark("setup", ctr, o, check=False)
+    assert res.returncode == 1, res
+    assert "Read-only file system" in json.loads(res.stdout)["error"]
+    assert bridge not in world.host.link_names()
+    assert "eth0" not in ctr.link_names()
+
+
 def _routes(ctr: Netns, *args: str) -> str:
     return ctr.run(["ip", "route", "show", *args]).stdout
 
