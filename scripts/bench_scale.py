@@ -29,6 +29,7 @@ import secrets
 import statistics
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,9 +75,31 @@ def frames_to_ports(host: Netns) -> int:
     return sum(int(link.get("stats64", {}).get("tx", {}).get("packets", 0)) for link in links)
 
 
+def cpu_busy(interval: float = 1.0) -> float:
+    """The machine's busy share over `interval` (from /proc/stat: all but idle and iowait)."""
+    def sample() -> tuple[int, int]:
+        vals = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(vals), vals[3] + vals[4]
+
+    t0, i0 = sample()
+    time.sleep(interval)
+    t1, i1 = sample()
+    return 1 - (i1 - i0) / max(1, t1 - t0)
+
+
+def wait_quiet(limit: float = 60.0) -> None:
+    """Before a run: wait (at most `limit` s) until the kernel has finished the last run's
+    namespaces (their cleanup runs in a workqueue for seconds after the holders die). Its CPU
+    would otherwise slow this run's first 10 calls and flatter the last-10/first-10 ratio."""
+    deadline = time.monotonic() + limit
+    while cpu_busy() > 0.15 and time.monotonic() < deadline:
+        pass
+
+
 def run_tool(tool: Tool, n: int, dual: bool) -> Run:
     ctrs: list[tuple[Netns, dict[str, Any]]] = []
     setup, teardown = [], []
+    wait_quiet()
     try:
         for i in range(n):
             ctr, opts = Netns(), options(i, dual)
