@@ -87,7 +87,7 @@ class AardvarkConfig:
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        statefiles.private_dir(self.dir)
         with locks.locked(self.lock_path):
             yield
 

@@ -94,7 +94,7 @@ class Context:
     @contextmanager
     def locked(self) -> Iterator[None]:
         """One setup/teardown at a time per config dir: bridges and rules are shared state."""
-        self.config_dir.mkdir(parents=True, exist_ok=True)
+        statefiles.private_dir(self.config_dir, shared=True)
         with locks.locked(self.config_dir / statefiles.ENGINE_LOCK):
             yield
 

@@ -130,3 +130,36 @@ def append_text(path: StrPath, text: str) -> None:
         os.write(fd, text.encode())
     finally:
         os.close(fd)
+
+
+def private_dir(path: StrPath, *, shared: bool = False) -> None:
+    """Make `path` (with its parents) if missing, then require what keeps other users out of
+    the engine's state: a directory, not a symlink, of ours or root's, that no other user may
+    write. Root's setup trusts what it reads there (firewall rules to delete, DNS records and
+    servers to serve): in a config dir others may write (netavark 1.4's default `/tmp`), a
+    `firewall/` or `aardvark-dns/` another user made first was written to and read back.
+    `shared`: the config dir itself may be sticky and world-writable like /tmp (its entries
+    can then be made, but not replaced, by others: each is checked by this before use).
+    BurrowError naming the fix (OSError if it cannot be made)."""
+    import os
+    import stat
+
+    from netns.errors import BurrowError
+
+    os.makedirs(path, exist_ok=True)
+    st = os.stat(path) if shared else os.lstat(path)
+    uid, mode = os.geteuid(), stat.S_IMODE(st.st_mode)
+    ours = "root" if uid == 0 else f"uid {uid} or root"
+    fix = "; remove it, or pass --config a directory only you can write"
+    if stat.S_ISLNK(st.st_mode):
+        raise BurrowError(f"{path} is a symlink (never followed){fix}")
+    if not stat.S_ISDIR(st.st_mode):
+        raise BurrowError(f"{path} is not a directory: remove it")
+    if st.st_uid not in (uid, 0):
+        raise BurrowError(f"{path} belongs to uid {st.st_uid}, not to {ours}: another user "
+                          f"could change burrow's state there{fix}")
+    # A group of its own (umask 002 with user private groups) is no other user.
+    others = mode & 0o002 or (mode & 0o020 and st.st_gid not in (os.getegid(), 0))
+    if others and not (shared and mode & stat.S_ISVTX):
+        raise BurrowError(f"{path} may be written by other users (mode {mode:04o}): "
+                          f"`chmod go-w {path}`{fix}")

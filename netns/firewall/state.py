@@ -74,7 +74,7 @@ class StateStore:
     def locked(self) -> Iterator[None]:
         """Exclusive flock on firewall/lock, so parallel setups read-modify-write in turn."""
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            statefiles.private_dir(self.root)
         except OSError as exc:
             raise context(f"firewall state {self.root}", exc) from exc
         with locks.locked(self.root / statefiles.FIREWALL_LOCK) as fd:
