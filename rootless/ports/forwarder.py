@@ -27,6 +27,7 @@ from netns import logs, proctitle
 from netns.loop import Loop
 from rootless.ports.budget import Guard
 from rootless.ports.ctlserver import ControlServer
+from rootless.ports.fdlimit import raise_fd_limit
 from rootless.ports.manager import PortManager
 from rootless.ports.pool import DialerPool
 from rootless.ports.splice import BIG_PIPE, F_GETPIPE_SZ, MAX_BIG_PIPES
@@ -35,25 +36,6 @@ from rootless.ports.udp import UdpProxy
 
 __all__ = ["BIG_PIPE", "F_GETPIPE_SZ", "MAX_BIG_PIPES", "Forwarder", "main", "raise_fd_limit"]
 log = logging.getLogger("rootless.ports")
-
-
-def raise_fd_limit() -> None:
-    """Soft RLIMIT_NOFILE up to the hard limit, as Go programs (rootlessport) do by default.
-
-    A TCP connection costs the forwarder 6 fds (2 sockets, 2 pipes), so the usual soft limit of
-    1024 would cap it at ~170 connections."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY:
-        try:
-            with open("/proc/sys/fs/nr_open") as f:
-                hard = int(f.read())
-        except (OSError, ValueError):
-            hard = 1 << 20
-    if soft != resource.RLIM_INFINITY and soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (OSError, ValueError):
-            pass  # keep the soft limit: the caps follow whatever it is
 
 
 class Forwarder:

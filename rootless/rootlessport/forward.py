@@ -37,7 +37,7 @@ from netns import nsenter
 from netns.loop import Loop
 from rootless.ports.budget import Guard
 from rootless.ports.dialer import Dialer
-from rootless.ports.forwarder import raise_fd_limit
+from rootless.ports.fdlimit import raise_fd_limit
 from rootless.ports.manager import PortManager
 from rootless.ports.pool import DialerPool
 from rootless.ports.spec import PortSpec

@@ -17,6 +17,7 @@ import os
 import select
 import sys
 
+from rootless.ports.fdlimit import raise_fd_limit
 from rootless.rootlessport.config import MAX_CONFIG, Config, ConfigError, check_netns, parse
 from rootless.rootlessport.listen import BindError, Bound, ControlSocket, bind_all, bind_control
 
@@ -47,6 +48,7 @@ def fail(line: str) -> int:
 def start() -> tuple[Config, list[Bound], ControlSocket | None]:
     cfg = parse(read_stdin())
     check_netns(cfg.netns_path)
+    raise_fd_limit()  # as Go does at start-up: a -p range of 1,000+ ports needs the fds now
     bound = bind_all(cfg)
     try:
         ctl = bind_control(cfg) if cfg.rootless_cni else None

@@ -7,11 +7,15 @@ ours, and a peer of another uid (SO_PEERCRED) is closed without an answer."""
 from __future__ import annotations
 
 import os
+import resource
+import shutil
 import stat
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
 
 from tests.integration.test_rootlessport_contract import (  # noqa: F401 - env is a fixture
     CID,
@@ -143,3 +147,39 @@ def test_a_control_dir_that_is_a_symlink_is_refused_and_its_target_left_alone(
         assert stat.S_IMODE(target.stat().st_mode) == 0o755 and list(target.iterdir()) == []
     finally:
         d.close()
+
+
+class _SoftFds:
+    """The host netns, with burrow-rootlessport started under the usual soft fd limit (1024)."""
+
+    def __init__(self, ns: Netns) -> None:
+        self.ns = ns
+
+    def argv(self, cmd: list[str]) -> list[str]:
+        return self.ns.argv(["prlimit", "--nofile=1024:", *cmd])
+
+
+def test_a_port_range_past_the_soft_fd_limit_is_bound_as_upstream_binds_it(
+    env: tuple[Netns, Ctr, Path],  # noqa: F811
+) -> None:
+    """Go raises the soft fd limit at start-up, so upstream binds `-p 30000-31999:80-2079`;
+    burrow bound every port before raising it and failed `podman run` with "listen tcp
+    [::]:31019: bind: too many open files"."""
+    if shutil.which("prlimit") is None:
+        pytest.skip("environment: needs prlimit (util-linux)")
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[1] < 4096:
+        pytest.skip("environment: the hard fd limit is below 4096")
+    host, ctr, tmp = env
+    d = Dropin(_SoftFds(host), {"Mappings": mappings(("", 30000, 80, 2000, "tcp")),  # type: ignore[arg-type]
+                                "NetNSPath": ctr.ns.path, "ChildIP": IP1, "ContainerID": CID})
+    try:
+        ready = d.ready()
+        assert d.proc.stdout is not None
+        assert ready == b"1", d.proc.stdout.read().decode()
+        assert talk(host, "tcp", "127.0.0.1", 30000) == f"tcp {IP1}:80 hi"
+        assert talk(host, "tcp", "127.0.0.1", 30001) == f"tcp {IP1}:81 hi"
+        assert "failed" in talk(host, "tcp", "127.0.0.1", 31999)  # bound, nothing serves 2079
+    finally:
+        rc = d.stop()
+        d.close()
+    assert rc == 0
