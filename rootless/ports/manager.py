@@ -113,7 +113,8 @@ class PortManager:
 
     def add(self, req: messages.Add) -> dict[str, Any]:
         """Bind everything first; publish only if every bind worked."""
-        target = Target(req.sandbox, req.netns, req.ip4, req.ip6, req.via, inside=True)
+        target = Target(req.sandbox, req.netns, req.ip4, req.ip6, req.via, inside=True,
+                        onlink=req.onlink)
         made: list[Listener] = []
         for spec in req.ports:
             for hp, cp in spec.pairs():

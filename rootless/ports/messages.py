@@ -23,6 +23,7 @@ from rootless.ports.spec import PortSpec
 
 MAX_LINE = 1 << 20  # one control request; an honest `add` is a few hundred bytes
 MAX_SPECS = 1024  # port specs in one `add`
+MAX_ONLINK = 64  # the sandbox's own subnets in one `add`
 MAX_NETNS_PATH = 1024
 # The key a set of ports is published under: a sandbox name (a DNS label) or a container ID.
 OWNER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -66,6 +67,21 @@ def _address(obj: Mapping[str, Any], key: str, version: int) -> Any:
     if ip is None or ip.version != version:
         raise BurrowError(f"field {key!r} must be an IPv{version} address, got {value!r:.60}")
     return ip
+
+
+Subnet = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _subnets(obj: Mapping[str, Any], key: str) -> tuple[Subnet, ...]:
+    raw = obj.get(key, [])
+    try:
+        if not isinstance(raw, list) or len(raw) > MAX_ONLINK \
+                or not all(isinstance(s, str) for s in raw):
+            raise ValueError
+        return tuple(ipaddress.ip_network(s, strict=False) for s in raw)
+    except ValueError:
+        raise BurrowError(f"field {key!r} must be a list of at most {MAX_ONLINK} subnets, "
+                          f"got {raw!r:.80}") from None
 
 
 @dataclass(frozen=True)
@@ -120,6 +136,7 @@ class Add:
     CAP_NET_ADMIN (burrow's own user netns). With it, ports keep the client's address: the
     dial is made from there with IP_TRANSPARENT, bound to the client's address
     (rootless.ports.clientaddr). Without it, the sandbox sees its own address, as before.
+    `onlink`: the sandbox's own subnets (Target.onlink).
     """
 
     sandbox: str
@@ -128,6 +145,7 @@ class Add:
     ip6: ipaddress.IPv6Address | None
     ports: tuple[PortSpec, ...]
     via: str | None = None
+    onlink: tuple[Subnet, ...] = ()
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Add:
@@ -138,7 +156,8 @@ class Add:
                 "ip4": str(self.ip4) if self.ip4 else None,
                 "ip6": str(self.ip6) if self.ip6 else None,
                 "ports": [p.to_json() for p in self.ports],
-                **({"via": self.via} if self.via else {})}
+                **({"via": self.via} if self.via else {}),
+                **({"onlink": [str(n) for n in self.onlink]} if self.onlink else {})}
 
 
 Request = Ping | ListPorts | Shutdown | Remove | Add
@@ -152,7 +171,7 @@ def _add(obj: Mapping[str, Any]) -> Add:
     return Add(owner(obj.get("sandbox")), netns_path(obj.get("netns")),
                _address(obj, "ip4", 4), _address(obj, "ip6", 6),
                tuple(PortSpec.from_json(p) for p in raw),
-               None if via is None else netns_path(via))
+               None if via is None else netns_path(via), _subnets(obj, "onlink"))
 
 
 _PARSERS: dict[str, Callable[[Mapping[str, Any]], Request]] = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 
 from rootless.ports.clientaddr import INSIDE, PLAIN, VIA, Availability, Plan, client_ip
 from rootless.ports.spec import PortSpec
@@ -22,6 +22,10 @@ class Target:
     # TCP keeps the client address with dials inside the sandbox itself (clientaddr INSIDE):
     # burrow's own sandboxes; burrow-rootlessport leaves a Podman container's netns alone.
     inside: bool = False
+    # The sandbox's own subnets: it answers a client inside one over its link, never back
+    # through `via`, so a dial from `via` bound to that address got no reply (UDP, and every
+    # burrow-rootlessport dial, from a client at 10.88.0.7 to a sandbox at 10.88.0.2).
+    onlink: tuple[IPv4Network | IPv6Network, ...] = ()
     # Both orders, spelled once: they are asked for on every accept.
     _v4_first: tuple[Candidate, ...] = field(init=False, repr=False, compare=False)
     _v6_first: tuple[Candidate, ...] = field(init=False, repr=False, compare=False)
@@ -65,12 +69,19 @@ class Target:
             p = plain
             if fam == client[1]:
                 bind = (client[0], port)
-                if avail.usable(via, fam):
+                if avail.usable(via, fam) and not self.reaches(client[0]):
                     p = Plan(via, fam, VIA, ip, bind, plain)
                 if tcp and self.inside and avail.inside(self.netns, fam):
                     p = Plan(self.netns, fam, INSIDE, ip, bind, p)
             out.append(p)
         return out
+
+    def reaches(self, host: str) -> bool:
+        """Whether `host` is in one of the sandbox's own subnets (see `onlink`)."""
+        if not self.onlink:
+            return False
+        ip = ip_address(host)
+        return any(ip in net for net in self.onlink)
 
 
 @dataclass(eq=False)

@@ -34,6 +34,18 @@ def addresses(rec: Mapping[str, Any]) -> tuple[str | None, str | None]:
     return v4, v6
 
 
+def subnets(store: Store, rec: Mapping[str, Any]) -> list[str]:
+    """The subnets of the sandbox's networks: a client inside one is on its link
+    (rootless.ports.target.Target.onlink)."""
+    out = []
+    for name in rec.get("networks", {}):
+        try:
+            out += [str(s["subnet"]) for s in store.network(name).get("subnets", [])]
+        except (BurrowError, KeyError, TypeError):
+            continue
+    return out[:messages.MAX_ONLINK]
+
+
 def routed(store: Store, rec: Mapping[str, Any]) -> bool:
     """Whether the sandbox has a route out (a network that is not --internal): replies to a
     client's own address need it, so a sandbox without one sees the old, unkept peer."""
@@ -61,10 +73,11 @@ class ForwarderPorts:
             return
         control.ensure(self.holder)
         ip4, ip6 = addresses(rec)
+        store = Store(self.holder.paths)
         control.request(self.holder.paths, messages.parse_request(
             {"op": "add", "sandbox": rec["name"], "netns": rec["netns"], "ip4": ip4,
-             "ip6": ip6, "ports": rec["ports"],
-             "via": OWN_NETNS if routed(Store(self.holder.paths), rec) else None}))
+             "ip6": ip6, "ports": rec["ports"], "onlink": subnets(store, rec),
+             "via": OWN_NETNS if routed(store, rec) else None}))
 
     def unpublish(self, rec: Mapping[str, Any]) -> list[str]:
         if not rec.get("ports") or not control.running(self.holder.paths):

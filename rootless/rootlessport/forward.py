@@ -31,7 +31,10 @@ import os
 import resource
 import signal
 import socket
+import sys
 import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 from netns import nsenter
 from netns.loop import Loop
@@ -50,6 +53,8 @@ from rootless.rootlessport.listen import Bound, ControlSocket
 
 log = logging.getLogger("rootless.rootlessport")
 
+T = TypeVar("T")
+Subnet = ipaddress.IPv4Network | ipaddress.IPv6Network
 UDP_TIMEOUT = 90.0  # upstream's UDP conntrack timeout
 RTF_REJECT = 0x0200
 
@@ -67,12 +72,10 @@ def rootless_netns(runtime: str | None) -> str | None:
     return os.path.normpath(found[0]) if len(found) == 1 else None
 
 
-def has_default_route(netns: str, family: int) -> bool:
-    """Whether the container's netns routes anywhere beyond its networks: without a default
-    route (an --internal network) it could not answer a kept client address, so the dial
-    stays inside it. Read by a short-lived thread that enters the netns (a thread's
-    /proc/thread-self/net is its own netns's)."""
-    found: list[bool] = []
+def _in_netns(netns: str, read: Callable[[], T]) -> T | None:
+    """`read()` run by a short-lived thread that enters the netns (a thread's
+    /proc/thread-self/net is its own netns's); None if it cannot."""
+    found: list[T] = []
 
     def look() -> None:
         try:
@@ -81,21 +84,50 @@ def has_default_route(netns: str, family: int) -> bool:
                 nsenter.setns(fd)
             finally:
                 os.close(fd)
-            if family == 4:
-                with open("/proc/thread-self/net/route") as f:
-                    found.append(any(ln.split()[1:2] == ["00000000"] and ln.split()[7:8] == ["00000000"]
-                                     for ln in f.readlines()[1:]))
-            else:
-                with open("/proc/thread-self/net/ipv6_route") as f:  # not the reject route on lo
-                    found.append(any(x[:2] == ["0" * 32, "00"] and not int(x[8], 16) & RTF_REJECT
-                                     for x in (ln.split() for ln in f) if len(x) >= 10))
-        except OSError:
-            found.append(False)
+            found.append(read())
+        except (OSError, ValueError):
+            pass
 
     t = threading.Thread(target=look, name="route-check", daemon=True)
     t.start()
     t.join(5)
-    return bool(found and found[0])
+    return found[0] if found else None
+
+
+def _routes(family: int) -> list[list[str]]:
+    name = "route" if family == 4 else "ipv6_route"
+    with open(f"/proc/thread-self/net/{name}") as f:
+        lines = f.readlines()
+    rows = [ln.split() for ln in (lines[1:] if family == 4 else lines)]  # v4 has a header
+    return [x for x in rows if len(x) >= (8 if family == 4 else 10)]
+
+
+def _default(family: int) -> bool:
+    if family == 4:
+        return any(x[1] == "00000000" and x[7] == "00000000" for x in _routes(4))
+    return any(x[:2] == ["0" * 32, "00"] and not int(x[8], 16) & RTF_REJECT  # not lo's reject
+               for x in _routes(6))
+
+
+def _onlink() -> tuple[Subnet, ...]:
+    """The netns's own subnets: its routes without a gateway, but for lo and the default."""
+    out: list[Subnet] = []
+    for x in _routes(4):  # Iface Destination Gateway Flags RefCnt Use Metric Mask (hex)
+        if x[0] != "lo" and x[2] == "00000000" and x[7] != "00000000":
+            net = ipaddress.IPv4Address(int(x[1], 16).to_bytes(4, sys.byteorder))
+            bits = bin(int(x[7], 16)).count("1")
+            out.append(ipaddress.IPv4Network((net, bits), strict=False))
+    for x in _routes(6):  # dst plen src splen nexthop metric refcnt use flags iface
+        if x[9] != "lo" and x[4] == "0" * 32 and x[1] != "00" and not int(x[8], 16) & RTF_REJECT:
+            out.append(ipaddress.IPv6Network((int(x[0], 16), int(x[1], 16)), strict=False))
+    return tuple(out)
+
+
+def has_default_route(netns: str, family: int) -> bool:
+    """Whether the container's netns routes anywhere beyond its networks: without a default
+    route (an --internal network) it could not answer a kept client address, so the dial
+    stays inside it."""
+    return bool(_in_netns(netns, lambda: _default(family)))
 
 
 def target(cfg: Config, child_ip: str, via: str | None) -> Target:
@@ -106,7 +138,9 @@ def target(cfg: Config, child_ip: str, via: str | None) -> Target:
     return Target(cfg.container_id, cfg.netns_path,
                   ip if isinstance(ip, ipaddress.IPv4Address) else None,
                   ip if isinstance(ip, ipaddress.IPv6Address) else None,
-                  via if keep else None)
+                  via if keep else None,
+                  # A client in the container's own subnets is dialled inside it (Target.onlink).
+                  onlink=(_in_netns(cfg.netns_path, _onlink) or ()) if keep else ())
 
 
 def start_dialer(chan: socket.socket) -> threading.Thread:
