@@ -23,20 +23,28 @@ from types import FrameType
 
 IN = select.EPOLLIN
 OUT = select.EPOLLOUT
+INF = float("inf")
+# Cancelled timers wait in their FIFOs until a walk drops them: one every this many
+# cancellations at least, so a busy DNS forwarder's answered queries' timeouts do not pile up.
+PRUNE_AFTER = 256
 ERROR_LOG_EVERY = 10.0  # seconds between two log lines about handler faults (they are counted)
 
 log = logging.getLogger("netns.loop")
 
 
 class Timer:
-    __slots__ = ("when", "callback", "cancelled")
+    __slots__ = ("when", "callback", "cancelled", "loop")
 
-    def __init__(self, when: float, callback: Callable[[], None]) -> None:
+    def __init__(self, when: float, callback: Callable[[], None],
+                 loop: Loop | None = None) -> None:
         self.when = when
         self.callback = callback
         self.cancelled = False
+        self.loop = loop
 
     def cancel(self) -> None:
+        if not self.cancelled and self.loop is not None:
+            self.loop.stale += 1
         self.cancelled = True
         # Drop the callback now: it usually closes over an object that holds this timer, and
         # that cycle would otherwise live on until the cyclic GC (a latency spike) finds it.
@@ -59,6 +67,10 @@ class Loop:
         self._ep = select.epoll()
         self._handlers: dict[int, Callable[[int], None]] = {}
         self._timers: dict[float, deque[Timer]] = {}
+        # No timer is due before this (a cancelled one may set it: one early wakeup at most),
+        # so a wakeup with nothing due costs one clock read, not a walk over the FIFOs.
+        self._due = INF
+        self.stale = 0  # timers cancelled since the last walk (which drops them from the heads)
         self._signals: dict[int, Callable[[], None]] = {}
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._running = False
@@ -96,11 +108,13 @@ class Loop:
         # One FIFO per distinct delay: deadlines in a FIFO are monotonic, so push, cancel and
         # expiry are all O(1). (A heap would need periodic compaction of the thousands of
         # cancelled timeouts of answered forwards: a multi-millisecond latency spike.)
-        t = Timer(time.monotonic() + delay, callback)
+        t = Timer(time.monotonic() + delay, callback, self)
         q = self._timers.get(delay)
         if q is None:
             q = self._timers[delay] = deque()
         q.append(t)
+        if t.when < self._due:
+            self._due = t.when
         return t
 
     def on_signal(self, signum: int, callback: Callable[[], None]) -> None:
@@ -139,16 +153,19 @@ class Loop:
     def run(self) -> None:
         self._running = True
         handlers = self._handlers
-        timers = self._timers
         poll = self._ep.poll
+        monotonic = time.monotonic
         while self._running:
-            timeout = -1.0
-            for q in timers.values():
-                while q and q[0].cancelled:
-                    q.popleft()
-                if q:
-                    wait = max(0.0, q[0].when - time.monotonic())
-                    timeout = wait if timeout < 0 else min(timeout, wait)
+            # Due timers first, then the wait: a timer set while handling a batch of events
+            # (even with delay 0) runs after that whole batch and before the next poll.
+            now = monotonic()
+            if self._due <= now or self.stale > PRUNE_AFTER:
+                self._expire(now)
+                if not self._running:  # a timer stopped the loop
+                    break
+                now = monotonic()
+            due = self._due
+            timeout = -1.0 if due == INF else max(0.0, due - now)
             for fd, ev in poll(timeout, 256):
                 h = handlers.get(fd)
                 if h is not None:
@@ -156,12 +173,27 @@ class Loop:
                         h(ev)
                     except Exception as exc:  # noqa: BLE001 - contained to this event
                         self._fault(exc)
-            now = time.monotonic()
-            for q in list(timers.values()):
-                while q and q[0].when <= now:
-                    t = q.popleft()
-                    if not t.cancelled:
-                        try:
-                            t.callback()
-                        except Exception as exc:  # noqa: BLE001 - contained to this timer
-                            self._fault(exc)
+        else:  # a handler stopped the loop: what was due by then still runs, as it always did
+            now = monotonic()
+            if self._due <= now:
+                self._expire(now)
+
+    def _expire(self, now: float) -> None:
+        """Run the timers due by now, drop the cancelled ones at the FIFOs' heads, and find
+        the next deadline (timers the callbacks set included)."""
+        due = INF
+        for q in list(self._timers.values()):
+            while q and (q[0].cancelled or q[0].when <= now):
+                t = q.popleft()
+                if not t.cancelled:
+                    try:
+                        t.callback()
+                    except Exception as exc:  # noqa: BLE001 - contained to this timer
+                        self._fault(exc)
+        for q in self._timers.values():
+            while q and q[0].cancelled:
+                q.popleft()
+            if q and q[0].when < due:
+                due = q[0].when
+        self._due = due
+        self.stale = 0
