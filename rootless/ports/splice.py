@@ -148,7 +148,7 @@ def pump(src: socket.socket, dst: socket.socket, p: Pipe, big: BigPipes, hup: in
     while not p.done:
         if p.pending == 0 and not p.eof:
             if not p.bulk:
-                if _copy(src, dst, p, big, hup):
+                if copy_one(src, dst, p, big, hup):
                     return
                 continue
             try:
@@ -192,7 +192,7 @@ def _bulk_to(dst: socket.socket) -> None:
         inhost.unpaced(dst)
 
 
-def _copy(src: socket.socket, dst: socket.socket, p: Pipe, big: BigPipes, hup: int) -> bool:
+def copy_one(src: socket.socket, dst: socket.socket, p: Pipe, big: BigPipes, hup: int) -> bool:
     """One message in copy mode (the pipe is empty); True when src has nothing more now."""
     try:
         n = src.recv_into(big.buf)
