@@ -10,8 +10,14 @@ once): the round trip, the forwarder's CPU and system calls per round trip. CPU 
 connection is less sensitive to a loaded machine than the rate; the system call counts are
 exact.
 
+With --tree DIR (twice or more; each a checkout with its .venv, e.g. /work/main and last
+stop's tree), each tree's burrow forwarder runs in a world of its own, all at once, and the
+rounds measure them in turn, order alternating; then the medians, each tree's ratio to the
+first and to pasta, and the per-round ratios: an A/B of the whole forwarder, end to end.
+
 Run as root (it runs burrow as the test user from tests/rootless_user.py, as the benches do):
     .venv/bin/python scripts/profile_forwarder.py [--conns 2000] [--rounds 3] [--strace]
+    .venv/bin/python scripts/profile_forwarder.py --tree /work/wt-cn-base --tree . --rounds 8
 """
 
 from __future__ import annotations
@@ -82,7 +88,7 @@ def round_trips(port: int, n: int) -> float:
         return (time.perf_counter() - t) / n * 1e6
 
 
-def measure_rr(name: str, port: int, pid: int, n: int) -> None:
+def measure_rr(name: str, port: int, pid: int, n: int) -> float:
     round_trips(port, 200)
     c0 = cpu(pid)
     rtt = round_trips(port, n)
@@ -90,9 +96,10 @@ def measure_rr(name: str, port: int, pid: int, n: int) -> None:
     us = [(b - a) / os.sysconf("SC_CLK_TCK") / n * 1e6 for a, b in zip(c0, c1, strict=True)]
     print(f"{name:18} {rtt:7.1f} us per round trip   CPU per round trip: user {us[0]:6.1f} us, "
           f"system {us[1]:6.1f} us   (load {os.getloadavg()[0]:.1f})", flush=True)
+    return rtt
 
 
-def measure(name: str, port: int, pid: int, n: int) -> None:
+def measure(name: str, port: int, pid: int, n: int) -> float:
     conns(port, 100)  # warm: pools filled, code paths hot
     c0 = cpu(pid)
     rate = conns(port, n)
@@ -100,6 +107,7 @@ def measure(name: str, port: int, pid: int, n: int) -> None:
     us = [(b - a) / os.sysconf("SC_CLK_TCK") / n * 1e6 for a, b in zip(c0, c1, strict=True)]
     print(f"{name:18} {rate:7.0f} conn/s   CPU per connection: user {us[0]:6.1f} us, "
           f"system {us[1]:6.1f} us   (load {os.getloadavg()[0]:.1f})", flush=True)
+    return rate
 
 
 def syscalls(name: str, port: int, pid: int, n: int = 500, rr: bool = False) -> None:
@@ -222,6 +230,83 @@ def pasta(s: Session, port: int) -> tuple[subprocess.Popen[str], int, Path]:
     return p, int((d / "pid").read_text()), d
 
 
+def burrow_up(s: Session, tree: Path, port: int) -> tuple[int, list[subprocess.Popen[str]]]:
+    """tree's burrow forwarder with the echo servers behind it: (forwarder pid, servers)."""
+    burrow = str(tree / ".venv" / "bin" / "burrow")
+    s.run([burrow, "sandbox", "create", "prof", "-p", f"127.0.0.1:{port}:5301", "-p",
+           f"127.0.0.1:{port + 1}:5401"], check=True, timeout=60)
+    servers = [s.popen([burrow, "exec", "prof", "--", "/usr/bin/python3", "-c", script, cport],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for script, cport in ((ECHO, "5301"), (RR, "5401"))]
+    time.sleep(2)
+    pid = int(json.loads(s.run([burrow, "status", "--format", "json"], check=True).out)
+              ["forwarder"]["pid"])
+    # Its title is set (setproctitle); its dialer's command line names the python it runs.
+    cmds = []
+    for p in descendants(pid):
+        with open(f"/proc/{p}/cmdline", "rb") as f:
+            cmds.append(f.read())
+    if not any(str(tree / ".venv").encode() in c for c in cmds):
+        raise SystemExit(f"the forwarder {pid} does not run {tree}'s code: {cmds!r}")
+    return pid, servers
+
+
+def trees_ab(args: argparse.Namespace, port: int,
+             others: tuple[subprocess.Popen[str], int, Path] | None) -> None:
+    """--tree: every tree's forwarder up at once, each in a world (session) of its own, and
+    pasta; each round measures each in turn, order alternating. Placement on this machine's
+    CPUs swings a round trip between ~45 and ~110 us for the same code, over seconds: short
+    interleaved batches let every forwarder see the same swings, and the per-round ratios
+    show how far they reach."""
+    import statistics
+    trees = [Path(t).resolve() for t in args.tree]
+    sessions: list[Session] = []
+    servers: list[subprocess.Popen[str]] = []
+    kinds: list[tuple[str, int, int]] = []  # name, port, pid
+    try:
+        for i, tree in enumerate(trees):
+            s = RootlessUser.ensure().session()
+            sessions.append(s)
+            pid, srv = burrow_up(s, tree, port + 4 + 2 * i)
+            servers += srv
+            kinds.append((str(tree), port + 4 + 2 * i, pid))
+        if others:
+            kinds.append(("pasta -t", port + 2, others[1]))
+        got: dict[str, list[tuple[float, float]]] = {k: [] for k, _, _ in kinds}
+        for _, kp, _ in kinds:  # warm
+            conns(kp, 100)
+            round_trips(kp + 1, 500)
+        for r in range(args.rounds):
+            for name, kp, pid in (kinds if r % 2 == 0 else kinds[::-1]):
+                got[name].append((measure(name[-18:], kp, pid, args.conns),
+                                  measure_rr(name[-18:], kp + 1, pid, args.round_trips)))
+    finally:
+        for p in servers:
+            p.kill()
+            p.wait()
+        for s in sessions:
+            s.close()
+    med = {k: (statistics.median(x for x, _ in v), statistics.median(y for _, y in v))
+           for k, v in got.items()}
+    base = str(trees[0])
+    for k, (rate, rtt) in med.items():
+        line = f"median {k[-24:]:24} {rate:7.0f} conn/s {rtt:7.1f} us per round trip"
+        for ref in (base, "pasta -t"):
+            if ref in med and ref != k:
+                line += (f"   / {ref[-18:]}: conn/s {rate / med[ref][0]:.3f}x, round trip "
+                         f"{rtt / med[ref][1]:.3f}x")
+        print(line)
+    for k in got:
+        if k == base:
+            continue
+        for i, what in ((1, "round trip"), (0, "conn/s")):
+            paired = [b[i] / a[i] for a, b in zip(got[base], got[k], strict=True)]
+            print(f"{what} {k[-18:]} / {base[-18:]}, per round: "
+                  + " ".join(f"{x:.2f}" for x in paired)
+                  + f"  (median {statistics.median(paired):.3f})")
+    print(f"load {os.getloadavg()[0]:.1f}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--conns", type=int, default=2000)
@@ -232,12 +317,23 @@ def main() -> int:
                     help="also break each one's CPU per connection down with perf")
     ap.add_argument("--py-spy", type=float, default=0, metavar="SECONDS",
                     help="also sample the forwarder's Python stacks for this long")
+    ap.add_argument("--tree", action="append",
+                    help="checkouts (with .venv) whose forwarders alternate: an A/B")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: it runs burrow as the test user")
     s = RootlessUser.ensure().session()
     try:
         port = 20000 + os.getpid() % 20000
+        if args.tree:
+            others = pasta(s, port + 2) if shutil.which("pasta") else None
+            try:
+                trees_ab(args, port, others)
+            finally:
+                if others:
+                    others[0].terminate()
+                    subprocess.run(["kill", str(others[1])], check=False)
+            return 0
         s.burrow("sandbox", "create", "prof", "-p", f"127.0.0.1:{port}:5301", "-p",
                  f"127.0.0.1:{port + 1}:5401", check=True, timeout=60)
         for script, cport in ((ECHO, "5301"), (RR, "5401")):

@@ -14,6 +14,10 @@ Modes (each worker is a fresh process; several trees alternate in one run for an
   next to the client's own timeline;
 - cprofile: Python function calls per connection, and where the time goes;
 - strace: system calls per connection by name.
+With --rr, each mode measures, instead of connections, round trips of a 64-byte message on one open connection to an
+  echo server that answers every read at once (the `round trip` row of bench_rootless.py):
+  the round trip, and the forwarder's CPU per round trip (--conns round trips; with --clients,
+  that many connections side by side).
 
 Run as root (it makes a netns), e.g.:
     .venv/bin/python scripts/profile_tcp_path.py --mode rate --conns 3000 --rounds 3 \
@@ -41,6 +45,43 @@ s.bind(('127.0.0.1',int(sys.argv[1]))); s.listen(512)
 print('up',flush=True)
 while True:
     c,_=s.accept(); c.sendall(b'hello\\n'); c.close()
+"""
+ECHO_RR = """
+import socket,sys,threading
+s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
+s.bind(('127.0.0.1',int(sys.argv[1]))); s.listen(512)
+print('up',flush=True)
+def one(c):
+    c.setsockopt(socket.IPPROTO_TCP,socket.TCP_NODELAY,1)
+    while (d:=c.recv(65536)): c.sendall(d)
+while True:
+    threading.Thread(target=one,args=(s.accept()[0],),daemon=True).start()
+"""
+# Round trips of 64 bytes on one connection; one JSON line: the rate of round trips, and the
+# median over batches of 500 of the mean round trip (microseconds).
+CLIENT_RR = """
+import json,socket,statistics,sys,time
+port,n,pre=int(sys.argv[1]),int(sys.argv[2]),int(sys.argv[3])
+msg=b'x'*64
+for _ in range(pre):  # short connections first: the forwarder's pool then holds used sockets
+    with socket.create_connection(('127.0.0.1',port),5) as c:
+        c.sendall(b'x'); c.recv(1)
+c=socket.create_connection(('127.0.0.1',port),5)
+c.setsockopt(socket.IPPROTO_TCP,socket.TCP_NODELAY,1)
+def rt(k):
+    for _ in range(k):
+        c.sendall(msg); got=0
+        while got<64: got+=len(c.recv(64-got))
+rt(500)
+print('warm',flush=True); sys.stdin.readline()
+pc=time.perf_counter_ns
+means=[]; t0=pc(); left=n
+while left>0:
+    k=min(500,left); a=pc(); rt(k); means.append((pc()-a)/k/1e3); left-=k
+t1=pc()
+c.close()
+print(json.dumps({'rate':n/((t1-t0)/1e9),'errors':{},'rtt':statistics.median(means),
+                  'connect':0,'first_byte':0,'eof':0,'close':0}),flush=True)
 """
 # Sequential connections; one JSON line: rate, and the medians of each phase (microseconds).
 CLIENT = """
@@ -103,7 +144,8 @@ def worker(args: argparse.Namespace) -> None:
                         ["ip", "route", "replace", "local", "0.0.0.0/0", "dev", "lo", "table",
                          "25202"]):
                 ns.run(cmd)
-        srv = ns.popen([sys.executable, "-c", ECHO, "5301"], stdout=subprocess.PIPE)
+        srv = ns.popen([sys.executable, "-c", ECHO_RR if args.rr else ECHO, "5301"],
+                       stdout=subprocess.PIPE)
         assert srv.stdout is not None and srv.stdout.readline().strip() == "up"
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         dialer = start_dialer(args, child)
@@ -128,7 +170,9 @@ def worker(args: argparse.Namespace) -> None:
         timers = (instrument(loop, lsock.fileno(), spec.host_port) if args.mode == "phases"
                   else None)
         per = max(1, args.conns // args.clients)
-        cls = [subprocess.Popen([sys.executable, "-c", CLIENT, str(spec.host_port), str(per)],
+        client = CLIENT_RR if args.rr else CLIENT
+        cls = [subprocess.Popen([sys.executable, "-c", client, str(spec.host_port), str(per),
+                                 str(args.pre)],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                for _ in range(args.clients)]
         out: list[str] = []
@@ -346,7 +390,12 @@ def report_strace(path: str, n: int) -> dict[str, float]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--mode", choices=["rate", "phases", "cprofile", "strace", "perf"], default="rate")
+    ap.add_argument("--mode", choices=["rate", "phases", "cprofile", "strace", "perf"],
+                    default="rate")
+    ap.add_argument("--rr", action="store_true",
+                    help="round trips on open connections instead of new connections")
+    ap.add_argument("--pre", type=int, default=0,
+                    help="--rr: short connections each client makes before its round trips")
     ap.add_argument("--conns", type=int, default=3000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--tree", action="append", help="repo trees to compare (default: this)")
@@ -374,21 +423,24 @@ def main() -> int:
     print(f"# {args.mode}, {args.conns} sequential connections x {args.rounds} rounds, "
           f"load {os.getloadavg()[0]:.2f}", flush=True)
     order = list(zip(names, variants, strict=True))
+    unit = "rt/s  " if args.rr else "conn/s"
     for r in range(args.rounds):
         for name, (t, dialer) in (order if r % 2 == 0 else order[::-1]):
             res = subprocess.run([sys.executable, __file__, "--worker", "--mode", args.mode,
                                   "--conns", str(args.conns), "--tree", t, "--dialer", dialer,
                                   "--clients", str(args.clients),
                                   *(["--inside-routing"] if args.inside_routing else []),
-                                  "--top", str(args.top)],
+                                  *(["--rr"] if args.rr else []), "--pre", str(args.pre), "--top", str(args.top)],
                                  capture_output=True, text=True, timeout=600)
             if res.returncode:
                 raise SystemExit(res.stderr[-2000:])
             d = json.loads(res.stdout.strip().splitlines()[-1])
             got[name].append(d)
-            print(f"{name:24} {d['rate']:7.0f} conn/s  user {d['user_us']:5.1f} us  sys "
-                  f"{d['sys_us']:5.1f} us  client: connect {d['connect']:5.1f}  first byte "
-                  f"{d['first_byte']:6.1f}  eof {d['eof']:5.1f}  close {d['close']:4.1f} us"
+            client = (f"round trip {d['rtt']:6.1f} us" if args.rr else
+                      f"client: connect {d['connect']:5.1f}  first byte {d['first_byte']:6.1f}  "
+                      f"eof {d['eof']:5.1f}  close {d['close']:4.1f} us")
+            print(f"{name:24} {d['rate']:7.0f} {unit}  user {d['user_us']:5.1f} us  sys "
+                  f"{d['sys_us']:5.1f} us  {client}"
                   f"  (load {os.getloadavg()[0]:.2f})"
                   + (f"  client errors {d['errors']}, shed {d['shed']}"
                      if d["errors"] or d["shed"] else ""), flush=True)
@@ -398,16 +450,17 @@ def main() -> int:
     import statistics
     for t in names:
         med = {k: statistics.median(float(d[k]) for d in got[t])  # type: ignore[arg-type]
-               for k in ("rate", "user_us", "sys_us")}
-        print(f"median {t:17} {med['rate']:7.0f} conn/s  user {med['user_us']:5.1f} us  "
+               for k in ("rate", "user_us", "sys_us", *(("rtt",) if args.rr else ()))}
+        print(f"median {t:17} {med['rate']:7.0f} {unit}  user {med['user_us']:5.1f} us  "
               f"sys {med['sys_us']:5.1f} us  user+sys {med['user_us'] + med['sys_us']:5.1f} us"
               f"  (best {max(float(d['rate']) for d in got[t]):.0f} conn/s, least user+sys "  # type: ignore[arg-type]
               f"{min(float(d['user_us']) + float(d['sys_us']) for d in got[t]):.1f} us)")  # type: ignore[arg-type]
         got[t].append(med)  # type: ignore[arg-type]
     for t in names[1:]:
         m, b = got[t][-1], got[names[0]][-1]
-        print(f"{t} / {names[0]}: conn/s {float(m['rate']) / float(b['rate']):.3f}x, "  # type: ignore[arg-type]
-              f"user CPU {float(m['user_us']) / float(b['user_us']):.3f}x")  # type: ignore[arg-type]
+        print(f"{t} / {names[0]}: {unit.strip()} {float(m['rate']) / float(b['rate']):.3f}x, "  # type: ignore[arg-type]
+              + (f"round trip {float(m['rtt']) / float(b['rtt']):.3f}x, " if args.rr else "")  # type: ignore[arg-type]
+              + f"user CPU {float(m['user_us']) / float(b['user_us']):.3f}x")  # type: ignore[arg-type]
     return 0
 
 
