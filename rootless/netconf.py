@@ -196,11 +196,14 @@ def _check_driver(req: NetworkRequest, rootless: bool) -> None:
 
 
 def make_network(req: NetworkRequest, existing: Mapping[str, dict[str, Any]],
-                 default_mtu: int | None, rootless: bool = True) -> dict[str, Any]:
+                 default_mtu: int | None, rootless: bool = True,
+                 host: Sequence[IPNet] = ()) -> dict[str, Any]:
     """A Podman network config from the request; validates everything, touches nothing.
 
     bridge networks get a bridge of their own (`burrowN`); macvlan ones (real root only) sit
-    on `--opt parent=IF`, or on the interface of the host's default route, as in Podman."""
+    on `--opt parent=IF`, or on the interface of the host's default route, as in Podman.
+    `host`: the subnets the host routes already (rootful: `host_subnets()`), which a bridge
+    network must not take."""
     check_name(req.name, "network")
     if req.name in RESERVED:
         raise BurrowError(f"cannot create network with name {req.name!r} because it conflicts "
@@ -214,7 +217,8 @@ def make_network(req: NetworkRequest, existing: Mapping[str, dict[str, Any]],
             schema.parse_ip(d, "--dns")  # the engine's parser: no "%zone" the engine would refuse
         except BurrowError:
             raise BurrowError(f"invalid --dns {d!r}: expected an IP address") from None
-    subnets = [_subnet_entry(req, i, n) for i, n in enumerate(_choose_subnets(req, existing))]
+    host = host if req.driver == "bridge" else ()  # macvlan's subnet is its parent's LAN
+    subnets = [_subnet_entry(req, i, n) for i, n in enumerate(_choose_subnets(req, existing, host))]
     opts = dict(req.options)
     if req.driver == "macvlan":
         # Podman's shape: the parent is the network's interface, not an option. Behind no
@@ -250,11 +254,12 @@ def make_network(req: NetworkRequest, existing: Mapping[str, dict[str, Any]],
     return net
 
 
-def _choose_subnets(req: NetworkRequest, existing: Mapping[str, dict[str, Any]]
-                    ) -> list[IPNet]:
-    """The request's subnets, checked against each other and every network's; free ones
-    from the pools where the request gives none (v4, and v6 with --ipv6)."""
+def _choose_subnets(req: NetworkRequest, existing: Mapping[str, dict[str, Any]],
+                    host: Sequence[IPNet] = ()) -> list[IPNet]:
+    """The request's subnets, checked against each other, every network's and the host's;
+    free ones from the pools where the request gives none (v4, and v6 with --ipv6)."""
     used = [_net(s["subnet"]) for n in existing.values() for s in n.get("subnets", [])]
+    used += host
     nets: list[IPNet] = [schema.usable_subnet(_net(s), "--subnet") for s in req.subnets]
     for i, a in enumerate(nets):
         for b in nets[i + 1:]:
@@ -265,6 +270,11 @@ def _choose_subnets(req: NetworkRequest, existing: Mapping[str, dict[str, Any]]
                 if a.overlaps(_net(osub["subnet"])):
                     raise BurrowError(f"subnet {a} is already used by network {name}; pick "
                                       "another --subnet")
+        for h in host:
+            if a.version == h.version and a.overlaps(h):
+                raise BurrowError(f"subnet {a} is already used on the host ({h} is routed "
+                                  "there without a gateway; see `ip route`): a bridge with it "
+                                  "would take that traffic; pick another --subnet")
     if not any(n.version == 4 for n in nets) and not (req.ipv6 and nets):
         if not nets:
             nets.append(free_subnets(used, v6=False))
@@ -294,8 +304,30 @@ def _subnet_entry(req: NetworkRequest, i: int, n: IPNet) -> dict[str, Any]:
     return sub
 
 
-def default_request() -> NetworkRequest:
-    return NetworkRequest(DEFAULT_NETWORK, subnets=(DEFAULT_V4, DEFAULT_V6), ipv6=True)
+def default_request(host: Sequence[IPNet] = (),
+                    existing: Mapping[str, dict[str, Any]] | None = None) -> NetworkRequest:
+    """The default network; where the host routes one of its subnets already (rootful
+    Podman's default network is 10.88.0.0/16 too), a free one from the pool instead."""
+    used = [*host, *(_net(s["subnet"]) for n in (existing or {}).values()
+                     for s in n.get("subnets", []))]
+
+    def pick(default: str, v6: bool) -> str:
+        net = _net(default)
+        taken = any(net.version == h.version and net.overlaps(h) for h in host)
+        return str(free_subnets(used, v6=v6)) if taken else default
+
+    return NetworkRequest(DEFAULT_NETWORK, subnets=(pick(DEFAULT_V4, False), pick(DEFAULT_V6, True)),
+                          ipv6=True)
+
+
+def host_subnets() -> tuple[IPNet, ...]:
+    """The subnets this netns (the host's, for rootful burrow) routes without a gateway."""
+    from netns import onlink
+
+    try:
+        return onlink.subnets()
+    except (OSError, ValueError) as e:
+        raise BurrowError(f"cannot read the host's routes to check subnets against: {e}") from None
 
 
 def allocate(network: dict[str, Any], used: set[str], static: Sequence[str]) -> list[str]:

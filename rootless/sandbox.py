@@ -142,9 +142,13 @@ def _host_entry(text: str) -> HostEntry:
         raise BurrowError(f"invalid --add-host {text!r}: {ip!r} is not an IP address") from None
 
 
-def _ensure_default(store: Store, mtu: int | None) -> None:
-    if netconf.DEFAULT_NETWORK not in store.networks():
-        store.save_network(netconf.make_network(netconf.default_request(), store.networks(), mtu))
+def _ensure_default(store: Store, mtu: int | None, rootful: bool) -> None:
+    nets = store.networks()
+    if netconf.DEFAULT_NETWORK not in nets:
+        # Rootful, the bridge is the host's: never on a subnet the host routes already.
+        host = netconf.host_subnets() if rootful else ()
+        store.save_network(netconf.make_network(netconf.default_request(host, nets), nets, mtu,
+                                                host=host))
 
 
 def _port_clash(store: Store, ports: Sequence[PortSpec]) -> None:
@@ -178,14 +182,15 @@ def _ifnames(attaches: Sequence[Attach]) -> list[str]:
 
 
 def _reserve(store: Store, name: str, attaches: Sequence[Attach], ports: Sequence[PortSpec],
-             dns: Sequence[str], mtu: int | None, ident: Identity) -> SandboxRecord:
+             dns: Sequence[str], mtu: int | None, ident: Identity,
+             rootful: bool = False) -> SandboxRecord:
     """Choose addresses and write the record (`creating`), all under the IPAM lock."""
     with store.lock():
         if store.exists(name):
             raise BurrowError(f"sandbox {name} already exists; remove it with "
                               f"`burrow sandbox rm {name}` or pick another name")
         if any(a.network == netconf.DEFAULT_NETWORK for a in attaches):
-            _ensure_default(store, mtu)
+            _ensure_default(store, mtu, rootful)
         nets = {a.network: store.network(a.network) for a in attaches}
         if ports and not nets:
             raise BurrowError("-p needs a network: --network none has no address to forward "
@@ -222,7 +227,7 @@ def create(w: World, name: str, attaches: Sequence[Attach], ports: Sequence[Port
         attaches = []
     _check_create(name, attaches, dns)
     store = Store(w.paths)
-    rec = _reserve(store, name, attaches, ports, dns, mtu, ident)
+    rec = _reserve(store, name, attaches, ports, dns, mtu, ident, w.mode != "rootless")
     with ExitStack() as undo:
         undo.callback(store.delete_sandbox, name)
         rt = w.ensure()

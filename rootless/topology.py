@@ -230,6 +230,7 @@ def _plan_networks(topo: Topology, known: dict[str, dict[str, Any]], mtu: int | 
                    rootless: bool) -> tuple[list[dict[str, Any]], list[str]]:
     """The declared networks to create (added to `known`), and those that exist as declared."""
     new_nets: list[dict[str, Any]] = []
+    host = () if rootless else netconf.host_subnets()  # rootful bridges are the host's
     unchanged: list[str] = []
     for decl in topo.networks:
         w = _Where(topo.path, f"networks.{decl.request.name}")
@@ -239,7 +240,7 @@ def _plan_networks(topo: Topology, known: dict[str, dict[str, Any]], mtu: int | 
             unchanged.append(f"network {decl.request.name}")
             continue
         net = w.check("subnets", lambda d=decl: netconf.make_network(  # type: ignore[misc]
-            d.request, known, mtu, rootless=rootless))
+            d.request, known, mtu, rootless=rootless, host=host))
         known[net["name"]] = net
         new_nets.append(net)
     return new_nets, unchanged

@@ -77,7 +77,8 @@ def network_create(
                               "network namespace; see `ip link`") from None
     store = Store(ctx(c).paths)
     with store.lock():
-        net = netconf.make_network(req, store.networks(), ctx(c).world.network_mtu, rootless=rootless)
+        net = netconf.make_network(req, store.networks(), ctx(c).world.network_mtu, rootless=rootless,
+                                   host=() if rootless else netconf.host_subnets())
         store.save_network(net)
     print(name)
 

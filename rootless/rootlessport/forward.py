@@ -31,12 +31,11 @@ import os
 import resource
 import signal
 import socket
-import sys
 import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-from netns import nsenter
+from netns import nsenter, onlink
 from netns.loop import Loop
 from rootless.ports.budget import Guard
 from rootless.ports.dialer import Dialer
@@ -54,9 +53,7 @@ from rootless.rootlessport.listen import Bound, ControlSocket
 log = logging.getLogger("rootless.rootlessport")
 
 T = TypeVar("T")
-Subnet = ipaddress.IPv4Network | ipaddress.IPv6Network
 UDP_TIMEOUT = 90.0  # upstream's UDP conntrack timeout
-RTF_REJECT = 0x0200
 
 
 def rootless_netns(runtime: str | None) -> str | None:
@@ -94,40 +91,11 @@ def _in_netns(netns: str, read: Callable[[], T]) -> T | None:
     return found[0] if found else None
 
 
-def _routes(family: int) -> list[list[str]]:
-    name = "route" if family == 4 else "ipv6_route"
-    with open(f"/proc/thread-self/net/{name}") as f:
-        lines = f.readlines()
-    rows = [ln.split() for ln in (lines[1:] if family == 4 else lines)]  # v4 has a header
-    return [x for x in rows if len(x) >= (8 if family == 4 else 10)]
-
-
-def _default(family: int) -> bool:
-    if family == 4:
-        return any(x[1] == "00000000" and x[7] == "00000000" for x in _routes(4))
-    return any(x[:2] == ["0" * 32, "00"] and not int(x[8], 16) & RTF_REJECT  # not lo's reject
-               for x in _routes(6))
-
-
-def _onlink() -> tuple[Subnet, ...]:
-    """The netns's own subnets: its routes without a gateway, but for lo and the default."""
-    out: list[Subnet] = []
-    for x in _routes(4):  # Iface Destination Gateway Flags RefCnt Use Metric Mask (hex)
-        if x[0] != "lo" and x[2] == "00000000" and x[7] != "00000000":
-            net = ipaddress.IPv4Address(int(x[1], 16).to_bytes(4, sys.byteorder))
-            bits = bin(int(x[7], 16)).count("1")
-            out.append(ipaddress.IPv4Network((net, bits), strict=False))
-    for x in _routes(6):  # dst plen src splen nexthop metric refcnt use flags iface
-        if x[9] != "lo" and x[4] == "0" * 32 and x[1] != "00" and not int(x[8], 16) & RTF_REJECT:
-            out.append(ipaddress.IPv6Network((int(x[0], 16), int(x[1], 16)), strict=False))
-    return tuple(out)
-
-
 def has_default_route(netns: str, family: int) -> bool:
     """Whether the container's netns routes anywhere beyond its networks: without a default
     route (an --internal network) it could not answer a kept client address, so the dial
     stays inside it."""
-    return bool(_in_netns(netns, lambda: _default(family)))
+    return bool(_in_netns(netns, lambda: onlink.has_default(family)))
 
 
 def target(cfg: Config, child_ip: str, via: str | None) -> Target:
@@ -140,7 +108,7 @@ def target(cfg: Config, child_ip: str, via: str | None) -> Target:
                   ip if isinstance(ip, ipaddress.IPv6Address) else None,
                   via if keep else None,
                   # A client in the container's own subnets is dialled inside it (Target.onlink).
-                  onlink=(_in_netns(cfg.netns_path, _onlink) or ()) if keep else ())
+                  onlink=(_in_netns(cfg.netns_path, onlink.subnets) or ()) if keep else ())
 
 
 def start_dialer(chan: socket.socket) -> threading.Thread:
