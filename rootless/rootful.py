@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from netns import statefiles
 from netns.errors import BurrowError
 from rootless import dnswatch
 from rootless.backend import Runtime
@@ -75,18 +74,19 @@ def _engine_pids(config: Path) -> list[ProcRef]:
     Both name the config dir in their command line: as an argument, or in the process title
     they set (`burrow engine DIR`, `burrow-dns --config DIR/aardvark-dns ...`), which shows
     as one string padded with NULs."""
-    sock = os.fsencode(str(config / statefiles.ENGINE_SOCK))
+    cfg = os.fsencode(str(config))
     mine = _netns_inode()
     out = []
     for pid in pids_in_netns(mine):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                words = f.read().replace(b"\0", b" ").split()
+                args = f.read().rstrip(b"\0").split(b"\0")
         except OSError:
             continue
-        ours = sock in words or any(
-            w == os.fsencode(str(config)) or w.startswith(os.fsencode(f"{config}/"))
-            for w in words)
+        # An argument, or a word of the title: the dir itself or a path in it. Not split at
+        # spaces first: a state dir may hold one (`burrow down` left its engine running).
+        ours = any(a == cfg or a.startswith(cfg + b"/") or b" " + cfg + b"/" in a
+                   or a.endswith(b" " + cfg) for a in args)
         ref = ProcRef.of(pid)
         if ours and ref is not None and ref.alive():
             out.append(ref)
@@ -140,7 +140,9 @@ class RootfulRuntime:
 
     def create_netns(self, name: str) -> str:
         path = self.netns_path(name)
-        self.run(["sh", "-c", f"touch '{path}' && unshare --net='{path}' true"],
+        # The path as "$1", never in the script's text (a quote in BURROW_STATE_DIR ran as
+        # a command).
+        self.run(["sh", "-c", 'touch "$1" && unshare --net="$1" true', "sh", path],
                  what=f"create sandbox {name}")
         return path
 

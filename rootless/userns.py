@@ -19,6 +19,7 @@ fresh single-threaded process.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -270,7 +271,7 @@ def _inner_setup(holder: Holder) -> None:
     script = f"""set -e
 mount -t proc proc /proc
 ip link set lo up
-mount -t tmpfs -o mode=0700 burrow-netns '{netns_dir}'
+mount -t tmpfs -o mode=0700 burrow-netns {shlex.quote(str(netns_dir))}
 for f in ipv6/conf/default/accept_dad ipv6/conf/all/accept_dad; do echo 0 > /proc/sys/net/$f; done
 # A connector's tap created from now on solicits router advertisements although forwarding is
 # on (slirp4netns' IPv6 address comes from SLAAC); the connector restores the default after.

@@ -75,13 +75,15 @@ class RootlessRuntime:
 
     def create_netns(self, name: str) -> str:
         path = self.netns_path(name)
-        self.holder.run(["sh", "-c", f"touch '{path}' && unshare --net='{path}' true"],
+        # The path as "$1", never in the script's text: a quote in the state dir's name ran
+        # the rest of it as a command.
+        self.holder.run(["sh", "-c", 'touch "$1" && unshare --net="$1" true', "sh", path],
                         what=f"create sandbox {name}")
         return path
 
     def destroy_netns(self, path: str) -> list[str]:
         # Processes in it belong to the holder's PID namespace and go with the world.
-        res = self.holder.run(["sh", "-c", f"umount '{path}'; rm -f '{path}'"], check=False)
+        res = self.holder.run(["sh", "-c", 'umount "$1"; rm -f "$1"', "sh", path], check=False)
         return [res.stderr.strip()] if res.returncode else []
 
     def exec_prefix(self, name: str) -> list[str]:
