@@ -540,20 +540,22 @@ class Netlink(Handles):
         return Outcome(deleted=bridge is None)
 
     def _container_sysctls(self, op: ConfigureInterface) -> None:
-        """No SLAAC and DAD (v6); on bridge ports arp_notify, loose rp_filter and a quiet
-        IPv6 side (QUIET_PORT_V6), all soft."""
-        hard = dict.fromkeys(("autoconf", "accept_dad"), "0") if op.ipv6 else {}
-        quiet = {k: v for k, v in QUIET_PORT_V6.items() if k not in hard} if op.bridge_port else {}
+        """No SLAAC on every network and no DAD (v6); on bridge ports arp_notify, loose
+        rp_filter and a quiet IPv6 side (QUIET_PORT_V6), all soft."""
+        hard = {"accept_dad": "0"} if op.ipv6 else {}
+        # autoconf=0 on IPv4 networks too, and soft (a read-only /proc/sys, a kernel without
+        # IPv6), as netavark's disable_ipv6_autoconf: else a router advertising on the bridge
+        # gives the container a SLAAC address and route the network never had.
+        quiet = {"autoconf": "0"}
+        if op.bridge_port:
+            quiet |= {k: v for k, v in QUIET_PORT_V6.items() if k not in hard}
         soft = [(f"net/ipv4/conf/{op.ifname}/arp_notify", "1"),
                 (f"net/ipv4/conf/{op.ifname}/rp_filter", "2")] if op.bridge_port else []  # fmt: skip
         soft = [(p, v) for p, v in soft if not self._sysctl_by_netlink("container", p, v)]
-        if not hard and not quiet and not soft:
-            return
         assert self.container_fd is not None
         proc = self.proc()
         with entered(self.container_fd):  # one setns there and back for all of them
-            if hard or quiet:
-                _write_ipv6_conf(op.ifname, hard, quiet, proc)
+            _write_ipv6_conf(op.ifname, hard, quiet, proc)
             for path, value in soft:
                 try:
                     _write_proc_sys(path, value, proc=proc)
