@@ -540,9 +540,9 @@ class Netlink(Handles):
         return Outcome(deleted=bridge is None)
 
     def _container_sysctls(self, op: ConfigureInterface) -> None:
-        """No SLAAC on every network and no DAD (v6); on bridge ports arp_notify, loose
+        """No SLAAC on every network and no DAD if asked; on bridge ports arp_notify, loose
         rp_filter and a quiet IPv6 side (QUIET_PORT_V6), all soft."""
-        hard = {"accept_dad": "0"} if op.ipv6 else {}
+        hard = {"accept_dad": "0"} if op.no_dad else {}
         # autoconf=0 on IPv4 networks too, and soft (a read-only /proc/sys, a kernel without
         # IPv6), as netavark's disable_ipv6_autoconf: else a router advertising on the bridge
         # gives the container a SLAAC address and route the network never had.

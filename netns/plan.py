@@ -78,7 +78,9 @@ class ConfigureInterface:
 
     ifname: str
     addresses: tuple[IPInterface, ...]
-    ipv6: bool
+    # accept_dad=0 (a hard sysctl): netavark's bridge driver on IPv6 networks. Its macvlan
+    # keeps DAD: that link is a real LAN, where another machine may hold the address.
+    no_dad: bool
     # Managed bridge ports (netavark 1.11): loose reverse-path filtering (rp_filter=2), so a
     # reply routed back over another network's interface is not dropped; and arp_notify=1.
     bridge_port: bool = False

@@ -14,12 +14,15 @@ removes is the test's business, each with its reason, never this module's.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from netns.nsenter import entered
 from tests.nsutil import VENV_BIN, Netns
 
 NETAVARK = Path("/usr/lib/podman/netavark")
@@ -34,37 +37,9 @@ printf %s $! > "$2/aardvark.pid"  # no newline: netavark 1.4 parses the whole fi
 """
 PATH = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
 
-# Runs inside one netns (python3 of the system: nothing of the venv is needed there).
-SNAP = r"""
-import json, os, subprocess, sys
-def ip(*a):
-    out = subprocess.run(["ip", "-j", *a], capture_output=True, text=True, check=True).stdout
-    return json.loads(out) if out.strip() else []
-def read(path):
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return None
-snap = {"links": ip("-d", "link", "show"), "addrs": ip("addr", "show"),
-        "routes4": ip("-4", "route", "show", "table", "all"),
-        "routes6": ip("-6", "route", "show", "table", "all"),
-        "neigh": ip("neigh", "show"), "sysctl": {}}
-for fam in ("ipv4", "ipv6"):
-    base = "/proc/sys/net/%s/conf" % fam
-    for dev in sorted(os.listdir(base)):
-        for key in sorted(os.listdir(os.path.join(base, dev))):
-            val = read(os.path.join(base, dev, key))
-            if val is not None:
-                snap["sysctl"]["%s/%s/%s" % (fam, dev, key)] = val
-snap["sysctl"]["ipv4/ip_forward"] = read("/proc/sys/net/ipv4/ip_forward")
-if sys.argv[1] == "host":
-    snap["iptables"] = [subprocess.run([t], capture_output=True, text=True).stdout
-                        for t in ("iptables-save", "ip6tables-save")]
-print(json.dumps(snap))
-"""
+# What the snapshot asks `ip` for, in one batch (one JSON array per line, in this order).
+IP_BATCH = "link show\naddr show\nroute show table all\nneigh show\n"
 
-# Per-netns link fields that are identity or counters, not configuration.
 # operstate: the kernel's linkwatch reports a bridge's change up to a second late (timing).
 _LINK_DROP = {"operstate", "ifindex", "link_index", "link_netnsid", "stats", "stats64", "promiscuity",
               "allmulti", "num_tx_queues", "num_rx_queues", "gso_max_size", "gso_max_segs",
@@ -153,7 +128,49 @@ class Side:
 
 
 def _raw(ns: Netns, role: str) -> dict[str, Any]:
-    return dict(json.loads(ns.run(["python3", "-c", SNAP, role]).stdout))
+    """Read the netns from this process (a thread's setns: no nsenter, no interpreter start;
+    /proc/sys/net is the reading thread's netns)."""
+    fd = os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with entered(fd):
+            return _read_here(role)
+    finally:
+        os.close(fd)
+
+
+def _ip(*args: str, stdin: str | None = None) -> list[Any]:
+    out = subprocess.run(["ip", "-j", "-d", *args], input=stdin, capture_output=True, text=True,
+                         check=True).stdout
+    found, pos, dec = [], 0, json.JSONDecoder()
+    while pos < len(out):
+        if out[pos].isspace():
+            pos += 1
+            continue
+        obj, pos = dec.raw_decode(out, pos)
+        found.append(obj)
+    return found
+
+
+def _read_here(role: str) -> dict[str, Any]:
+    links, addrs, routes4, neigh = _ip("-batch", "-", stdin=IP_BATCH)
+    (routes6,) = _ip("-6", "route", "show", "table", "all")
+    snap: dict[str, Any] = {"links": links, "addrs": addrs, "routes4": routes4,
+                            "routes6": routes6, "neigh": neigh, "sysctl": {}}
+    for fam in ("ipv4", "ipv6"):
+        base = f"/proc/sys/net/{fam}/conf"
+        for dev in sorted(os.listdir(base)):
+            for key in sorted(os.listdir(f"{base}/{dev}")):
+                try:
+                    with open(f"{base}/{dev}/{key}") as f:
+                        snap["sysctl"][f"{fam}/{dev}/{key}"] = f.read().strip()
+                except OSError:  # write-only or refused entries (stable_secret unset)
+                    pass
+    with open("/proc/sys/net/ipv4/ip_forward") as f:
+        snap["sysctl"]["ipv4/ip_forward"] = f.read().strip()
+    if role == "host":
+        snap["iptables"] = [subprocess.run([t], capture_output=True, text=True, check=True).stdout
+                            for t in ("iptables-save", "ip6tables-save")]
+    return snap
 
 
 def _blank(text: str, static_macs: set[str]) -> str:
@@ -201,7 +218,18 @@ def _normalise(snap: dict[str, Any], static_macs: set[str]) -> dict[str, Any]:
                                           "permanent", "home", "mngtmpaddr", "optimistic")
                               if a.get(k)))
             for a in dev.get("addr_info", []))
-    routes = sorted(json.dumps(r, sort_keys=True) for r in snap["routes4"] + snap["routes6"])
+    routes = []
+    for r in snap["routes4"] + snap["routes6"]:
+        if r.get("table") == "local" and r.get("type") in ("local", "anycast"):
+            # Made by the kernel from the addresses (compared above) and, for IPv6, only once
+            # DAD has ended: when is timing, not state.
+            continue
+        if "nexthops" in r:
+            # A multipath route's hops are in the order their routes were added, and netavark
+            # 1.4 sets a request's networks up in HashMap order (random per run).
+            r["nexthops"] = sorted(r["nexthops"], key=lambda h: json.dumps(h, sort_keys=True))
+        routes.append(json.dumps(r, sort_keys=True))
+    routes.sort()
     # Configured entries only: learned ones (REACHABLE, STALE, ...) come from whatever
     # traffic the kernel sent by the time of the snapshot (DAD, router solicitations).
     neigh = sorted(json.dumps(n, sort_keys=True) for n in snap["neigh"]

@@ -35,7 +35,7 @@ def plan_setup(att: MacvlanAttachment) -> tuple[Op, ...]:
     if att.parent:
         ops.append(RequireLink("host", att.parent))
     ops.append(AddMacvlan(att.parent, att.ifname, att.mode, att.mac, att.mtu))
-    ops.append(ConfigureInterface(att.ifname, att.addresses, att.ipv6))
+    ops.append(ConfigureInterface(att.ifname, att.addresses, no_dad=False))
     ops.extend(routes(att))
     return tuple(ops)
 
