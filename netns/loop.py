@@ -71,6 +71,7 @@ class Loop:
         # so a wakeup with nothing due costs one clock read, not a walk over the FIFOs.
         self._due = INF
         self.stale = 0  # timers cancelled since the last walk (which drops them from the heads)
+        self._soon: list[Callable[[], None]] = []  # run after the current batch (soon)
         self._signals: dict[int, Callable[[], None]] = {}
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._running = False
@@ -117,6 +118,12 @@ class Loop:
             self._due = t.when
         return t
 
+    def soon(self, callback: Callable[[], None]) -> None:
+        """callback runs once the current batch of events is handled, before the next wait:
+        call_later(0.0) without a timer (no clock read, no FIFO walk), for per-connection
+        work such as the forwarder giving its recycled sockets back."""
+        self._soon.append(callback)
+
     def on_signal(self, signum: int, callback: Callable[[], None]) -> None:
         self._signals[signum] = callback
         signal.signal(signum, _ignore)
@@ -155,6 +162,7 @@ class Loop:
         handlers = self._handlers
         poll = self._ep.poll
         monotonic = time.monotonic
+        soon = self._soon
         while self._running:
             # Due timers first, then the wait: a timer set while handling a batch of events
             # (even with delay 0) runs after that whole batch and before the next poll.
@@ -166,6 +174,8 @@ class Loop:
                 now = monotonic()
             due = self._due
             timeout = -1.0 if due == INF else max(0.0, due - now)
+            if soon:  # set by a timer or by a soon callback: no waiting before it runs
+                timeout = 0.0
             for fd, ev in poll(timeout, 256):
                 h = handlers.get(fd)
                 if h is not None:
@@ -173,10 +183,21 @@ class Loop:
                         h(ev)
                     except Exception as exc:  # noqa: BLE001 - contained to this event
                         self._fault(exc)
+            if soon:
+                self._run_soon()
         else:  # a handler stopped the loop: what was due by then still runs, as it always did
             now = monotonic()
             if self._due <= now:
                 self._expire(now)
+
+    def _run_soon(self) -> None:
+        todo = self._soon[:]
+        self._soon.clear()  # in place: run() holds this list; callbacks may add to it again
+        for cb in todo:
+            try:
+                cb()
+            except Exception as exc:  # noqa: BLE001 - contained to this callback
+                self._fault(exc)
 
     def _expire(self, now: float) -> None:
         """Run the timers due by now, drop the cancelled ones at the FIFOs' heads, and find

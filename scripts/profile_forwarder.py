@@ -74,40 +74,65 @@ def conns(port: int, n: int) -> float:
     return n / (time.perf_counter() - t)
 
 
-def round_trips(port: int, n: int) -> float:
-    """Mean microseconds per round trip of a 64-byte message, n of them on one connection."""
+def round_trips(port: int, n: int, each: list[float] | None = None) -> float:
+    """Mean microseconds per round trip of a 64-byte message, n of them on one connection;
+    each: gets every single round trip's microseconds."""
     msg = b"x" * 64
+    pc = time.perf_counter
     with socket.create_connection(("127.0.0.1", port), 2) as c:
         c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        t = time.perf_counter()
+        t = last = pc()
         for _ in range(n):
             c.sendall(msg)
             got = 0
             while got < len(msg):
                 got += len(c.recv(len(msg) - got))
-        return (time.perf_counter() - t) / n * 1e6
+            if each is not None:
+                now = pc()
+                each.append((now - last) * 1e6)
+                last = now
+        return (pc() - t) / n * 1e6
 
 
-def measure_rr(name: str, port: int, pid: int, n: int) -> float:
+def on_cpu_ns(pid: int) -> int:
+    """Nanoseconds pid's threads have run (schedstat: exact, where /proc/PID/stat counts
+    10 ms ticks)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError):
+            pass
+    return total
+
+
+def measure_rr(name: str, port: int, pid: int, n: int) -> tuple[float, float, float]:
+    """(median round trip, its 10th percentile, the forwarder's CPU per round trip), in us."""
     round_trips(port, 200)
-    c0 = cpu(pid)
-    rtt = round_trips(port, n)
-    c1 = cpu(pid)
+    c0, ns0 = cpu(pid), on_cpu_ns(pid)
+    each: list[float] = []
+    rtt = round_trips(port, n, each)
+    c1, ns1 = cpu(pid), on_cpu_ns(pid)
     us = [(b - a) / os.sysconf("SC_CLK_TCK") / n * 1e6 for a, b in zip(c0, c1, strict=True)]
-    print(f"{name:18} {rtt:7.1f} us per round trip   CPU per round trip: user {us[0]:6.1f} us, "
-          f"system {us[1]:6.1f} us   (load {os.getloadavg()[0]:.1f})", flush=True)
-    return rtt
+    each.sort()
+    p50, p10, per = each[len(each) // 2], each[len(each) // 10], (ns1 - ns0) / n / 1e3
+    print(f"{name:18} {rtt:7.1f} us per round trip (median {p50:5.1f}, p10 {p10:5.1f})   CPU "
+          f"per round trip {per:5.1f} us: user {us[0]:5.1f} us, system {us[1]:5.1f} us   "
+          f"(load {os.getloadavg()[0]:.1f})", flush=True)
+    return p50, p10, per
 
 
-def measure(name: str, port: int, pid: int, n: int) -> float:
+def measure(name: str, port: int, pid: int, n: int) -> tuple[float, float]:
+    """(connections/s, the forwarder's CPU per connection in us)."""
     conns(port, 100)  # warm: pools filled, code paths hot
-    c0 = cpu(pid)
+    c0, ns0 = cpu(pid), on_cpu_ns(pid)
     rate = conns(port, n)
-    c1 = cpu(pid)
+    c1, ns1 = cpu(pid), on_cpu_ns(pid)
     us = [(b - a) / os.sysconf("SC_CLK_TCK") / n * 1e6 for a, b in zip(c0, c1, strict=True)]
-    print(f"{name:18} {rate:7.0f} conn/s   CPU per connection: user {us[0]:6.1f} us, "
-          f"system {us[1]:6.1f} us   (load {os.getloadavg()[0]:.1f})", flush=True)
-    return rate
+    per = (ns1 - ns0) / n / 1e3
+    print(f"{name:18} {rate:7.0f} conn/s   CPU per connection {per:5.1f} us: user {us[0]:6.1f} "
+          f"us, system {us[1]:6.1f} us   (load {os.getloadavg()[0]:.1f})", flush=True)
+    return rate, per
 
 
 def syscalls(name: str, port: int, pid: int, n: int = 500, rr: bool = False) -> None:
@@ -272,38 +297,37 @@ def trees_ab(args: argparse.Namespace, port: int,
             kinds.append((str(tree), port + 4 + 2 * i, pid))
         if others:
             kinds.append(("pasta -t", port + 2, others[1]))
-        got: dict[str, list[tuple[float, float]]] = {k: [] for k, _, _ in kinds}
+        got: dict[str, list[tuple[float, ...]]] = {k: [] for k, _, _ in kinds}
         for _, kp, _ in kinds:  # warm
             conns(kp, 100)
             round_trips(kp + 1, 500)
         for r in range(args.rounds):
             for name, kp, pid in (kinds if r % 2 == 0 else kinds[::-1]):
-                got[name].append((measure(name[-18:], kp, pid, args.conns),
-                                  measure_rr(name[-18:], kp + 1, pid, args.round_trips)))
+                got[name].append((*measure(name[-18:], kp, pid, args.conns),
+                                  *measure_rr(name[-18:], kp + 1, pid, args.round_trips)))
     finally:
         for p in servers:
             p.kill()
             p.wait()
         for s in sessions:
             s.close()
-    med = {k: (statistics.median(x for x, _ in v), statistics.median(y for _, y in v))
+    cols = ("conn/s", "CPU per connection", "round trip median", "round trip p10", "CPU per round trip")
+    med = {k: [statistics.median(x[i] for x in v) for i in range(len(cols))]
            for k, v in got.items()}
     base = str(trees[0])
-    for k, (rate, rtt) in med.items():
-        line = f"median {k[-24:]:24} {rate:7.0f} conn/s {rtt:7.1f} us per round trip"
-        for ref in (base, "pasta -t"):
-            if ref in med and ref != k:
-                line += (f"   / {ref[-18:]}: conn/s {rate / med[ref][0]:.3f}x, round trip "
-                         f"{rtt / med[ref][1]:.3f}x")
-        print(line)
+    print("medians over the rounds:")
+    for k, m in med.items():
+        print(f"  {k[-24:]:24} " + ", ".join(f"{c} {v:.1f}" for c, v in zip(cols, m,
+                                                                              strict=True)))
     for k in got:
-        if k == base:
-            continue
-        for i, what in ((1, "round trip"), (0, "conn/s")):
-            paired = [b[i] / a[i] for a, b in zip(got[base], got[k], strict=True)]
-            print(f"{what} {k[-18:]} / {base[-18:]}, per round: "
-                  + " ".join(f"{x:.2f}" for x in paired)
-                  + f"  (median {statistics.median(paired):.3f})")
+        for ref in (base, "pasta -t"):
+            if ref == k or ref not in got:
+                continue
+            print(f"{k[-18:]} / {ref[-18:]}, median of the per-round ratios (and their range):")
+            for i, c in enumerate(cols):
+                paired = sorted(b[i] / a[i] for a, b in zip(got[ref], got[k], strict=True))
+                print(f"  {c:20} {statistics.median(paired):.3f}x  ({paired[0]:.2f}-"
+                      f"{paired[-1]:.2f})")
     print(f"load {os.getloadavg()[0]:.1f}")
 
 

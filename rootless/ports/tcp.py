@@ -315,7 +315,7 @@ class TcpProxy:
         if reuse and b is not None and key is not None and recycle.disconnect(b):
             forget(b.fileno())  # it stays in the epoll set, without a handler (pool.py)
             if not self.returned:
-                self.loop.call_later(0.0, self._give_back)
+                self.loop.soon(self._give_back)
             self.returned.append((key, b))
             c.b = None
         for s in (c.a, c.b):

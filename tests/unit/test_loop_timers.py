@@ -97,3 +97,35 @@ def test_a_failing_timer_is_contained(loop: Loop) -> None:
     loop.call_later(0.01, loop.stop)
     loop.run()
     assert len(faults) == 1 and loop.errors == 1
+
+
+def test_soon_runs_after_the_whole_batch_and_before_the_next_wait(loop: Loop) -> None:
+    """Loop.soon (the forwarder gives recycled sockets back with it): after every event of
+    the batch that asked for it; and one asked for by a soon callback or a timer runs without
+    waiting for another event (nothing else would ever wake this loop)."""
+    seen: list[str] = []
+    r1, w1 = os.pipe()
+    r2, w2 = os.pipe()
+    os.write(w1, b"x")
+    os.write(w2, b"x")
+
+    def handler(name: str, fd: int) -> None:
+        os.read(fd, 1)
+        seen.append(name)
+        if len(seen) == 1:
+            loop.soon(first_soon)
+
+    def first_soon() -> None:
+        seen.append("soon")
+        loop.soon(lambda: (seen.append("soon again"), loop.call_later(0.01, from_timer)))
+
+    def from_timer() -> None:
+        loop.soon(lambda: (seen.append("soon from a timer"), loop.stop()))
+
+    loop.add(r1, lambda ev: handler("first", r1))
+    loop.add(r2, lambda ev: handler("second", r2))
+    loop.run()
+    assert sorted(seen[:2]) == ["first", "second"]
+    assert seen[2:] == ["soon", "soon again", "soon from a timer"]
+    for fd in (r1, w1, r2, w2):
+        os.close(fd)
