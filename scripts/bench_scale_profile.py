@@ -116,7 +116,23 @@ def sched() -> tuple[float, float]:
     return int(run) / 1e6, int(wait) / 1e6
 
 
-def run(n: int, dual: bool, driver: str) -> list[str]:
+def growing(first: pstats.Stats, last: pstats.Stats, top: int) -> list[str]:
+    """The `top` functions whose own time per call grew most (ms per setup, first 10 → last
+    10), built-ins included (a `send` or `recv` that grows is the kernel's answer growing)."""
+    a: dict[Any, Any] = first.stats  # type: ignore[attr-defined]
+    b: dict[Any, Any] = last.stats  # type: ignore[attr-defined]
+    rows = []
+    for key in set(a) | set(b):
+        lo = a[key][2] * 100 if key in a else 0.0  # own seconds over 10 calls -> ms per call
+        hi = b[key][2] * 100 if key in b else 0.0
+        calls = (b[key][1] if key in b else 0) / 10
+        rows.append((hi - lo, lo, hi, calls, key))
+    rows.sort(key=lambda r: r[0], reverse=True)
+    return [f"{'':9} {d:+6.2f} ms  {lo:6.2f} → {hi:6.2f}  {calls:5.1f} calls  "
+            f"{Path(k[0]).name}:{k[1]} {k[2]}" for d, lo, hi, calls, k in rows[:top]]
+
+
+def run(n: int, dual: bool, driver: str, top: int = 0) -> list[str]:
     config = Path(tempfile.mkdtemp(prefix="bfw-prof-", dir=config_parent()))
     prof = {k: cProfile.Profile() for k in ("s_first", "s_last", "t_first", "t_last")}
     times: dict[str, list[tuple[float, float, float]]] = {k: [] for k in prof}
@@ -154,6 +170,8 @@ def run(n: int, dual: bool, driver: str) -> list[str]:
         med = [[statistics.median(x[j] for x in times[k]) for j in range(3)] for k in (a, b)]
         rows.append(f"{'':9} on CPU {med[0][0]:5.1f} → {med[1][0]:5.1f}   runqueue "
                     f"{med[0][1]:5.1f} → {med[1][1]:5.1f}   blocked {med[0][2]:5.1f} → {med[1][2]:5.1f}")
+        if top:
+            rows += growing(pstats.Stats(prof[a]), pstats.Stats(prof[b]), top)
     return rows
 
 
@@ -181,8 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--dual", action="store_true", help="dual-stack + DNS + one port")
     ap.add_argument("--driver", default="nftables", choices=["nftables", "iptables"])
+    ap.add_argument("--top", type=int, default=0,
+                    help="also list the functions whose own time grew most, this many")
     args = ap.parse_args(argv)
-    print("\n".join(run(args.n, args.dual, args.driver)), flush=True)
+    print("\n".join(run(args.n, args.dual, args.driver, args.top)), flush=True)
     return 0
 
 
