@@ -6,6 +6,8 @@ then torn down in reverse order. Two shapes: IPv4 + one port, and dual-stack + D
 port. Printed per tool: medians of the first 10 and the last 10 calls, and their ratio
 (1.0 = flat); per shape, burrow's last-10 medians over netavark's. Tools run one after
 another, so load drift can favour either. Then, in the same run:
+- the kernel's floor: the same objects made by a minimal client, its growth in ms
+  (scripts/bench_scale_floor.py);
 - where a setup's (and a teardown's) time goes at N (scripts/bench_scale_profile.py);
 - DNS: setup return -> name resolves, qps/p99 with 5,000 names (scripts/bench_scale_dns.py);
 - rootless: sandbox create 1st vs 100th, the forwarder idle with 1,000 published ports
@@ -177,7 +179,8 @@ def main() -> int:
                     help="the burrow to measure (default: this checkout's .venv); given twice or "
                          "more, each one's rows, alternating (an A/B in one run)")
     ap.add_argument("--only", action="append",
-                    choices=["netavark", "nftables", "iptables", "profile", "dns", "rootless"])
+                    choices=["netavark", "nftables", "iptables", "floor", "profile", "dns",
+                             "rootless"])
     ap.add_argument("--shape", choices=["v4", "dual"], action="append")
     ap.add_argument("--dns-seconds", type=float, default=5, help="dnsperf run length (DNS rows)")
     ap.add_argument("--repeat", type=int, default=1,
@@ -194,7 +197,7 @@ def main() -> int:
     for i, venv in enumerate(venvs):
         for driver in ("nftables", "iptables"):
             tools[driver if i == 0 else f"{driver}#{i}"] = burrow_tool(venv, driver, len(venvs) > 1)
-    parts = args.only or ["netavark", "nftables", "profile", "dns", "rootless"]
+    parts = args.only or ["netavark", "nftables", "floor", "profile", "dns", "rootless"]
     print(f"== scripts/bench scale: N = {n}; burrow from {', '.join(map(str, venvs))}; "
           f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; config dirs in "
           f"{config_parent() or 'the temp dir (no tmpfs found)'}")
@@ -202,6 +205,10 @@ def main() -> int:
         keys = [k for k in tools if k.split("#")[0] in parts]
         if keys:
             shape(n, dual, keys, tools, max(1, args.repeat))
+        if "floor" in parts:  # the kernel's own growth under these rows (bench_scale_floor.py)
+            subprocess.run([sys.executable, str(REPO / "scripts/bench_scale_floor.py"),
+                            "--n", str(n), "--shape", "dual" if dual else "v4", "--no-burrow",
+                            "--variant", "floor"], check=True)
         if "profile" in parts:
             subprocess.run([sys.executable, str(REPO / "scripts/bench_scale_profile.py"),
                             "--n", str(n), *(["--dual"] if dual else [])], check=True)
