@@ -3,8 +3,8 @@
 Per container, the same objects as a burrow setup of `bench_scale.py`'s shapes, in netavark's
 layout: a veth pair into the container's fresh netns (the host end named by the kernel, a port
 of the bridge, hairpin on, no IPv6 addresses), the container's sysctls (arp_notify=1,
-rp_filter=2, router_solicitations=0, accept_dad=0; dual: autoconf=0, and accept_dad=0 on the
-host end), its addresses, lo and eth0 up, the two seeded neighbours (gateway -> bridge, address
+rp_filter=2, router_solicitations=0, accept_dad=0, autoconf=0; dual: accept_dad=0 on the host
+end), its addresses, lo and eth0 up, the two seeded neighbours (gateway -> bridge, address
 -> container), the default route(s), and the port's rules in `inet netavark` (the jump in
 NETAVARK-HOSTPORT-DNAT, the mark and dnat rules in the subnet's `_dnat` chain). The client is
 this process: pyroute2 requests on two sockets kept open, sysctls through a private procfs
@@ -299,11 +299,8 @@ class Floor:
                     port["state"] = "up"
                 ipr.link("set", index=host_idx, **port)
                 self.mark("host port set (+ up, dual)")
-                ctl = {"net/ipv6/conf/eth0/accept_dad": "0"}
-                ctl |= {"net/ipv6/conf/eth0/autoconf": "0"} if dual else \
-                    {"net/ipv6/conf/eth0/router_solicitations": "0"}
-                if dual:
-                    ctl["net/ipv6/conf/eth0/router_solicitations"] = "0"
+                ctl = {"net/ipv6/conf/eth0/accept_dad": "0", "net/ipv6/conf/eth0/autoconf": "0",
+                       "net/ipv6/conf/eth0/router_solicitations": "0"}
                 if self.variant != "arp0":
                     ctl["net/ipv4/conf/eth0/arp_notify"] = "1"
                 ctl["net/ipv4/conf/eth0/rp_filter"] = "2"
