@@ -152,10 +152,10 @@ def _ip(*args: str, stdin: str | None = None) -> list[Any]:
 
 
 def _read_here(role: str) -> dict[str, Any]:
-    links, addrs, routes4, neigh = _ip("-batch", "-", stdin=IP_BATCH)
-    (routes6,) = _ip("-6", "route", "show", "table", "all")
-    snap: dict[str, Any] = {"links": links, "addrs": addrs, "routes4": routes4,
-                            "routes6": routes6, "neigh": neigh, "sysctl": {}}
+    # `route show table all` in a batch lists both families.
+    links, addrs, routes, neigh = _ip("-batch", "-", stdin=IP_BATCH)
+    snap: dict[str, Any] = {"links": links, "addrs": addrs, "routes": routes, "neigh": neigh,
+                            "sysctl": {}}
     for fam in ("ipv4", "ipv6"):
         base = f"/proc/sys/net/{fam}/conf"
         for dev in sorted(os.listdir(base)):
@@ -219,7 +219,7 @@ def _normalise(snap: dict[str, Any], static_macs: set[str]) -> dict[str, Any]:
                               if a.get(k)))
             for a in dev.get("addr_info", []))
     routes = []
-    for r in snap["routes4"] + snap["routes6"]:
+    for r in snap["routes"]:
         if r.get("table") == "local" and r.get("type") in ("local", "anycast"):
             # Made by the kernel from the addresses (compared above) and, for IPv6, only once
             # DAD has ended: when is timing, not state.
