@@ -587,3 +587,15 @@ def test_deviating_request(netns_factory: Callable[[], Netns], tmp_path: Path, c
             assert_same(t.before, t.states[0], f"{tool}: what the refused request left",
                         ("before", "after"))
         back_to_before(t, set())
+        if case == "tcp-and-udp-in-one-mapping" and tool == "iptables":
+            # What it sets up is what 1.4 does for the two mappings given one by one.
+            split = copy.deepcopy(req)
+            tcp = split["port_mappings"][0]
+            split["port_mappings"] = [tcp | {"protocol": "tcp"}, tcp | {"protocol": "udp"}]
+            ref = play("netavark", netns_factory, tmp_path / "split", [Call("setup", "c0", split)],
+                       make_parent)
+            assert ref.results[0].error_class == "ok", ref.results[0]
+            nets = list(req["network_info"].values())
+            assert_same(iptables_by_network(known_deviations(ref.states[0]), nets),
+                        iptables_by_network(known_deviations(t.states[0]), nets),
+                        "tcp,udp in one mapping against two mappings on netavark 1.4")
