@@ -74,7 +74,9 @@ class Result:
 class Side:
     """One tool's private world: host netns, containers by key, config dir."""
 
-    tool: str  # "netavark", "iptables" or "nftables" (the last two: burrow's driver)
+    # "netavark", or burrow's firewall driver ("iptables", "nftables"), run in-process, or
+    # with "+warm" by its warm engine (started by the first call, in the host netns)
+    tool: str
     factory: Callable[[], Netns]
     config: Path
     host: Netns = field(init=False)
@@ -99,9 +101,11 @@ class Side:
                   "--aardvark-binary", str(self.dns_bin)]  # fmt: skip
         if self.tool == "netavark":
             return ["env", "-i", PATH, "NETAVARK_FW=iptables", str(NETAVARK), *common, command]
-        return ["env", "-i", PATH, "BURROW_ENGINE=off", "DBUS_SYSTEM_BUS_ADDRESS=",
+        driver, _, warm = self.tool.partition("+")
+        engine = [] if warm else ["BURROW_ENGINE=off"]
+        return ["env", "-i", PATH, *engine, "DBUS_SYSTEM_BUS_ADDRESS=",
                 str(VENV_BIN / "python"), "-m", "netns.netavark_cli", *common,
-                "--firewall-driver", self.tool, command]  # fmt: skip
+                "--firewall-driver", driver, command]  # fmt: skip
 
     def run(self, command: str, ctr: str, request: Any) -> Result:
         stdin = request if isinstance(request, str) else json.dumps(request)
