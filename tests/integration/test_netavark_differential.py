@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 
 from tests.netavark_diff import NETAVARK, Result, Side
@@ -140,6 +140,21 @@ def iptables_by_network(snap: dict[str, Any], nets: list[dict[str, Any]]) -> dic
                                           if any(m in line for m in marks)))
                     out[table]["rules"].setdefault(chain, {}).setdefault(tag, []).append(line)
         ns["iptables"] = out
+    return snap
+
+
+def without_empty_dn_chains(snap: dict[str, Any]) -> dict[str, Any]:
+    """Netavark 1.4 leaves a network's NETAVARK-DN-<hash> chain, empty, when the network's
+    last container had no published ports (its teardown removes the chain only with port
+    mappings in hand); burrow removes it with the network: README "What drop-in covers", the
+    layout row."""
+    snap = copy.deepcopy(snap)
+    for ns in snap.values():
+        for table in (ns.get("iptables") or {}).values():
+            if isinstance(table, dict):
+                table["chains"] = [c for c in table["chains"]
+                                   if not (c.startswith(":NETAVARK-DN-")
+                                           and c.split()[0][1:] not in table["rules"])]
     return snap
 
 
@@ -254,7 +269,8 @@ def compare(ref: Trace, got: Trace, calls: list[Call], *, firewall: bool,
                     f"{what}: kernel state after call {i}")
         assert dns_files_as_1_4(got.dns[i]) == ref.dns[i], what
         prev = state
-    assert_same(strip(ref.end), strip(got.end), f"{what}: kernel state after teardown")
+    assert_same(without_empty_dn_chains(strip(ref.end)), without_empty_dn_chains(strip(got.end)),
+                f"{what}: kernel state after teardown")
     back_to_before(ref, existing)
     back_to_before(got, existing)
 
@@ -474,6 +490,18 @@ def namespaces() -> Iterator[Namespaces]:
 @given(scenario=scenarios())
 def test_generated_shapes(namespaces: Namespaces, scenario: tuple[list[Call], set[str]]) -> None:
     calls, existing = scenario
+    for c in calls:  # what the examples covered: pytest --hypothesis-show-statistics
+        for net in c.request["network_info"].values():
+            fams = "+".join(sorted({"v6" if ":" in x["subnet"] else "v4" for x in net["subnets"]}))
+            event(f"network: {net['driver']} {fams}")
+            for key, value in (net.get("options") or {}).items():
+                event(f"option {key}={value}")
+            event(f"internal={net['internal']} dns={net['dns_enabled']}")
+        for p in c.request.get("port_mappings") or []:
+            event(f"port {p['protocol']} range={p['range']} host_ip={p['host_ip'] or '*'}")
+    event(f"containers={len(calls)} networks={len(calls[0].request['networks'])}")
+    if existing:
+        event("a bridge made by hand")
 
     try:
         with tempfile.TemporaryDirectory(prefix="fd") as tmp:
