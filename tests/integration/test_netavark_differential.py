@@ -485,7 +485,7 @@ def namespaces() -> Iterator[Namespaces]:
     ns.close()
 
 
-@settings(max_examples=12, deadline=None, derandomize=True, phases=(Phase.explicit, Phase.generate),
+@settings(max_examples=10, deadline=None, derandomize=True, phases=(Phase.explicit, Phase.generate),
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(scenario=scenarios())
 def test_generated_shapes(namespaces: Namespaces, scenario: tuple[list[Call], set[str]]) -> None:
