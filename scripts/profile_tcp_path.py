@@ -162,7 +162,10 @@ def worker(args: argparse.Namespace) -> None:
                 empty[0] += s is None
                 return s
             pool.take = counted  # type: ignore[method-assign]
-        spec = PortSpec.of("127.0.0.1", 40000 + os.getpid() % 20000, 5301)
+        with socket.socket() as probe:  # a free port (a fixed one may be taken: EADDRINUSE)
+            probe.bind(("127.0.0.1", 0))
+            free = int(probe.getsockname()[1])
+        spec = PortSpec.of("127.0.0.1", free, 5301)
         target = Target("prof", ns.path, IPv4Address("127.0.0.1"), None)
         lsock = bind(spec, spec.host_port)
         pool.open(ns.path)
