@@ -15,7 +15,7 @@ import socket
 from collections.abc import Callable, Sequence
 
 from netns.errors import BurrowError
-from rootless.ports.spec import NO_CLIENT_ADDR, PortSpec, overlaps
+from rootless.ports.spec import OPTIONS, PortSpec, overlaps
 
 EPHEMERAL = (32768, 60999)  # Linux's default ip_local_port_range, as Podman's picks
 TRIES = 64
@@ -59,7 +59,7 @@ def _with_host_port(spec: str, taken: Sequence[PortSpec],
         return spec
     ip_text, _, ctr, suffix = split
     words = [p.strip().lower() for p in (suffix[1:] or "tcp").split(",")]
-    protos = [p for p in words if p != NO_CLIENT_ADDR] or ["tcp"]
+    protos = [p for p in words if p not in OPTIONS] or ["tcp"]
     probe_spec = PortSpec.parse(f"{ip_text + ':' if ip_text else ''}{ctr}:{ctr}{suffix}")
     n = probe_spec[0].range
     base = free_base(ip_text.strip("[]"), protos, n, probe_spec[0].container_port, taken, probe)

@@ -21,7 +21,8 @@ def run(
         "--network", "--net", help="NET[:ip=..,ip6=..,mac=..,alias=..]; repeatable "
         "(default: the dual-stack network `burrow`)")] = None,
     publish: Annotated[list[str] | None, typer.Option(
-        "-p", "--publish", help="[IP:]HOST[-END]:CTR[-END][/tcp|udp]; repeatable")] = None,
+        "-p", "--publish", help="[IP:]HOST[-END]:CTR[-END][/tcp|udp]"
+        "[,no-client-addr|,client-port]; repeatable")] = None,
     dns: Annotated[list[str] | None, typer.Option(
         "--dns", metavar="IP", help="extra DNS server; repeatable")] = None,
 ) -> None:

@@ -25,8 +25,10 @@ def sandbox_create(
         "or none; repeatable (default: the dual-stack network `burrow`)")] = None,
     publish: Annotated[ListOpt, typer.Option(
         "-p", "--publish", metavar="SPEC",
-        help="[[IP:][HOST[-END]]:]CTR[-END][/tcp|udp]; no HOST: a free one is chosen "
-        "(see `burrow port ls`); repeatable")] = None,
+        help="[[IP:][HOST[-END]]:]CTR[-END][/tcp|udp][,no-client-addr|,client-port]; no "
+        "HOST: a free one is chosen (see `burrow port ls`); the sandbox sees the client's "
+        "address (no-client-addr: its own; client-port: the client's port too, tcp); "
+        "repeatable")] = None,
     dns: Annotated[ListOpt, typer.Option("--dns", metavar="IP", help="extra DNS server")] = None,
     network_alias: Annotated[ListOpt, typer.Option(
         "--network-alias", metavar="NAME",

@@ -47,6 +47,7 @@ log = logging.getLogger("rootless.ports")
 SO_MARK = 36
 IP_TRANSPARENT = 19
 IPV6_TRANSPARENT = 75
+IP_BIND_ADDRESS_NO_PORT = 24  # bind(ip, 0) leaves the port to connect (the 4-tuple decides)
 DIAL_MARK = 0x62720001  # "br": on the dial sockets
 REPLY_MARK = 0x62720002  # on the connection's packets coming back
 TABLE = 0x6272  # the routing table that delivers them locally
@@ -215,13 +216,16 @@ class Availability:
                         "show the sandbox its own address instead", family, reason)
 
     def bind(self, s: socket.socket, addr: tuple[str, int] | None) -> bool:
-        """Bind a dial socket from `via` to the client's address (its port too, unless that
+        """Bind a dial socket to the client's address (its port too where asked, unless that
         is taken or privileged); False if it cannot be bound."""
         if addr is None:
             return False
         try:
             s.bind(addr)
-        except OSError:
+        except OSError as e:
+            if not addr[1]:
+                log.debug("bind %s: %s", addr[0], e)
+                return False
             try:
                 s.bind((addr[0], 0))
             except OSError as e:

@@ -108,6 +108,8 @@ class Dialer:
                         clientaddr.make_transparent(s, req.family)
                     if kind == socket.SOCK_STREAM:  # here, once, not per connection there
                         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                        if req.transparent:  # bound to a client's address, not its port
+                            s.setsockopt(socket.SOL_IP, clientaddr.IP_BIND_ADDRESS_NO_PORT, 1)
                         inhost.unpaced(s)  # the hop to the server never leaves the host
                 except (OSError, clientaddr.Unsupported):
                     s.close()

@@ -19,13 +19,16 @@ from collections.abc import Callable
 
 from netns.errors import BurrowError
 from netns.loop import Loop
-from rootless.ports import clientaddr, messages
+from rootless.ports import clientaddr, messages, recycle
 from rootless.ports.budget import Shed
 
 log = logging.getLogger("rootless.ports")
 
 # (netns path, 4 or 6, "tcp" or "udp", clientaddr mode: PLAIN, or transparent VIA / INSIDE)
 SockKey = tuple[str, int, str, str]
+# What a finished connection's dial socket goes back under: its SockKey, plus for a
+# transparent one bound to its client's address only, that address (rootless.ports.recycle).
+RecycleKey = SockKey | recycle.BoundKey
 Waiter = Callable[[socket.socket | None], None]
 POOL_LOW, POOL_BATCH = 8, 32
 POOL_KEEP = POOL_LOW + POOL_BATCH  # sockets given back beyond this many are closed
@@ -58,6 +61,9 @@ class DialerPool:
         self.size = 0  # pooled sockets: fds the forwarder holds for no client yet
         self.next_id = 0
         self.avail = clientaddr.Availability()  # what transparent dials found out
+        # Transparent sockets given back, still bound to their client's address: fds held
+        # for no client too, so a share of the same cap.
+        self.bound = recycle.ByAddress(max(1, min(recycle.TOTAL, max_pooled // 4)))
         # Set by the TCP proxy: every TCP socket is in the loop's epoll set with these events
         # from its arrival on (no handler until a connection takes it), so a connection
         # registers none, and a recycled one stays in the set (2 epoll_ctl fewer each).
@@ -96,12 +102,20 @@ class DialerPool:
             self._refill(key)
         return s
 
-    def give_back(self, key: SockKey, s: socket.socket) -> bool:
+    def take_bound(self, key: recycle.BoundKey) -> socket.socket | None:
+        """A socket given back bound to key's client address, or None."""
+        s = self.bound.take(key) if key[0] in self.live else None
+        self.avail.kept += s is not None
+        return s
+
+    def give_back(self, key: RecycleKey, s: socket.socket) -> bool:
         """A dial socket of key made unconnected again (rootless.ports.recycle): to the first
         client waiting for one, else into the pool; False (the caller closes it) when the
         netns is gone or the pool holds enough."""
         if key[0] not in self.live:
             return False
+        if len(key) == 5:  # bound to a client's address: only that address may use it
+            return self.bound.put(key, s)
         t = self._next(key)
         if t is not None:
             t.cb(s)
@@ -134,6 +148,8 @@ class DialerPool:
 
     def drop_one(self) -> bool:
         """Close one pooled socket (out of fds: a waiting client needs it more)."""
+        if self.bound.drop_one():
+            return True
         for pool in self.pools.values():
             if pool:
                 pool.pop().close()
@@ -154,6 +170,7 @@ class DialerPool:
         """Drop the netns: pooled sockets would keep it alive after its sandbox is gone."""
         self.live.discard(netns)
         self.avail.forget(netns)
+        self.bound.drop(netns)
         for key in [k for k in self.pools if k[0] == netns]:
             for s in self.pools.pop(key):
                 self.size -= 1
@@ -265,6 +282,7 @@ class DialerPool:
                 s.close()
         self.pools.clear()
         self.size = 0
+        self.bound.drop()
 
 
 def _received_fds(anc: list[tuple[int, int, bytes]]) -> list[int]:

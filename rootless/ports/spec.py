@@ -20,6 +20,12 @@ PROTOCOLS = ("tcp", "udp")
 # behaviour before client addresses were kept). Stored as `keep_client_address`.
 NO_CLIENT_ADDR = "no-client-addr"
 KEEP_KEY = "keep_client_address"
+# `-p 8080:80/tcp,client-port`: the sandbox sees the client's port too, not only its address.
+# TCP only (UDP always keeps it: each flow has a socket of its own anyway); it costs a new
+# dial socket per connection (rootless.ports.recycle). Stored as `keep_client_port: true`.
+CLIENT_PORT = "client-port"
+PORT_KEY = "keep_client_port"
+OPTIONS = (NO_CLIENT_ADDR, CLIENT_PORT)  # the words after the protocol(s)
 
 
 def _port_range(text: str, what: str, spec: str) -> tuple[int, int]:
@@ -57,10 +63,12 @@ def _split_host(body: str, spec: str) -> tuple[str, str]:
 class PortSpec:
     """One protocol's published range: a PortMapping the engine's checks have passed.
 
-    `keep_client`: the sandbox sees the client's real address (rootless.ports.clientaddr)."""
+    `keep_client`: the sandbox sees the client's real address (rootless.ports.clientaddr);
+    `client_port`: TCP, its port too."""
 
     mapping: PortMapping
     keep_client: bool = True
+    client_port: bool = False
 
     @classmethod
     def of(cls, host_ip: str | IPAddress | None, host_port: int, container_port: int,
@@ -94,11 +102,15 @@ class PortSpec:
         """One spec may name `/tcp,udp`: one PortSpec per protocol."""
         body, _, proto_s = spec.strip().partition("/")
         words = [p.strip().lower() for p in (proto_s or "tcp").split(",")]
-        keep = NO_CLIENT_ADDR not in words
-        protos = [p for p in words if p != NO_CLIENT_ADDR] or ["tcp"]
+        keep, port = NO_CLIENT_ADDR not in words, CLIENT_PORT in words
+        protos = [p for p in words if p not in OPTIONS] or ["tcp"]
         for p in protos:
             if p not in PROTOCOLS:
-                raise BurrowError(f"invalid port spec {spec!r}: protocol {p!r} is not tcp or udp")
+                raise BurrowError(f"invalid port spec {spec!r}: protocol {p!r} is not tcp, udp, "
+                                  f"{NO_CLIENT_ADDR} or {CLIENT_PORT}")
+        if port and (not keep or "udp" in protos):
+            raise BurrowError(f"invalid port spec {spec!r}: {CLIENT_PORT} is for tcp ports that "
+                              f"keep the client's address (not with udp or {NO_CLIENT_ADDR})")
         host_ip, body = _split_host(body, spec)
         if host_ip:
             try:
@@ -118,26 +130,34 @@ class PortSpec:
             raise BurrowError(f"invalid port spec {spec!r}: container ports {clo}-"
                               f"{clo + hhi - hlo} go past 65535")
         return [dataclasses.replace(cls.of(host_ip, hlo, clo, hhi - hlo + 1, p),
-                                    keep_client=keep) for p in protos]
+                                    keep_client=keep, client_port=port) for p in protos]
 
     @classmethod
     def from_json(cls, d: Any) -> PortSpec:
         m = PortMapping.from_json(d)  # parsed and validated there
-        keep = d.get(KEEP_KEY, True)
-        if not isinstance(keep, bool):
-            raise BurrowError(f"invalid {KEEP_KEY} {keep!r:.20} in a port mapping: expected "
-                              "true or false")
+        keep, port = d.get(KEEP_KEY, True), d.get(PORT_KEY, False)
+        for key, v in ((KEEP_KEY, keep), (PORT_KEY, port)):
+            if not isinstance(v, bool):
+                raise BurrowError(f"invalid {key} {v!r:.20} in a port mapping: expected true "
+                                  "or false")
+        if port and (not keep or m.protocol != "tcp"):
+            raise BurrowError(f"invalid {PORT_KEY} in a port mapping: only for tcp with "
+                              f"{KEEP_KEY}")
         if m.host_address is not None and str(m.host_address) != m.host_ip:
             spec = cls.of(m.host_address, m.host_port, m.container_port, m.range, m.protocol)
         else:
             spec = cls.checked(m)
-        return spec if keep else dataclasses.replace(spec, keep_client=False)
+        return spec if keep and not port else dataclasses.replace(spec, keep_client=keep,
+                                                                  client_port=port)
 
     def to_json(self) -> dict[str, Any]:
-        """Netavark's PortMapping shape (plus `keep_client_address: false` when off)."""
+        """Netavark's PortMapping shape (plus `keep_client_address: false` when off,
+        `keep_client_port: true` when on)."""
         out = self.mapping.to_json()
         if not self.keep_client:
             out[KEEP_KEY] = False
+        if self.client_port:
+            out[PORT_KEY] = True
         return out
 
     @property
@@ -170,7 +190,8 @@ class PortSpec:
                                     else "")
         cp = f"{self.container_port}" + (f"-{self.container_port + self.range - 1}"
                                          if self.range > 1 else "")
-        off = "" if self.keep_client else f",{NO_CLIENT_ADDR}"
+        off = (f",{CLIENT_PORT}" if self.client_port else "") + (
+            "" if self.keep_client else f",{NO_CLIENT_ADDR}")
         return f"{ip}{hp}:{cp}/{self.protocol}{off}"
 
 

@@ -19,7 +19,7 @@ from rootless.ports import recycle
 from rootless.ports.budget import OUT_OF_FDS, Guard, Tally, client_of
 from rootless.ports.budget import reset as rst
 from rootless.ports.clientaddr import PLAIN, Plan
-from rootless.ports.pool import DialerPool, SockKey
+from rootless.ports.pool import DialerPool, RecycleKey
 from rootless.ports.splice import BigPipes, Pipe, copy_one, pump
 from rootless.ports.target import Listener
 
@@ -66,8 +66,8 @@ class TcpConn:
         self.ab: Pipe | None = None
         self.ba: Pipe | None = None
         # The pool key of b, when b goes back to its pool after a clean end (a plain dial
-        # socket: rootless.ports.recycle), else None.
-        self.key: SockKey | None = None
+        # socket, or one bound to its client's address only: rootless.ports.recycle).
+        self.key: RecycleKey | None = None
 
     # The common event, a message in copy mode, goes straight to splice's copy_one: the general
     # pump is two more calls and a dozen tests per event (~1 us a round trip: two events).
@@ -115,7 +115,7 @@ class TcpProxy:
         self.by_netns: dict[str, set[TcpConn]] = {}  # every connection, by netns (drop_netns)
         # Empty pipes of finished connections kept for the next ones; none at a low fd limit.
         self.big = BigPipes(spare=min(SPARE_PIPE_PAIRS, guard.fd_limit // 256))
-        self.returned: list[tuple[SockKey, socket.socket]] = []  # for _give_back
+        self.returned: list[tuple[RecycleKey, socket.socket]] = []  # for _give_back
         pool.tcp_events = RW
 
     def listen(self, lst: Listener) -> None:
@@ -157,8 +157,8 @@ class TcpProxy:
         a.setblocking(False)
         target = lst.target
         c = TcpConn(self, a, client, target.netns, lst.ctr_port,
-                    target.plans(host, addr[1], v4, lst.spec.keep_client, self.pool.avail,
-                                 tcp=True))
+                    target.plans(host, addr[1] if lst.spec.client_port else 0, v4,
+                                 lst.spec.keep_client, self.pool.avail, tcp=True))
         live = self.by_netns.get(target.netns)
         if live is None:
             live = self.by_netns[target.netns] = set()
@@ -173,13 +173,18 @@ class TcpProxy:
             return
         p = c.candidates.pop(0)
         key = (p.netns, p.family, "tcp", p.mode)
+        if p.bind is not None and not p.bind[1]:  # the client's address, not its port
+            b = self.pool.take_bound((*key, p.bind[0]))  # one bound to it before: no bind
+            if b is not None:
+                self._dial(c, p, b, bound=True)
+                return
         b = self.pool.take(key)  # a pooled socket at once, or wait for the dialer
         if b is not None:
             self._dial(c, p, b)
         else:
             self.pool.get(key, partial(self._dial, c, p))
 
-    def _dial(self, c: TcpConn, p: Plan, b: socket.socket | None) -> None:
+    def _dial(self, c: TcpConn, p: Plan, b: socket.socket | None, bound: bool = False) -> None:
         if c.closed:
             if b is not None:
                 b.close()
@@ -192,7 +197,7 @@ class TcpProxy:
                 self.guard.shed.dial_failed += not c.candidates
             self._dial_next(c)
             return
-        if p.fallback is not None and not self.pool.avail.bind(b, p.bind):
+        if p.fallback is not None and not bound and not self.pool.avail.bind(b, p.bind):
             b.close()  # the client's address cannot be bound: the next way to dial
             c.candidates.insert(0, p.fallback)
             self._dial_next(c)
@@ -208,6 +213,8 @@ class TcpProxy:
         c.b = b
         if p.mode == PLAIN:
             c.key = (p.netns, p.family, "tcp", PLAIN)
+        elif p.bind is not None and not p.bind[1]:  # goes back bound to the address
+            c.key = (p.netns, p.family, "tcp", p.mode, p.bind[0])
         self.loop.handle(b.fileno(), c.on_b)  # in the epoll set since the pool had it (RW)
         if not c.watching_a:  # the first dial (a retry finds it registered)
             # Not EPOLLOUT yet: a new socket has room, and that edge would only wake us for
