@@ -311,7 +311,30 @@ def have_address(ip: str) -> bool:
             return False
 
 
-CaRow = tuple[str, float, float, float]  # name Gbit/s conn/s rtt
+CaRow = tuple[str, float, float, float, float]  # name Gbit/s conn/s rtt CPU-us-per-conn
+
+
+def tree_cpu(pid: int) -> float:
+    """user+sys seconds of pid and all its descendants (the forwarder and its dialer)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            f = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+            for t in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (t / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def conn_cpu(pid: int, port: int, seconds: float, host: str) -> tuple[float, float]:
+    """conn/s, and the forwarder's (with its dialer's) CPU per connection in microseconds:
+    under load the rate swings with what else runs, its CPU much less."""
+    c0 = tree_cpu(pid)
+    rate = conn_rate(port, seconds, host)
+    return rate, (tree_cpu(pid) - c0) / max(1.0, rate * seconds) * 1e6
 
 
 def client_address(seconds: float, rounds: int) -> tuple[list[CaRow], dict[str, object]]:
@@ -334,18 +357,20 @@ def client_address(seconds: float, rounds: int) -> tuple[list[CaRow], dict[str, 
         for ps in ports.values():
             for port in ps:
                 wait_backend(port, host=host)
-        got: dict[str, list[tuple[float, float, float]]] = {"on": [], "off": []}
+        pid = int(json.loads(burrow("status", "--format", "json"))["forwarder"]["pid"])
+        got: dict[str, list[tuple[float, float, float, float]]] = {"on": [], "off": []}
         for _ in range(rounds):
             for mode, (ip_, ep, rr) in ports.items():
-                got[mode].append((iperf(ip_, seconds, 1, host)[0], conn_rate(ep, seconds, host),
-                                  round_trip_us(rr, host=host)))
+                rate, cpu = conn_cpu(pid, ep, seconds, host)
+                got[mode].append((iperf(ip_, seconds, 1, host)[0], rate,
+                                  round_trip_us(rr, host=host), cpu))
         fwd = json.loads(burrow("status", "--format", "json"))["forwarder"]
     finally:
         for srv in servers:
             stop(srv)
         burrow("sandbox", "rm", "cabench")
     rows = [(f"client address {'kept' if m == 'on' else 'not kept (no-client-addr)'}",
-             *(statistics.median(v[i] for v in got[m]) for i in range(3)))
+             *(statistics.median(v[i] for v in got[m]) for i in range(4)))
             for m in ("on", "off")]
     return rows, dict(fwd.get("client_address") or {})  # type: ignore[return-value]
 
@@ -358,14 +383,15 @@ def print_client_address(seconds: float, rounds: int) -> None:
               "makes a netns of its own with it)")
         return
     rows, ca = client_address(seconds, rounds)
-    print(f"{'mode':40} {'Gbit/s':>6} {'conn/s':>7} {'rtt us':>7}")
-    for name, gbps, rate, rtt in rows:
-        print(f"{name:40} {gbps:6.2f} {rate:7.0f} {rtt:7.1f}")
-    (_, g1, c1, r1), (_, g0, c0, r0) = rows
+    print(f"{'mode':40} {'Gbit/s':>6} {'conn/s':>7} {'rtt us':>7} {'CPU us/conn':>11}")
+    for name, gbps, rate, rtt, cpu in rows:
+        print(f"{name:40} {gbps:6.2f} {rate:7.0f} {rtt:7.1f} {cpu:11.1f}")
+    (_, g1, c1, r1, u1), (_, g0, c0, r0, u0) = rows
     print(f"cost of keeping it: throughput {1 - g1 / g0:+.1%}, conn/s {1 - c1 / c0:+.1%}, "
-          f"round trip {r1 / r0 - 1:+.1%} (positive = slower)")
-    print(f"forwarder: {ca.get('kept')} dials bound to the client's address, unavailable: "
-          f"{ca.get('unavailable') or 'none'}")
+          f"round trip {r1 / r0 - 1:+.1%}, forwarder CPU per connection {u1 / u0 - 1:+.1%} "
+          "(positive = slower)")
+    print(f"forwarder: {ca.get('kept')} dials bound to the client's address ({ca.get('reused')} "
+          f"on a socket kept bound to it), unavailable: {ca.get('unavailable') or 'none'}")
 
 
 def control(req: dict[str, object]) -> dict[str, object]:

@@ -195,6 +195,8 @@ class Availability:
         # INSIDE set-ups that failed, by (sandbox netns, family): those dial VIA instead.
         self.inside_failed: dict[tuple[str, int], str] = {}
         self.kept = 0  # dials bound to a client's address
+        self.reused = 0  # of them, on a socket still bound to it from before (recycle)
+        self.version = 0  # bumped whenever what `usable` or `inside` answer may change
 
     def usable(self, via: str | None, family: int) -> bool:
         return via is not None and (via, family) not in self.failed
@@ -203,6 +205,7 @@ class Availability:
         return (netns, family) not in self.inside_failed
 
     def fail(self, netns: str, family: int, reason: str, mode: str = VIA) -> None:
+        self.version += 1
         if mode == INSIDE:
             if (netns, family) not in self.inside_failed:
                 self.inside_failed[(netns, family)] = reason
@@ -236,11 +239,12 @@ class Availability:
 
     def forget(self, netns: str) -> None:
         """The sandbox is gone (a new one at the same path is set up afresh)."""
+        self.version += 1
         for fam in (4, 6):
             self.inside_failed.pop((netns, fam), None)
 
     def to_json(self) -> dict[str, Any]:
-        return {"kept": self.kept,
+        return {"kept": self.kept, "reused": self.reused,
                 "unavailable": [{"netns": v, "family": f, "reason": r}
                                 for (v, f), r in sorted(self.failed.items())],
                 "inside_unavailable": [{"netns": v, "family": f, "reason": r}

@@ -105,7 +105,9 @@ class DialerPool:
     def take_bound(self, key: recycle.BoundKey) -> socket.socket | None:
         """A socket given back bound to key's client address, or None."""
         s = self.bound.take(key) if key[0] in self.live else None
-        self.avail.kept += s is not None
+        if s is not None:
+            self.avail.kept += 1
+            self.avail.reused += 1
         return s
 
     def give_back(self, key: RecycleKey, s: socket.socket) -> bool:

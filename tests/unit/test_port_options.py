@@ -41,3 +41,28 @@ def test_a_record_with_a_bad_client_port_is_refused(bad: dict[str, object]) -> N
     good = PortSpec.parse("8080:80/tcp,client-port")[0].to_json()
     with pytest.raises(BurrowError, match=PORT_KEY):
         PortSpec.from_json({**good, **bad})
+
+
+def test_tcp_plans_are_made_once_per_client_and_follow_what_failed() -> None:
+    """Target.plans keeps a TCP client's plans (they are asked for on every connection): the
+    same for the same client, remade when a set-up fails, never holding more than the cap."""
+    from ipaddress import IPv4Address, IPv6Address
+
+    from rootless.ports.clientaddr import INSIDE, VIA, Availability
+    from rootless.ports.target import PLAN_CACHE, Target
+
+    t = Target("s", "/ns", IPv4Address("10.88.0.5"), IPv6Address("fd00::5"), via="/via",
+               inside=True)
+    avail = Availability()
+    first = t.plans("198.51.100.7", 0, True, True, avail, tcp=True)
+    assert first[0].mode == INSIDE and first[0].bind == ("198.51.100.7", 0)
+    again = t.plans("198.51.100.7", 0, True, True, avail, tcp=True)
+    assert again == first and again is not first, "a list of its own: candidates are popped"
+    assert again[0] is first[0]
+    avail.fail("/ns", 4, "no policy routing", INSIDE)
+    assert t.plans("198.51.100.7", 0, True, True, avail, tcp=True)[0].mode == VIA
+    with_port = t.plans("198.51.100.7", 4242, True, True, avail, tcp=True)  # client-port
+    assert with_port[0].bind == ("198.51.100.7", 4242)
+    for i in range(2 * PLAN_CACHE):
+        t.plans(f"198.51.{i // 250}.{i % 250 + 1}", 0, True, True, avail, tcp=True)
+    assert len(t._cache) <= PLAN_CACHE  # noqa: SLF001 - the cap is the point
