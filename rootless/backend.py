@@ -42,6 +42,11 @@ class Ports(Protocol):
         """Stop forwarding; returns errors instead of raising (teardown goes on)."""
         ...
 
+    def retarget(self, rec: Mapping[str, Any]) -> None:
+        """Point the published ports at the sandbox's networks as they are now (after
+        `network connect`/`disconnect`), without unbinding them."""
+        ...
+
 
 class Runtime(Protocol):
     """A running world: where the engine runs and where sandbox namespaces live."""

@@ -358,6 +358,7 @@ def connect(w: World, att: Attach, name: str) -> None:
         undo.pop_all()
     rec = rec.replace(status={**rec.status, **status})
     store.save_sandbox(rec)
+    rt.ports.retarget(rec.to_json())
     write_resolv(store, rec, rt)
 
 
@@ -377,6 +378,7 @@ def disconnect(w: World, network: str, name: str) -> None:
         rec = rec.replace(networks=tuple((n, a) for n, a in rec.networks if n != network),
                           status={k: v for k, v in rec.status.items() if k != network})
         store.save_sandbox(rec)
+    rt.ports.retarget(rec.to_json())
     write_resolv(store, rec, rt)
 
 

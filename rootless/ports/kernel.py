@@ -66,3 +66,6 @@ class KernelPorts:
 
     def unpublish(self, rec: Mapping[str, Any]) -> list[str]:
         return []  # the engine's teardown removes them
+
+    def retarget(self, rec: Mapping[str, Any]) -> None:
+        return None  # each network's setup/teardown adds/removes its own DNAT rules

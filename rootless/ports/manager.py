@@ -70,6 +70,12 @@ def bind(spec: PortSpec, port: int) -> socket.socket:
     return s
 
 
+def _target(req: messages.Add | messages.Retarget) -> Target:
+    """Where a burrow sandbox's ports dial (its TCP keeps client addresses inside it)."""
+    return Target(req.sandbox, req.netns, req.ip4, req.ip6, req.via, inside=True,
+                  onlink=req.onlink)
+
+
 class PortManager:
     def __init__(self, loop: Loop, pool: DialerPool, tcp: TcpProxy, udp: UdpProxy,
                  guard: Guard, stop: Callable[[], None]) -> None:
@@ -86,6 +92,12 @@ class PortManager:
             return {"ok": True, "ports": self.ports()}
         if isinstance(req, messages.Add):
             return self.add(req)
+        if isinstance(req, messages.Retarget):
+            target = _target(req)
+            self.retarget(req.sandbox, target)
+            if req.via is not None:
+                self._warm(target, tuple(lst.spec for lst in self.by_sandbox.get(req.sandbox, ())))
+            return {"ok": True}
         if isinstance(req, messages.Remove):
             self.remove(req.sandbox)
             return {"ok": True}
@@ -113,8 +125,7 @@ class PortManager:
 
     def add(self, req: messages.Add) -> dict[str, Any]:
         """Bind everything first; publish only if every bind worked."""
-        target = Target(req.sandbox, req.netns, req.ip4, req.ip6, req.via, inside=True,
-                        onlink=req.onlink)
+        target = _target(req)
         made: list[Listener] = []
         for spec in req.ports:
             for hp, cp in spec.pairs():

@@ -160,7 +160,30 @@ class Add:
                 **({"onlink": [str(n) for n in self.onlink]} if self.onlink else {})}
 
 
-Request = Ping | ListPorts | Shutdown | Remove | Add
+@dataclass(frozen=True)
+class Retarget:
+    """Point `sandbox`'s published ports at where it is now (after `network connect` or
+    `disconnect`): `add`'s fields but `ports`. The listeners stay bound; new connections dial
+    the new addresses, UDP flows to the old ones end (PortManager.retarget)."""
+
+    sandbox: str
+    netns: str
+    ip4: ipaddress.IPv4Address | None
+    ip6: ipaddress.IPv6Address | None
+    via: str | None = None
+    onlink: tuple[Subnet, ...] = ()
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> Retarget:
+        a = _add({**obj, "ports": []})
+        return cls(a.sandbox, a.netns, a.ip4, a.ip6, a.via, a.onlink)
+
+    def to_json(self) -> dict[str, Any]:
+        add = Add(self.sandbox, self.netns, self.ip4, self.ip6, (), self.via, self.onlink)
+        return {k: v for k, v in add.to_json().items() if k != "ports"} | {"op": "retarget"}
+
+
+Request = Ping | ListPorts | Shutdown | Remove | Add | Retarget
 
 
 def _add(obj: Mapping[str, Any]) -> Add:
@@ -176,7 +199,7 @@ def _add(obj: Mapping[str, Any]) -> Add:
 
 _PARSERS: dict[str, Callable[[Mapping[str, Any]], Request]] = {
     "ping": Ping.from_json, "list": ListPorts.from_json, "shutdown": Shutdown.from_json,
-    "remove": Remove.from_json, "add": Add.from_json,
+    "remove": Remove.from_json, "add": Add.from_json, "retarget": Retarget.from_json,
 }
 
 

@@ -72,12 +72,21 @@ class ForwarderPorts:
         if not rec.get("ports"):
             return
         control.ensure(self.holder)
+        control.request(self.holder.paths, messages.parse_request(
+            {"op": "add", **self._where(rec), "ports": rec["ports"]}))
+
+    def retarget(self, rec: Mapping[str, Any]) -> None:
+        if not rec.get("ports") or not control.running(self.holder.paths):
+            return  # nothing published, or `burrow up` publishes from the record
+        control.request(self.holder.paths, messages.parse_request(
+            {"op": "retarget", **self._where(rec)}))
+
+    def _where(self, rec: Mapping[str, Any]) -> dict[str, Any]:
+        """The sandbox's part of an add/retarget request: what its ports dial, as it is now."""
         ip4, ip6 = addresses(rec)
         store = Store(self.holder.paths)
-        control.request(self.holder.paths, messages.parse_request(
-            {"op": "add", "sandbox": rec["name"], "netns": rec["netns"], "ip4": ip4,
-             "ip6": ip6, "ports": rec["ports"], "onlink": subnets(store, rec),
-             "via": OWN_NETNS if routed(store, rec) else None}))
+        return {"sandbox": rec["name"], "netns": rec["netns"], "ip4": ip4, "ip6": ip6,
+                "onlink": subnets(store, rec), "via": OWN_NETNS if routed(store, rec) else None}
 
     def unpublish(self, rec: Mapping[str, Any]) -> list[str]:
         if not rec.get("ports") or not control.running(self.holder.paths):

@@ -301,6 +301,28 @@ def test_backend_down_is_refused_at_once(rl: Any) -> None:
     assert time.monotonic() - t < 1.0
 
 
+def test_ports_follow_network_connect_and_disconnect(rl: Any) -> None:
+    """Published ports keep reaching a sandbox whose first network is disconnected: the
+    forwarder is re-pointed at its address on the network it is still on. Before, it went on
+    dialling the removed address (TCP and UDP got no answer). A sandbox on an IPv4 network
+    that connects to a dual-stack one is dialled on its new IPv6 address by an IPv6 client."""
+    base = free_ports(2)
+    rl.burrow("network", "create", "rpa", check=True)
+    rl.burrow("network", "create", "rpb", "--ipv6", check=True)
+    rl.burrow("sandbox", "create", "mv", "--network", "rpa", "-p", f"{base}:80",
+              "-p", f"{base + 1}:81/udp", check=True, timeout=60)
+    serve(rl, "mv", "t:80,u:81", "mv")
+    assert tcp("127.0.0.1", base) == b"mv:hi"
+    rl.burrow("network", "connect", "rpb", "mv", check=True, timeout=60)
+    assert tcp("::1", base) == b"mv:hi"
+    rl.burrow("network", "disconnect", "rpa", "mv", check=True, timeout=60)
+    assert tcp("127.0.0.1", base) == b"mv:hi"
+    assert tcp("::1", base) == b"mv:hi"
+    assert udp("127.0.0.1", base + 1) == b"mv:u"
+    ls = json.loads(rl.burrow("port", "ls", "--format", "json", check=True).out)
+    assert {p["host_port"] for p in ls if p["sandbox"] == "mv"} == {base, base + 1}
+
+
 def test_dns_across_networks_and_isolation(rl: Any) -> None:
     for net in ("rla", "rlb"):
         rl.burrow("network", "create", net, "--ipv6", "--opt", "isolate=true", check=True)

@@ -65,6 +65,21 @@ def test_bad_add_is_rejected_with_the_reason(change: dict[str, Any], msg: str) -
         messages.parse_request({**ADD, **change})
 
 
+def test_retarget_round_trips_and_is_checked_like_add() -> None:
+    """`network connect`/`disconnect` re-point a sandbox's ports: add's fields without ports,
+    validated the same way where they enter."""
+    obj = {**{k: v for k, v in ADD.items() if k != "ports"}, "op": "retarget",
+           "via": "/proc/1/ns/net", "onlink": ["10.89.0.0/24"]}
+    req = messages.parse_request(obj)
+    assert isinstance(req, messages.Retarget)
+    assert req.onlink == (ipaddress.IPv4Network("10.89.0.0/24"),) and req.via == "/proc/1/ns/net"
+    assert req.to_json() == obj and messages.parse_request(req.to_json()) == req
+    for change, msg in (({"sandbox": "../x"}, "invalid sandbox"),
+                        ({"netns": "/run/../etc"}, "invalid netns"), ({"ip4": "fd89::2"}, "IPv4")):
+        with pytest.raises(BurrowError, match=msg):
+            messages.parse_request({**obj, **change})
+
+
 @pytest.mark.parametrize("line", [b"", b"{", b"[]", b"null", b'"ping"', b"[" * 100000,
                                   b'{"op": null}', b'{"op": ["ping"]}', b"\xff\xfe"])
 def test_malformed_lines_are_burrow_errors(line: bytes) -> None:
