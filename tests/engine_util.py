@@ -53,6 +53,16 @@ class World:
         self.netavark("teardown", ctr, opts)
 
 
+def assert_refused(res: subprocess.CompletedProcess[str], ctr: Netns, *needles: str) -> str:
+    """A refused netavark-protocol call: exit 1, each needle in its JSON error, and no
+    interface made in the container (a refusal applies nothing). Returns the error."""
+    assert res.returncode == 1, res.stdout
+    error: str = json.loads(res.stdout)["error"]
+    for needle in needles:
+        assert needle in error, error
+    assert "eth0" not in ctr.run(["ip", "-o", "link"]).stdout
+    return error
+
 def network(name: str, bridge: str, subnets: list[tuple[str, str]], **kw: Any) -> dict[str, Any]:
     net = {
         "name": name, "id": unique("", 64).ljust(64, "0")[:64], "driver": "bridge",

@@ -12,13 +12,14 @@ rootlessport); clients from elsewhere keep theirs (test_podman_rootlessport).
 from __future__ import annotations
 
 import sys
-import textwrap
 
 import pytest
 
 from tests.e2e.podman_env import IMAGE, RootlessWorld
 from tests.e2e.test_podman_rootlessport import (  # noqa: F401 - routed is a fixture
     HOST_IP,
+    WHO_CLIENT,
+    WHO_UDP_CLIENT,
     forwarders,
     routed,
     start_who,
@@ -27,29 +28,10 @@ from tests.nsutil import Netns
 
 pytestmark = [pytest.mark.e2e, pytest.mark.rootless]
 SUBNET_CLIENT = "10.89.23.77"  # in brlp3 (10.89.23.0/24), the container's network
-# "<tcp|udp> <what the server said>", from a socket bound to argv[1].
-ASK = textwrap.dedent("""\
-    import socket, sys
-    src, host, port, kind = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if kind == "tcp" else socket.SOCK_DGRAM)
-    s.settimeout(3)
-    s.bind((src, 0))
-    s.connect((host, port))
-    if kind == "udp":
-        for _ in range(5):  # the drop-in's first dial may lose the first datagram
-            s.send(b"x")
-            try:
-                print(s.recv(256).decode())
-                break
-            except TimeoutError:
-                pass
-    else:
-        print(s.recv(256).decode())
-""")
-
-
 def _ask(client: Netns, port: int, kind: str) -> list[str]:
-    res = client.run([sys.executable, "-c", ASK, SUBNET_CLIENT, HOST_IP, str(port), kind],
+    """What the server said to a client bound to SUBNET_CLIENT, split into words."""
+    script = WHO_CLIENT if kind == "tcp" else WHO_UDP_CLIENT
+    res = client.run([sys.executable, "-c", script, HOST_IP, str(port), SUBNET_CLIENT],
                      check=False)
     return res.stdout.split()
 

@@ -235,9 +235,11 @@ def test_network_disconnect_and_connect_repoint_the_ports(world: RootlessWorld) 
 CLIENT_IP, HOST_IP = "192.0.2.50", "192.0.2.1"  # TEST-NET-1, only inside the test's namespaces
 CLIENT_IP6, HOST_IP6 = "2001:db8:13::50", "2001:db8:13::1"  # documentation prefix, likewise
 
+# argv: address, port[, source address]: what the server said, one line.
 WHO_CLIENT = textwrap.dedent("""\
     import socket, sys
-    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), 3)
+    src = (sys.argv[3], 0) if len(sys.argv) > 3 else None
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), 3, src)
     print(s.recv(256).decode())
 """)
 # One datagram from a fresh socket, retried: the drop-in's first dial may lose the first one.
@@ -245,6 +247,8 @@ WHO_UDP_CLIENT = textwrap.dedent("""\
     import socket, sys
     s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)
     s.settimeout(1)
+    if len(sys.argv) > 3:
+        s.bind((sys.argv[3], 0))
     s.connect((sys.argv[1], int(sys.argv[2])))
     for _ in range(5):
         s.send(b"x")

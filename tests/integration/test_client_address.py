@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,28 +53,42 @@ class HostSession(Session):
         return ["nsenter", "-t", str(self.host.pid), "-n", "--", *super().argv(cmd)]
 
 
-@pytest.fixture
-def world(rootless_user: Any) -> Iterator[tuple[HostSession, Netns]]:
+@contextmanager
+def host_and_client(rootless_user: Any, tag: str, nets: list[tuple[str, str, int]],
+                    routed: bool) -> Iterator[tuple[HostSession, Netns]]:
+    """The test user's world in a "host" netns, and a client netns on a veth to it.
+
+    `nets`: (host address, client address, prefix length) per family; `routed`: the client's
+    default routes go via the host's addresses. Fails if `burrow down` leaves processes.
+    """
     host, client = Netns(), Netns()
     session = HostSession(rootless_user.session(), host)
     try:
-        a, b = unique("bsrc"), unique("bsrc")
+        a, b = unique(tag), unique(tag)
         host.run(["ip", "link", "add", a, "type", "veth", "peer", "name", b, "netns",
                   str(client.pid)])
-        for ns, dev, ip4, ip6, gw4, gw6 in ((host, a, HOST4, HOST6, None, None),
-                                            (client, b, CLIENT4, CLIENT6, HOST4, HOST6)):
-            ns.run(["ip", "addr", "add", f"{ip4}/24", "dev", dev])
-            ns.run(["ip", "addr", "add", f"{ip6}/64", "dev", dev, "nodad"])
+        for host_ip, client_ip, plen in nets:
+            nodad = ["nodad"] if ":" in host_ip else []
+            host.run(["ip", "addr", "add", f"{host_ip}/{plen}", "dev", a, *nodad])
+            client.run(["ip", "addr", "add", f"{client_ip}/{plen}", "dev", b, *nodad])
+        for ns, dev in ((host, a), (client, b)):
             ns.run(["ip", "link", "set", dev, "up"])
-            if gw4:
-                ns.run(["ip", "route", "add", "default", "via", gw4])
-                ns.run(["ip", "-6", "route", "add", "default", "via", gw6])
+        for host_ip, _, _ in nets if routed else ():
+            client.run(["ip", "-6" if ":" in host_ip else "-4", "route", "add", "default",
+                        "via", host_ip])
         yield session, client
     finally:
         left = session.close()
         client.close()
         host.close()
     assert not left, f"processes left after `burrow down`: {left}"
+
+
+@pytest.fixture
+def world(rootless_user: Any) -> Iterator[tuple[HostSession, Netns]]:
+    with host_and_client(rootless_user, "bsrc", [(HOST4, CLIENT4, 24), (HOST6, CLIENT6, 64)],
+                         routed=True) as w:
+        yield w
 
 
 def ask(client: Netns, addr: str, port: int, proto: str) -> str:

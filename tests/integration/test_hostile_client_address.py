@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_client_address import HostSession, addresses, ask
+from tests.integration.test_client_address import HostSession, addresses, ask, host_and_client
 from tests.integration.test_forwarder_hardening import FAMILY_SERVER, run_in
-from tests.nsutil import Netns, unique
+from tests.nsutil import Netns
 
 pytestmark = pytest.mark.rootless
 
@@ -30,21 +30,8 @@ PORT = 18080
 
 @pytest.fixture
 def world(rootless_user: Any) -> Iterator[tuple[HostSession, Netns]]:
-    host, client = Netns(), Netns()
-    session = HostSession(rootless_user.session(), host)
-    try:
-        a, b = unique("ad3c"), unique("ad3c")
-        host.run(["ip", "link", "add", a, "type", "veth", "peer", "name", b, "netns",
-                  str(client.pid)])
-        for ns, dev, ip in ((host, a, HOST4), (client, b, CLIENT4)):
-            ns.run(["ip", "addr", "add", f"{ip}/16", "dev", dev])
-            ns.run(["ip", "link", "set", dev, "up"])
-        yield session, client
-    finally:
-        left = session.close()
-        client.close()
-        host.close()
-    assert not left, f"processes left after `burrow down`: {left}"
+    with host_and_client(rootless_user, "ad3c", [(HOST4, CLIENT4, 16)], routed=False) as w:
+        yield w
 
 
 def test_a_client_in_the_sandboxs_own_subnet_is_answered(

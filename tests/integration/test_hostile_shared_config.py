@@ -12,14 +12,13 @@ the error names the fix and nothing is applied.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.engine_util import World, network, options
+from tests.engine_util import World, assert_refused, network, options
 from tests.nsutil import VENV_BIN, Netns, unique
 
 pytestmark = pytest.mark.root
@@ -58,11 +57,8 @@ def _planted(path: Path, mode: int = 0o777) -> Path:
 
 
 def _refused(w: World, ctr: Netns, opts: dict[str, Any], planted: Path) -> str:
-    res = w.netavark("setup", ctr, opts, check=False)
-    assert res.returncode == 1, res.stdout
-    error: str = json.loads(res.stdout)["error"]
-    assert "pass --config a directory only you can write" in error, error
-    assert "eth0" not in ctr.run(["ip", "-o", "link"]).stdout
+    error = assert_refused(w.netavark("setup", ctr, opts, check=False), ctr,
+                           "pass --config a directory only you can write")
     assert not any(planted.iterdir()), list(planted.iterdir())  # nothing of root's written there
     return error
 
@@ -98,10 +94,8 @@ def test_a_config_dir_others_may_write_without_the_sticky_bit_is_refused(
     host_ns: Netns, ctr_ns: Netns, shared: Path
 ) -> None:
     shared.chmod(0o777)  # others could rename root's own firewall/ away and plant theirs
-    res = _world(host_ns, shared).netavark("setup", ctr_ns, _request(), check=False)
-    assert res.returncode == 1, res.stdout
-    assert "may be written by other users (mode 0777)" in json.loads(res.stdout)["error"]
-    assert "eth0" not in ctr_ns.run(["ip", "-o", "link"]).stdout
+    assert_refused(_world(host_ns, shared).netavark("setup", ctr_ns, _request(), check=False),
+                   ctr_ns, "may be written by other users (mode 0777)")
 
 
 def test_a_sticky_shared_config_dir_with_nothing_planted_still_works(

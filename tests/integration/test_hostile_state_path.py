@@ -23,21 +23,27 @@ from tests.rootless_user import RUNTIME_PARENT, RUNTIME_PREFIX, Session
 QUOTED = "it's; echo AD3-INJECTED >&2; '"
 
 
+def create_and_remove(tool: Any, close: Callable[[], Any], top: Path | str) -> None:
+    """`sandbox create` then `rm` under the quoted path: no injected command ran, both
+    succeeded, and closing the tool (`burrow down`) left nothing running."""
+    try:
+        res = tool.burrow("sandbox", "create", "web", timeout=60)
+        assert "AD3-INJECTED" not in res.err, res.err
+        assert res.rc == 0, res.err
+        assert tool.burrow("sandbox", "rm", "web").rc == 0
+    finally:
+        left = close()
+        shutil.rmtree(top, ignore_errors=True)
+    assert not left, left
+
+
 @pytest.mark.root
 def test_rootful_state_dir_with_a_quote(netns_factory: Callable[[], Netns]) -> None:
     rf = Rootful(netns_factory())
     top = rf.state
     rf.state = top / QUOTED
     rf.state.mkdir()
-    try:
-        res = rf.burrow("sandbox", "create", "web")
-        assert "AD3-INJECTED" not in res.err, res.err
-        assert res.rc == 0, res.err
-        assert rf.burrow("sandbox", "rm", "web").rc == 0
-    finally:
-        left = rf.close()
-        shutil.rmtree(top, ignore_errors=True)
-    assert not left, left
+    create_and_remove(rf, rf.close, top)
 
 
 @pytest.mark.rootless
@@ -49,12 +55,4 @@ def test_rootless_runtime_dir_with_a_quote(rootless_user: Any) -> None:
         os.chown(d, rootless_user.uid, rootless_user.gid)
         os.chmod(d, 0o700)
     s = Session(rootless_user, str(runtime))
-    try:
-        res = s.burrow("sandbox", "create", "web", timeout=60)
-        assert "AD3-INJECTED" not in res.err, res.err
-        assert res.rc == 0, res.err
-        assert s.burrow("sandbox", "rm", "web").rc == 0
-    finally:
-        left = s.close()
-        shutil.rmtree(top, ignore_errors=True)
-    assert not left, left
+    create_and_remove(s, s.close, top)

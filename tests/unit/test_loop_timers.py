@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -26,11 +26,9 @@ def loop() -> Iterator[Loop]:
     dog.cancel()
 
 
-def test_a_zero_delay_timer_runs_after_the_whole_batch(loop: Loop) -> None:
-    """A timer set by a handler, even with delay 0, runs after every event of that poll's
-    batch (the forwarder gives recycled sockets back then: a later event of the same batch
-    may still belong to the old connection)."""
-    seen: list[str] = []
+def run_two_ready_events(loop: Loop, seen: list[str], on_first: Callable[[], object]) -> None:
+    """Runs `loop` with two pipes readable at once (one poll's batch of two events): each
+    handler appends its name to `seen`, and the first of them calls `on_first`."""
     r1, w1 = os.pipe()
     r2, w2 = os.pipe()
     os.write(w1, b"x")
@@ -40,14 +38,25 @@ def test_a_zero_delay_timer_runs_after_the_whole_batch(loop: Loop) -> None:
         os.read(fd, 1)
         seen.append(name)
         if len(seen) == 1:
-            loop.call_later(0.0, lambda: (seen.append("timer"), loop.stop()))
+            on_first()
 
     loop.add(r1, lambda ev: handler("first", r1))
     loop.add(r2, lambda ev: handler("second", r2))
-    loop.run()
+    try:
+        loop.run()
+    finally:
+        for fd in (r1, w1, r2, w2):
+            os.close(fd)
+
+
+def test_a_zero_delay_timer_runs_after_the_whole_batch(loop: Loop) -> None:
+    """A timer set by a handler, even with delay 0, runs after every event of that poll's
+    batch (the forwarder gives recycled sockets back then: a later event of the same batch
+    may still belong to the old connection)."""
+    seen: list[str] = []
+    run_two_ready_events(loop, seen, lambda: loop.call_later(
+        0.0, lambda: (seen.append("timer"), loop.stop())))
     assert seen[2:] == ["timer"] and sorted(seen[:2]) == ["first", "second"]
-    for fd in (r1, w1, r2, w2):
-        os.close(fd)
 
 
 def test_a_cancelled_earlier_timer_does_not_hide_a_later_one(loop: Loop) -> None:
@@ -104,16 +113,6 @@ def test_soon_runs_after_the_whole_batch_and_before_the_next_wait(loop: Loop) ->
     the batch that asked for it; and one asked for by a soon callback or a timer runs without
     waiting for another event (nothing else would ever wake this loop)."""
     seen: list[str] = []
-    r1, w1 = os.pipe()
-    r2, w2 = os.pipe()
-    os.write(w1, b"x")
-    os.write(w2, b"x")
-
-    def handler(name: str, fd: int) -> None:
-        os.read(fd, 1)
-        seen.append(name)
-        if len(seen) == 1:
-            loop.soon(first_soon)
 
     def first_soon() -> None:
         seen.append("soon")
@@ -122,10 +121,6 @@ def test_soon_runs_after_the_whole_batch_and_before_the_next_wait(loop: Loop) ->
     def from_timer() -> None:
         loop.soon(lambda: (seen.append("soon from a timer"), loop.stop()))
 
-    loop.add(r1, lambda ev: handler("first", r1))
-    loop.add(r2, lambda ev: handler("second", r2))
-    loop.run()
+    run_two_ready_events(loop, seen, lambda: loop.soon(first_soon))
     assert sorted(seen[:2]) == ["first", "second"]
     assert seen[2:] == ["soon", "soon again", "soon from a timer"]
-    for fd in (r1, w1, r2, w2):
-        os.close(fd)
