@@ -23,6 +23,7 @@ from netns.dns.table import Scope
 TTL = 0  # aardvark >= 1.13: the config can change at any SIGHUP, so clients must not cache
 MIN_UDP = 512
 MAX_UDP = 4096  # never build UDP replies larger than this, whatever the client advertises
+MAX_TCP = 65535  # a TCP message's length prefix is 16 bits: past it, truncate as UDP does
 
 
 @dataclass(frozen=True)
@@ -77,13 +78,17 @@ def _finish(req: DNSRecord, rcode: int, answers: list[RR], tcp: bool) -> Reply:
     if opt is not None:
         reply.add_ar(opt)
     wire = bytes(reply.pack())  # dnslib packs into a bytearray
-    if not tcp:
+    if tcp:
+        # Thousands of containers sharing one alias: no TCP message can hold the answer, and
+        # its 2-byte length could not say its size (the connection died on the overflow).
+        limit = MAX_TCP
+    else:
         limit = min(max(opt.rclass if opt is not None else 0, MIN_UDP), MAX_UDP)
-        if len(wire) > limit:
-            # Truncated: flag it and send the question alone; the client retries over TCP.
-            reply.rr = []
-            reply.header.tc = 1
-            wire = bytes(reply.pack())  # dnslib packs into a bytearray
+    if len(wire) > limit:
+        # Truncated: flag it and send the question alone; over UDP the client retries over TCP.
+        reply.rr = []
+        reply.header.tc = 1
+        wire = bytes(reply.pack())  # dnslib packs into a bytearray
     return Reply(wire)
 
 
@@ -145,6 +150,16 @@ def resolve(wire: bytes, scope: Scope, policy: Policy, *, tcp: bool) -> Outcome:
         return Reply(bare) if bare is not None else None
 
 
+def local_name(labels: tuple[bytes, ...]) -> str | None:
+    """The name a container may be known by, as the config holds it (lower-cased, dots between
+    labels): container names and network aliases may hold dots (`web.v1`, `api.example.test`),
+    and aardvark looks the whole name up. A label holding a '.' byte is another name than the
+    dotted one it would print as, so it matches none."""
+    if not labels or any(b"." in x for x in labels):
+        return None
+    return ".".join(x.decode("latin-1") for x in labels)
+
+
 def _resolve(req: DNSRecord, scope: Scope, policy: Policy, tcp: bool) -> Outcome:
     if req.header.qr:
         return None  # a response sent to us: answering it could start a reflection loop
@@ -166,9 +181,8 @@ def _resolve(req: DNSRecord, scope: Scope, policy: Policy, tcp: bool) -> Outcome
     sd = policy.search_domain
     in_search_domain = bool(sd) and labels[-len(sd):] == sd
     local = labels[: -len(sd)] if in_search_domain else labels
-    records = None
-    if len(local) == 1:  # container names are single labels
-        records = scope.view.names.get(local[0].decode("latin-1"))
+    name = local_name(local)
+    records = scope.view.names.get(name) if name is not None else None
     if records is not None:
         if qtype == QTYPE.A:
             rrs = [RR(q.qname, QTYPE.A, ttl=TTL, rdata=A(ip)) for ip in records[0]]

@@ -29,7 +29,7 @@ OTHERS = "other sources"
 
 @dataclass(frozen=True, eq=False)
 class View:
-    names: Mapping[str, Records]  # lower-case single label -> addresses
+    names: Mapping[str, Records]  # lower-case name (dots allowed: web.v1) -> addresses
     reverse: Mapping[str, tuple[str, ...]]  # canonical IP text -> names and aliases
 
 
