@@ -270,12 +270,21 @@ def qps_run(world: World, pid: int, qfile: str, seconds: float) -> dict[str, flo
             "lost": float(lost.group(1)) if lost else 0.0}
 
 
-def p99_run(world: World, qfile: str, rate: int, seconds: float) -> float:
+PERCENTILES = (0.5, 0.9, 0.99, 0.999)
+
+
+def latency_run(world: World, qfile: str, rate: int, seconds: float) -> dict[float, float]:
+    """Latency percentiles (ms) at a fixed offered load, from every answer's own time
+    (`dnsperf -v`)."""
     out = dnsperf(world, qfile, seconds, "-v", "-Q", str(rate))
     lat = sorted(float(m) for m in re.findall(r"^> \S+ .* ([\d.]+)$", out, re.M))
     if not lat:
-        return float("nan")
-    return lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
+        return {p: float("nan") for p in PERCENTILES}
+    return {p: lat[min(len(lat) - 1, int(len(lat) * p))] * 1000 for p in PERCENTILES}
+
+
+def p99_run(world: World, qfile: str, rate: int, seconds: float) -> float:
+    return latency_run(world, qfile, rate, seconds)[0.99]
 
 
 def first_answer(world: World, server: str, runs: int) -> float:

@@ -7,7 +7,7 @@
    first lets one packet go to the gateway (its ARP exchange, flooded to every bridge port),
    and its clock starts after that: the DNS server's part alone. Printed for both: medians of
    the first 10 (N ~ 1) and the last 10 (N ~ 500), and the worst of each.
-2. Queries/s and p99 with 5,000 names across 50 networks vs 50 names across the same 50
+2. Queries/s and latency (p50/p90/p99/p99.9) with 5,000 names across 50 networks vs 50 names across the same 50
    networks (one each): both servers started directly on the same config (scripts/bench_dns.py's
    namespaces, dnsperf pinned to CPU 1, servers to CPU 0), the client being a container on all
    50 networks, so every name is visible to it; 100 distinct names in the query file.
@@ -219,13 +219,21 @@ def _one_run(world: Any, server: str, cfg: Path, qfile: str, seconds: float,
             pid = bench_dns.start(world, server, cfg)
             bench_dns.dnsperf(world, qfile, 1)
         run = bench_dns.qps_run(world, pid, qfile, seconds)
-        run["p99"] = bench_dns.p99_run(world, qfile, p99_rate, min(seconds, 4))
+        lat = bench_dns.latency_run(world, qfile, p99_rate, min(seconds, 4))
+        run.update({_pkey(p): v for p, v in lat.items()})
+        print(f"  {server} {cfg.name}: {run['qps']:,.0f} qps; at {p99_rate:,} qps "
+              + " ".join(f"{_pkey(p)} {v:.3f}" for p, v in lat.items())
+              + f" ms (load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
         return run
     except (OSError, RuntimeError, AttributeError) as exc:
         print(f"({server}: run failed: {exc!r})", flush=True)
-        return {"qps": float("nan"), "p99": float("nan")}
+        return {"qps": float("nan"), **{_pkey(p): float("nan") for p in bench_dns.PERCENTILES}}
     finally:
         bench_dns.stop(pid, cfg)
+
+
+def _pkey(p: float) -> str:
+    return f"p{p * 100:g}"
 
 
 def burrow_dns_files() -> tuple[str, ...]:
@@ -259,11 +267,20 @@ def qps_rows(seconds: float, p99_rate: int, rounds: int) -> list[str]:
     rows = [f"== DNS with 50 names vs 5,000 names across {nets} networks (client on all of them)",
             f"{'':34} {'50 names':>22}  {'5,000 names':>22}",
             f"{'':34} {'qps':>10} {'p99 ms':>11}  {'qps':>10} {'p99 ms':>11}"]
-    res = {k: {m: statistics.median(r[m] for r in v) for m in ("qps", "p99")} for k, v in runs.items()}
-    for server, label in (("aardvark", "aardvark-dns 1.4"), ("burrow", "burrow-dns")):
+    pkeys = [_pkey(p) for p in bench_dns.PERCENTILES]
+    res = {k: {m: statistics.median(r[m] for r in v) for m in ("qps", *pkeys)}
+           for k, v in runs.items()}
+    servers = (("aardvark", "aardvark-dns 1.4"), ("burrow", "burrow-dns"))
+    for server, label in servers:
         a, b = res[(server, 1)], res[(server, 100)]
         rows.append(f"{label:34} {a['qps']:10,.0f} {a['p99']:11.3f}  {b['qps']:10,.0f} {b['p99']:11.3f}")
     rows.append(f"(medians of {rounds} interleaved rounds; p99 at a fixed offered load of {p99_rate:,} qps)")
+    rows.append(f"latency at {p99_rate:,} qps offered, ms (median of the rounds' own percentiles)")
+    rows.append(f"{'':34} " + " ".join(f"{k:>8}" for k in pkeys))
+    for per, what in ((1, "50 names"), (100, "5,000 names")):
+        for server, label in servers:
+            rows.append(f"{label + ', ' + what:34} "
+                        + " ".join(f"{res[(server, per)][k]:8.3f}" for k in pkeys))
     return rows
 
 
