@@ -8,14 +8,19 @@ queries leave from the container addresses, so the server sees what it would fro
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import struct
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dns.flags
 import dns.message
 import dns.rcode
+import dns.rrset
 import pytest
 
 from tests.integration.test_dns_support import (
@@ -34,13 +39,19 @@ pytestmark = pytest.mark.root
 LA, LB = "10.89.31.1", "10.89.32.1"
 C1, C2, C3 = "10.89.31.2", "10.89.31.3", "10.89.32.2"  # c3 is on network dqb only
 UP = "10.89.39.1"
+# c4's own DNS servers, tried in this order: silent, nothing listening (ICMP), junk replies,
+# then a good one. c5's first server answers SERVFAIL, its second would answer.
+C4, C5 = "10.89.31.4", "10.89.31.5"
+SILENT, CLOSED, JUNK, SERVFAIL, SLOW = (f"10.89.39.{i}" for i in range(2, 7))
 ID = "{:064x}".format
 HUGE = 4200  # containers sharing one alias: 4,200 A records are 67 KB, past one TCP message
 
 CONFIG = {
     "dqa": [f"{LA} {UP}",
             f"{ID(1)} {C1}  c1,api.example.test",
-            f"{ID(2)} {C2}  web.v1,db.internal.corp"],
+            f"{ID(2)} {C2}  web.v1,db.internal.corp",
+            f"{ID(4)} {C4}  c4 {SILENT},{CLOSED},{JUNK},{UP}",
+            f"{ID(5)} {C5}  c5 {SERVFAIL},{UP}"],
     "dqb": [f"{LB} {UP}", f"{ID(3)} {C3}  c3,secret.only.b"],
     "dqh": ["10.89.33.1"] + [f"{ID(100 + i)} 10.89.{34 + i // 250}.{2 + i % 250}  h{i},huge"
                              for i in range(HUGE)],
@@ -50,20 +61,83 @@ CONFIG = {
 class World:
     def __init__(self, root: Path) -> None:
         self.ns = Netns()
-        for ip in (LA, LB, C1, C2, C3, UP, "10.89.33.1"):
+        for ip in (LA, LB, C1, C2, C3, C4, C5, UP, SILENT, CLOSED, JUNK, SERVFAIL, SLOW,
+                   "10.89.33.1", "10.89.33.9"):
             self.ns.run(["ip", "addr", "add", f"{ip}/32", "dev", "lo"])
         self.cfg = root / "cfg"
         self.cfg.mkdir()
         for name, lines in CONFIG.items():
             (self.cfg / name).write_text("\n".join(lines) + "\n")
         self.up = FakeUpstream(self.ns, UP, "192.0.2.7")
-        res = start_dns(self.ns, self.cfg, {"BURROW_DNS_UPSTREAM_TIMEOUT": "1.0"})
+        self.silent = FakeUpstream(self.ns, SILENT, silent=True)
+        self.odd = [_Upstream(self.ns, JUNK, _junk), _Upstream(self.ns, SERVFAIL, _servfail),
+                    _Upstream(self.ns, SLOW, _slow)]
+        res = start_dns(self.ns, self.cfg, {"BURROW_DNS_UPSTREAM_TIMEOUT": "2.0"})
         assert res.returncode == 0, res.stderr
         self.pid = pid_of(self.cfg)
 
     def close(self) -> None:
         self.up.close()
+        self.silent.close()
+        for odd in self.odd:
+            odd.close()
         self.ns.close()
+
+
+def _junk(wire: bytes) -> tuple[float, bytes]:
+    """A reply with the query's id but another question, then bytes that are no DNS at all."""
+    other = dns.message.make_response(dns.message.make_query("elsewhere.test", "A"))
+    other.id = struct.unpack("!H", wire[:2])[0]
+    return 0.0, other.to_wire()
+
+
+def _servfail(wire: bytes) -> tuple[float, bytes]:
+    r = dns.message.make_response(dns.message.from_wire(wire))
+    r.set_rcode(dns.rcode.SERVFAIL)
+    return 0.0, r.to_wire()
+
+
+def _slow(wire: bytes) -> tuple[float, bytes]:
+    """Answers 192.0.2.8, after 0.5 s."""
+    q = dns.message.from_wire(wire)
+    r = dns.message.make_response(q)
+    r.answer.append(dns.rrset.from_text(q.question[0].name, 60, "IN", "A", "192.0.2.8"))
+    return 0.5, r.to_wire()
+
+
+class _Upstream:
+    """A UDP upstream on (ip, 53) that answers each query as `how` says (delay, reply), each
+    in its own thread so a delay holds back no other query."""
+
+    def __init__(self, ns: Netns, ip: str, how: Callable[[bytes], tuple[float, bytes]]) -> None:
+        self.sock = ns_socket(ns, socket.AF_INET, socket.SOCK_DGRAM, (ip, 53))
+        self.sock.settimeout(0.2)
+        self.how = how
+        self.stop = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stop:
+            try:
+                wire, addr = self.sock.recvfrom(4096)
+            except OSError:
+                continue
+            threading.Thread(target=self._answer, args=(wire, addr), daemon=True).start()
+
+    def _answer(self, wire: bytes, addr: tuple[str, int]) -> None:
+        delay, reply = self.how(wire)
+        time.sleep(delay)
+        try:
+            self.sock.sendto(reply, addr)
+            self.sock.sendto(b"\x00" * 5, addr)  # junk after it: dropped, never fatal
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.stop = True
+        self.thread.join()
+        self.sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -140,4 +214,91 @@ def test_an_answer_past_64k_over_tcp_is_truncated_not_a_dropped_connection(world
                 assert r.flags & dns.flags.TC and r.rcode() == dns.rcode.NOERROR
             else:
                 assert addrs(r) == ["10.89.34.9"]
+    assert alive(world.pid)
+
+
+# -- TCP clients --------------------------------------------------------------------------------
+def _frames(n: int, name: str) -> tuple[list[dns.message.QueryMessage], bytes]:
+    qs = [dns.message.make_query(name, "A") for _ in range(n)]
+    return qs, b"".join(struct.pack("!H", len(w)) + w for w in (q.to_wire() for q in qs))
+
+
+def _read_frames(s: socket.socket, n: int) -> list[dns.message.Message]:
+    out: list[dns.message.Message] = []
+    buf = b""
+    while len(out) < n:
+        chunk = s.recv(65535)
+        if not chunk:
+            break
+        buf += chunk
+        while len(buf) >= 2 and len(buf) >= 2 + struct.unpack("!H", buf[:2])[0]:
+            size = struct.unpack("!H", buf[:2])[0]
+            out.append(dns.message.from_wire(buf[2 : 2 + size]))
+            buf = buf[2 + size :]
+    return out
+
+
+def test_a_pipelining_client_that_reads_late_gets_every_answer_and_starves_nobody(
+        world: World) -> None:
+    """3,000 queries in one write, nothing read for a while: the server stops reading that
+    connection (its replies wait in a capped buffer), answers everyone else meanwhile, and
+    every one of the 3,000 answers arrives once the client reads."""
+    qs, wire = _frames(3000, "web.v1")
+    s = ns_socket(world.ns, socket.AF_INET, socket.SOCK_STREAM, (C1, 0))
+    with s:
+        s.settimeout(10)
+        s.connect((LA, 53))
+        s.sendall(wire)
+        assert addrs(query(world.ns, LA, "c1", source=C2)) == [C1]  # not starved meanwhile
+        got = _read_frames(s, len(qs))
+    assert [r.id for r in got] == [q.id for q in qs]
+    assert all(addrs(r) == [C2] for r in got)
+
+
+# -- upstreams that fail in different ways -------------------------------------------------------
+def test_failover_past_a_silent_a_closed_and_a_junk_upstream_to_a_good_one(world: World) -> None:
+    """Guard (passes on the old code too): each bad server costs at most its share of the 2 s
+    budget (the closed one none: its ICMP error moves on at once), the good one answers in
+    time, over UDP and TCP (TCP is refused at JUNK, which has no TCP listener)."""
+    for tcp in (False, True):
+        r = query(world.ns, LA, f"failover-{int(tcp)}.example.test", source=C4, tcp=tcp,
+                  timeout=5)
+        assert r.rcode() == dns.rcode.NOERROR and addrs(r) == ["192.0.2.7"]
+
+
+def test_a_servfail_upstream_is_relayed_as_aardvark_does(world: World) -> None:
+    """Guard: the first reply of any rcode is the answer (spec §1.7: aardvark relays it
+    verbatim and tries the next server only on a timeout or an error)."""
+    r = query(world.ns, LA, "sf.example.test", source=C5)
+    assert r.rcode() == dns.rcode.SERVFAIL
+
+
+def test_a_reload_with_forwards_in_flight_answers_them_all(world: World) -> None:
+    """Guard: 20 queries wait on a slow upstream (0.5 s) while a reload takes their sender's
+    line out and changes its network's upstream; each still gets its answer, and the
+    server's new config is served right after."""
+    path = world.cfg / "dqs"
+    path.write_text(f"10.89.33.1 {SLOW}\n{ID(9)} 10.89.33.9  slowpoke\n")
+    os.kill(world.pid, signal.SIGHUP)
+    time.sleep(0.3)
+    socks = []
+    try:
+        for i in range(20):
+            s = ns_socket(world.ns, socket.AF_INET, socket.SOCK_DGRAM, ("10.89.33.9", 0))
+            s.settimeout(5)
+            q = dns.message.make_query(f"inflight{i}.example.test", "A")
+            s.sendto(q.to_wire(), ("10.89.33.1", 53))
+            socks.append((s, q))
+        time.sleep(0.1)
+        (world.cfg / "dqs.new").write_text(f"10.89.33.1 {UP}\n")
+        os.rename(world.cfg / "dqs.new", path)
+        os.kill(world.pid, signal.SIGHUP)
+        for s, q in socks:
+            r = dns.message.from_wire(s.recv(4096))
+            assert r.id == q.id and addrs(r) == ["192.0.2.8"]
+    finally:
+        for s, _ in socks:
+            s.close()
+        path.unlink()
+        os.kill(world.pid, signal.SIGHUP)
     assert alive(world.pid)
