@@ -108,3 +108,41 @@ def test_aardvark_binary_other_than_burrow_dns_is_execd(
     finally:
         if alive(pid):
             os.kill(pid, 9)
+
+
+@pytest.mark.parametrize("server", ["burrow-dns", "aardvark-dns 1.4"])
+def test_names_and_aliases_with_dots_resolve_through_the_engine(
+    host_ns: Netns, netns_factory: Callable[[], Netns], tmp_path: Path, server: str
+) -> None:
+    """Podman lets a container's name and network aliases hold dots (`web.v1`,
+    `--network-alias api.example.test`): the engine writes them, and the DNS server must
+    answer them, with and without the search domain. Run against aardvark-dns 1.4 as well,
+    as the reference: burrow-dns forwarded them upstream (or said NXDOMAIN) before 0a715cb."""
+    if not have("dig"):
+        pytest.skip("environment: needs dig")
+    if server != "burrow-dns" and not os.access(AARDVARK_14, os.X_OK):
+        pytest.skip("environment: needs Debian's aardvark-dns 1.4")
+    w = (_world(host_ns, tmp_path) if server == "burrow-dns" else
+         World(host_ns, tmp_path / "cfg", "nftables", aardvark=AARDVARK_14))
+    ctr, peer = netns_factory(), netns_factory()
+    net = _net("10.79.4")
+    o = options("web.v1", [(net, {"interface_name": "eth0", "static_ips": ["10.79.4.2"],
+                                  "aliases": ["api.example.test"]})])
+    p = options("peer", [(net, {"interface_name": "eth0", "static_ips": ["10.79.4.3"]})])
+    w.setup(ctr, o)
+    w.setup(peer, p)
+    pid = int((w.config / "aardvark-dns" / "aardvark.pid").read_text())
+    try:
+        def dig(name: str) -> str:
+            return peer.run(["dig", "+short", "+time=1", "+tries=2", "@10.79.4.1", name],
+                            check=False).stdout.strip()
+
+        assert wait_for(lambda: dig("peer") == "10.79.4.3")
+        for name in ("web.v1", "API.Example.Test.", "web.v1.dns.podman", "api.example.test.dns.podman"):
+            assert dig(name) == "10.79.4.2", name
+        w.teardown(peer, p)
+        w.teardown(ctr, o)
+        assert wait_for(lambda: not alive(pid))
+    finally:
+        if alive(pid):
+            os.kill(pid, 9)
