@@ -219,15 +219,18 @@ def _one_run(world: Any, server: str, cfg: Path, qfile: str, seconds: float,
             pid = bench_dns.start(world, server, cfg)
             bench_dns.dnsperf(world, qfile, 1)
         run = bench_dns.qps_run(world, pid, qfile, seconds)
+        # The server's own CPU per answer at full load: what load on the machine disturbs least.
+        run["cpu_us"] = run["cpu"] / 100 / run["qps"] * 1e6 if run["qps"] else float("nan")
         lat = bench_dns.latency_run(world, qfile, p99_rate, min(seconds, 4))
         run.update({_pkey(p): v for p, v in lat.items()})
-        print(f"  {server} {cfg.name}: {run['qps']:,.0f} qps; at {p99_rate:,} qps "
+        print(f"  {server} {cfg.name}: {run['qps']:,.0f} qps, {run['cpu_us']:.1f} us CPU each; at {p99_rate:,} qps "
               + " ".join(f"{_pkey(p)} {v:.3f}" for p, v in lat.items())
               + f" ms (load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
         return run
     except (OSError, RuntimeError, AttributeError) as exc:
         print(f"({server}: run failed: {exc!r})", flush=True)
-        return {"qps": float("nan"), **{_pkey(p): float("nan") for p in bench_dns.PERCENTILES}}
+        return {"qps": float("nan"), "cpu_us": float("nan"),
+                **{_pkey(p): float("nan") for p in bench_dns.PERCENTILES}}
     finally:
         bench_dns.stop(pid, cfg)
 
@@ -268,7 +271,7 @@ def qps_rows(seconds: float, p99_rate: int, rounds: int) -> list[str]:
             f"{'':34} {'50 names':>22}  {'5,000 names':>22}",
             f"{'':34} {'qps':>10} {'p99 ms':>11}  {'qps':>10} {'p99 ms':>11}"]
     pkeys = [_pkey(p) for p in bench_dns.PERCENTILES]
-    res = {k: {m: statistics.median(r[m] for r in v) for m in ("qps", *pkeys)}
+    res = {k: {m: statistics.median(r[m] for r in v) for m in ("qps", "cpu_us", *pkeys)}
            for k, v in runs.items()}
     servers = (("aardvark", "aardvark-dns 1.4"), ("burrow", "burrow-dns"))
     for server, label in servers:
@@ -276,11 +279,12 @@ def qps_rows(seconds: float, p99_rate: int, rounds: int) -> list[str]:
         rows.append(f"{label:34} {a['qps']:10,.0f} {a['p99']:11.3f}  {b['qps']:10,.0f} {b['p99']:11.3f}")
     rows.append(f"(medians of {rounds} interleaved rounds; p99 at a fixed offered load of {p99_rate:,} qps)")
     rows.append(f"latency at {p99_rate:,} qps offered, ms (median of the rounds' own percentiles)")
-    rows.append(f"{'':34} " + " ".join(f"{k:>8}" for k in pkeys))
+    rows.append(f"{'':34} " + " ".join(f"{k:>8}" for k in pkeys) + "  CPU us/answer at full load")
     for per, what in ((1, "50 names"), (100, "5,000 names")):
         for server, label in servers:
             rows.append(f"{label + ', ' + what:34} "
-                        + " ".join(f"{res[(server, per)][k]:8.3f}" for k in pkeys))
+                        + " ".join(f"{res[(server, per)][k]:8.3f}" for k in pkeys)
+                        + f"  {res[(server, per)]['cpu_us']:8.1f}")
     return rows
 
 
