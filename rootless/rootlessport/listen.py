@@ -4,8 +4,8 @@ Every port is bound before ready (a taken port must fail `podman run`), so this 
 phase 1 and imports only the stdlib. The listeners are handed to burrow's forwarder in phase 2;
 until then the kernel queues connections in their backlog and datagrams in their buffers.
 
-Errors read like upstream's (`listen tcp 0.0.0.0:8096: bind: address already in use`, which
-Podman prints after `Error: rootlessport `), with what to do about them.
+Errors are upstream's lines (`listen tcp 0.0.0.0:8096: bind: address already in use`, which
+Podman prints after `Error: rootlessport `), word for word.
 """
 
 from __future__ import annotations
@@ -34,18 +34,16 @@ class Bound(NamedTuple):
 
 
 def _error_line(e: OSError, fw: Forward, addr: str) -> str:
+    """Upstream's line, word for word (scripts and Podman's own tests match on it): Go's
+    `listen tcp 0.0.0.0:8096: bind: address already in use`, and for a port below the
+    unprivileged start the sentence rootlesskit's builtin driver puts before it."""
     where = f"[{addr}]:{fw.host_port}" if ":" in addr else f"{addr}:{fw.host_port}"
     text = (e.strerror or str(e)).lower()
     line = f"listen {fw.protocol} {where}: bind: {text}"
-    if e.errno == errno.EACCES and fw.host_port < unprivileged_port_start():
-        floor = unprivileged_port_start()
-        line += (f" (host port {fw.host_port} is below net.ipv4.ip_unprivileged_port_start="
-                 f"{floor}: publish a port >= {floor}, or as root `sysctl "
-                 f"net.ipv4.ip_unprivileged_port_start={fw.host_port}`)")
-    elif e.errno == errno.EADDRINUSE:
-        line += " (another process holds this host port: pick another one in -p)"
-    elif e.errno == errno.EADDRNOTAVAIL:
-        line += f" ({addr} is not an address of this host)"
+    if e.errno == errno.EACCES and fw.host_port < (floor := unprivileged_port_start()):
+        line = (f"cannot expose privileged port {fw.host_port}, you can add "
+                f"'net.ipv4.ip_unprivileged_port_start={fw.host_port}' to /etc/sysctl.conf "
+                f"(currently {floor}), or choose a larger port number (>= {floor}): {line}")
     return line
 
 
