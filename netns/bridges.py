@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from netns.errors import BurrowError
 from netns.plan import AddMacvlan, AddVeth, DeleteBridgeIfUnused, DeleteLink, EnsureBridge, Op
 
+RTN_UNICAST = 1  # rtnetlink route type (linux/rtnetlink.h)
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -170,6 +172,10 @@ def _default_mtu(h: Handles, name: str, index: int) -> int:
         return int(h.host.get_links(index)[0].get_attr("IFLA_MTU") or 0)
     table = h.route_tables.get(name, 254)
     for route in h.host.get_default_routes(family=2, table=table):
+        # pyroute2 also returns other tables' default routes (table > 255 is not filtered):
+        # burrow's client-address `local default dev lo table 25202` gave lo's 65536.
+        if (route.get_attr("RTA_TABLE") or route["table"]) != table or route["type"] != RTN_UNICAST:
+            continue
         oif = route.get_attr("RTA_OIF")
         if oif is not None:
             return int(h.host.get_links(oif)[0].get_attr("IFLA_MTU") or 0)

@@ -166,6 +166,25 @@ def test_mtu_follows_the_default_route_interface(world: World, netns_factory: Ca
     world.teardown(ctr, o)
 
 
+def test_mtu_ignores_default_routes_of_other_tables(world: World, netns_factory: Callable[[], Netns]) -> None:
+    """Only the main table's default route counts: burrow's client-address routing puts
+    `local default dev lo table 25202` into the user's (and Podman's rootless) netns, and a
+    new bridge made after it took lo's MTU, 65536, which no veth takes: every `podman run` on
+    a new network failed with "create veth pair: ... Invalid argument" (found by
+    tests/e2e/test_rootlessport_differential.py)."""
+    h, ctr = world.host, netns_factory()
+    h.run(["ip", "link", "add", "be2up", "mtu", "1400", "type", "veth", "peer", "name", "be2upp"])
+    h.run(["ip", "link", "set", "be2up", "up"])
+    h.run(["ip", "link", "set", "be2upp", "up"])
+    h.run(["ip", "addr", "add", "10.201.0.1/24", "dev", "be2up"])
+    h.run(["ip", "route", "add", "local", "default", "dev", "lo", "table", "25202"])
+    h.run(["ip", "route", "add", "default", "via", "10.201.0.2", "dev", "be2up"])
+    o = options("c1", [(v4net(unique("be2b")), {"interface_name": "eth0", "static_ips": ["10.79.0.2"]})])
+    world.setup(ctr, o)
+    assert _mtu(ctr, "eth0") == 1400
+    world.teardown(ctr, o)
+
+
 def test_mtu_follows_an_existing_bridge(world: World, netns_factory: Callable[[], Netns]) -> None:
     """Netavark 1.17.2: an existing bridge's MTU wins over the kernel's default."""
     h, ctr = world.host, netns_factory()
