@@ -36,6 +36,7 @@ OUT = select.EPOLLOUT
 IO = select.EPOLLIN | select.EPOLLOUT
 STREAM = int(socket.SOCK_STREAM)
 SPARE_PIPE_PAIRS = 16
+REFUSED_STEP = 0.005  # seconds more before each new try of a refused dial (refused_retries)
 # Errors after which the other address family may still answer (a server bound to one family).
 TRY_OTHER_FAMILY = frozenset({errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH,
                               errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT})
@@ -47,7 +48,7 @@ class TcpConn:
     once per event, several times per connection)."""
 
     __slots__ = ("proxy", "a", "client", "netns", "port", "candidates", "b", "connected", "closed",
-                 "watching_a", "early_a", "out_a", "ab", "ba", "key")
+                 "watching_a", "early_a", "out_a", "ab", "ba", "key", "plans", "tries")
 
     def __init__(self, proxy: TcpProxy, a: socket.socket, client: str, netns: str, port: int,
                  candidates: list[Plan]) -> None:
@@ -57,6 +58,9 @@ class TcpConn:
         self.netns = netns
         self.port = port
         self.candidates = candidates
+        # What a refused dial starts again from (TcpProxy._retry): a copy, as dials pop.
+        self.plans = tuple(candidates) if proxy.refused_retries else ()
+        self.tries = 0
         self.b: socket.socket | None = None  # backend (in the sandbox, or bound to the client)
         self.connected = False
         self.closed = False
@@ -108,8 +112,12 @@ class TcpConn:
 
 
 class TcpProxy:
-    def __init__(self, loop: Loop, pool: DialerPool, guard: Guard) -> None:
+    def __init__(self, loop: Loop, pool: DialerPool, guard: Guard, refused_retries: int = 0) -> None:
+        """refused_retries: how often a dial the sandbox refused is made again, the n-th after
+        (n - 1) x 5 ms, before the client is reset (burrow-rootlessport: upstream's 9, so a
+        server that is (re)starting gets ~180 ms, as with Podman's rootlessport)."""
         self.loop, self.pool, self.guard = loop, pool, guard
+        self.refused_retries = refused_retries
         self.conns = Tally()  # every connection, dialling or pumping
         self.dials = Tally()  # connections not yet connected to the sandbox
         self.by_netns: dict[str, set[TcpConn]] = {}  # every connection, by netns (drop_netns)
@@ -229,8 +237,16 @@ class TcpProxy:
         """The dial failed: the other family if the server may be listening there, else RST."""
         if err in TRY_OTHER_FAMILY and c.candidates:
             self._dial_next(c)
+        elif err == errno.ECONNREFUSED and c.tries < self.refused_retries:
+            c.tries += 1
+            c.candidates = list(c.plans)
+            self.loop.call_later((c.tries - 1) * REFUSED_STEP, partial(self._redial, c))
         else:
             self._close(c, reset=True)
+
+    def _redial(self, c: TcpConn) -> None:
+        if not c.closed:  # the client, or the sandbox (drop_netns), may have gone meanwhile
+            self._dial_next(c)
 
     def connect_done(self, c: TcpConn, ev: int) -> bool:
         """On the dial's first events: connected (writable, no error), failed, or not yet."""

@@ -54,6 +54,7 @@ log = logging.getLogger("rootless.rootlessport")
 
 T = TypeVar("T")
 UDP_TIMEOUT = 90.0  # upstream's UDP conntrack timeout
+UPSTREAM_RETRIES = 9  # rootlesskit's builtin child: 10 dials, the i-th then sleeping i x 5 ms
 
 
 def rootless_netns(runtime: str | None) -> str | None:
@@ -137,7 +138,9 @@ class PodmanForwarder:
         self.dialer = start_dialer(theirs)
         self.pool = DialerPool(self.loop, self.chan, self.guard.shed, self.stop,
                                max_pooled=max(4, fd_limit // 16))
-        self.tcp = TcpProxy(self.loop, self.pool, self.guard)
+        # Upstream dials 10 times (i x 5 ms apart) before it gives up on a connection: a
+        # server that is starting or restarting in the container is not refused meanwhile.
+        self.tcp = TcpProxy(self.loop, self.pool, self.guard, refused_retries=UPSTREAM_RETRIES)
         self.udp = UdpProxy(self.loop, self.pool, self.guard, UDP_TIMEOUT)
         self.manager = PortManager(self.loop, self.pool, self.tcp, self.udp, self.guard, self.stop)
         # Bridge mode only (RootlessCNI): the rootless netns routes to the container's bridge.
