@@ -108,8 +108,15 @@ class Side:
                 "--firewall-driver", driver, command]  # fmt: skip
 
     def run(self, command: str, ctr: str, request: Any) -> Result:
-        stdin = request if isinstance(request, str) else json.dumps(request)
-        res = self.host.run([*self.argv(command), self.ctr(ctr).path], input=stdin, check=False)
+        """`setup`/`teardown` of container `ctr` (request: NetworkOptions or raw text), or
+        `update` of network `ctr` (request: the list of DNS servers, passed as Podman does)."""
+        if command == "update":
+            argv = [*self.argv(command), ctr, "--network-dns-servers", ",".join(request)]
+            res = self.host.run(argv, input="", check=False)
+        else:
+            stdin = request if isinstance(request, str) else json.dumps(request)
+            res = self.host.run([*self.argv(command), self.ctr(ctr).path], input=stdin,
+                                check=False)
         try:
             out: Any = json.loads(res.stdout) if res.stdout.strip() else None
         except json.JSONDecodeError:
