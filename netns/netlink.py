@@ -332,6 +332,16 @@ class Handles:
             return False
         return True
 
+    def _forwarding_was(self, where: Where, path: str) -> str | None:
+        """A host's global forwarding switch as it is (over rtnetlink, devconf.forwarding);
+        None for any other sysctl, or if it can't be read."""
+        if where != "host" or path not in FORWARDING:
+            return None
+        try:
+            return str(devconf.forwarding(self._host_raw(), FORWARDING[path]))
+        except (OSError, NetlinkError, BurrowError):
+            return None
+
     def soft_sysctl(self, where: Where, path: str, value: str) -> None:
         """A tuning sysctl: a read-only /proc/sys (tolerated for forwarding) skips it."""
         try:
@@ -448,6 +458,9 @@ class Netlink(Handles):
     def _apply(self, op: Op) -> Outcome:
         match op:
             case Sysctl(where, path, value, tolerate):
+                was = self._forwarding_was(where, path)
+                if was == value:
+                    return Outcome()
                 try:
                     self.write_sysctl(where, path, value)
                 except OSError as exc:
@@ -457,7 +470,9 @@ class Netlink(Handles):
                         if self.read_sysctl(where, path) == value:
                             return Outcome()
                     raise sysctl_error(path, exc) from exc
-                return Outcome()
+                # A global forwarding switch this setup turned on goes back off if the setup
+                # is rolled back: a refused request leaves nothing behind (README, Guarantees).
+                return Outcome(undo=Sysctl(where, path, was) if was is not None else None)
             case EnsureBridge():
                 out = bridges.ensure_bridge(self, op)
                 if op.name not in self.made_bridges:

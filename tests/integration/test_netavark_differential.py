@@ -237,17 +237,28 @@ def play(tool: str, factory: Callable[[], Netns], tmp: Path, calls: list[Call],
     macs = static_macs(calls)
     before = side.snapshot(macs)
     results, states, dns = [], [], []
-    live: dict[str, Call] = {}  # container -> its setup still standing
+    live: list[Call] = []  # setups standing, each cut to the networks it still has
     for c in calls:
         results.append(side.run(c.command, c.ctr, c.request))
         states.append(side.snapshot(macs))
         dns.append(side.dns_files())
         if results[-1].error_class == "ok" and c.command == "setup":
-            live[c.ctr] = c
+            live.append(c)
         elif results[-1].error_class == "ok" and c.command == "teardown":
-            live.pop(c.ctr, None)
-    torn = [side.run("teardown", c.ctr, c.request) for c in reversed(list(live.values()))]
+            live = [Call("setup", x.ctr, only(x.request, set(x.request["networks"])
+                                                - set(c.request["networks"])))
+                    if x.ctr == c.ctr else x for x in live]
+            live = [x for x in live if x.request["networks"]]
+    torn = [side.run("teardown", c.ctr, c.request) for c in reversed(live)]
     return Trace(tool, before, results, states, dns, torn, side.snapshot(macs))
+
+
+def only(req: dict[str, Any], names: set[str]) -> dict[str, Any]:
+    """The request for some of its networks (Podman's `network connect`/`disconnect`)."""
+    out = copy.deepcopy(req)
+    out["networks"] = {k: v for k, v in out["networks"].items() if k in names}
+    out["network_info"] = {k: v for k, v in out["network_info"].items() if k in names}
+    return out
 
 
 def status(res: Result, request: Any) -> Any:
@@ -544,6 +555,32 @@ def container_setup(draw: st.DrawFn, k: int, nets: list[dict[str, Any]],
 
 
 @st.composite
+def connect(draw: st.DrawFn, base: Call, live: list[Call], nets: list[dict[str, Any]],
+            taken: set[str]) -> Call | None:
+    mine = [c for c in live if c.ctr == base.ctr]
+    on = {n for c in mine for n in c.request["networks"]}
+    ifnames = {p["interface_name"] for c in mine for p in c.request["networks"].values()}
+    spare = [n for n in nets if n["name"] not in on]
+    if not spare:
+        return None
+    net = draw(st.sampled_from(spare))
+    per: dict[str, Any] = {"interface_name": next(f"eth{j}" for j in range(9)
+                                                  if f"eth{j}" not in ifnames)}
+    if net["subnets"]:
+        per["static_ips"] = []
+        for sub in net["subnets"]:
+            free = [str(a) for a in usable(ipaddress.ip_network(sub["subnet"]))
+                    if str(a) != sub["gateway"] and str(a) not in taken]
+            if not free:
+                return None
+            per["static_ips"].append(draw(st.sampled_from(free)))
+        taken.update(per["static_ips"])
+    req = copy.deepcopy(base.request)  # its port mappings too, as Podman passes them
+    req["networks"], req["network_info"] = {net["name"]: per}, {net["name"]: copy.deepcopy(net)}
+    return Call("setup", base.ctr, req)
+
+
+@st.composite
 def scenarios(draw: st.DrawFn) -> tuple[list[Call], set[str]]:
     """1-3 networks, 1-3 containers set up on them, then a few more steps (teardowns in any
     order, new containers, a container set up again, DNS server updates, a teardown of a
@@ -564,7 +601,7 @@ def scenarios(draw: st.DrawFn) -> tuple[list[Call], set[str]]:
     k = len(calls)
     for _ in range(draw(st.integers(0, STEPS))):
         step = draw(st.sampled_from(["teardown", "teardown", "setup", "again", "update",
-                                     "never"]))
+                                     "never", "connect"]))
         if step == "teardown" and live:
             gone = live.pop(draw(st.integers(0, len(live) - 1)))
             calls.append(Call("teardown", gone.ctr, gone.request))
@@ -596,6 +633,13 @@ def scenarios(draw: st.DrawFn) -> tuple[list[Call], set[str]]:
                 # and burrow clears the servers (README: the request row).
                 servers = draw(st.sampled_from([["192.0.2.7"], ["192.0.2.7", "2001:db8::7"]]))
                 calls.append(Call("update", draw(st.sampled_from(sorted(dns_nets))), servers))
+        elif step == "connect" and live:
+            # Podman's `network connect`: a live container set up on one more network (its
+            # teardown later, like any setup's, is `network disconnect` if it has others).
+            call = draw(connect(draw(st.sampled_from(live)), live, nets, taken))
+            if call:
+                calls.append(call)
+                live.append(call)
         elif step == "never":
             # On networks with containers: on one without, burrow deletes the bridge left
             # without ports and netavark 1.4 stops at the missing interface (README: the
@@ -765,6 +809,12 @@ INVALID: dict[str, list[Call]] = {
         [{"interface_name": "eth0", "static_ips": addr_in(net_def(0, "dual"), 10)}]))],
     "interface-exists-in-container": [Call("setup", "c0", _one()), Call("setup", "c0", _one())],
     "teardown-of-what-was-never-set-up": [Call("teardown", "c0", _one())],
+    # Refused by the kernel, after the first network was set up (forwarding turned on).
+    "macvlan-mtu-above-its-parent": [Call("setup", "c0", request(
+        0, [net_def(0, "v6", internal=True),
+            net_def(1, "v4", driver="macvlan", options={"mtu": "9000"})],
+        [{"interface_name": "eth0", "static_ips": ["fd89:60::10"]},
+         {"interface_name": "eth1", "static_ips": ["10.89.61.10"]}]))],
 }
 
 
@@ -785,6 +835,9 @@ DEVIATING: dict[str, tuple[dict[str, Any], str, str, str]] = {
     "network-info-without-options": ({**_one(), "networks": {}}, "error", "ok",
                                      "1.4 iterates network_info, 2.x and burrow `networks` "
                                      "(README: the request row of the drop-in table)"),
+    "isolate-strict": (_with({"options": {"isolate": "strict"}}), "error", "ok",
+                       "strict isolation is 2.x's; 1.4 refuses the value (README: the "
+                       "isolate=strict row)"),
     "tcp-and-udp-in-one-mapping": (_COMMA, "error", "ok",
                                    "1.4 hands 'tcp,udp' to iptables, which refuses it; 2.x and "
                                    "burrow set each protocol up (README: the request row)"),
