@@ -16,6 +16,7 @@ per-world values replaced by placeholders, so a difference prints as a readable 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -155,10 +156,15 @@ class Twin:
         return self.ok("inspect", "-f", "{{.Id}}", ctr).strip()
 
     def ports(self, ctr: str) -> dict[str, Any]:
-        """What Podman shows of a container's ports: `podman port` and inspect's Ports."""
+        """What Podman shows of a container's ports: `podman port` and inspect's Ports, each
+        list sorted (Podman fills them from a Go map: their order varies from run to run)."""
+        def inspect(field: str) -> str:
+            got = json.loads(self.ok("inspect", "-f", "{{json " + field + "}}", ctr))
+            return json.dumps({k: sorted(v or [], key=lambda b: json.dumps(b, sort_keys=True))
+                               for k, v in (got or {}).items()}, sort_keys=True)
+
         return {"port": sorted(self.ok("port", ctr).splitlines()),
-                "inspect": self.ok("inspect", "-f", "{{json .NetworkSettings.Ports}}", ctr).strip(),
-                "hostconfig": self.ok("inspect", "-f", "{{json .HostConfig.PortBindings}}", ctr).strip()}
+                "inspect": inspect(".NetworkSettings.Ports"), "hostconfig": inspect(".HostConfig.PortBindings")}
 
     # -- the host netns ------------------------------------------------------------------------
     def listeners(self) -> list[str]:

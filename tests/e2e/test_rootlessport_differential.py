@@ -212,7 +212,7 @@ def test_slirp4netns_ipv6_only_random_and_multi_network(twins: dict[str, Twin]) 
              "-p", "8120-8121/udp", IMAGE, "sleep", "600")
         ports = t.ports("rnd")
         out["random"] = [re.sub(r":\d+$", ":N", x) for x in ports["port"]]
-        out["random inspect"] = re.sub(r'"HostPort":"\d+"', '"HostPort":"N"', ports["inspect"])
+        out["random inspect"] = re.sub(r'"HostPort": "\d+"', '"HostPort": "N"', ports["inspect"])
         out["random listen"] = sorted(re.sub(r":\d+$", ":N", x) for x in t.listeners())
         t.ok("run", "-d", "--name", "two", "--network", "rdn2:ip=10.89.42.20",
              "--network", "rdn1:ip=10.89.41.20,ip=fd89:41::20", "-p", "8130:80", IMAGE, "sleep", "600")
