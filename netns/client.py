@@ -3,8 +3,9 @@
 Why this file looks the way it does: Podman execs netavark once per container setup and
 teardown, so interpreter start-up is on every call's critical path. Importing the engine
 (pyroute2 alone is ~150 ms) per call cannot beat Netavark's native binary, so this module
-imports nothing beyond what `site` has already loaded plus the C module `_socket` (~0.1 ms;
-the `socket` wrapper would cost ~2 ms), and forwards the request to a long-lived engine
+imports nothing beyond what a `python -S` interpreter has already loaded plus the C modules
+`posix` and `_socket` (~0.1 ms; `os` would cost ~1 ms and the `socket` wrapper ~2 ms: `os`
+is imported only off the fast path), and forwards the request to a long-lived engine
 (`netns.server`) over a unix socket. Anything unusual falls back to running the command
 in-process through `netns.netavark_cli.run`: slower, never wrong.
 
@@ -33,7 +34,7 @@ by the dead engine. An engine that does not answer within the reply timeout is k
 
 from __future__ import annotations
 
-import os
+import posix
 import sys
 
 from netns import statefiles
@@ -146,6 +147,10 @@ def socket_path(config: str | None, env: Mapping[str, str]) -> str:
     this process's net and user namespaces, so two worlds never share an engine by accident
     (the server still checks; this just avoids fighting over one path).
     """
+    if config and _is_normal_absolute(config):
+        return f"{config}/{SOCKET_NAME}"  # what the join below gives for such a path
+    import os
+
     if config:
         return os.path.join(os.path.abspath(config), SOCKET_NAME)
     net = os.stat("/proc/self/ns/net").st_ino
@@ -160,6 +165,17 @@ def socket_path(config: str | None, env: Mapping[str, str]) -> str:
     from netns import rundir
 
     return f"{rundir.burrow_dir(env, euid)}/{name}"
+
+
+def _is_normal_absolute(path: str) -> bool:
+    """True if os.path.abspath(path) == path: absolute, no empty, "." or ".." component, no
+    trailing slash (Podman's --config always is; checked without importing os)."""
+    return path[:1] == "/" and all(part not in ("", ".", "..") for part in path[1:].split("/"))
+
+
+def fsencode(text: str) -> bytes:
+    """os.fsencode of a str, without importing os."""
+    return text.encode(sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())
 
 
 # --- framing --------------------------------------------------------------------------------
@@ -198,7 +214,7 @@ def encode_request(
     argv: Sequence[str], env: Mapping[bytes, bytes], stdin: bytes, cwd: bytes, umask: int
 ) -> bytes:
     body = pack_fields([
-        encode_strings([os.fsencode(a) for a in argv]),
+        encode_strings([fsencode(a) for a in argv]),
         encode_strings([k + b"=" + v for k, v in env.items()]),
         cwd,
         b"%o" % umask,
@@ -253,9 +269,11 @@ def _connect(path: str) -> _Sock:
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     sock.settimeout(HELLO_TIMEOUT)
     try:
-        if len(os.fsencode(path)) <= _SUN_PATH_MAX:
+        if len(fsencode(path)) <= _SUN_PATH_MAX:
             sock.connect(path)
         else:
+            import os
+
             # Too long for sockaddr_un: reach it through an O_PATH fd of its directory.
             dfd = os.open(os.path.dirname(path), os.O_PATH | os.O_CLOEXEC)
             try:
@@ -283,9 +301,10 @@ def request_engine(
     pidfd = -1
     try:
         pidfd = _pidfd(_hello(sock))
-        umask = os.umask(0o022)
-        os.umask(umask)
-        data = encode_request(argv, os.environb, stdin, os.getcwdb(), umask)
+        umask = posix.umask(0o022)
+        posix.umask(umask)
+        # posix.environ is the bytes environment os.environb wraps (Linux: bytes keys).
+        data = encode_request(argv, posix.environ, stdin, posix.getcwdb(), umask)
         sock.settimeout(reply_timeout)
         try:
             _send_request(sock, data, netns_fd)
@@ -303,7 +322,7 @@ def request_engine(
             return Reply(
                 1,
                 b'{"error":"burrow engine did not answer within %d s (see %s)"}\n'
-                % (reply_timeout, os.fsencode(statefiles.engine_log_for(path))),
+                % (reply_timeout, fsencode(statefiles.engine_log_for(path))),
                 b"",
                 "timeout",
             )
@@ -313,7 +332,7 @@ def request_engine(
     finally:
         sock.close()
         if pidfd >= 0:
-            os.close(pidfd)
+            posix.close(pidfd)
     if len(fields) == 1:  # a refusal: the engine ran nothing
         raise Fallback(f"refused-by-engine ({fields[0].decode('utf-8', 'replace')})")
     if len(fields) != 4:
@@ -328,7 +347,7 @@ def _hello(sock: _Sock) -> int:
 
     # The engine must be ours: our env and netns fd must not reach another user.
     cred = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
-    if int.from_bytes(cred[4:8], sys.byteorder) != os.geteuid():
+    if int.from_bytes(cred[4:8], sys.byteorder) != posix.geteuid():
         raise Fallback("refused (engine has another uid)")
     try:
         hello = _recv_exact(sock, len(HELLO_OK))
@@ -348,7 +367,7 @@ def _pidfd(pid: int) -> int:
     Taken after the hello: the engine is alive and is the socket's owner (SO_PEERCRED).
     """
     try:
-        return os.pidfd_open(pid)
+        return posix.pidfd_open(pid)
     except (OSError, AttributeError):
         return -1
 
@@ -381,6 +400,7 @@ def _send_request(sock: _Sock, data: bytes, netns_fd: int | None) -> None:
 
 def spawn_engine(sock_path: str) -> int:
     """Start a detached engine for `sock_path`; returns its pid. Only on the slow path."""
+    import os
     import subprocess
 
     # Inherit the environment (the engine's own lookups, e.g. XDG_RUNTIME_DIR, must match
@@ -428,6 +448,8 @@ def run_in_process(argv: Sequence[str], stdin: bytes) -> Reply:
         import site
 
         site.main()
+    import os
+
     from netns import netavark_cli
 
     out, err, code = netavark_cli.run(argv, stdin, os.environ)
@@ -460,6 +482,12 @@ class Settings:
         )
 
 
+def environ() -> dict[str, str]:
+    """The environment as os.environ has it (decoded as os.fsdecode does), without os."""
+    enc, errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+    return {k.decode(enc, errors): v.decode(enc, errors) for k, v in posix.environ.items()}
+
+
 def _seconds(text: str | None, default: float) -> float:
     try:
         value = float(text) if text else default
@@ -470,7 +498,7 @@ def _seconds(text: str | None, default: float) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    env = os.environ
+    env = environ()
     settings = Settings.from_env(env)
     p = peek(args)
     if p.command == "firewalld-reload":  # a daemon of its own, never an engine request
@@ -487,6 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         reason = "off"
     else:
         reply, reason, maybe_ran = _try_engine(p, args, stdin, env, settings.reply_timeout)
+    served = reply is not None
     if reply is None and maybe_ran and p.command == "setup" and p.netns_index is not None:
         reply = recover_setup(args, p.netns_index - 1, stdin)
         reply.info = f"in-process reason={reason} recovered({reply.info})"
@@ -499,6 +528,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.stats:
         err += b"burrow-engine: served-by=" + reply.info.encode() + b"\n"
     emit(reply.stdout, err)
+    if argv is None and served and 0 <= reply.code <= 255:
+        # This process is the program and the engine served it: nothing is left to finalize
+        # (no thread, no file, no atexit hook; the output is flushed), and the interpreter's
+        # teardown would cost each Podman call ~1 ms more. What sys.exit would exit with.
+        posix._exit(reply.code)
     return reply.code
 
 
@@ -535,7 +569,8 @@ def _try_engine(
         try:
             # Open it here: /run/netns/... may be visible only in our mount namespace, and
             # /proc/self/... means us. O_NONBLOCK so a FIFO cannot wedge the client.
-            netns_fd = os.open(args[p.netns_index], os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+            flags = posix.O_RDONLY | posix.O_CLOEXEC | posix.O_NONBLOCK
+            netns_fd = posix.open(args[p.netns_index], flags)
         except OSError:
             # Send the path as is: the engine shares our mount namespace (it checks), so
             # it fails to open it in exactly the way in-process would (teardown tolerates a
@@ -554,7 +589,7 @@ def _try_engine(
         return None, reason, fb.maybe_ran
     finally:
         if netns_fd is not None:
-            os.close(netns_fd)
+            posix.close(netns_fd)
 
 
 if __name__ == "__main__":

@@ -159,6 +159,36 @@ def test_client_import_is_stdlib_minimal() -> None:
     assert added <= {"netns", "netns.client", "netns.statefiles", "__future__"}, added
 
 
+def test_client_import_leaves_os_unloaded_under_python_s() -> None:
+    """The wrapper Podman execs runs `python -S`, where `os` is not loaded yet (site loads it):
+    the fast path uses `posix`, and importing `os` (~1 ms per call) is left to the slow paths."""
+    code = (
+        f"import sys; sys.path.insert(0, {str(REPO)!r}); before = set(sys.modules); "
+        "import netns.client; print(' '.join(sorted(set(sys.modules) - before)))"
+    )
+    res = subprocess.run([sys.executable, "-S", "-I", "-c", code], capture_output=True,
+                         text=True, check=True)  # fmt: skip
+    assert set(res.stdout.split()) == {"netns", "netns.client", "netns.statefiles", "__future__"}
+
+
+@pytest.mark.parametrize("config", ["/run/containers/networks", "/a/b", "//a/b", "/a//b", "/a/./b",
+                                    "/a/../b", "/a/b/", "/", "rel", "./rel", "../rel", "/a/.b"])
+def test_socket_path_shortcut_agrees_with_abspath(config: str) -> None:
+    assert client.socket_path(config, {}) == os.path.join(os.path.abspath(config), client.SOCKET_NAME)
+
+
+def test_environ_is_what_os_environ_gives() -> None:
+    code = (
+        f"import sys, os; sys.path.insert(0, {str(REPO)!r}); from netns import client; "
+        "print(client.environ() == dict(os.environ))"
+    )
+    env = {"PATH": "/usr/bin:/bin", "ODD": "x=y", "EMPTY": ""}
+    res = subprocess.run([sys.executable, "-S", "-I", "-c", code], capture_output=True,
+                         env={**{k: v.encode() for k, v in env.items()}, b"RAW": b"\xff\xfe"},
+                         check=True)  # fmt: skip
+    assert res.stdout.strip() == b"True"
+
+
 # --- the engine's request reader: chunking, caps, hostile bytes --------------------------------
 
 
