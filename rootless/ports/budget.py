@@ -205,7 +205,17 @@ class Guard:
         return self._caps
 
     def admit_tcp(self, conns: Tally, dials: Tally, client: str) -> bool:
-        caps, shed = self.caps(), self.shed
+        """Asked on every accept: the usual answer (under every cap) in one test."""
+        caps = self.caps()
+        if (conns.total < caps.tcp_total and dials.total < caps.dial_total
+                and conns.by_client.get(client, 0) < caps.tcp_per_client
+                and dials.by_client.get(client, 0) < caps.dial_per_client):
+            return True
+        return self._refuse_tcp(caps, conns, dials, client)
+
+    def _refuse_tcp(self, caps: Caps, conns: Tally, dials: Tally, client: str) -> bool:
+        """Which cap refuses client (counted in shed, logged at a rate); True if none does."""
+        shed = self.shed
         if conns.total >= caps.tcp_total:
             shed.tcp_refused_total += 1
             self.out_of_fds_log(conns.total)

@@ -39,7 +39,7 @@ import logging
 import shutil
 import socket
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 log = logging.getLogger("rootless.ports")
@@ -185,6 +185,22 @@ class Plan:
     ip: str
     bind: tuple[str, int] | None = None
     fallback: Plan | None = None
+    # Derived once here (plans are cached per target and client), not per connection: the
+    # TCP pool key, the key of a socket still bound to the client's address from before
+    # (None unless bound to the address only), and the key a clean connection's socket goes
+    # back under (rootless.ports.recycle), None for one that is closed instead.
+    tcp_key: tuple[str, int, str, str] = field(init=False, repr=False, compare=False)
+    bound_key: tuple[str, int, str, str, str] | None = field(init=False, repr=False,
+                                                             compare=False)
+    back_key: tuple[str, int, str, str] | tuple[str, int, str, str, str] | None = field(
+        init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        key = (self.netns, self.family, "tcp", self.mode)
+        bound = (*key, self.bind[0]) if self.bind is not None and not self.bind[1] else None
+        object.__setattr__(self, "tcp_key", key)
+        object.__setattr__(self, "bound_key", bound)
+        object.__setattr__(self, "back_key", key if self.mode == PLAIN else bound)
 
 
 class Availability:
