@@ -27,6 +27,13 @@ ET = select.EPOLLET
 RDHUP = select.EPOLLRDHUP
 RW = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | ET
 A_EVENTS = select.EPOLLIN | select.EPOLLRDHUP | ET  # the client side, until it is slow
+# The dial side too: no EPOLLOUT until a pipe towards it holds bytes or the client spoke before
+# the dial was known to be connected. Its connect completes inside connect() on this host's
+# loopback and veths, and the server's first bytes (or the client's, relayed at once) show
+# it; an EPOLLOUT edge for it was a wakeup of its own whenever the server had not answered
+# yet by the next poll (on_b, connect_done and a pump for nothing). A failed connect still
+# wakes us: EPOLLERR and EPOLLHUP are always reported.
+B_EVENTS = A_EVENTS
 # Edge-triggered: data to read on a socket feeds its outbound pipe, room to write drains the
 # pipe into it. Pumping only the direction an event concerns saves failed splices.
 READABLE = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
@@ -35,6 +42,7 @@ FAILED = select.EPOLLHUP | select.EPOLLERR
 ERR = select.EPOLLERR
 OUT = select.EPOLLOUT
 IO = select.EPOLLIN | select.EPOLLOUT
+IN = select.EPOLLIN
 STREAM = int(socket.SOCK_STREAM)
 SPARE_PIPE_PAIRS = 16
 REFUSED_STEP = 0.005  # seconds more before each new try of a refused dial (refused_retries)
@@ -49,7 +57,8 @@ class TcpConn:
     once per event, several times per connection)."""
 
     __slots__ = ("proxy", "a", "client", "netns", "port", "candidates", "b", "connected", "closed",
-                 "watching_a", "early_a", "out_a", "ab", "ba", "key", "plans", "tries")
+                 "watching_a", "early_a", "out_a", "out_b", "ab", "ba", "key", "plans",
+                 "tries")
 
     def __init__(self, proxy: TcpProxy, a: socket.socket, client: str, netns: str, port: int,
                  candidates: list[Plan]) -> None:
@@ -59,7 +68,7 @@ class TcpConn:
         self.netns = netns
         self.port = port
         self.candidates = candidates
-        # What a refused dial starts again from (TcpProxy._retry): a copy, as dials pop.
+        # What a refused dial starts again from (TcpProxy.retry): a copy, as dials pop.
         self.plans = tuple(candidates) if proxy.refused_retries else ()
         self.tries = 0
         self.b: socket.socket | None = None  # backend (in the sandbox, or bound to the client)
@@ -68,6 +77,7 @@ class TcpConn:
         self.watching_a = False
         self.early_a = 0  # the client side's events while the dial was still connecting
         self.out_a = False  # the client side is watched for room to write (EPOLLOUT)
+        self.out_b = False  # the dial side is (B_EVENTS: not until it is needed)
         self.ab: Pipe | None = None
         self.ba: Pipe | None = None
         # The pool key of b, when b goes back to its pool after a clean end (a plain dial
@@ -95,6 +105,45 @@ class TcpConn:
             self.proxy.pump(self, ev, 0)
         else:
             self.early_a |= ev  # kept until the dial connects: edges are not repeated
+            self.probe()
+
+    def probe(self) -> None:
+        """The client spoke (or left) before the dial's connect was seen, as it does where
+        the client speaks first: the connect has most likely completed inside connect()
+        already, and a send of nothing says so (0), or that it is still going (EAGAIN: then
+        EPOLLOUT on the dial socket reports it), or how it failed (its error)."""
+        b = self.b
+        if b is None or self.closed:
+            return  # no dial socket yet: _dial probes once it has one
+        try:
+            b.send(b"")
+        except BlockingIOError:
+            if not self.out_b:
+                self.watch_out_b()
+            return
+        except OSError as e:
+            self.dial_failed(e.errno)
+            return
+        self.connected = True
+        self.proxy.dials.drop(self.client)
+        self.proxy.pump(self, self.early_a, 0)
+
+    def dial_failed(self, err: int | None) -> None:
+        """The dial socket failed to connect with err: closed, and the next way tried."""
+        b = self.b
+        if b is not None:
+            self.proxy.loop.remove(b.fileno())
+            b.close()
+            self.b = None
+        self.proxy.retry(self, err)
+
+    def watch_out_b(self) -> None:
+        """EPOLLOUT on the dial socket from now on (it may go back to its pool with it: an
+        edge it then raises is one wakeup, as before B_EVENTS)."""
+        b = self.b
+        if b is not None:
+            self.out_b = True
+            self.proxy.loop.modify(b.fileno(), RW)
 
     def on_b(self, ev: int) -> None:
         ab, ba = self.ab, self.ba
@@ -125,7 +174,7 @@ class TcpProxy:
         # Empty pipes of finished connections kept for the next ones; none at a low fd limit.
         self.big = BigPipes(spare=min(SPARE_PIPE_PAIRS, guard.fd_limit // 256))
         self.returned: list[tuple[RecycleKey, socket.socket]] = []  # for _give_back
-        pool.tcp_events = RW
+        pool.tcp_events = B_EVENTS
 
     def listen(self, lst: Listener) -> None:
         self.loop.add(lst.sock.fileno(), partial(self._on_accept, lst, int(lst.sock.family)))
@@ -217,11 +266,14 @@ class TcpProxy:
             c.connected = True
         elif err != errno.EINPROGRESS:
             b.close()
-            self._retry(c, err)
+            self.retry(c, err)
             return
         c.b = b
         c.key = p.back_key  # a plain socket, or one bound to the client's address only
-        self.loop.handle(b.fileno(), c.on_b)  # in the epoll set since the pool had it (RW)
+        c.out_b = False
+        self.loop.handle(b.fileno(), c.on_b)  # in the epoll set since the pool had it
+        if c.early_a and not c.connected:  # a retry after the client spoke: as on_a does
+            c.probe()
         if not c.watching_a:  # the first dial (a retry finds it registered)
             # Not EPOLLOUT yet: a new socket has room, and that edge would only wake us for
             # nothing; watched once the pipe towards the client holds bytes (pump).
@@ -231,7 +283,7 @@ class TcpProxy:
             self.dials.drop(c.client)
             self.pump(c, READABLE | WRITABLE, READABLE | WRITABLE)
 
-    def _retry(self, c: TcpConn, err: int | None) -> None:
+    def retry(self, c: TcpConn, err: int | None) -> None:
         """The dial failed: the other family if the server may be listening there, else RST."""
         if err in TRY_OTHER_FAMILY and c.candidates:
             self._dial_next(c)
@@ -247,8 +299,9 @@ class TcpProxy:
             self._dial_next(c)
 
     def connect_done(self, c: TcpConn, ev: int) -> bool:
-        """On the dial's first events: connected (writable, no error), failed, or not yet."""
-        if not ev & WRITABLE:
+        """On the dial's first events: connected (readable or writable, no error), failed,
+        or not yet."""
+        if not ev & (WRITABLE | IN):
             return False  # still connecting
         b = c.b
         assert b is not None
@@ -257,10 +310,7 @@ class TcpProxy:
         # of a pooled socket below (measured: 0.15-0.19 getsockopt a connection).
         err = b.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if ev & ERR else 0
         if err:
-            self.loop.remove(b.fileno())
-            b.close()
-            c.b = None
-            self._retry(c, err)
+            c.dial_failed(err)
             return False
         if ev & FAILED:
             # HUP without an error: an unconnected socket's mask, harvested while b still
@@ -290,6 +340,8 @@ class TcpProxy:
                 # A socket that may go back to its pool needs its FIN sent and acknowledged
                 # before the close (rootless.ports.recycle): no `last` for it.
                 pump(a, b, ab, self.big, ev_a & RDHUP, ba.done and c.key is None)
+                if ab.pending and not c.out_b:  # the server is slow: wake us when it drains
+                    c.watch_out_b()
             if ev_b & READABLE or ev_a & WRITABLE and ba.pending:
                 pump(b, a, ba, self.big, ev_b & RDHUP, ab.done)
                 if ba.pending and not c.out_a:  # the client is slow: wake us when it drains
@@ -342,19 +394,14 @@ class TcpProxy:
             c.b = b = None
         # Closing takes a socket out of the epoll set (no one else holds it): no
         # EPOLL_CTL_DEL needed, only the handler goes. (-1: closed before, e.g. a failed dial.)
-        fd = a.fileno()
-        if fd >= 0:
+        for s in (a, b):
+            if s is None or (fd := s.fileno()) < 0:
+                continue
             forget(fd)
             if reset:
-                rst(a)
+                rst(s)
             else:
-                a.close()
-        if b is not None and (fd := b.fileno()) >= 0:
-            forget(fd)
-            if reset:
-                rst(b)
-            else:
-                b.close()
+                s.close()
         ab, ba = c.ab, c.ba
         if ab is not None:
             self.big.release(ab, reuse)
