@@ -27,7 +27,8 @@ two containers both ways and compares the rulesets, routes and sysctls (the floo
 burrow builds).
 
 Run: sudo .venv/bin/python scripts/bench_scale_floor.py [--n 500] [--shape v4|dual]
-     [--variant floor|arp0|vmap|nonft]... [--repeat R] [--no-burrow] [--check]
+     [--variant floor|arp0|vmap|nonft|mldv1|mlddrop|nojump|v6off|A+B]... [--repeat R]
+     [--no-burrow] [--check]
 """
 
 from __future__ import annotations
@@ -64,8 +65,11 @@ V4_NET, V4_GW = "10.89.0.0/16", "10.89.255.254"
 V6_NET, V6_GW = "fd89::/64", "fd89::ffff"
 CHAIN4 = f"nv_{NET_ID[:8]}_10_89_0_0_nm16"
 CHAIN6 = f"nv_{NET_ID[:8]}_fd89--_nm64"
+# A variant is one of these or several joined by "+" (e.g. `mldv1+arp0`).
 VARIANTS = {"floor": "floor", "arp0": "floor arp_notify=0", "vmap": "floor vmap",
-            "nonft": "floor no nft"}
+            "nonft": "floor no nft", "mldv1": "floor force_mld_version=1", "mlddrop": "floor mld drop",
+            "nojump": "floor no jump", "v6off": "floor eth0 no ipv6"}
+MLD_TABLE = "kf_floor_mld"
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
@@ -174,14 +178,55 @@ def base_ruleset(dual: bool, vmap: bool) -> str:
     return "\n".join(out) + "\n"
 
 
-def port_ruleset(i: int, dual: bool, vmap: bool) -> str:
-    """One container's port (tcp 20000 + i -> :80), as burrow's setup batch adds it."""
+def variant_flags(variant: str) -> set[str]:
+    flags = set(variant.split("+")) - {"floor"}
+    unknown = flags - set(VARIANTS)
+    if unknown:
+        raise SystemExit(f"unknown variant part(s): {', '.join(sorted(unknown))}")
+    return flags
+
+
+def variant_label(variant: str) -> str:
+    flags = variant_flags(variant)
+    return "floor" if not flags else "floor " + ", ".join(
+        VARIANTS[f].removeprefix("floor ") for f in sorted(flags))
+
+
+def mld_drop_ruleset() -> str:
+    """MLD reports (v1 131, done 132, v2 143) dropped between bridge ports (the bridge's
+    forward hook, run for each port's copy of a flooded frame): the bridge itself still gets
+    them (local delivery and snooping come before)."""
+    return (f"add table bridge {MLD_TABLE}\n"
+            f"add chain bridge {MLD_TABLE} forward {{ type filter hook forward priority 0; "
+            "policy accept; }\n"
+            f"add rule bridge {MLD_TABLE} forward icmpv6 type {{ mld-listener-report, "
+            "mld-listener-done, mld2-listener-report } drop\n")
+
+
+def nojump_base(dual: bool) -> str:
+    """`nojump`: one jump per subnet from NETAVARK-HOSTPORT-DNAT, made with the network."""
+    chains = [CHAIN4] + ([CHAIN6] if dual else [])
+    return "".join(f"add rule inet netavark NETAVARK-HOSTPORT-DNAT meta nfproto "
+                   f"{'ipv4' if c == CHAIN4 else 'ipv6'} jump {c}_dnat\n" for c in chains)
+
+
+def port_ruleset(i: int, dual: bool, vmap: bool, nojump: bool = False) -> str:
+    """One container's port (tcp 20000 + i -> :80), as burrow's setup batch adds it
+    (`nojump`: no jump verdict in it; the mark set inline)."""
     port, r = 20000 + i, "add rule inet netavark"
     v4 = f"10.89.{i // 250}.{i % 250 + 2}"
     fams = [("ip", CHAIN4, V4_NET, v4)]
     if dual:
         fams.append(("ip6", CHAIN6, V6_NET, f"[fd89::{i + 2:x}]"))
     out = [f"add chain inet netavark {chain}_dnat" for _, chain, _, _ in fams]
+    if nojump:
+        for fam, chain, net, addr in fams:
+            srcs = [net] + (["127.0.0.1"] if fam == "ip" else [])
+            out += [f"{r} {chain}_dnat {fam} saddr {src} tcp dport {port} "
+                    "meta mark set meta mark | 0x2000" for src in srcs]
+            out.append(f"{r} {chain}_dnat tcp dport {port} ct mark set ct mark | 0x00001000 "
+                       f"dnat {fam} to {addr}:80")
+        return "\n".join(out) + "\n"
     for fam, chain, net, addr in fams:
         if vmap:
             nfproto = "ipv4" if fam == "ip" else "ipv6"
@@ -208,6 +253,7 @@ class Floor:
     variant: str
 
     def __post_init__(self) -> None:
+        self.flags = variant_flags(self.variant)
         self.home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         self.host_fd = os.open(self.host.path, os.O_RDONLY | os.O_CLOEXEC)
         setns(self.host_fd)  # this thread lives in the host netns until close()
@@ -240,8 +286,12 @@ class Floor:
         self.ipr.addr("add", index=self.bridge, address=V4_GW, prefixlen=16)
         if self.dual:
             self.ipr.addr("add", index=self.bridge, address=V6_GW, prefixlen=64)
-        if self.variant != "nonft":
-            self.nft.run(base_ruleset(self.dual, self.variant == "vmap"))
+        if "nonft" not in self.flags:
+            self.nft.run(base_ruleset(self.dual, "vmap" in self.flags))
+            if "nojump" in self.flags:
+                self.nft.run(nojump_base(self.dual))
+        if "mlddrop" in self.flags:
+            self.nft.run(mld_drop_ruleset())
 
     def mark(self, step: str) -> None:
         self.marks.append((step, time.perf_counter()))
@@ -250,6 +300,27 @@ class Floor:
         """ms per step of the last setup (a step's time runs from the previous mark)."""
         return {name: (t - self.marks[k][1]) * 1000
                 for k, (name, t) in enumerate(self.marks[1:])}
+
+    def _before_veth(self, fd: int) -> None:
+        """Defaults for eth0, set in the container's netns before eth0 exists. `mldv1`: MLDv1
+        (one report per group at once, its repeat up to 10 s later; MLDv2 sends 2 state-change
+        reports and 2 initial ones). (MLDv2's robustness, net.ipv6.mld_qrv, would halve them,
+        but it is the init netns's only, for the whole host.) `v6off`: no IPv6 on eth0 (no
+        MLD at all; attribution only, IPv4 shape)."""
+        ctl = {}
+        if "mldv1" in self.flags:
+            ctl["net/ipv6/conf/default/force_mld_version"] = "1"
+        if "v6off" in self.flags:
+            ctl["net/ipv6/conf/default/disable_ipv6"] = "1"
+        if not ctl:
+            return
+        proc = procfs()
+        try:
+            with inside(fd, self.host_fd):
+                write_sysctls(proc, ctl)
+        finally:
+            os.close(proc)
+        self.mark("container netns sysctls")
 
     def close(self) -> None:
         if self.ipr is not None:
@@ -277,6 +348,7 @@ class Floor:
             cipr = IPRoute()
         self.mark("container socket")
         try:
+            self._before_veth(fd)
             args: dict[str, Any] = {"kind": "veth", "master": self.bridge, "mtu": 1500,
                                     "peer": {"ifname": "eth0", "net_ns_fd": fd, "mtu": 1500}}
             if not dual:
@@ -301,7 +373,7 @@ class Floor:
                 self.mark("host port set (+ up, dual)")
                 ctl = {"net/ipv6/conf/eth0/accept_dad": "0", "net/ipv6/conf/eth0/autoconf": "0",
                        "net/ipv6/conf/eth0/router_solicitations": "0"}
-                if self.variant != "arp0":
+                if "arp0" not in self.flags:
                     ctl["net/ipv4/conf/eth0/arp_notify"] = "1"
                 ctl["net/ipv4/conf/eth0/rp_filter"] = "2"
                 with inside(fd, self.host_fd):
@@ -330,8 +402,8 @@ class Floor:
                 cipr.route("append", dst="::/0", gateway=V6_GW, oif=idx, priority=METRIC,
                            proto=RTPROT_STATIC, family=socket.AF_INET6)
             self.mark("routes")
-            if self.variant != "nonft":
-                self.nft.run(port_ruleset(i, dual, self.variant == "vmap"))
+            if "nonft" not in self.flags:
+                self.nft.run(port_ruleset(i, dual, "vmap" in self.flags, "nojump" in self.flags))
                 self.mark("nft")
         finally:
             cipr.close()
@@ -391,17 +463,19 @@ def shape(n: int, dual: bool, variants: list[str], with_burrow: bool, repeat: in
             burrow_first = medians(run.setup)[0]
             print(row("burrow (nftables, exec'd)", run.setup, None), flush=True)
         for v in variants:
+            if dual and "v6off" in variant_flags(v):
+                continue  # a dual-stack container needs its IPv6
             steps: list[dict[str, float]] = []
             times = run_floor(n, dual, v, steps)
             got.setdefault(v, []).append(times)
-            print(row(VARIANTS[v], times, burrow_first), flush=True)
+            print(row(variant_label(v), times, burrow_first), flush=True)
             if v == "floor" or show_steps:
                 print(step_rows(steps), flush=True)
     if repeat > 1:
         for key, runs in got.items():
             g = sorted(medians(t)[1] - medians(t)[0] for t in runs)
             r = sorted(medians(t)[1] / medians(t)[0] for t in runs)
-            print(f"{VARIANTS.get(key, key):30} median of {repeat}: growth +{statistics.median(g):.2f} "
+            print(f"{(key if key == 'burrow' else variant_label(key)):30} median of {repeat}: growth +{statistics.median(g):.2f} "
                   f"ms ({', '.join(f'{x:.2f}' for x in g)}), ×{statistics.median(r):.2f}")
 
 
@@ -485,11 +559,17 @@ def check(dual: bool) -> bool:
         host.close()
 
 
+def _variant(text: str) -> str:
+    variant_flags(text)  # refuses unknown parts
+    return text
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--shape", choices=["v4", "dual"], action="append")
-    ap.add_argument("--variant", choices=list(VARIANTS), action="append")
+    ap.add_argument("--variant", action="append", type=_variant,
+                    help=f"one of {', '.join(VARIANTS)}, or several joined by '+'")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--no-burrow", action="store_true", help="the floor rows only")
     ap.add_argument("--steps", action="store_true",
@@ -503,7 +583,7 @@ def main() -> int:
     print(f"== scripts/bench_scale_floor.py: N = {args.n}; load {os.getloadavg()[0]:.1f} on "
           f"{os.cpu_count()} CPUs; kernel {os.uname().release}")
     for dual in shapes:
-        shape(args.n, dual, args.variant or list(VARIANTS), not args.no_burrow,
+        shape(args.n, dual, args.variant or ["floor", "arp0", "vmap", "nonft"], not args.no_burrow,
               max(1, args.repeat), args.steps)
     return 0
 
