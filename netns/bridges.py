@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from netns import mldquiet
 from netns.errors import BurrowError
 from netns.plan import AddMacvlan, AddVeth, DeleteBridgeIfUnused, DeleteLink, EnsureBridge, Op
 
@@ -56,9 +57,11 @@ def ensure_bridge(h: Handles, op: EnsureBridge) -> Outcome:
     # container leaves, and the others' ARP caches point at a MAC nobody answers for.
     # Made up at once (one request less): with no port it has no carrier, so nothing (DAD,
     # link-local addresses) happens before the sysctls and addresses below.
+    # QUIET_GROUP: a bridge burrow made, whose container ports keep MLD reports among
+    # themselves off (netns/mldquiet.py).
     args: dict[str, Any] = {
         "ifname": op.name, "kind": "bridge", "br_stp_state": 0, "address": random_mac(),
-        "state": "up",
+        "state": "up", "group": mldquiet.QUIET_GROUP,
     }  # fmt: skip
     if op.mtu:
         args["mtu"] = op.mtu
@@ -122,6 +125,8 @@ def add_veth(h: Handles, op: AddVeth, rollback: Callable[[Op], object]) -> Outco
         args["mtu"] = mtu
     if op.host_ifname:
         args["ifname"] = op.host_ifname
+    if h.known_group("host", op.bridge) == mldquiet.QUIET_GROUP:
+        args["group"] = mldquiet.QUIET_GROUP  # a port of a bridge burrow made (mldquiet.py)
     h.host.link("add", **args)
     undo = DeleteLink("container", op.ifname)
     try:

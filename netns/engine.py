@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from netns import drivers, ipam, locks, names, statefiles, sysctld, validate
+from netns import drivers, ipam, locks, mldquiet, names, statefiles, sysctld, validate
 from netns.aardvark import AardvarkConfig, Entry, dns_port
 from netns.drivers.base import Attachment
 from netns.errors import BurrowError, MultiError
@@ -269,6 +269,9 @@ def _setup(ctx: Context, req: Request, fd: int) -> dict[str, StatusBlock]:
         entries = [dns_entry(req, a, listen) for a in req.attachments if dns_on(ctx, a)]
         try:
             created: set[str] = set()
+            quiet = _quiet_mld(ctx, plans)
+            if quiet:  # unwound last: after the bridges this setup made are gone
+                undo.push("rollback MLD filter", functools.partial(_release_mld_filter, nl))
             for att, ops in plans:
                 with _network_context(att, len(plans)):
                     _apply(nl, ops, undo, created)
@@ -277,6 +280,8 @@ def _setup(ctx: Context, req: Request, fd: int) -> dict[str, StatusBlock]:
                 with _network_context(att, len(plans)):
                     _apply(nl, (op,), undo, created)
             _write_sysctl_d(ctx, plans, created, undo)
+            if quiet and any(op.name in created for op in quiet):
+                mldquiet.ensure()
             if fw_nets or fw_ports:
                 ctx.firewall.setup(fw_nets, fw_ports, fresh=created)
                 # Only the networks whose bridge this setup made lose their rules again:
@@ -331,6 +336,19 @@ def _write_sysctl_d(
                 sysctls = sysctld.bridge_sysctls(op.name, internal=att.internal, ipv6=op.ipv6)
                 if sysctld.write(ctx.root, op.name, sysctls):
                     undo.push("rollback sysctl.d", functools.partial(sysctld.remove, ctx.root, op.name))
+
+
+def _quiet_mld(ctx: Context, plans: Sequence[tuple[Attachment, Sequence[Op]]]
+               ) -> list[EnsureBridge]:
+    """The managed bridges a setup may make, whose container ports keep MLD reports among
+    themselves off (netns/mldquiet.py); none without a firewall (`--firewall-driver none`)."""
+    if ctx.firewall.name == "none":
+        return []
+    return [op for _, ops in plans for op in ops if isinstance(op, EnsureBridge)]
+
+
+def _release_mld_filter(nl: Netlink) -> None:
+    mldquiet.release_if_unused(functools.partial(nl.group_bridge_left, mldquiet.QUIET_GROUP))
 
 
 def _via_gateway(op: Op) -> bool:
@@ -391,6 +409,7 @@ def _teardown(ctx: Context, req: Request, fd: int | None, errors: list[BurrowErr
 
     with Netlink(fd) as nl:
         complete: list[Attachment] = []
+        bridges_gone = False
         for att in req.attachments:
             for op in drivers.of(att).plan_teardown(att):
                 if fd is None and getattr(op, "where", None) == "container":
@@ -405,12 +424,15 @@ def _teardown(ctx: Context, req: Request, fd: int | None, errors: list[BurrowErr
                     bridge = op.name if isinstance(op, DeleteBridgeIfUnused) else op.bridge
                     if sysctld.wanted(ctx.root, ctx.rootless):
                         sysctld.remove(ctx.root, bridge)
+                    bridges_gone = True
                 if out.missing is not None:
                     # Host side cleaned all the same; the caller learns the interface was gone.
                     errors.append(InterfaceGone(
                         f"failed to delete container interface {out.missing}: it does not "
                         "exist in the container namespace"
                     ).wrap(f"network {att.name}"))
+        if bridges_gone:
+            _release_mld_filter(nl)
     fw_nets, fw_ports = firewall_intent(ctx, req, complete)
     if fw_nets or fw_ports:
         try:

@@ -25,7 +25,8 @@ NETLINK_ROUTE = 0
 RTM_NEWLINK, RTM_GETLINK = 16, 18
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
-IFLA_MASTER = 10
+IFLA_MASTER, IFLA_LINKINFO, IFLA_GROUP = 10, 18, 27
+IFLA_INFO_KIND = 1
 NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
 RTATTR = struct.Struct("=HH")
@@ -64,6 +65,27 @@ def bridge_ports(sock: socket.socket, bridge: int, limit: int | None = None) -> 
     raise AssertionError("unreachable: replies() never ends")  # pragma: no cover
 
 
+def group_bridges(sock: socket.socket, group: int) -> list[int]:
+    """Indexes of the bridges in device group `group`. The request asks for kind "bridge",
+    so the kernel sends the bridges alone (a few, whatever the number of ports); a kernel that
+    ignores the filter sends every link, and a port of the group then counts too."""
+    kind = b"bridge\0"
+    info = RTATTR.pack(RTATTR.size + len(kind), IFLA_INFO_KIND) + kind + bytes(-len(kind) % 4)
+    body = IFINFOMSG.pack(0, 0, 0, 0, 0) + RTATTR.pack(RTATTR.size + len(info), IFLA_LINKINFO) + info
+    found: list[int] = []
+    for rkind, buf, off, length in replies(sock, RTM_GETLINK, NLM_F_DUMP, body):
+        if rkind == NLMSG_DONE:
+            return found
+        if rkind == NLMSG_ERROR:
+            code = error_code(buf, off)
+            if code:
+                raise OSError(code, f"link dump: {os.strerror(code)}")
+        elif rkind == RTM_NEWLINK and length >= _HDR:
+            if _u32_attr(buf, off + _HDR, off + length, IFLA_GROUP) == group:
+                found.append(IFINFOMSG.unpack_from(buf, off + NLMSGHDR.size)[2])
+    raise AssertionError("unreachable: replies() never ends")  # pragma: no cover
+
+
 def replies(sock: socket.socket, kind: int, flags: int, body: bytes
             ) -> Iterator[tuple[int, bytearray, int, int]]:
     """Send one rtnetlink request; yield (type, buffer, offset, length) of each answer to it,
@@ -95,11 +117,15 @@ def finished(ports: list[int], limit: int | None) -> bool:
 
 
 def _master(buf: bytearray, off: int, end: int) -> int | None:
+    return _u32_attr(buf, off, end, IFLA_MASTER)
+
+
+def _u32_attr(buf: bytearray, off: int, end: int, want: int) -> int | None:
     while off + RTATTR.size <= end:
         alen, atype = RTATTR.unpack_from(buf, off)
         if alen < RTATTR.size:
             return None
-        if atype == IFLA_MASTER and alen >= 8:
+        if atype == want and alen >= 8:
             return int(_U32.unpack_from(buf, off + 4)[0])
         off += (alen + 3) & ~3
     return None

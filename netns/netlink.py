@@ -158,6 +158,7 @@ class Handles:
         self._absent: set[tuple[Where, str]] = set()
         self._macs: dict[tuple[Where, str], str] = {}
         self._mtus: dict[tuple[Where, str], int] = {}
+        self._groups: dict[tuple[Where, str], int] = {}  # device groups (netns/mldquiet.py)
         # IPv4 sysctls of a link as its lookup read them (IFLA_AF_SPEC/AF_INET): a value that is
         # already set is not set again (`_sysctl_by_netlink`).
         self._inet_conf: dict[tuple[Where, str], dict[str, int]] = {}
@@ -219,6 +220,15 @@ class Handles:
             self._drop_host_raw()  # mid-dump: a netlink socket runs one dump at a time
         return ports
 
+    def group_bridge_left(self, group: int) -> bool:
+        """Whether a bridge of device `group` is in the host netns (netns/mldquiet.py)."""
+        sock = self._host_raw()
+        try:
+            return bool(linkdump.group_bridges(sock, group))
+        except OSError:
+            self._drop_host_raw()
+            raise
+
     def proc(self) -> int | None:
         """This request's own procfs (devconf.procfs_instance) for the sysctls it writes,
         made at the first; None (use /proc) where none can be made."""
@@ -256,6 +266,7 @@ class Handles:
         self._indexes[(where, name)] = link["index"]
         self._macs[(where, name)] = str(link.get_attr("IFLA_ADDRESS"))
         self._mtus[(where, name)] = int(link.get_attr("IFLA_MTU") or 0)
+        self._groups[(where, name)] = int(link.get_attr("IFLA_GROUP") or 0)
         self._inet_conf[(where, name)] = _inet_conf(link)
         return link
 
@@ -272,6 +283,10 @@ class Handles:
         """The MTU the last lookup of this link in this request read, if any."""
         return self._mtus.get((where, name))
 
+    def known_group(self, where: Where, name: str) -> int | None:
+        """The device group the last lookup of this link in this request read, if any."""
+        return self._groups.get((where, name))
+
     @staticmethod
     def tolerating(request: Callable[[], object], code: int) -> bool:
         """Run one netlink request: False if it succeeded, True if the kernel answered `code`
@@ -287,6 +302,7 @@ class Handles:
     def _forget(self, where: Where, name: str) -> None:
         self._indexes.pop((where, name), None)
         self._mtus.pop((where, name), None)
+        self._groups.pop((where, name), None)
         self._macs.pop((where, name), None)
         self._inet_conf.pop((where, name), None)
 

@@ -2,7 +2,7 @@
 
 Per container, the same objects as a burrow setup of `bench_scale.py`'s shapes, in netavark's
 layout: a veth pair into the container's fresh netns (the host end named by the kernel, a port
-of the bridge, hairpin on, no IPv6 addresses), the container's sysctls (arp_notify=1,
+of the bridge in burrow's device group, hairpin on, no IPv6 addresses), the container's sysctls (arp_notify=1,
 rp_filter=2, router_solicitations=0, accept_dad=0, autoconf=0; dual: accept_dad=0 on the host
 end), its addresses, lo and eth0 up, the two seeded neighbours (gateway -> bridge, address
 -> container), the default route(s), and the port's rules in `inet netavark` (the jump in
@@ -10,7 +10,8 @@ NETAVARK-HOSTPORT-DNAT, the mark and dnat rules in the subnet's `_dnat` chain). 
 this process: pyroute2 requests on two sockets kept open, sysctls through a private procfs
 (fsopen, as burrow does: /proc/sys lookups grow with the namespaces), and one libnftables
 call of `nft -f` text. No burrow code runs in it. The bridge, the base rules and the
-network's rules are made once before the first container, untimed.
+network's rules (and burrow's MLD filter table) are made once before the first container,
+untimed.
 
 Each row is the time of a setup, medians of the first 10 -> last 10 of N, their ratio and their
 difference in ms, side by side with burrow (`burrow-netavark setup` exec'd, as bench_scale.py
@@ -20,14 +21,24 @@ times it) in one run. Variants attribute the floor's growth:
 - `floor vmap`: the per-port jump rules replaced by one verdict map element each (one rule
   `meta nfproto . meta l4proto . th dport vmap @nv_hostports` in NETAVARK-HOSTPORT-DNAT): not netavark's
   layout, for attribution only;
-- `floor no nft`: no rules at all (the links' share).
+- `floor no nft`: no rules in `inet netavark` (the links' share);
+- `floor MLD reports flooded` (`mldflood`): without burrow's MLD filter (netns/mldquiet.py:
+  the device group on the bridge and its ports, the `bridge burrow_quiet` table), so each
+  container's 4 MLD reports reach all N ports, as before burrow had it;
+- `floor force_mld_version=1` (`mldv1`): MLDv1 in the containers (fewer reports, v4 shape);
+- `floor no jump` (`nojump`): the port's rules without a jump verdict (one jump per subnet
+  made with the network, the mark set inline): the commit still validates the table (a
+  dnat or mark statement sets the same flag), so it grows the same;
+- `floor eth0 no ipv6` (`v6off`): no IPv6 on eth0, so no MLD at all (IPv4 shape only).
+Parts combine with "+" (`arp0+mldflood`). `--flood-cost` measures what one flooded frame
+costs at N ports (an MLD report with and without the filter, a gratuitous ARP).
 The floor's growth in ms is what no client can avoid with this layout: if it exceeds 0.3x
 burrow's first-10 median, a last/first <= 1.3 is out of reach for any client. `--check` makes
 two containers both ways and compares the rulesets, routes and sysctls (the floor builds what
 burrow builds).
 
 Run: sudo .venv/bin/python scripts/bench_scale_floor.py [--n 500] [--shape v4|dual]
-     [--variant floor|arp0|vmap|nonft|mldv1|mlddrop|nojump|v6off|A+B]... [--repeat R]
+     [--variant floor|arp0|vmap|nonft|mldv1|mldflood|nojump|v6off|A+B]... [--repeat R]
      [--no-burrow] [--check]
 """
 
@@ -39,6 +50,7 @@ import os
 import re
 import socket
 import statistics
+import struct
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -67,9 +79,11 @@ CHAIN4 = f"nv_{NET_ID[:8]}_10_89_0_0_nm16"
 CHAIN6 = f"nv_{NET_ID[:8]}_fd89--_nm64"
 # A variant is one of these or several joined by "+" (e.g. `mldv1+arp0`).
 VARIANTS = {"floor": "floor", "arp0": "floor arp_notify=0", "vmap": "floor vmap",
-            "nonft": "floor no nft", "mldv1": "floor force_mld_version=1", "mlddrop": "floor mld drop",
-            "nojump": "floor no jump", "v6off": "floor eth0 no ipv6"}
-MLD_TABLE = "kf_floor_mld"
+            "nonft": "floor no nft", "mldv1": "floor force_mld_version=1",
+            "mldflood": "floor MLD reports flooded", "nojump": "floor no jump",
+            "v6off": "floor eth0 no ipv6"}
+# As netns/mldquiet.py (the floor runs no burrow code; --check compares the objects).
+QUIET_GROUP, MLD_TABLE = 0x6275, "burrow_quiet"
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
@@ -193,14 +207,15 @@ def variant_label(variant: str) -> str:
 
 
 def mld_drop_ruleset() -> str:
-    """MLD reports (v1 131, done 132, v2 143) dropped between bridge ports (the bridge's
-    forward hook, run for each port's copy of a flooded frame): the bridge itself still gets
-    them (local delivery and snooping come before)."""
+    """MLD reports (v1 131, done 132, v2 143) dropped between two ports in QUIET_GROUP (the
+    bridge's forward hook, run for each port's copy of a flooded frame): the bridge itself
+    still gets them (local delivery and snooping come before). burrow's netns/mldquiet.py."""
     return (f"add table bridge {MLD_TABLE}\n"
             f"add chain bridge {MLD_TABLE} forward {{ type filter hook forward priority 0; "
             "policy accept; }\n"
-            f"add rule bridge {MLD_TABLE} forward icmpv6 type {{ mld-listener-report, "
-            "mld-listener-done, mld2-listener-report } drop\n")
+            f"add rule bridge {MLD_TABLE} forward meta iifgroup {QUIET_GROUP} meta oifgroup "
+            f"{QUIET_GROUP} icmpv6 type {{ mld-listener-report, mld-listener-done, "
+            "mld2-listener-report } drop\n")
 
 
 def nojump_base(dual: bool) -> str:
@@ -268,8 +283,9 @@ class Floor:
         self.ipr = IPRoute()
         self.nft = Nft()
         self.mac = ":".join(f"{b:02x}" for b in bytes([2]) + os.urandom(5))
+        group = {} if "mldflood" in self.flags else {"group": QUIET_GROUP}
         self.ipr.link("add", ifname=BRIDGE, kind="bridge", br_stp_state=0, address=self.mac,
-                      state="up")
+                      state="up", **group)
         self.bridge = self.ipr.link_lookup(ifname=BRIDGE)[0]
         proc = procfs()
         try:
@@ -290,7 +306,7 @@ class Floor:
             self.nft.run(base_ruleset(self.dual, "vmap" in self.flags))
             if "nojump" in self.flags:
                 self.nft.run(nojump_base(self.dual))
-        if "mlddrop" in self.flags:
+        if "mldflood" not in self.flags:
             self.nft.run(mld_drop_ruleset())
 
     def mark(self, step: str) -> None:
@@ -353,6 +369,8 @@ class Floor:
                                     "peer": {"ifname": "eth0", "net_ns_fd": fd, "mtu": 1500}}
             if not dual:
                 args["state"] = "up"
+            if "mldflood" not in self.flags:
+                args["group"] = QUIET_GROUP
             ipr.link("add", **args)
             self.mark("veth add (+ up, v4)")
             eth0 = cipr.link("get", ifname="eth0")[0]
@@ -479,6 +497,108 @@ def shape(n: int, dual: bool, variants: list[str], with_burrow: bool, repeat: in
                   f"ms ({', '.join(f'{x:.2f}' for x in g)}), ×{statistics.median(r):.2f}")
 
 
+def _checksummed_mld_report(src_mac: bytes) -> bytes:
+    """A valid MLDv2 report (one record, ff02::1:ff00:1) from fe80::1 to ff02::16, as a
+    container's kernel sends on joining a solicited-node group (hop-by-hop router alert)."""
+    src, dst = socket.inet_pton(socket.AF_INET6, "fe80::1"), socket.inet_pton(socket.AF_INET6, "ff02::16")
+    icmp = bytearray(bytes([143, 0, 0, 0, 0, 0, 0, 1, 4, 0, 0, 0])
+                     + socket.inet_pton(socket.AF_INET6, "ff02::1:ff00:1"))
+    pseudo = src + dst + struct.pack("!I3xB", len(icmp), 58) + icmp
+    total = sum(struct.unpack(f"!{len(pseudo) // 2}H", pseudo))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    icmp[2:4] = struct.pack("!H", ~total & 0xFFFF)
+    payload = bytes([58, 0, 5, 2, 0, 0, 1, 0]) + icmp  # hop-by-hop: router alert (MLD)
+    ip6 = struct.pack("!IHBB", 0x60000000, len(payload), 0, 1) + src + dst
+    return bytes.fromhex("333300000016") + src_mac + b"\x86\xdd" + ip6 + payload
+
+
+def _arp_request(src_mac: bytes, ip: str) -> bytes:
+    arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + src_mac + socket.inet_aton(ip)
+    return b"\xff" * 6 + src_mac + b"\x08\x06" + arp + bytes(6) + socket.inet_aton(ip)
+
+
+def flood_cost(n: int, rounds: int) -> None:
+    """What one frame the bridge floods to n ports costs, in the kernel's receive path: a
+    marker broadcast is sent alone, or right after the frame, from one container; the time
+    until the port the bridge floods last gets the marker grows by the frame's n copies
+    (one backlog queue, in order). With the MLD filter (burrow_quiet, as burrow makes it) the
+    report's copies are dropped at the bridge's forward hook; "flooded" is without it. n + 1 copies must fit the backlog (netdev_max_backlog)."""
+    from tests.frames import sniffer  # noqa: PLC0415 (only this mode needs it)
+
+    wait_quiet()
+    host, ctrs = Netns(), []
+    floor = Floor(host, False, "nonft")
+    try:
+        for i in range(n):
+            setns(floor.home)
+            ctrs.append(Netns())
+            setns(floor.host_fd)
+            floor.setup(i, ctrs[-1])
+        time.sleep(3)  # the setups' own reports pass
+        setns(floor.home)
+        tx, rx = sniffer(ctrs[-1]), sniffer(ctrs[0])  # ports are flooded newest first
+        mac, marker_mac = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
+        frames = {"marker alone": None, "MLD report, filtered": _checksummed_mld_report(mac),
+                  "gratuitous ARP": _arp_request(mac, "10.89.0.2")}
+        marker = _arp_request(marker_mac, "10.89.0.3")
+        got: dict[str, list[float]] = {}
+        for _ in range(rounds):
+            for name, frame in [*frames.items(), ("MLD report, flooded", frames["MLD report, filtered"])]:
+                if name.endswith("flooded"):
+                    setns(floor.host_fd)
+                    floor.nft.run(f"delete table bridge {MLD_TABLE}\n")
+                    setns(floor.home)
+                got.setdefault(name, []).append(_marker_latency(tx, rx, frame, marker, marker_mac))
+                if name.endswith("flooded"):
+                    setns(floor.host_fd)
+                    floor.nft.run(mld_drop_ruleset())
+                    setns(floor.home)
+        base = statistics.median(got["marker alone"])
+        print(f"\n== one flooded frame's cost at {n} ports (µs until the last port gets a marker "
+              f"sent after it; medians of {rounds} rounds of 50; load {os.getloadavg()[0]:.1f})")
+        for name, xs in got.items():
+            med = statistics.median(xs)
+            print(f"{name:24} {med:8.1f} µs   frame's share {med - base:8.1f} µs "
+                  f"({(med - base) / n * 1000:6.0f} ns per port)")
+        tx.close()
+        rx.close()
+    finally:
+        setns(floor.host_fd)
+        floor.close()
+        for ctr in ctrs:
+            ctr.close()
+        host.close()
+
+
+def _marker_latency(tx: socket.socket, rx: socket.socket, frame: bytes | None, marker: bytes,
+                    marker_mac: bytes, count: int = 50) -> float:
+    """Median µs from sending (frame +) marker until rx has the marker."""
+    rx.settimeout(0.05)
+    while True:  # what is queued from before
+        try:
+            rx.recv(2048)
+        except TimeoutError:
+            break
+    rx.settimeout(1.0)
+    times = []
+    for _ in range(count):
+        t0 = time.perf_counter()
+        if frame is not None:
+            tx.send(frame)
+        tx.send(marker)
+        while True:
+            try:
+                data = rx.recv(2048)
+            except TimeoutError:
+                break
+            if data[6:12] == marker_mac:
+                times.append((time.perf_counter() - t0) * 1e6)
+                break
+        time.sleep(0.005)  # the backlog empties before the next pair
+    return statistics.median(times) if times else float("nan")
+
+
 def normalised_ruleset(host: Netns) -> list[str]:
     text = host.run(["nft", "list", "table", "inet", "netavark"]).stdout
     return [re.sub(r"\s+", " ", ln).strip() for ln in text.splitlines() if ln.strip()]
@@ -574,10 +694,16 @@ def main() -> int:
     ap.add_argument("--no-burrow", action="store_true", help="the floor rows only")
     ap.add_argument("--steps", action="store_true",
                     help="each variant's time per step (always shown for `floor`)")
+    ap.add_argument("--flood-cost", action="store_true",
+                    help="one flooded frame's cost at --n ports (MLD report with/without "
+                    "the MLD filter, gratuitous ARP); exit")
     ap.add_argument("--check", action="store_true",
                     help="compare two containers' rules, routes and sysctls with burrow's; exit")
     args = ap.parse_args()
     shapes = [s == "dual" for s in args.shape or ["v4", "dual"]]
+    if args.flood_cost:
+        flood_cost(args.n, max(3, args.repeat))
+        return 0
     if args.check:
         return 0 if all([check(dual) for dual in shapes]) else 1
     print(f"== scripts/bench_scale_floor.py: N = {args.n}; load {os.getloadavg()[0]:.1f} on "
