@@ -114,6 +114,7 @@ class _Upstream:
         self.sock.settimeout(0.2)
         self.how = how
         self.stop = False
+        self.received = 0  # queries read so far (a test waits for its forwards to arrive)
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -123,6 +124,7 @@ class _Upstream:
                 wire, addr = self.sock.recvfrom(4096)
             except OSError:
                 continue
+            self.received += 1
             threading.Thread(target=self._answer, args=(wire, addr), daemon=True).start()
 
     def _answer(self, wire: bytes, addr: tuple[str, int]) -> None:
@@ -273,6 +275,22 @@ def test_a_servfail_upstream_is_relayed_as_aardvark_does(world: World) -> None:
     assert r.rcode() == dns.rcode.SERVFAIL
 
 
+def wait_until(pred: Callable[[], bool], timeout: float = 10.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _answers(world: World, name: str) -> list[str]:
+    try:
+        return addrs(query(world.ns, "10.89.33.1", name, source="10.89.33.9", timeout=0.5))
+    except Exception:  # noqa: BLE001 - not listening yet, or no answer yet: try again
+        return []
+
+
 def test_a_reload_with_forwards_in_flight_answers_them_all(world: World) -> None:
     """Guard: 20 queries wait on a slow upstream (0.5 s) while a reload takes their sender's
     line out and changes its network's upstream; each still gets its answer, and the
@@ -280,16 +298,22 @@ def test_a_reload_with_forwards_in_flight_answers_them_all(world: World) -> None
     path = world.cfg / "dqs"
     path.write_text(f"10.89.33.1 {SLOW}\n{ID(9)} 10.89.33.9  slowpoke\n")
     os.kill(world.pid, signal.SIGHUP)
-    time.sleep(0.3)
+    slow = world.odd[2]
+    before = slow.received
     socks = []
     try:
+        # The reload is applied once the new network's own name is answered (under load a
+        # fixed sleep was not always enough).
+        assert wait_until(lambda: _answers(world, "slowpoke") == ["10.89.33.9"]), "no reload"
         for i in range(20):
             s = ns_socket(world.ns, socket.AF_INET, socket.SOCK_DGRAM, ("10.89.33.9", 0))
             s.settimeout(5)
             q = dns.message.make_query(f"inflight{i}.example.test", "A")
             s.sendto(q.to_wire(), ("10.89.33.1", 53))
             socks.append((s, q))
-        time.sleep(0.1)
+        # Every query must be forwarded (in flight) before the reload; one the server had not
+        # read by then would rightly go to the new upstream.
+        assert wait_until(lambda: slow.received - before >= 20), slow.received - before
         (world.cfg / "dqs.new").write_text(f"10.89.33.1 {UP}\n")
         os.rename(world.cfg / "dqs.new", path)
         os.kill(world.pid, signal.SIGHUP)
