@@ -49,20 +49,12 @@ def bridge_ports(sock: socket.socket, bridge: int, limit: int | None = None) -> 
     and then the dump is unfinished and `sock` must be closed (see `finished`)."""
     body = IFINFOMSG.pack(0, 0, 0, 0, 0) + RTATTR.pack(8, IFLA_MASTER) + _U32.pack(bridge)
     ports: list[int] = []
-    for kind, buf, off, length in replies(sock, RTM_GETLINK, NLM_F_DUMP, body):
-        if kind == NLMSG_DONE:
-            return ports
-        if kind == NLMSG_ERROR:
-            code = error_code(buf, off)
-            if code:
-                raise OSError(code, f"link dump: {os.strerror(code)}")
-        elif kind == RTM_NEWLINK and length >= _HDR:
-            index = IFINFOMSG.unpack_from(buf, off + NLMSGHDR.size)[2]
-            if _master(buf, off + _HDR, off + length) == bridge:
-                ports.append(index)
-                if limit is not None and len(ports) >= limit:
-                    return ports
-    raise AssertionError("unreachable: replies() never ends")  # pragma: no cover
+    for buf, off, length in _links(sock, body):
+        if _master(buf, off + _HDR, off + length) == bridge:
+            ports.append(IFINFOMSG.unpack_from(buf, off + NLMSGHDR.size)[2])
+            if limit is not None and len(ports) >= limit:
+                break
+    return ports
 
 
 def group_bridges(sock: socket.socket, group: int) -> list[int]:
@@ -72,18 +64,24 @@ def group_bridges(sock: socket.socket, group: int) -> list[int]:
     kind = b"bridge\0"
     info = RTATTR.pack(RTATTR.size + len(kind), IFLA_INFO_KIND) + kind + bytes(-len(kind) % 4)
     body = IFINFOMSG.pack(0, 0, 0, 0, 0) + RTATTR.pack(RTATTR.size + len(info), IFLA_LINKINFO) + info
-    found: list[int] = []
-    for rkind, buf, off, length in replies(sock, RTM_GETLINK, NLM_F_DUMP, body):
-        if rkind == NLMSG_DONE:
-            return found
-        if rkind == NLMSG_ERROR:
+    return [IFINFOMSG.unpack_from(buf, off + NLMSGHDR.size)[2]
+            for buf, off, length in _links(sock, body)
+            if _u32_attr(buf, off + _HDR, off + length, IFLA_GROUP) == group]
+
+
+def _links(sock: socket.socket, body: bytes) -> Iterator[tuple[bytearray, int, int]]:
+    """(buffer, offset, length) of each link message of an RTM_GETLINK dump with `body`, to
+    its end; an error reply is raised. A caller that stops early leaves the dump unfinished
+    on `sock` (see `finished`)."""
+    for kind, buf, off, length in replies(sock, RTM_GETLINK, NLM_F_DUMP, body):
+        if kind == NLMSG_DONE:
+            return
+        if kind == NLMSG_ERROR:
             code = error_code(buf, off)
             if code:
                 raise OSError(code, f"link dump: {os.strerror(code)}")
-        elif rkind == RTM_NEWLINK and length >= _HDR:
-            if _u32_attr(buf, off + _HDR, off + length, IFLA_GROUP) == group:
-                found.append(IFINFOMSG.unpack_from(buf, off + NLMSGHDR.size)[2])
-    raise AssertionError("unreachable: replies() never ends")  # pragma: no cover
+        elif kind == RTM_NEWLINK and length >= _HDR:
+            yield buf, off, length
 
 
 def replies(sock: socket.socket, kind: int, flags: int, body: bytes
