@@ -90,7 +90,8 @@ def test_run_sigterm_to_burrow_stops_the_command_and_removes(rl: Any) -> None:
     # runuser's child is burrow itself; a CI runner would signal burrow.
     burrow_pid = next(p for p in _children(proc.pid))
     os.kill(burrow_pid, signal.SIGTERM)
-    assert proc.wait(timeout=60) == 143
+    rc = proc.wait(timeout=60)
+    assert rc == 143, proc.stderr.read() if proc.stderr else rc
     assert sandboxes(rl) == []
     assert rl.leftover_pids() == []
 
