@@ -294,7 +294,8 @@ def test_lifecycle_stop_start_restart_kill_connect_and_helper_or_conmon_killed(
         steps: list[tuple[str, Any]] = []
 
         def look(step: str) -> None:
-            ok = wait_for(lambda: t.ask("127.0.0.1", 8300) == "hi", timeout=2)
+            # 5 s: at load 9 a re-pointed port (after network disconnect) once took past 2 s
+            ok = wait_for(lambda: t.ask("127.0.0.1", 8300) == "hi", timeout=5)
             steps.append((step, {
                 "helpers": helpers_seen(t.kind, t.helper_pids()), "listen": t.listeners(),
                 "running": t.podman("ps", "--format", "{{.Names}}")["out"].split(),
