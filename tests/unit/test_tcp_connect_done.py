@@ -7,6 +7,7 @@ from __future__ import annotations
 import select
 import socket
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -34,16 +35,24 @@ def conn_dialling(proxy: TcpProxy, b: socket.socket) -> TcpConn:
     return c
 
 
-def test_a_stale_hangup_of_a_pooled_socket_does_not_count_as_connected(proxy: TcpProxy) -> None:
+@contextmanager
+def syn_sent_socket() -> Iterator[socket.socket]:
+    """A non-blocking socket whose connect stays in SYN_SENT: the listener's backlog (0: room
+    for one unaccepted connection) is full, so its SYN is dropped."""
     with socket.socket() as lst, socket.socket() as queued, socket.socket() as dropped:
         lst.bind(("127.0.0.1", 0))
-        lst.listen(0)  # room for one unaccepted connection: later SYNs are dropped
+        lst.listen(0)
         queued.connect(lst.getsockname())
         dropped.setblocking(False)
         dropped.connect_ex(lst.getsockname())
         b = socket.socket()
         b.setblocking(False)
-        b.connect_ex(lst.getsockname())  # stays in SYN_SENT: its SYN is dropped
+        b.connect_ex(lst.getsockname())
+        yield b
+
+
+def test_a_stale_hangup_of_a_pooled_socket_does_not_count_as_connected(proxy: TcpProxy) -> None:
+    with syn_sent_socket() as b:
         c = conn_dialling(proxy, b)
         try:
             assert not proxy.connect_done(c, select.EPOLLHUP | select.EPOLLOUT)
@@ -101,15 +110,7 @@ def test_the_probe_finds_a_completed_connect(proxy: TcpProxy) -> None:
 def test_the_probe_waits_for_a_connect_still_going(proxy: TcpProxy) -> None:
     """A dial still in SYN_SENT answers the probe with EAGAIN: then, and only then, the dial
     socket is watched for EPOLLOUT, which reports its connect."""
-    with socket.socket() as lst, socket.socket() as queued, socket.socket() as dropped:
-        lst.bind(("127.0.0.1", 0))
-        lst.listen(0)  # room for one unaccepted connection: later SYNs are dropped
-        queued.connect(lst.getsockname())
-        dropped.setblocking(False)
-        dropped.connect_ex(lst.getsockname())
-        b = socket.socket()
-        b.setblocking(False)
-        b.connect_ex(lst.getsockname())  # stays in SYN_SENT: its SYN is dropped
+    with syn_sent_socket() as b:
         c, peer = conn_spoke_early(proxy, b)
         try:
             c.probe()
