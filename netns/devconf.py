@@ -48,6 +48,7 @@ NLM_F_ACK = 0x4
 NLA_F_NESTED = 0x8000
 IFLA_AF_SPEC = 26
 IFLA_INET_CONF = 1
+IFF_UP = 0x1
 NETCONFA_IFINDEX, NETCONFA_FORWARDING = 1, 2
 NETCONFA_IFINDEX_ALL = -1
 # include/uapi/linux/ip.h, IPV4_DEVCONF_*: the keys set this way (others keep /proc/sys).
@@ -61,13 +62,16 @@ def _attr(kind: int, payload: bytes) -> bytes:
     return RTATTR.pack(size, kind) + payload + b"\0" * (-size % 4)
 
 
-def set_ipv4_conf(sock: socket.socket, index: int, values: Mapping[str, int]) -> None:
-    """Set per-interface IPv4 sysctls (names of IPV4_DEVCONF) of link `index`; OSError if the
-    kernel refuses (no such link, no permission, a key it does not know)."""
+def set_ipv4_conf(sock: socket.socket, index: int, values: Mapping[str, int],
+                  up: bool = False) -> None:
+    """Set per-interface IPv4 sysctls (names of IPV4_DEVCONF) of link `index`, and with `up`
+    bring the link up in the same request; OSError if the kernel refuses (no such link, no
+    permission, a key it does not know)."""
     conf = b"".join(_attr(IPV4_DEVCONF[k], struct.pack("=I", v)) for k, v in values.items())
     spec = _attr(IFLA_AF_SPEC | NLA_F_NESTED,
                  _attr(socket.AF_INET | NLA_F_NESTED, _attr(IFLA_INET_CONF | NLA_F_NESTED, conf)))
-    _request(sock, RTM_SETLINK, NLM_F_ACK, IFINFOMSG.pack(0, 0, index, 0, 0) + spec)
+    flags = IFF_UP if up else 0
+    _request(sock, RTM_SETLINK, NLM_F_ACK, IFINFOMSG.pack(0, 0, index, flags, flags) + spec)
 
 
 def forwarding(sock: socket.socket, family: int = socket.AF_INET) -> int:

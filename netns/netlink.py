@@ -127,6 +127,14 @@ def _tolerate_readonly(path: str, value: str, exc: OSError) -> None:
     log.warning("cannot set /proc/sys/%s=%s: %s", path, value, exc.strerror)
 
 
+def _write_soft(path: str, value: str, proc: int | None) -> None:
+    """A soft sysctl by /proc/sys (of the netns the thread is in): read-only is tolerated."""
+    try:
+        _write_proc_sys(path, value, proc=proc)
+    except OSError as exc:
+        _tolerate_readonly(path, value, exc)
+
+
 def _thread_netns() -> tuple[int, int]:
     st = os.stat("/proc/thread-self/ns/net")
     return (st.st_dev, st.st_ino)
@@ -570,9 +578,9 @@ class Netlink(Handles):
             return self._apply(DeleteBridgeIfUnused(op.bridge))
         return Outcome(deleted=bridge is None)
 
-    def _container_sysctls(self, op: ConfigureInterface) -> None:
-        """No SLAAC on every network and no DAD if asked; on bridge ports arp_notify, loose
-        rp_filter and a quiet IPv6 side (QUIET_PORT_V6), all soft."""
+    def _container_sysctls(self, op: ConfigureInterface, proc: int | None) -> None:
+        """In the container's netns: no SLAAC on every network and no DAD if asked; on bridge
+        ports a quiet IPv6 side (QUIET_PORT_V6). All soft but accept_dad."""
         hard = {"accept_dad": "0"} if op.no_dad else {}
         # autoconf=0 on IPv4 networks too, and soft (a read-only /proc/sys, a kernel without
         # IPv6), as netavark's disable_ipv6_autoconf: else a router advertising on the bridge
@@ -580,33 +588,47 @@ class Netlink(Handles):
         quiet = {"autoconf": "0"}
         if op.bridge_port:
             quiet |= {k: v for k, v in QUIET_PORT_V6.items() if k not in hard}
-        soft = [(f"net/ipv4/conf/{op.ifname}/arp_notify", "1"),
-                (f"net/ipv4/conf/{op.ifname}/rp_filter", "2")] if op.bridge_port else []  # fmt: skip
-        soft = [(p, v) for p, v in soft if not self._sysctl_by_netlink("container", p, v)]
-        assert self.container_fd is not None
-        proc = self.proc()
-        with entered(self.container_fd):  # one setns there and back for all of them
-            _write_ipv6_conf(op.ifname, hard, quiet, proc)
-            for path, value in soft:
-                try:
-                    _write_proc_sys(path, value, proc=proc)
-                except OSError as exc:
-                    _tolerate_readonly(path, value, exc)
+        _write_ipv6_conf(op.ifname, hard, quiet, proc)
 
     def _configure(self, op: ConfigureInterface) -> None:
         ctr = self._ipr("container")
         idx = self.index("container", op.ifname)
         if idx is None:
             raise BurrowError(f"interface {op.ifname} is missing in the container namespace")
-        self._container_sysctls(op)
-        for addr in op.addresses:
-            ctr.addr("add", index=idx, address=str(addr.ip), prefixlen=addr.network.prefixlen)
-        try:  # loopback is ifindex 1 in every network namespace
-            ctr.link("set", index=1, state="up")
-        except NetlinkError as exc:
-            if exc.code != errno.ENODEV:
-                raise
-        ctr.link("set", index=idx, state="up")
+        assert self.container_fd is not None
+        proc = self.proc()
+        with entered(self.container_fd):  # one setns there and back for all of it
+            self._container_sysctls(op, proc)
+            for addr in op.addresses:
+                ctr.addr("add", index=idx, address=str(addr.ip), prefixlen=addr.network.prefixlen)
+            try:  # loopback is ifindex 1 in every network namespace
+                ctr.link("set", index=1, state="up")
+            except NetlinkError as exc:
+                if exc.code != errno.ENODEV:
+                    raise
+            self._up(op, idx, proc)
+
+    def _up(self, op: ConfigureInterface, index: int, proc: int | None) -> None:
+        """The interface up; a bridge port's loose rp_filter (2) and arp_notify=1 (netavark
+        1.11) set in the same request, after the up (the kernel applies a request's flags
+        before its IFLA_AF_SPEC). So the kernel sends no gratuitous ARP at this link-up, in
+        every shape, as netavark 1.4 (README row "gratuitous ARP at setup"). With arp_notify
+        set before (1.11), whether that ARP reached every other container on the bridge (O(N)
+        per setup) was a kernel race: a host end brought up before the kernel saw it without
+        carrier forwards at once (IPv4 networks); one read first waits for its carrier (IPv6)."""
+        conf = {"rp_filter": 2, "arp_notify": 1} if op.bridge_port else {}
+        if conf and self.ctr_raw is not None:
+            try:
+                devconf.set_ipv4_conf(self.ctr_raw, index, conf, True)  # True: up
+                return
+            except OSError:
+                pass  # the /proc/sys way below, with its errors and tolerance
+        self._ipr("container").link("set", index=index, state="up")
+        for key, value in conf.items():
+            try:
+                _write_proc_sys(f"net/ipv4/conf/{op.ifname}/{key}", str(value), proc=proc)
+            except OSError as exc:
+                _tolerate_readonly(f"net/ipv4/conf/{op.ifname}/{key}", str(value), exc)
 
     def _seed_neighbours(self, op: SeedNeighbours) -> Outcome:
         """One raw request in the container (gateways -> the bridge's MAC) and one on the host
