@@ -271,7 +271,7 @@ def _setup(ctx: Context, req: Request, fd: int) -> dict[str, StatusBlock]:
             created: set[str] = set()
             quiet = _quiet_mld(ctx, plans)
             if quiet:  # unwound last: after the bridges this setup made are gone
-                undo.push("rollback MLD filter", functools.partial(_release_mld_filter, nl))
+                undo.push("rollback MLD filter", functools.partial(_sync_mld_filter, nl))
             for att, ops in plans:
                 with _network_context(att, len(plans)):
                     _apply(nl, ops, undo, created)
@@ -281,7 +281,7 @@ def _setup(ctx: Context, req: Request, fd: int) -> dict[str, StatusBlock]:
                     _apply(nl, (op,), undo, created)
             _write_sysctl_d(ctx, plans, created, undo)
             if quiet and any(op.name in created for op in quiet):
-                mldquiet.ensure()
+                _sync_mld_filter(nl)
             if fw_nets or fw_ports:
                 ctx.firewall.setup(fw_nets, fw_ports, fresh=created)
                 # Only the networks whose bridge this setup made lose their rules again:
@@ -347,8 +347,10 @@ def _quiet_mld(ctx: Context, plans: Sequence[tuple[Attachment, Sequence[Op]]]
     return [op for _, ops in plans for op in ops if isinstance(op, EnsureBridge)]
 
 
-def _release_mld_filter(nl: Netlink) -> None:
-    mldquiet.release_if_unused(functools.partial(nl.group_bridge_left, mldquiet.QUIET_GROUP))
+def _sync_mld_filter(nl: Netlink) -> None:
+    """After this request made or deleted a bridge of the group: the table follows the netns's
+    bridges, whichever engine made them (netns/mldquiet.py)."""
+    mldquiet.sync(functools.partial(nl.group_bridge_left, mldquiet.QUIET_GROUP))
 
 
 def _via_gateway(op: Op) -> bool:
@@ -432,7 +434,7 @@ def _teardown(ctx: Context, req: Request, fd: int | None, errors: list[BurrowErr
                         "exist in the container namespace"
                     ).wrap(f"network {att.name}"))
         if bridges_gone:
-            _release_mld_filter(nl)
+            _sync_mld_filter(nl)
     fw_nets, fw_ports = firewall_intent(ctx, req, complete)
     if fw_nets or fw_ports:
         try:

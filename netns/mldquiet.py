@@ -16,9 +16,22 @@ Those ports and bridges are told apart by the device group QUIET_GROUP, which bu
 managed bridge it makes and each container's host end on it in the request that makes them
 (this kernel may lack `meta ibrname`, nft_meta_bridge).
 
-The table is made (idempotently) when a setup makes such a bridge, and deleted when a
-teardown deleted one and no bridge of the group is left in the netns. It is an optimisation:
-failing to make or delete it is logged, never a setup or teardown error.
+The table is one per netns, shared by every engine there whatever its config dir (rootful
+Podman's netavark drop-in and a `burrow` CLI, two concurrent calls), and each config dir has
+its own lock. So its presence follows the kernel alone, never an engine's own state: after a
+setup made a bridge of the group, and after a teardown (or a rollback) deleted one, `sync`
+makes the table present exactly when a bridge of the group is in the netns. A check then an
+act is not enough: between engine A seeing no bridge left and deleting the table, engine B
+may make a bridge and find the table still there. So `sync` looks again after acting and acts
+again until what it did matches what is there. Every bridge change is followed by its maker's
+`sync`, so the last act in the netns is one whose look came after every change: the table
+ends right without a lock shared across config dirs (no file every engine could agree on,
+rootful and rootless alike).
+What is left to a crash: one between a bridge's deletion and the `sync` leaves the table with
+no port it can match (harmless), one between a bridge's making and the `sync` leaves that
+bridge unfiltered; either is put right by the next `sync` in the netns. It is an
+optimisation: failing to list bridges, make or delete the table is logged, never a setup or
+teardown error, and a failed listing counts as a bridge left (an extra table drops nothing).
 """
 
 from __future__ import annotations
@@ -30,7 +43,7 @@ from collections.abc import Callable
 from typing import Any
 
 from netns.firewall.libnft import LibNftables
-from netns.firewall.runner import ExecResult, Runner, error_text, subprocess_runner
+from netns.firewall.runner import Runner, error_text, subprocess_runner
 
 log = logging.getLogger("netns.mldquiet")
 QUIET_GROUP = 0x6275  # "bu": a managed bridge burrow made, and its container ports
@@ -74,29 +87,45 @@ def _runner() -> Runner | None:
     return subprocess_runner if shutil.which("nft") else None
 
 
-def _run(batch: Json, runner: Runner | None) -> ExecResult | None:
-    if runner is None:
-        log.debug("no nft: MLD reports between container ports are not filtered")
-        return None
-    return runner(list(NFT_ARGV), json.dumps(batch))
-
-
-def ensure(runner: Runner | None = None) -> None:
-    """Make the table if it is not there (in the calling thread's netns)."""
-    res = _run(make_batch(), runner or _runner())
-    if res is not None and res.returncode != 0 and "File exists" not in res.stderr:
-        log.warning("could not add the MLD filter table %s %s: %s", FAMILY, TABLE, error_text(res))
-
-
-def release_if_unused(group_bridge_left: Callable[[], bool], runner: Runner | None = None) -> None:
-    """Delete the table when no bridge of QUIET_GROUP is left (after a bridge was deleted)."""
-    try:
-        if group_bridge_left():
-            return
-    except OSError as exc:
-        log.warning("could not list bridges (MLD filter table kept): %s", exc)
+def _set(present: bool, runner: Runner) -> None:
+    """Make the table (if absent) or delete it (if there)."""
+    if present:
+        res = runner(list(NFT_ARGV), json.dumps(make_batch()))
+        if res.returncode != 0 and "File exists" not in res.stderr:
+            log.warning("could not add the MLD filter table %s %s: %s", FAMILY, TABLE,
+                        error_text(res))
         return
-    res = _run(delete_batch(), runner or _runner())
-    if res is not None and res.returncode != 0 and "No such file" not in res.stderr:
+    res = runner(list(NFT_ARGV), json.dumps(delete_batch()))
+    if res.returncode != 0 and "No such file" not in res.stderr:
         log.warning("could not delete the MLD filter table %s %s: %s", FAMILY, TABLE,
                     error_text(res))
+
+
+def _bridge_left(group_bridge_left: Callable[[], bool]) -> bool:
+    try:
+        return group_bridge_left()
+    except OSError as exc:
+        log.warning("could not list bridges (MLD filter table kept): %s", exc)
+        return True
+
+
+def sync(group_bridge_left: Callable[[], bool], runner: Runner | None = None,
+         rounds: int = 8) -> None:
+    """Make the table present exactly when a bridge of QUIET_GROUP is in the calling thread's
+    netns; called after this engine made or deleted such a bridge. Looks, acts, and looks again
+    until both looks agree (see the module's doc: another engine may change bridges between)."""
+    runner = runner or _runner()
+    if runner is None:
+        log.debug("no nft: MLD reports between container ports are not filtered")
+        return
+    want = _bridge_left(group_bridge_left)
+    for _ in range(rounds):
+        _set(want, runner)
+        seen = _bridge_left(group_bridge_left)
+        if seen == want:
+            return
+        want = seen
+    # Bridges of the group came and went on every look: keep the table (it drops nothing
+    # without two ports of the group); the next sync in this netns decides again.
+    _set(True, runner)
+    log.warning("bridges kept changing while syncing the MLD filter table: table kept")

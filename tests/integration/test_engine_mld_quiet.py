@@ -10,6 +10,7 @@ before. The table goes with the last such bridge; `--firewall-driver none` makes
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 
 from netns import mldquiet
+from netns.firewall.runner import ExecResult
 from tests.engine_util import network, options, ping, run_in_process
 from tests.frames import ICMP6, MLD2_REPORT, collect, drain, sniffer
 from tests.nsutil import Netns, have, unique
@@ -132,3 +134,44 @@ def test_a_bridge_made_by_hand_and_no_firewall_get_no_filter(
     other = netns_factory()
     _ok(tmp_path, host_ns, "setup", other, opts(2), "none")
     assert not _has_table(host_ns)
+
+
+def test_two_config_dirs_one_deleting_its_last_bridge_as_the_other_makes_its_first(
+    host_ns: Netns, netns_factory: Callable[[], Netns], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two engines of different config dirs (own locks, own state) share the host netns's one
+    table. Engine A tears down its last bridge, sees no bridge of the group left, and is held
+    just before it deletes the table; meanwhile engine B makes its first bridge (the table is
+    still there, so B's create changes nothing). Then A deletes. The table must still be there
+    for B's bridge (before the fix A deleted it and B's ports flooded reports until the next
+    bridge was made), and goes once B's bridge goes too."""
+    (_, opts_a), (net_b, opts_b) = _net(False, 89), _net(False, 90)
+    real = mldquiet._runner()
+    assert real is not None
+    at_delete, go = threading.Event(), threading.Event()
+
+    def held(argv: list[str], stdin: str) -> ExecResult:
+        if "delete" in json.loads(stdin)["nftables"][0] and not at_delete.is_set():
+            at_delete.set()
+            assert go.wait(60), "engine B never finished"
+        return real(argv, stdin)
+
+    monkeypatch.setattr(mldquiet, "_runner", lambda: held)
+    a, b = netns_factory(), netns_factory()
+    _ok(tmp_path / "a", host_ns, "setup", a, opts_a(2))
+    result: list[tuple[int, str]] = []
+    teardown_a = threading.Thread(target=lambda: result.append(
+        run_in_process(tmp_path / "a", host_ns, "teardown", a, opts_a(2))))
+    teardown_a.start()
+    try:
+        assert at_delete.wait(60), "engine A never came to delete the table"
+        _ok(tmp_path / "b", host_ns, "setup", b, opts_b(2))
+    finally:
+        go.set()
+        teardown_a.join(60)
+    assert result and result[0][0] == 0, result
+    assert _link(host_ns, net_b["network_interface"]).get("group") == str(mldquiet.QUIET_GROUP)
+    assert _has_table(host_ns), "B's bridge was left without the MLD filter"
+    _ok(tmp_path / "b", host_ns, "teardown", b, opts_b(2))
+    assert not _has_table(host_ns), host_ns.run(["nft", "list", "ruleset"]).stdout
