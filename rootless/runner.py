@@ -21,6 +21,7 @@ from netns.errors import BurrowError
 from rootless import sandbox
 from rootless.backend import World
 from rootless.ports.spec import PortSpec
+from rootless.store import Store
 
 RUN_ERROR = 125  # podman run's "the error is with podman itself"
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
@@ -79,20 +80,39 @@ def run(w: World, name: str, attaches: Sequence[sandbox.Attach], ports: Sequence
     def interrupted(sig: int, _frame: FrameType | None) -> None:
         raise Interrupted(sig)
 
-    for s in FORWARDED:
-        signal.signal(s, interrupted)
+    # What was there before: a world this run starts, and a sandbox it makes, are its to
+    # remove; a name already taken is someone else's sandbox (create refuses it).
+    world_was_up = w.current() is not None
+    taken = Store(w.paths).exists(name)
+    made = False
     try:
-        sandbox.create(w, name, attaches, ports, dns, w.network_mtu)
-    except BurrowError as e:
-        raise BurrowError(str(e), exit_code=RUN_ERROR) from e
-    except Interrupted as e:
-        return 128 + e.sig  # create undid what it made
-    try:
+        for s in FORWARDED:  # inside the try: a signal from the first one on is ours to handle
+            signal.signal(s, interrupted)
+        try:
+            sandbox.create(w, name, attaches, ports, dns, w.network_mtu)
+        except BurrowError as e:
+            raise BurrowError(str(e), exit_code=RUN_ERROR) from e
+        made = True
         return _foreground(w, name, sandbox.exec_argv(w, name, cmd))
     except Interrupted as e:
         return 128 + e.sig
     finally:
-        for s in FORWARDED:  # cleanup is not interrupted half-way by a second Ctrl-C
+        for s in FORWARDED:  # cleanup is not interrupted half-way by a second signal
             signal.signal(s, signal.SIG_IGN)
-        if rm:
+        if not taken and (rm or not made):
+            _clean_up(w, name, world_was_up, remove_sandbox=rm)
+
+
+def _clean_up(w: World, name: str, world_was_up: bool, *, remove_sandbox: bool) -> None:
+    """After the command (or a signal, or a failure half-way): with --rm the sandbox goes, and
+    with it the world when it was the last; a world this run started for a sandbox it never
+    made (a signal or a failure during create) goes too. A failure here is printed, and the
+    exit code stays the command's (as `podman run --rm`, which logs a failed removal)."""
+    try:
+        store = Store(w.paths)
+        if remove_sandbox and store.exists(name):
             sandbox.remove(w, name)  # stops what still runs in it first
+        elif not world_was_up and not store.sandboxes() and w.current() is not None:
+            w.teardown()
+    except (BurrowError, OSError) as e:
+        print(f"Error: remove sandbox {name}: {e}", file=sys.stderr)

@@ -96,6 +96,33 @@ def test_run_sigterm_to_burrow_stops_the_command_and_removes(rl: Any) -> None:
     assert rl.leftover_pids() == []
 
 
+def test_run_sigterm_while_the_sandbox_is_made_leaves_nothing(rl: Any) -> None:
+    """SIGTERM to `burrow run --rm` after the world came up, while the sandbox is being made
+    (its record names its netns: the engine's setup and the ports come next): 143, and neither
+    the sandbox nor the world this run started is left (the world stayed up before)."""
+    argv = [str(REPO / ".venv" / "bin" / "burrow"), "run", "--rm", "bcstmk", "--", "sh", "-c",
+            "echo READY; exec sleep 60"]
+    record = Path(rl.runtime) / "burrow" / "sandboxes" / "bcstmk.json"
+    proc = rl.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not _names_netns(record) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    burrow_pid = next(p for p in _children(proc.pid))
+    os.kill(burrow_pid, signal.SIGTERM)
+    rc = proc.wait(timeout=60)
+    out, err = proc.communicate()
+    assert rc == 143 and "READY" not in out, (rc, out, err)
+    assert sandboxes(rl) == []
+    assert rl.leftover_pids() == []
+
+
+def _names_netns(record: Path) -> bool:
+    try:
+        return bool(json.loads(record.read_text()).get("netns"))
+    except (OSError, ValueError):
+        return False
+
+
 def _children(pid: int) -> list[int]:
     with open(f"/proc/{pid}/task/{pid}/children") as f:
         return [int(x) for x in f.read().split()]
