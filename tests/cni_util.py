@@ -103,3 +103,90 @@ def cid() -> str:
 
 def run_out(cmd: list[str]) -> str:
     return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout
+
+
+# -- a conflist run as libcni runs it (the differential against the reference plugins) ------
+
+REFERENCE_DIR = Path("/usr/lib/cni")  # Debian's containernetworking-plugins
+
+
+@dataclass
+class Chain:
+    """A network config list run plugin by plugin the way libcni does: ADD in order, each
+    plugin given the previous one's result as `prevResult`; DEL in reverse, and CHECK in
+    order, each given the cached ADD result; `runtimeConfig` only to a plugin that declares
+    the capability; the plugin found by its `type` in CNI_PATH. The runtime's cache is
+    `self.cache` (container id, ifname) -> result."""
+
+    host: Netns
+    name: str
+    plugins: list[dict[str, Any]]
+    bin_dir: Path
+    version: str = "1.0.0"
+    more_bins: tuple[Path, ...] = ()  # CNI_PATH after bin_dir (plugins chained after ours)
+    cache: dict[tuple[str, str], Any] = field(default_factory=dict)
+
+    def plugin_conf(self, plugin: dict[str, Any], runtime: dict[str, Any],
+                    prev: Any) -> dict[str, Any]:  # fmt: skip
+        conf = {**plugin, "cniVersion": self.version, "name": self.name}
+        caps = conf.get("capabilities") or {}
+        rc = {k: v for k, v in runtime.items() if caps.get(k)}
+        if rc:
+            conf["runtimeConfig"] = rc
+        if prev is not None:
+            conf["prevResult"] = prev
+        return conf
+
+    def exec(self, command: str, conf: dict[str, Any], *, cid: str = "", netns: str = "",
+             ifname: str = "eth0", args: str = "") -> Reply:  # fmt: skip
+        env = {**BASE_ENV, "CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_NETNS": netns,
+               "CNI_IFNAME": ifname, "CNI_ARGS": args,
+               "CNI_PATH": ":".join(map(str, (self.bin_dir, *self.more_bins)))}  # fmt: skip
+        env = {k: v for k, v in env.items() if v != ""}
+        binary = next((d / str(conf["type"]) for d in (self.bin_dir, *self.more_bins)
+                       if (d / str(conf["type"])).exists()), self.bin_dir / str(conf["type"]))
+        res = self.host.run(["env", "-i", *(f"{k}={v}" for k, v in env.items()), str(binary)],
+                            input=json.dumps(conf), check=False)  # fmt: skip
+        return Reply(res.returncode, res.stdout.strip(), res.stderr)
+
+    def add(self, cid: str, netns: str, *, ifname: str = "eth0", args: str = "",
+            runtime: dict[str, Any] | None = None) -> Reply:  # fmt: skip
+        prev: Any = None
+        reply = Reply(0, "", "")
+        for plugin in self.plugins:
+            reply = self.exec("ADD", self.plugin_conf(plugin, runtime or {}, prev), cid=cid,
+                              netns=netns, ifname=ifname, args=args)  # fmt: skip
+            if reply.code != 0:
+                return reply
+            prev = reply.json
+        self.cache[(cid, ifname)] = prev
+        return reply
+
+    def delete(self, cid: str, netns: str, *, ifname: str = "eth0", args: str = "",
+               runtime: dict[str, Any] | None = None) -> Reply:  # fmt: skip
+        prev = self.cache.get((cid, ifname))
+        for plugin in reversed(self.plugins):
+            reply = self.exec("DEL", self.plugin_conf(plugin, runtime or {}, prev), cid=cid,
+                              netns=netns, ifname=ifname, args=args)  # fmt: skip
+            if reply.code != 0:
+                return reply  # libcni stops at the first failing plugin
+        self.cache.pop((cid, ifname), None)
+        return Reply(0, "", "")
+
+    def check(self, cid: str, netns: str, *, ifname: str = "eth0", args: str = "",
+              runtime: dict[str, Any] | None = None) -> Reply:  # fmt: skip
+        prev = self.cache.get((cid, ifname))
+        for plugin in self.plugins:
+            reply = self.exec("CHECK", self.plugin_conf(plugin, runtime or {}, prev), cid=cid,
+                              netns=netns, ifname=ifname, args=args)  # fmt: skip
+            if reply.code != 0:
+                return reply
+        return Reply(0, "", "")
+
+    def network_verb(self, command: str, extra: dict[str, Any] | None = None) -> Reply:
+        """GC or STATUS: every plugin, in order, without a container."""
+        for plugin in self.plugins:
+            reply = self.exec(command, {**self.plugin_conf(plugin, {}, None), **(extra or {})})
+            if reply.code != 0:
+                return reply
+        return Reply(0, "", "")

@@ -134,11 +134,15 @@ class NetConf:
     state_dir: str
     data_dir: str
     range_sets: tuple[tuple[Range, ...], ...]
-    routes: tuple[RouteConf, ...]
+    routes: tuple[RouteConf, ...]  # the non-default ones, which the engine installs as such
     dns: dict[str, Any]  # the conflist's own `dns`, merged into the result
     runtime: dict[str, Any]
     prev_result: dict[str, Any] | None
     valid_attachments: tuple[tuple[str, str], ...] | None  # GC: (containerID, ifname)
+    # The result lists `ipam.routes` as configured, then for `isDefaultGateway` a default
+    # route via the gateway of each family that has none there (as the reference bridge).
+    ipam_routes: tuple[RouteConf, ...] = ()
+    default_gateway: bool = False
 
     @property
     def network_id(self) -> str:
@@ -340,6 +344,7 @@ def parse_conf(obj: Mapping[str, Any]) -> NetConf:
         runtime=_get(obj, "runtimeConfig", dict, {}),
         prev_result=prev,
         valid_attachments=_attachments(obj),
+        ipam_routes=routes, default_gateway=_bool(obj, "isDefaultGateway", False),
     )  # fmt: skip
 
 

@@ -81,14 +81,14 @@ def add(env: Env, conf: NetConf, environ: Mapping[str, str]) -> str:
         opts = translate.options(env, conf, ips, name=name, mac=mac, aliases=aliases, ports=ports)
         kept = attachments.Record(name, ports) if fresh or rec is None else rec
         attachments.save(*key, dataclasses.replace(kept, ips=ips))
-        status = engine_for(conf, environ).setup(opts, env.netns)
+        status, host = engine_for(conf, environ).setup(opts, env.netns, conf.bridge)
     except BaseException:
         with store.locked():
             store.release(new)
         if fresh:
             attachments.remove(*key)
         raise
-    return json.dumps(result.render(conf, status, env.ifname, env.netns))
+    return json.dumps(result.render(conf, status, env.ifname, env.netns, host))
 
 
 # -- DEL, GC -----------------------------------------------------------------------------

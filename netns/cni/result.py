@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from netns.cni import errors as E
 from netns.cni.config import NetConf
 from netns.cni.errors import CniError
-from netns.schema import StatusBlock
+from netns.schema import NetAddress, StatusBlock
+
+if TYPE_CHECKING:
+    from netns.cni.hostside import HostSide
 
 Json = dict[str, Any]
 DEFAULTS = {4: "0.0.0.0/0", 6: "::/0"}
@@ -22,8 +25,11 @@ def legacy(version: str) -> bool:
     return version.startswith("0.")
 
 
-def render(conf: NetConf, status: Mapping[str, StatusBlock], ifname: str, netns: str) -> Json:
-    """Our interface, addresses, routes and DNS, appended to `prevResult` when chained."""
+def render(conf: NetConf, status: Mapping[str, StatusBlock], ifname: str, netns: str,
+           host: HostSide | None = None) -> Json:
+    """Our interfaces (as the reference bridge: the bridge, the veth's host end, then the
+    container's, which the ips point at), addresses, routes and DNS, appended to
+    `prevResult` when chained."""
     prev = conf.prev_result or {}
     interfaces: list[Json] = [dict(i) for i in prev.get("interfaces") or () if isinstance(i, dict)]
     ips: list[Json] = [dict(i) for i in prev.get("ips") or () if isinstance(i, dict)]
@@ -31,6 +37,9 @@ def render(conf: NetConf, status: Mapping[str, StatusBlock], ifname: str, netns:
     block = status.get(conf.name)
     if block is not None and ifname in block.interfaces:
         iface = block.interfaces[ifname]
+        if host is not None:
+            interfaces.append({"name": conf.bridge, "mac": host.bridge_mac})
+            interfaces.append({"name": host.veth, "mac": host.veth_mac})
         index = len(interfaces)
         interfaces.append({"name": ifname, "mac": iface.mac_address, "sandbox": netns})
         for sub in iface.subnets:
@@ -38,17 +47,28 @@ def render(conf: NetConf, status: Mapping[str, StatusBlock], ifname: str, netns:
             if sub.gateway is not None:
                 ip["gateway"] = str(sub.gateway)
             ips.append(ip)
-            if conf.default_route and sub.gateway is not None and not conf.internal:
-                routes.append({"dst": DEFAULTS[sub.ipnet.version], "gw": str(sub.gateway)})
-        for r in conf.routes:
-            family = [s.gateway for s in iface.subnets if s.gateway and s.gateway.version == r.dst.version]
-            gw = r.gw or (family[0] if family else None)
-            routes.append({"dst": str(r.dst), **({"gw": str(gw)} if gw else {})})
+        routes.extend(_routes(conf, iface.subnets))
     out: Json = {"cniVersion": conf.cni_version, "interfaces": interfaces, "ips": ips}
     if routes:
         out["routes"] = routes
     out["dns"] = _dns(conf, block, prev.get("dns"))
     return convert(out, conf.cni_version)
+
+
+def _routes(conf: NetConf, subnets: Sequence[NetAddress]) -> list[Json]:
+    """`ipam.routes` as configured (a `gw` only where one was given: the gateway is implied,
+    as in host-local's result), then `isDefaultGateway`'s default route of each family that
+    has none among them, via that family's gateway (as the reference bridge adds it)."""
+    out: list[Json] = [{"dst": str(r.dst), **({"gw": str(r.gw)} if r.gw else {})}
+                       for r in conf.ipam_routes]
+    if conf.default_gateway and not conf.internal:
+        have = {r.dst.version for r in conf.ipam_routes if str(r.dst) == DEFAULTS[r.dst.version]}
+        for sub in subnets:
+            v = sub.ipnet.version
+            if sub.gateway is not None and v not in have:
+                out.append({"dst": DEFAULTS[v], "gw": str(sub.gateway)})
+                have.add(v)
+    return out
 
 
 def _dns(conf: NetConf, block: StatusBlock | None, prev: Any) -> Json:

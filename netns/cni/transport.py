@@ -17,6 +17,7 @@ from netns.errors import BurrowError, MultiError
 from netns.schema import NetworkOptions, StatusBlock
 
 if TYPE_CHECKING:
+    from netns.cni.hostside import HostSide
     from netns.engine import Context
 
 Status = dict[str, StatusBlock]
@@ -44,12 +45,16 @@ class Engine:
     firewall_driver: str | None
     env: Mapping[str, str]
 
-    def setup(self, options: NetworkOptions, netns: str) -> Status:
+    def setup(self, options: NetworkOptions, netns: str, bridge: str = "") -> tuple[Status, HostSide | None]:
+        """The engine's status, and the host side of the container's port on `bridge`."""
         from netns import engine
+        from netns.cni import hostside
 
         fd = open_netns(netns)
         try:
-            return engine.setup(self._context(), options, fd)
+            status = engine.setup(self._context(), options, fd)
+            ifname = options.networks[0][1].interface_name
+            return status, hostside.read(fd, ifname, bridge) if bridge else None
         finally:
             os.close(fd)
 

@@ -52,15 +52,19 @@ def test_add_check_del_dual_stack(world: CniWorld, netns_factory: Callable[[], N
     conf, c = world.conf(version), cid()
     res = world.add(ctr, conf, c)
     assert res["cniVersion"] == version
-    assert res["interfaces"] == [{"name": "eth0", "mac": res["interfaces"][0]["mac"], "sandbox": ctr.path}]
+    # As the reference bridge plugin: the bridge, the veth's host end, then the container's.
+    bridge, veth, eth0 = res["interfaces"]
+    assert bridge == {"name": world.bridge, "mac": world.host.links()[1]["address"]}
+    assert veth["name"].startswith("veth") and "sandbox" not in veth
+    assert eth0 == {"name": "eth0", "mac": eth0["mac"], "sandbox": ctr.path}
     assert [ip["address"] for ip in res["ips"]] == ["10.77.0.2/24", "fd77::2/64"]
     assert [ip.get("gateway") for ip in res["ips"]] == ["10.77.0.1", "fd77::1"]
-    assert all(ip["interface"] == 0 for ip in res["ips"])
+    assert all(ip["interface"] == 2 for ip in res["ips"])
     # 0.4.0 results carry the per-IP version; 1.0.0 dropped it.
     assert [ip.get("version") for ip in res["ips"]] == (["4", "6"] if version == "0.4.0" else [None, None])
-    assert {"dst": "0.0.0.0/0", "gw": "10.77.0.1"} in res["routes"]
+    assert {"dst": "0.0.0.0/0"} in res["routes"]  # as configured (the gateway implied)
     assert set(ctr.addrs("eth0")) >= {"10.77.0.2/24", "fd77::2/64"}
-    assert ctr.links()[-1]["address"] == res["interfaces"][0]["mac"]
+    assert ctr.links()[-1]["address"] == eth0["mac"]
     assert "default via 10.77.0.1 dev eth0" in ctr.run(["ip", "route"]).stdout
     assert set(world.held()) == {"10.77.0.2", "fd77::2"}
     assert world.held()["10.77.0.2"] == f"{c}\r\neth0"  # host-local's own file format
@@ -201,7 +205,7 @@ def test_static_ips_and_mac(world: CniWorld, netns_factory: Callable[[], Netns])
     rc = {"ips": ["10.77.0.50/24", "fd77::50/64"], "mac": "02:42:ac:11:00:99"}
     ra = world.add(a, world.conf(runtimeConfig=rc), cid())
     assert [ip["address"] for ip in ra["ips"]] == ["10.77.0.50/24", "fd77::50/64"]
-    assert ra["interfaces"][0]["mac"] == "02:42:ac:11:00:99"
+    assert ra["interfaces"][2]["mac"] == "02:42:ac:11:00:99"
     assert a.links()[-1]["address"] == "02:42:ac:11:00:99"
     rb = world.add(b, world.conf(), cid(), args="IgnoreUnknown=1;IP=10.77.0.60")
     assert address(rb, 4) == "10.77.0.60/24"
@@ -252,9 +256,9 @@ def test_chained_after_another_plugin_keeps_prev_result(world: CniWorld, netns_f
             "ips": [{"address": "192.0.2.1/32", "interface": 0}], "dns": {"options": ["ndots:2"]}}  # fmt: skip
     res = world.add(ctr, world.conf(prevResult=prev, dns={"search": ["example.org"]}), cid())
     assert res["interfaces"][0] == {"name": "lo"}
-    assert res["interfaces"][1]["name"] == "eth0"
+    assert [i["name"] for i in res["interfaces"][1:]] == [world.bridge, "veth0", "eth0"]
     assert res["ips"][0] == {"address": "192.0.2.1/32", "interface": 0}
-    assert {ip["interface"] for ip in res["ips"][1:]} == {1}
+    assert {ip["interface"] for ip in res["ips"][1:]} == {3}
     assert res["dns"] == {"options": ["ndots:2"], "search": ["example.org"]}
 
 

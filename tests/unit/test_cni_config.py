@@ -88,7 +88,10 @@ def test_render_and_convert() -> None:
     block = StatusBlock((), (), {"eth0": NetInterface("aa:bb:cc:dd:ee:ff", (NetAddress(gw, ipaddress.ip_interface("10.5.0.2/24")),))})
     out = result.render(c, {"n1": block}, "eth0", "/ns")
     assert out["ips"] == [{"address": "10.5.0.2/24", "interface": 0, "gateway": "10.5.0.1", "version": "4"}]
-    assert out["routes"] == [{"dst": "0.0.0.0/0", "gw": "10.5.0.1"}]
+    # The configured route as configured (the gateway implied), as the reference bridge.
+    assert out["routes"] == [{"dst": "0.0.0.0/0"}]
+    dgw = C.parse_conf(conf(cniVersion="0.4.0", isDefaultGateway=True, ipam={"subnet": "10.5.0.0/24"}))
+    assert result.render(dgw, {"n1": block}, "eth0", "/ns")["routes"] == [{"dst": "0.0.0.0/0", "gw": "10.5.0.1"}]
     assert "version" not in result.convert(out, "1.0.0")["ips"][0]
 
 

@@ -1,0 +1,388 @@
+"""Differential test: burrow-cni against the reference CNI plugins it claims to replace.
+
+The same network config and the same ADD/CHECK/DEL sequence go to two twin throwaway "host"
+netns: one runs burrow-cni (one plugin), the other Debian's containernetworking-plugins chain
+burrow-cni's docs claim parity with (`bridge` + `host-local` + `portmap` + `firewall` +
+`tuning`, plus `loopback` as containerd runs it), plugin by plugin as libcni runs a conflist
+(tests/cni_util.Chain). Both sides use the same network, bridge and container names, so the
+results compare literally. Compared is what a runtime and a user can observe:
+- the result JSON (interfaces, ips with gateway and interface index, routes, dns) and, for
+  refused inputs, the error's code class;
+- the container side: links, addresses, routes (destination, gateway, device), MAC, MTU,
+  lo, the IPv4/IPv6 sysctls of the interface;
+- the host side: the bridge's addresses, MTU and promiscuity, its ports, forwarding;
+- traffic: container <-> gateway, container <-> container, container -> an "outside" netns
+  through masquerade (the source the outside sees), published ports from the host (on the
+  gateway, on the uplink address, on 127.0.0.1, with and without hostIP) and from outside;
+- lifecycle: DEL twice, DEL of a never-added container, DEL with the netns gone, CHECK
+  after drift, ADD twice.
+Rule text is not compared: burrow's firewall is Netavark's layout (README "burrow-cni"), so
+reachability is. What burrow documents as different is taken out by `normalised` (each
+with its README row, "burrow-cni against the reference plugins"); any other difference fails.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cni_util import REFERENCE_DIR, Chain, Reply
+from tests.engine_util import ping, request, start_server
+from tests.nsutil import VENV_BIN, Netns
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(not (REFERENCE_DIR / "bridge").exists(),
+                       reason="environment: no reference CNI plugins (containernetworking-plugins)"),
+]
+
+NAME = "cxdiff"
+BRIDGE = "cxdbr0"
+UPLINK = ("198.51.100.1", "198.51.100.2", "2001:db8:5100::1", "2001:db8:5100::2")
+V4V6 = [[{"subnet": "10.89.0.0/24"}], [{"subnet": "fd89::/64"}]]
+DEFAULT_ROUTES = [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]
+
+
+# --- the two sides ---------------------------------------------------------------------------
+
+
+@dataclass
+class Side:
+    kind: str  # "reference" or "burrow"
+    host: Netns
+    outside: Netns
+    tmp: Path
+    ns: Callable[[], Netns]
+    chain: Chain = field(init=False)
+    lo: Chain | None = field(init=False, default=None)
+
+    def configure(self, shape: dict[str, Any], version: str) -> None:
+        ipam = {"type": "host-local", "ranges": shape["ranges"], "dataDir": str(self.tmp / "ipam")}
+        if shape.get("routes") is not None:
+            ipam["routes"] = shape["routes"]
+        bridge = {"bridge": shape.get("bridge", BRIDGE), "isGateway": True, "ipMasq": True}
+        for key in ("mtu", "isDefaultGateway", "hairpinMode", "promiscMode", "vlan"):
+            if key in shape:
+                bridge[key] = shape[key]
+        if self.kind == "burrow":
+            plugins = [{"type": "burrow-cni", **bridge, "ipam": ipam,
+                        "stateDir": str(self.tmp / "state"), "firewallDriver": "nftables",
+                        "capabilities": {"portMappings": True, "ips": True, "mac": True}}]
+            self.chain = Chain(self.host, NAME, plugins, VENV_BIN, version)
+            return
+        plugins = [
+            {"type": "bridge", **bridge, "ipam": ipam, "capabilities": {"ips": True}},
+            {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
+            {"type": "firewall", "backend": "iptables"},
+            {"type": "tuning", "capabilities": {"mac": True}},
+        ]
+        self.chain = Chain(self.host, NAME, plugins, REFERENCE_DIR, version)
+        # containerd brings lo up with its own `loopback` network; burrow-cni does it itself
+        # (as netavark does).
+        self.lo = Chain(self.host, "cni-loopback", [{"type": "loopback"}], REFERENCE_DIR, version)
+
+    def add(self, cid: str, ctr: Netns, **kw: Any) -> Reply:
+        if self.lo is not None:
+            assert self.lo.add(cid, ctr.path, ifname="lo").code == 0
+        return self.chain.add(cid, ctr.path, **kw)
+
+
+def make_side(kind: str, ns: Callable[[], Netns], tmp: Path) -> Side:
+    host, outside = ns(), ns()
+    h4, o4, h6, o6 = UPLINK
+    # An "outside" netns on the host's uplink, with no route back to the container subnets:
+    # an answer reaches a container only through masquerade.
+    host.run(["ip", "link", "add", "cxup0", "type", "veth", "peer", "name", "cxup1",
+              "netns", str(outside.pid)])
+    for n, dev, a4, a6 in ((host, "cxup0", h4, h6), (outside, "cxup1", o4, o6)):
+        n.run(["sh", "-ec", f"echo 0 > /proc/sys/net/ipv6/conf/{dev}/accept_dad; "
+               f"ip addr add {a4}/24 dev {dev}; ip addr add {a6}/64 dev {dev}; "
+               f"ip link set {dev} up"])
+    side = Side(kind, host, outside, tmp / kind, ns)
+    side.tmp.mkdir()
+    return side
+
+
+@pytest.fixture
+def sides(netns_factory: Callable[[], Netns], tmp_path: Path) -> tuple[Side, Side]:
+    return make_side("reference", netns_factory, tmp_path), make_side("burrow", netns_factory, tmp_path)
+
+
+def container(side: Side) -> Netns:
+    ctr = side.ns()
+    ctr.run(["ip", "link", "set", "lo", "down"])  # as a runtime's new netns has it
+    return ctr
+
+
+# --- what is observed ------------------------------------------------------------------------
+
+
+def result_view(reply: Reply, ctrs: dict[str, str]) -> Any:
+    """The reply as compared: the error code's class for a refusal, else the result with
+    what is generated per run (netns paths, random MACs, the host veth's random name) named
+    by its role."""
+    if reply.code != 0:
+        try:
+            code = reply.json.get("code")
+        except ValueError:
+            return ("refused", "not json", reply.stdout[:200])
+        # 1-99 are the spec's codes and must agree; a plugin's own failures (burrow: 100 and
+        # up, the reference: 999 "internal") are one class.
+        return ("refused", code if isinstance(code, int) and code < 100 else "plugin-specific")
+    res = copy.deepcopy(reply.json) if reply.stdout else {}
+    for iface in res.get("interfaces") or []:
+        if iface.get("sandbox"):
+            iface["sandbox"] = ctrs.get(iface["sandbox"], "<netns>")
+            iface["mac"] = "<mac>" if iface.get("mac") else iface.get("mac")
+        elif str(iface.get("name", "")).startswith("veth"):
+            iface["name"], iface["mac"] = "<host veth>", "<mac>"
+        else:
+            iface["mac"] = "<mac>"
+    return res
+
+
+def ip_json(ns: Netns, *args: str) -> Any:
+    return json.loads(ns.run(["ip", "-j", *args]).stdout or "[]")
+
+
+def container_view(ctr: Netns, ifname: str = "eth0") -> dict[str, Any]:
+    links = {}
+    for link in ip_json(ctr, "-d", "link", "show"):
+        links[link["ifname"]] = {
+            "up": "UP" in link.get("flags", []), "mtu": link.get("mtu"),
+            "kind": link.get("linkinfo", {}).get("info_kind"),
+        }
+    addrs = sorted(f"{a['local']}/{a['prefixlen']}" for d in ip_json(ctr, "addr", "show")
+                   for a in d.get("addr_info", []) if not a["local"].startswith("fe80"))
+    routes = []
+    for fam in ("-4", "-6"):
+        for r in ip_json(ctr, fam, "route", "show", "table", "main"):
+            if r["dst"].startswith("fe80") or r.get("protocol") == "kernel":
+                continue
+            # Metric and protocol: README deviation row "route metric".
+            routes.append((r["dst"], r.get("gateway"), r.get("dev")))
+    sysctls = {}
+    out = ctr.run(["sh", "-c", f"cd /proc/sys/net && grep -r . ipv4/conf/{ifname} "
+                   f"ipv6/conf/{ifname}"], check=False).stdout
+    for line in out.splitlines():
+        key, _, value = line.partition(":")
+        sysctls[key] = value
+    return {"links": links, "addrs": addrs, "routes": sorted(routes, key=str), "sysctl": sysctls}
+
+
+def host_view(side: Side, bridge: str) -> dict[str, Any]:
+    h = side.host
+    fwd = h.run(["sh", "-c", "cat /proc/sys/net/ipv4/ip_forward "
+                 "/proc/sys/net/ipv6/conf/all/forwarding"]).stdout.split()
+    br = [link for link in ip_json(h, "-d", "link", "show") if link["ifname"] == bridge]
+    if not br:
+        return {"bridge": None, "ports": [], "forwarding": fwd}
+    link = br[0]
+    ports = [p for p in ip_json(h, "-d", "link", "show", "master", bridge)]
+    addrs = sorted(f"{a['local']}/{a['prefixlen']}" for d in ip_json(h, "addr", "show", "dev", bridge)
+                   for a in d.get("addr_info", []) if not a["local"].startswith("fe80"))
+    return {
+        "bridge": {"mtu": link["mtu"], "promiscuity": link.get("promiscuity"), "addrs": addrs},
+        "ports": [{"mtu": p["mtu"], "hairpin": p.get("linkinfo", {}).get("info_slave_data", {})
+                   .get("hairpin")} for p in ports],
+        "forwarding": fwd,
+    }
+
+
+# --- the documented deviations ---------------------------------------------------------------
+
+
+def normalised(view: dict[str, Any]) -> dict[str, Any]:
+    """Both sides' views without what burrow documents as different (README "burrow-cni
+    against the reference plugins"). Applied to both sides alike."""
+    view = copy.deepcopy(view)
+    for ctr in view.get("containers", {}).values():
+        for key in list(ctr["sysctl"]):
+            # Netavark's container-port sysctls (README netavark table, kernel-state row):
+            # arp_notify=1, rp_filter=2, router_solicitations=0, accept_dad=0, and
+            # autoconf=0 (no SLAAC address from a stray router advertisement).
+            if key.rsplit("/", 1)[-1] in ("arp_notify", "rp_filter", "router_solicitations",
+                                          "accept_dad", "autoconf"):
+                del ctr["sysctl"][key]
+    host = view.get("host", {})
+    for port in host.get("ports", []):
+        port.pop("hairpin", None)  # hairpin on every port, as netavark
+    if host and not host.get("ports"):
+        # The bridge goes with its last container (as netavark); the reference bridge
+        # plugin leaves it, with its gateway addresses.
+        host["bridge"] = None
+    return view
+
+
+# --- scenarios -------------------------------------------------------------------------------
+
+
+def observe(side: Side, ctrs: dict[str, Netns], bridge: str) -> dict[str, Any]:
+    return {"containers": {name: container_view(c) for name, c in ctrs.items()},
+            "host": host_view(side, bridge)}
+
+
+PEER = r"""
+import socket, sys, threading
+def serve(s):
+    while True:
+        c, a = s.accept(); c.sendall(a[0].removeprefix("::ffff:").encode()); c.close()
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::", int(sys.argv[1]))); s.listen(16)
+print("ready", flush=True)
+serve(s)
+"""
+
+PORTS = [{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"},
+         {"hostPort": 18081, "containerPort": 81, "protocol": "tcp", "hostIP": UPLINK[0]}]
+
+
+def peer_server(ns: Netns, port: int) -> Any:
+    proc = ns.popen([str(VENV_BIN / "python"), "-c", PEER, str(port)], stdout=-1)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def addr_of(res: dict[str, Any], version: int) -> str | None:
+    for ip in res.get("ips") or []:
+        if ipaddress.ip_interface(ip["address"]).version == version:
+            return str(ipaddress.ip_interface(ip["address"]).ip)
+    return None
+
+
+def gateway_of(res: dict[str, Any], version: int) -> str | None:
+    for ip in res.get("ips") or []:
+        if ipaddress.ip_interface(ip["address"]).version == version:
+            return ip.get("gateway")
+    return None
+
+
+def traffic(side: Side, a: Netns, ra: dict[str, Any], b: Netns, rb: dict[str, Any]) -> dict[str, str]:
+    """What works, and what the far end sees: a serves 80 and 81 (published), b and the host
+    and the outside netns ask."""
+    out: dict[str, str] = {}
+    srv = start_server(a, 80, count=2, reply="a")
+    far = peer_server(side.outside, 9000)
+    try:
+        for v in (4, 6):
+            gw, ip_a = gateway_of(ra, v), addr_of(ra, v)
+            if gw is None or ip_a is None:
+                continue
+            up = UPLINK[0] if v == 4 else UPLINK[2]
+            out[f"v{v} a->gateway ping"] = str(ping(a, gw))
+            out[f"v{v} b->a"] = request(b, ip_a, 80)
+            out[f"v{v} a->outside sees"] = request(a, UPLINK[1] if v == 4 else UPLINK[3], 9000)
+            out[f"v{v} host->gateway:18080"] = request(side.host, gw, 18080)
+            out[f"v{v} host->uplink:18080"] = request(side.host, up, 18080)
+            out[f"v{v} outside->uplink:18080"] = request(side.outside, up, 18080)
+            out[f"v{v} b->gateway:18080"] = request(b, gw, 18080)
+            out[f"v{v} host->uplink:18081 (hostIP)"] = request(side.host, up, 18081)
+            out[f"v{v} outside->uplink:18081 (hostIP)"] = request(side.outside, up, 18081)
+            out[f"v{v} host->gateway:18081 (hostIP)"] = request(side.host, gw, 18081)
+        out["host->127.0.0.1:18080"] = request(side.host, "127.0.0.1", 18080)
+    finally:
+        srv.kill()
+        far.kill()
+    # The refusals' texts differ by timing only: success or not is what is compared.
+    return {k: "FAILED" if v.startswith("FAILED") else v for k, v in out.items()}
+
+
+def both(fn: Callable[[Side], Any], ref: Side, ours: Side) -> tuple[Any, Any]:
+    return fn(ref), fn(ours)
+
+
+def flat(obj: Any, path: str = "") -> dict[str, Any]:
+    """path -> leaf value, so that a difference names where it is."""
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(flat(v, f"{path}.{k}" if path else str(k)))
+        return out or {path: {}}
+    if isinstance(obj, (list, tuple)):
+        out = {}
+        for i, v in enumerate(obj):
+            out.update(flat(v, f"{path}[{i}]"))
+        return out or {path: []}
+    return {path: obj}
+
+
+def differences(ref: Any, ours: Any) -> list[str]:
+    a, b = flat(ref), flat(ours)
+    return [f"{k}: reference {a.get(k, '<absent>')!r}, burrow {b.get(k, '<absent>')!r}"
+            for k in sorted(set(a) | set(b)) if a.get(k, "<absent>") != b.get(k, "<absent>")]
+
+
+def assert_same(ref: Any, ours: Any) -> None:
+    diff = differences(ref, ours)
+    assert not diff, "burrow-cni differs from the reference plugins:\n" + "\n".join(diff)
+
+
+# --- tests -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["1.0.0", "0.4.0"])
+def test_dual_stack_with_ports(sides: tuple[Side, Side], version: str) -> None:
+    """The everyday shape: a dual-stack bridge, default routes, two containers, published
+    ports (one on a hostIP): results, kernel state and traffic alike; then CHECK, DEL (twice,
+    and of a container never added) and what is left."""
+    shape = {"ranges": V4V6, "routes": DEFAULT_ROUTES}
+    seen = [run_shape(side, shape, version) for side in sides]
+    assert_same(*seen)
+
+
+def run_shape(side: Side, shape: dict[str, Any], version: str) -> dict[str, Any]:
+    side.configure(shape, version)
+    a, b = container(side), container(side)
+    ra = side.add("ctr-a", a, runtime={"portMappings": PORTS}, args="IgnoreUnknown=1")
+    rb = side.add("ctr-b", b, args="IgnoreUnknown=1")
+    names = {a.path: "<a>", b.path: "<b>"}
+    out: dict[str, Any] = {"results": (result_view(ra, names), result_view(rb, names))}
+    if ra.code or rb.code:
+        return out
+    out["state"] = normalised(observe(side, {"a": a, "b": b}, BRIDGE))
+    out["traffic"] = traffic(side, a, ra.json, b, rb.json)
+    # CHECK of b (no ports): the reference portmap 1.1.1 fails CHECK of any container with an
+    # IPv4 hostIP mapping on a dual-stack network (it looks for the IPv4 rule in ip6tables).
+    chk = side.chain.check("ctr-b", b.path)
+    out["check"] = result_view(chk, names)
+    if os.environ.get("CX_DEBUG"):
+        print(side.kind, "CHECK", chk)
+    out["del"] = [result_view(r, names) for r in (
+        side.chain.delete("ctr-a", a.path, runtime={"portMappings": PORTS}),
+        side.chain.delete("ctr-a", a.path),  # DEL twice
+        side.chain.delete("never-added", a.path),
+        side.chain.delete("ctr-b", b.path))]
+    out["after"] = normalised(observe(side, {"a": a, "b": b}, BRIDGE))
+    return out
+
+
+def test_a_plugin_chained_after_finds_the_host_veth(sides: tuple[Side, Side]) -> None:
+    """`bandwidth` chained after the bridge (as Kubernetes' conflists do) shapes the veth's
+    host end, which it finds among the result's interfaces without a sandbox. burrow-cni's
+    result named the container's interface alone, so bandwidth failed with "no host
+    interface found" after it."""
+    rate = {"bandwidth": {"ingressRate": 8_000_000, "ingressBurst": 80_000,
+                          "egressRate": 8_000_000, "egressBurst": 80_000}}
+    shaped = []
+    for side in sides:
+        side.configure({"ranges": V4V6, "routes": DEFAULT_ROUTES}, "1.0.0")
+        side.chain.plugins.append({"type": "bandwidth", "capabilities": {"bandwidth": True}})
+        side.chain.more_bins = (REFERENCE_DIR,)
+        ctr = container(side)
+        r = side.add("ctr-a", ctr, runtime=rate)
+        assert r.code == 0, (side.kind, r)
+        veth = next(i["name"] for i in r.json["interfaces"] if i["name"].startswith("veth"))
+        qdisc = side.host.run(["tc", "qdisc", "show", "dev", veth]).stdout
+        shaped.append(("tbf" in qdisc, result_view(r, {ctr.path: "<a>"})))
+        assert side.chain.delete("ctr-a", ctr.path, runtime=rate).code == 0
+    assert_same(*shaped)
