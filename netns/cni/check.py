@@ -36,6 +36,27 @@ def interface(netns: str, ifname: str) -> tuple[str, set[str]]:
     return str(link.get("address", "")), addrs
 
 
+def routes(netns: str) -> set[tuple[str, str | None]]:
+    """(destination, gateway) of every route in the netns's main table, both families."""
+    out: set[tuple[str, str | None]] = set()
+    for fam, default, host in (("-4", "0.0.0.0/0", "/32"), ("-6", "::/0", "/128")):
+        for r in _ip_json(["nsenter", f"--net={netns}", "ip", "-j", fam, "route", "show"],
+                          f"routes in {netns}"):  # fmt: skip
+            dst = str(r.get("dst", ""))
+            dst = default if dst == "default" else dst if "/" in dst else dst + host
+            out.add((dst, r.get("gateway")))
+    return out
+
+
+def compare_routes(expected: list[tuple[str, str | None]], have: set[tuple[str, str | None]]) -> None:
+    """Every prevResult route is in the container (with its gateway, where it names one), as
+    the reference bridge plugin's CHECK asks (ValidateExpectedRoute)."""
+    for dst, gw in expected:
+        if not any(d == dst and (gw is None or g == gw) for d, g in have):
+            via = f" via {gw}" if gw else ""
+            raise CniError(E.CHECK_FAILED, f"route to {dst}{via} is missing in the container")
+
+
 def bridge_exists(bridge: str) -> None:
     _ip_json(["ip", "-j", "link", "show", "dev", bridge], f"bridge {bridge}")
 

@@ -165,6 +165,7 @@ def check_cmd(env: Env, conf: NetConf) -> None:
         raise CniError(E.INCOMPATIBLE_VERSION, "CHECK needs cniVersion 0.4.0 or later",
                        f"the config says {conf.cni_version}")  # fmt: skip
     expected = result.prev_addresses(conf, env.ifname)
+    expected_routes = result.prev_routes(conf)
     store = hostlocal.Store(conf.data_dir, conf.name)
     owner = (env.container_id, env.ifname)
     # As DEL: the files of the addresses the ADD's record names, else (no record, or one that
@@ -177,6 +178,7 @@ def check_cmd(env: Env, conf: NetConf) -> None:
         raise CniError(E.CHECK_FAILED, f"container {env.container_id} holds no address on {conf.name}")
     mac, addrs = check.interface(env.netns, env.ifname)
     check.compare(expected, mac, addrs, held)
+    check.compare_routes(expected_routes, check.routes(env.netns))
     check.bridge_exists(conf.bridge)
 
 

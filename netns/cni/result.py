@@ -102,6 +102,22 @@ def convert(result: Json, version: str) -> Json:
     return out
 
 
+def prev_routes(conf: NetConf) -> list[tuple[str, str | None]]:
+    """(destination, gateway or None) of each route prevResult lists; CHECK looks for them."""
+    raw = (conf.prev_result or {}).get("routes") or []
+    if not isinstance(raw, list):
+        raise CniError(E.INVALID_CONFIG, "prevResult.routes must be a list", f"got {type(raw).__name__}")
+    out = []
+    for r in raw:
+        try:
+            dst = ipaddress.ip_network(r["dst"], strict=False)
+            gw = str(ipaddress.ip_address(r["gw"])) if r.get("gw") else None
+        except (KeyError, TypeError, ValueError):
+            raise CniError(E.INVALID_CONFIG, f"invalid route in prevResult: {r!r:.80}") from None
+        out.append((str(dst), gw))
+    return out
+
+
 def prev_addresses(conf: NetConf, ifname: str) -> list[tuple[str, str]]:
     """(address/prefix, mac) of `ifname` as prevResult lists them; CHECK compares these."""
     prev = conf.prev_result
