@@ -20,6 +20,7 @@ RTN_UNICAST = 1  # rtnetlink route type (linux/rtnetlink.h)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from ipaddress import IPv4Interface, IPv6Interface
 
     from netns.netlink import Handles
 
@@ -90,8 +91,19 @@ def ensure_bridge(h: Handles, op: EnsureBridge) -> Outcome:
         # Lets DNAT from 127.0.0.1 reach a container (the localhost SETMARK rule).
         h.soft_sysctl("host", f"net/ipv4/conf/{op.name}/route_localnet", "1")
     for addr in op.addresses:
-        h.host.addr("add", index=idx, address=str(addr.ip), prefixlen=addr.network.prefixlen)
+        h.host.addr("add", index=idx, **addr_args(addr))
     return Outcome(undo=DeleteBridgeIfUnused(op.name))
+
+
+def addr_args(addr: IPv4Interface | IPv6Interface) -> dict[str, Any]:
+    """An address as netavark's add_addr makes it: an IPv4 one with IFA_BROADCAST, its
+    network's broadcast address (ipnet's `broadcast()`, so /31 and /32 too). Without it
+    `ip addr` shows no `brd`, and a container's subnet-directed broadcast (10.88.0.255) is
+    neither sent as one nor received."""
+    args: dict[str, Any] = {"address": str(addr.ip), "prefixlen": addr.network.prefixlen}
+    if addr.version == 4:
+        args["broadcast"] = str(addr.network.broadcast_address)
+    return args
 
 
 def _vlan_filtering(h: Handles, name: str) -> None:

@@ -600,7 +600,7 @@ class Netlink(Handles):
         with entered(self.container_fd):  # one setns there and back for all of it
             self._container_sysctls(op, proc)
             for addr in op.addresses:
-                ctr.addr("add", index=idx, address=str(addr.ip), prefixlen=addr.network.prefixlen)
+                ctr.addr("add", index=idx, **bridges.addr_args(addr))
             try:  # loopback is ifindex 1 in every network namespace
                 ctr.link("set", index=1, state="up")
             except NetlinkError as exc:

@@ -224,7 +224,7 @@ def _normalise(snap: dict[str, Any], static_macs: set[str]) -> dict[str, Any]:
     addrs = {}
     for dev in snap["addrs"]:
         addrs[dev["ifname"]] = sorted(
-            f"{a['local']}/{a['prefixlen']} scope {a.get('scope')} "
+            f"{a['local']}/{a['prefixlen']} brd {a.get('broadcast')} scope {a.get('scope')} "
             + " ".join(sorted(k for k in ("nodad", "noprefixroute", "deprecated", "dadfailed",
                                           "permanent", "home", "mngtmpaddr", "optimistic")
                               if a.get(k)))

@@ -160,7 +160,8 @@ def container_view(ctr: Netns, ifname: str = "eth0") -> dict[str, Any]:
             "up": "UP" in link.get("flags", []), "mtu": link.get("mtu"),
             "kind": link.get("linkinfo", {}).get("info_kind"),
         }
-    addrs = sorted(f"{a['local']}/{a['prefixlen']}" for d in ip_json(ctr, "addr", "show")
+    addrs = sorted(f"{a['local']}/{a['prefixlen']} brd {a.get('broadcast')}"
+                   for d in ip_json(ctr, "addr", "show")
                    for a in d.get("addr_info", []) if not a["local"].startswith("fe80"))
     routes = []
     for fam in ("-4", "-6"):
@@ -243,6 +244,46 @@ print("ready", flush=True)
 serve(s)
 """
 
+BROADCAST = r"""
+import socket, sys
+if sys.argv[1] == "listen":
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 5555)); s.settimeout(3)
+    print("ready", flush=True)
+    try:
+        print(s.recvfrom(100)[0].decode())
+    except OSError:
+        print("nothing")
+else:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+    s.sendto(b"broadcast", (sys.argv[2], 5555))
+"""
+
+
+BRDADDR = r"""
+import fcntl, socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+req = fcntl.ioctl(s, 0x8919, struct.pack("16s16x", b"eth0"))  # SIOCGIFBRDADDR
+print(socket.inet_ntoa(req[20:24]))
+"""
+
+
+def subnet_broadcast(a: Netns, b: Netns, res: dict[str, Any]) -> str:
+    """b sends to its subnet's broadcast address (10.89.0.255): does a get it?"""
+    ip = next((ipaddress.ip_interface(x["address"]) for x in res["ips"]
+               if ipaddress.ip_interface(x["address"]).version == 4), None)
+    if ip is None:
+        return "no IPv4"
+    listener = a.popen([str(VENV_BIN / "python"), "-c", BROADCAST, "listen"], stdout=-1)
+    assert listener.stdout is not None and listener.stdout.readline().strip() == "ready"
+    b.run([str(VENV_BIN / "python"), "-c", BROADCAST, "send", str(ip.network.broadcast_address)],
+          check=False)
+    out = listener.stdout.readline().strip()
+    listener.kill()
+    listener.wait()
+    return out
+
+
 PORTS = [{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"},
          {"hostPort": 18081, "containerPort": 81, "protocol": "tcp", "hostIP": UPLINK[0]}]
 
@@ -267,9 +308,10 @@ def gateway_of(res: dict[str, Any], version: int) -> str | None:
     return None
 
 
-def traffic(side: Side, a: Netns, ra: dict[str, Any], b: Netns, rb: dict[str, Any]) -> dict[str, str]:
-    """What works, and what the far end sees: a serves 80 and 81 (published), b and the host
-    and the outside netns ask."""
+def traffic(side: Side, a: Netns, ra: dict[str, Any], b: Netns, rb: dict[str, Any],
+            ports: list[dict[str, Any]], *, light: bool = False) -> dict[str, str]:
+    """What works, and what the far end sees: a serves its published container ports (80,
+    81), b, the host and the outside netns ask. `light`: fewer of the port paths (sweep)."""
     out: dict[str, str] = {}
     srv = start_server(a, 80, count=2, reply="a")
     far = peer_server(side.outside, 9000)
@@ -282,14 +324,16 @@ def traffic(side: Side, a: Netns, ra: dict[str, Any], b: Netns, rb: dict[str, An
             out[f"v{v} a->gateway ping"] = str(ping(a, gw))
             out[f"v{v} b->a"] = request(b, ip_a, 80)
             out[f"v{v} a->outside sees"] = request(a, UPLINK[1] if v == 4 else UPLINK[3], 9000)
-            out[f"v{v} host->gateway:18080"] = request(side.host, gw, 18080)
-            out[f"v{v} host->uplink:18080"] = request(side.host, up, 18080)
-            out[f"v{v} outside->uplink:18080"] = request(side.outside, up, 18080)
-            out[f"v{v} b->gateway:18080"] = request(b, gw, 18080)
-            out[f"v{v} host->uplink:18081 (hostIP)"] = request(side.host, up, 18081)
-            out[f"v{v} outside->uplink:18081 (hostIP)"] = request(side.outside, up, 18081)
-            out[f"v{v} host->gateway:18081 (hostIP)"] = request(side.host, gw, 18081)
-        out["host->127.0.0.1:18080"] = request(side.host, "127.0.0.1", 18080)
+            for p in ports:
+                hp, what = p["hostPort"], f"{p['hostPort']} ({p.get('hostIP') or '*'})"
+                out[f"v{v} host->uplink:{what}"] = request(side.host, up, hp)
+                out[f"v{v} outside->uplink:{what}"] = request(side.outside, up, hp)
+                if light:
+                    continue
+                out[f"v{v} host->gateway:{what}"] = request(side.host, gw, hp)
+                out[f"v{v} b->gateway:{what}"] = request(b, gw, hp)
+        for p in ports:
+            out[f"host->127.0.0.1:{p['hostPort']}"] = request(side.host, "127.0.0.1", p["hostPort"])
     finally:
         srv.kill()
         far.kill()
@@ -350,7 +394,11 @@ def run_shape(side: Side, shape: dict[str, Any], version: str) -> dict[str, Any]
     if ra.code or rb.code:
         return out
     out["state"] = normalised(observe(side, {"a": a, "b": b}, BRIDGE))
-    out["traffic"] = traffic(side, a, ra.json, b, rb.json)
+    out["traffic"] = traffic(side, a, ra.json, b, rb.json, PORTS)
+    out["traffic"]["b->subnet broadcast"] = subnet_broadcast(a, b, rb.json)
+    # What an application reads as eth0's broadcast address (ifconfig, getifaddrs' ifa_broadaddr).
+    out["traffic"]["a's broadcast address"] = a.run(
+        [str(VENV_BIN / "python"), "-c", BRDADDR], check=False).stdout.strip()
     # CHECK of b (no ports): the reference portmap 1.1.1 fails CHECK of any container with an
     # IPv4 hostIP mapping on a dual-stack network (it looks for the IPv4 rule in ip6tables).
     chk = side.chain.check("ctr-b", b.path)
