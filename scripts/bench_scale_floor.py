@@ -2,9 +2,9 @@
 
 Per container, the same objects as a burrow setup of `bench_scale.py`'s shapes, in netavark's
 layout: a veth pair into the container's fresh netns (the host end named by the kernel, a port
-of the bridge in burrow's device group, hairpin on, no IPv6 addresses), the container's sysctls (arp_notify=1,
-rp_filter=2, router_solicitations=0, accept_dad=0, autoconf=0; dual: accept_dad=0 on the host
-end), its addresses, lo and eth0 up, the two seeded neighbours (gateway -> bridge, address
+of the bridge in burrow's device group, hairpin on, no IPv6 addresses), the container's sysctls
+(router_solicitations=0, accept_dad=0, autoconf=0; dual: accept_dad=0 on the host end), its
+addresses, lo up, eth0 up with rp_filter=2 and arp_notify=1 in that request (after the up), the two seeded neighbours (gateway -> bridge, address
 -> container), the default route(s), and the port's rules in `inet netavark` (the jump in
 NETAVARK-HOSTPORT-DNAT, the mark and dnat rules in the subnet's `_dnat` chain). The client is
 this process: pyroute2 requests on two sockets kept open, sysctls through a private procfs
@@ -17,7 +17,11 @@ Each row is the time of a setup, medians of the first 10 -> last 10 of N, their 
 difference in ms, side by side with burrow (`burrow-netavark setup` exec'd, as bench_scale.py
 times it) in one run. Variants attribute the floor's growth:
 - `floor`: the objects above;
-- `floor arp_notify=0`: the container's gratuitous ARP on link up (flooded to all N ports) off;
+- `floor arp_notify=0`: arp_notify left 0 (burrow sets it with the up, so no gratuitous ARP
+  is sent either way: this row should equal `floor`);
+- `floor arp_notify first` (`garp`): arp_notify=1 and rp_filter=2 written before the link
+  comes up (burrow before issue 15's fix): the kernel's gratuitous ARP at that link-up, which
+  the v4 shape's port (up in the request that made it) floods to all N ports;
 - `floor vmap`: the per-port jump rules replaced by one verdict map element each (one rule
   `meta nfproto . meta l4proto . th dport vmap @nv_hostports` in NETAVARK-HOSTPORT-DNAT): not netavark's
   layout, for attribution only;
@@ -78,7 +82,8 @@ V6_NET, V6_GW = "fd89::/64", "fd89::ffff"
 CHAIN4 = f"nv_{NET_ID[:8]}_10_89_0_0_nm16"
 CHAIN6 = f"nv_{NET_ID[:8]}_fd89--_nm64"
 # A variant is one of these or several joined by "+" (e.g. `mldv1+arp0`).
-VARIANTS = {"floor": "floor", "arp0": "floor arp_notify=0", "vmap": "floor vmap",
+VARIANTS = {"floor": "floor", "arp0": "floor arp_notify=0", "garp": "floor arp_notify first",
+            "vmap": "floor vmap",
             "nonft": "floor no nft", "mldv1": "floor force_mld_version=1",
             "mldflood": "floor MLD reports flooded", "nojump": "floor no jump",
             "v6off": "floor eth0 no ipv6"}
@@ -117,6 +122,25 @@ def procfs() -> int:
         return root
     finally:
         os.close(fs)
+
+
+def _attr(kind: int, payload: bytes) -> bytes:
+    size = 4 + len(payload)
+    return struct.pack("=HH", size, kind) + payload + b"\0" * (-size % 4)
+
+
+def up_with_ipv4_conf(sock: socket.socket, index: int, conf: dict[int, int]) -> None:
+    """One RTM_SETLINK: link `index` up and IPV4_DEVCONF_* values set, applied after the up
+    (as burrow's netns/netlink.py `_up`: no gratuitous ARP at the link-up)."""
+    nested = 0x8000
+    body = b"".join(_attr(k, struct.pack("=I", v)) for k, v in conf.items())
+    spec = _attr(26 | nested, _attr(socket.AF_INET | nested, _attr(1 | nested, body)))
+    msg = struct.pack("=BxHiII", 0, 0, index, 1, 1) + spec  # IFF_UP in flags and change
+    sock.send(struct.pack("=IHHII", 16 + len(msg), 19, 0x5, 1, 0) + msg)  # RTM_SETLINK, ACK
+    reply = sock.recv(65536)
+    code = struct.unpack_from("=i", reply, 16)[0]
+    if code:
+        raise OSError(-code, os.strerror(-code))
 
 
 def write_sysctls(proc: int, values: dict[str, str]) -> None:
@@ -391,9 +415,9 @@ class Floor:
                 self.mark("host port set (+ up, dual)")
                 ctl = {"net/ipv6/conf/eth0/accept_dad": "0", "net/ipv6/conf/eth0/autoconf": "0",
                        "net/ipv6/conf/eth0/router_solicitations": "0"}
-                if "arp0" not in self.flags:
+                if "garp" in self.flags:  # before the up, as burrow before issue 15's ga
                     ctl["net/ipv4/conf/eth0/arp_notify"] = "1"
-                ctl["net/ipv4/conf/eth0/rp_filter"] = "2"
+                    ctl["net/ipv4/conf/eth0/rp_filter"] = "2"
                 with inside(fd, self.host_fd):
                     write_sysctls(proc, ctl)
             finally:
@@ -404,7 +428,16 @@ class Floor:
                 cipr.addr("add", index=idx, address=v6, prefixlen=64)
             self.mark("addresses")
             cipr.link("set", index=1, state="up")
-            cipr.link("set", index=idx, state="up")
+            if "garp" in self.flags:
+                cipr.link("set", index=idx, state="up")
+            else:  # rp_filter=2 (IPV4_DEVCONF 8) and arp_notify=1 (22) with the up, as burrow
+                conf = {8: 2} if "arp0" in self.flags else {8: 2, 22: 1}
+                with inside(fd, self.host_fd):
+                    raw = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+                try:
+                    up_with_ipv4_conf(raw, idx, conf)
+                finally:
+                    raw.close()
             self.mark("lo, eth0 up")
             mac = eth0.get_attr("IFLA_ADDRESS")
             cipr.neigh("replace", dst=V4_GW, lladdr=self.mac, ifindex=idx, state=NUD_STALE)
