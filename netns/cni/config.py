@@ -127,7 +127,6 @@ class NetConf:
     mtu: int
     internal: bool
     isolate: str
-    default_route: bool
     dns_names: bool
     dns_binary: str | None
     firewall_driver: str | None
@@ -332,7 +331,6 @@ def parse_conf(obj: Mapping[str, Any]) -> NetConf:
         mtu=_get(obj, "mtu", int, 0),
         internal=_bool(obj, "internal", False),
         isolate=str(isolate).lower(),
-        default_route=_bool(obj, "isDefaultGateway", False) or any(r.dst in defaults for r in routes),
         dns_names=_bool(obj, "dnsNames", False),
         dns_binary=_get(obj, "dnsBinary", str, None),
         firewall_driver=_get(obj, "firewallDriver", str, None),

@@ -223,6 +223,9 @@ def _one(store: Store, index: int, rs: Sequence[Range], owner: Owner, wanted: li
             who = store.owner(mine)
             raise CniError(E.ENGINE_FAILURE, f"requested IP {mine} is already allocated "
                            f"to container {who[0] if who else '?'}")  # fmt: skip
+        # host-local's store writes last_reserved_ip.N with every reservation, a requested
+        # address's too: the next free one is searched for after it.
+        store.set_last_reserved(index, mine)
         return mine
     kept = next((h for h in held if any(h in r for r in rs)), None)
     if kept is not None:

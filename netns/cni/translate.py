@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 
 from netns.cni.config import Env, NetConf
@@ -16,17 +17,39 @@ from netns.schema import (
 )
 
 
+def default_gateways(conf: NetConf) -> dict[int, IPAddress]:
+    """The default route each IP family gets, as the reference bridge + host-local install
+    them: a family whose `ipam.routes` hold its default route gets it (via that route's `gw`,
+    else the family's gateway); with `isDefaultGateway`, every other family too, via its
+    gateway. A family asked for neither gets none."""
+    gateways = {rs[0].subnet.version: rs[0].gateway for rs in conf.range_sets}
+    out: dict[int, IPAddress] = {}
+    for r in conf.ipam_routes:
+        if r.dst.prefixlen == 0 and r.dst.version in gateways:
+            out.setdefault(r.dst.version, r.gw or gateways[r.dst.version])
+    if conf.default_gateway:
+        for version, gw in gateways.items():
+            out.setdefault(version, gw)
+    return out
+
+
 def network(conf: NetConf) -> Network:
     options = {"isolate": conf.isolate}
     if conf.mtu:
         options["mtu"] = str(conf.mtu)
-    if not conf.default_route:
-        options["no_default_route"] = "true"
     gateways = {rs[0].subnet.version: rs[0].gateway for rs in conf.range_sets}
+    defaults = default_gateways(conf)
+    extra: list[Route] = []
+    if defaults != gateways:
+        # Not "every family via its own gateway" (the engine's default route): only the
+        # families asked for, each via the gateway asked for, as static routes.
+        options["no_default_route"] = "true"
+        extra = [Route(destination=ipaddress.ip_network("0.0.0.0/0" if v == 4 else "::/0"), gateway=gw)
+                 for v, gw in sorted(defaults.items())]
     routes = tuple(
         Route(destination=r.dst, gateway=r.gw if r.gw is not None else gateways.get(r.dst.version))
         for r in conf.routes
-    )
+    ) + tuple(extra)
     return Network(
         name=conf.name,
         id=conf.network_id,

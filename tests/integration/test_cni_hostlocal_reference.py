@@ -33,12 +33,13 @@ NET = "trhl"
 RANGES = [[{"subnet": "10.99.0.0/29"}], [{"subnet": "fd99::/125"}]]  # 5 and 6 free addresses
 
 
-def _reference(data: Path, command: str, cid: str) -> list[str] | None:
+def _reference(data: Path, command: str, cid: str, ip: str = "") -> list[str] | None:
     """The reference plugin's addresses for an ADD (None if it refused), [] for a DEL."""
     conf = {"cniVersion": "0.4.0", "name": NET, "type": "bridge",
             "ipam": {"type": "host-local", "ranges": RANGES, "dataDir": str(data)}}
     env = {"CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_NETNS": "/proc/self/ns/net",
-           "CNI_IFNAME": "eth0", "CNI_PATH": str(REFERENCE.parent), "PATH": os.environ["PATH"]}
+           "CNI_IFNAME": "eth0", "CNI_PATH": str(REFERENCE.parent), "PATH": os.environ["PATH"],
+           **({"CNI_ARGS": f"IP={ip}"} if ip else {})}
     res = subprocess.run([str(REFERENCE)], input=json.dumps(conf), env=env, capture_output=True,
                          text=True, timeout=30)
     if res.returncode != 0:
@@ -51,7 +52,7 @@ def _reference(data: Path, command: str, cid: str) -> list[str] | None:
 
 def _burrow(store: hostlocal.Store, command: str, cid: str,
             records: dict[str, tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]] | None,
-            ) -> list[str] | None:
+            ip: str = "") -> list[str] | None:
     """As netns/cni/plugin.py does it. `records`: what the attachment records say the ADDs
     reserved, which DEL checks and releases (None: no record, DEL reads every file)."""
     sets = C.parse_range_sets({"ranges": RANGES})
@@ -63,7 +64,8 @@ def _burrow(store: hostlocal.Store, command: str, cid: str,
             store.release(store.holds(owner, held))
             return []
         try:
-            ips, _ = hostlocal.allocate(store, sets, owner, (), may_hold=False)
+            wanted = (ipaddress.ip_address(ip),) if ip else ()
+            ips, _ = hostlocal.allocate(store, sets, owner, wanted, may_hold=False)
         except CniError:
             return None
     if records is not None:
@@ -82,7 +84,10 @@ def _files(d: Path) -> dict[str, bytes]:
 STEPS = [("ADD", f"c{i}") for i in range(1, 7)] + [
     ("DEL", "c2"), ("ADD", "c7"), ("DEL", "c5"), ("DEL", "c4"), ("ADD", "c8"), ("ADD", "c9"),
     ("ADD", "c10"), ("DEL", "c1"), ("DEL", "c9"), ("ADD", "c11"), ("ADD", "c12"),
-    ("ADD", "c13"),
+    ("ADD", "c13"), ("DEL", "c12"), ("DEL", "c13"), ("DEL", "c3"),
+    # A requested address moves where the next search starts (host-local's store writes
+    # last_reserved_ip.N with every reservation): c15 gets .5, not .2.
+    ("ADD", "c14", "10.99.0.4"), ("ADD", "c15"),
 ]
 
 
@@ -96,9 +101,9 @@ def test_same_addresses_and_same_files_as_host_local(tmp_path: Path, del_from: s
     store = hostlocal.Store(str(ours_dir), NET)
     records: dict[str, tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]] | None = (
         {} if del_from == "record" else None)
-    for n, (command, cid) in enumerate(STEPS):
-        want = _reference(ref_dir, command, cid)
-        got = _burrow(store, command, cid, records)
+    for n, (command, cid, *ip) in enumerate(STEPS):
+        want = _reference(ref_dir, command, cid, *ip)
+        got = _burrow(store, command, cid, records, *ip)
         assert got == want, f"step {n} {command} {cid}"
         assert _files(ours_dir / NET) == _files(ref_dir / NET), f"step {n} {command} {cid}"
 

@@ -43,7 +43,7 @@ def test_conf_defaults_and_network() -> None:
     c = C.parse_conf(conf(ipam={"subnet": "10.5.0.0/24", "routes": [{"dst": "0.0.0.0/0"}, {"dst": "192.0.2.0/24"}]}))
     rs = c.range_sets[0][0]
     assert (str(rs.start), str(rs.end), str(rs.gateway)) == ("10.5.0.1", "10.5.0.254", "10.5.0.1")
-    assert c.bridge == "cni0" and c.default_route and [str(r.dst) for r in c.routes] == ["192.0.2.0/24"]
+    assert c.bridge == "cni0" and translate.default_gateways(c) and [str(r.dst) for r in c.routes] == ["192.0.2.0/24"]
     net = translate.network(c)
     assert net.subnets[0].gateway == ipaddress.ip_address("10.5.0.1")
     assert net.routes is not None and str(net.routes[0].gateway) == "10.5.0.1"
@@ -183,3 +183,20 @@ def test_thin_client_finds_the_state_dir_without_importing_json() -> None:
     res = subprocess.run([sys.executable, "-S", "-c", code], input=b'{"stateDir": "/run/x"}',
                          capture_output=True, cwd=repo, check=True)
     assert res.stdout.split() == [b"/run/burrow-cni", b"False", b"False"]
+
+
+def test_default_routes_only_for_the_families_asked() -> None:
+    """ipam routes with the IPv6 default alone: IPv4 gets no default route (as the reference
+    bridge + host-local); a default with its own gw goes via that gw. Found by the CNI
+    differential: burrow gave every family a default route once any family had one."""
+    ranges = [[{"subnet": "10.5.0.0/24"}], [{"subnet": "fd05::/64"}]]
+    c = C.parse_conf(conf(ipam={"ranges": ranges, "routes": [{"dst": "::/0"}, {"dst": "192.0.2.0/24"}]}))
+    net = translate.network(c)
+    assert net.options["no_default_route"] == "true"
+    assert [(str(r.destination), str(r.gateway)) for r in net.routes or ()] == [
+        ("192.0.2.0/24", "10.5.0.1"), ("::/0", "fd05::1")]
+    via = C.parse_conf(conf(ipam={"ranges": ranges[:1], "routes": [{"dst": "0.0.0.0/0", "gw": "10.5.0.9"}]}))
+    assert [(str(r.destination), str(r.gateway)) for r in translate.network(via).routes or ()] == [
+        ("0.0.0.0/0", "10.5.0.9")]
+    both = C.parse_conf(conf(isDefaultGateway=True, ipam={"ranges": ranges}))
+    assert "no_default_route" not in translate.network(both).options and not translate.network(both).routes
