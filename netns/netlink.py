@@ -14,7 +14,7 @@ import os
 import random
 import socket
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Self
 
 from pyroute2 import IPRoute  # noqa: TID251 - this module is the one allowed importer
 from pyroute2.netlink.exceptions import NetlinkError  # noqa: TID251
@@ -127,12 +127,17 @@ def _tolerate_readonly(path: str, value: str, exc: OSError) -> None:
     log.warning("cannot set /proc/sys/%s=%s: %s", path, value, exc.strerror)
 
 
-def _write_soft(path: str, value: str, proc: int | None) -> None:
-    """A soft sysctl by /proc/sys (of the netns the thread is in): read-only is tolerated."""
-    try:
-        _write_proc_sys(path, value, proc=proc)
-    except OSError as exc:
-        _tolerate_readonly(path, value, exc)
+def _container_sysctls(op: ConfigureInterface, proc: int | None) -> None:
+    """In the container's netns: no SLAAC on every network and no DAD if asked; on bridge
+    ports a quiet IPv6 side (QUIET_PORT_V6). All soft but accept_dad."""
+    hard = {"accept_dad": "0"} if op.no_dad else {}
+    # autoconf=0 on IPv4 networks too, and soft (a read-only /proc/sys, a kernel without
+    # IPv6), as netavark's disable_ipv6_autoconf: else a router advertising on the bridge
+    # gives the container a SLAAC address and route the network never had.
+    quiet = {"autoconf": "0"}
+    if op.bridge_port:
+        quiet |= {k: v for k, v in QUIET_PORT_V6.items() if k not in hard}
+    _write_ipv6_conf(op.ifname, hard, quiet, proc)
 
 
 def _thread_netns() -> tuple[int, int]:
@@ -154,9 +159,9 @@ def _kind(link: Any) -> str | None:
     return info.get_attr("IFLA_INFO_KIND") if info is not None else None
 
 
-class Handles:
+class Links:
     """Sockets on the host netns (the caller's) and, optionally, one container netns, with a
-    per-request cache of the links looked up by name; checks that change nothing."""
+    per-request cache of the links looked up by name (index, MTU, group, MAC, IPv4 sysctls)."""
 
     def __init__(self, container_fd: int | None) -> None:
         self.container_fd = container_fd
@@ -200,7 +205,7 @@ class Handles:
         if self.ctr_raw is not None:
             self.ctr_raw.close()
 
-    def __enter__(self) -> Handles:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -314,6 +319,45 @@ class Handles:
         self._macs.pop((where, name), None)
         self._inet_conf.pop((where, name), None)
 
+    def link_addresses(self, where: Where, name: str) -> tuple[str, ...]:
+        """The link's global addresses (no link-local: a DNS server can't serve on those)."""
+        idx = self.index(where, name)
+        if idx is None:
+            return ()
+        out = []
+        for msg in self._ipr(where).get_addr(index=idx):
+            ip = ipaddress.ip_address(msg.get_attr("IFA_ADDRESS"))
+            if not ip.is_link_local:
+                out.append(str(ip))
+        return tuple(out)
+
+    def mac(self, ifname: str) -> str:
+        # Read back when the veth was created (a MAC never changes by bringing a link up).
+        if ("container", ifname) in self._macs:
+            return self._macs[("container", ifname)]
+        link = self.lookup("container", ifname)
+        if link is None:
+            raise BurrowError(f"interface {ifname} vanished from the container namespace")
+        return str(link.get_attr("IFLA_ADDRESS"))
+
+    def vrf(self, name: str) -> tuple[int, int | None]:
+        """The VRF device's index and routing table (netavark's messages, 1.8)."""
+        try:
+            link = self.host.link("get", ifname=name)[0]
+        except NetlinkError as exc:
+            raise netlink_error(exc).wrap("get vrf to set up bridge interface") from None
+        if _kind(link) != "vrf":
+            raise BurrowError(f"vrf {name} already exists but is a {_kind(link) or 'plain'} interface")
+        data = link.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA")
+        table = data.get_attr("IFLA_VRF_TABLE") if data is not None else None
+        return int(link["index"]), None if table is None else int(table)
+
+
+class Handles(Links):
+    """Links, and the kernel's settings: sysctls (over rtnetlink where the kernel offers the
+    same setting, netns/devconf.py; else /proc/sys or a procfs of the request's own) and the
+    checks made before the first change (`preflight`)."""
+
     def write_sysctl(self, where: Where, path: str, value: str) -> None:
         if self._sysctl_by_netlink(where, path, value):
             return
@@ -373,18 +417,6 @@ class Handles:
         except OSError as exc:
             _tolerate_readonly(path, value, exc)
 
-    def link_addresses(self, where: Where, name: str) -> tuple[str, ...]:
-        """The link's global addresses (no link-local: a DNS server can't serve on those)."""
-        idx = self.index(where, name)
-        if idx is None:
-            return ()
-        out = []
-        for msg in self._ipr(where).get_addr(index=idx):
-            ip = ipaddress.ip_address(msg.get_attr("IFA_ADDRESS"))
-            if not ip.is_link_local:
-                out.append(str(ip))
-        return tuple(out)
-
     def read_sysctl(self, where: Where, path: str) -> str | None:
         def read() -> str:
             with open(f"/proc/sys/{path}") as f:
@@ -397,27 +429,6 @@ class Handles:
             return read()
         except OSError:
             return None
-
-    def mac(self, ifname: str) -> str:
-        # Read back when the veth was created (a MAC never changes by bringing a link up).
-        if ("container", ifname) in self._macs:
-            return self._macs[("container", ifname)]
-        link = self.lookup("container", ifname)
-        if link is None:
-            raise BurrowError(f"interface {ifname} vanished from the container namespace")
-        return str(link.get_attr("IFLA_ADDRESS"))
-
-    def vrf(self, name: str) -> tuple[int, int | None]:
-        """The VRF device's index and routing table (netavark's messages, 1.8)."""
-        try:
-            link = self.host.link("get", ifname=name)[0]
-        except NetlinkError as exc:
-            raise netlink_error(exc).wrap("get vrf to set up bridge interface") from None
-        if _kind(link) != "vrf":
-            raise BurrowError(f"vrf {name} already exists but is a {_kind(link) or 'plain'} interface")
-        data = link.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA")
-        table = data.get_attr("IFLA_VRF_TABLE") if data is not None else None
-        return int(link["index"]), None if table is None else int(table)
 
     # -- checks before the first change ---------------------------------------------------
 
@@ -578,18 +589,6 @@ class Netlink(Handles):
             return self._apply(DeleteBridgeIfUnused(op.bridge))
         return Outcome(deleted=bridge is None)
 
-    def _container_sysctls(self, op: ConfigureInterface, proc: int | None) -> None:
-        """In the container's netns: no SLAAC on every network and no DAD if asked; on bridge
-        ports a quiet IPv6 side (QUIET_PORT_V6). All soft but accept_dad."""
-        hard = {"accept_dad": "0"} if op.no_dad else {}
-        # autoconf=0 on IPv4 networks too, and soft (a read-only /proc/sys, a kernel without
-        # IPv6), as netavark's disable_ipv6_autoconf: else a router advertising on the bridge
-        # gives the container a SLAAC address and route the network never had.
-        quiet = {"autoconf": "0"}
-        if op.bridge_port:
-            quiet |= {k: v for k, v in QUIET_PORT_V6.items() if k not in hard}
-        _write_ipv6_conf(op.ifname, hard, quiet, proc)
-
     def _configure(self, op: ConfigureInterface) -> None:
         ctr = self._ipr("container")
         idx = self.index("container", op.ifname)
@@ -598,7 +597,7 @@ class Netlink(Handles):
         assert self.container_fd is not None
         proc = self.proc()
         with entered(self.container_fd):  # one setns there and back for all of it
-            self._container_sysctls(op, proc)
+            _container_sysctls(op, proc)
             for addr in op.addresses:
                 ctr.addr("add", index=idx, **bridges.addr_args(addr))
             try:  # loopback is ifindex 1 in every network namespace
