@@ -119,17 +119,15 @@ class AardvarkConfig:
             for name, internal in networks:
                 path = self._file(name, internal)
                 try:
-                    lines = statefiles.read_text(path).splitlines()
+                    text = fmt.without(statefiles.read_bytes(path), container_id)
                 except FileNotFoundError:
                     continue
                 except (OSError, ValueError) as exc:
                     raise context(f"DNS config {path}", exc) from None
-                ctr = container_id.lower()
-                kept = [ln for i, ln in enumerate(lines) if i == 0 or fmt.container_id_of(ln) != ctr]
-                if len(kept) <= 1:
+                if text is None:
                     path.unlink(missing_ok=True)
                 else:
-                    statefiles.replace_text(path, "\n".join(kept) + "\n")
+                    statefiles.replace_text(path, text)
 
     def update_dns(self, network: str, servers: Sequence[str]) -> None:
         with self.locked():

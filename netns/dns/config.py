@@ -197,6 +197,40 @@ def container_id_of(line: str) -> str:
     return line.split(" ", 1)[0].lower()
 
 
+# What str.splitlines() breaks an ASCII text at besides "\n": a file holding none of them (all
+# burrow and netavark write) splits into the same lines on b"\n" alone.
+_OTHER_BREAKS = (b"\r", b"\x0b", b"\x0c", b"\x1c", b"\x1d", b"\x1e")
+
+
+def without(raw: bytes, container_id: str) -> str | None:
+    """A network file's text with every record line of `container_id` removed (the header,
+    line 1, always stays); None when no more than that one line is left (the file goes).
+    Raises ValueError for text that is not UTF-8. The common file (ASCII, "\n" breaks only)
+    is cut with bytes.find, not split into lines in Python: a teardown's cost must not grow
+    by a Python loop over every container on the network."""
+    ctr = container_id.lower()
+    plain = ctr.isascii() and ctr.isprintable() and " " not in ctr  # a whole first field
+    if not (ctr and plain and raw.isascii()) or any(b in raw for b in _OTHER_BREAKS):
+        lines = raw.decode().splitlines()
+        kept = [ln for i, ln in enumerate(lines) if i == 0 or container_id_of(ln) != ctr]
+        return "\n".join(kept) + "\n" if len(kept) > 1 else None
+    key, low = b"\n" + ctr.encode(), raw.lower()  # same length: ASCII only
+    parts, at = [], 0
+    pos = low.find(key)
+    while pos >= 0:
+        end = pos + len(key)
+        if end == len(low) or low[end] in b" \n":  # the line's first field is exactly the id
+            stop = raw.find(b"\n", end)
+            parts.append(raw[at: pos + 1])
+            at = len(raw) if stop < 0 else stop + 1
+        pos = low.find(key, max(end, at - 1))
+    parts.append(raw[at:])
+    out = b"".join(parts)
+    if out and not out.endswith(b"\n"):
+        out += b"\n"
+    return out.decode() if out.count(b"\n") > 1 else None
+
+
 def is_network_file(name: str) -> bool:
     return name != PID_FILE and not name.startswith(".")  # dotfiles: temp files, stats
 

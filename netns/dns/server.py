@@ -282,7 +282,7 @@ class Server:
         old = self.state.table
         changed = {n: serve.get(n) for n in old.nets.keys() | serve.keys()
                    if serve.get(n) is not old.nets.get(n)}
-        tbl = table.update(old, changed, self.files.grown) if changed else old
+        tbl = table.update(old, changed, self.files.grown, self.files.shrunk) if changed else old
         if not tbl.by_listen:
             log.info("no network config left, exiting")
             self.stopping = True

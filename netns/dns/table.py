@@ -31,6 +31,11 @@ OTHERS = "other sources"
 class View:
     names: Mapping[str, Records]  # lower-case name (dots allowed: web.v1) -> addresses
     reverse: Mapping[str, tuple[str, ...]]  # canonical IP text -> names and aliases
+    # How many container lines hold a name (an address), for those more than one line holds
+    # (one line: the name is in `names`; none: it is not): what tells whether removing some
+    # containers in place (_remove) gives exactly what merging the others again would.
+    name_holders: dict[str, int] = field(default_factory=dict)
+    ip_holders: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,6 +50,7 @@ class Scope:
 Who = tuple[frozenset[str], tuple[str, ...]]  # a container's networks, its own DNS servers
 Index = dict[str, tuple[Container, ...]]  # container id -> its lines in one network
 Grown = Mapping[str, tuple[Network, tuple[Container, ...]]]  # name -> (what grew, the new lines)
+Shrunk = Mapping[str, tuple[Network, int, int]]  # name -> (what shrank, [start:stop] of it gone)
 
 
 @dataclass(frozen=True)
@@ -102,9 +108,47 @@ def _add(view: View | None, containers: Iterable[Container]) -> View:
     for ctr in containers:
         for name in ctr.names:
             v4, v6 = names.get(name, ((), ()))
+            if name in names:
+                view.name_holders[name] = view.name_holders.get(name, 1) + 1
             names[name] = (_uniq(v4 + ctr.v4), _uniq(v6 + ctr.v6))
         for ip in ctr.v4 + ctr.v6:
+            if ip in reverse:
+                view.ip_holders[ip] = view.ip_holders.get(ip, 1) + 1
             reverse[ip] = _uniq(reverse.get(ip, ()) + ctr.names)
+    return view
+
+
+def _removable(view: View, gone: Iterable[Container]) -> bool:
+    """Whether `_remove` is exact: no container line left in the view holds an address of
+    those that go (else a name's addresses would have to be merged again, in their order)."""
+    lost: dict[str, int] = {}
+    for ctr in gone:
+        for ip in ctr.v4 + ctr.v6:
+            lost[ip] = lost.get(ip, 0) + 1
+    return all(view.ip_holders.get(ip, 1) == k for ip, k in lost.items())
+
+
+def _remove(view: View, gone: Iterable[Container]) -> View:
+    """`view` without the container lines `gone`, in place: only their names and addresses
+    are touched. Call only when `_removable`: their addresses are theirs alone, so dropping
+    them from a name another line still holds keeps the rest in the order a merge gives."""
+    names, reverse = view.names, view.reverse
+    assert isinstance(names, dict) and isinstance(reverse, dict)
+    for ctr in gone:
+        ips = frozenset(ctr.v4 + ctr.v6)
+        for ip in ips:
+            reverse.pop(ip, None)
+            view.ip_holders.pop(ip, None)
+        for name in ctr.names:
+            left = view.name_holders.pop(name, 1) - 1
+            if left == 0:
+                names.pop(name, None)
+                continue
+            if left > 1:
+                view.name_holders[name] = left
+            v4, v6 = names[name]
+            names[name] = (tuple(ip for ip in v4 if ip not in ips),
+                           tuple(ip for ip in v6 if ip not in ips))
     return view
 
 
@@ -119,6 +163,11 @@ def _extend(index: Index, tail: Iterable[Container]) -> Index:
     for ctr in tail:
         index[ctr.id] = index.get(ctr.id, ()) + (ctr,)
     return index
+
+
+def _drop(index: Index, gone: Iterable[Container]) -> tuple[Index, Index]:
+    """`index` without the containers of `gone` (in place), and their entries as they were."""
+    return index, {i: index.pop(i) for i in {c.id for c in gone}}
 
 
 def appended(old: Network | None, new: Network | None) -> tuple[Container, ...] | None:
@@ -150,18 +199,48 @@ def _grown(old: Table, changed: Mapping[str, Network | None],
     return out
 
 
+def _shrunk(old: Table, changed: Mapping[str, Network | None], hints: Shrunk,
+            grown: Mapping[str, tuple[Container, ...]]) -> dict[str, tuple[Container, ...]]:
+    """The changed networks that only lost a run of containers, with those containers, where
+    that can be applied in place exactly: the file reader's word is about the very network the
+    table has, each container that went lost all its lines there, and its own view holds none
+    of their addresses on another line (`_removable`). The others are rebuilt as any change."""
+    out = {}
+    for n, new in changed.items():
+        hint, have = hints.get(n), old.nets.get(n)
+        if hint is None or have is None or new is None or hint[0] is not have or n in grown:
+            continue
+        gone = have.containers[hint[1]:hint[2]]
+        view = old.views.get(frozenset((n,)))
+        lines: dict[str, int] = {}
+        for ctr in gone:
+            lines[ctr.id] = lines.get(ctr.id, 0) + 1
+        ids = old.index.get(n, {})
+        if (view is not None and len(new.containers) == len(have.containers) - len(gone)
+                and (have.listen_ips, have.dns_servers, have.internal) == (
+                    new.listen_ips, new.dns_servers, new.internal)
+                and all(len(ids.get(i, ())) == k for i, k in lines.items())
+                and _removable(view, gone)):
+            out[n] = gone
+    return out
+
+
 class _Scopes:
     """The scopes of one table; views of networks that did not change are kept, and a network
-    that only grew extends its own view instead of merging it again."""
+    that only grew (or only lost containers) changes its own view in place instead of merging
+    it again."""
 
     def __init__(self, old: Table, nets: Mapping[str, Network], grown: Mapping[str, tuple[Container, ...]],
-                 changed: frozenset[str]) -> None:  # fmt: skip
+                 cut: Mapping[str, tuple[Container, ...]], changed: frozenset[str]) -> None:  # fmt: skip
         self.nets = nets
         self.views = {k: v for k, v in old.views.items() if not k & changed}
         for name, tail in grown.items():
             key = frozenset((name,))
             if key in old.views:
                 self.views[key] = _add(old.views[key], tail)
+        for name, gone in cut.items():  # _shrunk checked that the view is there
+            key = frozenset((name,))
+            self.views[key] = _remove(old.views[key], gone)
         self.made: dict[tuple[Who, bool], Scope] = {}
 
     def get(self, members: frozenset[str], ctr_dns: tuple[str, ...]) -> Scope:
@@ -179,16 +258,20 @@ class _Scopes:
         return found
 
 
-def update(old: Table, changed: Mapping[str, Network | None], hints: Grown | None = None) -> Table:
+def update(old: Table, changed: Mapping[str, Network | None], hints: Grown | None = None,
+           shrunk: Shrunk | None = None) -> Table:
     """A new table with `changed` applied (None: the network is gone). `old` is used up: its
     dicts are updated in place and handed on (the server swaps the new table in and never
     reads the old one again), so the work is proportional to what changed: a network that
-    only grew (`hints`: netns/dns/files.py's word for it) costs its new lines; otherwise its
-    containers get new scopes; no other network's entries are copied or rebuilt. A container
-    is identified by its id across files; all its IPs share all its networks."""
+    only grew (`hints`: netns/dns/files.py's word for it) costs its new lines, one that only
+    lost a run of containers (`shrunk`, the reader's word too: a teardown) costs those;
+    otherwise its containers get new scopes; no other network's entries are copied or
+    rebuilt. A container is identified by its id across files; all its IPs share all its
+    networks."""
     if old is EMPTY:
         old = Table({}, {}, {})
     grown = _grown(old, changed, hints or {})
+    cut = _shrunk(old, changed, shrunk or {}, grown)
     before = {k: old.nets.get(k) for k in changed}  # their listen addresses, for _listen
     nets = old.nets
     for k, v in changed.items():
@@ -197,26 +280,36 @@ def update(old: Table, changed: Mapping[str, Network | None], hints: Grown | Non
         else:
             nets[k] = v
     try:
-        return _apply(old, changed, grown, before)
+        return _apply(old, changed, grown, cut, before)
     except Exception:  # noqa: BLE001 - a bug here must not leave a half-updated table
         log.exception("incremental DNS table update failed; rebuilding it whole")
         return update(EMPTY, dict(nets))
 
 
 def _apply(old: Table, changed: Mapping[str, Network | None],
-           grown: Mapping[str, tuple[Container, ...]], before: Mapping[str, Network | None]) -> Table:
+           grown: Mapping[str, tuple[Container, ...]], cut: Mapping[str, tuple[Container, ...]],
+           before: Mapping[str, Network | None]) -> Table:
     names = frozenset(changed)
     nets = old.nets  # already updated
     index = old.index
-    old_index = {k: index.pop(k) for k in names if k in index}  # what _repoint must unlink
+    old_index = {k: index.pop(k) for k in names if k in index}  # what _unlink must unlink
     for k, v in changed.items():  # a grown network: its old index plus the new lines
-        if v is not None:
-            index[k] = _index(v) if k not in grown else _extend(old_index[k], grown[k])
-    scopes = _Scopes(old, nets, grown, names)
+        if v is None:
+            continue
+        if k in grown:
+            index[k] = _extend(old_index[k], grown[k])
+        elif k in cut:  # _unlink reads only the containers that went: keep just theirs
+            index[k], old_index[k] = _drop(old_index[k], cut[k])
+        else:
+            index[k] = _index(v)
+    scopes = _Scopes(old, nets, grown, cut, names)
 
     joined: dict[str, set[str]] = {}  # container id -> the changed networks it is now on
     affected: set[str] = set()
     for n in names:
+        if n in cut:  # the containers that went; the others keep their Who
+            affected.update(old_index[n])
+            continue
         tail = grown.get(n)
         ids = {c.id for c in tail} if tail is not None else index.get(n, {}).keys()
         for ctr_id in ids:
@@ -227,9 +320,10 @@ def _apply(old: Table, changed: Mapping[str, Network | None],
     # Scopes of changed networks are made again (a grown network's containers keep their Who,
     # which now gets the new view); all others are kept as they are.
     whos = {w for w in old.by_who if w[0] & names and w[0] <= nets.keys()}
+    for ctr_id in affected:  # all that goes first: an address two containers had (a stale
+        _unlink(ctr_id, old_index, index, names, by_source, owners)  # line) stays the other's
     for ctr_id in affected:
-        who = _repoint(ctr_id, old_index, nets, index, joined.get(ctr_id, set()), names,
-                       by_source, owners)
+        who = _link(ctr_id, nets, index, joined.get(ctr_id, set()), names, by_source, owners)
         if who is not None:
             whos.add(who)
     by_who = {w: sc for w, sc in old.by_who.items() if not w[0] & names}
@@ -239,17 +333,21 @@ def _apply(old: Table, changed: Mapping[str, Network | None],
                  listen_nets, scopes.views)
 
 
-def _repoint(ctr_id: str, old_index: Mapping[str, Index], nets: Mapping[str, Network],
-             index: Mapping[str, Index], joined: set[str], names: frozenset[str],
-             by_source: dict[str, Who], owners: dict[str, frozenset[str]]) -> Who | None:
-    """The container's addresses now name its current networks (or nothing, if it is gone).
-    `owners` still holds its networks before this change; `old_index` the changed networks'
-    indexes before it (the others' are in `index`, unchanged)."""
-    was = owners.get(ctr_id, frozenset())
-    for m in was:
+def _unlink(ctr_id: str, old_index: Mapping[str, Index], index: Mapping[str, Index],
+            names: frozenset[str], by_source: dict[str, Who], owners: Mapping[str, frozenset[str]]) -> None:
+    """Drop the container's addresses as they were. `owners` still holds its networks before
+    this change; `old_index` the changed networks' indexes before it (the others' are in
+    `index`, unchanged)."""
+    for m in owners.get(ctr_id, frozenset()):
         for ctr in (old_index[m] if m in names else index[m])[ctr_id]:
             for ip in ctr.v4 + ctr.v6:
                 by_source.pop(ip, None)
+
+
+def _link(ctr_id: str, nets: Mapping[str, Network], index: Mapping[str, Index], joined: set[str],
+          names: frozenset[str], by_source: dict[str, Who], owners: dict[str, frozenset[str]]) -> Who | None:
+    """The container's addresses now name its current networks (or nothing, if it is gone)."""
+    was = owners.get(ctr_id, frozenset())
     members = (was - names) | joined
     members = frozenset(m for m in members if ctr_id in index.get(m, {}))
     if not members:
