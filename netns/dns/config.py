@@ -228,7 +228,7 @@ def without(raw: bytes, container_id: str) -> str | None:
     out = b"".join(parts)
     if out and not out.endswith(b"\n"):
         out += b"\n"
-    return out.decode() if out.count(b"\n") > 1 else None
+    return out.decode() if out.find(b"\n", out.find(b"\n") + 1) >= 0 else None  # 2+ lines
 
 
 def is_network_file(name: str) -> bool:

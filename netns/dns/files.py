@@ -161,8 +161,13 @@ class ConfigFiles:
         if span is None:
             return None
         p, q = span
-        start = old.raw.count(b"\n", old.head, p)  # lines before the run: containers, in order
-        stop = start + old.raw.count(b"\n", p, q)
+        gone = old.raw.count(b"\n", p, q)
+        # Container i is line i + 2: count the lines on the shorter side of the run.
+        if p - old.head <= old.size - q:
+            start = old.raw.count(b"\n", old.head, p)
+        else:
+            start = old.lines - 1 - gone - old.raw.count(b"\n", q)
+        stop = start + gone
         net = old.network
         kept = net.containers[:start] + net.containers[stop:]
         new = config.Network(net.name, net.internal, net.listen_ips, net.dns_servers, kept)
@@ -172,16 +177,17 @@ class ConfigFiles:
 
 def removed_run(old: bytes, new: bytes, head: int) -> tuple[int, int] | None:
     """(p, q) such that `new` is `old` without old[p:q], a run of whole lines after the first
-    `head` bytes (the header line), or None. O(log n) steps, each a memcmp in C: a teardown's
-    reload must not cost a Python loop over every line of a 500-container file."""
+    `head` bytes (the header line), or None. O(log n) steps, each a memcmp in C (about 2n
+    bytes compared in all): a teardown's reload must not cost a Python loop over every line of
+    a 500-container file."""
     d = len(old) - len(new)
     if d <= 0 or not old.startswith(memoryview(new)[:head]):
         return None
     lo, hi = head, len(new)  # old and new agree on their first `lo` bytes; not past `hi`
     view = memoryview(new)
-    while lo < hi:
+    while lo < hi:  # each step compares only what is not known yet: ~2n bytes in all
         mid = (lo + hi + 1) // 2
-        if old.startswith(view[:mid]):
+        if old.startswith(view[lo:mid], lo):
             lo = mid
         else:
             hi = mid - 1
