@@ -226,21 +226,26 @@ def _shrunk(old: Table, changed: Mapping[str, Network | None], hints: Shrunk,
 
 
 class _Scopes:
-    """The scopes of one table; views of networks that did not change are kept, and a network
-    that only grew (or only lost containers) changes its own view in place instead of merging
-    it again."""
+    """The scopes of one table. Views of networks that did not change are kept; a view with
+    one changed network that only grew (or only lost containers) is changed in place instead
+    of merged again, where that gives what the merge would: new lines go last, so only into a
+    view whose networks all sort before that one (a merge takes them in name order); lines
+    that go, where no line left in that view holds their addresses. Any other view is merged
+    again when a scope needs it."""
 
     def __init__(self, old: Table, nets: Mapping[str, Network], grown: Mapping[str, tuple[Container, ...]],
                  cut: Mapping[str, tuple[Container, ...]], changed: frozenset[str]) -> None:  # fmt: skip
         self.nets = nets
-        self.views = {k: v for k, v in old.views.items() if not k & changed}
-        for name, tail in grown.items():
-            key = frozenset((name,))
-            if key in old.views:
-                self.views[key] = _add(old.views[key], tail)
-        for name, gone in cut.items():  # _shrunk checked that the view is there
-            key = frozenset((name,))
-            self.views[key] = _remove(old.views[key], gone)
+        self.views: dict[frozenset[str], View] = {}
+        for key, view in old.views.items():
+            hit = key & changed
+            one = next(iter(hit)) if len(hit) == 1 else ""  # "": no network is named that
+            if not hit:
+                self.views[key] = view
+            elif one in grown and one == max(key):
+                self.views[key] = _add(view, grown[one])
+            elif one in cut and _removable(view, cut[one]):
+                self.views[key] = _remove(view, cut[one])
         self.made: dict[tuple[Who, bool], Scope] = {}
 
     def get(self, members: frozenset[str], ctr_dns: tuple[str, ...]) -> Scope:

@@ -262,3 +262,44 @@ def test_an_address_two_lines_share_is_rebuilt_not_cut(tmp_path: Path) -> None:
     assert "one" not in scope.view.names
     _same(new, table.build(nets.values()), ["10.0.0.2", "10.0.0.3"])
     os.unlink(tmp_path / "n")
+
+
+def test_views_of_containers_on_two_networks_change_in_place_where_exact(tmp_path: Path) -> None:
+    """Containers on networks a and b see the view of both (a's lines, then b's). A teardown
+    on either cuts that view in place; a setup on b (last in name order) extends it in place,
+    one on a cannot (its line would have to go before b's) and the view is merged again. Each
+    time the answers are those of a table built from scratch."""
+    def line(ctr: int, net: str) -> str:
+        k = "ab".index(net)
+        return f"{ctr:064x} 10.{k}.0.{ctr + 2}  c{ctr},web"
+
+    both = list(range(5))
+    files_a = ["10.0.9.1", *(line(i, "a") for i in both + list(range(10, 20)))]
+    files_b = ["10.1.9.1", *(line(i, "b") for i in both + list(range(20, 30)))]
+    _write(tmp_path / "a", files_a)
+    _write(tmp_path / "b", files_b)
+    files = ConfigFiles(str(tmp_path))
+    tbl = table.build(files.read().values())
+    key = frozenset(("a", "b"))
+    sources = [f"10.{k}.0.{i + 2}" for k in (0, 1) for i in range(40)]
+
+    def step(name: str, lines: list[str], in_place: bool) -> None:
+        nonlocal tbl
+        view = tbl.views[key]
+        if lines[-1] not in (tmp_path / name).read_text():
+            with open(tmp_path / name, "a") as f:  # a setup appends
+                f.write(lines[-1] + "\n")
+        else:
+            _write(tmp_path / name, lines)
+        nets = files.read()
+        tbl = table.update(tbl, {k: v for k, v in nets.items() if v is not tbl.nets.get(k)},
+                           files.grown, files.shrunk)
+        assert (tbl.views[key] is view) == in_place, name
+        _same(tbl, table.build(nets.values()), sources)
+
+    step("b", [*files_b[:2], *files_b[3:]], True)  # container 1 leaves b
+    step("a", [*files_a[:4], *files_a[5:]], True)  # container 3 leaves a
+    step("b", [*files_b[:2], *files_b[3:], line(33, "b")], True)
+    step("a", [*files_a[:4], *files_a[5:], line(33, "a")], False)
+    scope = tbl.scope_of("10.1.0.35")
+    assert scope is not None and scope.view is tbl.views[key]
