@@ -142,6 +142,7 @@ class NetConf:
     # route via the gateway of each family that has none there (as the reference bridge).
     ipam_routes: tuple[RouteConf, ...] = ()
     default_gateway: bool = False
+    vlan: int = 0  # the bridge's `vlan`: 0 for none (the engine's bridge option, netavark 1.14)
 
     @property
     def network_id(self) -> str:
@@ -343,7 +344,17 @@ def parse_conf(obj: Mapping[str, Any]) -> NetConf:
         prev_result=prev,
         valid_attachments=_attachments(obj),
         ipam_routes=routes, default_gateway=_bool(obj, "isDefaultGateway", False),
+        vlan=_vlan(obj),
     )  # fmt: skip
+
+
+def _vlan(obj: Mapping[str, Any]) -> int:
+    """The reference bridge's `vlan` (its VLAN filtering, the port's PVID). Ignoring it gave a
+    container on an untagged, unfiltered bridge where the config asked for a VLAN."""
+    vlan = _get(obj, "vlan", int, 0)
+    if not 0 <= vlan <= 4094:
+        raise _bad(f"invalid VLAN ID {vlan} (must be between 0 and 4094)")
+    return int(vlan)
 
 
 # -- per-container requests: static IPs, MAC, ports, aliases --------------------------------

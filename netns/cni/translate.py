@@ -37,6 +37,8 @@ def network(conf: NetConf) -> Network:
     options = {"isolate": conf.isolate}
     if conf.mtu:
         options["mtu"] = str(conf.mtu)
+    if conf.vlan:
+        options["vlan"] = str(conf.vlan)
     gateways = {rs[0].subnet.version: rs[0].gateway for rs in conf.range_sets}
     defaults = default_gateways(conf)
     extra: list[Route] = []

@@ -74,7 +74,8 @@ class Side:
         if shape.get("routes") is not None:
             ipam["routes"] = shape["routes"]
         bridge = {"bridge": shape.get("bridge", BRIDGE), "isGateway": True, "ipMasq": True}
-        for key in ("mtu", "isDefaultGateway", "hairpinMode", "promiscMode", "vlan"):
+        for key in ("mtu", "isDefaultGateway", "hairpinMode", "promiscMode", "vlan", "ipMasq",
+                    "isGateway"):
             if key in shape:
                 bridge[key] = shape[key]
         if self.kind == "burrow":
@@ -117,8 +118,17 @@ def make_side(kind: str, ns: Callable[[], Netns], tmp: Path) -> Side:
 
 
 @pytest.fixture
-def sides(netns_factory: Callable[[], Netns], tmp_path: Path) -> tuple[Side, Side]:
-    return make_side("reference", netns_factory, tmp_path), make_side("burrow", netns_factory, tmp_path)
+def new_sides(netns_factory: Callable[[], Netns], tmp_path: Path) -> Callable[[], tuple[Side, Side]]:
+    """Twin sides, each in new namespaces (a test may want several pairs)."""
+    def make() -> tuple[Side, Side]:
+        tmp = Path(tempfile.mkdtemp(dir=tmp_path))
+        return make_side("reference", netns_factory, tmp), make_side("burrow", netns_factory, tmp)
+    return make
+
+
+@pytest.fixture
+def sides(new_sides: Callable[[], tuple[Side, Side]]) -> tuple[Side, Side]:
+    return new_sides()
 
 
 def container(side: Side) -> Netns:
@@ -466,6 +476,7 @@ REFUSED = {
     "requested IP taken": ({}, {"runtime": {"ips": ["10.89.0.2/24"]}, "after_first": True}),
     "range full": ({"ranges": [[{"subnet": "10.89.0.0/30"}]]}, {"after_first": True}),
     "no CNI_NETNS": ({}, {"no_netns": True}),
+    "VLAN id out of range": ({"vlan": 5000}, {}),
 }
 
 
@@ -701,3 +712,99 @@ def test_generated_shapes(namespaces: Namespaces, shape: dict[str, Any]) -> None
             assert_same(*seen)
     finally:
         namespaces.close()
+
+
+# --- where burrow-cni differs on purpose (README "burrow-cni against the reference plugins") ---
+
+
+def test_vlan_is_honoured_or_refused_like_the_reference(sides: tuple[Side, Side]) -> None:
+    """`vlan` was ignored: the container sat on an unfiltered bridge where the config asked
+    for a VLAN (the reference refuses on a kernel without bridge VLAN filtering, as here).
+    Now it goes to the engine's bridge `vlan` option: both refuse here, or both set up."""
+    seen = []
+    for side in sides:
+        side.configure({"ranges": V4V6, "vlan": 100}, "1.0.0")
+        ctr = container(side)
+        reply = side.add("ctr-a", ctr)
+        seen.append(reply.code == 0)
+        if side.kind == "burrow" and reply.code != 0:
+            assert ipam_files(side) == [] and "eth0" not in ctr.link_names()
+            assert BRIDGE not in side.host.link_names()
+    assert seen[0] == seen[1]
+
+
+def test_where_burrow_cni_differs_on_purpose(new_sides: Callable[[], tuple[Side, Side]]) -> None:
+    """Each documented deviation, pinned on both sides: if either changes, this fails."""
+    got: dict[str, tuple[Any, Any]] = {}
+    for change in ({"ipMasq": False}, {"isGateway": False}):
+        replies = []
+        for side in new_sides():
+            side.configure({"ranges": V4V6, "routes": DEFAULT_ROUTES, **change}, "1.0.0")
+            r = side.add(f"c{len(got)}", container(side))
+            replies.append(("ok",) if r.code == 0 else result_view(r, {}))
+        got[str(change)] = tuple(replies)  # type: ignore[assignment]
+    # ipMasq/isGateway false: the reference does without; burrow-cni refuses (code 2).
+    assert got == {"{'ipMasq': False}": (("ok",), ("refused", 2)),
+                   "{'isGateway': False}": (("ok",), ("refused", 2))}, got
+
+    # Neither key given: the reference's defaults are false (no gateway on the bridge, no
+    # masquerade); burrow-cni's are true.
+    views = []
+    for side in new_sides():
+        side.configure({"ranges": V4V6, "routes": DEFAULT_ROUTES, "bridge": "cxdef0"}, "1.0.0")
+        plugin = side.chain.plugins[0]
+        plugin.pop("isGateway"), plugin.pop("ipMasq")
+        assert side.add("cdef", container(side)).code == 0
+        views.append(host_view(side, "cxdef0")["bridge"]["addrs"])
+    assert views == [[], ["10.89.0.1/24", "fd89::1/64"]], views
+
+    # hairpinMode false (the reference's default): a container reaching its own published
+    # port through the gateway fails on the reference, works on burrow-cni (hairpin on every
+    # port, as netavark). promiscMode: the reference makes the bridge promiscuous, burrow-cni
+    # ignores it (hairpin already gives what it was for).
+    hair, promisc = [], []
+    for side in new_sides():
+        side.configure({"ranges": V4V6, "routes": DEFAULT_ROUTES, "bridge": "cxhp0",
+                        "hairpinMode": False, "promiscMode": True}, "1.0.0")
+        a = container(side)
+        ra = side.add("chp", a, runtime={"portMappings": PORTS[:1]})
+        assert ra.code == 0, ra
+        srv = start_server(a, 80, reply="a")
+        try:
+            hair.append(request(a, gateway_of(ra.json, 4) or "", 18080).startswith("a"))
+        finally:
+            srv.kill()
+        promisc.append(host_view(side, "cxhp0")["bridge"]["promiscuity"] > 0)
+    assert hair == [False, True] and promisc == [True, False], (hair, promisc)
+
+
+def test_spec_1_1_verbs(sides: tuple[Side, Side]) -> None:
+    """The reference plugins (1.1.1) predate spec 1.1: they refuse cniVersion 1.1.0, GC and
+    STATUS. burrow-cni has them; its GC leaves what the reference's DEL of the same stale
+    container leaves (addresses, ports, the bridge's ports)."""
+    ref, ours = sides
+    for side in sides:
+        side.configure({"ranges": V4V6, "routes": DEFAULT_ROUTES}, "1.0.0")
+    assert result_view(ref.chain.exec("ADD", {**ref.chain.plugin_conf(ref.chain.plugins[0], {}, None),
+                                              "cniVersion": "1.1.0"}, cid="x", netns="/proc/self/ns/net"),
+                       {}) == ("refused", 1)
+    assert result_view(ref.chain.network_verb("STATUS"), {})[0] == "refused"
+    ours.chain.version = "1.1.0"
+    assert ours.chain.network_verb("STATUS").code == 0
+    after = []
+    for side in sides:
+        keep, stale = container(side), container(side)
+        assert side.add("keep", keep, runtime={"portMappings": PORTS[:1]}).code == 0
+        assert side.add("stale", stale, runtime={"portMappings": PORTS[1:]}).code == 0
+        path = stale.path
+        stale.close()  # GC is for what outlived its container
+        if side.kind == "burrow":
+            valid = {"cni.dev/valid-attachments": [{"containerID": "keep", "ifname": "eth0"}]}
+            reply = side.chain.network_verb("GC", valid)
+        else:
+            reply = side.chain.delete("stale", path, runtime={"portMappings": PORTS[1:]})
+        assert reply.code == 0, reply
+        after.append({"ipam": [ip.rsplit(".", 1)[-1] if "." in ip else ip for ip in ipam_files(side)],
+                      "ports": len(host_view(side, BRIDGE)["ports"]),
+                      "18081": request(side.host, UPLINK[0], 18081).startswith("FAILED")})
+    assert_same(*after)
