@@ -19,6 +19,10 @@ re-runs itself there as the test user from tests/rootless_user.py. Run as anothe
 runs where it is, and the client-address rows need CLIENT_ADDR to be an address there.
 
     .venv/bin/python scripts/bench_rootless.py [--seconds 3] [--runs 3] [--only client-addr]
+    sudo .venv/bin/python scripts/bench_rootless.py --only inbound --repeat 5 --seconds 1 --runs 1
+      (every forwarder set up at once, measured in interleaved rounds: each round's paired
+      ratios burrow/pasta, burrow own netns/pasta and burrow/rootlessport, their median and
+      spread, and each forwarder's CPU and context switches per connection)
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -208,97 +213,348 @@ def stop(p: subprocess.Popen[bytes]) -> None:
         p.wait()
 
 
+Ports = tuple[int, int, int]  # iperf3, echo (conn/s), round-trip echo
+Cleanup = Callable[[], None]
 Row = tuple[str, float, list[float], float, float, float]  # name Gbit/s runs busy conn/s rtt
+LOOPBACK, BURROW, OWN, ROOTLESSPORT_ROW, PASTA = (
+    "host loopback (no forwarder)", "burrow forwarder (splice, fd-passing dialer)",
+    "burrow forwarder, servers in its own netns*", "podman rootlessport",
+    "pasta -t (own namespace*)")
+# The paired ratios --repeat reports: (mine, reference), each round's from that round alone.
+PAIRS = ((BURROW, PASTA), (OWN, PASTA), (BURROW, ROOTLESSPORT_ROW))
 
 
-def inbound(seconds: float, runs: int) -> list[Row]:
-    rows = []
-    # Ceiling: host loopback, no forwarder.
+def start_loopback() -> tuple[Ports, Cleanup]:
+    """Ceiling: host loopback, no forwarder."""
     lp, ep, rrp = free_port(), free_port(), free_port()
     procs = [bg(["iperf3", "-s", "-p", str(lp)]),
              bg([sys.executable, "-c", ECHO_SERVER, str(ep)]),
              bg([sys.executable, "-c", RR_SERVER, str(rrp)])]
     for port in (lp, ep, rrp):
         wait_port(port)
-    rows.append(("host loopback (no forwarder)", *iperf(lp, seconds, runs),
-                 conn_rate(ep, seconds), round_trip_us(rrp)))
-    for p in procs:
-        stop(p)
 
-    # burrow: sandbox behind the bridge; iperf3 and echo servers inside it.
-    bp, bep, brr, rp, rep, rrr = (free_port() for _ in range(6))
+    def cleanup() -> None:
+        for p in procs:
+            stop(p)
+    return (lp, ep, rrp), cleanup
+
+
+def forwarder_counters() -> Counters:
+    pid = int(json.loads(burrow("status", "--format", "json"))["forwarder"]["pid"])
+    return partial(counters, pid)
+
+
+def start_burrow() -> tuple[Ports, dict[str, object], Cleanup]:
+    """burrow: sandbox behind the bridge; iperf3 and echo servers inside it."""
+    bp, bep, brr = (free_port() for _ in range(3))
     burrow("sandbox", "create", "bench", "-p", f"127.0.0.1:{bp}:5201",
            "-p", f"127.0.0.1:{bep}:5301", "-p", f"127.0.0.1:{brr}:5401")
     rec = json.loads(burrow("sandbox", "inspect", "bench"))
-    ip4 = next(ip for a in rec["networks"].values() for ip in a["static_ips"] if ":" not in ip)
     servers = [bg([str(BIN / "burrow"), "exec", "bench", "--", "iperf3", "-s", "-p", "5201"]),
                bg([str(BIN / "burrow"), "exec", "bench", "--", sys.executable, "-c",
                    ECHO_SERVER, "5301"]),
                bg([str(BIN / "burrow"), "exec", "bench", "--", sys.executable, "-c",
                    RR_SERVER, "5401"])]
+
+    def cleanup() -> None:
+        for s in servers:
+            stop(s)
+        burrow("sandbox", "rm", "bench")
     for port in (bp, bep, brr):
         wait_backend(port)
-    rows.append(("burrow forwarder (splice, fd-passing dialer)", *iperf(bp, seconds, runs),
-                 conn_rate(bep, seconds), round_trip_us(brr)))
-    rows.append(own_netns_row(seconds, runs))
+    return (bp, bep, brr), rec, cleanup
 
-    # rootlessport: Podman's forwarder, into the same sandbox (child in the sandbox netns).
-    if os.access(ROOTLESSPORT, os.X_OK):
-        h = holder_pid()
-        tmp = Path(tempfile.mkdtemp(prefix="rlport-", dir=os.environ.get("XDG_RUNTIME_DIR")))
-        cfg = {"Mappings": [
-            {"host_ip": "127.0.0.1", "container_port": 5201, "host_port": rp, "range": 1,
-             "protocol": "tcp"},
-            {"host_ip": "127.0.0.1", "container_port": 5301, "host_port": rep, "range": 1,
-             "protocol": "tcp"},
-            {"host_ip": "127.0.0.1", "container_port": 5401, "host_port": rrr, "range": 1,
-             "protocol": "tcp"}],
-            "NetNSPath": rec["netns"], "ExitFD": 3, "ReadyFD": 4, "TmpDir": str(tmp),
-            "ChildIP": ip4, "ContainerID": "bench", "RootlessCNI": True}
-        exit_r, exit_w = os.pipe()
-        ready_r, ready_w = os.pipe()
-        rl = subprocess.Popen(
-            ["nsenter", "--preserve-credentials", "-U", "-m", "-p", "-t", str(h), "--", ROOTLESSPORT],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=open(tmp / "log", "w"),
-            pass_fds=[3, 4], start_new_session=True,
-            preexec_fn=lambda: _fds_to_3_4(exit_r, ready_w))
-        assert rl.stdin is not None
-        rl.stdin.write(json.dumps(cfg).encode())
-        rl.stdin.close()
-        os.close(exit_r)
-        os.close(ready_w)
-        if os.read(ready_r, 1) != b"1":
-            raise SystemExit(f"rootlessport: {(tmp / 'log').read_text().strip()}")
-        for port in (rp, rep, rrr):
-            wait_backend(port)
-        rows.append(("podman rootlessport", *iperf(rp, seconds, runs), conn_rate(rep, seconds),
-                     round_trip_us(rrr)))
+
+def start_rootlessport(rec: dict[str, object]) -> tuple[Ports, Cleanup, Counters] | None:
+    """Podman's forwarder, into the same sandbox (its child in the sandbox netns)."""
+    if not os.access(ROOTLESSPORT, os.X_OK):
+        return None
+    nets = rec["networks"]
+    assert isinstance(nets, dict)
+    ip4 = next(ip for a in nets.values() for ip in a["static_ips"] if ":" not in ip)
+    rp, rep, rrr = (free_port() for _ in range(3))
+    h = holder_pid()
+    tmp = Path(tempfile.mkdtemp(prefix="rlport-", dir=os.environ.get("XDG_RUNTIME_DIR")))
+    cfg = {"Mappings": [
+        {"host_ip": "127.0.0.1", "container_port": c, "host_port": p, "range": 1,
+         "protocol": "tcp"} for p, c in ((rp, 5201), (rep, 5301), (rrr, 5401))],
+        "NetNSPath": rec["netns"], "ExitFD": 3, "ReadyFD": 4, "TmpDir": str(tmp),
+        "ChildIP": ip4, "ContainerID": "bench", "RootlessCNI": True}
+    exit_r, exit_w = os.pipe()
+    ready_r, ready_w = os.pipe()
+    rl = subprocess.Popen(
+        ["nsenter", "--preserve-credentials", "-U", "-m", "-p", "-t", str(h), "--", ROOTLESSPORT],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=open(tmp / "log", "w"),
+        pass_fds=[3, 4], start_new_session=True,
+        preexec_fn=lambda: _fds_to_3_4(exit_r, ready_w))
+    assert rl.stdin is not None
+    rl.stdin.write(json.dumps(cfg).encode())
+    rl.stdin.close()
+    os.close(exit_r)
+    os.close(ready_w)
+    if os.read(ready_r, 1) != b"1":
+        raise SystemExit(f"rootlessport: {(tmp / 'log').read_text().strip()}")
+    os.close(ready_r)
+
+    def cleanup() -> None:
         os.close(exit_w)
         stop(rl)
         shutil.rmtree(tmp, ignore_errors=True)
-    for s in servers:
-        stop(s)
-    burrow("sandbox", "rm", "bench")
+    for port in (rp, rep, rrr):
+        wait_backend(port)
+    return (rp, rep, rrr), cleanup, partial(counters, rl.pid)
 
-    # pasta's own forwarding (-t), into pasta's own namespace (not behind a bridge).
-    if shutil.which("pasta"):
-        pp, pep, prr = free_port(), free_port(), free_port()
-        script = Path(tempfile.mkdtemp(dir=os.environ.get("XDG_RUNTIME_DIR"))) / "echo.py"
-        script.write_text(ECHO_SERVER)
-        (script.parent / "rr.py").write_text(RR_SERVER)
-        pasta = subprocess.Popen(
-            ["pasta", "--config-net", "-f", "-t", f"{pp}:5201,{pep}:5301,{prr}:5401", "-u",
-             "none", "-T", "none", "-U", "none", "--", "sh", "-c",
-             f"iperf3 -s -p 5201 >/dev/null & {sys.executable} {script.parent}/rr.py 5401 & "
-             f"exec {sys.executable} {script} 5301"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
-        for port in (pp, pep, prr):
-            wait_backend(port)
-        rows.append(("pasta -t (own namespace*)", *iperf(pp, seconds, runs),
-                     conn_rate(pep, seconds), round_trip_us(prr)))
+
+def start_pasta() -> tuple[Ports, Cleanup, Counters] | None:
+    """pasta's own forwarding (-t), into pasta's own namespace (not behind a bridge)."""
+    if not shutil.which("pasta"):
+        return None
+    pp, pep, prr = free_port(), free_port(), free_port()
+    script = Path(tempfile.mkdtemp(dir=os.environ.get("XDG_RUNTIME_DIR"))) / "echo.py"
+    script.write_text(ECHO_SERVER)
+    (script.parent / "rr.py").write_text(RR_SERVER)
+    pasta = subprocess.Popen(
+        ["pasta", "--config-net", "-f", "-t", f"{pp}:5201,{pep}:5301,{prr}:5401", "-u",
+         "none", "-T", "none", "-U", "none", "--", "sh", "-c",
+         f"iperf3 -s -p 5201 >/dev/null 2>&1 & {sys.executable} {script.parent}/rr.py 5401 & "
+         f"exec {sys.executable} {script} 5301"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
+
+    def cleanup() -> None:
         stop(pasta)
         shutil.rmtree(script.parent, ignore_errors=True)
-    return rows
+    for port in (pp, pep, prr):
+        wait_backend(port)
+    return (pp, pep, prr), cleanup, partial(counters, pasta.pid, False)
+
+
+def start_own_netns() -> tuple[Ports, Cleanup]:
+    """burrow's forwarder with pasta -t's topology: the servers in the forwarder's own
+    namespace (the user's netns, on its loopback), no bridge and veth hop. Published with a
+    raw `add` whose netns is the user's own (the dialer sees it as /proc/1/ns/net)."""
+    h = holder_pid()
+    ports = [free_port() for _ in range(3)]
+    enter = ["nsenter", "--preserve-credentials", "-U", "-n", "-t", str(h), "--"]
+    servers = [bg([*enter, "iperf3", "-s", "-B", "127.0.0.1", "-p", "5211"]),
+               bg([*enter, sys.executable, "-c", ECHO_SERVER, "5311"]),
+               bg([*enter, sys.executable, "-c", RR_SERVER, "5411"])]
+    control({"op": "add", "sandbox": "bench-ownns", "netns": "/proc/1/ns/net",
+             "ip4": "127.0.0.1", "ip6": None, "ports": [
+                 {"host_ip": "127.0.0.1", "container_port": c, "host_port": p, "range": 1,
+                  "protocol": "tcp"} for p, c in zip(ports, (5211, 5311, 5411), strict=True)]})
+
+    def cleanup() -> None:
+        control({"op": "remove", "sandbox": "bench-ownns"})
+        for srv in servers:
+            stop(srv)
+    for port in ports:
+        wait_backend(port)
+    return (ports[0], ports[1], ports[2]), cleanup
+
+
+Counters = Callable[[], tuple[float, float, int]]
+Cost = tuple[float, float, float]  # user us, sys us, context switches: per connection
+
+
+def counters(pid: int, tree: bool = True) -> tuple[float, float, int]:
+    """(user s, sys s, context switches) of pid's threads, and of its descendants with tree
+    (burrow's forwarder and its dialers; rootlessport and its child). pasta: tree=False, its
+    children are the servers."""
+    tick = os.sysconf("SC_CLK_TCK")
+    user = sys_ = 0.0
+    csw, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            f = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            user += int(f[11]) / tick
+            sys_ += int(f[12]) / tick
+            for t in Path(f"/proc/{p}/task").iterdir():
+                for line in (t / "status").read_text().splitlines():
+                    if "ctxt_switches:" in line:
+                        csw += int(line.split()[1])
+                if tree:
+                    todo += [int(c) for c in (t / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return user, sys_, csw
+
+
+SLICES = 5  # conn/s and round-trip slices per round, alternating between the forwarders
+
+
+def measure_round(targets: dict[str, tuple[Ports, Counters | None]], order: list[str],
+                  seconds: float, runs: int) -> tuple[dict[str, Row], dict[str, Cost | None]]:
+    """One round: each forwarder's iperf3 run(s) in turn, then conn/s and round trips in
+    SLICES short slices that alternate between the forwarders, so load that comes and goes
+    within the round lands on all of them alike; and each one's CPU and context switches per
+    connection during its conn/s slices."""
+    gbps = {name: iperf(targets[name][0][0], seconds, runs) for name in order}
+    conns = dict.fromkeys(order, 0.0)
+    spent = {name: [0.0, 0.0, 0.0] for name in order}
+    for _ in range(SLICES):
+        for name in order:
+            ports, cost = targets[name]
+            c0 = cost() if cost else None
+            conns[name] += conn_rate(ports[1], seconds / SLICES) * seconds / SLICES
+            if cost and c0:
+                c1 = cost()
+                for i in range(3):
+                    spent[name][i] += c1[i] - c0[i]
+    rtt = round_trips({name: targets[name][0][2] for name in order})
+    rows, per = {}, {}
+    for name in order:
+        n = max(1.0, conns[name])
+        rows[name] = (name, *gbps[name], conns[name] / seconds, rtt[name])
+        u, s_, c = spent[name]
+        per[name] = (u / n * 1e6, s_ / n * 1e6, c / n) if targets[name][1] else None
+    return rows, per
+
+
+def round_trips(ports: dict[str, int], rounds: int = RR_ROUNDS // 5,
+                batches: int = 5 * SLICES) -> dict[str, float]:
+    """round_trip_us for several forwarders at once: one open connection each, batches of
+    `rounds` round trips taken in turn; each one's median of its batch means."""
+    msg = b"x" * 64
+    socks = {}
+    means: dict[str, list[float]] = {name: [] for name in ports}
+    try:
+        for name, port in ports.items():
+            c = socks[name] = socket.create_connection(("127.0.0.1", port), 5)
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            c.settimeout(5)
+        for _ in range(batches):
+            for name, c in socks.items():
+                t = time.perf_counter()
+                for _ in range(rounds):
+                    c.sendall(msg)
+                    got = 0
+                    while got < len(msg):
+                        got += len(c.recv(len(msg) - got))
+                means[name].append((time.perf_counter() - t) / rounds * 1e6)
+    finally:
+        for c in socks.values():
+            c.close()
+    return {name: statistics.median(m) for name, m in means.items()}
+
+
+def inbound(seconds: float, runs: int,
+            repeat: int = 1) -> tuple[list[list[Row]], dict[str, list[Cost]]]:
+    """Every forwarder set up at once (idle ones cost nothing), then `repeat` rounds, each
+    measuring every forwarder once, in an order rotated each round: a ratio of two rows of
+    one round is paired (same load), which a ratio of two runs is not."""
+    targets: dict[str, tuple[Ports, Counters | None]] = {}
+    cleanups: list[Cleanup] = []
+    try:
+        ports, c = start_loopback()
+        targets[LOOPBACK] = ports, None
+        cleanups.append(c)
+        ports, rec, c = start_burrow()
+        cleanups.append(c)
+        fwd = forwarder_counters()
+        targets[BURROW] = ports, fwd
+        ports, c = start_own_netns()
+        targets[OWN] = ports, fwd
+        cleanups.append(c)
+        for name, started in ((ROOTLESSPORT_ROW, start_rootlessport(rec)),
+                              (PASTA, start_pasta())):
+            if started is not None:
+                ports, c, cnt = started
+                targets[name] = ports, cnt
+                cleanups.append(c)
+        names = list(targets)
+        rounds: list[list[Row]] = []
+        costs: dict[str, list[Cost]] = {n: [] for n in names}
+        for r in range(repeat):
+            order = names[r % len(names):] + names[:r % len(names)]
+            got, per = measure_round(targets, order, seconds, runs)
+            rounds.append([got[name] for name in names])
+            for name in names:
+                cost = per[name]
+                if cost is not None:
+                    costs[name].append(cost)
+            if repeat > 1:
+                print_round(r + 1, rounds[-1], per)
+        return rounds, costs
+    finally:
+        for c in reversed(cleanups):
+            c()
+
+
+def pair_ratios(row: list[Row]) -> dict[tuple[str, str], tuple[float, float, float]]:
+    """(mine, reference) -> (throughput, conn/s, round trip) ratios within one round."""
+    by = {r[0]: r for r in row}
+    out = {}
+    for mine, ref in PAIRS:
+        m, o = by.get(mine), by.get(ref)
+        if m and o and o[1] and o[4] and o[5]:
+            out[(mine, ref)] = (m[1] / o[1], m[4] / o[4], m[5] / o[5])
+    return out
+
+
+def short(name: str) -> str:
+    return {BURROW: "burrow", OWN: "burrow own netns*", PASTA: "pasta",
+            ROOTLESSPORT_ROW: "rootlessport"}.get(name, name)
+
+
+def print_round(r: int, row: list[Row], cost: dict[str, Cost | None]) -> None:
+    by = {x[0]: x for x in row}
+    raw = "  ".join(f"{short(n)} {by[n][4]:.0f}/s {by[n][5]:.0f}us "
+                    f"{sum(cost[n][:2]):.0f}us-cpu/conn" for n in by  # type: ignore[index]
+                    if cost.get(n))
+    ratios = "  ".join(f"{short(m)}/{short(o)} {t:.2f} {c:.2f} {rt:.2f}"
+                       for (m, o), (t, c, rt) in pair_ratios(row).items())
+    print(f"round {r} (load {os.getloadavg()[0]:.1f}): {ratios}\n    {raw}", flush=True)
+
+
+def spread(xs: list[float]) -> str:
+    """median [min-max], and the quartiles when there are enough rounds for them."""
+    s = f"{statistics.median(xs):.2f} [{min(xs):.2f}-{max(xs):.2f}]"
+    if len(xs) >= 4:
+        q1, _, q3 = statistics.quantiles(xs, n=4)
+        s += f" IQR {q1:.2f}-{q3:.2f}"
+    return s
+
+
+def print_paired(rounds: list[list[Row]]) -> None:
+    per = [pair_ratios(r) for r in rounds]
+    print(f"\npaired ratios over {len(rounds)} interleaved rounds: median [min-max] "
+          "(throughput and conn/s: higher is better for burrow; round trip: lower is)")
+    for mine, ref in PAIRS:
+        got = [p[(mine, ref)] for p in per if (mine, ref) in p]
+        if not got:
+            continue
+        t, c, rt = ([g[i] for g in got] for i in range(3))
+        wins = sum(x > 1 for x in c), sum(x < 1 for x in rt)
+        print(f"{short(mine)} / {short(ref)}:\n  throughput {spread(t)}\n  conn/s     "
+              f"{spread(c)}  (burrow ahead in {wins[0]} of {len(c)})\n  round trip "
+              f"{spread(rt)}  (burrow ahead in {wins[1]} of {len(rt)})")
+        print("  rounds: conn/s " + " ".join(f"{x:.2f}" for x in c) + " | round trip "
+              + " ".join(f"{x:.2f}" for x in rt))
+
+
+def print_costs(costs: dict[str, list[Cost]]) -> None:
+    """The forwarders' own CPU and context switches per connection (conn/s runs), medians."""
+    print(f"\nforwarder's own cost per connection, conn/s runs (median of rounds): "
+          f"{'user us':>8} {'sys us':>7} {'total':>6} {'ctx sw':>6}")
+    for name, got in costs.items():
+        if got:
+            u, s_, c = (statistics.median(g[i] for g in got) for i in range(3))
+            tot = statistics.median(g[0] + g[1] for g in got)
+            print(f"  {short(name):70} {u:8.1f} {s_:7.1f} {tot:6.1f} {c:6.2f}")
+    print("  (burrow: the forwarder and its dialers; pasta: its one process, not its children "
+          "(the servers); /proc ticks, 10 ms each)")
+
+
+def median_rows(rounds: list[list[Row]]) -> list[Row]:
+    """Each row's figures as medians over the rounds (its iperf3 runs all listed)."""
+    out: list[Row] = []
+    for i, first in enumerate(rounds[0]):
+        rs = [r[i] for r in rounds]
+        out.append((first[0], statistics.median(x[1] for x in rs), [v for x in rs for v in x[2]],
+                    statistics.median(x[3] for x in rs), statistics.median(x[4] for x in rs),
+                    statistics.median(x[5] for x in rs)))
+    return out
 
 
 def have_address(ip: str) -> bool:
@@ -407,31 +663,6 @@ def control(req: dict[str, object]) -> dict[str, object]:
     return reply
 
 
-def own_netns_row(seconds: float, runs: int) -> Row:
-    """burrow's forwarder with pasta -t's topology: the servers in the forwarder's own
-    namespace (the user's netns, on its loopback), no bridge and veth hop. Published with a
-    raw `add` whose netns is the user's own (the dialer sees it as /proc/1/ns/net)."""
-    h = holder_pid()
-    ports = [free_port() for _ in range(3)]
-    enter = ["nsenter", "--preserve-credentials", "-U", "-n", "-t", str(h), "--"]
-    servers = [bg([*enter, "iperf3", "-s", "-B", "127.0.0.1", "-p", "5211"]),
-               bg([*enter, sys.executable, "-c", ECHO_SERVER, "5311"]),
-               bg([*enter, sys.executable, "-c", RR_SERVER, "5411"])]
-    control({"op": "add", "sandbox": "bench-ownns", "netns": "/proc/1/ns/net",
-             "ip4": "127.0.0.1", "ip6": None, "ports": [
-                 {"host_ip": "127.0.0.1", "container_port": c, "host_port": p, "range": 1,
-                  "protocol": "tcp"} for p, c in zip(ports, (5211, 5311, 5411), strict=True)]})
-    try:
-        for port in ports:
-            wait_backend(port)
-        return ("burrow forwarder, servers in its own netns*", *iperf(ports[0], seconds, runs),
-                conn_rate(ports[1], seconds), round_trip_us(ports[2]))
-    finally:
-        control({"op": "remove", "sandbox": "bench-ownns"})
-        for srv in servers:
-            stop(srv)
-
-
 def outbound(seconds: float, runs: int) -> list[tuple[str, float, float]]:
     rows = []
     for conn in ("slirp4netns", "pasta"):
@@ -474,11 +705,19 @@ def worker(args: argparse.Namespace) -> int:
         print_client_address(args.seconds, args.rounds)
         burrow("down")
         return 0
-    rows = inbound(args.seconds, args.runs)
-    print("\n## inbound port forwarding: host 127.0.0.1 -> server in a sandbox")
+    if args.repeat > 1:
+        print(f"\n## inbound, {args.repeat} interleaved rounds: per round the paired ratios "
+              "(throughput conn/s round-trip)\n   and each forwarder's conn/s, round trip and "
+              "CPU per connection", flush=True)
+    rounds, costs = inbound(args.seconds, args.runs, args.repeat)
+    print("\n## inbound port forwarding: host 127.0.0.1 -> server in a sandbox"
+          + (f" (medians of {args.repeat} rounds)" if args.repeat > 1 else ""))
     both = ("two loopback streams at once (-P 2), total", *two_streams(args.seconds, args.runs),
             0.0, 0.0)
-    print_inbound(rows, both)
+    print_inbound(median_rows(rounds), both)
+    print_costs(costs)
+    if args.repeat > 1:
+        print_paired(rounds)
     if args.only == "inbound":
         burrow("down")
         return 0
@@ -535,6 +774,10 @@ def main() -> int:
     ap.add_argument("--create-runs", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=5, help="client-address on/off rounds")
     ap.add_argument("--only", choices=["client-addr", "inbound"], help="run only that part")
+    ap.add_argument("--repeat", type=int, default=1, metavar="K",
+                    help="inbound: K interleaved rounds of every forwarder, per-round paired "
+                         "ratios and their median and spread (short: --repeat 5 --seconds 1 "
+                         "--runs 1)")
     args = ap.parse_args()
     if os.geteuid() == 0:
         return as_test_user()
