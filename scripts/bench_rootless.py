@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from functools import partial
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -220,8 +220,14 @@ LOOPBACK, BURROW, OWN, ROOTLESSPORT_ROW, PASTA = (
     "host loopback (no forwarder)", "burrow forwarder (splice, fd-passing dialer)",
     "burrow forwarder, servers in its own netns*", "podman rootlessport",
     "pasta -t (own namespace*)")
+# pasta again, its servers in pasta's own session (so its autogroup: sched_autogroup puts a
+# session's processes in one task group), as this bench ran them before; in the PASTA row
+# each server has a session of its own, as burrow's sandbox servers have, and as a Podman
+# container's processes (conmon's) have apart from pasta's.
+PASTA_SHARED = "pasta -t, servers in pasta's session"
 # The paired ratios --repeat reports: (mine, reference), each round's from that round alone.
-PAIRS = ((BURROW, PASTA), (OWN, PASTA), (BURROW, ROOTLESSPORT_ROW))
+PAIRS = ((BURROW, PASTA), (OWN, PASTA), (BURROW, ROOTLESSPORT_ROW), (BURROW, PASTA_SHARED),
+         (PASTA_SHARED, PASTA))
 
 
 def start_loopback() -> tuple[Ports, Cleanup]:
@@ -241,7 +247,7 @@ def start_loopback() -> tuple[Ports, Cleanup]:
 
 def forwarder_counters() -> Counters:
     pid = int(json.loads(burrow("status", "--format", "json"))["forwarder"]["pid"])
-    return partial(counters, pid)
+    return Counters(pid)
 
 
 def start_burrow() -> tuple[Ports, dict[str, object], Cleanup]:
@@ -302,22 +308,26 @@ def start_rootlessport(rec: dict[str, object]) -> tuple[Ports, Cleanup, Counters
         shutil.rmtree(tmp, ignore_errors=True)
     for port in (rp, rep, rrr):
         wait_backend(port)
-    return (rp, rep, rrr), cleanup, partial(counters, rl.pid)
+    return (rp, rep, rrr), cleanup, Counters(rl.pid)
 
 
-def start_pasta() -> tuple[Ports, Cleanup, Counters] | None:
-    """pasta's own forwarding (-t), into pasta's own namespace (not behind a bridge)."""
+def start_pasta(wrap: Sequence[str] = (),
+                shared: bool = False) -> tuple[Ports, Cleanup, Counters] | None:
+    """pasta's own forwarding (-t), into pasta's own namespace (not behind a bridge); run
+    under `wrap` (strace: pasta makes itself undumpable, so it is traced from its start).
+    Each server in a session of its own, unless `shared` (PASTA_SHARED)."""
     if not shutil.which("pasta"):
         return None
     pp, pep, prr = free_port(), free_port(), free_port()
+    own = "" if shared else "setsid -w "
     script = Path(tempfile.mkdtemp(dir=os.environ.get("XDG_RUNTIME_DIR"))) / "echo.py"
     script.write_text(ECHO_SERVER)
     (script.parent / "rr.py").write_text(RR_SERVER)
     pasta = subprocess.Popen(
-        ["pasta", "--config-net", "-f", "-t", f"{pp}:5201,{pep}:5301,{prr}:5401", "-u",
+        [*wrap, "pasta", "--config-net", "-f", "-t", f"{pp}:5201,{pep}:5301,{prr}:5401", "-u",
          "none", "-T", "none", "-U", "none", "--", "sh", "-c",
-         f"iperf3 -s -p 5201 >/dev/null 2>&1 & {sys.executable} {script.parent}/rr.py 5401 & "
-         f"exec {sys.executable} {script} 5301"],
+         f"{own}iperf3 -s -p 5201 >/dev/null 2>&1 & {own}{sys.executable} "
+         f"{script.parent}/rr.py 5401 & exec {own}{sys.executable} {script} 5301"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
 
     def cleanup() -> None:
@@ -325,7 +335,7 @@ def start_pasta() -> tuple[Ports, Cleanup, Counters] | None:
         shutil.rmtree(script.parent, ignore_errors=True)
     for port in (pp, pep, prr):
         wait_backend(port)
-    return (pp, pep, prr), cleanup, partial(counters, pasta.pid, False)
+    return (pp, pep, prr), cleanup, Counters(pasta.pid, False)
 
 
 def start_own_netns() -> tuple[Ports, Cleanup]:
@@ -352,79 +362,189 @@ def start_own_netns() -> tuple[Ports, Cleanup]:
     return (ports[0], ports[1], ports[2]), cleanup
 
 
-Counters = Callable[[], tuple[float, float, int]]
-Cost = tuple[float, float, float]  # user us, sys us, context switches: per connection
+# Per connection (or round trip): user us, sys us (/proc ticks), context switches, on-CPU us
+# and us waiting on a run queue while runnable (schedstat, ns exact): under load the wait is
+# what a wakeup costs beyond the work.
+Cost = tuple[float, float, float, float, float]
+SCALE = (1e6, 1e6, 1.0, 1e-3, 1e-3)  # Counters' units -> Cost's
 
 
-def counters(pid: int, tree: bool = True) -> tuple[float, float, int]:
-    """(user s, sys s, context switches) of pid's threads, and of its descendants with tree
-    (burrow's forwarder and its dialers; rootlessport and its child). pasta: tree=False, its
-    children are the servers."""
-    tick = os.sysconf("SC_CLK_TCK")
-    user = sys_ = 0.0
-    csw, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            f = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            user += int(f[11]) / tick
-            sys_ += int(f[12]) / tick
-            for t in Path(f"/proc/{p}/task").iterdir():
-                for line in (t / "status").read_text().splitlines():
-                    if "ctxt_switches:" in line:
-                        csw += int(line.split()[1])
-                if tree:
-                    todo += [int(c) for c in (t / "children").read_text().split()]
-        except (OSError, ValueError):
-            continue
-    return user, sys_, csw
+@dataclass(frozen=True)
+class Counters:
+    """A forwarder's processes: pid, and its descendants with tree (burrow's forwarder and
+    its dialers; rootlessport and its child). pasta: tree=False, its children are the
+    servers."""
+
+    pid: int
+    tree: bool = True
+
+    def pids(self) -> list[int]:
+        out, todo = [], [self.pid]
+        while todo:
+            p = todo.pop()
+            out.append(p)
+            if self.tree:
+                try:
+                    for t in Path(f"/proc/{p}/task").iterdir():
+                        todo += [int(c) for c in (t / "children").read_text().split()]
+                except (OSError, ValueError):
+                    continue
+        return out
+
+    def __call__(self) -> list[float]:
+        """[user s, sys s, context switches, on-CPU ns, run-queue wait ns] of all their
+        threads."""
+        tick = os.sysconf("SC_CLK_TCK")
+        got = [0.0] * 5
+        for p in self.pids():
+            try:
+                f = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+                got[0] += int(f[11]) / tick
+                got[1] += int(f[12]) / tick
+                for t in Path(f"/proc/{p}/task").iterdir():
+                    for line in (t / "status").read_text().splitlines():
+                        if "ctxt_switches:" in line:
+                            got[2] += int(line.split()[1])
+                    run, wait = (t / "schedstat").read_text().split()[:2]
+                    got[3] += int(run)
+                    got[4] += int(wait)
+            except (OSError, ValueError):
+                continue
+        return got
+
+
+def per_unit(spent: list[float], n: float) -> Cost:
+    a, b, c, d, e = (x / max(1.0, n) * k for x, k in zip(spent, SCALE, strict=True))
+    return a, b, c, d, e
+
+
+def syscalls(cost: Counters, port: int, n: int) -> tuple[dict[str, float], str]:
+    """System calls per connection by name, `strace -c -f` on the forwarder's processes over
+    n sequential connections (strace slows them: counts only, no times)."""
+    out = Path(tempfile.mkstemp(prefix="strace-", dir=os.environ.get("XDG_RUNTIME_DIR"))[1])
+    argv = ["strace", "-c", "-f", "-qq", "-o", str(out)]
+    for p in cost.pids():
+        argv += ["-p", str(p)]
+    sequential(port, 50)  # anything set up lazily, before the count
+    tr = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE)
+    time.sleep(1.0)  # attached
+    sequential(port, n)
+    time.sleep(0.2)  # the forwarder's last close
+    tr.send_signal(signal.SIGINT)
+    _, err = tr.communicate(timeout=30)
+    per = {c: k / n for c, k in strace_counts(out).items()}
+    return per, err.decode(errors="replace").strip()[-200:]
+
+
+def sequential(port: int, n: int) -> None:
+    for _ in range(n):
+        with socket.create_connection(("127.0.0.1", port), 2) as c:
+            while c.recv(64):
+                pass
+
+
+def strace_counts(out: Path) -> dict[str, int]:
+    """`strace -c`'s calls column by system call name (the file removed)."""
+    text = out.read_text()
+    out.unlink()
+    got = {}
+    for line in text.splitlines():
+        f = line.split()
+        # % time, seconds, usecs/call, calls, [errors], syscall
+        if len(f) >= 5 and f[0][0].isdigit() and f[-1] != "total":
+            got[f[-1]] = int(f[3])
+    return got
+
+
+def pasta_syscalls(n: int) -> dict[str, float]:
+    """pasta's per connection: two pastas traced from their start, one given n connections
+    more than the other; the difference of their counts over n (set-up and exit cancel)."""
+    counts = []
+    for extra in (0, n):
+        out = Path(tempfile.mkstemp(prefix="strace-", dir=os.environ.get("XDG_RUNTIME_DIR"))[1])
+        started = start_pasta(("strace", "-c", "-qq", "-o", str(out)))
+        assert started is not None
+        ports, cleanup, _ = started
+        sequential(ports[1], 50 + extra)
+        cleanup()
+        counts.append(strace_counts(out))
+    return {c: (counts[1].get(c, 0) - counts[0].get(c, 0)) / n
+            for c in counts[0].keys() | counts[1].keys()}
+
+
+def print_syscalls(targets: dict[str, tuple[Ports, Counters | None]], n: int) -> None:
+    got = {}
+    for name, (ports, cost) in targets.items():
+        if name == PASTA:
+            got[name] = pasta_syscalls(n)
+        elif cost is not None:
+            per, err = syscalls(cost, ports[1], n)
+            if per:
+                got[name] = per
+            else:
+                print(f"strace {short(name)}: nothing counted ({err})")
+    if not got:
+        return
+    names = sorted({c for per in got.values() for c in per},
+                   key=lambda c: -max(per.get(c, 0) for per in got.values()))
+    print(f"\n## system calls per connection (strace -c -f, {n} sequential connections)")
+    print(f"{'syscall':18}" + "".join(f"{short(x):>20}" for x in got))
+    for c in names:
+        print(f"{c:18}" + "".join(f"{per.get(c, 0):20.2f}" for per in got.values()))
+    print(f"{'total':18}" + "".join(f"{sum(per.values()):20.2f}" for per in got.values()))
 
 
 SLICES = 5  # conn/s and round-trip slices per round, alternating between the forwarders
 
 
 def measure_round(targets: dict[str, tuple[Ports, Counters | None]], order: list[str],
-                  seconds: float, runs: int) -> tuple[dict[str, Row], dict[str, Cost | None]]:
+                  seconds: float, runs: int
+                  ) -> tuple[dict[str, Row], dict[str, Cost | None], dict[str, Cost | None]]:
     """One round: each forwarder's iperf3 run(s) in turn, then conn/s and round trips in
     SLICES short slices that alternate between the forwarders, so load that comes and goes
-    within the round lands on all of them alike; and each one's CPU and context switches per
-    connection during its conn/s slices."""
+    within the round lands on all of them alike; and each one's cost per connection during
+    its conn/s slices and per round trip during its round-trip batches."""
     gbps = {name: iperf(targets[name][0][0], seconds, runs) for name in order}
     conns = dict.fromkeys(order, 0.0)
-    spent = {name: [0.0, 0.0, 0.0] for name in order}
+    spent = {name: [0.0] * 5 for name in order}
     for _ in range(SLICES):
         for name in order:
             ports, cost = targets[name]
             c0 = cost() if cost else None
             conns[name] += conn_rate(ports[1], seconds / SLICES) * seconds / SLICES
             if cost and c0:
-                c1 = cost()
-                for i in range(3):
-                    spent[name][i] += c1[i] - c0[i]
-    rtt = round_trips({name: targets[name][0][2] for name in order})
-    rows, per = {}, {}
+                for i, v in enumerate(cost()):
+                    spent[name][i] += v - c0[i]
+    rtt, rt_spent, trips = round_trips({name: targets[name] for name in order})
+    rows, per, per_rt = {}, {}, {}
     for name in order:
-        n = max(1.0, conns[name])
         rows[name] = (name, *gbps[name], conns[name] / seconds, rtt[name])
-        u, s_, c = spent[name]
-        per[name] = (u / n * 1e6, s_ / n * 1e6, c / n) if targets[name][1] else None
-    return rows, per
+        known = targets[name][1] is not None
+        per[name] = per_unit(spent[name], conns[name]) if known else None
+        per_rt[name] = per_unit(rt_spent[name], trips) if known else None
+    return rows, per, per_rt
 
 
-def round_trips(ports: dict[str, int], rounds: int = RR_ROUNDS // 5,
-                batches: int = 5 * SLICES) -> dict[str, float]:
+def round_trips(targets: dict[str, tuple[Ports, Counters | None]], rounds: int = RR_ROUNDS // 5,
+                batches: int = 5 * SLICES
+                ) -> tuple[dict[str, float], dict[str, list[float]], int]:
     """round_trip_us for several forwarders at once: one open connection each, batches of
-    `rounds` round trips taken in turn; each one's median of its batch means."""
+    `rounds` round trips taken in turn; each one's median of its batch means, what its
+    processes spent over all its batches, and the number of round trips each made."""
     msg = b"x" * 64
     socks = {}
-    means: dict[str, list[float]] = {name: [] for name in ports}
+    means: dict[str, list[float]] = {name: [] for name in targets}
+    spent = {name: [0.0] * 5 for name in targets}
     try:
-        for name, port in ports.items():
-            c = socks[name] = socket.create_connection(("127.0.0.1", port), 5)
+        for name, (ports, _) in targets.items():
+            c = socks[name] = socket.create_connection(("127.0.0.1", ports[2]), 5)
             c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             c.settimeout(5)
         for _ in range(batches):
             for name, c in socks.items():
+                cost = targets[name][1]
+                c0 = cost() if cost else None
                 t = time.perf_counter()
                 for _ in range(rounds):
                     c.sendall(msg)
@@ -432,14 +552,19 @@ def round_trips(ports: dict[str, int], rounds: int = RR_ROUNDS // 5,
                     while got < len(msg):
                         got += len(c.recv(len(msg) - got))
                 means[name].append((time.perf_counter() - t) / rounds * 1e6)
+                if cost and c0:
+                    for i, v in enumerate(cost()):
+                        spent[name][i] += v - c0[i]
     finally:
         for c in socks.values():
             c.close()
-    return {name: statistics.median(m) for name, m in means.items()}
+    return ({name: statistics.median(m) for name, m in means.items()}, spent,
+            rounds * batches)
 
 
-def inbound(seconds: float, runs: int,
-            repeat: int = 1) -> tuple[list[list[Row]], dict[str, list[Cost]]]:
+def inbound(seconds: float, runs: int, repeat: int = 1,
+            strace: int = 0
+            ) -> tuple[list[list[Row]], dict[str, list[Cost]], dict[str, list[Cost]]]:
     """Every forwarder set up at once (idle ones cost nothing), then `repeat` rounds, each
     measuring every forwarder once, in an order rotated each round: a ratio of two rows of
     one round is paired (same load), which a ratio of two runs is not."""
@@ -457,25 +582,30 @@ def inbound(seconds: float, runs: int,
         targets[OWN] = ports, fwd
         cleanups.append(c)
         for name, started in ((ROOTLESSPORT_ROW, start_rootlessport(rec)),
-                              (PASTA, start_pasta())):
+                              (PASTA, start_pasta()),
+                              (PASTA_SHARED, start_pasta(shared=True))):
             if started is not None:
                 ports, c, cnt = started
                 targets[name] = ports, cnt
                 cleanups.append(c)
         names = list(targets)
+        if strace:
+            print_syscalls(targets, strace)
         rounds: list[list[Row]] = []
         costs: dict[str, list[Cost]] = {n: [] for n in names}
+        rt_costs: dict[str, list[Cost]] = {n: [] for n in names}
         for r in range(repeat):
             order = names[r % len(names):] + names[:r % len(names)]
-            got, per = measure_round(targets, order, seconds, runs)
+            got, per, per_rt = measure_round(targets, order, seconds, runs)
             rounds.append([got[name] for name in names])
             for name in names:
-                cost = per[name]
-                if cost is not None:
+                cost, cost_rt = per[name], per_rt[name]
+                if cost is not None and cost_rt is not None:
                     costs[name].append(cost)
+                    rt_costs[name].append(cost_rt)
             if repeat > 1:
                 print_round(r + 1, rounds[-1], per)
-        return rounds, costs
+        return rounds, costs, rt_costs
     finally:
         for c in reversed(cleanups):
             c()
@@ -494,14 +624,14 @@ def pair_ratios(row: list[Row]) -> dict[tuple[str, str], tuple[float, float, flo
 
 def short(name: str) -> str:
     return {BURROW: "burrow", OWN: "burrow own netns*", PASTA: "pasta",
+            PASTA_SHARED: "pasta (servers in its session)",
             ROOTLESSPORT_ROW: "rootlessport"}.get(name, name)
 
 
 def print_round(r: int, row: list[Row], cost: dict[str, Cost | None]) -> None:
     by = {x[0]: x for x in row}
     raw = "  ".join(f"{short(n)} {by[n][4]:.0f}/s {by[n][5]:.0f}us "
-                    f"{sum(cost[n][:2]):.0f}us-cpu/conn" for n in by  # type: ignore[index]
-                    if cost.get(n))
+                    f"{c[3]:.0f}us-cpu/conn" for n in by if (c := cost.get(n)))
     ratios = "  ".join(f"{short(m)}/{short(o)} {t:.2f} {c:.2f} {rt:.2f}"
                        for (m, o), (t, c, rt) in pair_ratios(row).items())
     print(f"round {r} (load {os.getloadavg()[0]:.1f}): {ratios}\n    {raw}", flush=True)
@@ -519,31 +649,31 @@ def spread(xs: list[float]) -> str:
 def print_paired(rounds: list[list[Row]]) -> None:
     per = [pair_ratios(r) for r in rounds]
     print(f"\npaired ratios over {len(rounds)} interleaved rounds: median [min-max] "
-          "(throughput and conn/s: higher is better for burrow; round trip: lower is)")
+          "(throughput and conn/s: higher is better for the first; round trip: lower is).\n"
+          "The last pair is pasta against pasta: how far a paired ratio moves here when "
+          "nothing differs but the servers' sessions.")
     for mine, ref in PAIRS:
         got = [p[(mine, ref)] for p in per if (mine, ref) in p]
         if not got:
             continue
         t, c, rt = ([g[i] for g in got] for i in range(3))
         wins = sum(x > 1 for x in c), sum(x < 1 for x in rt)
+        first = short(mine).split(" (")[0]
         print(f"{short(mine)} / {short(ref)}:\n  throughput {spread(t)}\n  conn/s     "
-              f"{spread(c)}  (burrow ahead in {wins[0]} of {len(c)})\n  round trip "
-              f"{spread(rt)}  (burrow ahead in {wins[1]} of {len(rt)})")
+              f"{spread(c)}  ({first} ahead in {wins[0]} of {len(c)})\n  round trip "
+              f"{spread(rt)}  ({first} ahead in {wins[1]} of {len(rt)})")
         print("  rounds: conn/s " + " ".join(f"{x:.2f}" for x in c) + " | round trip "
               + " ".join(f"{x:.2f}" for x in rt))
 
 
-def print_costs(costs: dict[str, list[Cost]]) -> None:
-    """The forwarders' own CPU and context switches per connection (conn/s runs), medians."""
-    print(f"\nforwarder's own cost per connection, conn/s runs (median of rounds): "
-          f"{'user us':>8} {'sys us':>7} {'total':>6} {'ctx sw':>6}")
+def print_costs(costs: dict[str, list[Cost]], unit: str) -> None:
+    """The forwarders' own cost per connection or round trip, medians over the rounds."""
+    print(f"\nforwarder's own cost per {unit} (median of rounds):\n  {'':24}{'user us':>8} "
+          f"{'sys us':>7} {'on-CPU us':>9} {'ctx sw':>7} {'run-queue wait us':>18}")
     for name, got in costs.items():
         if got:
-            u, s_, c = (statistics.median(g[i] for g in got) for i in range(3))
-            tot = statistics.median(g[0] + g[1] for g in got)
-            print(f"  {short(name):70} {u:8.1f} {s_:7.1f} {tot:6.1f} {c:6.2f}")
-    print("  (burrow: the forwarder and its dialers; pasta: its one process, not its children "
-          "(the servers); /proc ticks, 10 ms each)")
+            u, s_, c, run, wait = (statistics.median(g[i] for g in got) for i in range(5))
+            print(f"  {short(name):24}{u:8.1f} {s_:7.1f} {run:9.1f} {c:7.2f} {wait:18.1f}")
 
 
 def median_rows(rounds: list[list[Row]]) -> list[Row]:
@@ -709,13 +839,16 @@ def worker(args: argparse.Namespace) -> int:
         print(f"\n## inbound, {args.repeat} interleaved rounds: per round the paired ratios "
               "(throughput conn/s round-trip)\n   and each forwarder's conn/s, round trip and "
               "CPU per connection", flush=True)
-    rounds, costs = inbound(args.seconds, args.runs, args.repeat)
+    rounds, costs, rt_costs = inbound(args.seconds, args.runs, args.repeat, args.strace)
     print("\n## inbound port forwarding: host 127.0.0.1 -> server in a sandbox"
           + (f" (medians of {args.repeat} rounds)" if args.repeat > 1 else ""))
     both = ("two loopback streams at once (-P 2), total", *two_streams(args.seconds, args.runs),
             0.0, 0.0)
     print_inbound(median_rows(rounds), both)
-    print_costs(costs)
+    print_costs(costs, "connection (conn/s slices)")
+    print_costs(rt_costs, "round trip (round-trip batches)")
+    print("  (burrow: the forwarder and its dialers; pasta: its one process, not its children "
+          "(the servers);\n  user/sys: /proc ticks of 10 ms, on-CPU and wait: schedstat)")
     if args.repeat > 1:
         print_paired(rounds)
     if args.only == "inbound":
@@ -778,6 +911,9 @@ def main() -> int:
                     help="inbound: K interleaved rounds of every forwarder, per-round paired "
                          "ratios and their median and spread (short: --repeat 5 --seconds 1 "
                          "--runs 1)")
+    ap.add_argument("--strace", type=int, default=0, metavar="N",
+                    help="inbound: first, each forwarder's system calls per connection by "
+                         "name (strace -c -f over N sequential connections)")
     args = ap.parse_args()
     if os.geteuid() == 0:
         return as_test_user()
