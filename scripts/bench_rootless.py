@@ -227,7 +227,8 @@ LOOPBACK, BURROW, OWN, ROOTLESSPORT_ROW, PASTA = (
 PASTA_SHARED = "pasta -t, servers in pasta's session"
 # The paired ratios --repeat reports: (mine, reference), each round's from that round alone.
 PAIRS = ((BURROW, PASTA), (OWN, PASTA), (BURROW, ROOTLESSPORT_ROW), (BURROW, PASTA_SHARED),
-         (PASTA_SHARED, PASTA))
+         (PASTA_SHARED, PASTA), ("burrow forwarder, short scheduler slice", BURROW),
+         ("burrow forwarder, short scheduler slice", PASTA))
 
 
 def start_loopback() -> tuple[Ports, Cleanup]:
@@ -498,6 +499,39 @@ def print_syscalls(targets: dict[str, tuple[Ports, Counters | None]], n: int) ->
 SLICES = 5  # conn/s and round-trip slices per round, alternating between the forwarders
 
 
+SLICED = "burrow forwarder, short scheduler slice"
+TUNED: dict[str, tuple[Counters, int]] = {}  # a row measured with its processes' slice set
+
+
+def set_slice(pids: list[int], ns: int) -> None:
+    """The EEVDF slice (sched_setattr's sched_runtime, Linux >= 6.12) of pids' threads; 0 is
+    the kernel's default. An unprivileged user may set it on their own processes."""
+    import ctypes
+    import struct
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    attr = ctypes.create_string_buffer(struct.pack("IIQiIQQQII", 56, 0, 0, 0, 0, ns, 0, 0, 0,
+                                                   0), 56)
+    for p in pids:
+        for t in Path(f"/proc/{p}/task").iterdir():
+            libc.syscall(314, int(t.name), attr, 0)  # SYS_sched_setattr, x86_64
+
+
+class tuned:
+    """The row's processes with its slice while it is measured, the default after."""
+
+    def __init__(self, name: str) -> None:
+        self.t = TUNED.get(name)
+
+    def __enter__(self) -> None:
+        if self.t:
+            set_slice(self.t[0].pids(), self.t[1])
+
+    def __exit__(self, *_: object) -> None:
+        if self.t:
+            set_slice(self.t[0].pids(), 0)
+
+
 def measure_round(targets: dict[str, tuple[Ports, Counters | None]], order: list[str],
                   seconds: float, runs: int
                   ) -> tuple[dict[str, Row], dict[str, Cost | None], dict[str, Cost | None]]:
@@ -505,14 +539,18 @@ def measure_round(targets: dict[str, tuple[Ports, Counters | None]], order: list
     SLICES short slices that alternate between the forwarders, so load that comes and goes
     within the round lands on all of them alike; and each one's cost per connection during
     its conn/s slices and per round trip during its round-trip batches."""
-    gbps = {name: iperf(targets[name][0][0], seconds, runs) for name in order}
+    gbps = {}
+    for name in order:
+        with tuned(name):
+            gbps[name] = iperf(targets[name][0][0], seconds, runs)
     conns = dict.fromkeys(order, 0.0)
     spent = {name: [0.0] * 5 for name in order}
     for _ in range(SLICES):
         for name in order:
             ports, cost = targets[name]
-            c0 = cost() if cost else None
-            conns[name] += conn_rate(ports[1], seconds / SLICES) * seconds / SLICES
+            with tuned(name):
+                c0 = cost() if cost else None
+                conns[name] += conn_rate(ports[1], seconds / SLICES) * seconds / SLICES
             if cost and c0:
                 for i, v in enumerate(cost()):
                     spent[name][i] += v - c0[i]
@@ -544,14 +582,15 @@ def round_trips(targets: dict[str, tuple[Ports, Counters | None]], rounds: int =
         for _ in range(batches):
             for name, c in socks.items():
                 cost = targets[name][1]
-                c0 = cost() if cost else None
-                t = time.perf_counter()
-                for _ in range(rounds):
-                    c.sendall(msg)
-                    got = 0
-                    while got < len(msg):
-                        got += len(c.recv(len(msg) - got))
-                means[name].append((time.perf_counter() - t) / rounds * 1e6)
+                with tuned(name):
+                    c0 = cost() if cost else None
+                    t = time.perf_counter()
+                    for _ in range(rounds):
+                        c.sendall(msg)
+                        got = 0
+                        while got < len(msg):
+                            got += len(c.recv(len(msg) - got))
+                    means[name].append((time.perf_counter() - t) / rounds * 1e6)
                 if cost and c0:
                     for i, v in enumerate(cost()):
                         spent[name][i] += v - c0[i]
@@ -563,7 +602,7 @@ def round_trips(targets: dict[str, tuple[Ports, Counters | None]], rounds: int =
 
 
 def inbound(seconds: float, runs: int, repeat: int = 1,
-            strace: int = 0
+            strace: int = 0, slice_us: float = 0
             ) -> tuple[list[list[Row]], dict[str, list[Cost]], dict[str, list[Cost]]]:
     """Every forwarder set up at once (idle ones cost nothing), then `repeat` rounds, each
     measuring every forwarder once, in an order rotated each round: a ratio of two rows of
@@ -588,6 +627,9 @@ def inbound(seconds: float, runs: int, repeat: int = 1,
                 ports, c, cnt = started
                 targets[name] = ports, cnt
                 cleanups.append(c)
+        if slice_us:  # burrow's forwarder again, with a short slice while this row runs
+            targets[SLICED] = targets[BURROW]
+            TUNED[SLICED] = fwd, int(slice_us * 1000)
         names = list(targets)
         if strace:
             print_syscalls(targets, strace)
@@ -624,7 +666,7 @@ def pair_ratios(row: list[Row]) -> dict[tuple[str, str], tuple[float, float, flo
 
 def short(name: str) -> str:
     return {BURROW: "burrow", OWN: "burrow own netns*", PASTA: "pasta",
-            PASTA_SHARED: "pasta (servers in its session)",
+            PASTA_SHARED: "pasta (servers in its session)", SLICED: "burrow short slice",
             ROOTLESSPORT_ROW: "rootlessport"}.get(name, name)
 
 
@@ -839,7 +881,8 @@ def worker(args: argparse.Namespace) -> int:
         print(f"\n## inbound, {args.repeat} interleaved rounds: per round the paired ratios "
               "(throughput conn/s round-trip)\n   and each forwarder's conn/s, round trip and "
               "CPU per connection", flush=True)
-    rounds, costs, rt_costs = inbound(args.seconds, args.runs, args.repeat, args.strace)
+    rounds, costs, rt_costs = inbound(args.seconds, args.runs, args.repeat, args.strace,
+                                      args.slice_us)
     print("\n## inbound port forwarding: host 127.0.0.1 -> server in a sandbox"
           + (f" (medians of {args.repeat} rounds)" if args.repeat > 1 else ""))
     both = ("two loopback streams at once (-P 2), total", *two_streams(args.seconds, args.runs),
@@ -911,6 +954,9 @@ def main() -> int:
                     help="inbound: K interleaved rounds of every forwarder, per-round paired "
                          "ratios and their median and spread (short: --repeat 5 --seconds 1 "
                          "--runs 1)")
+    ap.add_argument("--slice-us", type=float, default=0, metavar="US",
+                    help="inbound: one more row, burrow's forwarder with this EEVDF slice (x86_64) "
+                         "(sched_setattr) while it is measured, paired with the default's")
     ap.add_argument("--strace", type=int, default=0, metavar="N",
                     help="inbound: first, each forwarder's system calls per connection by "
                          "name (strace -c -f over N sequential connections)")
