@@ -124,7 +124,9 @@ def iperf(port: int, seconds: float, runs: int, host: str = "127.0.0.1",
     """Median Gbit/s, every run's, and the median share of all CPUs busy during a run."""
     vals, busy = [], []
     for _ in range(runs):
-        argv = [*prefix, "iperf3", "-c", host, "-p", str(port), "-t", str(seconds), "-J",
+        # iperf3 reads -t as a whole number, and 0 (from 0.5) as "run forever"
+        argv = [*prefix, "iperf3", "-c", host, "-p", str(port), "-t",
+                str(max(1, round(seconds))), "-J",
                 *extra]
         if reverse:
             argv.append("-R")
