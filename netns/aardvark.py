@@ -113,9 +113,13 @@ class AardvarkConfig:
         except fmt.ConfigError as exc:
             raise BurrowError(f"DNS config of network {network!r}: {exc}") from None
 
-    def remove(self, container_id: str, networks: Sequence[tuple[str, bool]]) -> None:
-        """Drop the container's lines; a file left with only its header goes."""
+    def remove(self, container_id: str, networks: Sequence[tuple[str, bool]],
+               whole: Sequence[tuple[str, bool]] = ()) -> None:
+        """Drop the container's lines; a file left with only its header goes, and so do the
+        files of `whole` (networks with no container left), whatever they still hold."""
         with self.locked():
+            for name, internal in whole:
+                self._file(name, internal).unlink(missing_ok=True)
             for name, internal in networks:
                 path = self._file(name, internal)
                 try:

@@ -447,8 +447,12 @@ def _teardown(ctx: Context, req: Request, fd: int | None, errors: list[BurrowErr
                                     fw_nets, fw_ports, select)
     dns_nets = [(a.name, a.internal) for a in req.attachments if dns_on(ctx, a)]
     if dns_nets:
+        # A network whose bridge went has no container left: its other records are stale
+        # (rootless Podman 4.3 never tears down a container whose rootlessport failed) and
+        # would keep the server alive in a rootless netns Podman has dropped.
+        emptied = [(a.name, a.internal) for a in complete if dns_on(ctx, a)]
         try:
-            ctx.dns.remove(req.container_id, dns_nets)
+            ctx.dns.remove(req.container_id, dns_nets, whole=emptied)
             ctx.dns.notify(start=False)
         except (BurrowError, OSError) as exc:
             errors.append(BurrowError(f"remove DNS entries: {exc}"))

@@ -198,6 +198,18 @@ class Twin:
                 found.append(pid)
         return sorted(found)
 
+    def dns_pids(self) -> list[int]:
+        """This world's burrow-dns processes (found by title, as helper_pids)."""
+        found = []
+        for pid in self.world.session.leftover_pids():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if f.read().startswith(b"burrow-dns "):
+                        found.append(pid)
+            except OSError:
+                continue
+        return sorted(found)
+
     def process_shapes(self) -> list[str]:
         """The world's processes by kind (no pids): what `ps` would show a user, per kind of
         process, with rootlessport's two Go processes (parent, child) and burrow's one each
