@@ -3,7 +3,8 @@
 No sockets here. Forwarding is only *decided*: the server hands a `Forward` to the upstream
 module, which owns the I/O. Semantics follow the newest aardvark where it fixed 1.4 (spec §1,
 §2.1): search domain stripped case-insensitively everywhere, one PTR answer owned by the
-qname, TTL 0, RA mirrors RD, AD/CD and EDNS echoed, empty NOERROR for a known name asked for
+qname, TTL 0, RA mirrors RD, AD/CD and EDNS echoed (BADVERS for a version other than 0, RFC 6891:
+aardvark 1.4 answers those as version 0 queries), empty NOERROR for a known name asked for
 a type it has no record of, NXDOMAIN instead of forwarding for the search domain, for
 internal-only requesters and under AARDVARK_NO_PROXY.
 """
@@ -61,18 +62,42 @@ def _reply_header(req: DNSRecord, rcode: int) -> DNSHeader:
     )
 
 
-def _edns(req: DNSRecord) -> RR | None:
+OPT = QTYPE.OPT  # dnslib's QTYPE.X is a Python __getattr__ call: looked up once here
+
+
+def _opt(req: DNSRecord) -> RR | None:
+    """The query's own OPT record, if any (looked at once per query, never copied)."""
     for rr in req.ar:
-        if rr.rtype == QTYPE.OPT:
-            # Echo size, version and DO, but not the client's options (e.g. a COOKIE we
-            # did not mint).
-            return RR(".", QTYPE.OPT, rclass=rr.rclass, ttl=rr.ttl & 0xFFFF8000, rdata=[])
+        if rr.rtype == OPT:
+            return rr
     return None
 
 
-def _finish(req: DNSRecord, rcode: int, answers: list[RR], tcp: bool) -> Reply:
+def _echo(opt: RR) -> RR:
+    # Echo size, version and DO, but not the client's options (e.g. a COOKIE we did not mint).
+    return RR(".", QTYPE.OPT, rclass=opt.rclass, ttl=opt.ttl & 0xFFFF8000, rdata=[])
+
+
+# RFC 6891 §6.1.3: a query of an EDNS version we do not implement (any but 0) is answered
+# BADVERS (extended RCODE 16: 0 in the header, 1 in the OPT's upper TTL byte) with an OPT of
+# the version we do implement, 0, which tells the client to ask again with it (dig does).
+BADVERS = 16  # dnslib has no name for it
+BADVERS_OPT_TTL = (BADVERS >> 4) << 24
+VERSION_BITS = 0x00FF0000  # the OPT TTL's version byte
+
+
+def _badvers(req: DNSRecord, opt: RR, tcp: bool) -> Reply:
+    # The client's size and DO bit, version 0 and extended RCODE 1.
+    ours = RR(".", QTYPE.OPT, rclass=opt.rclass, ttl=BADVERS_OPT_TTL | (opt.ttl & 0x8000), rdata=[])
+    return _finish(req, BADVERS & 0x0F, [], tcp, ours, echo=False)
+
+
+def _finish(req: DNSRecord, rcode: int, answers: list[RR], tcp: bool, opt: RR | None,
+            echo: bool = True) -> Reply:
+    """`opt`: the query's OPT record (`_opt(req)`), echoed; or, `echo` False, the reply's own."""
     reply = DNSRecord(_reply_header(req, rcode), q=req.questions[0] if req.questions else None)
-    opt = _edns(req)
+    if opt is not None and echo:
+        opt = _echo(opt)
     for rr in answers:
         reply.add_answer(rr)
     if opt is not None:
@@ -163,10 +188,13 @@ def local_name(labels: tuple[bytes, ...]) -> str | None:
 def _resolve(req: DNSRecord, scope: Scope, policy: Policy, tcp: bool) -> Outcome:
     if req.header.qr:
         return None  # a response sent to us: answering it could start a reflection loop
+    opt = _opt(req) if req.ar else None  # no OPT (musl's queries) costs this one test
     if req.header.opcode != OPCODE.QUERY:
-        return _finish(req, RCODE.NOTIMP, [], tcp)
+        return _finish(req, RCODE.NOTIMP, [], tcp, opt)
     if not req.questions:
-        return _finish(req, RCODE.FORMERR, [], tcp)
+        return _finish(req, RCODE.FORMERR, [], tcp, opt)
+    if opt is not None and opt.ttl & VERSION_BITS:
+        return _badvers(req, opt, tcp)  # before any forwarding: we are the responder
     q = req.questions[0]  # like aardvark, only the first question counts
     labels = tuple(x.lower() for x in q.qname.label)
     qtype = q.qtype
@@ -176,7 +204,7 @@ def _resolve(req: DNSRecord, scope: Scope, policy: Policy, tcp: bool) -> Outcome
         found = scope.view.reverse.get(ip) if ip is not None else None
         if found:
             rrs = [RR(q.qname, QTYPE.PTR, ttl=TTL, rdata=PTR(n + ".")) for n in found]
-            return _finish(req, RCODE.NOERROR, rrs, tcp)
+            return _finish(req, RCODE.NOERROR, rrs, tcp, opt)
 
     sd = policy.search_domain
     in_search_domain = bool(sd) and labels[-len(sd):] == sd
@@ -190,8 +218,8 @@ def _resolve(req: DNSRecord, scope: Scope, policy: Policy, tcp: bool) -> Outcome
             rrs = [RR(q.qname, QTYPE.AAAA, ttl=TTL, rdata=AAAA(ip)) for ip in records[1]]
         else:
             rrs = []  # known name, no record of this type: empty NOERROR
-        return _finish(req, RCODE.NOERROR, rrs, tcp)
+        return _finish(req, RCODE.NOERROR, rrs, tcp, opt)
 
     if in_search_domain or not scope.may_forward or policy.no_proxy:
-        return _finish(req, RCODE.NXDOMAIN, [], tcp)
+        return _finish(req, RCODE.NXDOMAIN, [], tcp, opt)
     return Forward(scope.upstreams)

@@ -144,3 +144,42 @@ def test_fastpath_cache_never_holds_a_padded_query() -> None:
     cache.put(C1, wire, out.wire)
     cache.put(C1, wire, None)
     assert cache.entries == {}
+
+
+# -- EDNS versions (RFC 6891 §6.1.3) ------------------------------------------------------------
+@pytest.mark.parametrize("name", ["c2", "zz.dns.podman", "example.com"])
+@pytest.mark.parametrize("version", [1, 255])
+def test_an_edns_version_other_than_0_is_badvers_with_an_opt_of_version_0(
+    name: str, version: int
+) -> None:
+    """Local, search-domain and forwardable names alike (burrow-dns is the responder; the
+    query is never relayed): extended RCODE 16 (0 in the header, 1 in the OPT), an OPT of
+    version 0 with the client's size and DO bit, no answer. aardvark 1.4 answered these as
+    version 0 queries."""
+    for tcp in (False, True):
+        r = ask(name, tcp=tcp, use_edns=version, payload=1232, want_dnssec=True)
+        assert r.rcode() == dns.rcode.BADVERS and r.flags & 0x000F == 0
+        assert r.edns == 0 and r.payload == 1232 and r.ednsflags & dns.flags.DO
+        assert (r.ednsflags >> 24) == 1 and not r.answer and not r.authority
+
+
+def test_edns_version_0_and_no_opt_are_answered_as_before() -> None:
+    for kw in ({}, {"use_edns": 0}):
+        r = ask("c2", **kw)  # type: ignore[arg-type]
+        assert r.rcode() == dns.rcode.NOERROR and ips(r) == ["10.0.1.3"]
+        assert r.edns == (0 if kw else -1) and r.ednsflags >> 24 == 0
+    q = dns.message.make_query("example.com", "A", use_edns=0).to_wire()
+    assert resolve(q, C1, P, tcp=False) == Forward(("9.9.9.1",))
+
+
+def test_badvers_is_cached_by_the_fast_path_and_patched_with_the_id() -> None:
+    cache = fastpath.ReplyCache()
+    q = dns.message.make_query("c2", "A", use_edns=1)
+    out = resolve(q.to_wire(), C1, P, tcp=False)
+    assert isinstance(out, Reply) and out.cacheable
+    cache.put(C1, q.to_wire(), out.wire)
+    q.id ^= 0x5A5A
+    body = cache.get(C1, q.to_wire())
+    assert body is not None
+    r = dns.message.from_wire(fastpath.patch(q.to_wire(), body))
+    assert r.id == q.id and r.rcode() == dns.rcode.BADVERS and r.edns == 0
