@@ -299,6 +299,7 @@ def subnet_broadcast(a: Netns, b: Netns, res: dict[str, Any]) -> str:
     return out
 
 
+MAC = "02:42:ac:11:00:99"
 PORTS = [{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"},
          {"hostPort": 18081, "containerPort": 81, "protocol": "tcp", "hostIP": UPLINK[0]}]
 
@@ -411,12 +412,15 @@ def test_dual_stack_with_ports(sides: tuple[Side, Side], version: str) -> None:
 def run_shape(side: Side, shape: dict[str, Any], version: str) -> dict[str, Any]:
     side.configure(shape, version)
     a, b = container(side), container(side)
-    ra = side.add("ctr-a", a, runtime={"portMappings": PORTS}, args="IgnoreUnknown=1")
+    ra = side.add("ctr-a", a, runtime={"portMappings": PORTS, "mac": MAC}, args="IgnoreUnknown=1")
     rb = side.add("ctr-b", b, args="IgnoreUnknown=1")
     names = {a.path: "<a>", b.path: "<b>"}
     out: dict[str, Any] = {"results": (result_view(ra, names), result_view(rb, names))}
     if ra.code or rb.code:
         return out
+    # runtimeConfig.mac (the reference: `tuning`'s mac capability): in the result and on the link.
+    out["mac"] = ([i.get("mac") for i in ra.json["interfaces"] if i.get("sandbox")],
+                  [x["address"] for x in ip_json(a, "link", "show", "eth0")])
     out["state"] = normalised(observe(side, {"a": a, "b": b}, BRIDGE))
     out["traffic"] = traffic(side, a, ra.json, b, rb.json, PORTS)
     out["traffic"]["b->subnet broadcast"] = subnet_broadcast(a, b, rb.json)
