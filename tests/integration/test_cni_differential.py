@@ -708,7 +708,17 @@ def _sweep(test: Callable[..., None]) -> Callable[..., None]:
                 "ports": ["", UPLINK[0]], "static a": ["10.84.0.6"], "static b": []})
 def test_generated_shapes(namespaces: Namespaces, shape: dict[str, Any]) -> None:
     for key, value in shape.items():  # pytest --hypothesis-show-statistics
-        event(f"{key}={value if key in ('version', 'ifname', 'mtu', 'bridge') else bool(value)}")
+        if key == "ranges":
+            fams = "+".join("v6" if ":" in r[0]["subnet"] else "v4" for r in value)
+            event(f"family={fams}")
+            for r in value:
+                event(f"range {'/'.join(sorted(k for k in r[0] if k != 'subnet')) or 'subnet only'}")
+        elif key == "routes":
+            for r in value:
+                event(f"route {'default' if r['dst'].endswith('/0') else 'subnet'}"
+                      f"{' via gw' if r.get('gw') else ''}")
+        else:
+            event(f"{key}={value if key in ('version', 'ifname', 'mtu', 'bridge') else bool(value)}")
     try:
         with tempfile.TemporaryDirectory(prefix="cxd") as tmp:
             seen = [run_drawn(make_side(kind, namespaces, Path(tmp)), shape)
