@@ -24,6 +24,8 @@ def default_gateways(conf: NetConf) -> dict[int, IPAddress]:
     gateway. A family asked for neither gets none."""
     gateways = {rs[0].subnet.version: rs[0].gateway for rs in conf.range_sets}
     out: dict[int, IPAddress] = {}
+    if conf.internal:
+        return out  # no way out, whatever the routes say (burrow's `internal`)
     for r in conf.ipam_routes:
         if r.dst.prefixlen == 0 and r.dst.version in gateways:
             out.setdefault(r.dst.version, r.gw or gateways[r.dst.version])
@@ -42,7 +44,7 @@ def network(conf: NetConf) -> Network:
     gateways = {rs[0].subnet.version: rs[0].gateway for rs in conf.range_sets}
     defaults = default_gateways(conf)
     extra: list[Route] = []
-    if defaults != gateways:
+    if defaults != gateways and not conf.internal:
         # Not "every family via its own gateway" (the engine's default route): only the
         # families asked for, each via the gateway asked for, as static routes.
         options["no_default_route"] = "true"

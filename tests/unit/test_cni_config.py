@@ -200,3 +200,10 @@ def test_default_routes_only_for_the_families_asked() -> None:
         ("0.0.0.0/0", "10.5.0.9")]
     both = C.parse_conf(conf(isDefaultGateway=True, ipam={"ranges": ranges}))
     assert "no_default_route" not in translate.network(both).options and not translate.network(both).routes
+
+
+def test_an_internal_network_gets_no_default_route() -> None:
+    ranges = [[{"subnet": "10.5.0.0/24"}], [{"subnet": "fd05::/64"}]]
+    c = C.parse_conf(conf(internal=True, ipam={"ranges": ranges, "routes": [{"dst": "::/0"}]}))
+    assert translate.default_gateways(c) == {}
+    assert not translate.network(c).routes
