@@ -580,7 +580,8 @@ def a_range(draw: st.DrawFn, net: Any) -> dict[str, str]:
         r["gateway"] = str(draw(st.sampled_from([first, last])))
     if draw(st.booleans()):
         start = first + draw(st.integers(0, 3))
-        r["rangeStart"], r["rangeEnd"] = str(start), str(start + draw(st.integers(6, 12)))
+        end = min(start + draw(st.integers(6, 12)), last)  # inside the subnet: a valid shape
+        r["rangeStart"], r["rangeEnd"] = str(start), str(end)
     return r
 
 
