@@ -5,7 +5,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.nsutil import Netns, is_root
+from tests.nsutil import Netns, is_root, need_root
 
 # No test may reach this machine's own firewalld: an empty system bus address means "no bus" to
 # burrow (as to Netavark), and every process a test starts inherits it. Tests that want firewalld
@@ -16,8 +16,7 @@ os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = ""
 @pytest.fixture
 def netns_factory() -> Iterator[Callable[[], Netns]]:
     """Make throwaway namespaces; all of them die with the test."""
-    if not is_root():
-        pytest.skip("environment: creating test namespaces needs root (run the suite as root)")
+    need_root()
     made: list[Netns] = []
 
     def make() -> Netns:

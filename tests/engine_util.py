@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,24 @@ def network(name: str, bridge: str, subnets: list[tuple[str, str]], **kw: Any) -
     }  # fmt: skip
     net.update(kw)
     return net
+
+
+def static_net(prefix: str, third: int, dual: bool
+               ) -> tuple[dict[str, Any], Callable[[int], dict[str, Any]]]:
+    """A network whose name and bridge are unique(prefix), on 10.<third>.0.0/24 (and
+    fd<third>::/64 when `dual`), and the options of container c<i> on it: eth0 at host part i
+    of each subnet."""
+    br = unique(prefix)
+    subnets = [(f"10.{third}.0.0/24", f"10.{third}.0.1")]
+    if dual:
+        subnets.append((f"fd{third}::/64", f"fd{third}::1"))
+    net = network(br, br, subnets)
+
+    def opts(i: int) -> dict[str, Any]:
+        ips = [f"10.{third}.0.{i}"] + ([f"fd{third}::{i}"] if dual else [])
+        return options(f"c{i}", [(net, {"interface_name": "eth0", "static_ips": ips})])
+
+    return net, opts
 
 
 def options(name: str, nets: list[tuple[dict[str, Any], dict[str, Any]]], ports: list[dict[str, Any]] | None = None) -> dict[str, Any]:

@@ -32,6 +32,14 @@ def is_root() -> bool:
     return os.geteuid() == 0
 
 
+def need_root() -> None:
+    """Skip the calling test or fixture where test namespaces cannot be made (not root)."""
+    if not is_root():
+        import pytest  # here: scripts import this module without pytest
+
+        pytest.skip("environment: creating test namespaces needs root (run the suite as root)")
+
+
 def have(tool: str) -> bool:
     return shutil.which(tool) is not None
 

@@ -30,9 +30,10 @@ from tests.integration.test_dns_support import (
     ns_socket,
     pid_of,
     query,
+    read_tcp_frames,
     start_dns,
 )
-from tests.nsutil import Netns, is_root
+from tests.nsutil import Netns, need_root
 
 pytestmark = pytest.mark.root
 
@@ -144,8 +145,7 @@ class _Upstream:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    if not is_root():
-        pytest.skip("environment: creating test namespaces needs root (run the suite as root)")
+    need_root()
     w = World(tmp_path_factory.mktemp("dq"))
     yield w
     w.close()
@@ -225,21 +225,6 @@ def _frames(n: int, name: str) -> tuple[list[dns.message.QueryMessage], bytes]:
     return qs, b"".join(struct.pack("!H", len(w)) + w for w in (q.to_wire() for q in qs))
 
 
-def _read_frames(s: socket.socket, n: int) -> list[dns.message.Message]:
-    out: list[dns.message.Message] = []
-    buf = b""
-    while len(out) < n:
-        chunk = s.recv(65535)
-        if not chunk:
-            break
-        buf += chunk
-        while len(buf) >= 2 and len(buf) >= 2 + struct.unpack("!H", buf[:2])[0]:
-            size = struct.unpack("!H", buf[:2])[0]
-            out.append(dns.message.from_wire(buf[2 : 2 + size]))
-            buf = buf[2 + size :]
-    return out
-
-
 def test_a_pipelining_client_that_reads_late_gets_every_answer_and_starves_nobody(
         world: World) -> None:
     """3,000 queries in one write, nothing read for a while: the server stops reading that
@@ -252,7 +237,7 @@ def test_a_pipelining_client_that_reads_late_gets_every_answer_and_starves_nobod
         s.connect((LA, 53))
         s.sendall(wire)
         assert addrs(query(world.ns, LA, "c1", source=C2)) == [C1]  # not starved meanwhile
-        got = _read_frames(s, len(qs))
+        got = [dns.message.from_wire(w) for w in read_tcp_frames(s, len(qs))]
     assert [r.id for r in got] == [q.id for q in qs]
     assert all(addrs(r) == [C2] for r in got)
 

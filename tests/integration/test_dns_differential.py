@@ -26,7 +26,7 @@ import dns.rcode
 import pytest
 
 from tests.integration.test_dns_support import FakeUpstream, query
-from tests.nsutil import VENV_BIN, Netns, is_root
+from tests.nsutil import VENV_BIN, Netns, need_root
 
 pytestmark = pytest.mark.root
 
@@ -82,8 +82,7 @@ def _serve(binary: str, root: Path) -> dict[tuple[str, str, str, str], dns.messa
 @pytest.fixture(scope="module")
 def answers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, dict[
         tuple[str, str, str, str], dns.message.Message]]]:
-    if not is_root():
-        pytest.skip("environment: creating test namespaces needs root (run the suite as root)")
+    need_root()
     if not os.access(AARDVARK_14, os.X_OK):
         pytest.skip("environment: needs Debian's aardvark-dns 1.4")
     root = tmp_path_factory.mktemp("dqdiff")

@@ -31,7 +31,7 @@ from tests.integration.test_dns_support import (
     start_dns,
     wait_dead,
 )
-from tests.nsutil import Netns, is_root
+from tests.nsutil import Netns, need_root
 
 pytestmark = pytest.mark.root
 
@@ -240,8 +240,7 @@ def test_sigterm_stops_and_cleans_up(ns: Netns, tmp_path: Path, env: dict[str, s
 # -- fuzz -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def fuzz_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Netns]:
-    if not is_root():
-        pytest.skip("environment: creating test namespaces needs root (run the suite as root)")
+    need_root()
     n = Netns()
     n.run(["ip", "addr", "add", f"{GW}/24", "dev", "lo"])
     n.run(["ip", "addr", "add", f"{CTR}/32", "dev", "lo"])

@@ -30,7 +30,7 @@ from tests.integration.test_dns_support import (
     start_dns,
     tcp_frames,
 )
-from tests.nsutil import Netns, is_root
+from tests.nsutil import Netns, need_root
 
 pytestmark = pytest.mark.root
 
@@ -101,8 +101,7 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    if not is_root():
-        pytest.skip("environment: creating test namespaces needs root (run the suite as root)")
+    need_root()
     w = World(tmp_path_factory.mktemp("dns"))
     yield w
     w.close()

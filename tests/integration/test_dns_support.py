@@ -93,9 +93,15 @@ def addrs(msg: dns.message.Message) -> list[str]:
 def tcp_frames(sock: socket.socket, wires: list[bytes]) -> list[bytes]:
     """Send several framed queries on one connection, then read as many framed replies."""
     sock.sendall(b"".join(struct.pack("!H", len(w)) + w for w in wires))
-    out = []
+    return read_tcp_frames(sock, len(wires))
+
+
+def read_tcp_frames(sock: socket.socket, count: int) -> list[bytes]:
+    """Up to `count` length-prefixed DNS messages read from a TCP connection (fewer if it
+    closes first)."""
+    out: list[bytes] = []
     buf = b""
-    while len(out) < len(wires):
+    while len(out) < count:
         chunk = sock.recv(65535)
         if not chunk:
             break

@@ -19,7 +19,7 @@ import pytest
 
 from netns import netlink
 from netns.nsenter import entered
-from tests.engine_util import network, options, ping, port, run_in_process, wait_for
+from tests.engine_util import network, options, ping, port, run_in_process, static_net, wait_for
 from tests.frames import ICMP6, MLD2_REPORT, collect, drain, sniffer
 from tests.nsutil import Netns, have, unique
 
@@ -84,14 +84,8 @@ def test_a_new_container_sends_no_router_solicitation_and_no_dad_probe(
     """A managed bridge port's IPv6 side: router_solicitations=0 (the kernel would repeat
     them 4, 8, 16 ... s apart for the link's life, each to all N ports) and accept_dad=0 on
     IPv4-only networks too (netavark sets it on IPv6 ones): no DAD probe of the link-local."""
-    br = unique("sf")
-    subnets = [("10.98.0.0/24", "10.98.0.1")] + ([("fd98::/64", "fd98::1")] if dual else [])
-    net = network(br, br, subnets)
-
-    def opts(i: int) -> dict[str, Any]:
-        ips = [f"10.98.0.{i}"] + ([f"fd98::{i}"] if dual else [])
-        return options(f"c{i}", [(net, {"interface_name": "eth0", "static_ips": ips})])
-
+    net, opts = static_net("sf", 98, dual)
+    br = net["network_interface"]
     first = netns_factory()
     _ok(tmp_path, host_ns, "setup", first, opts(2))
     # On the bridge: it gets all the new container sends (its MLD reports stay off the other

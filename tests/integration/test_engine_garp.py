@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from tests.engine_util import network, options, ping, run_in_process
+from tests.engine_util import ping, run_in_process, static_net
 from tests.frames import collect, drain, sniffer
-from tests.nsutil import Netns, unique
+from tests.nsutil import Netns
 
 pytestmark = pytest.mark.root
 
@@ -39,15 +39,7 @@ def _mac(ns: Netns) -> str:
 
 
 def _opts(dual: bool) -> Callable[[int], dict[str, Any]]:
-    br = unique("ga")
-    subnets = [("10.96.0.0/24", "10.96.0.1")] + ([("fd96::/64", "fd96::1")] if dual else [])
-    net = network(br, br, subnets)
-
-    def opts(i: int) -> dict[str, Any]:
-        ips = [f"10.96.0.{i}"] + ([f"fd96::{i}"] if dual else [])
-        return options(f"c{i}", [(net, {"interface_name": "eth0", "static_ips": ips})])
-
-    return opts
+    return static_net("ga", 96, dual)[1]
 
 
 @pytest.mark.parametrize("dual", [False, True], ids=["ipv4", "dual-stack"])

@@ -19,7 +19,7 @@ import pytest
 
 from netns import mldquiet
 from netns.firewall.runner import ExecResult
-from tests.engine_util import network, options, ping, run_in_process
+from tests.engine_util import network, options, ping, run_in_process, static_net
 from tests.frames import ICMP6, MLD2_REPORT, collect, drain, sniffer
 from tests.nsutil import Netns, have, unique
 
@@ -45,17 +45,7 @@ def _has_table(host: Netns) -> bool:
 
 
 def _net(dual: bool, third: int = 95) -> tuple[dict[str, Any], Callable[[int], dict[str, Any]]]:
-    br = unique("kq")
-    subnets = [(f"10.{third}.0.0/24", f"10.{third}.0.1")]
-    if dual:
-        subnets.append((f"fd{third}::/64", f"fd{third}::1"))
-    net = network(br, br, subnets)
-
-    def opts(i: int) -> dict[str, Any]:
-        ips = [f"10.{third}.0.{i}"] + ([f"fd{third}::{i}"] if dual else [])
-        return options(f"c{i}", [(net, {"interface_name": "eth0", "static_ips": ips})])
-
-    return net, opts
+    return static_net("kq", third, dual)
 
 
 @pytest.mark.parametrize("filtered", [True, False], ids=["filtered", "table-deleted"])

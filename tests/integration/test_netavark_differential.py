@@ -41,7 +41,7 @@ from hypothesis import strategies as st
 
 from netns import mldquiet
 from tests.netavark_diff import NETAVARK, Result, Side
-from tests.nsutil import Netns, have, is_root
+from tests.nsutil import Netns, have, need_root
 from tests.samples import records
 
 pytestmark = pytest.mark.skipif(
@@ -516,6 +516,19 @@ def usable(cidr: Any) -> list[Any]:
                                                       cidr[last]]
 
 
+def static_ips(draw: st.DrawFn, net: dict[str, Any], taken: set[str]) -> list[str] | None:
+    """One free address in each subnet of `net` (not its gateway, none `taken`); None when a
+    subnet has none left."""
+    ips = []
+    for sub in net["subnets"]:
+        free = [str(a) for a in usable(ipaddress.ip_network(sub["subnet"]))
+                if str(a) != sub["gateway"] and str(a) not in taken]
+        if not free:
+            return None
+        ips.append(draw(st.sampled_from(free)))
+    return ips
+
+
 @st.composite
 def container_setup(draw: st.DrawFn, k: int, nets: list[dict[str, Any]],
                     taken: set[str], published: set[tuple[int, int, str]]) -> Call | None:
@@ -525,13 +538,10 @@ def container_setup(draw: st.DrawFn, k: int, nets: list[dict[str, Any]],
     for j, n in enumerate(mine):
         per: dict[str, Any] = {"interface_name": f"eth{j}"}
         if n["subnets"]:
-            per["static_ips"] = []
-        for sub in n["subnets"]:
-            free = [str(a) for a in usable(ipaddress.ip_network(sub["subnet"]))
-                    if str(a) != sub["gateway"] and str(a) not in taken]
-            if not free:
+            ips = static_ips(draw, n, taken)
+            if ips is None:
                 return None
-            per["static_ips"].append(draw(st.sampled_from(free)))
+            per["static_ips"] = ips
         if draw(st.booleans()):
             per["static_mac"] = f"92:d0:c6:0a:{k:02x}:{int(n['name'][5:]):02x}"
         if draw(st.booleans()):
@@ -574,14 +584,11 @@ def connect(draw: st.DrawFn, base: Call, live: list[Call], nets: list[dict[str, 
     per: dict[str, Any] = {"interface_name": next(f"eth{j}" for j in range(9)
                                                   if f"eth{j}" not in ifnames)}
     if net["subnets"]:
-        per["static_ips"] = []
-        for sub in net["subnets"]:
-            free = [str(a) for a in usable(ipaddress.ip_network(sub["subnet"]))
-                    if str(a) != sub["gateway"] and str(a) not in taken]
-            if not free:
-                return None
-            per["static_ips"].append(draw(st.sampled_from(free)))
-        taken.update(per["static_ips"])
+        ips = static_ips(draw, net, taken)
+        if ips is None:
+            return None
+        per["static_ips"] = ips
+        taken.update(ips)
     req = copy.deepcopy(base.request)  # its port mappings too, as Podman passes them
     req["networks"], req["network_info"] = {net["name"]: per}, {net["name"]: copy.deepcopy(net)}
     return Call("setup", base.ctr, req)
@@ -677,8 +684,7 @@ class Namespaces:
 
 @pytest.fixture
 def namespaces() -> Iterator[Namespaces]:
-    if not is_root():
-        pytest.skip("environment: creating test namespaces needs root (run the suite as root)")
+    need_root()
     ns = Namespaces()
     yield ns
     ns.close()
