@@ -14,6 +14,7 @@ connection from that address makes and binds no new socket; `client-port` keeps 
 from __future__ import annotations
 
 import os
+import queue
 import socket
 import subprocess
 import sys
@@ -85,8 +86,35 @@ class Proxy:
         self.tcp.listen(Listener(sock, spec, self.port, 5301, target))
         self._stop_r, self._stop_w = os.pipe()
         self.loop.add(self._stop_r, lambda ev: self.loop.stop())
+        # settled(): the state is read on the loop's own thread, between its handlers, never
+        # half-way through one (e.g. a connection counted closed whose socket is not given back).
+        self._ask_r, self._ask_w = os.pipe()
+        self._asked: queue.Queue[Callable[[], bool]] = queue.Queue()
+        self._answers: queue.Queue[bool] = queue.Queue()
+        self.loop.add(self._ask_r, self._answer)
         self.thread = threading.Thread(target=self.loop.run, daemon=True)
         self.thread.start()
+
+    def _answer(self, ev: int) -> None:
+        os.read(self._ask_r, 1)
+        self._answers.put(self._asked.get_nowait()())
+
+    def on_loop(self, check: Callable[[], bool]) -> bool:
+        """check() run on the loop thread, between its handlers."""
+        self._asked.put(check)
+        os.write(self._ask_w, b"?")
+        return self._answers.get(timeout=10)
+
+    def wait(self, check: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 10
+        while not (ok := self.on_loop(check)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ok
+
+    def quiet(self) -> bool:
+        """No dial in flight, no connection open and no dial socket waiting to go back to
+        its pool."""
+        return not self.pool.in_flight and not self.tcp.conns.total and not self.tcp.returned
 
     @contextmanager
     def in_host(self) -> Iterator[None]:
@@ -123,6 +151,8 @@ class Proxy:
         self.thread.join(10)
         self.dialer.kill()
         self.dialer.wait()
+        for fd in (self._ask_r, self._ask_w):
+            os.close(fd)
 
 
 @pytest.fixture
@@ -157,10 +187,10 @@ def proxy() -> Iterator[Callable[..., Proxy]]:
 
 def settled(p: Proxy) -> int:
     """Dialer requests so far, once none is in flight and every connection is closed."""
-    deadline = time.monotonic() + 10
-    while (p.pool.in_flight or p.tcp.conns.total or p.tcp.returned) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not p.pool.in_flight and not p.tcp.conns.total and not p.tcp.returned
+    # Asked of the loop thread: read from this one, the counters could all be zero while the
+    # loop is between closing the last connection (conns dropped) and putting its socket back
+    # (TcpProxy._close appends to `returned` after that; _give_back empties it before the puts).
+    p.wait(p.quiet)
     return p.pool.next_id
 
 
