@@ -17,13 +17,13 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from netns import locks, logs, proctitle, statefiles
 from netns.dns import config as fmt
-from netns.dns import control, elsewhere
+from netns.dns import control
 from netns.errors import BurrowError, context
 
 log = logging.getLogger("netns.aardvark")
@@ -203,11 +203,6 @@ class AardvarkConfig:
         change is served, so a name resolves as soon as setup returns; any other server gets
         SIGHUP (which returns at once), as netavark sends it."""
         pid = self._pid()
-        if start and pid is not None and elsewhere.serves_elsewhere(pid, self.dir):
-            log.info("DNS server %d listens in another netns: stopping it to start one here", pid)
-            with suppress(ProcessLookupError):  # netns/dns/elsewhere.py says why
-                os.kill(pid, signal.SIGTERM)
-            _wait_gone(pid, RELOAD_TIMEOUT)
         if pid is not None and _pid_alive(pid):
             applied = control.request(str(self.dir), RELOAD_TIMEOUT)
             if applied or (applied is False and not start):
