@@ -235,6 +235,10 @@ def test_a_spray_of_client_addresses_stays_within_the_cap(proxy: Callable[..., P
     for c in conns:
         c.bind(("10.98.9.9", 0))
         c.connect((HOST4, p.port))
+    # Each holds its own dial socket before any ends (the server answers after the client's
+    # FIN): else, on a loaded machine, a later one could take one an earlier one gave back.
+    p.wait(lambda: p.tcp.conns.total == len(conns)
+           and all(c.b is not None for cs in p.tcp.by_netns.values() for c in cs))
     for i, c in enumerate(conns):
         c.settimeout(5)
         c.sendall(b"%d" % i)
